@@ -1,0 +1,4 @@
+"""A software My Number Card: the JPKI and card-info applications over ISO 7816-4 APDUs.
+
+This package imports nothing from ``jpki``: the wire bytes are the only contract.
+"""
