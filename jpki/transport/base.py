@@ -1,0 +1,37 @@
+"""The byte-level seam between the host and a card: ``transmit(apdu) -> rapdu``."""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+
+@runtime_checkable
+class Transport(Protocol):
+    """Anything that sends one command APDU and returns the response APDU (data + SW1 SW2).
+
+    Implementations stay dumb: no status-word handling, no GET RESPONSE chaining (that is
+    ``jpki.apdu``). They raise ``jpki.errors.TransportError`` subclasses on link failures.
+    """
+
+    def transmit(self, apdu: bytes) -> bytes: ...
+
+    def close(self) -> None: ...
+
+    @property
+    def atr(self) -> bytes: ...
+
+    @property
+    def description(self) -> str: ...
+
+
+class TransportBase:
+    """Context-manager plumbing shared by the concrete transports."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:  # pragma: no cover - overridden
+        pass
