@@ -2,3 +2,9 @@
 
 This package imports nothing from ``jpki``: the wire bytes are the only contract.
 """
+
+from .apdu import SW, CardStatus
+from .card import MyNumberCard
+from .profile import CardProfile
+
+__all__ = ["SW", "CardStatus", "CardProfile", "MyNumberCard"]

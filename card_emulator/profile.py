@@ -1,0 +1,86 @@
+"""The card profile: ATR and the behaviour switches for the points the public sources disagree on.
+
+Every field marked UNCERTAIN in the spec is a switch here, with the spec's default. A profile is
+plain data, stored in the card's ``card.json``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+DEFAULT_ATR = bytes.fromhex("3BE000FF8131FE4514")
+
+#: Other ATRs seen on real cards (spec §1), by name, for ``atr`` in a profile.
+KNOWN_ATRS = {
+    "default": DEFAULT_ATR,
+    "jpki-2": bytes.fromhex("3BDA13FF8131FB468012392F31C173C601C03B"),
+    "jpki-3": bytes.fromhex("3BC5FF8131FB458073C6010000"),
+    "jpki-contactless": bytes.fromhex("3BF59100FF918171FE400042000100D1D6"),
+}
+
+TOKEN_LABELS = {
+    "card": "JPKIAPICCTOKEN2",  # My Number Card
+    "juki": "JPKIAPICCTOKEN",  # old Juki card
+    "smartphone": "JPKIAPGPSETOKEN",  # smartphone JPKI
+}
+
+
+@dataclass(frozen=True)
+class CardProfile:
+    atr_hex: str = DEFAULT_ATR.hex().upper()
+    #: which token label EF 0006 carries (``card``, ``juki`` or ``smartphone``)
+    token_kind: str = "card"
+    #: UNCERTAIN: one signature-password VERIFY allows several signatures until the AP is
+    #: re-selected (False, default) or exactly one signature (True).
+    one_signature_per_verify: bool = False
+    #: UNCERTAIN: contents of EF 0008 when both certificates are present.
+    ef0008_hex: str = "8F8F00"
+    #: UNCERTAIN: SW for a secure-messaging CLA on SELECT, and on other commands.
+    sm_select_sw: int = 0x6882
+    sm_other_sw: int = 0x69FC
+    #: Answer to an empty VERIFY of a blocked PIN (63C0 says "0 tries left").
+    blocked_query_sw: int = 0x63C0
+    #: READ BINARY that reaches the end of the EF before Le bytes: 9000 (default) or 6282.
+    short_read_sw: int = 0x9000
+    #: UNCERTAIN: BER long-length form in the card-info TLVs: "82" always (spec) or "ber" (81 for <256).
+    long_length_form: str = "82"
+    #: UNCERTAIN: year in 照合番号B: "era" (Japanese-era year, measured test card) or "gregorian".
+    verification_b_year: str = "era"
+    #: Minimum size of the certificate EFs; each grows (in 256-byte steps) to fit its certificate.
+    certificate_ef_size: int = 2048
+    #: Filler byte after a certificate in its EF.
+    filler: int = 0xFF
+    #: P1 01-05 of COMPUTE DIGITAL SIGNATURE (on-card hashing / PSS): UNCERTAIN, off by default (6A86).
+    on_card_hashing: bool = False
+
+    @property
+    def atr(self) -> bytes:
+        return bytes.fromhex(self.atr_hex)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any] | None) -> "CardProfile":
+        obj = dict(obj or {})
+        known = {f.name for f in fields(cls)}
+        unknown = set(obj) - known
+        if unknown:
+            raise ValueError(f"unknown card profile settings: {', '.join(sorted(unknown))}")
+        profile = cls(**obj)
+        profile.validate()
+        return profile
+
+    def validate(self) -> None:
+        if self.token_kind not in TOKEN_LABELS:
+            raise ValueError(f"token_kind must be one of {sorted(TOKEN_LABELS)}")
+        if self.long_length_form not in ("82", "ber"):
+            raise ValueError("long_length_form must be '82' or 'ber'")
+        if self.verification_b_year not in ("era", "gregorian"):
+            raise ValueError("verification_b_year must be 'era' or 'gregorian'")
+        if not 0 <= self.filler <= 0xFF:
+            raise ValueError("filler must be a byte")
+        atr = bytes.fromhex(self.atr_hex)
+        if not 2 <= len(atr) <= 33 or atr[0] not in (0x3B, 0x3F):
+            raise ValueError("atr_hex is not a plausible ATR")

@@ -1,0 +1,172 @@
+"""Write a card directory from plain values: keys, certificates, PINs and the holder's data.
+
+This is the card factory's side of provisioning; choosing the values (a persona, issuing the
+certificates) is the host's job.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as _dt
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
+from . import content as C
+from .card import CARD_FILE, FORMAT_VERSION, LOCK_FILE, STATE_FILE, new_pin_record
+from .profile import CardProfile
+from .storage import atomic_write, locked, make_private_dir, read_json, write_json
+
+
+@dataclass(frozen=True)
+class CardData:
+    """Everything a new card holds. Certificates are DER; keys are RSA private keys."""
+
+    auth_key: rsa.RSAPrivateKey
+    sign_key: rsa.RSAPrivateKey
+    auth_cert: bytes
+    sign_cert: bytes
+    auth_ca_cert: bytes
+    sign_ca_cert: bytes
+    my_number: str
+    name: str
+    address: str
+    birth_date: _dt.date
+    sex_code: str  # card-info code: 1 male, 2 female, 9 not applicable
+    auth_pin: str
+    sign_pin: str
+    card_pin: str
+    security_code: str
+    card_expiry: _dt.date
+    #: key that signs the card-info integrity record (EF 0003); J-LIS's card-issuer key in reality
+    issuer_key: rsa.RSAPrivateKey | None = None
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def _binary(data: bytes, read: tuple[str, ...] = ()) -> dict[str, Any]:
+    return {"kind": "binary", "data": _b64(data), "read": list(read)}
+
+
+def build_content(data: CardData, profile: CardProfile, serial: str) -> dict[str, Any]:
+    """The card.json document (without PIN state)."""
+    size, fill = profile.certificate_ef_size, profile.filler
+    jpki_files = {
+        "0001": _binary(C.certificate_ef(data.sign_cert, size, fill), ("sign",)),
+        "0002": _binary(C.certificate_ef(data.sign_ca_cert, size, fill)),
+        "0006": _binary(C.token_info(profile.token_kind, serial)),
+        "0008": _binary(bytes.fromhex(profile.ef0008_hex)),
+        "000A": _binary(C.certificate_ef(data.auth_cert, size, fill)),
+        "000B": _binary(C.certificate_ef(data.auth_ca_cert, size, fill)),
+        "0017": {"kind": "key", "key": "auth", "pin": "auth"},
+        "0018": {"kind": "pin", "pin": "auth"},
+        "001A": {"kind": "key", "key": "sign", "pin": "sign"},
+        "001B": {"kind": "pin", "pin": "sign"},
+    }
+    form = profile.long_length_form
+    ef1 = C.mynumber_ef(data.my_number)
+    b4_value = C.basic4_value(data.name, data.address, data.birth_date.strftime("%Y%m%d"),
+                              data.sex_code, form)
+    ef2 = C.basic4_ef(data.name, data.address, data.birth_date.strftime("%Y%m%d"), data.sex_code,
+                      form=form, size=max(512, len(b4_value) + 16), filler=fill)
+    issuer = data.issuer_key
+    signature = (issuer.sign(C.integrity_signed_part(ef1, b4_value), padding.PKCS1v15(), hashes.SHA256())
+                 if issuer is not None else bytes(256))
+    text_files = {
+        "0001": _binary(ef1, ("card", "card_a")),
+        "0002": _binary(ef2, ("card", "card_b")),
+        "0003": _binary(C.integrity_record(ef1, b4_value, signature), ("card", "card_a", "card_b")),
+        "0005": _binary(C.ap_basic_info(os.urandom(16))),
+        "0011": {"kind": "pin", "pin": "card"},
+        "0014": {"kind": "pin", "pin": "card_a"},
+        "0015": {"kind": "pin", "pin": "card_b"},
+    }
+    return {
+        "format": FORMAT_VERSION,
+        "serial": serial,
+        "profile": profile.to_json(),
+        "card_expiry": data.card_expiry.isoformat(),
+        "keys": {"auth": "keys/auth.pem", "sign": "keys/sign.pem"},
+        "applications": {
+            "jpki": {"aid": C.JPKI_AID.hex().upper(), "files": jpki_files},
+            "text": {"aid": C.TEXT_AID.hex().upper(), "files": text_files},
+            "surface": {"aid": C.SURFACE_AID.hex().upper(), "files": {}},
+            "juki": {"aid": C.JUKI_AID.hex().upper(), "files": {}},
+            "common": {"aid": C.COMMON_AID.hex().upper(), "files": {}},
+        },
+    }
+
+
+def build_pins(data: CardData, profile: CardProfile) -> dict[str, Any]:
+    b = C.verification_number_b(data.birth_date, data.card_expiry.year, data.security_code,
+                                profile.verification_b_year)
+    return {"pins": {
+        "auth": new_pin_record(data.auth_pin, "digits4", 3),
+        "sign": new_pin_record(data.sign_pin.upper(), "password", 5),
+        "card": new_pin_record(data.card_pin, "digits4", 3),
+        "card_a": new_pin_record(data.my_number, "digits12", 3),
+        "card_b": new_pin_record(b, "digits14", 3),
+    }}
+
+
+def _key_pem(key: rsa.RSAPrivateKey) -> bytes:
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption())
+
+
+def create_card(directory: str | os.PathLike[str], data: CardData,
+                profile: CardProfile | None = None, *, serial: str | None = None) -> Path:
+    """Create a card directory (refuses to overwrite one). Every file is 0600."""
+    directory = Path(directory)
+    if (directory / CARD_FILE).exists():
+        raise FileExistsError(f"a card already exists in {directory}")
+    profile = profile or CardProfile()
+    profile.validate()
+    serial = serial or os.urandom(8).hex().upper()
+    make_private_dir(directory)
+    make_private_dir(directory / "keys")
+    atomic_write(directory / "keys" / "auth.pem", _key_pem(data.auth_key))
+    atomic_write(directory / "keys" / "sign.pem", _key_pem(data.sign_key))
+    write_json(directory / STATE_FILE, build_pins(data, profile))
+    # card.json last: its presence marks a complete card.
+    write_json(directory / CARD_FILE, build_content(data, profile, serial))
+    return directory
+
+
+def replace_sign_credentials(directory: str | os.PathLike[str], sign_key: rsa.RSAPrivateKey,
+                             sign_cert: bytes) -> None:
+    """Write a new signing key and certificate (the municipality's update after a 4-info change)."""
+    directory = Path(directory)
+    doc = read_json(directory / CARD_FILE)
+    profile = CardProfile.from_json(doc["profile"])
+    atomic_write(directory / "keys" / "sign.pem", _key_pem(sign_key))
+    doc["applications"]["jpki"]["files"]["0001"]["data"] = _b64(
+        C.certificate_ef(sign_cert, profile.certificate_ef_size, profile.filler))
+    write_json(directory / CARD_FILE, doc)
+
+
+def reset_pin(directory: str | os.PathLike[str], pin: str, value: str | None = None) -> None:
+    """The municipal office's unblock: restore the tries (and optionally set a new value)."""
+    directory = Path(directory)
+    with locked(directory / LOCK_FILE):
+        state = read_json(directory / STATE_FILE)
+        if pin not in state["pins"]:
+            raise KeyError(f"no PIN named {pin!r}")
+        rec = state["pins"][pin]
+        if value is not None:
+            fresh = new_pin_record(value.upper() if rec["format"] == "password" else value,
+                                   rec["format"], rec["max"])
+            rec.update(fresh)
+        rec["remaining"] = rec["max"]
+        write_json(directory / STATE_FILE, state)
+
+
+def delete_card(directory: str | os.PathLike[str]) -> None:
+    shutil.rmtree(directory)

@@ -1,0 +1,300 @@
+"""Sessions over the card's applications: the JPKI AP and the card-info (券面事項入力補助) AP.
+
+Each session selects its AP when it is created. Methods are small and typed; a non-9000 status
+word arrives as an exception from ``jpki.apdu``.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import re
+from dataclasses import dataclass
+from typing import Literal
+
+from .apdu import ApduProtocol, Response, raise_for_sw
+from .errors import ProtocolError, UsageError
+from .identity import Sex, is_valid_mynumber, japanese_era
+from .transport.base import Transport
+
+JPKI_AID = bytes.fromhex("D392F000260100000001")
+TEXT_AID = bytes.fromhex("D3921000310001010408")
+
+CertKind = Literal["auth", "sign", "auth-ca", "sign-ca"]
+KeyKind = Literal["auth", "sign"]
+
+CERT_FIDS: dict[str, int] = {"sign": 0x0001, "sign-ca": 0x0002, "auth": 0x000A, "auth-ca": 0x000B}
+KEY_FIDS: dict[str, int] = {"auth": 0x0017, "sign": 0x001A}
+JPKI_PIN_FIDS: dict[str, int] = {"auth": 0x0018, "sign": 0x001B}
+TEXT_PIN_FIDS: dict[str, int] = {"card": 0x0011, "card_a": 0x0014, "card_b": 0x0015}
+
+TOKEN_TYPES = {
+    "JPKIAPICCTOKEN2": "my-number-card",
+    "JPKIAPICCTOKEN": "juki-card",
+    "JPKIAPGPSETOKEN": "smartphone",
+}
+
+PIN_RULES: dict[str, tuple[re.Pattern[str], str]] = {
+    "auth": (re.compile(r"[0-9]{4}"), "the user-authentication PIN is 4 digits"),
+    "card": (re.compile(r"[0-9]{4}"), "the card-info PIN is 4 digits"),
+    "sign": (re.compile(r"[A-Z0-9]{6,16}"), "the signature password is 6-16 letters A-Z and digits"),
+    "card_a": (re.compile(r"[0-9]{12}"), "照合番号A is the 12-digit My Number"),
+    "card_b": (re.compile(r"[0-9]{14}"), "照合番号B is 14 digits"),
+}
+
+DIGEST_INFO_PREFIX: dict[str, bytes] = {
+    "sha1": bytes.fromhex("3021300906052b0e03021a05000414"),
+    "sha256": bytes.fromhex("3031300d060960864801650304020105000420"),
+    "sha384": bytes.fromhex("3041300d060960864801650304020205000430"),
+    "sha512": bytes.fromhex("3051300d060960864801650304020305000440"),
+}
+DIGEST_SIZES = {"sha1": 20, "sha256": 32, "sha384": 48, "sha512": 64}
+
+
+def normalise_pin(pin: str, value: str) -> bytes:
+    """Check a PIN against its rule (signature passwords are upper-cased first) and encode it."""
+    if pin == "sign":
+        value = value.upper()
+    rule, message = PIN_RULES[pin]
+    if not rule.fullmatch(value):
+        raise UsageError(message)
+    return value.encode("ascii")
+
+
+def digest_info(algorithm: str, digest: bytes) -> bytes:
+    """DER DigestInfo for a hash (what the card pads and signs)."""
+    if algorithm not in DIGEST_INFO_PREFIX:
+        raise UsageError(f"unsupported digest {algorithm!r}: use one of {sorted(DIGEST_INFO_PREFIX)}")
+    if len(digest) != DIGEST_SIZES[algorithm]:
+        raise UsageError(f"a {algorithm} digest is {DIGEST_SIZES[algorithm]} bytes")
+    return DIGEST_INFO_PREFIX[algorithm] + digest
+
+
+def _der_total_length(header: bytes) -> int:
+    """Length of a DER SEQUENCE (header included) from its first bytes."""
+    if len(header) < 2 or header[0] != 0x30:
+        raise ProtocolError("no certificate in this EF (does not start with a DER SEQUENCE)")
+    first = header[1]
+    if first < 0x80:
+        return 2 + first
+    n = first & 0x7F
+    if n == 0 or n > 3 or len(header) < 2 + n:
+        raise ProtocolError("unsupported DER length in certificate header")
+    return 2 + n + int.from_bytes(header[2:2 + n], "big")
+
+
+class _ApSession:
+    aid: bytes
+    pin_fids: dict[str, int]
+
+    def __init__(self, card: Transport | ApduProtocol) -> None:
+        self.protocol = card if isinstance(card, ApduProtocol) else ApduProtocol(card)
+        self.select_ap()
+
+    def select_ap(self) -> None:
+        """(Re)select the AP; this also logs out every PIN."""
+        self.protocol.send(0x00, 0xA4, 0x04, 0x0C, self.aid)
+
+    def _select_ef(self, fid: int) -> None:
+        self.protocol.send(0x00, 0xA4, 0x02, 0x0C, fid.to_bytes(2, "big"))
+
+    def _pin_fid(self, pin: str) -> int:
+        try:
+            return self.pin_fids[pin]
+        except KeyError:
+            raise UsageError(f"unknown PIN {pin!r}: use one of {sorted(self.pin_fids)}") from None
+
+    def read_binary(self, offset: int, length: int) -> bytes:
+        """READ BINARY of the current EF, in chunks of at most 256 bytes."""
+        out = bytearray()
+        while len(out) < length:
+            want = min(256, length - len(out))
+            pos = offset + len(out)
+            if pos > 0x7FFF:
+                raise ProtocolError("EF offset beyond 7FFF")
+            chunk = self.protocol.send(0x00, 0xB0, pos >> 8, pos & 0xFF, le=want)
+            if not chunk:
+                raise ProtocolError("card returned no data before the end of the object")
+            out += chunk
+        return bytes(out[:length])
+
+    def tries_left(self, pin: str) -> int:
+        """Tries left for a PIN, spending none (an empty VERIFY)."""
+        self._select_ef(self._pin_fid(pin))
+        response: Response = self.protocol.send_raw(bytes((0x00, 0x20, 0x00, 0x80)))
+        if response.sw & 0xFFF0 == 0x63C0:
+            return response.sw & 0x0F
+        if response.sw in (0x6983, 0x6984):
+            return 0
+        if response.sw == 0x9000:
+            raise ProtocolError("the card answered 9000 to a PIN status query (expected 63Cx)")
+        raise_for_sw(response.sw)
+        raise ProtocolError(f"unexpected status {response.sw:04X}")  # pragma: no cover
+
+    def verify(self, pin: str, value: str) -> None:
+        """VERIFY a PIN. Raises PinIncorrectError(tries_left) or PinBlockedError."""
+        fid = self._pin_fid(pin)
+        data = normalise_pin(pin, value)
+        self._select_ef(fid)
+        self.protocol.send(0x00, 0x20, 0x00, 0x80, data)
+
+    def change_pin(self, pin: str, old: str, new: str) -> None:
+        """Verify the old value, then CHANGE REFERENCE DATA to the new one."""
+        new_data = normalise_pin(pin, new)
+        self.verify(pin, old)
+        self.protocol.send(0x00, 0x24, 0x01, 0x80, new_data)
+
+
+class JpkiSession(_ApSession):
+    """The JPKI AP: certificates, PINs and the two signing keys."""
+
+    aid = JPKI_AID
+    pin_fids = JPKI_PIN_FIDS
+
+    def token_label(self) -> str:
+        self._select_ef(0x0006)
+        return self.read_binary(0, 32).rstrip(b" \x00").decode("ascii", "replace")
+
+    def card_type(self) -> str:
+        """``my-number-card``, ``juki-card`` or ``smartphone``, from the token EF's label."""
+        label = self.token_label()
+        if label not in TOKEN_TYPES:
+            raise ProtocolError(f"unknown JPKI token label {label!r}")
+        return TOKEN_TYPES[label]
+
+    def read_certificate(self, kind: CertKind) -> bytes:
+        """A certificate's DER, read by the length in its header (the EF is larger)."""
+        if kind not in CERT_FIDS:
+            raise UsageError(f"unknown certificate {kind!r}: use one of {sorted(CERT_FIDS)}")
+        self._select_ef(CERT_FIDS[kind])
+        header = self.read_binary(0, 4)
+        total = _der_total_length(header)
+        return header + self.read_binary(4, total - 4) if total > 4 else header[:total]
+
+    def sign(self, key: KeyKind, data: bytes) -> bytes:
+        """COMPUTE DIGITAL SIGNATURE over ``data`` (a DigestInfo) with the auth or sign key.
+
+        The key's PIN must have been verified in this session (else SecurityStatusError).
+        """
+        if key not in KEY_FIDS:
+            raise UsageError(f"unknown key {key!r}: use 'auth' or 'sign'")
+        if not 1 <= len(data) <= 245:
+            raise UsageError("the card signs 1-245 bytes (a DigestInfo)")
+        self._select_ef(KEY_FIDS[key])
+        return self.protocol.send(0x80, 0x2A, 0x00, 0x80, data, le=256)
+
+    def sign_digest(self, key: KeyKind, algorithm: str, digest: bytes) -> bytes:
+        return self.sign(key, digest_info(algorithm, digest))
+
+
+@dataclass(frozen=True)
+class BasicInfo:
+    """The basic 4 info (基本4情報) as the card-info AP holds it."""
+
+    name: str
+    address: str
+    birth_date: _dt.date
+    sex: Sex
+
+    def to_json(self) -> dict[str, str]:
+        return {"name": self.name, "address": self.address,
+                "birth_date": self.birth_date.isoformat(), "sex": self.sex.name.lower()}
+
+
+def _read_tlv(buf: bytes, pos: int) -> tuple[bytes, bytes, int]:
+    """One BER TLV with a 1- or 2-byte tag at ``pos``: (tag, value, next position)."""
+    try:
+        tag = buf[pos:pos + 1]
+        pos += 1
+        if tag[0] & 0x1F == 0x1F:
+            tag += buf[pos:pos + 1]
+            pos += 1
+        first = buf[pos]
+        pos += 1
+        if first < 0x80:
+            length = first
+        elif first in (0x81, 0x82):
+            n = first & 0x7F
+            length = int.from_bytes(buf[pos:pos + n], "big")
+            pos += n
+        else:
+            raise ProtocolError(f"unsupported TLV length byte {first:02X}")
+    except IndexError:
+        raise ProtocolError("truncated TLV") from None
+    value = buf[pos:pos + length]
+    if len(value) != length:
+        raise ProtocolError("truncated TLV value")
+    return tag, value, pos + length
+
+
+def parse_basic_info(ef: bytes) -> BasicInfo:
+    """Parse card-info EF 0002: ``FF20{DF21 offsets, DF22 name, DF23 address, DF24 birth, DF25 sex}``."""
+    tag, value, _ = _read_tlv(ef, 0)
+    if tag != b"\xff\x20":
+        raise ProtocolError("basic 4 info EF does not start with FF20")
+    fields: dict[bytes, bytes] = {}
+    pos = 0
+    while pos < len(value):
+        t, v, pos = _read_tlv(value, pos)
+        fields[t] = v
+    try:
+        name = fields[b"\xdf\x22"].decode("utf-8")
+        address = fields[b"\xdf\x23"].decode("utf-8")
+        birth_raw = fields[b"\xdf\x24"].decode("ascii")
+        sex_code = fields[b"\xdf\x25"].decode("ascii")
+    except KeyError as missing:
+        raise ProtocolError(f"basic 4 info lacks tag {missing.args[0].hex().upper()}") from None
+    except UnicodeDecodeError as exc:
+        raise ProtocolError(f"basic 4 info is not valid text: {exc}") from None
+    try:
+        birth = _dt.datetime.strptime(birth_raw, "%Y%m%d").date()
+        sex = Sex.from_card_code(sex_code)
+    except ValueError as exc:
+        raise ProtocolError(f"basic 4 info has a bad field: {exc}") from None
+    return BasicInfo(name, address, birth, sex)
+
+
+class CardInfoSession(_ApSession):
+    """The 券面事項入力補助AP: My Number and the basic 4 info, behind the 4-digit card-info PIN."""
+
+    aid = TEXT_AID
+    pin_fids = TEXT_PIN_FIDS
+
+    def _read_ef(self, fid: int, length: int) -> bytes:
+        self._select_ef(fid)
+        return self.read_binary(0, length)
+
+    def read_my_number(self) -> str:
+        """The My Number (needs PIN ``card`` or 照合番号A verified); its check digit is validated."""
+        ef = self._read_ef(0x0001, 17)
+        if ef[:3] != b"\xff\x10\x0c":
+            raise ProtocolError("My Number EF does not start with FF100C")
+        number = ef[3:15].decode("ascii", "replace")
+        if not is_valid_mynumber(number):
+            raise ProtocolError("the card's My Number fails its check digit")
+        return number
+
+    def read_basic_info(self) -> BasicInfo:
+        """The basic 4 info (needs PIN ``card`` or 照合番号B verified)."""
+        self._select_ef(0x0002)
+        head = self.read_binary(0, 5)
+        if head[:2] != b"\xff\x20":
+            raise ProtocolError("basic 4 info EF does not start with FF20")
+        if head[2] < 0x80:
+            total = 3 + head[2]
+        elif head[2] == 0x81:
+            total = 4 + head[3]
+        elif head[2] == 0x82:
+            total = 5 + int.from_bytes(head[3:5], "big")
+        else:
+            raise ProtocolError("unsupported length in basic 4 info")
+        return parse_basic_info(head + self.read_binary(5, total - 5) if total > 5 else head[:total])
+
+    def verify_b(self, birth_date: _dt.date, card_expiry_year: int, security_code: str,
+                 era_year: bool = True) -> None:
+        """VERIFY 照合番号B from the birth date, the card's expiry year and its security code."""
+        yy = japanese_era(birth_date)[1] if era_year else birth_date.year
+        value = f"{yy % 100:02d}{birth_date:%m%d}{card_expiry_year:04d}{security_code}"
+        self.verify("card_b", value)
+
+
+__all__ = ["JpkiSession", "CardInfoSession", "BasicInfo", "digest_info", "normalise_pin"]

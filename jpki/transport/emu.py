@@ -1,0 +1,89 @@
+"""The in-process emulated card (``emu:NAME``). The one module of jpki that imports card_emulator."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from ..errors import NoCardError
+from .base import TransportBase
+
+
+def cards_dir(home: Path) -> Path:
+    return Path(home) / "cards"
+
+
+def card_path(home: Path, name: str) -> Path:
+    """Where the emulated card NAME lives under a jpki home (a path is taken as it is)."""
+    if "/" in name or name.startswith("."):
+        return Path(name)
+    return cards_dir(home) / name
+
+
+class EmulatorTransport(TransportBase):
+    """Transmit straight into a software card in this process."""
+
+    def __init__(self, directory: str | os.PathLike[str]) -> None:
+        from card_emulator import MyNumberCard
+
+        directory = Path(directory)
+        if not (directory / "card.json").is_file():
+            raise NoCardError(f"no emulated card at {directory} (create one with 'jpki card create')")
+        self.directory = directory
+        self.card = MyNumberCard.open(directory)
+        self.card.power_on()
+
+    def transmit(self, apdu: bytes) -> bytes:
+        return self.card.transmit(apdu)
+
+    @property
+    def atr(self) -> bytes:
+        return self.card.atr
+
+    @property
+    def description(self) -> str:
+        return f"emulated card {self.directory.name}"
+
+    def close(self) -> None:
+        self.card.power_off()
+
+
+# --- card factory (used by provisioning and the CLI's admin commands) -------------------------
+
+def create_emulated_card(directory: Path, **card_data: Any) -> Path:
+    """Write a new emulated card; ``card_data`` are the fields of card_emulator's CardData."""
+    from card_emulator.profile import CardProfile
+    from card_emulator.provision import CardData, create_card
+
+    profile = card_data.pop("profile", None)
+    if isinstance(profile, dict):
+        profile = CardProfile.from_json(profile)
+    return create_card(directory, CardData(**card_data), profile)
+
+
+def reset_emulated_pin(directory: Path, pin: str, value: str | None = None) -> None:
+    from card_emulator.provision import reset_pin
+
+    reset_pin(directory, pin, value)
+
+
+def replace_emulated_sign_credentials(directory: Path, sign_key: Any, sign_cert: bytes) -> None:
+    from card_emulator.provision import replace_sign_credentials
+
+    replace_sign_credentials(directory, sign_key, sign_cert)
+
+
+def emulated_card_info(directory: Path) -> dict[str, Any]:
+    """Admin view of an emulated card: serial, profile, PIN tries (no secrets)."""
+    from card_emulator import MyNumberCard
+
+    card = MyNumberCard.open(directory)
+    return {"serial": _card_serial(directory), "atr": card.atr.hex().upper(),
+            "profile": card.profile.to_json(), "pins": card.pin_status()}
+
+
+def _card_serial(directory: Path) -> str:
+    import json
+
+    return json.loads((directory / "card.json").read_text()).get("serial", "")
