@@ -1,0 +1,347 @@
+"""The test CA: two self-signed roots (signing, user authentication) kept in a directory.
+
+Layout of a CA directory (made by :meth:`TestCA.init`)::
+
+    ca.json          format version, base URL (public)
+    sign_ca.pem      signing root certificate (0644)
+    sign_ca.key      its private key, unencrypted PKCS#8 PEM (0600, created with that mode)
+    auth_ca.pem      user-authentication root certificate (0644)
+    auth_ca.key      its private key (0600)
+    certs.db         CertificateDB of every certificate issued (0600)
+
+The keys are unencrypted: this is an emulator CA, never a real one.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from jpki.clock import JST, Clock, SystemClock
+from jpki.errors import JpkiError, UsageError
+from jpki.identity import Persona
+from jpki.pki import profiles
+from jpki.pki.db import CertificateDB
+from jpki.pki.profiles import CA_KINDS, CaKind
+
+__all__ = ["CAExistsError", "CANotFoundError", "TestCA"]
+
+FORMAT_VERSION = 1
+DEFAULT_BASE_URL = "http://127.0.0.1:8470"
+CONFIG_FILE = "ca.json"
+DB_FILE = "certs.db"
+
+
+class CAExistsError(UsageError):
+    """``TestCA.init`` was asked to create a CA where one (or part of one) already exists."""
+
+
+class CANotFoundError(JpkiError):
+    """``TestCA.open`` found no complete CA in the directory."""
+
+
+def _cert_file(kind: CaKind) -> str:
+    return f"{kind}_ca.pem"
+
+
+def _key_file(kind: CaKind) -> str:
+    return f"{kind}_ca.key"
+
+
+def _write_new(path: Path, data: bytes, mode: int) -> None:
+    """Create ``path`` with ``mode`` from the start (O_EXCL: never overwrite), write, fsync."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class TestCA:
+    """An emulator CA issuing JPKI-shaped signing and user-authentication certificates.
+
+    Every certificate it issues is recorded in :attr:`db`. Time comes from the injected clock.
+    """
+
+    __test__ = False  # not a pytest test class, despite the name
+
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        base_url: str,
+        clock: Clock,
+        certs: dict[CaKind, x509.Certificate],
+        keys: dict[CaKind, rsa.RSAPrivateKey],
+        db: CertificateDB,
+    ) -> None:
+        """Use :meth:`init` or :meth:`open`."""
+        self.directory = directory
+        self.base_url = base_url.rstrip("/")
+        self.clock = clock
+        self._certs = certs
+        self._keys = keys
+        self.db = db
+
+    # -- construction
+
+    @classmethod
+    def init(
+        cls,
+        directory: Path | str,
+        *,
+        base_url: str = DEFAULT_BASE_URL,
+        clock: Clock,
+        key_size: int = 2048,
+        keys: dict[CaKind, rsa.RSAPrivateKey] | None = None,
+    ) -> TestCA:
+        """Create both roots in ``directory`` (created 0700 if missing; must hold no CA).
+
+        ``keys`` supplies pre-generated CA keys (tests reuse them; generation is slow);
+        otherwise RSA keys of ``key_size`` bits are generated.
+        """
+        directory = Path(directory)
+        if not base_url.startswith(("http://", "https://")):
+            raise UsageError(f"base_url must be an http(s) URL, not {base_url!r}")
+        if key_size < 2048:
+            raise UsageError("CA keys must have at least 2048 bits")
+        ours = [CONFIG_FILE, DB_FILE] + [f(k) for k in CA_KINDS for f in (_cert_file, _key_file)]
+        if directory.exists():
+            if not directory.is_dir():
+                raise CAExistsError(f"{directory} exists and is not a directory")
+            present = [name for name in ours if (directory / name).exists()]
+            if present:
+                raise CAExistsError(
+                    f"{directory} already holds a CA ({', '.join(present)}); refusing to overwrite"
+                )
+        else:
+            directory.mkdir(mode=0o700, parents=True)
+        now = clock.now()
+        certs: dict[CaKind, x509.Certificate] = {}
+        ca_keys: dict[CaKind, rsa.RSAPrivateKey] = {}
+        for kind in CA_KINDS:
+            key = (keys or {}).get(kind) or rsa.generate_private_key(65537, key_size)
+            if not isinstance(key, rsa.RSAPrivateKey):
+                raise UsageError("CA keys must be RSA private keys")
+            ca_keys[kind] = key
+            certs[kind] = profiles.build_ca_certificate(kind, key, not_before=now)
+        # Keys first (the secret part, 0600 from creation), then certificates, then the config
+        # that marks the CA complete.
+        for kind in CA_KINDS:
+            pem = ca_keys[kind].private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+            _write_new(directory / _key_file(kind), pem, 0o600)
+        for kind in CA_KINDS:
+            pem = certs[kind].public_bytes(serialization.Encoding.PEM)
+            _write_new(directory / _cert_file(kind), pem, 0o644)
+        db = CertificateDB(directory / DB_FILE)
+        config = {
+            "format": FORMAT_VERSION,
+            "base_url": base_url.rstrip("/"),
+            "created_at": now.astimezone(_dt.timezone.utc).isoformat(timespec="seconds"),
+        }
+        _write_new(
+            directory / CONFIG_FILE, (json.dumps(config, indent=2) + "\n").encode(), 0o644
+        )
+        _fsync_dir(directory)
+        return cls(
+            directory, base_url=base_url, clock=clock, certs=certs, keys=ca_keys, db=db
+        )
+
+    @classmethod
+    def open(cls, directory: Path | str, *, clock: Clock | None = None) -> TestCA:
+        """Open a CA made by :meth:`init`. ``clock`` defaults to the system clock."""
+        directory = Path(directory)
+        config_path = directory / CONFIG_FILE
+        if not config_path.is_file():
+            raise CANotFoundError(f"no test CA in {directory} (missing {CONFIG_FILE})")
+        try:
+            config = json.loads(config_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise CANotFoundError(f"unreadable {config_path}: {exc}") from None
+        if config.get("format") != FORMAT_VERSION:
+            raise CANotFoundError(f"{config_path}: unsupported format {config.get('format')!r}")
+        certs: dict[CaKind, x509.Certificate] = {}
+        keys: dict[CaKind, rsa.RSAPrivateKey] = {}
+        for kind in CA_KINDS:
+            try:
+                certs[kind] = x509.load_pem_x509_certificate(
+                    (directory / _cert_file(kind)).read_bytes()
+                )
+                key = serialization.load_pem_private_key(
+                    (directory / _key_file(kind)).read_bytes(), password=None
+                )
+            except (OSError, ValueError) as exc:
+                raise CANotFoundError(f"incomplete test CA in {directory}: {exc}") from None
+            if not isinstance(key, rsa.RSAPrivateKey):
+                raise CANotFoundError(f"{_key_file(kind)} is not an RSA key")
+            if key.public_key().public_numbers() != certs[kind].public_key().public_numbers():  # type: ignore[union-attr]
+                raise CANotFoundError(f"{_key_file(kind)} does not match {_cert_file(kind)}")
+            keys[kind] = key
+        return cls(
+            directory,
+            base_url=str(config["base_url"]),
+            clock=clock if clock is not None else SystemClock(),
+            certs=certs,
+            keys=keys,
+            db=CertificateDB(directory / DB_FILE),
+        )
+
+    def close(self) -> None:
+        self.db.close()
+
+    def __enter__(self) -> TestCA:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- the roots
+
+    @property
+    def sign_ca_cert(self) -> x509.Certificate:
+        return self._certs["sign"]
+
+    @property
+    def auth_ca_cert(self) -> x509.Certificate:
+        return self._certs["auth"]
+
+    @property
+    def sign_ca_key(self) -> rsa.RSAPrivateKey:
+        return self._keys["sign"]
+
+    @property
+    def auth_ca_key(self) -> rsa.RSAPrivateKey:
+        return self._keys["auth"]
+
+    def ca_cert(self, kind: CaKind) -> x509.Certificate:
+        """The root certificate for ``'sign'`` or ``'auth'``."""
+        return self._certs[profiles._check_kind(kind)]
+
+    def ca_key(self, kind: CaKind) -> rsa.RSAPrivateKey:
+        """The root's private key (for CRL and OCSP signing)."""
+        return self._keys[profiles._check_kind(kind)]
+
+    def ca_cert_path(self, kind: CaKind) -> Path:
+        """Path of the root certificate PEM (for ``openssl verify -CAfile``)."""
+        return self.directory / _cert_file(profiles._check_kind(kind))
+
+    def crl_url(self, kind: CaKind) -> str:
+        return profiles.crl_url(self.base_url, kind)
+
+    def ocsp_url(self, kind: CaKind) -> str:
+        return profiles.ocsp_url(self.base_url, kind)
+
+    # -- issuance
+
+    def _issued_at(self, issued_at: _dt.datetime | None) -> _dt.datetime:
+        when = issued_at if issued_at is not None else self.clock.now()
+        if when.tzinfo is None or when.utcoffset() is None:
+            raise UsageError("issued_at must be timezone-aware")
+        return when.astimezone(_dt.timezone.utc).replace(microsecond=0)
+
+    def _check_window(self, kind: CaKind, issued_at: _dt.datetime) -> _dt.datetime:
+        ca = self.ca_cert(kind)
+        if not ca.not_valid_before_utc <= issued_at < ca.not_valid_after_utc:
+            raise UsageError(
+                f"{kind} CA is not valid at {issued_at.isoformat()} "
+                f"({ca.not_valid_before_utc.isoformat()} .. {ca.not_valid_after_utc.isoformat()})"
+            )
+        return ca.not_valid_after_utc
+
+    def _new_serial(self) -> int:
+        while True:
+            serial = profiles.new_serial()
+            if self.db.get(serial) is None:
+                return serial
+
+    def issue_sign_cert(
+        self,
+        public_key: rsa.RSAPublicKey,
+        persona: Persona,
+        *,
+        card_id: str,
+        issued_at: _dt.datetime | None = None,
+        card_expiry: _dt.date,
+    ) -> x509.Certificate:
+        """Issue and record a signing certificate for ``persona``'s key on card ``card_id``.
+
+        Valid from ``issued_at`` (default: now) to 23:59:59 JST of the 5th birthday after
+        issuance, capped at the end of ``card_expiry`` (JST) and at the CA's end.
+        """
+        if not card_id:
+            raise UsageError("card_id must not be empty")
+        when = self._issued_at(issued_at)
+        ca_end = self._check_window("sign", when)
+        not_after = profiles.leaf_not_after(persona.birth_date, when, card_expiry, ca_end)
+        cert = profiles.build_sign_certificate(
+            public_key,
+            persona,
+            issuer_cert=self.sign_ca_cert,
+            issuer_key=self.sign_ca_key,
+            issuance_id=profiles.new_issuance_id(),
+            serial=self._new_serial(),
+            not_before=when,
+            not_after=not_after,
+            base_url=self.base_url,
+        )
+        self.db.record(cert, "sign", card_id, issued_at=when)
+        return cert
+
+    def issue_auth_cert(
+        self,
+        public_key: rsa.RSAPublicKey,
+        *,
+        card_id: str,
+        issued_at: _dt.datetime | None = None,
+        card_expiry: _dt.date,
+        birth_date: _dt.date | None = None,
+    ) -> x509.Certificate:
+        """Issue and record a user-authentication certificate for card ``card_id``.
+
+        The certificate holds no personal data, so the holder's ``birth_date`` is a separate
+        argument: with it, validity ends at the 5th birthday after issuance like the signing
+        certificate; without it, at the end of ``card_expiry`` (JST). Both are capped by the CA.
+        """
+        if not card_id:
+            raise UsageError("card_id must not be empty")
+        when = self._issued_at(issued_at)
+        ca_end = self._check_window("auth", when)
+        not_after = profiles.leaf_not_after(birth_date, when, card_expiry, ca_end)
+        cert = profiles.build_auth_certificate(
+            public_key,
+            issuer_cert=self.auth_ca_cert,
+            issuer_key=self.auth_ca_key,
+            issuance_id=profiles.new_issuance_id(),
+            serial=self._new_serial(),
+            not_before=when,
+            not_after=not_after,
+            base_url=self.base_url,
+        )
+        self.db.record(cert, "auth", card_id, issued_at=when)
+        return cert
+
+    def card_expiry_for(self, persona: Persona, issued_on: _dt.date | None = None) -> _dt.date:
+        """Card expiry for ``persona`` issued on ``issued_on`` (default: today in JST)."""
+        day = issued_on if issued_on is not None else self.clock.now().astimezone(JST).date()
+        return profiles.card_expiry_for(persona.birth_date, day)

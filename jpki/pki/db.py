@@ -1,0 +1,381 @@
+"""The test CA's certificate database (SQLite, WAL mode, file mode 0600).
+
+Timestamps are stored as ISO 8601 UTC text (``2025-04-01T03:00:00+00:00``), so they sort as
+text. Serial numbers are lowercase hexadecimal without leading zeros. Every write is one
+``BEGIN IMMEDIATE`` transaction.
+
+Status transitions: ``good`` → ``revoked`` | ``superseded``; ``superseded`` → ``revoked``;
+``revoked`` with reason ``certificateHold`` → ``good`` (release of a hold). Anything else is
+refused with :class:`CertificateStatusError`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import os
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Literal
+
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from jpki.errors import JpkiError, UsageError
+
+__all__ = [
+    "CertRecord",
+    "CertificateDB",
+    "CertificateStatusError",
+    "Status",
+    "UnknownCertificateError",
+    "reason_value",
+    "serial_hex",
+]
+
+Kind = Literal["sign", "auth"]
+Status = Literal["good", "revoked", "superseded"]
+KINDS = ("sign", "auth")
+STATUSES = ("good", "revoked", "superseded")
+#: Revocation reasons: the values of cryptography's ``x509.ReasonFlags`` (CRL reason codes).
+REASONS = frozenset(flag.value for flag in x509.ReasonFlags)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS certificates (
+    serial      TEXT PRIMARY KEY,
+    kind        TEXT NOT NULL CHECK (kind IN ('sign', 'auth')),
+    card        TEXT NOT NULL,
+    subject     TEXT NOT NULL,
+    not_before  TEXT NOT NULL,
+    not_after   TEXT NOT NULL,
+    status      TEXT NOT NULL DEFAULT 'good' CHECK (status IN ('good', 'revoked', 'superseded')),
+    revoked_at  TEXT,
+    reason      TEXT,
+    der         BLOB NOT NULL,
+    issued_at   TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS certificates_card ON certificates (card, kind);
+CREATE INDEX IF NOT EXISTS certificates_status ON certificates (kind, status);
+CREATE TABLE IF NOT EXISTS links (
+    old_serial  TEXT NOT NULL REFERENCES certificates (serial),
+    new_serial  TEXT NOT NULL REFERENCES certificates (serial),
+    linked_at   TEXT NOT NULL,
+    PRIMARY KEY (old_serial, new_serial)
+);
+CREATE INDEX IF NOT EXISTS links_new ON links (new_serial);
+"""
+
+
+class UnknownCertificateError(JpkiError):
+    """No certificate with that serial number is in the database."""
+
+
+class CertificateStatusError(UsageError):
+    """The requested status change is not allowed (e.g. un-revoking a revoked certificate)."""
+
+
+def serial_hex(serial: int | str) -> str:
+    """Normalise a serial (int, or hex text with or without ``0x``/colons) to lowercase hex."""
+    if isinstance(serial, bool):
+        raise UsageError("a serial number is an int or hex text")
+    if isinstance(serial, int):
+        value = serial
+    elif isinstance(serial, str):
+        text = serial.strip().lower().replace(":", "")
+        if text.startswith("0x"):
+            text = text[2:]
+        try:
+            value = int(text, 16)
+        except ValueError:
+            raise UsageError(f"not a hexadecimal serial number: {serial!r}") from None
+    else:
+        raise UsageError("a serial number is an int or hex text")
+    if value <= 0:
+        raise UsageError("serial numbers are positive")
+    return format(value, "x")
+
+
+def reason_value(reason: str | x509.ReasonFlags) -> str:
+    """A CRL reason as stored: the ``x509.ReasonFlags`` value (``keyCompromise``…)."""
+    if isinstance(reason, x509.ReasonFlags):
+        return reason.value
+    if reason in REASONS:
+        return reason
+    try:
+        return x509.ReasonFlags[reason].value
+    except KeyError:
+        raise UsageError(f"unknown revocation reason {reason!r}") from None
+
+
+def _iso(when: _dt.datetime) -> str:
+    if when.tzinfo is None or when.utcoffset() is None:
+        raise UsageError("timestamps must be timezone-aware")
+    return when.astimezone(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _parse(text: str | None) -> _dt.datetime | None:
+    return None if text is None else _dt.datetime.fromisoformat(text)
+
+
+@dataclasses.dataclass(frozen=True)
+class CertRecord:
+    """One row of ``certificates``."""
+
+    serial: str
+    kind: Kind
+    card: str
+    subject: str
+    not_before: _dt.datetime
+    not_after: _dt.datetime
+    status: Status
+    revoked_at: _dt.datetime | None
+    reason: str | None
+    der: bytes = dataclasses.field(repr=False)
+    issued_at: _dt.datetime
+
+    @property
+    def serial_number(self) -> int:
+        return int(self.serial, 16)
+
+    def certificate(self) -> x509.Certificate:
+        """The stored certificate, parsed."""
+        return x509.load_der_x509_certificate(self.der)
+
+    @property
+    def issuance_id(self) -> str | None:
+        """The CN of the subject (the opaque issuance id), if any."""
+        attrs = self.certificate().subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
+        return str(attrs[0].value) if attrs else None
+
+    @classmethod
+    def _from_row(cls, row: sqlite3.Row) -> CertRecord:
+        return cls(
+            serial=row["serial"],
+            kind=row["kind"],
+            card=row["card"],
+            subject=row["subject"],
+            not_before=_parse(row["not_before"]),  # type: ignore[arg-type]
+            not_after=_parse(row["not_after"]),  # type: ignore[arg-type]
+            status=row["status"],
+            revoked_at=_parse(row["revoked_at"]),
+            reason=row["reason"],
+            der=bytes(row["der"]),
+            issued_at=_parse(row["issued_at"]),  # type: ignore[arg-type]
+        )
+
+
+_ALLOWED: dict[str, frozenset[str]] = {
+    "good": frozenset({"revoked", "superseded"}),
+    "superseded": frozenset({"revoked"}),
+    "revoked": frozenset(),  # except the release of a certificate_hold, see set_status
+}
+
+
+class CertificateDB:
+    """Certificates issued by the test CA, their status and renewal links.
+
+    Safe to share between threads (one connection behind a lock) and between processes (WAL,
+    busy timeout). Use as a context manager or call :meth:`close`.
+    """
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        if not self.path.exists():
+            # Create the file 0600 before SQLite opens it; SQLite gives its -wal and -shm
+            # files the same mode.
+            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            os.close(fd)
+        self._lock = threading.RLock()
+        self._conn = sqlite3.connect(
+            self.path, isolation_level=None, check_same_thread=False, timeout=10.0
+        )
+        self._conn.row_factory = sqlite3.Row
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        self._conn.execute("PRAGMA foreign_keys=ON")
+        self._conn.execute("PRAGMA synchronous=FULL")
+        with self._transaction() as conn:
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+
+    # -- plumbing
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._conn
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            else:
+                self._conn.execute("COMMIT")
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    def __enter__(self) -> CertificateDB:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- certificates
+
+    def record(
+        self,
+        cert: x509.Certificate,
+        kind: Kind,
+        card: str,
+        *,
+        issued_at: _dt.datetime | None = None,
+    ) -> CertRecord:
+        """Store a newly issued certificate with status ``good``. ``issued_at`` defaults to its
+        notBefore. A serial already present is refused (UsageError)."""
+        if kind not in KINDS:
+            raise UsageError(f"kind must be 'sign' or 'auth', not {kind!r}")
+        if not card:
+            raise UsageError("card id must not be empty")
+        serial = serial_hex(cert.serial_number)
+        row = (
+            serial,
+            kind,
+            card,
+            cert.subject.rfc4514_string(),
+            _iso(cert.not_valid_before_utc),
+            _iso(cert.not_valid_after_utc),
+            cert.public_bytes(Encoding.DER),
+            _iso(issued_at if issued_at is not None else cert.not_valid_before_utc),
+        )
+        try:
+            with self._transaction() as conn:
+                conn.execute(
+                    "INSERT INTO certificates (serial, kind, card, subject, not_before, not_after,"
+                    " status, der, issued_at) VALUES (?, ?, ?, ?, ?, ?, 'good', ?, ?)",
+                    row,
+                )
+        except sqlite3.IntegrityError:
+            raise UsageError(f"serial {serial} is already recorded") from None
+        found = self.get(serial)
+        assert found is not None
+        return found
+
+    def get(self, serial: int | str) -> CertRecord | None:
+        """The record for ``serial`` (int or hex), or None."""
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT * FROM certificates WHERE serial = ?", (serial_hex(serial),)
+            ).fetchone()
+        return None if row is None else CertRecord._from_row(row)
+
+    def list(
+        self,
+        kind: Kind | None = None,
+        card: str | None = None,
+        status: Status | None = None,
+    ) -> list[CertRecord]:
+        """Records matching every given filter, oldest issuance first."""
+        clauses, params = [], []
+        for column, value in (("kind", kind), ("card", card), ("status", status)):
+            if value is not None:
+                clauses.append(f"{column} = ?")
+                params.append(value)
+        where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+        with self._lock:
+            rows = self._conn.execute(
+                f"SELECT * FROM certificates{where} ORDER BY issued_at, serial", params
+            ).fetchall()
+        return [CertRecord._from_row(r) for r in rows]
+
+    def set_status(
+        self,
+        serial: int | str,
+        status: Status,
+        *,
+        revoked_at: _dt.datetime | None = None,
+        reason: str | x509.ReasonFlags | None = None,
+    ) -> CertRecord:
+        """Change a certificate's status and return the new record.
+
+        ``revoked`` needs ``revoked_at``; ``reason`` is a CRL reason (an ``x509.ReasonFlags``,
+        its value such as ``keyCompromise`` or its name such as ``key_compromise``; stored as the
+        value), default ``unspecified``. ``superseded`` may carry a reason; ``good`` clears both.
+        Raises UnknownCertificateError or CertificateStatusError.
+        """
+        if status not in STATUSES:
+            raise UsageError(f"status must be one of {', '.join(STATUSES)}, not {status!r}")
+        reason = None if reason is None else reason_value(reason)
+        key = serial_hex(serial)
+        with self._transaction() as conn:
+            row = conn.execute(
+                "SELECT status, reason FROM certificates WHERE serial = ?", (key,)
+            ).fetchone()
+            if row is None:
+                raise UnknownCertificateError(f"no certificate with serial {key}")
+            current = row["status"]
+            releasing_hold = (
+                current == "revoked"
+                and status == "good"
+                and row["reason"] == x509.ReasonFlags.certificate_hold.value
+            )
+            if status not in _ALLOWED[current] and not releasing_hold:
+                raise CertificateStatusError(f"certificate {key} is {current}; cannot make it {status}")
+            if status == "revoked":
+                if revoked_at is None:
+                    raise UsageError("revoking needs revoked_at")
+                values = (status, _iso(revoked_at), reason or x509.ReasonFlags.unspecified.value)
+            elif status == "superseded":
+                values = (status, None, reason)
+            else:
+                values = (status, None, None)
+            conn.execute(
+                "UPDATE certificates SET status = ?, revoked_at = ?, reason = ? WHERE serial = ?",
+                (*values, key),
+            )
+        found = self.get(key)
+        assert found is not None
+        return found
+
+    # -- renewal links
+
+    def link(self, old_serial: int | str, new_serial: int | str, *, linked_at: _dt.datetime) -> None:
+        """Record that ``new_serial`` renews (replaces) ``old_serial``. Both must be known."""
+        old, new = serial_hex(old_serial), serial_hex(new_serial)
+        if old == new:
+            raise UsageError("a certificate cannot renew itself")
+        try:
+            with self._transaction() as conn:
+                for key in (old, new):
+                    if conn.execute(
+                        "SELECT 1 FROM certificates WHERE serial = ?", (key,)
+                    ).fetchone() is None:
+                        raise UnknownCertificateError(f"no certificate with serial {key}")
+                conn.execute(
+                    "INSERT OR IGNORE INTO links (old_serial, new_serial, linked_at) VALUES (?, ?, ?)",
+                    (old, new, _iso(linked_at)),
+                )
+        except sqlite3.IntegrityError as exc:  # pragma: no cover - guarded above
+            raise UsageError(str(exc)) from None
+
+    def successors(self, serial: int | str) -> list[str]:
+        """Serials that renew ``serial`` (oldest link first)."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT new_serial FROM links WHERE old_serial = ? ORDER BY linked_at, new_serial",
+                (serial_hex(serial),),
+            ).fetchall()
+        return [r[0] for r in rows]
+
+    def predecessors(self, serial: int | str) -> list[str]:
+        """Serials that ``serial`` renews (oldest link first)."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT old_serial FROM links WHERE new_serial = ? ORDER BY linked_at, old_serial",
+                (serial_hex(serial),),
+            ).fetchall()
+        return [r[0] for r in rows]
