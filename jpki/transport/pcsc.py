@@ -1,0 +1,425 @@
+"""PC/SC transport: talk to a card in a real reader (or the emulator behind pcscd + vpcd).
+
+Usage::
+
+    from jpki.transport.pcsc import PcscTransport, list_readers
+
+    list_readers()                          # ['Virtual PCD 00 00', 'Virtual PCD 00 01', ...]
+    with PcscTransport() as t:              # first reader that holds a card
+        rapdu = t.transmit(bytes.fromhex("00A4040C0AD392F000260100000001"))
+    with PcscTransport("Virtual PCD 00 01", wait=5, exclusive=True) as t:
+        ...                                 # reader by (case-insensitive) substring; wait
+                                            # up to 5 s for a card; no other program may share it
+
+Reader selection: with ``reader=None`` the first reader holding a card; otherwise an exact
+name match, else the first reader whose name contains ``reader`` (case-insensitive). With
+``wait > 0`` the constructor waits that long for a matching reader and a card (readers may
+be plugged in, cards inserted); then ``NoReaderError`` (no (matching) reader) or
+``NoCardError`` (readers, but no card).
+
+Protocol: T=1 (the My Number Card is T=1); if the reader refuses a T=1-only connect
+(``SCARD_E_PROTO_MISMATCH``) the transport retries with T=0|T=1 and uses what the reader
+negotiated. Sharing: shared by default, ``exclusive=True`` for ``SCARD_SHARE_EXCLUSIVE``.
+
+Errors: every PC/SC failure becomes a :class:`jpki.errors.TransportError` subclass:
+``NoReaderError`` (pcscd not running, no reader, no matching reader, reader gone),
+``NoCardError`` (no card after waiting, no card on reconnect), ``CardRemovedError`` (the card
+left during the session), ``ReaderBusyError`` (sharing violation), plain ``TransportError``
+otherwise. ``SCARD_W_RESET_CARD`` (another program reset the card) is handled by reconnecting
+without a further reset and retrying the command once; ``card_resets`` counts these, since the
+card's security state (verified PINs, selected application) is gone after a reset.
+
+Closing: ``close()`` resets the card by default (``reset_on_close=True``) so that a verified
+PIN does not outlive the session for the next PC/SC client (pcscd itself only powers the card
+down ~0.5 s after its last client leaves). Pass ``reset_on_close=False`` to leave it as is.
+
+pyscard is optional (``pip install 'jpki[pcsc]'``) and imported on first use only.
+"""
+
+from __future__ import annotations
+
+import time
+from types import ModuleType
+from typing import Any
+
+from jpki.errors import (
+    CardRemovedError,
+    NoCardError,
+    NoReaderError,
+    ReaderBusyError,
+    TransportError,
+)
+from jpki.transport.base import TransportBase
+
+__all__ = ["PcscTransport", "list_readers"]
+
+_PYSCARD_MISSING = "pcsc card URIs need pyscard: pip install 'jpki[pcsc]'"
+_PNP_NOTIFICATION = "\\\\?PnP?\\Notification"
+# Time allowed to pcscd to notice that a card which stopped answering has gone (vpcd polls
+# presence every ~400 ms; USB readers report removal at once).
+_REMOVAL_GRACE = 1.0
+
+_scard: ModuleType | None = None
+
+
+def _load() -> ModuleType:
+    """Import ``smartcard.scard`` on first use."""
+    global _scard
+    if _scard is None:
+        try:
+            from smartcard import scard
+        except ImportError as exc:
+            raise TransportError(_PYSCARD_MISSING) from exc
+        _scard = scard
+    return _scard
+
+
+def _code(hresult: int) -> int:
+    return hresult & 0xFFFFFFFF
+
+
+def _message(sc: ModuleType, hresult: int) -> str:
+    try:
+        text = sc.SCardGetErrorMessage(hresult)
+    except Exception:  # pragma: no cover - pyscard always has it
+        text = "PC/SC error"
+    return f"{text.rstrip('. ')} (0x{_code(hresult):08X})"
+
+
+def _service_error(sc: ModuleType, hresult: int) -> TransportError | None:
+    code = _code(hresult)
+    if code in (_code(sc.SCARD_E_NO_SERVICE), _code(sc.SCARD_E_SERVICE_STOPPED)):
+        return NoReaderError(
+            f"PC/SC service not available: {_message(sc, hresult)}; is pcscd running?"
+        )
+    if code == _code(sc.SCARD_E_NO_READERS_AVAILABLE):
+        return NoReaderError("no PC/SC reader found")
+    return None
+
+
+class _Context:
+    """An SCARDCONTEXT, released on close."""
+
+    def __init__(self, sc: ModuleType) -> None:
+        self.sc = sc
+        hr, ctx = sc.SCardEstablishContext(sc.SCARD_SCOPE_USER)
+        if hr != sc.SCARD_S_SUCCESS:
+            raise _service_error(sc, hr) or TransportError(
+                f"cannot establish a PC/SC context: {_message(sc, hr)}"
+            )
+        self.handle: Any = ctx
+
+    def readers(self) -> list[str]:
+        sc = self.sc
+        hr, readers = sc.SCardListReaders(self.handle, [])
+        if _code(hr) == _code(sc.SCARD_E_NO_READERS_AVAILABLE):
+            return []
+        if hr != sc.SCARD_S_SUCCESS:
+            raise _service_error(sc, hr) or TransportError(
+                f"cannot list PC/SC readers: {_message(sc, hr)}"
+            )
+        return list(readers)
+
+    def states(self, readers: list[str], timeout: float) -> list[tuple[str, int, list[int]]]:
+        """SCardGetStatusChange on ``readers`` from an unaware state (returns at once)."""
+        sc = self.sc
+        hr, states = sc.SCardGetStatusChange(
+            self.handle, int(timeout * 1000), [(r, sc.SCARD_STATE_UNAWARE) for r in readers]
+        )
+        if hr != sc.SCARD_S_SUCCESS:
+            if _code(hr) == _code(sc.SCARD_E_TIMEOUT):
+                return []
+            raise _service_error(sc, hr) or TransportError(
+                f"cannot read the reader state: {_message(sc, hr)}"
+            )
+        return list(states)
+
+    def wait_change(self, states: list[tuple[str, int]], timeout: float) -> None:
+        """Block up to ``timeout`` seconds until one of ``states`` changes (or a reader appears)."""
+        sc = self.sc
+        if timeout <= 0:
+            return
+        hr, _ = sc.SCardGetStatusChange(self.handle, max(1, int(timeout * 1000)), states)
+        if hr != sc.SCARD_S_SUCCESS and _code(hr) != _code(sc.SCARD_E_TIMEOUT):
+            # Some pcsc-lite builds refuse the PnP pseudo reader; fall back to sleeping.
+            service = _service_error(sc, hr)
+            if service is not None and _code(hr) != _code(sc.SCARD_E_NO_READERS_AVAILABLE):
+                raise service
+            time.sleep(min(timeout, 0.1))
+
+    def close(self) -> None:
+        if self.handle is not None:
+            try:
+                self.sc.SCardReleaseContext(self.handle)
+            finally:
+                self.handle = None
+
+
+def _match(readers: list[str], wanted: str | None) -> list[str]:
+    if wanted is None:
+        return list(readers)
+    exact = [r for r in readers if r == wanted]
+    if exact:
+        return exact
+    needle = wanted.casefold()
+    return [r for r in readers if needle in r.casefold()]
+
+
+def list_readers() -> list[str]:
+    """Names of the PC/SC readers pcscd knows (empty list when there are none).
+
+    Raises ``NoReaderError`` when the PC/SC service is not available (pcscd not running) and
+    ``TransportError`` when pyscard is missing.
+    """
+    ctx = _Context(_load())
+    try:
+        return ctx.readers()
+    finally:
+        ctx.close()
+
+
+class PcscTransport(TransportBase):
+    """A connection to the card in one PC/SC reader; see the module docstring."""
+
+    def __init__(
+        self,
+        reader: str | None = None,
+        *,
+        wait: float = 0,
+        exclusive: bool = False,
+        reset_on_close: bool = True,
+    ) -> None:
+        self._sc = sc = _load()
+        self._share = sc.SCARD_SHARE_EXCLUSIVE if exclusive else sc.SCARD_SHARE_SHARED
+        self._exclusive = exclusive
+        self._reset_on_close = reset_on_close
+        self._hcard: Any = None
+        self._closed = False
+        self._protocol: int = 0
+        self._atr = b""
+        self.card_resets = 0
+        """How often the card was found reset by another program (and reconnected)."""
+        self._ctx = _Context(sc)
+        try:
+            self._reader = self._find_reader(reader, max(0.0, float(wait)))
+            self._connect()
+        except BaseException:
+            self._ctx.close()
+            raise
+
+    # -- reader selection and connection ------------------------------------------------------
+
+    def _find_reader(self, wanted: str | None, wait: float) -> str:
+        sc = self._sc
+        deadline = time.monotonic() + wait
+        while True:
+            readers = self._ctx.readers()
+            candidates = _match(readers, wanted)
+            states: list[tuple[str, int, list[int]]] = []
+            if candidates:
+                states = self._ctx.states(candidates, 0)
+                for name, state, _atr in states:
+                    if state & sc.SCARD_STATE_PRESENT and not state & sc.SCARD_STATE_MUTE:
+                        return name
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            # Sleep until a reader's state changes or a reader is added, then look again.
+            watch = [(name, state) for name, state, _ in states]
+            watch.append((_PNP_NOTIFICATION, sc.SCARD_STATE_UNAWARE))
+            self._ctx.wait_change(watch, min(remaining, 1.0))
+        if not readers:
+            raise NoReaderError("no PC/SC reader found" + (f" within {wait:g} s" if wait else ""))
+        if not candidates:
+            raise NoReaderError(
+                f"no PC/SC reader matching {wanted!r}; readers: {', '.join(readers)}"
+            )
+        where = candidates[0] if len(candidates) == 1 else ", ".join(candidates)
+        raise NoCardError(f"no card in {where}" + (f" after waiting {wait:g} s" if wait else ""))
+
+    def _connect(self) -> None:
+        sc = self._sc
+        hr, hcard, protocol = sc.SCardConnect(
+            self._ctx.handle, self._reader, self._share, sc.SCARD_PROTOCOL_T1
+        )
+        if _code(hr) == _code(sc.SCARD_E_PROTO_MISMATCH):
+            hr, hcard, protocol = sc.SCardConnect(
+                self._ctx.handle,
+                self._reader,
+                self._share,
+                sc.SCARD_PROTOCOL_T0 | sc.SCARD_PROTOCOL_T1,
+            )
+        if hr != sc.SCARD_S_SUCCESS:
+            raise self._error(hr, "connect to")
+        self._hcard = hcard
+        self._protocol = protocol
+        self._read_atr()
+
+    def _read_atr(self) -> None:
+        sc = self._sc
+        hr, _name, _state, _proto, atr = sc.SCardStatus(self._hcard)
+        if hr != sc.SCARD_S_SUCCESS:
+            raise self._error(hr, "read the status of")
+        self._atr = bytes(atr)
+
+    def _error(self, hr: int, action: str) -> TransportError:
+        """Map a PC/SC error code to a jpki TransportError."""
+        sc = self._sc
+        code = _code(hr)
+        msg = _message(sc, hr)
+        reader = getattr(self, "_reader", "?")
+        service = _service_error(sc, hr)
+        if service is not None:
+            return service
+        if code == _code(sc.SCARD_E_SHARING_VIOLATION):
+            return ReaderBusyError(
+                f"reader {reader!r} is in use by another program"
+                + (" (exclusive access requested)" if self._exclusive else "")
+            )
+        if code in (_code(sc.SCARD_E_NO_SMARTCARD),):
+            return NoCardError(f"no card in {reader!r}")
+        if code == _code(sc.SCARD_W_REMOVED_CARD):
+            return CardRemovedError(f"the card was removed from {reader!r}")
+        if code in (_code(sc.SCARD_E_UNKNOWN_READER), _code(sc.SCARD_E_READER_UNAVAILABLE)):
+            return NoReaderError(f"reader {reader!r} is not available: {msg}")
+        if code == _code(sc.SCARD_W_UNRESPONSIVE_CARD):
+            return TransportError(f"the card in {reader!r} does not respond: {msg}")
+        if code == _code(sc.SCARD_W_UNPOWERED_CARD):
+            return TransportError(f"the card in {reader!r} is not powered: {msg}")
+        if code == _code(sc.SCARD_E_INVALID_HANDLE):
+            return TransportError(f"the connection to {reader!r} is closed")
+        return TransportError(f"cannot {action} the card in {reader!r}: {msg}")
+
+    # -- public API ---------------------------------------------------------------------------
+
+    @property
+    def atr(self) -> bytes:
+        return self._atr
+
+    @property
+    def reader(self) -> str:
+        return self._reader
+
+    @property
+    def protocol(self) -> str:
+        """``"T=1"`` or ``"T=0"``: the protocol in use."""
+        return "T=1" if self._protocol == self._sc.SCARD_PROTOCOL_T1 else "T=0"
+
+    @property
+    def description(self) -> str:
+        mode = "exclusive" if self._exclusive else "shared"
+        return f"PC/SC reader {self._reader!r} ({self.protocol}, {mode})"
+
+    def transmit(self, apdu: bytes) -> bytes:
+        """Send one command APDU, return the response APDU (data + SW1 SW2)."""
+        if self._hcard is None:
+            if self._closed:
+                raise TransportError("the PC/SC transport is closed")
+            raise CardRemovedError(
+                f"no connection to the card in {self._reader!r}: call reconnect() once a card is in"
+            )
+        sc = self._sc
+        hr, response = sc.SCardTransmit(self._hcard, self._protocol, list(apdu))
+        if hr == sc.SCARD_S_SUCCESS:
+            return bytes(response)
+        if _code(hr) == _code(sc.SCARD_W_RESET_CARD):
+            self.card_resets += 1
+            self._reconnect(sc.SCARD_LEAVE_CARD)
+            hr, response = sc.SCardTransmit(self._hcard, self._protocol, list(apdu))
+            if hr == sc.SCARD_S_SUCCESS:
+                return bytes(response)
+        raise self._transmit_error(hr)
+
+    def _transmit_error(self, hr: int) -> TransportError:
+        sc = self._sc
+        code = _code(hr)
+        if code in (
+            _code(sc.SCARD_E_NOT_TRANSACTED),
+            _code(sc.SCARD_F_COMM_ERROR),
+            _code(sc.SCARD_W_UNRESPONSIVE_CARD),
+        ) and self._card_left(_REMOVAL_GRACE):
+            return CardRemovedError(f"the card was removed from {self._reader!r}")
+        if code == _code(sc.SCARD_E_NO_SMARTCARD):
+            return CardRemovedError(f"the card was removed from {self._reader!r}")
+        return self._error(hr, "talk to")
+
+    def _card_left(self, grace: float) -> bool:
+        """True when the reader shows no card, or another card, within ``grace`` seconds.
+
+        pcsc-lite keeps a card event counter in the upper 16 bits of the reader state.
+        """
+        sc = self._sc
+        deadline = time.monotonic() + grace
+        try:
+            states = self._ctx.states([self._reader], 0)
+            if not states:
+                return False
+            first = states[0][1]
+            while True:
+                state = states[0][1]
+                if not state & sc.SCARD_STATE_PRESENT or (state >> 16) != (first >> 16):
+                    return True
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._ctx.wait_change([(self._reader, state)], remaining)
+                states = self._ctx.states([self._reader], 0)
+                if not states:
+                    return False
+        except TransportError:
+            return False
+
+    def reconnect(self, *, reset: bool = True) -> None:
+        """Re-establish the connection; ``reset=True`` resets the card (clearing PIN state).
+
+        Also the way back after ``CardRemovedError`` once a card is in the reader again
+        (raises ``NoCardError`` when none is).
+        """
+        if self._closed:
+            raise TransportError("the PC/SC transport is closed")
+        sc = self._sc
+        self._reconnect(sc.SCARD_RESET_CARD if reset else sc.SCARD_LEAVE_CARD)
+
+    def _reconnect(self, disposition: int) -> None:
+        sc = self._sc
+        if self._hcard is not None:
+            hr, protocol = sc.SCardReconnect(
+                self._hcard, self._share, sc.SCARD_PROTOCOL_T1, disposition
+            )
+            if _code(hr) == _code(sc.SCARD_E_PROTO_MISMATCH):
+                hr, protocol = sc.SCardReconnect(
+                    self._hcard,
+                    self._share,
+                    sc.SCARD_PROTOCOL_T0 | sc.SCARD_PROTOCOL_T1,
+                    disposition,
+                )
+            if hr == sc.SCARD_S_SUCCESS:
+                self._protocol = protocol
+                self._read_atr()
+                return
+            if _code(hr) not in (
+                _code(sc.SCARD_W_REMOVED_CARD),
+                _code(sc.SCARD_E_INVALID_HANDLE),
+                _code(sc.SCARD_E_READER_UNAVAILABLE),
+            ):
+                raise self._error(hr, "reconnect to")
+            # The handle died with the card: drop it and connect afresh.
+            sc.SCardDisconnect(self._hcard, sc.SCARD_LEAVE_CARD)
+            self._hcard = None
+        self._connect()
+
+    def close(self) -> None:
+        """Disconnect (resetting the card unless ``reset_on_close=False``) and release pcscd."""
+        sc = self._sc
+        self._closed = True
+        try:
+            if self._hcard is not None:
+                hcard, self._hcard = self._hcard, None
+                disposition = sc.SCARD_RESET_CARD if self._reset_on_close else sc.SCARD_LEAVE_CARD
+                sc.SCardDisconnect(hcard, disposition)
+        finally:
+            self._ctx.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._hcard is None else self.protocol
+        return f"<PcscTransport {getattr(self, '_reader', '?')!r} {state}>"
