@@ -1,0 +1,71 @@
+"""The ``jpki`` command line. Exit codes: 0 ok, 1 error, 2 usage, 3 verification failed, 4 PIN,
+5 no reader or card."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from ..errors import JpkiError
+from ._common import Ctx, default_home
+from .admin import ca, card
+from .demo import demo
+from .host import apdu, attrs, cert, info, mynumber, pin, pkey
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--home", type=click.Path(file_okay=False, path_type=Path), envvar="JPKI_HOME",
+              help="where the test CA and emulated cards live [env JPKI_HOME; default ~/.jpki]")
+@click.option("--card", "card_uri", envvar="JPKI_CARD", default="pcsc", show_default=True,
+              help="card URI: emu:NAME, pcsc or pcsc:READER [env JPKI_CARD]")
+@click.option("--json", "as_json", is_flag=True, help="print exactly one JSON document")
+@click.option("--trace", is_flag=True, help="print APDUs on stderr (PINs and personal data redacted)")
+@click.option("--force", is_flag=True, help="do not ask before spending a PIN try on a card in a reader")
+@click.option("--wait", type=float, default=0, help="seconds to wait for a card in the reader")
+@click.version_option(package_name="jpki")
+@click.pass_context
+def cli(ctx: click.Context, home: Path | None, card_uri: str, as_json: bool, trace: bool,
+        force: bool, wait: float) -> None:
+    """My Number Card (個人番号カード) and JPKI: a real or emulated card, a test CA, signatures.
+
+    \b
+    Examples:
+      jpki demo                                   # everything, on a throw-away home
+      jpki ca init && jpki card create alice
+      jpki --card emu:alice info
+      JPKI_CARD=pcsc jpki cert read auth -o auth.der
+    """
+    ctx.obj = Ctx(home=home or default_home(), card_uri=card_uri, json=as_json, trace=trace,
+                  force=force, wait=wait)
+
+
+for command in (ca, card, info, pin, cert, mynumber, attrs, pkey, apdu, demo):
+    cli.add_command(command)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: run the CLI, turn library errors into messages and exit codes."""
+    as_json = "--json" in (argv if argv is not None else sys.argv[1:])
+    try:
+        cli.main(args=argv, prog_name="jpki", standalone_mode=False)
+        return 0
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        return 1
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except JpkiError as exc:
+        if as_json:
+            click.echo(json.dumps({"ok": False, "error": type(exc).__name__, "message": str(exc),
+                                   **({"reason": exc.reason} if hasattr(exc, "reason") else {}),
+                                   **({"tries_left": exc.tries_left} if hasattr(exc, "tries_left") else {}),
+                                   **({"sw": f"{exc.sw:04X}"} if hasattr(exc, "sw") else {})},
+                                  ensure_ascii=False))
+        click.echo(f"error: {exc}", err=True)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,166 @@
+"""Commands that drive the test CA and the emulated cards (the municipality's side)."""
+
+from __future__ import annotations
+
+import datetime as _dt
+
+import click
+
+from ..errors import UsageError
+from ..identity import Persona, Sex, mask_mynumber
+from ..pki import TestCA
+from ..provision import (DEFAULT_AUTH_PIN, DEFAULT_SIGN_PIN, create_card, read_holder,
+                         romanised_prefecture, sample_persona)
+from ..transport import emu
+from ._common import Ctx, pass_ctx
+
+
+@click.group()
+def ca() -> None:
+    """The test CA (JPKI-shaped, visibly TEST).
+
+    \b
+    Examples:
+      jpki ca init
+      jpki ca init --base-url http://127.0.0.1:8470
+    """
+
+
+@ca.command("init")
+@click.option("--base-url", default="http://127.0.0.1:8470", show_default=True,
+              help="where the CRLs and the OCSP responder will be served (named in certificates)")
+@pass_ctx
+def ca_init(obj: Ctx, base_url: str) -> None:
+    """Create the signing and user-authentication root CAs in HOME/ca."""
+    from ..clock import SystemClock
+
+    obj.home.mkdir(mode=0o700, parents=True, exist_ok=True)
+    test_ca = TestCA.init(obj.jhome.ca_dir, base_url=base_url, clock=SystemClock())
+    try:
+        data = {"directory": str(obj.jhome.ca_dir), "base_url": base_url,
+                "sign_ca": test_ca.sign_ca_cert.subject.rfc4514_string(),
+                "auth_ca": test_ca.auth_ca_cert.subject.rfc4514_string()}
+    finally:
+        test_ca.close()
+    obj.emit(data, lambda: f"test CA created in {data['directory']}\n  sign: {data['sign_ca']}\n"
+             f"  auth: {data['auth_ca']}")
+
+
+@click.group()
+def card() -> None:
+    """Emulated cards: create, list, show, reset a PIN.
+
+    \b
+    Examples:
+      jpki card create alice                      # a sample persona
+      jpki card create taro --name "佐藤　太郎" --address "大阪府大阪市北区梅田１－１" \\
+          --birth 1990-04-01 --sex male --auth-pin 4321 --sign-pin SECRET42
+      jpki card list
+      jpki card reset-pin alice auth
+    """
+
+
+@card.command("create")
+@click.argument("name")
+@click.option("--name", "holder_name", help="family and given name, separated by a full-width space")
+@click.option("--address", help="address (digits become full-width)")
+@click.option("--birth", help="birth date YYYY-MM-DD")
+@click.option("--sex", type=click.Choice(["male", "female", "unknown"]))
+@click.option("--my-number", help="12 digits with a valid check digit (generated if omitted)")
+@click.option("--prefecture", help="romanised prefecture for the certificate (from the address)")
+@click.option("--municipality", help="romanised municipality for the certificate")
+@click.option("--auth-pin", default=DEFAULT_AUTH_PIN, show_default=True)
+@click.option("--sign-pin", default=DEFAULT_SIGN_PIN, show_default=True)
+@click.option("--card-pin", help="card-info PIN [default: the auth PIN]")
+@click.option("--security-code", help="the 4-digit code printed on the card (random if omitted)")
+@pass_ctx
+def card_create(obj: Ctx, name: str, holder_name: str | None, address: str | None, birth: str | None,
+                sex: str | None, my_number: str | None, prefecture: str | None,
+                municipality: str | None, auth_pin: str, sign_pin: str, card_pin: str | None,
+                security_code: str | None) -> None:
+    """Issue an emulated card NAME with fresh keys and certificates from the test CA.
+
+    NAME may be a sample persona (alice, bob, carol, dave): its data are used unless overridden.
+    """
+    base = sample_persona(name)
+    if base is None and not (holder_name and address and birth and sex):
+        raise UsageError(f"{name!r} is not a sample persona: give --name, --address, --birth and --sex")
+    try:
+        birth_date = _dt.date.fromisoformat(birth) if birth else base.birth_date  # type: ignore[union-attr]
+    except ValueError:
+        raise UsageError(f"--birth must be YYYY-MM-DD, not {birth!r}") from None
+    addr = address or base.address  # type: ignore[union-attr]
+    try:
+        persona = Persona(
+            name=holder_name or base.name,  # type: ignore[union-attr]
+            address=addr, birth_date=birth_date,
+            sex=Sex.parse(sex) if sex else base.sex,  # type: ignore[union-attr]
+            prefecture=prefecture or (base.prefecture if base and not address else romanised_prefecture(addr)),
+            municipality=municipality or (base.municipality if base and not address else "Unknown"),
+            my_number=my_number or (base.my_number if base else None),
+            name_kana=base.name_kana if base and not holder_name else None)
+    except (TypeError, ValueError) as exc:
+        raise UsageError(str(exc)) from None
+    holder = create_card(obj.jhome, name, persona, auth_pin=auth_pin, sign_pin=sign_pin,
+                         card_pin=card_pin, security_code=security_code)
+    data = {"card": name, "uri": f"emu:{name}", "holder": persona.name,
+            "my_number": mask_mynumber(holder.persona.my_number or ""),
+            "card_expiry": holder.card_expiry.isoformat(),
+            "auth_serial": f"{holder.auth_serial:X}", "sign_serial": f"{holder.sign_serial:X}"}
+    obj.emit(data, lambda: f"created card {name} for {persona.name} (expires {data['card_expiry']})\n"
+             f"use it with: jpki --card emu:{name} info")
+
+
+@card.command("list")
+@pass_ctx
+def card_list(obj: Ctx) -> None:
+    """The emulated cards in HOME."""
+    names = obj.jhome.card_names()
+    obj.emit(names, lambda: "\n".join(names) if names else "(no cards)")
+
+
+@card.command("show")
+@click.argument("name")
+@click.option("--reveal", is_flag=True, help="show the whole My Number")
+@pass_ctx
+def card_show(obj: Ctx, name: str, reveal: bool) -> None:
+    """The holder, certificates and PIN tries of an emulated card (no secrets)."""
+    holder = read_holder(obj.jhome, name)
+    info = emu.emulated_card_info(obj.jhome.card_dir(name))
+    p = holder.persona
+    data = {"card": name, "serial": info["serial"], "atr": info["atr"],
+            "holder": {"name": p.name, "address": p.address, "birth_date": p.birth_date.isoformat(),
+                       "sex": p.sex.name.lower(),
+                       "my_number": p.my_number if reveal else mask_mynumber(p.my_number or "")},
+            "security_code": holder.security_code, "card_expiry": holder.card_expiry.isoformat(),
+            "auth_serial": f"{holder.auth_serial:X}", "sign_serial": f"{holder.sign_serial:X}",
+            "pins": {k: {"tries_left": v[0], "max": v[1]} for k, v in info["pins"].items()},
+            "profile": info["profile"]}
+
+    def human() -> str:
+        lines = [f"card          {name} (serial {data['serial']})"]
+        lines += [f"{k:<13} {v}" for k, v in data["holder"].items()]
+        lines += [f"card expiry   {data['card_expiry']}", f"security code {data['security_code']}",
+                  f"auth cert     {data['auth_serial']}", f"sign cert     {data['sign_serial']}"]
+        lines += [f"PIN {k:<9} {v['tries_left']}/{v['max']}" for k, v in data["pins"].items()]
+        return "\n".join(lines)
+    obj.emit(data, human)
+
+
+@card.command("reset-pin")
+@click.argument("name")
+@click.argument("kind", type=click.Choice(["auth", "sign", "card"]))
+@click.option("--new-pin", help="also set a new value")
+@pass_ctx
+def card_reset_pin(obj: Ctx, name: str, kind: str, new_pin: str | None) -> None:
+    """The municipal office's unblock: restore a PIN's tries (optionally with a new value)."""
+    directory = obj.jhome.card_dir(name)
+    if not (directory / "card.json").is_file():
+        raise UsageError(f"no emulated card named {name!r}")
+    if new_pin is not None:
+        from ..session import normalise_pin
+
+        new_pin = normalise_pin(kind, new_pin).decode()
+    emu.reset_emulated_pin(directory, kind, new_pin)
+    obj.emit({"card": name, "pin": kind, "reset": True, "new_value": new_pin is not None},
+             f"{kind} PIN of {name} reset")

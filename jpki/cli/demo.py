@@ -1,0 +1,30 @@
+"""``jpki demo``."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+
+import click
+
+from ..demo import run_demo
+from ..errors import JpkiError
+from ._common import Ctx, pass_ctx
+
+
+@click.command()
+@click.option("--keep", is_flag=True, help="keep the temporary home and print where it is")
+@pass_ctx
+def demo(obj: Ctx, keep: bool) -> None:
+    """Run everything end to end on a fresh temporary home with an emulated card."""
+    home = Path(tempfile.mkdtemp(prefix="jpki-demo-"))
+    try:
+        progress = None if obj.json else (lambda s: click.echo(f"{'PASS' if s.ok else 'FAIL'}  {s.name}: {s.detail}"))
+        report = run_demo(home, progress=progress)
+        obj.emit(report.to_json(), report.summary().splitlines()[-1])
+        if not report.ok:
+            raise JpkiError("the demo failed")
+    finally:
+        if not keep:
+            shutil.rmtree(home, ignore_errors=True)

@@ -1,0 +1,277 @@
+"""Commands that talk to a card (real or emulated) through the host library."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import click
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+
+from ..apdu import ApduProtocol
+from ..certinfo import cert_kind, signing_identity
+from ..errors import UsageError
+from ..fileio import write_atomic
+from ..identity import mask_mynumber
+from ..session import CardInfoSession, JpkiSession
+from ._common import PIN_KINDS, Ctx, pass_ctx
+
+PIN_NAMES = {"auth": "user-authentication PIN", "sign": "signature password",
+             "card": "card-info PIN"}
+
+
+def _session_for(t, kind: str):
+    return CardInfoSession(t) if kind == "card" else JpkiSession(t)
+
+
+def verify_pin(obj: Ctx, session, kind: str, given: str | None) -> None:
+    """Verify a PIN with the usual sources and the real-reader confirmation."""
+    value = obj.pin(kind, given)
+    obj.confirm_try(f"Verifying the {PIN_NAMES[kind]}", session.tries_left(kind))
+    session.verify(kind, value)
+
+
+@click.command()
+@pass_ctx
+def info(obj: Ctx) -> None:
+    """Card type, ATR and the tries left of every PIN (spends none)."""
+    with obj.card() as t:
+        j = JpkiSession(t)
+        data = {"reader": t.description, "atr": t.atr.hex().upper(), "card_type": j.card_type(),
+                "token_label": j.token_label(),
+                "pins": {"auth": j.tries_left("auth"), "sign": j.tries_left("sign")}}
+        data["pins"]["card"] = CardInfoSession(t).tries_left("card")
+    obj.emit(data, lambda: "\n".join([
+        f"Reader:      {data['reader']}", f"ATR:         {data['atr']}",
+        f"Card type:   {data['card_type']} ({data['token_label']})",
+        *(f"{PIN_NAMES[k] + ':':<30} {v} tries left" for k, v in data["pins"].items())]))
+
+
+@click.group()
+def pin() -> None:
+    """PIN status, verification and change.
+
+    \b
+    Examples:
+      jpki pin status
+      jpki pin verify auth            # prompts, or reads $JPKI_AUTH_PIN / stdin
+      echo ABC123 | jpki pin verify sign
+      jpki pin change card --new-pin 5678
+    """
+
+
+@pin.command("status")
+@pass_ctx
+def pin_status(obj: Ctx) -> None:
+    """Tries left for each PIN, spending none."""
+    with obj.card() as t:
+        j = JpkiSession(t)
+        status = {"auth": j.tries_left("auth"), "sign": j.tries_left("sign"),
+                  "card": CardInfoSession(t).tries_left("card")}
+    maxima = {"auth": 3, "sign": 5, "card": 3}
+    obj.emit({k: {"tries_left": v, "blocked": v == 0} for k, v in status.items()},
+             lambda: "\n".join(f"{PIN_NAMES[k] + ':':<30} {v}/{maxima[k]}"
+                               + ("  BLOCKED" if v == 0 else "") for k, v in status.items()))
+
+
+@pin.command("verify")
+@click.argument("kind", type=PIN_KINDS)
+@click.option("--pin", "pin_value", help="the PIN (prefer the environment or stdin)")
+@pass_ctx
+def pin_verify(obj: Ctx, kind: str, pin_value: str | None) -> None:
+    """Verify a PIN (a wrong one costs a try)."""
+    with obj.card() as t:
+        verify_pin(obj, _session_for(t, kind), kind, pin_value)
+    obj.emit({"pin": kind, "verified": True}, f"{PIN_NAMES[kind]}: verified")
+
+
+@pin.command("change")
+@click.argument("kind", type=PIN_KINDS)
+@click.option("--pin", "pin_value", help="the current PIN")
+@click.option("--new-pin", help="the new PIN")
+@pass_ctx
+def pin_change(obj: Ctx, kind: str, pin_value: str | None, new_pin: str | None) -> None:
+    """Change a PIN (verifies the current one first)."""
+    old = obj.pin(kind, pin_value, f"Current {PIN_NAMES[kind]}")
+    new = new_pin or obj.pin(kind, None, f"New {PIN_NAMES[kind]}", env=False)
+    if new_pin is None and click.get_text_stream("stdin").isatty():
+        again = click.prompt(f"Repeat the new {PIN_NAMES[kind]}", hide_input=True, err=True)
+        if again != new:
+            raise UsageError("the two new PINs differ")
+    with obj.card() as t:
+        session = _session_for(t, kind)
+        obj.confirm_try(f"Changing the {PIN_NAMES[kind]}", session.tries_left(kind))
+        session.change_pin(kind, old, new)
+    obj.emit({"pin": kind, "changed": True}, f"{PIN_NAMES[kind]}: changed")
+
+
+CERT_KINDS = click.Choice(["auth", "sign", "auth-ca", "sign-ca"])
+
+
+def read_cert(obj: Ctx, kind: str, pin_value: str | None = None) -> bytes:
+    with obj.card() as t:
+        j = JpkiSession(t)
+        if kind == "sign":
+            verify_pin(obj, j, "sign", pin_value)
+        return j.read_certificate(kind)  # type: ignore[arg-type]
+
+
+@click.group()
+def cert() -> None:
+    """Read the card's certificates.
+
+    \b
+    Examples:
+      jpki cert read auth -o auth.der
+      jpki cert read sign --pem          # the signing certificate needs the password
+      jpki cert show auth-ca
+    """
+
+
+@cert.command("read")
+@click.argument("kind", type=CERT_KINDS)
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--der", "fmt", flag_value="der", help="DER (default when writing a file)")
+@click.option("--pem", "fmt", flag_value="pem", help="PEM (default on stdout)")
+@click.option("--pin", "pin_value", help="signature password (for the signing certificate)")
+@pass_ctx
+def cert_read(obj: Ctx, kind: str, output: Path | None, fmt: str | None, pin_value: str | None) -> None:
+    """Write a certificate from the card to a file or stdout."""
+    der = read_cert(obj, kind, pin_value)
+    fmt = fmt or ("der" if output else "pem")
+    blob = der if fmt == "der" else x509.load_der_x509_certificate(der).public_bytes(
+        serialization.Encoding.PEM)
+    if output:
+        write_atomic(output, blob)
+        obj.emit({"kind": kind, "file": str(output), "bytes": len(blob), "format": fmt},
+                 f"wrote {kind} certificate ({len(der)} bytes DER) to {output}")
+    elif fmt == "der":
+        click.get_binary_stream("stdout").write(blob)
+    else:
+        obj.emit({"kind": kind, "pem": blob.decode()}, blob.decode().rstrip())
+
+
+def describe_certificate(der: bytes) -> dict:
+    c = x509.load_der_x509_certificate(der)
+    out = {"kind": cert_kind(c), "subject": c.subject.rfc4514_string(),
+           "issuer": c.issuer.rfc4514_string(), "serial": f"{c.serial_number:X}",
+           "not_before": c.not_valid_before_utc.isoformat(),
+           "not_after": c.not_valid_after_utc.isoformat(),
+           "sha256_fingerprint": c.fingerprint(hashes.SHA256()).hex()}
+    if out["kind"] == "sign":
+        ident = signing_identity(c)
+        out["holder"] = {"name": ident.name, "address": ident.address,
+                         "birth_date": ident.birth_date.isoformat() if ident.birth_date else None,
+                         "sex": ident.sex.name.lower()}
+    return out
+
+
+@cert.command("show")
+@click.argument("kind", type=CERT_KINDS)
+@click.option("--pin", "pin_value", help="signature password (for the signing certificate)")
+@pass_ctx
+def cert_show(obj: Ctx, kind: str, pin_value: str | None) -> None:
+    """Decode a certificate from the card (the signing certificate shows the holder)."""
+    d = describe_certificate(read_cert(obj, kind, pin_value))
+
+    def human() -> str:
+        lines = [f"{k:<19} {d[k]}" for k in ("kind", "subject", "issuer", "serial", "not_before",
+                                              "not_after", "sha256_fingerprint")]
+        for k, v in d.get("holder", {}).items():
+            lines.append(f"holder {k:<12} {v}")
+        return "\n".join(lines)
+    obj.emit(d, human)
+
+
+@click.command()
+@click.option("--reveal", is_flag=True, help="show the whole number (it is specific personal information)")
+@click.option("--pin", "pin_value", help="card-info PIN")
+@pass_ctx
+def mynumber(obj: Ctx, reveal: bool, pin_value: str | None) -> None:
+    """The My Number from the card-info AP, masked unless --reveal."""
+    with obj.card() as t:
+        s = CardInfoSession(t)
+        verify_pin(obj, s, "card", pin_value)
+        number = s.read_my_number()
+    shown = number if reveal else mask_mynumber(number)
+    obj.emit({"my_number": shown, "masked": not reveal, "check_digit_valid": True}, shown)
+
+
+@click.command()
+@click.option("--pin", "pin_value", help="card-info PIN")
+@pass_ctx
+def attrs(obj: Ctx, pin_value: str | None) -> None:
+    """The basic 4 info (name, address, birth date, sex) from the card-info AP."""
+    with obj.card() as t:
+        s = CardInfoSession(t)
+        verify_pin(obj, s, "card", pin_value)
+        info_ = s.read_basic_info()
+    d = info_.to_json()
+    obj.emit(d, lambda: "\n".join(f"{k:<11} {v}" for k, v in d.items()))
+
+
+@click.group()
+def pkey() -> None:
+    """Raw signatures by the card's keys.
+
+    \b
+    Examples:
+      jpki pkey sign auth message.txt --digest sha256 -o message.sig
+      openssl dgst -sha256 -verify <(jpki cert read auth --pem | openssl x509 -pubkey -noout) \\
+          -signature message.sig message.txt
+    """
+
+
+@pkey.command("sign")
+@click.argument("key", type=click.Choice(["auth", "sign"]))
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--digest", type=click.Choice(["sha1", "sha256", "sha384", "sha512"]), default="sha256",
+              show_default=True)
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True)
+@click.option("--pin", "pin_value", help="the key's PIN")
+@pass_ctx
+def pkey_sign(obj: Ctx, key: str, file: Path, digest: str, output: Path, pin_value: str | None) -> None:
+    """A PKCS#1 v1.5 signature over FILE's hash, made by the card."""
+    h = hashlib.new(digest)
+    with open(file, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    with obj.card() as t:
+        j = JpkiSession(t)
+        verify_pin(obj, j, key, pin_value)
+        signature = j.sign_digest(key, digest, h.digest())  # type: ignore[arg-type]
+    write_atomic(output, signature)
+    obj.emit({"key": key, "digest": digest, "file": str(file), "signature": str(output),
+              "bytes": len(signature)}, f"signed {file} ({digest}) with the {key} key: {output}")
+
+
+@click.command()
+@click.argument("apdus", nargs=-1, required=True)
+@pass_ctx
+def apdu(obj: Ctx, apdus: tuple[str, ...]) -> None:
+    """Send raw APDUs (hex) in one card session and print each response.
+
+    \b
+    Examples:
+      jpki apdu 00A4040C0AD392F000260100000001 00A4020C02000A 00B0000004
+      jpki --json apdu "00 A4 04 0C 0A D3 92 F0 00 26 01 00 00 00 01"
+    """
+    commands = []
+    for text in apdus:
+        try:
+            commands.append(bytes.fromhex(text.replace(" ", "").replace(":", "")))
+        except ValueError:
+            raise UsageError(f"not hex: {text!r}") from None
+    results = []
+    with obj.card() as t:
+        proto = ApduProtocol(t)
+        for command in commands:
+            r = proto.send_raw(command)
+            results.append({"command": command.hex().upper(), "response": r.data.hex().upper(),
+                            "sw": f"{r.sw:04X}"})
+    obj.emit(results, lambda: "\n".join(
+        f"C> {r['command']}\nR< {r['response'] + ' ' if r['response'] else ''}{r['sw']}" for r in results))
+
+
+__all__ = ["info", "pin", "cert", "mynumber", "attrs", "pkey", "apdu"]

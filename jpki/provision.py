@@ -1,0 +1,196 @@
+"""Provisioning: a persona becomes an emulated card, with fresh keys and certificates from the test CA.
+
+Layout of a jpki home::
+
+    HOME/ca/            the test CA (keys 0600, certificates, SQLite database)
+    HOME/cards/NAME/    the emulated card (the emulator's own format, every file 0600)
+    HOME/holders/NAME.json  what the municipality knows: persona, security code (0600)
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import secrets
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from .clock import JST, Clock, SystemClock
+from .errors import NoCardError, UsageError
+from .identity import SAMPLE_PERSONAS, Persona, Sex, generate_mynumber
+from .pki import CANotFoundError, TestCA
+from .session import normalise_pin
+from .transport import emu
+
+DEFAULT_AUTH_PIN = "1234"
+DEFAULT_SIGN_PIN = "ABC123"
+#: Real cards are issued with the card-info PIN equal to the auth PIN (separate counters).
+DEFAULT_CARD_PIN = DEFAULT_AUTH_PIN
+
+CARD_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_")
+
+PREFECTURES = {
+    "北海道": "Hokkaido", "青森県": "Aomori", "岩手県": "Iwate", "宮城県": "Miyagi", "秋田県": "Akita",
+    "山形県": "Yamagata", "福島県": "Fukushima", "茨城県": "Ibaraki", "栃木県": "Tochigi",
+    "群馬県": "Gunma", "埼玉県": "Saitama", "千葉県": "Chiba", "東京都": "Tokyo",
+    "神奈川県": "Kanagawa", "新潟県": "Niigata", "富山県": "Toyama", "石川県": "Ishikawa",
+    "福井県": "Fukui", "山梨県": "Yamanashi", "長野県": "Nagano", "岐阜県": "Gifu",
+    "静岡県": "Shizuoka", "愛知県": "Aichi", "三重県": "Mie", "滋賀県": "Shiga", "京都府": "Kyoto",
+    "大阪府": "Osaka", "兵庫県": "Hyogo", "奈良県": "Nara", "和歌山県": "Wakayama",
+    "鳥取県": "Tottori", "島根県": "Shimane", "岡山県": "Okayama", "広島県": "Hiroshima",
+    "山口県": "Yamaguchi", "徳島県": "Tokushima", "香川県": "Kagawa", "愛媛県": "Ehime",
+    "高知県": "Kochi", "福岡県": "Fukuoka", "佐賀県": "Saga", "長崎県": "Nagasaki",
+    "熊本県": "Kumamoto", "大分県": "Oita", "宮崎県": "Miyazaki", "鹿児島県": "Kagoshima",
+    "沖縄県": "Okinawa",
+}
+
+
+def romanised_prefecture(address: str) -> str:
+    for kanji, roman in PREFECTURES.items():
+        if address.startswith(kanji):
+            return roman
+    return "Unknown"
+
+
+@dataclass(frozen=True)
+class Home:
+    path: Path
+
+    @property
+    def ca_dir(self) -> Path:
+        return self.path / "ca"
+
+    @property
+    def cards_dir(self) -> Path:
+        return emu.cards_dir(self.path)
+
+    def card_dir(self, name: str) -> Path:
+        return self.cards_dir / name
+
+    def holder_file(self, name: str) -> Path:
+        return self.path / "holders" / f"{name}.json"
+
+    def open_ca(self, clock: Clock | None = None) -> TestCA:
+        try:
+            return TestCA.open(self.ca_dir, clock=clock or SystemClock())
+        except CANotFoundError:
+            raise UsageError(f"no test CA in {self.ca_dir}: run 'jpki ca init' first") from None
+
+    def card_names(self) -> list[str]:
+        if not self.cards_dir.is_dir():
+            return []
+        return sorted(p.name for p in self.cards_dir.iterdir() if (p / "card.json").is_file())
+
+
+@dataclass(frozen=True)
+class Holder:
+    """What the issuing municipality records about a card (kept beside the emulated card)."""
+
+    card: str
+    persona: Persona
+    security_code: str
+    card_expiry: _dt.date
+    issued_at: _dt.datetime
+    auth_serial: int
+    sign_serial: int
+
+    def to_json(self) -> dict[str, Any]:
+        p = asdict(self.persona)
+        p["birth_date"] = self.persona.birth_date.isoformat()
+        p["sex"] = self.persona.sex.name.lower()
+        return {"card": self.card, "persona": p, "security_code": self.security_code,
+                "card_expiry": self.card_expiry.isoformat(), "issued_at": self.issued_at.isoformat(),
+                "auth_serial": f"{self.auth_serial:X}", "sign_serial": f"{self.sign_serial:X}"}
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any]) -> "Holder":
+        p = dict(obj["persona"])
+        p["birth_date"] = _dt.date.fromisoformat(p["birth_date"])
+        p["sex"] = Sex.parse(p["sex"])
+        return cls(card=obj["card"], persona=Persona(**p), security_code=obj["security_code"],
+                   card_expiry=_dt.date.fromisoformat(obj["card_expiry"]),
+                   issued_at=_dt.datetime.fromisoformat(obj["issued_at"]),
+                   auth_serial=int(obj["auth_serial"], 16), sign_serial=int(obj["sign_serial"], 16))
+
+
+def write_holder(home: Home, holder: Holder) -> None:
+    path = home.holder_file(holder.card)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        json.dump(holder.to_json(), fh, ensure_ascii=False, indent=1)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def read_holder(home: Home, name: str) -> Holder:
+    path = home.holder_file(name)
+    if not path.is_file():
+        raise NoCardError(f"no emulated card named {name!r} in {home.path}")
+    return Holder.from_json(json.loads(path.read_text(encoding="utf-8")))
+
+
+def new_key(key_size: int = 2048) -> rsa.RSAPrivateKey:
+    return rsa.generate_private_key(public_exponent=65537, key_size=key_size)
+
+
+def sample_persona(name: str) -> Persona | None:
+    return SAMPLE_PERSONAS.get(name)
+
+
+def create_card(home: Home, name: str, persona: Persona, *, auth_pin: str = DEFAULT_AUTH_PIN,
+                sign_pin: str = DEFAULT_SIGN_PIN, card_pin: str | None = None,
+                security_code: str | None = None, clock: Clock | None = None,
+                profile: dict[str, Any] | None = None,
+                keys: tuple[rsa.RSAPrivateKey, rsa.RSAPrivateKey] | None = None) -> Holder:
+    """Issue a card to ``persona``: two fresh key pairs, both certificates, the card-info AP filled."""
+    if not name or set(name) - CARD_NAME_CHARS or len(name) > 64:
+        raise UsageError("a card name is 1-64 letters, digits, '-' or '_'")
+    if home.card_dir(name).exists():
+        raise UsageError(f"a card named {name!r} already exists")
+    card_pin = card_pin or auth_pin
+    normalise_pin("auth", auth_pin)
+    sign_pin = normalise_pin("sign", sign_pin).decode()
+    normalise_pin("card", card_pin)
+    if security_code is not None and not (len(security_code) == 4 and security_code.isdigit()):
+        raise UsageError("the security code is 4 digits")
+    clock = clock or SystemClock()
+    ca = home.open_ca(clock)
+    try:
+        if persona.my_number is None:
+            persona = persona.replace(my_number=generate_mynumber())
+        now = clock.now()
+        expiry = ca.card_expiry_for(persona, now.astimezone(JST).date())
+        auth_key, sign_key = keys or (new_key(), new_key())
+        auth_cert = ca.issue_auth_cert(auth_key.public_key(), card_id=name, issued_at=now,
+                                       card_expiry=expiry, birth_date=persona.birth_date)
+        sign_cert = ca.issue_sign_cert(sign_key.public_key(), persona, card_id=name, issued_at=now,
+                                       card_expiry=expiry)
+        der = serialization.Encoding.DER
+        code = security_code or f"{secrets.randbelow(10000):04d}"
+        emu.create_emulated_card(
+            home.card_dir(name),
+            auth_key=auth_key, sign_key=sign_key,
+            auth_cert=auth_cert.public_bytes(der), sign_cert=sign_cert.public_bytes(der),
+            auth_ca_cert=ca.auth_ca_cert.public_bytes(der), sign_ca_cert=ca.sign_ca_cert.public_bytes(der),
+            my_number=persona.my_number, name=persona.name, address=persona.address,
+            birth_date=persona.birth_date, sex_code=persona.sex.card_code,
+            auth_pin=auth_pin, sign_pin=sign_pin, card_pin=card_pin,
+            security_code=code, card_expiry=expiry, issuer_key=ca.sign_ca_key, profile=profile)
+        holder = Holder(name, persona, code, expiry, now, auth_cert.serial_number, sign_cert.serial_number)
+        write_holder(home, holder)
+        return holder
+    finally:
+        ca.close()
+
+
+def load_certificate(der: bytes) -> x509.Certificate:
+    return x509.load_der_x509_certificate(der)
