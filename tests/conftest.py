@@ -1,0 +1,84 @@
+"""Shared fixtures: fixed clocks, a provisioned home (test CA + emulated cards) per test.
+
+RSA key generation is the slow part, so one template home is built per session and copied for
+each test that wants one (``shutil.copytree`` keeps the 0600 modes).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from jpki.clock import FixedClock
+from jpki.identity import SAMPLE_PERSONAS
+from jpki.pki import TestCA
+from jpki.provision import Home, create_card
+
+FIXED_NOW = dt.datetime(2026, 11, 27, 3, 0, 0, tzinfo=dt.timezone.utc)
+CARDS = ("alice", "bob")
+
+
+@pytest.fixture(autouse=True)
+def _isolated_environment(tmp_path_factory, monkeypatch):
+    """Never touch the user's home or inherit their card settings."""
+    fake_home = tmp_path_factory.mktemp("userhome")
+    monkeypatch.setenv("HOME", str(fake_home))
+    for var in ("JPKI_HOME", "JPKI_CARD", "JPKI_AUTH_PIN", "JPKI_SIGN_PIN", "JPKI_CARD_PIN"):
+        monkeypatch.delenv(var, raising=False)
+
+
+@pytest.fixture
+def clock() -> FixedClock:
+    return FixedClock(FIXED_NOW)
+
+
+@pytest.fixture(scope="session")
+def key_pool():
+    """Pre-generated RSA-2048 keys, handed out in order (CA keys first)."""
+    return [rsa.generate_private_key(public_exponent=65537, key_size=2048) for _ in range(2 + 2 * len(CARDS))]
+
+
+@pytest.fixture(scope="session")
+def template_home(tmp_path_factory, key_pool) -> Path:
+    path = tmp_path_factory.mktemp("template") / "home"
+    path.mkdir(mode=0o700)
+    home = Home(path)
+    fixed = FixedClock(FIXED_NOW)
+    TestCA.init(home.ca_dir, clock=fixed, keys={"sign": key_pool[0], "auth": key_pool[1]}).close()
+    for i, name in enumerate(CARDS):
+        create_card(home, name, SAMPLE_PERSONAS[name], clock=fixed, security_code="1357",
+                    keys=(key_pool[2 + 2 * i], key_pool[3 + 2 * i]))
+    return path
+
+
+@pytest.fixture
+def home(template_home, tmp_path) -> Path:
+    """A private copy of the provisioned home: CA, cards ``alice`` and ``bob`` (default PINs)."""
+    dest = tmp_path / "home"
+    shutil.copytree(template_home, dest)
+    return dest
+
+
+@pytest.fixture
+def card_dir(home) -> Path:
+    return home / "cards" / "alice"
+
+
+@pytest.fixture
+def emu_card(card_dir):
+    """alice's emulated card, opened in process (card_emulator.MyNumberCard)."""
+    from card_emulator import MyNumberCard
+
+    card = MyNumberCard.open(card_dir)
+    card.power_on()
+    yield card
+    card.close()
+
+
+def pytest_report_header(config):
+    return f"CI={os.environ.get('CI', '')!r}"
