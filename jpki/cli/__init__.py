@@ -13,7 +13,8 @@ from ..errors import JpkiError
 from ._common import Ctx, default_home
 from .admin import ca, card
 from .demo import demo
-from .host import apdu, attrs, cert, info, mynumber, pin, pkey
+from .emulator import emulator
+from .host import apdu, attrs, cert, info, mynumber, pin, pkey, readers
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -42,7 +43,7 @@ def cli(ctx: click.Context, home: Path | None, card_uri: str, as_json: bool, tra
                   force=force, wait=wait)
 
 
-for command in (ca, card, info, pin, cert, mynumber, attrs, pkey, apdu, demo):
+for command in (ca, card, emulator, readers, info, pin, cert, mynumber, attrs, pkey, apdu, demo):
     cli.add_command(command)
 
 

@@ -34,6 +34,16 @@ def verify_pin(obj: Ctx, session, kind: str, given: str | None) -> None:
 
 @click.command()
 @pass_ctx
+def readers(obj: Ctx) -> None:
+    """The PC/SC readers pcscd knows (the emulator appears as "Virtual PCD 00 00")."""
+    from ..transport.pcsc import list_readers
+
+    names = list_readers()
+    obj.emit(names, lambda: "\n".join(names) if names else "(no readers)")
+
+
+@click.command()
+@pass_ctx
 def info(obj: Ctx) -> None:
     """Card type, ATR and the tries left of every PIN (spends none)."""
     with obj.card() as t:

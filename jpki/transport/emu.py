@@ -87,3 +87,36 @@ def _card_serial(directory: Path) -> str:
     import json
 
     return json.loads((directory / "card.json").read_text()).get("serial", "")
+
+
+# --- serving emulated cards through pcscd + vpcd ---------------------------------------------
+
+VPCD_DEFAULT_HOST = "127.0.0.1"
+VPCD_DEFAULT_PORT = 35963
+
+
+def serve_emulated_cards(directories: list[Path], host: str = VPCD_DEFAULT_HOST,
+                         port: int = VPCD_DEFAULT_PORT, *, ready: Any = None) -> None:
+    """Serve cards on consecutive vpcd slots (port, port+1, …) until SIGINT/SIGTERM.
+
+    SIGUSR1 pulls the cards out, SIGUSR2 inserts them again. ``ready`` is called once the
+    cards are open (before the first connection attempt).
+    """
+    from card_emulator import MyNumberCard
+    from card_emulator.vpcd import serve, serve_many
+
+    cards = []
+    for directory in directories:
+        if not (Path(directory) / "card.json").is_file():
+            raise NoCardError(f"no emulated card at {directory}")
+        cards.append(MyNumberCard.open(directory))
+    try:
+        if ready is not None:
+            ready()
+        if len(cards) == 1:
+            serve(cards[0], host, port)
+        else:
+            serve_many([(card, port + i) for i, card in enumerate(cards)], host)
+    finally:
+        for card in cards:
+            card.close()
