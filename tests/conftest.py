@@ -82,3 +82,30 @@ def emu_card(card_dir):
 
 def pytest_report_header(config):
     return f"CI={os.environ.get('CI', '')!r}"
+
+
+# --- PC/SC: pcscd + vpcd ----------------------------------------------------------------------
+
+from pcsc_env import pcscd, reader_has_card, reader_name, vpcd_slot, wait_for  # noqa: E402,F401
+
+
+@pytest.fixture
+def served_card(pcscd, card_dir):
+    """alice's card served through vpcd: yields the PC/SC reader name that holds it."""
+    from card_emulator import MyNumberCard
+    from card_emulator.vpcd import VpcdBridge
+
+    card = MyNumberCard.open(card_dir)
+    with vpcd_slot() as port:
+        bridge = VpcdBridge(card, "127.0.0.1", port)
+        thread = bridge.start()
+        reader = reader_name(port)
+        try:
+            assert wait_for(lambda: reader_has_card(reader), timeout=15), f"{reader} shows no card"
+            yield reader
+        finally:
+            bridge.stop()
+            thread.join(10)
+            bridge.close()
+            card.close()
+            wait_for(lambda: not reader_has_card(reader), timeout=5)
