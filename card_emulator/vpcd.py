@@ -411,10 +411,10 @@ class VpcdBridge:
         except OSError as exc:
             self.log.warning("vpcd %s:%d: connection error: %s; reconnecting", self.host, self.port, exc)
         finally:
-            self._connected = False
             with contextlib.suppress(OSError):
                 sock.close()
             self._card_call("power_off")
+            self._connected = False
         return delay
 
     def _recv_exact(

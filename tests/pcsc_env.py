@@ -319,19 +319,51 @@ def reader_has_card(reader: str) -> bool:
         scard.SCardReleaseContext(ctx)
 
 
+_TCP_LISTEN, _TCP_TIME_WAIT, _TCP_CLOSE = 0x0A, 0x06, 0x07
+
+
+def vpcd_port_busy(port: int) -> bool:
+    """True when a TCP connection to ``port`` exists: a card is plugged into (or queued for)
+    that vpcd slot, possibly by a process that does not use this module's locks.
+
+    Read from /proc/net/tcp{,6}; TIME_WAIT and closed sockets do not count.
+    """
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            parts = line.split()
+            if len(parts) < 4:
+                continue
+            local_port = int(parts[1].rsplit(":", 1)[1], 16)
+            remote_port = int(parts[2].rsplit(":", 1)[1], 16)
+            state = int(parts[3], 16)
+            if state in (_TCP_LISTEN, _TCP_TIME_WAIT, _TCP_CLOSE):
+                continue
+            if port in (local_port, remote_port):
+                return True
+    return False
+
+
+def slot_free(port: int) -> bool:
+    return not vpcd_port_busy(port) and not reader_has_card(reader_name(port))
+
+
 @contextlib.contextmanager
 def vpcd_slot(timeout: float = 60.0) -> Iterator[int]:
-    """Lock a free vpcd port (35963/35964) across test processes and yield it.
+    """Lock a free vpcd port across test processes and yield it.
 
-    A slot whose reader holds a card (a card served by someone not using this module) is
-    passed over.
+    Tries 35964 first (other tools default to 35963). A slot with a card in it or a TCP
+    connection to its port (a card served by someone not using this module) is passed over
+    after a short grace period.
     """
     deadline = time.monotonic() + timeout
     while True:
-        for port in VPCD_PORTS:
+        for port in reversed(VPCD_PORTS):
             with _flock(LOCK_DIR / f"jpki-vpcd-{port}.lock", fcntl.LOCK_EX, timeout=0) as got:
-                name = reader_name(port)
-                if got and wait_for(lambda: not reader_has_card(name), timeout=1.5):
+                if got and wait_for(lambda p=port: slot_free(p), timeout=1.5):
                     yield port
                     return
         if time.monotonic() >= deadline:

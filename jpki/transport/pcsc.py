@@ -320,14 +320,19 @@ class PcscTransport(TransportBase):
             )
         sc = self._sc
         hr, response = sc.SCardTransmit(self._hcard, self._protocol, list(apdu))
-        if hr == sc.SCARD_S_SUCCESS:
-            return bytes(response)
         if _code(hr) == _code(sc.SCARD_W_RESET_CARD):
             self.card_resets += 1
             self._reconnect(sc.SCARD_LEAVE_CARD)
             hr, response = sc.SCardTransmit(self._hcard, self._protocol, list(apdu))
-            if hr == sc.SCARD_S_SUCCESS:
+        if hr == sc.SCARD_S_SUCCESS:
+            if len(response) >= 2:
                 return bytes(response)
+            # vpcd answers "success, 0 bytes" when the card hung up mid-command.
+            if self._card_left(_REMOVAL_GRACE):
+                raise CardRemovedError(f"the card was removed from {self._reader!r}")
+            raise TransportError(
+                f"the card in {self._reader!r} answered {len(response)} bytes, not even a status word"
+            )
         raise self._transmit_error(hr)
 
     def _transmit_error(self, hr: int) -> TransportError:
@@ -369,16 +374,31 @@ class PcscTransport(TransportBase):
         except TransportError:
             return False
 
-    def reconnect(self, *, reset: bool = True) -> None:
+    def reconnect(self, *, reset: bool = True, wait: float = 0) -> None:
         """Re-establish the connection; ``reset=True`` resets the card (clearing PIN state).
 
-        Also the way back after ``CardRemovedError`` once a card is in the reader again
-        (raises ``NoCardError`` when none is).
+        Also the way back after ``CardRemovedError``: with ``wait > 0`` it waits that long
+        for a card in the same reader; ``NoCardError`` when there is none.
         """
         if self._closed:
             raise TransportError("the PC/SC transport is closed")
         sc = self._sc
-        self._reconnect(sc.SCARD_RESET_CARD if reset else sc.SCARD_LEAVE_CARD)
+        disposition = sc.SCARD_RESET_CARD if reset else sc.SCARD_LEAVE_CARD
+        deadline = time.monotonic() + max(0.0, float(wait))
+        while True:
+            try:
+                self._reconnect(disposition)
+                return
+            except NoCardError:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise
+                states = self._ctx.states([self._reader], 0)
+                if states and states[0][1] & sc.SCARD_STATE_PRESENT:
+                    time.sleep(min(remaining, 0.05))  # present but not ready yet
+                else:
+                    watch = [(self._reader, states[0][1] if states else sc.SCARD_STATE_UNAWARE)]
+                    self._ctx.wait_change(watch, min(remaining, 1.0))
 
     def _reconnect(self, disposition: int) -> None:
         sc = self._sc
@@ -399,6 +419,7 @@ class PcscTransport(TransportBase):
                 return
             if _code(hr) not in (
                 _code(sc.SCARD_W_REMOVED_CARD),
+                _code(sc.SCARD_E_NO_SMARTCARD),
                 _code(sc.SCARD_E_INVALID_HANDLE),
                 _code(sc.SCARD_E_READER_UNAVAILABLE),
             ):
