@@ -1,0 +1,185 @@
+"""APDU round trips through pyscard → pcscd → vpcd → the emulated card, against a minimal card.
+
+The minimal card (``python -m card_emulator.vpcd``) answers 9000 to everything: it is the floor
+this path allows. Both cards run in their own process, served on vpcd slot 00, one after the
+other; the client uses pyscard's low-level SCardTransmit. Also reports the time to read both
+certificates and make one signature over PC/SC with the jpki host library.
+
+Target (issue 3): the emulator reaches at least 75% of the minimal card's rate.
+
+Needs pcscd with the vsmartcard-vpcd driver (root starts it if it is not running):
+
+    python benchmarks/pcsc_roundtrip.py [--seconds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import fcntl
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from smartcard import scard
+
+from jpki.clock import FixedClock
+from jpki.identity import SAMPLE_PERSONAS
+from jpki.pki import TestCA
+from jpki.provision import Home, create_card
+from jpki.session import JpkiSession
+from jpki.transport import open_transport
+
+PORT = 35963
+READER = "Virtual PCD 00 00"
+SELECT_AP = bytes.fromhex("00A4040C0AD392F000260100000001")
+SELECT_EF = bytes.fromhex("00A4020C02000A")
+READ_256 = bytes.fromhex("00B0000000")
+
+
+def ensure_pcscd() -> subprocess.Popen | None:
+    if subprocess.run(["pgrep", "-x", "pcscd"], capture_output=True).returncode == 0:
+        return None
+    if shutil.which("pcscd") is None:
+        sys.exit("pcscd is not installed (apt-get install pcscd vsmartcard-vpcd)")
+    for stale in ("/run/pcscd/pcscd.comm", "/run/pcscd/pcscd.pid"):
+        if os.path.exists(stale):
+            os.unlink(stale)
+    proc = subprocess.Popen(["pcscd", "--foreground"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(1.0)
+    return proc
+
+
+def wait_card(timeout: float = 15.0) -> None:
+    hr, ctx = scard.SCardEstablishContext(scard.SCARD_SCOPE_USER)
+    try:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            hr, states = scard.SCardGetStatusChange(ctx, 0, [(READER, scard.SCARD_STATE_UNAWARE)])
+            if hr == scard.SCARD_S_SUCCESS and states[0][1] & scard.SCARD_STATE_PRESENT:
+                return
+            time.sleep(0.05)
+    finally:
+        scard.SCardReleaseContext(ctx)
+    sys.exit(f"no card appeared in {READER}")
+
+
+def wait_empty(timeout: float = 10.0) -> None:
+    hr, ctx = scard.SCardEstablishContext(scard.SCARD_SCOPE_USER)
+    try:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            hr, states = scard.SCardGetStatusChange(ctx, 0, [(READER, scard.SCARD_STATE_UNAWARE)])
+            if hr == scard.SCARD_S_SUCCESS and not states[0][1] & scard.SCARD_STATE_PRESENT:
+                return
+            time.sleep(0.05)
+    finally:
+        scard.SCardReleaseContext(ctx)
+
+
+def measure(apdu: bytes, seconds: float, setup: list[bytes]) -> tuple[float, float]:
+    """(APDUs per second, median latency in ms) for ``apdu`` over PC/SC."""
+    hr, ctx = scard.SCardEstablishContext(scard.SCARD_SCOPE_USER)
+    hr, card, proto = scard.SCardConnect(ctx, READER, scard.SCARD_SHARE_SHARED, scard.SCARD_PROTOCOL_T1)
+    if hr != scard.SCARD_S_SUCCESS:
+        sys.exit(f"SCardConnect failed: {scard.SCardGetErrorMessage(hr)}")
+    try:
+        hr, _ = scard.SCardTransmit(card, proto, list(SELECT_AP))
+        if hr == scard.SCARD_W_RESET_CARD:  # pcscd powered the card up again for us
+            hr, proto = scard.SCardReconnect(card, scard.SCARD_SHARE_SHARED, scard.SCARD_PROTOCOL_T1,
+                                             scard.SCARD_LEAVE_CARD)
+        for cmd in setup:
+            scard.SCardTransmit(card, proto, list(cmd))
+        lat = []
+        end = time.perf_counter() + seconds
+        while time.perf_counter() < end:
+            t0 = time.perf_counter()
+            hr, resp = scard.SCardTransmit(card, proto, list(apdu))
+            lat.append(time.perf_counter() - t0)
+            if hr != scard.SCARD_S_SUCCESS:
+                sys.exit(f"SCardTransmit failed: {scard.SCardGetErrorMessage(hr)}")
+        return len(lat) / sum(lat), statistics.median(lat) * 1000
+    finally:
+        scard.SCardDisconnect(card, scard.SCARD_LEAVE_CARD)
+        scard.SCardReleaseContext(ctx)
+
+
+def serve(cmd: list[str], env: dict[str, str]) -> subprocess.Popen:
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_card()
+    return proc
+
+
+def stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    proc.wait(10)
+    wait_empty()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seconds", type=float, default=3.0)
+    args = ap.parse_args()
+    pcscd = ensure_pcscd()
+    # the same slot lock as the tests (tests/pcsc_env.py), so that a test run never shares the slot
+    lock = open(f"/tmp/jpki-vpcd-{PORT}.lock", "a+")
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    tmp = Path(tempfile.mkdtemp(prefix="jpki-bench-"))
+    try:
+        home = Home(tmp)
+        clock = FixedClock(dt.datetime(2026, 11, 27, tzinfo=dt.timezone.utc))
+        TestCA.init(home.ca_dir, clock=clock).close()
+        create_card(home, "bench", SAMPLE_PERSONAS["alice"], clock=clock)
+        env = {**os.environ, "JPKI_HOME": str(tmp)}
+
+        results = {}
+        minimal = serve([sys.executable, "-m", "card_emulator.vpcd", "--port", str(PORT)], env)
+        try:
+            results["minimal", "SELECT"] = measure(SELECT_AP, args.seconds, [])
+            results["minimal", "READ"] = measure(READ_256, args.seconds, [])
+        finally:
+            stop(minimal)
+        jpki_bin = [sys.executable, "-c", "import sys; from jpki.cli import main; sys.exit(main())"]
+        emulated = serve(jpki_bin + ["emulator", "serve", "bench", "--vpcd", f"127.0.0.1:{PORT}"], env)
+        try:
+            results["emulator", "SELECT"] = measure(SELECT_AP, args.seconds, [])
+            results["emulator", "READ"] = measure(READ_256, args.seconds, [SELECT_AP, SELECT_EF])
+            t0 = time.perf_counter()
+            with open_transport(f"pcsc:{READER}") as t:
+                j = JpkiSession(t)
+                auth = j.read_certificate("auth")
+                j.verify("sign", "ABC123")
+                sign = j.read_certificate("sign")
+                t1 = time.perf_counter()
+                j.verify("auth", "1234")
+                sig = j.sign_digest("auth", "sha256", bytes(32))
+                t2 = time.perf_counter()
+            assert len(sig) == 256 and auth[0] == 0x30 and sign[0] == 0x30
+        finally:
+            stop(emulated)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if pcscd is not None:
+            pcscd.terminate()
+            pcscd.wait(10)
+
+    print("pyscard -> pcscd -> vpcd -> card (each card in its own process):")
+    for what in ("SELECT", "READ"):
+        m_rate, m_med = results["minimal", what]
+        e_rate, e_med = results["emulator", what]
+        label = "SELECT AP" if what == "SELECT" else "READ BINARY 256 bytes"
+        ratio = e_rate / m_rate
+        print(f"  {label:<22} emulator {e_rate:>7,.0f} APDU/s (median {e_med:.3f} ms)   "
+              f"minimal card {m_rate:>7,.0f} APDU/s (median {m_med:.3f} ms)   "
+              f"ratio {ratio:.0%} (target >= 75%: {'met' if ratio >= 0.75 else 'MISSED'})")
+    print(f"  read both certificates (incl. password VERIFY): {(t1 - t0) * 1000:.1f} ms")
+    print(f"  one signature (PIN VERIFY + COMPUTE DIGITAL SIGNATURE): {(t2 - t1) * 1000:.1f} ms")
+
+
+if __name__ == "__main__":
+    main()
