@@ -41,11 +41,13 @@ class SW(enum.IntEnum):
 
 
 class CardStatus(Exception):
-    """Raised by a command handler: the card answers this status word (and no data)."""
+    """Raised by a command handler: the card answers this status word (with data only for
+    warnings such as 6282)."""
 
-    def __init__(self, sw: int) -> None:
+    def __init__(self, sw: int, data: bytes = b"") -> None:
         super().__init__(f"{sw:04X}")
         self.sw = int(sw)
+        self.data = data
 
 
 @dataclass(frozen=True, slots=True)

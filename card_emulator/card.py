@@ -203,7 +203,7 @@ class MyNumberCard:
                 data = self._process(apdu)
                 sw = SW.OK
             except CardStatus as status:
-                data, sw = getattr(status, "data", b""), status.sw
+                data, sw = status.data, status.sw
             except Exception:  # the card never crashes
                 log.exception("internal error processing INS %s", f"{ins:02X}" if ins is not None else "?")
                 data, sw = b"", SW.NO_PRECISE_DIAGNOSIS
@@ -289,9 +289,7 @@ class MyNumberCard:
             raise CardStatus(SW.WRONG_P1P2_OFFSET)
         out = ef.data[offset:offset + cmd.le]
         if len(out) < cmd.le and self.profile.short_read_sw != SW.OK:
-            status = CardStatus(self.profile.short_read_sw)
-            status.data = out  # type: ignore[attr-defined]
-            raise status
+            raise CardStatus(self.profile.short_read_sw, out)
         return out
 
     # ----------------------------------------------------------------- PINs
