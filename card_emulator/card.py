@@ -101,6 +101,12 @@ class _MemoryStore:
     def write(self, state: dict[str, Any]) -> None:
         self._state = state
 
+    def content_version(self) -> None:
+        return None
+
+    def load_content(self):  # pragma: no cover - never called: the version never changes
+        raise NotImplementedError
+
 
 class _DirectoryStore:
     """PIN state in ``state.json``, re-read under an inter-process lock on every change."""
@@ -117,27 +123,27 @@ class _DirectoryStore:
     def write(self, state: dict[str, Any]) -> None:
         write_json(self.directory / STATE_FILE, state)
 
+    def content_version(self) -> tuple[int, int, int]:
+        st = os.stat(self.directory / CARD_FILE)
+        return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+    def load_content(self) -> tuple[dict[str, Any], dict[str, rsa.RSAPrivateKey]]:
+        content = read_json(self.directory / CARD_FILE)
+        keys = {}
+        for key_name, rel in content.get("keys", {}).items():
+            pem = (self.directory / rel).read_bytes()
+            keys[key_name] = serialization.load_pem_private_key(pem, password=None)
+        return content, keys
+
 
 class MyNumberCard:
     """A software My Number Card. Open one from a card directory with :meth:`open`."""
 
     def __init__(self, content: dict[str, Any], state: dict[str, Any],
                  keys: dict[str, rsa.RSAPrivateKey], store: Any = None) -> None:
-        if content.get("format") != FORMAT_VERSION:
-            raise ValueError(f"unsupported card format {content.get('format')!r}")
-        self.profile = CardProfile.from_json(content.get("profile"))
-        self.name = content.get("name", "")
-        self.apps: dict[bytes, Application] = {}
-        for app_name, app in content["applications"].items():
-            files = {}
-            for fid_hex, f in app.get("files", {}).items():
-                fid = int(fid_hex, 16)
-                files[fid] = EF(fid=fid, kind=f["kind"],
-                                data=base64.b64decode(f.get("data", "")),
-                                read=tuple(f.get("read", ())), key=f.get("key"), pin=f.get("pin"))
-            self.apps[bytes.fromhex(app["aid"])] = Application(app_name, bytes.fromhex(app["aid"]), files)
-        self._keys = keys
+        self._load_content(content, keys)
         self._store = store if store is not None else _MemoryStore(state)
+        self._content_version = self._store.content_version()
         self._lock = threading.RLock()
         self._handlers: dict[int, tuple[bool, Callable[[Command], bytes]]] = {
             0xA4: (False, self._select),
@@ -149,17 +155,37 @@ class MyNumberCard:
         }
         self._reset_security()
 
+    def _load_content(self, content: dict[str, Any], keys: dict[str, rsa.RSAPrivateKey]) -> None:
+        if content.get("format") != FORMAT_VERSION:
+            raise ValueError(f"unsupported card format {content.get('format')!r}")
+        self.profile = CardProfile.from_json(content.get("profile"))
+        apps: dict[bytes, Application] = {}
+        for app_name, app in content["applications"].items():
+            files = {}
+            for fid_hex, f in app.get("files", {}).items():
+                fid = int(fid_hex, 16)
+                files[fid] = EF(fid=fid, kind=f["kind"],
+                                data=base64.b64decode(f.get("data", "")),
+                                read=tuple(f.get("read", ())), key=f.get("key"), pin=f.get("pin"))
+            aid = bytes.fromhex(app["aid"])
+            apps[aid] = Application(app_name, aid, files)
+        self.apps = apps
+        self._keys = keys
+
     # ----------------------------------------------------------------- lifecycle
     @classmethod
     def open(cls, directory: str | os.PathLike[str]) -> "MyNumberCard":
-        directory = Path(directory)
-        content = read_json(directory / CARD_FILE)
-        state = read_json(directory / STATE_FILE)
-        keys = {}
-        for key_name, rel in content.get("keys", {}).items():
-            pem = (directory / rel).read_bytes()
-            keys[key_name] = serialization.load_pem_private_key(pem, password=None)
-        return cls(content, state, keys, _DirectoryStore(directory))
+        store = _DirectoryStore(Path(directory))
+        content, keys = store.load_content()
+        return cls(content, store.read(), keys, store)
+
+    def _reload_if_changed(self) -> None:
+        """Pick up what the issuer rewrote while the card was out (e.g. a new signing key)."""
+        version = self._store.content_version()
+        if version != self._content_version:
+            content, keys = self._store.load_content()
+            self._load_content(content, keys)
+            self._content_version = version
 
     @property
     def atr(self) -> bytes:
@@ -167,6 +193,7 @@ class MyNumberCard:
 
     def power_on(self) -> None:
         with self._lock:
+            self._reload_if_changed()
             self._reset_security()
 
     def power_off(self) -> None:
@@ -175,6 +202,7 @@ class MyNumberCard:
 
     def reset(self) -> None:
         with self._lock:
+            self._reload_if_changed()
             self._reset_security()
 
     def close(self) -> None:
