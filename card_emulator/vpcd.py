@@ -165,7 +165,9 @@ def describe_command(apdu: bytes) -> str:
         return f"C> malformed ({len(apdu)} bytes)"
     cla, ins, p1, p2 = apdu[0], apdu[1], apdu[2], apdu[3]
     name = _INS_NAMES.get(ins, "")
-    text = f"C> {cla:02X} {ins:02X} {p1:02X} {p2:02X}{' ' + name if name else ''} ({len(apdu)} bytes)"
+    text = (
+        f"C> {cla:02X} {ins:02X} {p1:02X} {p2:02X}{' ' + name if name else ''} ({len(apdu)} bytes)"
+    )
     if ins == _INS_SELECT and len(apdu) > 5 and len(apdu) >= 5 + apdu[4] and apdu[4]:
         text += f" id={apdu[5 : 5 + apdu[4]].hex().upper()}"
     return text
@@ -409,7 +411,9 @@ class VpcdBridge:
         except _WireError as exc:
             self.log.warning("vpcd %s:%d: %s; reconnecting", self.host, self.port, exc)
         except OSError as exc:
-            self.log.warning("vpcd %s:%d: connection error: %s; reconnecting", self.host, self.port, exc)
+            self.log.warning(
+                "vpcd %s:%d: connection error: %s; reconnecting", self.host, self.port, exc
+            )
         finally:
             with contextlib.suppress(OSError):
                 sock.close()

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import os
 import shutil
 import signal
@@ -89,9 +90,17 @@ def pcscd_pids() -> list[int]:
     return sorted(pids)
 
 
+def pcscd_path() -> str | None:
+    """The pcscd binary (PATH, then /usr/sbin), or None when not installed."""
+    found = shutil.which("pcscd")
+    if found:
+        return found
+    return "/usr/sbin/pcscd" if Path("/usr/sbin/pcscd").exists() else None
+
+
 def missing_reason() -> str | None:
     """Why pcscd + vpcd cannot be used here, or None when everything needed is installed."""
-    if shutil.which("pcscd") is None and not Path("/usr/sbin/pcscd").exists():
+    if pcscd_path() is None:
         return "pcscd is not installed (apt-get install pcscd vsmartcard-vpcd)"
     if not VPCD_CONF.exists():
         return f"vpcd driver config {VPCD_CONF} missing (apt-get install vsmartcard-vpcd)"
@@ -192,10 +201,10 @@ def _remove_stale_run_files() -> None:
 
 
 def start_pcscd(timeout: float = START_TIMEOUT) -> subprocess.Popen[bytes]:
-    """Start ``pcscd --foreground`` and wait until it serves the vpcd slot (caller checks none runs)."""
+    """Start ``pcscd --foreground``; wait until it serves the vpcd slot. Caller: none may run."""
     _remove_stale_run_files()
     proc = subprocess.Popen(
-        ["pcscd", "--foreground"],
+        [pcscd_path() or "pcscd", "--foreground"],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -363,7 +372,7 @@ def vpcd_slot(timeout: float = 60.0) -> Iterator[int]:
     while True:
         for port in reversed(VPCD_PORTS):
             with _flock(LOCK_DIR / f"jpki-vpcd-{port}.lock", fcntl.LOCK_EX, timeout=0) as got:
-                if got and wait_for(lambda p=port: slot_free(p), timeout=1.5):
+                if got and wait_for(functools.partial(slot_free, port), timeout=1.5):
                     yield port
                     return
         if time.monotonic() >= deadline:

@@ -26,8 +26,8 @@ try:
     import pcsc_env
     from pcsc_env import pcscd  # noqa: F401  (the session fixture)
 except ImportError:  # tests/ imported as a package
-    from tests import pcsc_env
-    from tests.pcsc_env import pcscd  # noqa: F401
+    from tests import pcsc_env  # type: ignore[no-redef]
+    from tests.pcsc_env import pcscd  # type: ignore[no-redef]  # noqa: F401
 
 ROOT = Path(__file__).resolve().parents[1]
 SELECT_JPKI = bytes.fromhex("00A4040C0AD392F000260100000001")
@@ -136,6 +136,34 @@ def test_pcscd_not_running_is_a_clear_error() -> None:
     assert all("is pcscd running?" in line and line.startswith("NoReaderError") for line in lines)
 
 
+def test_env_unavailable_skips_locally_fails_in_ci(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CI", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="no pcscd here"):
+        pcsc_env.unavailable("no pcscd here")
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="no pcscd here"):
+        pcsc_env.unavailable("no pcscd here")
+
+
+def test_env_reports_missing_pieces(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(pcsc_env, "VPCD_CONF", tmp_path / "vpcd")
+    if pcsc_env.pcscd_path() is not None:
+        assert "vsmartcard-vpcd" in (pcsc_env.missing_reason() or "")
+    monkeypatch.setattr(pcsc_env, "pcscd_path", lambda: None)
+    assert "pcscd is not installed" in (pcsc_env.missing_reason() or "")
+    with pcsc_env.pcscd_running() as env:
+        assert isinstance(env, str) and "pcscd is not installed" in env
+
+
+def test_env_does_not_start_pcscd_without_root(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(pcsc_env, "missing_reason", lambda: None)
+    monkeypatch.setattr(pcsc_env, "pcscd_pids", lambda: [])
+    monkeypatch.setattr(pcsc_env.os, "geteuid", lambda: 1000)
+    monkeypatch.setattr(pcsc_env, "start_pcscd", lambda *a: pytest.fail("must not start pcscd"))
+    with pcsc_env.pcscd_running() as env:
+        assert env == "pcscd is not running and only root can start it here"
+
+
 # -- through pcscd + vpcd -------------------------------------------------------------------
 
 
@@ -186,7 +214,9 @@ def test_reader_selection_by_substring(plug: Callable[..., VpcdBridge], slot: in
 
 @pytest.mark.pcsc
 def test_no_matching_reader(pcscd: pcsc_env.PcscdEnv) -> None:
-    with pytest.raises(errors.NoReaderError, match="no PC/SC reader matching 'no such reader'") as info:
+    with pytest.raises(
+        errors.NoReaderError, match="no PC/SC reader matching 'no such reader'"
+    ) as info:
         PcscTransport("no such reader", wait=0.2)
     assert "Virtual PCD 00 00" in str(info.value)
 

@@ -331,7 +331,7 @@ class PcscTransport(TransportBase):
             if self._card_left(_REMOVAL_GRACE):
                 raise CardRemovedError(f"the card was removed from {self._reader!r}")
             raise TransportError(
-                f"the card in {self._reader!r} answered {len(response)} bytes, not even a status word"
+                f"the card in {self._reader!r} answered {len(response)} bytes, no status word"
             )
         raise self._transmit_error(hr)
 
