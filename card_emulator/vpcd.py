@@ -74,6 +74,8 @@ __all__ = [
     "Card",
     "MinimalCard",
     "VpcdBridge",
+    "describe_command",
+    "describe_response",
     "main",
     "serve",
     "serve_many",

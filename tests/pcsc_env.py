@@ -364,13 +364,13 @@ def slot_free(port: int) -> bool:
 def vpcd_slot(timeout: float = 60.0) -> Iterator[int]:
     """Lock a free vpcd port across test processes and yield it.
 
-    Tries 35964 first (other tools default to 35963). A slot with a card in it or a TCP
+    Tries 35963 ("Virtual PCD 00 00") first, then 35964. A slot with a card in it or a TCP
     connection to its port (a card served by someone not using this module) is passed over
     after a short grace period.
     """
     deadline = time.monotonic() + timeout
     while True:
-        for port in reversed(VPCD_PORTS):
+        for port in VPCD_PORTS:
             with _flock(LOCK_DIR / f"jpki-vpcd-{port}.lock", fcntl.LOCK_EX, timeout=0) as got:
                 if got and wait_for(functools.partial(slot_free, port), timeout=1.5):
                     yield port

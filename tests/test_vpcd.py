@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import selectors
 import signal
 import socket
 import struct
@@ -527,3 +528,38 @@ def test_serve_many_two_slots_sigint(vpcd: FakeVpcd) -> None:
         if proc.stderr:
             proc.stderr.close()
         other.close()
+
+
+# -- TCP_QUICKACK ---------------------------------------------------------------------------
+
+
+class RecordingSocket:
+    """Hands out queued chunks and records the calls the bridge makes."""
+
+    def __init__(self, chunks: list[bytes]) -> None:
+        self.chunks = chunks
+        self.calls: list[str] = []
+
+    def setsockopt(self, level: int, option: int, value: int) -> None:
+        if (level, option, value) == (socket.IPPROTO_TCP, getattr(socket, "TCP_QUICKACK", -1), 1):
+            self.calls.append("quickack")
+
+    def recv(self, size: int, flags: int = 0) -> bytes:
+        self.calls.append("recv")
+        chunk = self.chunks.pop(0)
+        assert len(chunk) <= size
+        return chunk
+
+
+@pytest.mark.skipif(not hasattr(socket, "TCP_QUICKACK"), reason="Linux only")
+def test_quickack_is_set_before_every_recv() -> None:
+    # vpcd writes length and payload separately; without a quick ACK before each recv the
+    # peer's Nagle waits for our delayed ACK and every APDU stalls ~40 ms (20 APDU/s).
+    bridge = VpcdBridge(RecordingCard(), port=free_port())
+    sock = RecordingSocket([b"\x00", b"\x05", b"\x00\xa4", b"\x04\x00", b"\x00"])
+    with selectors.DefaultSelector() as sel:
+        header = bridge._recv_exact(sock, sel, 2, frame_start=True)  # type: ignore[arg-type]
+        payload = bridge._recv_exact(sock, sel, 5, frame_start=False)  # type: ignore[arg-type]
+    bridge.close()
+    assert header == b"\x00\x05" and payload == bytes.fromhex("00A4040000")
+    assert sock.calls == ["quickack", "recv"] * 5
