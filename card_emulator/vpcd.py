@@ -33,6 +33,9 @@ From another process: ``serve()``/``serve_many()`` install ``SIGUSR1`` = remove,
 ``SIGUSR2`` = insert (every bridge they serve) and ``SIGINT``/``SIGTERM`` = stop when called in
 the main thread with ``install_signals=True``, e.g. ``kill -USR1 <pid>``.
 
+One card per slot: vpcd accepts one connection per port; a second bridge on a busy port
+connects (the kernel queues it) but is not served until the first card leaves.
+
 Robustness: when pcscd is not listening (not started, restarting) the bridge retries with an
 exponential back-off (0.1 s doubling to 2 s by default). A zero-length frame, a frame cut
 short or a peer that disconnects mid-APDU is logged and answered by a reconnect; the bridge
@@ -159,6 +162,10 @@ class _Interrupted(Exception):
 
 class _WireError(Exception):
     """The vpcd peer broke the framing or went away; reconnect."""
+
+
+class _PeerClosed(_WireError):
+    """vpcd closed the connection cleanly between two frames (pcscd stopping, card ejected)."""
 
 
 def describe_command(apdu: bytes) -> str:
@@ -410,6 +417,8 @@ class VpcdBridge:
                 self.log.info("stopping: disconnecting from vpcd at %s:%d", self.host, self.port)
             else:
                 self.log.info("card removed: disconnected from vpcd at %s:%d", self.host, self.port)
+        except _PeerClosed as exc:
+            self.log.info("vpcd %s:%d: %s; reconnecting", self.host, self.port, exc)
         except _WireError as exc:
             self.log.warning("vpcd %s:%d: %s; reconnecting", self.host, self.port, exc)
         except OSError as exc:
@@ -441,7 +450,7 @@ class VpcdBridge:
                 chunk = sock.recv(size - len(buf))
             if not chunk:
                 if frame_start and not buf:
-                    raise _WireError("vpcd closed the connection")
+                    raise _PeerClosed("vpcd closed the connection")
                 raise _WireError(f"connection closed mid-frame ({len(buf)} of {size} bytes)")
             buf += chunk
         return bytes(buf)

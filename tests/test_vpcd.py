@@ -277,8 +277,9 @@ def test_peer_disconnect_mid_frame_then_reconnect(
 
 
 def test_peer_disconnect_between_frames_then_reconnect(
-    vpcd: FakeVpcd, run_bridge: Callable[..., VpcdBridge]
+    vpcd: FakeVpcd, run_bridge: Callable[..., VpcdBridge], caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO, logger="card_emulator.vpcd")
     bridge = run_bridge(RecordingCard(), vpcd.port)
     for _ in range(3):
         vpcd.accept()
@@ -286,6 +287,8 @@ def test_peer_disconnect_between_frames_then_reconnect(
         vpcd.conn.close()  # type: ignore[union-attr]
         vpcd.conn = None
     assert wait_for(lambda: bridge.connections >= 3)
+    assert "vpcd closed the connection" in caplog.text
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]  # a routine event
 
 
 def test_card_exception_answers_6f00(
