@@ -1,0 +1,299 @@
+"""Layering rules, checked by reading the import statements (ast) of every module.
+
+- ``card_emulator`` imports nothing from ``jpki``.
+- Only ``jpki/transport/emu.py`` imports ``card_emulator``.
+- The verification side (``jpki.verify``, ``jpki.revocation``, ``jpki.pki``, ``jpki.identity``,
+  ``jpki.certinfo``, ``jpki.clock``, ``jpki.errors`` and the relying-party modules of
+  ``jpki.auth``) imports none of ``jpki.session``, ``jpki.transport``, ``jpki.apdu``,
+  ``jpki.cli`` — neither directly nor through another jpki module — so that a server can verify
+  with no card library installed.
+- No library module (outside ``jpki/cli`` and the ``__main__`` entry points) calls ``print(``,
+  ``sys.exit(`` or ``logging.basicConfig(``.
+
+Imports inside functions count too (a lazy import is still an import); so do
+``importlib.import_module("...")`` / ``__import__("...")`` with a literal name.
+"""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+import textwrap
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+PACKAGES = ("jpki", "card_emulator")
+
+VERIFY_SIDE = ("jpki.verify", "jpki.revocation", "jpki.pki", "jpki.identity", "jpki.certinfo",
+               "jpki.clock", "jpki.errors")
+CARD_SIDE = ("jpki.session", "jpki.transport", "jpki.apdu", "jpki.cli")
+#: Modules of a ``jpki.auth`` package that form the relying party's side (the server that checks a
+#: login); the card-holder side (signing a challenge with the card) may use the session.
+AUTH_RP_NAMES = {"rp", "relying_party", "server", "verifier", "verify", "policy", "challenge",
+                 "ekyc"}
+#: Entry points allowed to print and exit.
+ENTRY_POINTS = ("jpki.cli", "jpki.__main__", "card_emulator.__main__")
+FORBIDDEN_CALLS = {("print",), ("sys", "exit"), ("logging", "basicConfig"), ("exit",), ("quit",),
+                   ("os", "_exit")}
+
+
+@dataclass(frozen=True)
+class Import:
+    module: str   # importing module
+    target: str   # absolute name of what is imported
+    line: int
+
+    def __str__(self) -> str:
+        return f"{module_path(self.module)}:{self.line}: imports {self.target}"
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(REPO).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def module_path(name: str) -> str:
+    for candidate in (REPO / Path(*name.split(".")).with_suffix(".py"),
+                      REPO / Path(*name.split(".")) / "__init__.py"):
+        if candidate.is_file():
+            return str(candidate.relative_to(REPO))
+    return name
+
+
+def all_modules() -> dict[str, Path]:
+    found = {}
+    for package in PACKAGES:
+        for path in sorted((REPO / package).rglob("*.py")):
+            if "__pycache__" not in path.parts:
+                found[module_name(path)] = path
+    return found
+
+
+MODULES = all_modules()
+TREES = {name: ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+         for name, path in MODULES.items()}
+
+
+def _is_package(name: str) -> bool:
+    return MODULES.get(name, Path()).name == "__init__.py"
+
+
+def imports_of(name: str) -> list[Import]:
+    """Every import of module ``name`` as absolute names (``from a import b`` gives a and a.b)."""
+    out: list[Import] = []
+    package = name if _is_package(name) else name.rpartition(".")[0]
+    for node in ast.walk(TREES[name]):
+        if isinstance(node, ast.Import):
+            out += [Import(name, alias.name, node.lineno) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                parts = package.split(".")
+                base_parts = parts[:len(parts) - (node.level - 1)] if node.level > 1 else parts
+                base = ".".join(base_parts + ([node.module] if node.module else []))
+            else:
+                base = node.module or ""
+            out.append(Import(name, base, node.lineno))
+            for alias in node.names:
+                if alias.name != "*":
+                    out.append(Import(name, f"{base}.{alias.name}", node.lineno))
+        elif isinstance(node, ast.Call):
+            func = node.func
+            called = (func.attr if isinstance(func, ast.Attribute) else
+                      func.id if isinstance(func, ast.Name) else None)
+            if called in ("import_module", "__import__") and node.args \
+                    and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str):
+                out.append(Import(name, node.args[0].value, node.lineno))
+    return out
+
+
+def under(target: str, prefix: str) -> bool:
+    return target == prefix or target.startswith(prefix + ".")
+
+
+def report(offenders: list[str], rule: str) -> None:
+    if offenders:
+        pytest.fail(f"{rule}: {len(offenders)} offender(s)\n  " + "\n  ".join(offenders), pytrace=False)
+
+
+def verify_side_modules() -> list[str]:
+    mods = [m for m in MODULES if any(under(m, v) for v in VERIFY_SIDE)]
+    auth = [m for m in MODULES if under(m, "jpki.auth")]
+    if "jpki.auth" in MODULES and not _is_package("jpki.auth"):
+        mods.append("jpki.auth")  # a single module: it is (also) the relying party
+    else:
+        mods += [m for m in auth if m.rpartition(".")[2] in AUTH_RP_NAMES
+                 or m.rpartition(".")[2].startswith("rp_")]
+    return sorted(set(mods))
+
+
+# --------------------------------------------------------------------------- sanity of the scanner
+
+def test_the_scanner_sees_the_tree():
+    assert {"jpki.session", "jpki.apdu", "jpki.transport.emu", "jpki.cli", "card_emulator"} <= set(MODULES)
+    targets = {i.target for i in imports_of("jpki.session")}
+    assert {"jpki.apdu", "jpki.errors", "jpki.transport.base", "jpki.identity"} <= targets
+    assert "card_emulator" in {i.target for i in imports_of("jpki.transport.emu")}
+    assert {"jpki.session", "jpki.session.CardInfoSession"} <= {i.target for i in imports_of("jpki.cli.host")}
+
+
+def test_the_scanner_resolves_relative_lazy_and_dynamic_imports(tmp_path, monkeypatch):
+    src = textwrap.dedent("""
+        from . import apdu
+        from ..transport import emu as e
+        def later():
+            import card_emulator.card
+            from .session import JpkiSession
+            importlib.import_module("jpki.cli")
+    """)
+    monkeypatch.setitem(TREES, "jpki.pki.fake", ast.parse(src))
+    monkeypatch.setitem(MODULES, "jpki.pki.fake", REPO / "jpki" / "pki" / "fake.py")
+    targets = {i.target for i in imports_of("jpki.pki.fake")}
+    assert {"jpki.pki.apdu", "jpki.transport.emu", "card_emulator.card", "jpki.pki.session",
+            "jpki.cli"} <= targets
+
+
+# --------------------------------------------------------------------------- the rules
+
+def test_card_emulator_imports_nothing_from_jpki():
+    offenders = [str(i) for m in MODULES if under(m, "card_emulator")
+                 for i in imports_of(m) if under(i.target, "jpki")]
+    report(offenders, "card_emulator must not import jpki (the wire bytes are the only contract)")
+
+
+def test_only_the_emu_transport_imports_card_emulator():
+    offenders = [str(i) for m in MODULES if under(m, "jpki") and m != "jpki.transport.emu"
+                 for i in imports_of(m) if under(i.target, "card_emulator")]
+    report(offenders, "only jpki/transport/emu.py may import card_emulator")
+
+
+def _closure(start: str) -> dict[str, list[str]]:
+    """jpki modules reachable from ``start`` by imports, with one import chain to each."""
+    chains = {start: [start]}
+    queue = [start]
+    while queue:  # breadth first: the shortest chain to each module
+        mod = queue.pop(0)
+        if any(under(mod, c) for c in CARD_SIDE):
+            continue  # one offending chain is enough; do not list what the card layer imports
+        for imp in imports_of(mod):
+            # importing a.b.c runs a/__init__, a/b/__init__ and a/b/c
+            parts = imp.target.split(".")
+            for k in range(1, len(parts) + 1):
+                target = ".".join(parts[:k])
+                if target in MODULES and target not in chains and under(target, "jpki"):
+                    chains[target] = chains[mod] + [f"{target} (line {imp.line} of {module_path(mod)})"]
+                    queue.append(target)
+    return chains
+
+
+def test_the_verification_side_imports_no_card_layer():
+    mods = verify_side_modules()
+    assert {"jpki.pki", "jpki.identity", "jpki.certinfo", "jpki.clock", "jpki.errors"} <= set(mods)
+    direct = [str(i) for m in mods for i in imports_of(m)
+              if any(under(i.target, c) for c in CARD_SIDE) or under(i.target, "card_emulator")]
+    report(direct, "the verification side must not import session/transport/apdu/cli")
+    indirect = []
+    for m in mods:
+        for target, chain in _closure(m).items():
+            if any(under(target, c) for c in CARD_SIDE):
+                indirect.append(" -> ".join(chain))
+    report(indirect, "the verification side reaches the card layers through another module")
+
+
+def test_auth_relying_party_modules_are_identifiable():
+    """When jpki.auth is a package, its relying-party side must be findable by name."""
+    auth = [m for m in MODULES if under(m, "jpki.auth")]
+    if not auth or not _is_package("jpki.auth"):
+        pytest.skip("jpki.auth is absent or a single module")
+    rp = [m for m in verify_side_modules() if under(m, "jpki.auth")]
+    assert rp, (f"jpki.auth has modules {auth} but none is named like a relying-party module "
+                f"({sorted(AUTH_RP_NAMES)} or rp_*): name the server side so the layering test "
+                "can check it")
+
+
+def test_the_verification_side_imports_with_no_card_library():
+    """Import every verification-side module in a fresh interpreter in which the card layers,
+    card_emulator and pyscard cannot be imported at all."""
+    mods = [m for m in verify_side_modules()]
+    blocked = list(CARD_SIDE) + ["card_emulator", "smartcard"]
+    code = textwrap.dedent(f"""
+        import importlib, importlib.abc, sys
+        BLOCKED = {blocked!r}
+        class Block(importlib.abc.MetaPathFinder):
+            def find_spec(self, name, path=None, target=None):
+                if any(name == b or name.startswith(b + ".") for b in BLOCKED):
+                    raise ImportError("blocked for the layering test: " + name)
+                return None
+        sys.meta_path.insert(0, Block())
+        failed = []
+        for mod in {mods!r}:
+            try:
+                importlib.import_module(mod)
+            except ImportError as exc:
+                failed.append(f"{{mod}}: {{exc}}")
+        print("\\n".join(failed))
+    """)
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO,
+                       timeout=120)
+    assert p.returncode == 0, p.stderr
+    report([line for line in p.stdout.splitlines() if line.strip()],
+           "verification-side modules that cannot be imported without the card layers")
+
+
+def _call_name(func: ast.expr) -> tuple[str, ...] | None:
+    if isinstance(func, ast.Name):
+        return (func.id,)
+    if isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name):
+        return (func.value.id, func.attr)
+    return None
+
+
+def _main_guard(node: ast.AST) -> bool:
+    return (isinstance(node, ast.If) and isinstance(node.test, ast.Compare)
+            and isinstance(node.test.left, ast.Name) and node.test.left.id == "__name__")
+
+
+def forbidden_calls(name: str) -> list[str]:
+    """print( / sys.exit( / logging.basicConfig( calls of a module, outside an
+    ``if __name__ == "__main__":`` block (which only runs when the file is a script)."""
+    found = []
+
+    def visit(node: ast.AST) -> None:
+        if _main_guard(node):
+            return
+        if isinstance(node, ast.Call):
+            called = _call_name(node.func)
+            if called in FORBIDDEN_CALLS:
+                found.append(f"{module_path(name)}:{node.lineno}: {'.'.join(called)}(")
+        for child in ast.iter_child_nodes(node):
+            visit(child)
+
+    visit(TREES[name])
+    return found
+
+
+def test_no_print_exit_or_logging_config_in_library_code():
+    offenders = [hit for m in MODULES if not any(under(m, e) for e in ENTRY_POINTS)
+                 for hit in forbidden_calls(m)]
+    report(offenders, "library code must not print, exit or configure logging")
+
+
+def test_the_forbidden_call_scanner_finds_them(monkeypatch):
+    src = textwrap.dedent("""
+        import sys, logging
+        def f():
+            print("x")
+            sys.exit(1)
+            logging.basicConfig()
+        if __name__ == "__main__":
+            print("allowed")
+    """)
+    monkeypatch.setitem(TREES, "jpki.fake", ast.parse(src))
+    monkeypatch.setitem(MODULES, "jpki.fake", REPO / "jpki" / "fake.py")
+    hits = forbidden_calls("jpki.fake")
+    assert [h.split(": ")[1] for h in hits] == ["print(", "sys.exit(", "logging.basicConfig("]

@@ -1,0 +1,289 @@
+"""TracingTransport and the CLI's --trace: APDUs are shown, PINs and personal data never are."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from cryptography import x509
+
+from jpki.cli import cli
+from jpki.errors import PinIncorrectError
+from jpki.session import CardInfoSession, JpkiSession, TEXT_AID
+from jpki.transport import TracingTransport, open_transport
+
+REPO = Path(__file__).resolve().parents[1]
+JPKI_AID_HEX = "D3 92 F0 00 26 01 00 00 00 01"
+TEXT_AID_HEX = "D3 92 10 00 31 00 01 01 04 08"
+TWELVE_DIGITS = re.compile(rb"(?<![0-9])[0-9]{12}(?![0-9])")
+
+
+def hexs(b: bytes) -> str:
+    return b.hex(" ").upper()
+
+
+def holder(home: Path) -> dict:
+    return json.loads((home / "holders" / "alice.json").read_text(encoding="utf-8"))
+
+
+def assert_absent(trace: str, *secrets: str | bytes) -> None:
+    """Neither the text nor its hex dump (as the trace prints it) may appear."""
+    for secret in secrets:
+        raw = secret.encode() if isinstance(secret, str) else secret
+        assert hexs(raw) not in trace, f"hex of {secret!r} in the trace"
+        if isinstance(secret, str):
+            assert secret not in trace, f"{secret!r} in the trace"
+
+
+def open_traced(home: Path) -> tuple[TracingTransport, list[str]]:
+    lines: list[str] = []
+    t = open_transport("emu:alice", home=home, trace=lines.append)
+    assert isinstance(t, TracingTransport)
+    return t, lines
+
+
+class FakeInner:
+    """A scripted card for the tracer: answers are looked up by INS (default 9000)."""
+
+    def __init__(self, answers: dict[int, list[bytes]] | None = None) -> None:
+        self.answers = answers or {}
+
+    def transmit(self, apdu: bytes) -> bytes:
+        queue = self.answers.get(apdu[1])
+        return queue.pop(0) if queue else b"\x90\x00"
+
+    def close(self) -> None:
+        pass
+
+    atr = b"\x3b\x00"
+    description = "fake"
+
+
+# --------------------------------------------------------------------------- over the emulator
+
+def test_every_apdu_is_traced_as_command_then_response(home):
+    t, lines = open_traced(home)
+    with t:
+        JpkiSession(t).card_type()
+    assert lines[0] == f"C> 00 A4 04 0C 0A {JPKI_AID_HEX}"
+    assert lines[1] == "R< 90 00"
+    assert [line[:3] for line in lines] == ["C> ", "R< "] * (len(lines) // 2)
+    assert "4A 50 4B 49 41 50 49 43 43 54 4F 4B 45 4E 32" in "\n".join(lines)  # JPKIAPICCTOKEN2 shown
+
+
+def test_verify_and_change_data_are_redacted(home):
+    t, lines = open_traced(home)
+    with t:
+        j = JpkiSession(t)
+        j.verify("auth", "1234")
+        j.verify("sign", "ABC123")
+        j.change_pin("auth", "1234", "9876")
+        j.change_pin("sign", "ABC123", "ZYX987")
+        info = CardInfoSession(t)
+        info.verify("card", "1234")
+        info.change_pin("card", "1234", "5555")
+        j2 = JpkiSession(t)
+        assert j2.tries_left("auth") == 3
+        with pytest.raises(PinIncorrectError):
+            j2.verify("auth", "0000")
+    trace = "\n".join(lines)
+    assert_absent(trace, "1234", "ABC123", "9876", "ZYX987", "5555", "0000")
+    verifies = [line for line in lines if line.startswith("C> 00 20 00 80 ")]
+    changes = [line for line in lines if line.startswith("C> 00 24 01 80 ")]
+    assert verifies and changes
+    assert all(re.fullmatch(r"C> 00 20 00 80 0[46] <[46] bytes redacted>", line) for line in verifies), verifies
+    assert all(re.fullmatch(r"C> 00 24 01 80 0[46] <[46] bytes redacted>", line) for line in changes), changes
+    assert "C> 00 20 00 80" in lines  # the empty VERIFY (tries left) is shown as it is
+    assert "R< 63 C2" in lines        # and the wrong PIN's answer too
+
+
+def test_card_info_answers_are_redacted(home):
+    h = holder(home)["persona"]
+    number = h["my_number"]
+    t, lines = open_traced(home)
+    with t:
+        info = CardInfoSession(t)
+        info.verify("card", "1234")
+        assert info.read_my_number() == number
+        basic = info.read_basic_info()
+    assert basic.name == h["name"]
+    trace = "\n".join(lines)
+    assert_absent(trace, number, h["name"], h["address"], h["name"].split("　")[0],
+                  h["birth_date"].replace("-", ""), b"\xff\x10\x0c" + number.encode())
+    answers = [line for line in lines if line.startswith("R< ") and "redacted" in line]
+    assert len(answers) >= 3
+    assert all(re.fullmatch(r"R< <\d+ bytes redacted> 90 00", a) for a in answers)
+
+
+def test_signing_certificate_answers_are_redacted_and_auth_certificate_is_shown(home):
+    h = holder(home)["persona"]
+    t, lines = open_traced(home)
+    with t:
+        j = JpkiSession(t)
+        j.verify("sign", "ABC123")
+        sign = j.read_certificate("sign")
+        mark = len(lines)
+        auth = j.read_certificate("auth")
+    x509.load_der_x509_certificate(sign)
+    trace_sign = "\n".join(lines[:mark])
+    # nothing of the signing certificate: not its DER, not the holder
+    assert hexs(sign[:4]) not in trace_sign
+    assert hexs(sign[100:116]) not in trace_sign
+    assert_absent(trace_sign, h["name"], h["address"])
+    sign_reads = [lines[i + 1] for i in range(len(lines[:mark]) - 1)
+                  if lines[i].startswith("C> 00 B0")]
+    assert sign_reads and all("redacted" in r for r in sign_reads)
+    # the user-authentication certificate (000A) is shown: its DER can be read back from the trace,
+    # except 12-digit runs, which the tracer masks everywhere (UTCTime YYMMDDHHMMSS validity dates)
+    shown = bytearray()
+    for i in range(mark, len(lines) - 1):
+        if lines[i].startswith("C> 00 B0"):
+            resp = lines[i + 1][3:].split()
+            assert resp[-2:] == ["90", "00"]
+            shown += bytes.fromhex("".join(resp[:-2]))
+    assert len(shown) == len(auth)
+    assert bytes(shown) == TWELVE_DIGITS.sub(b"*" * 12, auth)
+    differ = sum(a != b for a, b in zip(shown, auth))
+    assert differ <= 2 * 12, "only the two validity dates may be masked"
+    cert = x509.load_der_x509_certificate(auth)
+    assert auth.count(cert.not_valid_before_utc.strftime("%y%m%d%H%M%S").encode()) >= 1
+
+
+def test_sfi_read_of_the_signing_certificate_is_redacted(home):
+    t, lines = open_traced(home)
+    with t:
+        j = JpkiSession(t)
+        j.verify("sign", "ABC123")
+        rapdu = t.transmit(bytes.fromhex("00B0810010"))  # EF 0001 by short EF identifier
+        assert rapdu[-2:] == b"\x90\x00" and rapdu[0] == 0x30
+        t.transmit(bytes.fromhex("00B08A0004"))          # EF 000A by SFI: shown
+    assert lines[-3].startswith("R< <16 bytes redacted>")
+    assert lines[-1].startswith("R< 30 82")
+
+
+def test_card_info_ap_reads_by_sfi_are_redacted(home):
+    number = holder(home)["persona"]["my_number"]
+    t, lines = open_traced(home)
+    with t:
+        s = CardInfoSession(t)
+        s.verify("card", "1234")
+        rapdu = t.transmit(bytes.fromhex("00B0810000"))
+        assert number.encode() in rapdu
+    assert_absent("\n".join(lines), number)
+    assert "redacted" in lines[-1]
+
+
+# --------------------------------------------------------------------------- twelve digits, anywhere
+
+def test_any_twelve_digit_run_is_masked_in_answers_and_commands():
+    inner = FakeInner({0xCA: [b"ID:123456789018;" + b"\x90\x00"]})
+    lines: list[str] = []
+    t = TracingTransport(inner, lines.append)
+    t.transmit(bytes.fromhex("00A4040C0AD392F000260100000001"))
+    t.transmit(bytes.fromhex("00CA010010"))
+    t.transmit(bytes.fromhex("80EE00000C") + b"987654321098")
+    trace = "\n".join(lines)
+    assert_absent(trace, "123456789018", "987654321098")
+    assert "49 44 3A " + " ".join(["2A"] * 12) + " 3B 90 00" in trace  # masked in place, rest kept
+    assert "C> 80 EE 00 00 0C " + " ".join(["2A"] * 12) in trace
+
+
+def test_shorter_digit_runs_are_left_alone():
+    inner = FakeInner({0xCA: [b"12345678901" + b"\x90\x00"]})
+    lines: list[str] = []
+    t = TracingTransport(inner, lines.append)
+    t.transmit(bytes.fromhex("00CA010010"))
+    assert lines[-1] == "R< " + hexs(b"12345678901") + " 90 00"
+
+
+def test_tracer_passes_bytes_through_unchanged(home):
+    lines: list[str] = []
+    with open_transport("emu:alice", home=home) as plain:
+        expected = [plain.transmit(bytes.fromhex(a)) for a in
+                    ("00A4040C0AD392F000260100000001", "00A4020C02000A", "00B0000010")]
+    t = open_transport("emu:alice", home=home, trace=lines.append)
+    with t:
+        got = [t.transmit(bytes.fromhex(a)) for a in
+               ("00A4040C0AD392F000260100000001", "00A4020C02000A", "00B0000010")]
+    assert got == expected
+    assert t.atr == bytes.fromhex("3BE000FF8131FE4514")
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "BUG: TracingTransport only redacts answers to READ BINARY (B0). Over T=0 the card-info "
+    "data arrives in the answer to GET RESPONSE (00 C0) after 61xx, which is traced in clear: "
+    "the holder's name and address leak into --trace output"))
+def test_card_info_data_returned_through_get_response_is_redacted():
+    name = "山田　花子".encode()
+    inner = FakeInner({0xB0: [b"\x61\x20"], 0xC0: [b"\xff\x20\x30\xdf\x22" + bytes([len(name)]) + name
+                                                    + b"\x90\x00"]})
+    lines: list[str] = []
+    t = TracingTransport(inner, lines.append)
+    from jpki.apdu import ApduProtocol
+
+    proto = ApduProtocol(t)
+    proto.send(0x00, 0xA4, 0x04, 0x0C, TEXT_AID)
+    proto.send(0x00, 0xA4, 0x02, 0x0C, b"\x00\x02")
+    proto.send(0x00, 0xB0, 0x00, 0x00, le=0)
+    assert hexs(name) not in "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- the CLI's --trace
+
+def _cli(home, *args, input=None):
+    return CliRunner().invoke(cli, ["--home", str(home), "--card", "emu:alice", "--trace", *args],
+                              input=input)
+
+
+@pytest.mark.parametrize("args", [
+    ["pin", "verify", "auth", "--pin", "1234"],
+    ["pin", "verify", "sign", "--pin", "ABC123"],
+    ["pin", "verify", "card", "--pin", "1234"],
+    ["pin", "change", "auth", "--pin", "1234", "--new-pin", "9876"],
+    ["cert", "show", "sign", "--pin", "ABC123"],
+    ["attrs", "--pin", "1234"],
+    ["mynumber", "--pin", "1234"],
+    ["pkey", "sign", "sign", "DATA", "-o", "SIG", "--pin", "ABC123"],
+])
+def test_cli_trace_holds_no_pin_and_no_personal_data(home, tmp_path, args):
+    h = holder(home)["persona"]
+    (tmp_path / "data.txt").write_text("hello")
+    args = [str(tmp_path / "data.txt") if a == "DATA" else str(tmp_path / "sig") if a == "SIG" else a
+            for a in args]
+    r = _cli(home, *args)
+    assert r.exit_code == 0, (r.output, r.exception)
+    assert "C> 00 A4 04 0C" in r.stderr, "the trace goes to stderr"
+    assert "C> " not in r.stdout and "R< " not in r.stdout
+    assert_absent(r.stderr, "1234", "ABC123", "9876", h["my_number"], h["name"], h["address"])
+
+
+def test_cli_trace_with_reveal_shows_the_number_only_on_stdout(home):
+    number = holder(home)["persona"]["my_number"]
+    r = _cli(home, "mynumber", "--reveal", "--pin", "1234")
+    assert r.exit_code == 0, r.output
+    assert r.stdout.strip() == number
+    assert "C> " in r.stderr
+    assert_absent(r.stderr, number, "1234")
+
+
+def test_cli_trace_with_the_pin_from_stdin(home):
+    r = _cli(home, "pin", "verify", "sign", input="abc123\n")
+    assert r.exit_code == 0, r.output
+    assert_absent(r.stderr, "ABC123", "abc123")
+
+
+def test_real_process_trace_holds_no_pin_and_no_my_number(home):
+    number = holder(home)["persona"]["my_number"]
+    p = subprocess.run([sys.executable, "-m", "jpki", "--home", str(home), "--card", "emu:alice",
+                        "--trace", "mynumber", "--reveal"], input=b"1234\n", capture_output=True,
+                       cwd=REPO, timeout=120)
+    assert p.returncode == 0, p.stderr.decode()
+    out, err = p.stdout.decode(), p.stderr.decode()
+    assert out.strip() == number
+    assert "C> 00 A4 04 0C 0A " + TEXT_AID_HEX in err
+    assert_absent(err, number, "1234")
