@@ -106,22 +106,23 @@ def test_pkcs11_lists_token_and_objects(served_card, pkcs11_module):
     assert r.returncode == 0, r.stderr
     assert "JPKI (User Authentication PIN)" in r.stdout
     assert "JPKI (Digital Signature PIN)" in r.stdout
-    r = run(_tool("pkcs11-tool"), "--module", pkcs11_module, "--slot-index", "0", "-O")
+    slot = _slot_for(pkcs11_module, "User Authentication PIN", served_card)
+    r = run(_tool("pkcs11-tool"), "--module", pkcs11_module, "--slot", slot, "-O")
     assert r.returncode == 0, r.stderr
     assert "User Authentication Certificate" in r.stdout
     assert "subject:    DN: C=JP, CN=JPKI-TEST-" in r.stdout
 
 
-def _slot_for(pkcs11_module: str, label: str) -> str:
+def _slot_for(pkcs11_module: str, label: str, reader: str) -> str:
+    """The PKCS#11 slot id of the token ``label`` in ``reader`` (other readers may hold cards)."""
     r = run(_tool("pkcs11-tool"), "--module", pkcs11_module, "-L")
     slot = None
     for line in r.stdout.splitlines():
         if line.startswith("Slot "):
-            slot = line.split("(")[1].split(")")[0]
-        if "token label" in line and label in line:
-            assert slot is not None
+            slot = line.split("(")[1].split(")")[0] if reader in line else None
+        if slot is not None and "token label" in line and label in line:
             return slot
-    raise AssertionError(f"no token labelled {label}:\n{r.stdout}")
+    raise AssertionError(f"no token labelled {label} in {reader}:\n{r.stdout}")
 
 
 @pytest.mark.parametrize("key, label, pin, cert_kind", [
@@ -140,7 +141,7 @@ def test_pkcs11_sign_verifies_with_openssl(served_card, home, pkcs11_module, tmp
     else:
         to_sign = data
     sig = tmp_path / "sig.bin"
-    slot = _slot_for(pkcs11_module, label)
+    slot = _slot_for(pkcs11_module, label, served_card)
     r = run(_tool("pkcs11-tool"), "--module", pkcs11_module, "--slot", slot, "--sign", "-m", mechanism,
             "--id", key, "--pin", pin, "-i", str(to_sign), "-o", str(sig))
     assert r.returncode == 0, r.stderr + r.stdout
@@ -154,7 +155,7 @@ def test_pkcs11_sign_verifies_with_openssl(served_card, home, pkcs11_module, tmp
 
 
 def test_wrong_pins_through_pkcs11_show_in_pin_status_and_lock(served_card, pkcs11_module, home):
-    slot = _slot_for(pkcs11_module, "User Authentication PIN")
+    slot = _slot_for(pkcs11_module, "User Authentication PIN", served_card)
 
     def status() -> int:
         with open_transport(f"pcsc:{served_card}") as t:
