@@ -131,10 +131,15 @@ class Card(Protocol):
 
 
 class MinimalCard:
-    """The cheapest possible card: answers ``9000`` to every APDU (benchmark floor)."""
+    """The cheapest possible card: answers ``9000`` to every APDU (benchmark floor).
 
-    def __init__(self, atr: bytes = DEFAULT_ATR) -> None:
+    With ``fill_le=True`` a command that ends in a short Le (case 2, 5 bytes) is answered with
+    Le zero bytes before the ``9000``: the floor for a READ BINARY of the same size.
+    """
+
+    def __init__(self, atr: bytes = DEFAULT_ATR, *, fill_le: bool = False) -> None:
         self._atr = bytes(atr)
+        self._fill_le = fill_le
 
     @property
     def atr(self) -> bytes:
@@ -150,6 +155,8 @@ class MinimalCard:
         pass
 
     def transmit(self, apdu: bytes) -> bytes:
+        if self._fill_le and len(apdu) == 5:
+            return bytes(apdu[4] or 256) + b"\x90\x00"
         return b"\x90\x00"
 
     def close(self) -> None:
@@ -636,13 +643,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--port", type=int, action="append", help=f"vpcd port (repeatable; default {VPCD_PORT})"
     )
     parser.add_argument("--atr", default=DEFAULT_ATR.hex(), help="ATR in hex")
+    parser.add_argument("--fill-le", action="store_true",
+                        help="answer a case-2 command with Le zero bytes (READ BINARY floor)")
     args = parser.parse_args(argv)
     ports = args.port or [VPCD_PORT]
     atr = bytes.fromhex(args.atr)
     if len(ports) == 1:
-        serve(MinimalCard(atr), args.host, ports[0])
+        serve(MinimalCard(atr, fill_le=args.fill_le), args.host, ports[0])
     else:
-        serve_many([(MinimalCard(atr), p) for p in ports], args.host)
+        serve_many([(MinimalCard(atr, fill_le=args.fill_le), p) for p in ports], args.host)
     return 0
 
 

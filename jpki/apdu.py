@@ -71,21 +71,31 @@ class ApduProtocol:
     def __init__(self, transport: Transport) -> None:
         self.transport = transport
 
-    def send_raw(self, apdu: bytes) -> Response:
-        """Send and return data + SW without raising on the SW (after 61xx/6Cxx handling)."""
+    #: GET RESPONSE rounds before a card that keeps answering 61xx is called broken (64 KiB).
+    MAX_GET_RESPONSE = 256
+
+    def _exchange(self, apdu: bytes) -> tuple[bytes, int]:
         rapdu = self.transport.transmit(apdu)
         if len(rapdu) < 2:
             raise ProtocolError(f"response of {len(rapdu)} bytes has no status word")
-        data, sw = rapdu[:-2], int.from_bytes(rapdu[-2:], "big")
-        if sw >> 8 == 0x6C and len(apdu) == 5:  # wrong Le: resend with the exact one
-            return self.send_raw(apdu[:4] + bytes([sw & 0xFF]))
+        return rapdu[:-2], int.from_bytes(rapdu[-2:], "big")
+
+    def send_raw(self, apdu: bytes) -> Response:
+        """Send and return data + SW without raising on the SW (after 61xx/6Cxx handling)."""
+        data, sw = self._exchange(apdu)
+        if sw >> 8 == 0x6C and len(apdu) == 5:  # wrong Le: resend once with the exact one
+            data, sw = self._exchange(apdu[:4] + bytes([sw & 0xFF]))
+            if sw >> 8 == 0x6C:
+                raise ProtocolError("the card asked for another Le twice (6Cxx)")
         chunks = [data]
+        rounds = 0
         while sw >> 8 == 0x61:
-            rapdu = self.transport.transmit(bytes((apdu[0] & 0x80, 0xC0, 0, 0, sw & 0xFF)))
-            if len(rapdu) < 2:
-                raise ProtocolError("GET RESPONSE answer has no status word")
-            chunks.append(rapdu[:-2])
-            sw = int.from_bytes(rapdu[-2:], "big")
+            rounds += 1
+            if rounds > self.MAX_GET_RESPONSE:
+                raise ProtocolError("the card keeps answering 61xx (GET RESPONSE without end)")
+            # GET RESPONSE is inter-industry: CLA 0x with the command's logical channel.
+            data, sw = self._exchange(bytes((apdu[0] & 0x03, 0xC0, 0, 0, sw & 0xFF)))
+            chunks.append(data)
         return Response(b"".join(chunks), sw)
 
     def send(self, cla: int, ins: int, p1: int, p2: int, data: bytes = b"",

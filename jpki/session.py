@@ -246,6 +246,8 @@ def parse_basic_info(ef: bytes) -> BasicInfo:
     except UnicodeDecodeError as exc:
         raise ProtocolError(f"basic 4 info is not valid text: {exc}") from None
     try:
+        if len(birth_raw) != 8 or not birth_raw.isdigit():
+            raise ValueError(f"birth date {birth_raw!r} is not YYYYMMDD")
         birth = _dt.datetime.strptime(birth_raw, "%Y%m%d").date()
         sex = Sex.from_card_code(sex_code)
     except ValueError as exc:

@@ -264,12 +264,8 @@ def test_get_response_on_the_basic_channel_uses_cla_00():
 
 
 @pytest.mark.parametrize("cla, expected_cla", [
-    pytest.param(0x80, 0x00, marks=pytest.mark.xfail(strict=True, reason=(
-        "BUG: GET RESPONSE is an inter-industry command (CLA 0x), but ApduProtocol sends it "
-        "with CLA = cla & 0x80, i.e. 80 C0 after a proprietary 80 2A COMPUTE DIGITAL SIGNATURE"))),
-    pytest.param(0x01, 0x01, marks=pytest.mark.xfail(strict=True, reason=(
-        "BUG: CLA & 0x80 drops the logical-channel bits: GET RESPONSE for a command on "
-        "channel 1 is sent on the basic channel"))),
+    (0x80, 0x00),
+    (0x01, 0x01),
 ])
 def test_get_response_keeps_the_channel_and_is_inter_industry(cla, expected_cla):
     t = ScriptedTransport("6102", "AABB9000")
@@ -277,18 +273,12 @@ def test_get_response_keeps_the_channel_and_is_inter_industry(cla, expected_cla)
     assert t.sent[1] == bytes((expected_cla, 0xC0, 0x00, 0x00, 0x02))
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: a card that keeps answering 6Cxx makes ApduProtocol.send_raw recurse without bound "
-    "(RecursionError) instead of raising ProtocolError"))
 def test_a_card_that_keeps_answering_6Cxx_is_a_protocol_error():
     t = EndlessTransport("6C10", limit=10_000)
     with pytest.raises(ProtocolError):
         ApduProtocol(t).send(0x00, 0xB0, 0, 0, le=0x10)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: a card that keeps answering 61xx makes ApduProtocol loop forever (no bound on the "
-    "GET RESPONSE chain) instead of raising ProtocolError"))
 def test_a_card_that_keeps_answering_61xx_is_a_protocol_error():
     t = EndlessTransport("AA6101", limit=500)
     with pytest.raises(ProtocolError):

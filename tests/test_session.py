@@ -611,10 +611,6 @@ def test_parse_basic_info_rejects_bad_fields(kwargs, what):
         parse_basic_info(basic4_ef(**kwargs))
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: parse_basic_info parses DF24 with datetime.strptime('%Y%m%d'), which accepts 7-digit "
-    "dates: '1990415' becomes 1990-04-15 and '1990041' 1990-04-01 instead of a ProtocolError "
-    "(DF24 is exactly 8 digits YYYYMMDD)"))
 @pytest.mark.parametrize("birth", ["1990041", "1990415"])
 def test_parse_basic_info_rejects_a_birth_date_that_is_not_8_digits(birth):
     with pytest.raises(ProtocolError):

@@ -214,10 +214,6 @@ def test_tracer_passes_bytes_through_unchanged(home):
     assert t.atr == bytes.fromhex("3BE000FF8131FE4514")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: TracingTransport only redacts answers to READ BINARY (B0). Over T=0 the card-info "
-    "data arrives in the answer to GET RESPONSE (00 C0) after 61xx, which is traced in clear: "
-    "the holder's name and address leak into --trace output"))
 def test_card_info_data_returned_through_get_response_is_redacted():
     name = "山田　花子".encode()
     inner = FakeInner({0xB0: [b"\x61\x20"], 0xC0: [b"\xff\x20\x30\xdf\x22" + bytes([len(name)]) + name

@@ -51,8 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point: run the CLI, turn library errors into messages and exit codes."""
     as_json = "--json" in (argv if argv is not None else sys.argv[1:])
     try:
-        cli.main(args=argv, prog_name="jpki", standalone_mode=False)
-        return 0
+        rc = cli.main(args=argv, prog_name="jpki", standalone_mode=False)
+        return rc if isinstance(rc, int) else 0
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         return 1
@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         exc.show()
         return exc.exit_code
     except JpkiError as exc:
-        if as_json:
+        if as_json and not getattr(exc, "reported", False):
             click.echo(json.dumps({"ok": False, "error": type(exc).__name__, "message": str(exc),
                                    **({"reason": exc.reason} if hasattr(exc, "reason") else {}),
                                    **({"tries_left": exc.tries_left} if hasattr(exc, "tries_left") else {}),

@@ -6,7 +6,7 @@ import datetime as _dt
 
 import click
 
-from ..errors import UsageError
+from ..errors import NoCardError, UsageError
 from ..identity import Persona, Sex, mask_mynumber
 from ..pki import TestCA
 from ..provision import (DEFAULT_AUTH_PIN, DEFAULT_SIGN_PIN, create_card, read_holder,
@@ -156,7 +156,7 @@ def card_reset_pin(obj: Ctx, name: str, kind: str, new_pin: str | None) -> None:
     """The municipal office's unblock: restore a PIN's tries (optionally with a new value)."""
     directory = obj.jhome.card_dir(name)
     if not (directory / "card.json").is_file():
-        raise UsageError(f"no emulated card named {name!r}")
+        raise NoCardError(f"no emulated card named {name!r} in {obj.home}")
     if new_pin is not None:
         from ..session import normalise_pin
 

@@ -24,7 +24,9 @@ def demo(obj: Ctx, keep: bool) -> None:
         report = run_demo(home, progress=progress)
         obj.emit(report.to_json(), report.summary().splitlines()[-1])
         if not report.ok:
-            raise JpkiError("the demo failed")
+            error = JpkiError("the demo failed")
+            error.reported = True  # type: ignore[attr-defined]  # the JSON report says so already
+            raise error
     finally:
         if not keep:
             shutil.rmtree(home, ignore_errors=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 from pathlib import Path
 
@@ -156,10 +157,13 @@ def cert_read(obj: Ctx, kind: str, output: Path | None, fmt: str | None, pin_val
         write_atomic(output, blob)
         obj.emit({"kind": kind, "file": str(output), "bytes": len(blob), "format": fmt},
                  f"wrote {kind} certificate ({len(der)} bytes DER) to {output}")
+    elif obj.json:
+        obj.emit({"kind": kind, "format": fmt, "der_base64": base64.b64encode(der).decode()}
+                 if fmt == "der" else {"kind": kind, "format": fmt, "pem": blob.decode()})
     elif fmt == "der":
         click.get_binary_stream("stdout").write(blob)
     else:
-        obj.emit({"kind": kind, "pem": blob.decode()}, blob.decode().rstrip())
+        click.echo(blob.decode().rstrip())
 
 
 def describe_certificate(der: bytes) -> dict:

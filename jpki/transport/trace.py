@@ -27,6 +27,7 @@ class TracingTransport(TransportBase):
         self.sink = sink
         self._aid: bytes | None = None
         self._fid: int | None = None
+        self._redacting = False  # the last READ BINARY was private: so is its GET RESPONSE chain
 
     @property
     def atr(self) -> bytes:
@@ -58,8 +59,12 @@ class TracingTransport(TransportBase):
 
     def redact_response(self, apdu: bytes, rapdu: bytes) -> str:
         data, sw = rapdu[:-2], rapdu[-2:]
-        if len(apdu) >= 4 and apdu[1] == 0xB0 and data:
+        ins = apdu[1] if len(apdu) >= 4 else None
+        if ins == 0xB0:
             fid = (apdu[2] & 0x1F) if apdu[2] & 0x80 else self._fid
-            if self._aid in _PRIVATE_AIDS or (self._aid == _JPKI_AID and fid == 0x0001):
-                return f"<{len(data)} bytes redacted> {_hex(sw)}"
+            self._redacting = self._aid in _PRIVATE_AIDS or (self._aid == _JPKI_AID and fid == 0x0001)
+        elif ins != 0xC0:  # GET RESPONSE continues the previous command's answer
+            self._redacting = False
+        if self._redacting and data:
+            return f"<{len(data)} bytes redacted> {_hex(sw)}"
         return _hex(_TWELVE_DIGITS.sub(lambda m: b"*" * 12, data) + sw)
