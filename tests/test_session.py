@@ -30,7 +30,7 @@ from jpki.session import (JPKI_AID, TEXT_AID, BasicInfo, CardInfoSession, JpkiSe
                           parse_basic_info)
 from jpki.transport import open_transport
 
-TRANSPORTS = ["emu"]
+TRANSPORTS = ["emu", "pcsc"]
 
 AUTH_PIN, SIGN_PIN, CARD_PIN = "1234", "ABC123", "1234"
 MAX_TRIES = {"auth": 3, "sign": 5}
@@ -39,14 +39,21 @@ HASHES = {"sha1": hashes.SHA1(), "sha256": hashes.SHA256(), "sha384": hashes.SHA
 
 
 def open_card(home: Path, kind: str, card: str = "alice"):
-    """Open card ``card`` of ``home`` over the transport ``kind`` (one of TRANSPORTS)."""
+    """Open card ``card`` of ``home`` over ``kind``: ``emu``, or a ``pcsc:READER`` URI.
+
+    Over PC/SC the reader holds alice's card, served through pcscd + vpcd (``served_card``).
+    """
     if kind == "emu":
         return open_transport(f"emu:{card}", home=home)
-    raise NotImplementedError(f"transport {kind!r} is not wired into the session tests yet")
+    assert card == "alice", "only alice's card is served through vpcd"
+    return open_transport(kind, home=home)
 
 
 @pytest.fixture(params=TRANSPORTS)
 def transport_uri(request) -> str:
+    """``emu``, or ``pcsc:<reader>`` with alice's card served through pcscd + vpcd."""
+    if request.param == "pcsc":
+        return f"pcsc:{request.getfixturevalue('served_card')}"
     return request.param
 
 
@@ -642,8 +649,10 @@ def test_read_basic_info_reads_every_length_form_from_a_card(form):
     assert asked == len(ef) - 40, "read exactly the TLV, not the filler"
 
 
-def test_read_basic_info_over_a_card_with_long_ber_lengths(home, key_pool, clock, transport_uri):
-    """End to end: a card whose basic 4 info needs 81 / 82 lengths (long address, 'ber' profile)."""
+def test_read_basic_info_over_a_card_with_long_ber_lengths(home, key_pool, clock):
+    """End to end: a card whose basic 4 info needs 81 / 82 lengths (long address, 'ber' profile).
+
+    In process only: these extra cards are not served through vpcd."""
     from jpki.identity import SAMPLE_PERSONAS
     from jpki.provision import Home, create_card
 
@@ -654,7 +663,7 @@ def test_read_basic_info_over_a_card_with_long_ber_lengths(home, key_pool, clock
         doc = json.loads((home / "cards" / name / "card.json").read_text())
         raw = base64.b64decode(doc["applications"]["text"]["files"]["0002"]["data"])
         assert raw[2] == marker, f"{name}: expected the FF20 length in {marker:02X} form"
-        with open_card(home, transport_uri, name) as t:
+        with open_card(home, "emu", name) as t:
             s = CardInfoSession(t)
             s.verify("card", CARD_PIN)
             info = s.read_basic_info()
@@ -679,6 +688,8 @@ def test_a_card_with_a_bad_my_number_check_digit_is_a_protocol_error(home, trans
     assert not is_valid_mynumber(bad)
     _patch_my_number(home, "alice", b"\xff\x10\x0c" + bad.encode() + b"\xff\xff")
     with open_card(home, transport_uri) as t:
+        if hasattr(t, "reconnect"):  # a served card reloads rewritten content at reset
+            t.reconnect(reset=True)
         s = CardInfoSession(t)
         s.verify("card", CARD_PIN)
         with pytest.raises(ProtocolError, match="check digit"):
