@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import sys
 from pathlib import Path
 
 import click
@@ -106,7 +107,7 @@ def pin_change(obj: Ctx, kind: str, pin_value: str | None, new_pin: str | None) 
     """Change a PIN (verifies the current one first)."""
     old = obj.pin(kind, pin_value, f"Current {PIN_NAMES[kind]}")
     new = new_pin or obj.pin(kind, None, f"New {PIN_NAMES[kind]}", env=False)
-    if new_pin is None and click.get_text_stream("stdin").isatty():
+    if new_pin is None and sys.stdin.isatty():
         again = click.prompt(f"Repeat the new {PIN_NAMES[kind]}", hide_input=True, err=True)
         if again != new:
             raise UsageError("the two new PINs differ")
@@ -161,7 +162,7 @@ def cert_read(obj: Ctx, kind: str, output: Path | None, fmt: str | None, pin_val
         obj.emit({"kind": kind, "format": fmt, "der_base64": base64.b64encode(der).decode()}
                  if fmt == "der" else {"kind": kind, "format": fmt, "pem": blob.decode()})
     elif fmt == "der":
-        click.get_binary_stream("stdout").write(blob)
+        sys.stdout.buffer.write(blob)
     else:
         click.echo(blob.decode().rstrip())
 
