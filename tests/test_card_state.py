@@ -1,0 +1,527 @@
+"""The emulated card's persistent state: PIN counters, lock-out, crash safety, file modes, resets.
+
+Spec §7: tries per PIN (auth 3, sign 5, card 3, 照合番号A 3, 照合番号B 3), a successful VERIFY resets
+the counter, a blocked PIN stays blocked until the municipal office's reset. docs/design.md: every
+file 0600, written atomically, and a PIN counter is written before the answer to the VERIFY that
+changed it leaves ``transmit`` -- so killing the card can never give a try back.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import signal
+import stat
+import subprocess
+import sys
+import textwrap
+import threading
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+
+from card_emulator import CardProfile, MyNumberCard
+from card_emulator import storage
+from card_emulator.provision import CardData, create_card, reset_pin
+
+REPO = Path(__file__).resolve().parents[1]
+
+JPKI_AID = "D392F000260100000001"
+TEXT_AID = "D3921000310001010408"
+SEL_JPKI = "00A4040C0A" + JPKI_AID
+SEL_TEXT = "00A4040C0A" + TEXT_AID
+DI256 = "3031300d060960864801650304020105000420" + "ab" * 32
+
+
+def h(text: str) -> bytes:
+    return bytes.fromhex(text.replace(" ", ""))
+
+
+def sw(card: MyNumberCard, apdu: str) -> str:
+    r = card.transmit(h(apdu))
+    return r[-2:].hex().upper()
+
+
+def verify(p2: str, value: bytes) -> str:
+    return f"002000{p2}{len(value):02X}{value.hex()}"
+
+
+def holder(home: Path) -> dict:
+    return json.loads((home / "holders" / "alice.json").read_text(encoding="utf-8"))
+
+
+def verification_b(home: Path) -> bytes:
+    info = holder(home)
+    birth = dt.date.fromisoformat(info["persona"]["birth_date"])
+    assert dt.date(1989, 1, 8) <= birth < dt.date(2019, 5, 1), "alice is a Heisei birth"
+    yy = birth.year - 1988
+    expiry = dt.date.fromisoformat(info["card_expiry"])
+    return f"{yy:02d}{birth:%m%d}{expiry.year:04d}{info['security_code']}".encode()
+
+
+def persisted(card_dir: Path) -> dict[str, int]:
+    """Tries left per PIN, straight from state.json (which must be valid JSON)."""
+    state = json.loads((card_dir / "state.json").read_bytes())
+    return {name: rec["remaining"] for name, rec in state["pins"].items()}
+
+
+MAXIMA = {"auth": 3, "sign": 5, "card": 3, "card_a": 3, "card_b": 3}
+
+
+def pin_cases(home: Path) -> dict[str, tuple[str, str, bytes, bytes]]:
+    """PIN name -> (select AP, VERIFY P2 in SFI form, right value, wrong value)."""
+    my_number = holder(home)["persona"]["my_number"].encode()
+    wrong_a = (str((int(my_number) + 1) % 10**12).zfill(12)).encode()
+    b = verification_b(home)
+    return {
+        "auth": (SEL_JPKI, "98", b"1234", b"4321"),
+        "sign": (SEL_JPKI, "9B", b"ABC123", b"ABC124"),
+        "card": (SEL_TEXT, "91", b"1234", b"9999"),
+        "card_a": (SEL_TEXT, "94", my_number, wrong_a),
+        "card_b": (SEL_TEXT, "95", b, b[:-1] + (b"0" if b[-1:] != b"0" else b"1")),
+    }
+
+
+# ============================================================================= lock-out, every PIN
+@pytest.mark.parametrize("pin", sorted(MAXIMA))
+def test_lock_out_sequence(emu_card, card_dir, home, pin):
+    select, p2, good, bad = pin_cases(home)[pin]
+    n = MAXIMA[pin]
+    empty = "002000" + p2
+    assert sw(emu_card, select) == "9000"
+    assert sw(emu_card, empty) == f"63C{n:X}"
+    # n-1 wrong tries count down, and are on disk at once
+    for left in range(n - 1, 0, -1):
+        assert sw(emu_card, verify(p2, bad)) == f"63C{left:X}"
+        assert sw(emu_card, empty) == f"63C{left:X}"
+        assert persisted(card_dir)[pin] == left
+    # a successful VERIFY resets the counter to its maximum
+    assert sw(emu_card, verify(p2, good)) == "9000"
+    assert persisted(card_dir)[pin] == n
+    assert sw(emu_card, empty) == f"63C{n:X}"
+    # n wrong tries block: the last one answers 63C0
+    for left in range(n - 1, -1, -1):
+        assert sw(emu_card, verify(p2, bad)) == f"63C{left:X}"
+    assert persisted(card_dir)[pin] == 0
+    assert sw(emu_card, verify(p2, good)) == "6984"
+    assert sw(emu_card, verify(p2, bad)) == "6984"
+    assert sw(emu_card, empty) == "63C0"
+    assert persisted(card_dir)[pin] == 0
+    # the other PINs are untouched
+    assert {k: v for k, v in persisted(card_dir).items() if k != pin} == \
+        {k: v for k, v in MAXIMA.items() if k != pin}
+    assert emu_card.pin_status()[pin] == (0, n)
+    # blocked for good: a new session, a re-opened card
+    emu_card.reset()
+    again = MyNumberCard.open(card_dir)
+    for card in (emu_card, again):
+        assert sw(card, select) == "9000"
+        assert sw(card, verify(p2, good)) == "6984"
+        assert sw(card, empty) == "63C0"
+
+
+@pytest.mark.parametrize("pin", sorted(MAXIMA))
+def test_successful_verify_resets_after_every_count(emu_card, card_dir, home, pin):
+    select, p2, good, bad = pin_cases(home)[pin]
+    assert sw(emu_card, select) == "9000"
+    for wrong in range(1, MAXIMA[pin]):
+        for _ in range(wrong):
+            sw(emu_card, verify(p2, bad))
+        assert persisted(card_dir)[pin] == MAXIMA[pin] - wrong
+        assert sw(emu_card, verify(p2, good)) == "9000"
+        assert persisted(card_dir)[pin] == MAXIMA[pin]
+
+
+# ============================================================================= persistence across opens
+def test_tries_left_survive_reopening(emu_card, card_dir):
+    assert sw(emu_card, SEL_JPKI) == "9000"
+    assert sw(emu_card, verify("98", b"0000")) == "63C2"
+    assert sw(emu_card, verify("9B", b"WRONG1")) == "63C4"
+    assert sw(emu_card, verify("9B", b"WRONG2")) == "63C3"
+    emu_card.close()
+    card = MyNumberCard.open(card_dir)
+    assert sw(card, SEL_JPKI) == "9000"
+    assert sw(card, "00200098") == "63C2"
+    assert sw(card, "0020009B") == "63C3"
+    assert card.pin_status()["auth"] == (2, 3)
+    assert sw(card, verify("98", b"0000")) == "63C1"
+    assert sw(MyNumberCard.open(card_dir), SEL_JPKI) == "9000"
+    assert persisted(card_dir)["auth"] == 1
+
+
+def test_pin_change_survives_reopening(emu_card, card_dir):
+    assert sw(emu_card, SEL_JPKI) == "9000"
+    assert sw(emu_card, verify("98", b"1234")) == "9000"
+    assert sw(emu_card, "0024019804" + b"8642".hex()) == "9000"
+    assert sw(emu_card, verify("9B", b"ABC123")) == "9000"
+    assert sw(emu_card, "0024019B07" + b"QWERTY7".hex()) == "9000"
+    emu_card.close()
+    card = MyNumberCard.open(card_dir)
+    assert sw(card, SEL_JPKI) == "9000"
+    assert sw(card, verify("98", b"1234")) == "63C2"
+    assert sw(card, verify("98", b"8642")) == "9000"
+    assert sw(card, verify("9B", b"ABC123")) == "63C4"
+    assert sw(card, verify("9B", b"QWERTY7")) == "9000"
+    assert persisted(card_dir) == MAXIMA
+
+
+def test_verified_state_is_not_persisted(emu_card, card_dir):
+    assert sw(emu_card, SEL_JPKI) == "9000"
+    assert sw(emu_card, verify("98", b"1234")) == "9000"
+    card = MyNumberCard.open(card_dir)
+    assert sw(card, SEL_JPKI) == "9000"
+    assert sw(card, "802A009733" + DI256 + "00") == "6982"
+
+
+# ============================================================================= killed mid-run
+_CHILD = textwrap.dedent("""
+    import os, sys, time
+    from card_emulator import MyNumberCard
+    from card_emulator import card as card_module
+
+    directory, mode, slow_at = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    attempt = 0
+    if mode == "fsync":
+        real_fsync = os.fsync
+
+        def slow_fsync(fd):
+            # the first fsync of a write is the temp file's, before the rename
+            real_fsync(fd)
+            if attempt == slow_at:
+                print(f"FSYNC {attempt}", flush=True)
+                time.sleep(60)
+
+        os.fsync = slow_fsync
+    if mode == "hash":
+        real_hash = card_module.hash_pin
+
+        def slow_hash(*args, **kwargs):
+            # called while comparing, i.e. after the try was (or should have been) spent
+            print(f"COMPARING {attempt}", flush=True)
+            if attempt == slow_at:
+                time.sleep(60)
+            return real_hash(*args, **kwargs)
+
+        card_module.hash_pin = slow_hash
+    card = MyNumberCard.open(directory)
+    assert card.transmit(bytes.fromhex("%s")) == b"\\x90\\x00"
+    wrong = bytes.fromhex("0020009B06") + b"WRONG9"
+    while attempt < 50:
+        attempt += 1
+        print(f"ATTEMPT {attempt}", flush=True)
+        r = card.transmit(wrong)
+        print(f"ANSWER {attempt} {r.hex().upper()}", flush=True)
+""" % SEL_JPKI)
+
+
+def _run_child_and_kill(card_dir: Path, *, kill_on: str, mode: str = "none",
+                        slow_at: int = 0) -> tuple[int, list[str]]:
+    """Run the child; SIGKILL it as soon as it prints the line ``kill_on``. Returns (started, answers)."""
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    proc = subprocess.Popen([sys.executable, "-c", _CHILD, str(card_dir), mode, str(slow_at)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)
+    lines = []
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.append(line.strip())
+            if line.strip() == kill_on:
+                os.kill(proc.pid, signal.SIGKILL)
+                break
+        else:
+            raise AssertionError(f"child ended without printing {kill_on!r}: {proc.stderr.read()}")
+        rest, _ = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    lines += [l.strip() for l in rest.splitlines()]
+    assert proc.returncode == -signal.SIGKILL
+    started = sum(1 for l in lines if l.startswith("ATTEMPT "))
+    answers = [l.split()[2] for l in lines if l.startswith("ANSWER ")]
+    return started, answers
+
+
+@pytest.mark.parametrize("slow_at", [1, 3])
+def test_kill_while_comparing_keeps_the_try_spent(card_dir, slow_at):
+    """Killed inside the comparison of attempt N (its answer never sent): N tries are gone."""
+    started, answers = _run_child_and_kill(card_dir, kill_on=f"COMPARING {slow_at}", mode="hash",
+                                           slow_at=slow_at)
+    assert started == slow_at
+    assert answers == [f"63C{5 - i:X}" for i in range(1, slow_at)]
+    assert persisted(card_dir)["sign"] == 5 - slow_at
+    card = MyNumberCard.open(card_dir)  # the dead child's lock is gone; the count is what it was
+    assert sw(card, SEL_JPKI) == "9000"
+    assert sw(card, "0020009B") == f"63C{5 - slow_at:X}"
+
+
+@pytest.mark.parametrize("slow_at", [1, 2])
+def test_kill_while_writing_the_counter_leaves_valid_state(card_dir, slow_at):
+    """Killed between writing the temp file and renaming it: state.json is the old, whole file;
+    the card had not compared the PIN yet, so nothing was learnt from attempt N."""
+    started, answers = _run_child_and_kill(card_dir, kill_on=f"FSYNC {slow_at}", mode="fsync",
+                                           slow_at=slow_at)
+    assert started == slow_at
+    assert answers == [f"63C{5 - i:X}" for i in range(1, slow_at)]
+    assert persisted(card_dir)["sign"] == 5 - (slow_at - 1)  # parses: never a partial file
+    json.loads((card_dir / "card.json").read_bytes())
+    card = MyNumberCard.open(card_dir)
+    assert sw(card, SEL_JPKI) == "9000"
+    assert sw(card, "0020009B") == f"63C{5 - (slow_at - 1):X}"
+    assert sw(card, verify("9B", b"ABC123")) == "9000"
+
+
+@pytest.mark.parametrize("kill_after", [1, 2, 4])
+def test_kill_at_any_moment_never_regains_a_try(card_dir, kill_after):
+    started, answers = _run_child_and_kill(card_dir, kill_on=f"ATTEMPT {kill_after}")
+    answered = len(answers)
+    remaining = persisted(card_dir)["sign"]  # valid JSON even after SIGKILL
+    used = 5 - remaining
+    assert answers == [f"63C{max(5 - i, 0):X}" if i <= 5 else "6984" for i in range(1, answered + 1)]
+    assert started >= kill_after and answered <= started
+    assert remaining <= 5 - min(answered, 5), "an answered wrong VERIFY was given back"
+    assert used <= started, "more tries spent than VERIFYs attempted"
+    json.loads((card_dir / "card.json").read_bytes())
+
+
+# ============================================================================= file modes
+def _modes(card_dir: Path) -> dict[str, int]:
+    out = {}
+    for path in [card_dir, *card_dir.rglob("*")]:
+        out[str(path.relative_to(card_dir))] = stat.S_IMODE(path.lstat().st_mode)
+    return out
+
+
+def _assert_private(card_dir: Path) -> None:
+    modes = _modes(card_dir)
+    for name in (".", "keys"):
+        assert modes.pop(name) == 0o700, name
+    assert {"card.json", "state.json", "keys/auth.pem", "keys/sign.pem"} <= set(modes)
+    assert all(m == 0o600 for m in modes.values()), modes
+
+
+def test_files_are_private_after_use(emu_card, card_dir):
+    _assert_private(card_dir)
+    assert sw(emu_card, SEL_JPKI) == "9000"
+    assert sw(emu_card, verify("98", b"0000")) == "63C2"
+    assert sw(emu_card, verify("98", b"1234")) == "9000"
+    assert sw(emu_card, "0024019804" + b"1111".hex()) == "9000"
+    reset_pin(card_dir, "auth", "2222")
+    assert (card_dir / ".lock").exists()
+    _assert_private(card_dir)
+
+
+def _card_data(home: Path) -> CardData:
+    from jpki.pki import TestCA
+
+    info = holder(home)
+    card_dir = home / "cards" / "alice"
+    keys = {k: serialization.load_pem_private_key((card_dir / "keys" / f"{k}.pem").read_bytes(), None)
+            for k in ("auth", "sign")}
+    ca = TestCA.open(home / "ca")
+    try:
+        der = serialization.Encoding.DER
+        auth_cert = ca.db.get(info["auth_serial"]).der
+        sign_cert = ca.db.get(info["sign_serial"]).der
+        auth_ca, sign_ca = ca.auth_ca_cert.public_bytes(der), ca.sign_ca_cert.public_bytes(der)
+    finally:
+        ca.close()
+    p = info["persona"]
+    return CardData(auth_key=keys["auth"], sign_key=keys["sign"], auth_cert=auth_cert,
+                    sign_cert=sign_cert, auth_ca_cert=auth_ca, sign_ca_cert=sign_ca,
+                    my_number=p["my_number"], name=p["name"], address=p["address"],
+                    birth_date=dt.date.fromisoformat(p["birth_date"]), sex_code="2",
+                    auth_pin="1234", sign_pin="ABC123", card_pin="1234",
+                    security_code=info["security_code"],
+                    card_expiry=dt.date.fromisoformat(info["card_expiry"]))
+
+
+def test_files_are_private_even_with_umask_0(home, tmp_path):
+    data = _card_data(home)
+    old = os.umask(0)
+    try:
+        directory = create_card(tmp_path / "new-card", data, CardProfile())
+        _assert_private(directory)
+        card = MyNumberCard.open(directory)
+        assert sw(card, SEL_JPKI) == "9000"
+        assert sw(card, verify("98", b"0000")) == "63C2"
+        reset_pin(directory, "auth")
+        _assert_private(directory)
+    finally:
+        os.umask(old)
+
+
+# ============================================================================= atomic writes
+def _temp_files(card_dir: Path) -> list[Path]:
+    return [p for p in card_dir.rglob("*") if p.name.endswith(".tmp") or p.name.startswith(".state")
+            or p.name.startswith(".card")]
+
+
+@pytest.mark.parametrize("failing", ["replace", "fsync"])
+def test_failed_state_write_leaves_old_file_intact(emu_card, card_dir, monkeypatch, failing):
+    assert sw(emu_card, SEL_JPKI) == "9000"
+    assert sw(emu_card, verify("98", b"0000")) == "63C2"
+    before = (card_dir / "state.json").read_bytes()
+
+    def broken(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, failing, broken)
+    assert sw(emu_card, verify("98", b"0000")) == "6F00"  # the card does not crash
+    assert sw(emu_card, verify("98", b"1234")) == "6F00"  # nor log in without recording the try
+    assert sw(emu_card, "802A009733" + DI256 + "00") == "6982"
+    monkeypatch.undo()
+    assert (card_dir / "state.json").read_bytes() == before
+    json.loads(before)
+    assert _temp_files(card_dir) == []
+    assert sw(emu_card, "00200098") == "63C2"
+    assert sw(emu_card, verify("98", b"1234")) == "9000"
+
+
+def test_failed_pin_change_keeps_old_pin(emu_card, card_dir, monkeypatch):
+    assert sw(emu_card, SEL_JPKI) == "9000"
+    assert sw(emu_card, verify("98", b"1234")) == "9000"
+    before = (card_dir / "state.json").read_bytes()
+    real_replace = os.replace
+
+    def replace(src, dst, *args, **kwargs):
+        if Path(dst).name == "state.json":
+            raise OSError(5, "I/O error")
+        return real_replace(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(os, "replace", replace)
+    assert sw(emu_card, "0024019804" + b"7777".hex()) == "6F00"
+    monkeypatch.undo()
+    assert (card_dir / "state.json").read_bytes() == before
+    assert _temp_files(card_dir) == []
+    assert sw(emu_card, SEL_JPKI) == "9000"
+    assert sw(emu_card, verify("98", b"7777")) == "63C2"
+    assert sw(emu_card, verify("98", b"1234")) == "9000"
+
+
+@pytest.mark.parametrize("name", ["card.json", "state.json"])
+def test_write_json_is_all_or_nothing(card_dir, monkeypatch, name):
+    path = card_dir / name
+    before = path.read_bytes()
+    replaced = []
+    real_replace = os.replace
+
+    def replace(src, dst, *args, **kwargs):
+        # the new content is complete in the temp file at this point; the rename then fails
+        replaced.append(json.loads(Path(src).read_bytes()))
+        raise OSError(5, "I/O error")
+
+    monkeypatch.setattr(os, "replace", replace)
+    with pytest.raises(OSError):
+        storage.write_json(path, {"format": 1, "garbage": "x" * 100000})
+    assert replaced and replaced[0]["garbage"]
+    monkeypatch.setattr(os, "replace", real_replace)
+    assert path.read_bytes() == before
+    json.loads(before)
+    assert _temp_files(card_dir) == []
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_failed_reset_keeps_state(card_dir, monkeypatch):
+    before = (card_dir / "state.json").read_bytes()
+    monkeypatch.setattr(os, "replace", lambda *a, **k: (_ for _ in ()).throw(OSError(5, "I/O")))
+    with pytest.raises(OSError):
+        reset_pin(card_dir, "auth", "9999")
+    monkeypatch.undo()
+    assert (card_dir / "state.json").read_bytes() == before
+    assert _temp_files(card_dir) == []
+
+
+# ============================================================================= the municipal office's reset
+def test_reset_pin_unblocks(emu_card, card_dir):
+    assert sw(emu_card, SEL_JPKI) == "9000"
+    for left in "210":
+        assert sw(emu_card, verify("98", b"0000")) == f"63C{left}"
+    assert sw(emu_card, verify("98", b"1234")) == "6984"
+    reset_pin(card_dir, "auth")
+    assert persisted(card_dir)["auth"] == 3
+    # the same open card sees it (counters are re-read under the lock)
+    assert sw(emu_card, "00200098") == "63C3"
+    assert sw(emu_card, verify("98", b"1234")) == "9000"
+
+
+def test_reset_pin_with_new_value(emu_card, card_dir):
+    assert sw(emu_card, SEL_JPKI) == "9000"
+    for left in "43210":
+        assert sw(emu_card, verify("9B", b"NOPE00")) == f"63C{left}"
+    reset_pin(card_dir, "sign", "newpass1")  # hosts upper-case; the card compares bytes
+    assert sw(emu_card, "0020009B") == "63C5"
+    assert sw(emu_card, verify("9B", b"ABC123")) == "63C4"
+    assert sw(emu_card, verify("9B", b"newpass1")) == "63C3"
+    assert sw(emu_card, verify("9B", b"NEWPASS1")) == "9000"
+
+
+def test_reset_pin_rejects_bad_input(card_dir):
+    before = (card_dir / "state.json").read_bytes()
+    with pytest.raises(KeyError):
+        reset_pin(card_dir, "nosuchpin")
+    with pytest.raises(ValueError):
+        reset_pin(card_dir, "auth", "12345")
+    with pytest.raises(ValueError):
+        reset_pin(card_dir, "card_a", "12")
+    assert (card_dir / "state.json").read_bytes() == before
+
+
+def _in_other_process(code: str, *args: str) -> str:
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    done = subprocess.run([sys.executable, "-c", code, *args], env=env, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_other_process_reset_is_seen_by_an_open_card(emu_card, card_dir):
+    assert sw(emu_card, SEL_TEXT) == "9000"
+    for left in "210":
+        assert sw(emu_card, verify("91", b"0000")) == f"63C{left}"
+    _in_other_process("import sys; from card_emulator.provision import reset_pin; "
+                      "reset_pin(sys.argv[1], 'card')", str(card_dir))
+    assert sw(emu_card, "00200091") == "63C3"
+    assert sw(emu_card, verify("91", b"1234")) == "9000"
+    assert sw(emu_card, "00B0810000") == "9000"
+
+
+def test_other_process_wrong_verifies_are_seen_by_an_open_card(emu_card, card_dir):
+    assert sw(emu_card, SEL_JPKI) == "9000"
+    assert sw(emu_card, verify("98", b"0000")) == "63C2"
+    out = _in_other_process(textwrap.dedent(f"""
+        import sys
+        from card_emulator import MyNumberCard
+        card = MyNumberCard.open(sys.argv[1])
+        card.transmit(bytes.fromhex("{SEL_JPKI}"))
+        print(card.transmit(bytes.fromhex("{verify('98', b'9999')}")).hex().upper())
+    """), str(card_dir))
+    assert out.strip() == "63C1"
+    assert sw(emu_card, "00200098") == "63C1"
+    assert sw(emu_card, verify("98", b"0000")) == "63C0"
+    assert sw(emu_card, verify("98", b"1234")) == "6984"
+
+
+def test_concurrent_wrong_verifies_lose_no_update(emu_card, card_dir):
+    """Four cards on one directory, one wrong VERIFY each at the same moment: 4 tries gone."""
+    cards = [MyNumberCard.open(card_dir) for _ in range(4)]
+    for card in cards:
+        assert sw(card, SEL_JPKI) == "9000"
+    for _round in range(3):
+        barrier = threading.Barrier(len(cards))
+        answers: list[str] = []
+
+        def worker(card: MyNumberCard) -> None:
+            barrier.wait()
+            answers.append(sw(card, verify("9B", b"WRONG1")))
+
+        threads = [threading.Thread(target=worker, args=(c,)) for c in cards]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert sorted(answers) == ["63C1", "63C2", "63C3", "63C4"]
+        assert persisted(card_dir)["sign"] == 1
+        reset_pin(card_dir, "sign")
