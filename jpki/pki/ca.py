@@ -7,7 +7,8 @@ Layout of a CA directory (made by :meth:`TestCA.init`)::
     sign_ca.key      its private key, unencrypted PKCS#8 PEM (0600, created with that mode)
     auth_ca.pem      user-authentication root certificate (0644)
     auth_ca.key      its private key (0600)
-    certs.db         CertificateDB of every certificate issued (0600)
+    certs.db         CertificateDB of every certificate issued, their revocations and the
+                     last CRL number of each CA (0600)
 
 The keys are unencrypted: this is an emulator CA, never a real one.
 """
@@ -27,8 +28,9 @@ from jpki.clock import JST, Clock, SystemClock
 from jpki.errors import JpkiError, UsageError
 from jpki.identity import Persona
 from jpki.pki import profiles
-from jpki.pki.db import CertificateDB
+from jpki.pki.db import CertificateDB, CertRecord
 from jpki.pki.profiles import CA_KINDS, CaKind
+from jpki.revocation.crl import RevokedEntry, build_crl
 
 __all__ = ["CAExistsError", "CANotFoundError", "TestCA"]
 
@@ -345,3 +347,56 @@ class TestCA:
         """Card expiry for ``persona`` issued on ``issued_on`` (default: today in JST)."""
         day = issued_on if issued_on is not None else self.clock.now().astimezone(JST).date()
         return profiles.card_expiry_for(persona.birth_date, day)
+
+    # -- revocation
+
+    def revoke(
+        self,
+        serial: int,
+        reason: x509.ReasonFlags | str,
+        *,
+        revoked_at: _dt.datetime | None = None,
+        invalidity_date: _dt.datetime | None = None,
+    ) -> CertRecord:
+        """Revoke the certificate ``serial`` for ``reason`` and return its new record.
+
+        ``revoked_at`` defaults to the clock's now (whole seconds); ``invalidity_date`` (when
+        the key is known or suspected to have been compromised) is optional. Both go on the CRL.
+        Raises ``jpki.pki.db.UnknownCertificateError`` for a serial this CA never issued and
+        ``jpki.pki.db.AlreadyRevokedError`` for one already revoked (a ``certificateHold`` may
+        be made permanent with another reason); UsageError for a bad reason or a naive time.
+        """
+        def utc(when: _dt.datetime, what: str) -> _dt.datetime:
+            if not isinstance(when, _dt.datetime) or when.tzinfo is None or when.utcoffset() is None:
+                raise UsageError(f"{what} must be a timezone-aware datetime")
+            return when.astimezone(_dt.timezone.utc).replace(microsecond=0)
+
+        when = utc(revoked_at if revoked_at is not None else self.clock.now(), "revoked_at")
+        invalid = None if invalidity_date is None else utc(invalidity_date, "invalidity_date")
+        return self.db.revoke(serial, revoked_at=when, reason=reason, invalidity_date=invalid)
+
+    def crl(self, kind: CaKind, *, next_update_in: _dt.timedelta = _dt.timedelta(days=1)) -> bytes:
+        """The current CRL (DER) of the ``kind`` CA: every revoked certificate of that kind.
+
+        thisUpdate is the clock's now, nextUpdate ``next_update_in`` later. Each call allocates
+        the next CRL number (1, 2, …), persisted in the CA database, so numbers only increase.
+        """
+        kind = profiles._check_kind(kind)
+        if not isinstance(next_update_in, _dt.timedelta) or next_update_in < _dt.timedelta(seconds=1):
+            raise UsageError("next_update_in must be a timedelta of at least one second")
+        now = self._issued_at(None)
+        # The number first, then the rows: a higher number never reflects an older read.
+        number = self.db.next_crl_number(kind, this_update=now)
+        flags = {flag.value: flag for flag in x509.ReasonFlags}
+        entries = (
+            RevokedEntry(row.serial, row.revoked_at, flags[row.reason], row.invalidity_date)
+            for row in self.db.revoked_entries(kind)
+        )
+        return build_crl(
+            self.ca_cert(kind),
+            self.ca_key(kind),
+            entries,
+            crl_number=number,
+            this_update=now,
+            next_update=now + next_update_in,
+        )

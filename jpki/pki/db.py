@@ -16,10 +16,10 @@ import datetime as _dt
 import os
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
@@ -27,9 +27,11 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from jpki.errors import JpkiError, UsageError
 
 __all__ = [
+    "AlreadyRevokedError",
     "CertRecord",
     "CertificateDB",
     "CertificateStatusError",
+    "RevokedRow",
     "Status",
     "UnknownCertificateError",
     "reason_value",
@@ -68,6 +70,16 @@ CREATE TABLE IF NOT EXISTS links (
 CREATE INDEX IF NOT EXISTS links_new ON links (new_serial);
 """
 
+# Revocation additions. ``invalidity_date`` is added to ``certificates`` by a migration (see
+# ``CertificateDB._migrate``) so that databases made before it keep working.
+_REVOCATION_SCHEMA = """
+CREATE TABLE IF NOT EXISTS crl_numbers (
+    kind         TEXT PRIMARY KEY CHECK (kind IN ('sign', 'auth')),
+    last_number  INTEGER NOT NULL,
+    this_update  TEXT NOT NULL
+);
+"""
+
 
 class UnknownCertificateError(JpkiError):
     """No certificate with that serial number is in the database."""
@@ -75,6 +87,23 @@ class UnknownCertificateError(JpkiError):
 
 class CertificateStatusError(UsageError):
     """The requested status change is not allowed (e.g. un-revoking a revoked certificate)."""
+
+
+class AlreadyRevokedError(CertificateStatusError):
+    """The certificate is already revoked (only a ``certificateHold`` may be made permanent)."""
+
+
+class RevokedRow(NamedTuple):
+    """A revoked certificate as the CRL needs it (see :meth:`CertificateDB.revoked_entries`).
+
+    ``reason`` is the stored ``x509.ReasonFlags`` value (``keyCompromise``…).
+    """
+
+    serial: int
+    kind: Kind
+    revoked_at: _dt.datetime
+    reason: str = x509.ReasonFlags.unspecified.value
+    invalidity_date: _dt.datetime | None = None
 
 
 def serial_hex(serial: int | str) -> str:
@@ -135,6 +164,8 @@ class CertRecord:
     reason: str | None
     der: bytes = dataclasses.field(repr=False)
     issued_at: _dt.datetime
+    #: When the key is known or suspected to have been compromised (CRL invalidity date).
+    invalidity_date: _dt.datetime | None = None
 
     @property
     def serial_number(self) -> int:
@@ -164,6 +195,7 @@ class CertRecord:
             reason=row["reason"],
             der=bytes(row["der"]),
             issued_at=_parse(row["issued_at"]),  # type: ignore[arg-type]
+            invalidity_date=_parse(row["invalidity_date"]),
         )
 
 
@@ -200,6 +232,7 @@ class CertificateDB:
             for statement in _SCHEMA.split(";"):
                 if statement.strip():
                     conn.execute(statement)
+            self._migrate(conn)
 
     # -- plumbing
 
@@ -334,7 +367,8 @@ class CertificateDB:
             else:
                 values = (status, None, None)
             conn.execute(
-                "UPDATE certificates SET status = ?, revoked_at = ?, reason = ? WHERE serial = ?",
+                "UPDATE certificates SET status = ?, revoked_at = ?, reason = ?,"
+                " invalidity_date = NULL WHERE serial = ?",
                 (*values, key),
             )
         found = self.get(key)
@@ -379,3 +413,172 @@ class CertificateDB:
                 (serial_hex(serial),),
             ).fetchall()
         return [r[0] for r in rows]
+
+    # -- revocation
+
+    @staticmethod
+    def _migrate(conn: sqlite3.Connection) -> None:
+        """Bring a database made by an older version up to date (inside the open transaction)."""
+        columns = {row[1] for row in conn.execute("PRAGMA table_info(certificates)")}
+        if "invalidity_date" not in columns:
+            conn.execute("ALTER TABLE certificates ADD COLUMN invalidity_date TEXT")
+        for statement in _REVOCATION_SCHEMA.split(";"):
+            if statement.strip():
+                conn.execute(statement)
+
+    def revoke(
+        self,
+        serial: int | str,
+        *,
+        revoked_at: _dt.datetime,
+        reason: str | x509.ReasonFlags = x509.ReasonFlags.unspecified,
+        invalidity_date: _dt.datetime | None = None,
+    ) -> CertRecord:
+        """Revoke a ``good`` or ``superseded`` certificate and return the new record.
+
+        A certificate on hold (revoked with ``certificateHold``) may be revoked for good with
+        another reason; the new time and reason replace the hold's. ``removeFromCRL`` is not a
+        reason to revoke. Raises UnknownCertificateError, AlreadyRevokedError or UsageError.
+        """
+        reason = reason_value(reason)
+        if reason == x509.ReasonFlags.remove_from_crl.value:
+            raise UsageError("removeFromCRL only appears in delta CRLs; release a hold instead")
+        hold = x509.ReasonFlags.certificate_hold.value
+        values = (
+            _iso(revoked_at),
+            reason,
+            None if invalidity_date is None else _iso(invalidity_date),
+        )
+        key = serial_hex(serial)
+        with self._transaction() as conn:
+            row = conn.execute(
+                "SELECT status, reason FROM certificates WHERE serial = ?", (key,)
+            ).fetchone()
+            if row is None:
+                raise UnknownCertificateError(f"no certificate with serial {key}")
+            if row["status"] == "revoked" and (row["reason"] != hold or reason == hold):
+                raise AlreadyRevokedError(
+                    f"certificate {key} is already revoked ({row['reason']})"
+                )
+            conn.execute(
+                "UPDATE certificates SET status = 'revoked', revoked_at = ?, reason = ?,"
+                " invalidity_date = ? WHERE serial = ?",
+                (*values, key),
+            )
+        found = self.get(key)
+        assert found is not None
+        return found
+
+    def revoked_entries(self, kind: Kind) -> list[RevokedRow]:
+        """Every revoked certificate of ``kind``, in the order they were recorded."""
+        if kind not in KINDS:
+            raise UsageError(f"kind must be 'sign' or 'auth', not {kind!r}")
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT serial, revoked_at, reason, invalidity_date FROM certificates"
+                " WHERE kind = ? AND status = 'revoked' ORDER BY rowid",
+                (kind,),
+            ).fetchall()
+        parse = _dt.datetime.fromisoformat
+        unspecified = x509.ReasonFlags.unspecified.value
+        return [
+            RevokedRow(
+                int(serial, 16),
+                kind,
+                parse(revoked_at),
+                reason or unspecified,
+                None if invalid is None else parse(invalid),
+            )
+            for serial, revoked_at, reason, invalid in rows
+        ]
+
+    def count_revoked(self, kind: Kind) -> int:
+        """How many certificates of ``kind`` are revoked."""
+        with self._lock:
+            return int(
+                self._conn.execute(
+                    "SELECT COUNT(*) FROM certificates WHERE kind = ? AND status = 'revoked'",
+                    (kind,),
+                ).fetchone()[0]
+            )
+
+    def bulk_insert_revoked(
+        self,
+        rows: Iterable[RevokedRow | tuple],
+        *,
+        card: str = "bulk",
+        not_after: _dt.datetime | None = None,
+    ) -> int:
+        """Insert many synthetic revoked records in one transaction (benchmarks and tests).
+
+        Each row is a :class:`RevokedRow` (or a tuple ``(serial, kind, revoked_at[, reason[,
+        invalidity_date]])``). The records hold no certificate (an empty ``der``, an empty
+        subject): ``not_before`` and ``issued_at`` are the revocation time, ``not_after`` is
+        ``not_after`` (default: the revocation time). Returns the number of rows inserted; a
+        bad or duplicate row rolls back the whole batch (UsageError).
+        """
+        if not card:
+            raise UsageError("card id must not be empty")
+        end = None if not_after is None else _iso(not_after)
+        unspecified = x509.ReasonFlags.unspecified.value
+        count = 0
+
+        def values() -> Iterator[tuple[object, ...]]:
+            nonlocal count
+            for row in rows:
+                serial, kind, revoked_at, *rest = row
+                if kind not in KINDS:
+                    raise UsageError(f"kind must be 'sign' or 'auth', not {kind!r}")
+                reason = reason_value(rest[0]) if rest and rest[0] is not None else unspecified
+                invalid = rest[1] if len(rest) > 1 else None
+                when = _iso(revoked_at)
+                count += 1
+                yield (
+                    serial_hex(serial),
+                    kind,
+                    card,
+                    when,
+                    end or when,
+                    when,
+                    reason,
+                    None if invalid is None else _iso(invalid),
+                    when,
+                )
+
+        try:
+            with self._transaction() as conn:
+                conn.executemany(
+                    "INSERT INTO certificates (serial, kind, card, subject, not_before, not_after,"
+                    " status, revoked_at, reason, invalidity_date, der, issued_at)"
+                    " VALUES (?, ?, ?, '', ?, ?, 'revoked', ?, ?, ?, x'', ?)",
+                    values(),
+                )
+        except sqlite3.IntegrityError as exc:
+            raise UsageError(f"bulk insert refused, nothing inserted: {exc}") from None
+        return count
+
+    def next_crl_number(self, kind: Kind, *, this_update: _dt.datetime) -> int:
+        """Allocate the next CRL number of ``kind`` (1, 2, …; persisted, never reused)."""
+        if kind not in KINDS:
+            raise UsageError(f"kind must be 'sign' or 'auth', not {kind!r}")
+        when = _iso(this_update)
+        with self._transaction() as conn:
+            row = conn.execute(
+                "SELECT last_number FROM crl_numbers WHERE kind = ?", (kind,)
+            ).fetchone()
+            number = 1 if row is None else int(row[0]) + 1
+            conn.execute(
+                "INSERT INTO crl_numbers (kind, last_number, this_update) VALUES (?, ?, ?)"
+                " ON CONFLICT (kind) DO UPDATE SET last_number = excluded.last_number,"
+                " this_update = excluded.this_update",
+                (kind, number, when),
+            )
+        return number
+
+    def last_crl_number(self, kind: Kind) -> int | None:
+        """The CRL number last allocated for ``kind``, or None before the first CRL."""
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT last_number FROM crl_numbers WHERE kind = ?", (kind,)
+            ).fetchone()
+        return None if row is None else int(row[0])
