@@ -11,9 +11,8 @@ import datetime as dt
 import hashlib
 import json
 import logging
-import os
 import shutil
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import pytest
@@ -146,7 +145,7 @@ def verification_b(home: Path, name: str = "alice", *, era: bool = True) -> str:
     return f"{yy:02d}{birth.month:02d}{birth.day:02d}{expiry.year:04d}{info['security_code']}"
 
 
-@lru_cache(maxsize=None)
+@cache
 def reference_certs(home: Path, name: str = "alice") -> dict[str, bytes]:
     """DER of the card's four certificates, from the test CA (not from the card)."""
     info = holder(home, name)
@@ -162,7 +161,7 @@ def reference_certs(home: Path, name: str = "alice") -> dict[str, bytes]:
         ca.close()
 
 
-@lru_cache(maxsize=None)
+@cache
 def load_keys(card_dir: Path) -> dict[str, object]:
     return {k: serialization.load_pem_private_key((card_dir / "keys" / f"{k}.pem").read_bytes(), None)
             for k in ("auth", "sign")}
@@ -220,7 +219,7 @@ def card_dir(_shared_card) -> Path:
 
 @pytest.fixture
 def emu_card(_shared_card):
-    home, card_dir, card, pristine = _shared_card
+    _, card_dir, card, pristine = _shared_card
     assert (card_dir / "card.json").read_bytes() == pristine["card.json"]
     (card_dir / "state.json").write_bytes(pristine["state.json"])
     card.reset()
@@ -767,6 +766,14 @@ def test_one_signature_per_verify_profile(home, tmp_path):
     ok(card, VERIFY_AUTH, sign_apdu("97", DI), sign_apdu("97", DI), sign_apdu("97", DI))
 
 
+@pytest.mark.parametrize("kind, label", [("juki", b"JPKIAPICCTOKEN"), ("smartphone", b"JPKIAPGPSETOKEN")])
+def test_token_kind_profile(home, tmp_path, kind, label):
+    card = make_card(home, tmp_path / "card", CardProfile(token_kind=kind))
+    ok(card, SEL_JPKI)
+    info = ok(card, "00B0860000")[0]
+    assert len(info) == 160 and info[:32] == label.ljust(32, b" ")
+
+
 def test_short_read_sw_profile(home, tmp_path):
     card = make_card(home, tmp_path / "card", CardProfile(short_read_sw=0x6282))
     ok(card, SEL_JPKI, sel_ef("0008"))
@@ -1075,6 +1082,12 @@ def test_leak_check_is_not_vacuous(fuzz_card, card_dir):
 def test_non_bytes_input_does_not_raise(emu_card, bad):
     r = emu_card.transmit(bad)
     assert isinstance(r, bytes) and len(r) >= 2
+
+
+@pytest.mark.parametrize("bad", [None, 5.0])
+def test_non_bytes_input_does_not_raise_with_debug_logging(emu_card, caplog, bad):
+    caplog.set_level(logging.DEBUG, logger="card_emulator")
+    assert emu_card.transmit(bad) == h("6F00")
 
 
 # ============================================================================= internal errors, logging

@@ -22,8 +22,7 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives import serialization
 
-from card_emulator import CardProfile, MyNumberCard
-from card_emulator import storage
+from card_emulator import CardProfile, MyNumberCard, storage
 from card_emulator.provision import CardData, create_card, reset_pin
 
 REPO = Path(__file__).resolve().parents[1]
@@ -206,14 +205,14 @@ _CHILD = textwrap.dedent("""
 
         card_module.hash_pin = slow_hash
     card = MyNumberCard.open(directory)
-    assert card.transmit(bytes.fromhex("%s")) == b"\\x90\\x00"
+    assert card.transmit(bytes.fromhex("SEL_JPKI")) == b"\\x90\\x00"
     wrong = bytes.fromhex("0020009B06") + b"WRONG9"
     while attempt < 50:
         attempt += 1
         print(f"ATTEMPT {attempt}", flush=True)
         r = card.transmit(wrong)
         print(f"ANSWER {attempt} {r.hex().upper()}", flush=True)
-""" % SEL_JPKI)
+""".replace("SEL_JPKI", SEL_JPKI))
 
 
 def _run_child_and_kill(card_dir: Path, *, kill_on: str, mode: str = "none",
@@ -472,7 +471,7 @@ def test_reset_pin_rejects_bad_input(card_dir):
 def _in_other_process(code: str, *args: str) -> str:
     env = dict(os.environ, PYTHONPATH=str(REPO))
     done = subprocess.run([sys.executable, "-c", code, *args], env=env, capture_output=True,
-                          text=True, timeout=60)
+                          text=True, timeout=60, check=False)
     assert done.returncode == 0, done.stderr
     return done.stdout
 
@@ -509,15 +508,14 @@ def test_concurrent_wrong_verifies_lose_no_update(emu_card, card_dir):
     cards = [MyNumberCard.open(card_dir) for _ in range(4)]
     for card in cards:
         assert sw(card, SEL_JPKI) == "9000"
+    def worker(card: MyNumberCard, barrier: threading.Barrier, answers: list[str]) -> None:
+        barrier.wait()
+        answers.append(sw(card, verify("9B", b"WRONG1")))
+
     for _round in range(3):
         barrier = threading.Barrier(len(cards))
         answers: list[str] = []
-
-        def worker(card: MyNumberCard) -> None:
-            barrier.wait()
-            answers.append(sw(card, verify("9B", b"WRONG1")))
-
-        threads = [threading.Thread(target=worker, args=(c,)) for c in cards]
+        threads = [threading.Thread(target=worker, args=(c, barrier, answers)) for c in cards]
         for t in threads:
             t.start()
         for t in threads:
@@ -525,3 +523,10 @@ def test_concurrent_wrong_verifies_lose_no_update(emu_card, card_dir):
         assert sorted(answers) == ["63C1", "63C2", "63C3", "63C4"]
         assert persisted(card_dir)["sign"] == 1
         reset_pin(card_dir, "sign")
+
+
+def test_create_card_never_overwrites_a_card(home, card_dir):
+    before = {p: p.read_bytes() for p in card_dir.rglob("*") if p.is_file()}
+    with pytest.raises(FileExistsError):
+        create_card(card_dir, _card_data(home), CardProfile())
+    assert {p: p.read_bytes() for p in card_dir.rglob("*") if p.is_file()} == before
