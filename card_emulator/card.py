@@ -225,9 +225,11 @@ class MyNumberCard:
         """Process one command APDU; return response data + SW1 SW2. Never raises."""
         with self._lock:
             ins = None
+            size = 0
             try:
                 apdu = bytes(apdu)
-                ins = apdu[1] if len(apdu) > 1 else None
+                size = len(apdu)
+                ins = apdu[1] if size > 1 else None
                 data = self._process(apdu)
                 sw = SW.OK
             except CardStatus as status:
@@ -238,7 +240,7 @@ class MyNumberCard:
             if log.isEnabledFor(logging.DEBUG):
                 log.debug("C> INS=%s Lc=%s R< %d bytes SW=%04X",
                           f"{ins:02X}" if ins is not None else "--",
-                          "-" if ins in _SECRET_INS else max(0, len(apdu) - 5), len(data), sw)
+                          "-" if ins in _SECRET_INS else max(0, size - 5), len(data), sw)
             return data + int(sw).to_bytes(2, "big")
 
     def _process(self, apdu: bytes) -> bytes:
