@@ -71,3 +71,9 @@ def test_unknown_reader_exits_5(served_card, home):
     r = jpki(home, "No Such Reader 42", "info")
     assert r.returncode == 5
     assert "No Such Reader 42" in r.stderr or "reader" in r.stderr.lower()
+
+
+def test_exclusive_access(served_card, home):
+    r = jpki(home, served_card, "--exclusive", "--json", "pin", "status")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["sign"]["tries_left"] == 5

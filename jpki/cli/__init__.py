@@ -26,10 +26,11 @@ from .host import apdu, attrs, cert, info, mynumber, pin, pkey, readers
 @click.option("--trace", is_flag=True, help="print APDUs on stderr (PINs and personal data redacted)")
 @click.option("--force", is_flag=True, help="do not ask before spending a PIN try on a card in a reader")
 @click.option("--wait", type=float, default=0, help="seconds to wait for a card in the reader")
+@click.option("--exclusive", is_flag=True, help="hold the PC/SC reader exclusively for the command")
 @click.version_option(package_name="jpki")
 @click.pass_context
 def cli(ctx: click.Context, home: Path | None, card_uri: str, as_json: bool, trace: bool,
-        force: bool, wait: float) -> None:
+        force: bool, wait: float, exclusive: bool) -> None:
     """My Number Card (個人番号カード) and JPKI: a real or emulated card, a test CA, signatures.
 
     \b
@@ -40,7 +41,7 @@ def cli(ctx: click.Context, home: Path | None, card_uri: str, as_json: bool, tra
       JPKI_CARD=pcsc jpki cert read auth -o auth.der
     """
     ctx.obj = Ctx(home=home or default_home(), card_uri=card_uri, json=as_json, trace=trace,
-                  force=force, wait=wait)
+                  force=force, wait=wait, exclusive=exclusive)
 
 
 for command in (ca, card, emulator, readers, info, pin, cert, mynumber, attrs, pkey, apdu, demo):

@@ -35,6 +35,7 @@ class Ctx:
     trace: bool
     force: bool
     wait: float
+    exclusive: bool = False
     _stdin_lines: Iterator[str] | None = field(default=None, repr=False)
 
     @property
@@ -77,7 +78,8 @@ class Ctx:
     @contextlib.contextmanager
     def card(self) -> Iterator[Transport]:
         trace = (lambda line: click.echo(line, err=True)) if self.trace else None
-        with open_transport(self.card_uri, home=self.home, wait=self.wait, trace=trace) as t:
+        with open_transport(self.card_uri, home=self.home, wait=self.wait, trace=trace,
+                            exclusive=self.exclusive) as t:
             yield t
 
     @property

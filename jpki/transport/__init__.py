@@ -23,7 +23,7 @@ def is_pcsc_uri(uri: str) -> bool:
 
 
 def open_transport(uri: str, *, home: str | os.PathLike[str] | None = None, wait: float = 0,
-                   trace: Callable[[str], None] | None = None) -> Transport:
+                   trace: Callable[[str], None] | None = None, exclusive: bool = False) -> Transport:
     """Open the card named by ``uri``; wrap it in a TracingTransport when ``trace`` is given."""
     transport: Transport
     if uri.startswith("emu:"):
@@ -37,7 +37,7 @@ def open_transport(uri: str, *, home: str | os.PathLike[str] | None = None, wait
         from .pcsc import PcscTransport
 
         reader = uri[5:] or None if uri.startswith("pcsc:") else None
-        transport = PcscTransport(reader, wait=wait)
+        transport = PcscTransport(reader, wait=wait, exclusive=exclusive)
     else:
         raise UsageError(f"unknown card URI {uri!r}: use emu:NAME, pcsc or pcsc:READER")
     return TracingTransport(transport, trace) if trace is not None else transport
