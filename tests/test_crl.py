@@ -397,10 +397,14 @@ def test_openssl_verifies_a_20k_entry_crl(ca: TestCA, tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- LoadedCRL
 
 
-def test_loaded_crl_round_trip(ca: TestCA) -> None:
+@pytest.mark.parametrize("eager", [False, True])
+def test_loaded_crl_round_trip(ca: TestCA, eager: bool) -> None:
     entries = _entries(2_000) + [RevokedEntry(s, NOW, R.superseded) for s in EDGE_SERIALS]
+    entries += [RevokedEntry(2**70 + i, NOW + dt.timedelta(seconds=i), R.key_compromise,
+                             dt.datetime(2050, 2, 3, 4, 5, 6, tzinfo=UTC)) for i in range(3)]
+    entries += [RevokedEntry(2**71, dt.datetime(2050, 1, 1, tzinfo=UTC), R.unspecified, NOW)]
     der = _build(ca, entries, number=12)
-    crl = LoadedCRL.from_der(der, ca.sign_ca_cert, now=NOW)
+    crl = LoadedCRL.from_der(der, ca.sign_ca_cert, now=NOW, eager=eager)
     assert len(crl) == len(entries)
     assert (crl.this_update, crl.next_update, crl.crl_number) == (NOW, NEXT, 12)
     assert crl.issuer == ca.sign_ca_cert.subject and crl.der == der
@@ -577,8 +581,13 @@ def test_well_signed_but_malformed_content(ca: TestCA) -> None:
     # A serial listed twice.
     twice = _resign(base, key, lambda t: t.replace(entry11, entry10))
     assert _reject(twice, ca.sign_ca_cert) == "crl-malformed"
-    # A month 13: the framing is fine, so the CRL loads, but the entry is refused on lookup.
+    # A month 13: the framing is fine, so the CRL loads, but the entry is refused on lookup
+    # (or at once when decoding eagerly).
     bad_date = _resign(base, key, lambda t: t.replace(entry11, entry11.replace(b"261127", b"261327")))
+    assert _reject(bad_date, ca.sign_ca_cert, eager=True) == "crl-malformed"
+    for clock_ in (b"250000", b"036000", b"030060", b"03000x"):
+        bad_clock = _resign(base, key, lambda t: t.replace(entry11, entry11.replace(b"030000Z", clock_ + b"Z")))
+        assert _reject(bad_clock, ca.sign_ca_cert, eager=True) == "crl-malformed"
     crl = LoadedCRL.from_der(bad_date, ca.sign_ca_cert)
     assert crl.lookup(10) == RevokedEntry(10, NOW)
     with pytest.raises(CRLError) as info:
@@ -591,6 +600,7 @@ def test_well_signed_but_malformed_content(ca: TestCA) -> None:
     seven = _resign(kc, key, lambda t: t.replace(b"\x04\x03\x0a\x01\x01", b"\x04\x03\x0a\x01\x07"))
     with pytest.raises(CRLError):
         LoadedCRL.from_der(seven, ca.sign_ca_cert).lookup(12)
+    assert _reject(seven, ca.sign_ca_cert, eager=True) == "crl-malformed"
     # An entry whose time is neither UTCTime nor GeneralizedTime.
     not_time = _resign(base, key, lambda t: t.replace(entry11, entry11.replace(b"\x17\x0d", b"\x04\x0d")))
     assert _reject(not_time, ca.sign_ca_cert) == "crl-malformed"
@@ -835,5 +845,7 @@ def test_200k_entries_parse_and_look_up(ca: TestCA) -> None:
         assert crl.lookup(e.serial) == e
     rnd = random.Random(0)
     assert all(crl.lookup(rnd.getrandbits(159)) is None for _ in range(1000))
+    eager = LoadedCRL.from_der(der, ca.sign_ca_cert, now=NOW, eager=True)
+    assert len(eager) == len(entries) and list(eager) == entries
     theirs = x509.load_der_x509_crl(der)
     assert len(theirs) == len(entries) and theirs.is_signature_valid(ca.sign_ca_cert.public_key())  # type: ignore[arg-type]
