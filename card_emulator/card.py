@@ -7,12 +7,14 @@ exception becomes ``6F00`` and a log line.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import hmac
 import logging
 import os
 import re
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -123,6 +125,16 @@ class _DirectoryStore:
     def write(self, state: dict[str, Any]) -> None:
         write_json(self.directory / STATE_FILE, state)
 
+    def remove_stale_temporaries(self, older_than: float = 60.0) -> None:
+        """Delete temporary files a killed writer left behind (never a live writer's)."""
+        limit = time.time() - older_than
+        with self.lock():
+            for folder in (self.directory, self.directory / "keys"):
+                for tmp in folder.glob(".*.tmp"):
+                    with contextlib.suppress(FileNotFoundError):
+                        if tmp.stat().st_mtime < limit:
+                            tmp.unlink()
+
     def content_version(self) -> tuple[int, int, int]:
         st = os.stat(self.directory / CARD_FILE)
         return (st.st_mtime_ns, st.st_size, st.st_ino)
@@ -176,6 +188,7 @@ class MyNumberCard:
     @classmethod
     def open(cls, directory: str | os.PathLike[str]) -> "MyNumberCard":
         store = _DirectoryStore(Path(directory))
+        store.remove_stale_temporaries()
         content, keys = store.load_content()
         return cls(content, store.read(), keys, store)
 

@@ -51,8 +51,6 @@ class CardProfile:
     certificate_ef_size: int = 2048
     #: Filler byte after a certificate in its EF.
     filler: int = 0xFF
-    #: P1 01-05 of COMPUTE DIGITAL SIGNATURE (on-card hashing / PSS): UNCERTAIN, off by default (6A86).
-    on_card_hashing: bool = False
 
     @property
     def atr(self) -> bytes:

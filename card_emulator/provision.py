@@ -7,6 +7,7 @@ certificates) is the host's job.
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime as _dt
 import os
 import shutil
@@ -140,16 +141,34 @@ def create_card(directory: str | os.PathLike[str], data: CardData,
     return directory
 
 
-def replace_sign_credentials(directory: str | os.PathLike[str], sign_key: rsa.RSAPrivateKey,
-                             sign_cert: bytes) -> None:
-    """Write a new signing key and certificate (the municipality's update after a 4-info change)."""
+def replace_credentials(directory: str | os.PathLike[str],
+                        new: dict[str, tuple[rsa.RSAPrivateKey, bytes]]) -> None:
+    """Write new keys and certificates (``{"sign"|"auth": (key, cert DER)}``), as the
+    municipality does after a change of the basic 4 info (sign) or a renewal (both).
+
+    Crash-safe: each new key goes to a new file first; rewriting ``card.json`` (atomic) is the
+    single point where the card switches to the new keys and certificates; the old key files
+    are removed afterwards. A crash at any point leaves either the old or the new pair.
+    """
     directory = Path(directory)
-    doc = read_json(directory / CARD_FILE)
-    profile = CardProfile.from_json(doc["profile"])
-    atomic_write(directory / "keys" / "sign.pem", _key_pem(sign_key))
-    doc["applications"]["jpki"]["files"]["0001"]["data"] = _b64(
-        C.certificate_ef(sign_cert, profile.certificate_ef_size, profile.filler))
-    write_json(directory / CARD_FILE, doc)
+    cert_fids = {"sign": "0001", "auth": "000A"}
+    with locked(directory / LOCK_FILE):
+        doc = read_json(directory / CARD_FILE)
+        profile = CardProfile.from_json(doc["profile"])
+        old_files = []
+        for kind, (key, cert) in new.items():
+            if kind not in cert_fids:
+                raise KeyError(f"no key named {kind!r}")
+            rel = f"keys/{kind}-{os.urandom(6).hex()}.pem"
+            atomic_write(directory / rel, _key_pem(key))
+            old_files.append(doc["keys"][kind])
+            doc["keys"][kind] = rel
+            doc["applications"]["jpki"]["files"][cert_fids[kind]]["data"] = _b64(
+                C.certificate_ef(cert, profile.certificate_ef_size, profile.filler))
+        write_json(directory / CARD_FILE, doc)
+        for rel in old_files:
+            with contextlib.suppress(FileNotFoundError):
+                (directory / rel).unlink()
 
 
 def reset_pin(directory: str | os.PathLike[str], pin: str, value: str | None = None) -> None:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
+
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from card_emulator.provision import replace_sign_credentials
+from card_emulator.provision import replace_credentials
 
 SELECT_JPKI = bytes.fromhex("00A4040C0AD392F000260100000001")
 
@@ -36,8 +38,29 @@ def test_open_card_sees_new_sign_credentials_after_power_cycle(emu_card, card_di
                 .public_key(new_key.public_key()).serial_number(x509.random_serial_number())
                 .not_valid_before(old_cert.not_valid_before_utc).not_valid_after(old_cert.not_valid_after_utc)
                 .sign(new_key, hashes.SHA256()))
-    replace_sign_credentials(card_dir, new_key, new_cert.public_bytes(serialization.Encoding.DER))
+    old_key_file = card_dir / json.loads((card_dir / "card.json").read_text())["keys"]["sign"]
+    replace_credentials(card_dir, {"sign": (new_key, new_cert.public_bytes(serialization.Encoding.DER))})
+    assert not old_key_file.exists(), "the old signing key is gone from the card"
+    new_key_file = card_dir / json.loads((card_dir / "card.json").read_text())["keys"]["sign"]
+    assert new_key_file.stat().st_mode & 0o777 == 0o600
     assert _read_sign_cert(emu_card) == before  # no power cycle yet: same content
     emu_card.power_off()
     emu_card.power_on()
     assert _read_sign_cert(emu_card) == new_cert.public_bytes(serialization.Encoding.DER)
+
+
+def test_open_removes_stale_temporaries_but_not_fresh_ones(card_dir):
+    import os
+    import time
+
+    from card_emulator import MyNumberCard
+
+    stale = card_dir / ".state.json.abc.tmp"
+    fresh = card_dir / ".state.json.def.tmp"
+    stale.write_bytes(b"{partial")
+    fresh.write_bytes(b"{partial")
+    old = time.time() - 3600
+    os.utime(stale, (old, old))
+    MyNumberCard.open(card_dir).close()
+    assert not stale.exists()
+    assert fresh.exists(), "a temporary file that may belong to a live writer is kept"

@@ -68,10 +68,11 @@ def reset_emulated_pin(directory: Path, pin: str, value: str | None = None) -> N
     reset_pin(directory, pin, value)
 
 
-def replace_emulated_sign_credentials(directory: Path, sign_key: Any, sign_cert: bytes) -> None:
-    from card_emulator.provision import replace_sign_credentials
+def replace_emulated_credentials(directory: Path, new: dict[str, tuple[Any, bytes]]) -> None:
+    """New keys and certificates on an emulated card: ``{"sign"|"auth": (key, cert DER)}``."""
+    from card_emulator.provision import replace_credentials
 
-    replace_sign_credentials(directory, sign_key, sign_cert)
+    replace_credentials(directory, new)
 
 
 def emulated_card_info(directory: Path) -> dict[str, Any]:
