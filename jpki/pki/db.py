@@ -11,6 +11,7 @@ refused with :class:`CertificateStatusError`.
 
 from __future__ import annotations
 
+import builtins
 import dataclasses
 import datetime as _dt
 import os
@@ -19,7 +20,7 @@ import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Literal, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
@@ -469,7 +470,7 @@ class CertificateDB:
         assert found is not None
         return found
 
-    def revoked_entries(self, kind: Kind) -> list[RevokedRow]:
+    def revoked_entries(self, kind: Kind) -> builtins.list[RevokedRow]:
         """Every revoked certificate of ``kind``, in the order they were recorded."""
         if kind not in KINDS:
             raise UsageError(f"kind must be 'sign' or 'auth', not {kind!r}")
@@ -504,7 +505,7 @@ class CertificateDB:
 
     def bulk_insert_revoked(
         self,
-        rows: Iterable[RevokedRow | tuple],
+        rows: Iterable[RevokedRow | tuple[Any, ...]],
         *,
         card: str = "bulk",
         not_after: _dt.datetime | None = None,
@@ -529,8 +530,9 @@ class CertificateDB:
                 serial, kind, revoked_at, *rest = row
                 if kind not in KINDS:
                     raise UsageError(f"kind must be 'sign' or 'auth', not {kind!r}")
-                reason = reason_value(rest[0]) if rest and rest[0] is not None else unspecified
-                invalid = rest[1] if len(rest) > 1 else None
+                given: list[Any] = [*rest, None, None]
+                reason = unspecified if given[0] is None else reason_value(given[0])
+                invalid = given[1]
                 when = _iso(revoked_at)
                 count += 1
                 yield (

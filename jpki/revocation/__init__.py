@@ -36,11 +36,11 @@ __all__ = [
     "CRL_REASONS",
     "CRL_SIGNATURE_INVALID",
     "CRL_UNSUPPORTED_EXTENSION",
-    "CRLError",
-    "LoadedCRL",
     "MAX_CRL_NUMBER",
     "MAX_SERIAL",
     "REASON_CODES",
+    "CRLError",
+    "LoadedCRL",
     "RevokedEntry",
     "build_crl",
 ]
