@@ -130,3 +130,53 @@ def verification_number_b(birth: _dt.date, card_expiry_year: int, security_code:
         raise ValueError("the security code is 4 digits")
     yy = _era_year(birth) if year_form == "era" else birth.year % 100
     return f"{yy % 100:02d}{birth.month:02d}{birth.day:02d}{card_expiry_year:04d}{security_code}"
+
+
+def blank_png(width: int, height: int) -> bytes:
+    """A valid white greyscale PNG (stands in for the card's rendered name/address images)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return (struct.pack(">I", len(body)) + kind + body
+                + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF))
+
+    raw = b"".join(b"\x00" + b"\xff" * width for _ in range(height))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(raw, 9)) + chunk(b"IEND", b""))
+
+
+#: The JPEG 2000 signature and file-type boxes: the photo slot's placeholder (no picture).
+JP2_PLACEHOLDER = (bytes.fromhex("0000000C6A5020200D0A870A")
+                   + bytes.fromhex("00000014667479706A703220000000006A703220"))
+
+
+def surface_ef(birth_yyyymmdd: str, sex_code: str, card_expiry_yyyymmdd: str, signature: bytes,
+               key_id: bytes, form: str = "82") -> bytes:
+    """券面事項確認AP EF 0002: ``FF20{DF21 offsets, DF22 birth, DF23 sex, DF24 key, DF25 name
+    image, DF26 address image, DF27 photo, DF28 signature, DF29 expiry, DF2A code image}``.
+
+    The images are blank placeholders of plausible size; the photo slot holds JP2 headers only.
+    """
+    parts = [
+        (b"\xdf\x22", birth_yyyymmdd.encode("ascii")),
+        (b"\xdf\x23", sex_code.encode("ascii")),
+        (b"\xdf\x24", key_id),
+        (b"\xdf\x25", blank_png(360, 48)),
+        (b"\xdf\x26", blank_png(360, 96)),
+        (b"\xdf\x27", JP2_PLACEHOLDER),
+        (b"\xdf\x28", signature),
+        (b"\xdf\x29", card_expiry_yyyymmdd.encode("ascii")),
+        (b"\xdf\x2a", blank_png(80, 24)),
+    ]
+    tlvs = [tlv(tag, value, form) for tag, value in parts]
+    offsets_len = 2 * len(tlvs)
+    off_tlv_len = 3 + offsets_len
+    inner_len = off_tlv_len + sum(len(t) for t in tlvs)
+    pos = 2 + len(encode_length(inner_len, form)) + off_tlv_len
+    offsets = []
+    for t in tlvs:
+        offsets.append(pos)
+        pos += len(t)
+    off_t = b"\xdf\x21" + bytes([offsets_len]) + b"".join(o.to_bytes(2, "big") for o in offsets)
+    return tlv(b"\xff\x20", off_t + b"".join(tlvs), form)

@@ -98,7 +98,14 @@ def build_content(data: CardData, profile: CardProfile, serial: str) -> dict[str
         "applications": {
             "jpki": {"aid": C.JPKI_AID.hex().upper(), "files": jpki_files},
             "text": {"aid": C.TEXT_AID.hex().upper(), "files": text_files},
-            "surface": {"aid": C.SURFACE_AID.hex().upper(), "files": {}},
+            "surface": {"aid": C.SURFACE_AID.hex().upper(), "files": {
+                "0002": _binary(C.surface_ef(
+                    data.birth_date.strftime("%Y%m%d"), data.sex_code,
+                    data.card_expiry.strftime("%Y%m%d"), signature, os.urandom(16), form),
+                    ("surface_a", "surface_b")),
+                "0012": {"kind": "pin", "pin": "surface_b"},
+                "0013": {"kind": "pin", "pin": "surface_a"},
+            }},
             "juki": {"aid": C.JUKI_AID.hex().upper(), "files": {}},
             "common": {"aid": C.COMMON_AID.hex().upper(), "files": {}},
         },
@@ -114,6 +121,8 @@ def build_pins(data: CardData, profile: CardProfile) -> dict[str, Any]:
         "card": new_pin_record(data.card_pin, "digits4", 3),
         "card_a": new_pin_record(data.my_number, "digits12", 3),
         "card_b": new_pin_record(b, "digits14", 3),
+        "surface_a": new_pin_record(data.my_number, "digits12", 3),
+        "surface_b": new_pin_record(b, "digits14", 3),
     }}
 
 

@@ -910,8 +910,6 @@ def test_ap_basic_info_is_free(emu_card):
     assert body[pos:pos + 2] == b"\xdf\x43"
 
 
-@pytest.mark.xfail(strict=True, reason="NOT YET (issue 2 asks SELECT only for this AP): spec §4/§7: the 券面事項確認AP has 照合番号A/B PINs "
-                   "EF 0013/0012 and EF 0002; the emulator's surface AP has no files (6A82)")
 def test_surface_ap_has_verification_numbers(emu_card, home):
     my_number = holder(home)["persona"]["my_number"].encode()
     ok(emu_card, SEL_SURFACE)

@@ -30,6 +30,7 @@ REPO = Path(__file__).resolve().parents[1]
 JPKI_AID = "D392F000260100000001"
 TEXT_AID = "D3921000310001010408"
 SEL_JPKI = "00A4040C0A" + JPKI_AID
+SEL_SURFACE = "00A4040C0AD3921000310001010402"
 SEL_TEXT = "00A4040C0A" + TEXT_AID
 DI256 = "3031300d060960864801650304020105000420" + "ab" * 32
 
@@ -66,7 +67,7 @@ def persisted(card_dir: Path) -> dict[str, int]:
     return {name: rec["remaining"] for name, rec in state["pins"].items()}
 
 
-MAXIMA = {"auth": 3, "sign": 5, "card": 3, "card_a": 3, "card_b": 3}
+MAXIMA = {"auth": 3, "sign": 5, "card": 3, "card_a": 3, "card_b": 3, "surface_a": 3, "surface_b": 3}
 
 
 def pin_cases(home: Path) -> dict[str, tuple[str, str, bytes, bytes]]:
@@ -80,6 +81,8 @@ def pin_cases(home: Path) -> dict[str, tuple[str, str, bytes, bytes]]:
         "card": (SEL_TEXT, "91", b"1234", b"9999"),
         "card_a": (SEL_TEXT, "94", my_number, wrong_a),
         "card_b": (SEL_TEXT, "95", b, b[:-1] + (b"0" if b[-1:] != b"0" else b"1")),
+        "surface_a": (SEL_SURFACE, "93", my_number, wrong_a),
+        "surface_b": (SEL_SURFACE, "92", b, b[:-1] + (b"0" if b[-1:] != b"0" else b"1")),
     }
 
 
