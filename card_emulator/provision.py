@@ -56,6 +56,42 @@ def _binary(data: bytes, read: tuple[str, ...] = ()) -> dict[str, Any]:
     return {"kind": "binary", "data": _b64(data), "read": list(read)}
 
 
+def _card_info_files(my_number: str, name: str, address: str, birth: _dt.date, sex_code: str,
+                     profile: CardProfile, issuer_key: rsa.RSAPrivateKey | None
+                     ) -> tuple[dict[str, Any], bytes]:
+    """Card-info EFs 0001 (My Number), 0002 (basic 4 info), 0003 (integrity record, signed by
+    ``issuer_key``), and the integrity signature."""
+    form, fill = profile.long_length_form, profile.filler
+    ef1 = C.mynumber_ef(my_number)
+    b4_value = C.basic4_value(name, address, birth.strftime("%Y%m%d"), sex_code, form)
+    ef2 = C.basic4_ef(name, address, birth.strftime("%Y%m%d"), sex_code,
+                      form=form, size=max(512, len(b4_value) + 16), filler=fill)
+    signature = (issuer_key.sign(C.integrity_signed_part(ef1, b4_value), padding.PKCS1v15(),
+                                 hashes.SHA256())
+                 if issuer_key is not None else bytes(256))
+    return {
+        "0001": _binary(ef1, ("card", "card_a")),
+        "0002": _binary(ef2, ("card", "card_b")),
+        "0003": _binary(C.integrity_record(ef1, b4_value, signature), ("card", "card_a", "card_b")),
+    }, signature
+
+
+def update_basic_info(directory: str | os.PathLike[str], *, name: str, address: str,
+                      birth_date: _dt.date, sex_code: str,
+                      issuer_key: rsa.RSAPrivateKey | None = None) -> None:
+    """Rewrite the card-info AP's basic 4 info and integrity record (a move, a new name)."""
+    directory = Path(directory)
+    with locked(directory / LOCK_FILE):
+        doc = read_json(directory / CARD_FILE)
+        profile = CardProfile.from_json(doc["profile"])
+        files = doc["applications"]["text"]["files"]
+        my_number = base64.b64decode(files["0001"]["data"])[3:15].decode("ascii")
+        new_files, _ = _card_info_files(my_number, name, address, birth_date, sex_code, profile,
+                                        issuer_key)
+        files.update(new_files)
+        write_json(directory / CARD_FILE, doc)
+
+
 def build_content(data: CardData, profile: CardProfile, serial: str) -> dict[str, Any]:
     """The card.json document (without PIN state)."""
     size, fill = profile.certificate_ef_size, profile.filler
@@ -72,23 +108,14 @@ def build_content(data: CardData, profile: CardProfile, serial: str) -> dict[str
         "001B": {"kind": "pin", "pin": "sign"},
     }
     form = profile.long_length_form
-    ef1 = C.mynumber_ef(data.my_number)
-    b4_value = C.basic4_value(data.name, data.address, data.birth_date.strftime("%Y%m%d"),
-                              data.sex_code, form)
-    ef2 = C.basic4_ef(data.name, data.address, data.birth_date.strftime("%Y%m%d"), data.sex_code,
-                      form=form, size=max(512, len(b4_value) + 16), filler=fill)
-    issuer = data.issuer_key
-    signature = (issuer.sign(C.integrity_signed_part(ef1, b4_value), padding.PKCS1v15(), hashes.SHA256())
-                 if issuer is not None else bytes(256))
-    text_files = {
-        "0001": _binary(ef1, ("card", "card_a")),
-        "0002": _binary(ef2, ("card", "card_b")),
-        "0003": _binary(C.integrity_record(ef1, b4_value, signature), ("card", "card_a", "card_b")),
+    text_files, signature = _card_info_files(data.my_number, data.name, data.address,
+                                             data.birth_date, data.sex_code, profile, data.issuer_key)
+    text_files.update({
         "0005": _binary(C.ap_basic_info(os.urandom(16))),
         "0011": {"kind": "pin", "pin": "card"},
         "0014": {"kind": "pin", "pin": "card_a"},
         "0015": {"kind": "pin", "pin": "card_b"},
-    }
+    })
     return {
         "format": FORMAT_VERSION,
         "serial": serial,

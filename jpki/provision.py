@@ -99,6 +99,8 @@ class Holder:
     issued_at: _dt.datetime
     auth_serial: int
     sign_serial: int
+    #: ``active``, or ``lost`` once the holder reported the card lost (both certificates revoked)
+    status: str = "active"
 
     def to_json(self) -> dict[str, Any]:
         p = asdict(self.persona)
@@ -106,7 +108,8 @@ class Holder:
         p["sex"] = self.persona.sex.name.lower()
         return {"card": self.card, "persona": p, "security_code": self.security_code,
                 "card_expiry": self.card_expiry.isoformat(), "issued_at": self.issued_at.isoformat(),
-                "auth_serial": f"{self.auth_serial:X}", "sign_serial": f"{self.sign_serial:X}"}
+                "auth_serial": f"{self.auth_serial:X}", "sign_serial": f"{self.sign_serial:X}",
+                "status": self.status}
 
     @classmethod
     def from_json(cls, obj: dict[str, Any]) -> "Holder":
@@ -116,7 +119,8 @@ class Holder:
         return cls(card=obj["card"], persona=Persona(**p), security_code=obj["security_code"],
                    card_expiry=_dt.date.fromisoformat(obj["card_expiry"]),
                    issued_at=_dt.datetime.fromisoformat(obj["issued_at"]),
-                   auth_serial=int(obj["auth_serial"], 16), sign_serial=int(obj["sign_serial"], 16))
+                   auth_serial=int(obj["auth_serial"], 16), sign_serial=int(obj["sign_serial"], 16),
+                   status=obj.get("status", "active"))
 
 
 def write_holder(home: Home, holder: Holder) -> None:

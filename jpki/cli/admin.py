@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import datetime as _dt
+from pathlib import Path
 
 import click
+from cryptography import x509
 
 from ..errors import NoCardError, UsageError
+from ..fileio import write_atomic
 from ..identity import Persona, Sex, mask_mynumber
 from ..pki import TestCA
 from ..provision import (DEFAULT_AUTH_PIN, DEFAULT_SIGN_PIN, create_card, read_holder,
@@ -23,6 +26,10 @@ def ca() -> None:
     Examples:
       jpki ca init
       jpki ca init --base-url http://127.0.0.1:8470
+      jpki ca list --revoked
+      jpki ca revoke 4E3F… --reason keyCompromise
+      jpki ca crl --kind auth -o auth.crl
+      jpki ca serve --port 8470             # OCSP and CRLs over HTTP
     """
 
 
@@ -57,6 +64,9 @@ def card() -> None:
           --birth 1990-04-01 --sex male --auth-pin 4321 --sign-pin SECRET42
       jpki card list
       jpki card reset-pin alice auth
+      jpki card move alice --address "大阪府大阪市北区梅田１－１"   # new signing certificate
+      jpki card lost alice                        # both certificates revoked
+      jpki card renew bob                         # new keys and certificates
     """
 
 
@@ -164,3 +174,118 @@ def card_reset_pin(obj: Ctx, name: str, kind: str, new_pin: str | None) -> None:
     emu.reset_emulated_pin(directory, kind, new_pin)
     obj.emit({"card": name, "pin": kind, "reset": True, "new_value": new_pin is not None},
              f"{kind} PIN of {name} reset")
+
+
+REASONS = click.Choice([r.value for r in x509.ReasonFlags if r.value not in ("removeFromCRL",)])
+
+
+@ca.command("list")
+@click.option("--revoked", is_flag=True, help="only revoked certificates")
+@click.option("--kind", type=click.Choice(["sign", "auth"]))
+@click.option("--card", "card_name", help="only this card's certificates")
+@pass_ctx
+def ca_list(obj: Ctx, revoked: bool, kind: str | None, card_name: str | None) -> None:
+    """The certificates the test CA issued, with their status."""
+    with obj.jhome.open_ca() as test_ca:
+        rows = test_ca.db.list(kind=kind, card=card_name, status="revoked" if revoked else None)
+    data = [{"serial": r.serial, "kind": r.kind, "card": r.card, "status": r.status,
+             "not_after": r.not_after.isoformat(), "revoked_at": r.revoked_at.isoformat() if r.revoked_at else None,
+             "reason": r.reason} for r in rows]
+    obj.emit(data, lambda: "\n".join(
+        f"{d['serial']:<42} {d['kind']:<4} {d['card']:<12} {d['status']:<10} "
+        + (f"{d['reason']} {d['revoked_at']}" if d["revoked_at"] else f"until {d['not_after']}")
+        for d in data) or "(no certificates)")
+
+
+@ca.command("revoke")
+@click.argument("serial")
+@click.option("--reason", type=REASONS, default="unspecified", show_default=True)
+@click.option("--invalidity-date", help="ISO date-time when the key was (or may have been) compromised")
+@pass_ctx
+def ca_revoke(obj: Ctx, serial: str, reason: str, invalidity_date: str | None) -> None:
+    """Revoke a certificate by its serial number (hex)."""
+    try:
+        number = int(serial.replace(":", ""), 16)
+        invalid = _dt.datetime.fromisoformat(invalidity_date) if invalidity_date else None
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    if invalid is not None and invalid.tzinfo is None:
+        invalid = invalid.replace(tzinfo=_dt.timezone.utc)
+    with obj.jhome.open_ca() as test_ca:
+        row = test_ca.revoke(number, reason, invalidity_date=invalid)
+    obj.emit({"serial": row.serial, "status": row.status, "reason": row.reason,
+              "revoked_at": row.revoked_at.isoformat() if row.revoked_at else None},
+             f"revoked {row.serial} ({row.reason})")
+
+
+@ca.command("crl")
+@click.option("--kind", type=click.Choice(["sign", "auth"]), required=True)
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True)
+@click.option("--next-update-hours", type=float, default=24, show_default=True)
+@pass_ctx
+def ca_crl(obj: Ctx, kind: str, output: Path, next_update_hours: float) -> None:
+    """Write the CA's current CRL (DER), signed now."""
+    with obj.jhome.open_ca() as test_ca:
+        der = test_ca.crl(kind, next_update_in=_dt.timedelta(hours=next_update_hours))
+    write_atomic(output, der)
+    crl = x509.load_der_x509_crl(der)
+    obj.emit({"kind": kind, "file": str(output), "entries": len(crl), "bytes": len(der)},
+             f"wrote the {kind} CRL ({len(crl)} entries) to {output}")
+
+
+@ca.command("serve")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=int, default=8470, show_default=True)
+@click.option("--workers", type=int, default=1, show_default=True)
+@pass_ctx
+def ca_serve(obj: Ctx, host: str, port: int, workers: int) -> None:
+    """Serve OCSP (/ocsp/sign, /ocsp/auth) and the CRLs (/crl/sign.crl, /crl/auth.crl) over HTTP."""
+    from ..revocation.server import serve
+
+    obj.jhome.open_ca().close()  # a clear error when there is no CA
+    obj.note(f"serving OCSP and CRLs for {obj.jhome.ca_dir} on http://{host}:{port}")
+    serve(obj.jhome.ca_dir, host, port, workers=workers, log_level="warning")
+
+
+def _event(obj: Ctx, result) -> None:
+    d = result.to_json()
+    obj.emit(d, lambda: "\n".join(
+        [f"{d['card']}: {d['event']}"]
+        + [f"  revoked {r['serial']} ({r['reason']})" for r in d["revoked"]]
+        + [f"  issued  {i['serial']} ({i['kind']})" for i in d["issued"]]))
+
+
+@card.command("move")
+@click.argument("name")
+@click.option("--address", help="the new address")
+@click.option("--name", "holder_name", help="the new name (marriage…)")
+@click.option("--prefecture", help="romanised prefecture for the new certificate")
+@click.option("--municipality", help="romanised municipality for the new certificate")
+@pass_ctx
+def card_move(obj: Ctx, name: str, address: str | None, holder_name: str | None,
+              prefecture: str | None, municipality: str | None) -> None:
+    """A change of address or name: new signing certificate (old one revoked), card updated."""
+    from .. import lifecycle
+
+    _event(obj, lifecycle.move(obj.jhome, name, address=address, holder_name=holder_name,
+                               prefecture=prefecture, municipality=municipality))
+
+
+@card.command("lost")
+@click.argument("name")
+@pass_ctx
+def card_lost(obj: Ctx, name: str) -> None:
+    """The card is reported lost: both certificates are revoked (keyCompromise)."""
+    from .. import lifecycle
+
+    _event(obj, lifecycle.lost(obj.jhome, name))
+
+
+@card.command("renew")
+@click.argument("name")
+@pass_ctx
+def card_renew(obj: Ctx, name: str) -> None:
+    """New keys and certificates; the old ones superseded and linked to the new ones."""
+    from .. import lifecycle
+
+    _event(obj, lifecycle.renew(obj.jhome, name))

@@ -121,3 +121,10 @@ def serve_emulated_cards(directories: list[Path], host: str = VPCD_DEFAULT_HOST,
     finally:
         for card in cards:
             card.close()
+
+
+def update_emulated_basic_info(directory: Path, **fields: Any) -> None:
+    """Rewrite the card-info AP's basic 4 info (name, address, birth_date, sex_code, issuer_key)."""
+    from card_emulator.provision import update_basic_info
+
+    update_basic_info(directory, **fields)
