@@ -493,6 +493,34 @@ def test_revocation_elsewhere_is_seen_through_the_cache(ca, responder, alice, ho
     assert responder.process(req).cached  # and the revoked answer is cached in turn
 
 
+def test_repeated_request_bytes_skip_parsing_but_not_the_kind_check(ca, responder, alice):
+    req = simple_request(leaf(ca, alice.auth_serial), ca.auth_ca_cert)
+    assert not responder.process(req).cached
+    assert responder.process(req).cached
+    assert responder.process(req, kind="auth").cached  # same CertID: same cached response
+    assert responder.process(req, kind="sign").status is ResponseStatus.UNAUTHORIZED
+
+
+def test_revocation_seen_without_a_change_token(ca, creds, clock, alice, home):
+    """A lookup without snapshot_token (CertificateDB.get): every hit re-reads the status."""
+    responder = OcspResponder(ca.db.get, {k: (ca.ca_cert(k), c.cert, c.key) for k, c in creds.items()}, clock)
+    req = simple_request(leaf(ca, alice.auth_serial), ca.auth_ca_cert)
+    good = responder.respond(req)
+    assert responder.process(req).der == good
+    with CertificateDB(home / "ca" / "certs.db") as other:
+        other.set_status(alice.auth_serial, "revoked", revoked_at=FIXED_NOW, reason="keyCompromise")
+    result = responder.process(req)
+    assert not result.cached and result.answers[0].status == "revoked"
+
+
+def test_snapshot_token_moves_on_commits_elsewhere(lookup, alice, home):
+    first = lookup.snapshot_token()
+    assert lookup.snapshot_token() == first
+    with CertificateDB(home / "ca" / "certs.db") as other:
+        other.set_status(alice.sign_serial, "superseded")
+    assert lookup.snapshot_token() != first
+
+
 def test_invalidate_drops_the_entries_of_a_serial(ca, responder, alice, bob):
     ra = simple_request(leaf(ca, alice.auth_serial), ca.auth_ca_cert)
     rb = simple_request(leaf(ca, bob.auth_serial), ca.auth_ca_cert)

@@ -90,7 +90,10 @@ __all__ = [
 _log = logging.getLogger(__name__)
 
 DEFAULT_FRESHNESS = _dt.timedelta(minutes=15)
-DEFAULT_CACHE_SIZE = 100_000
+#: Cached responses kept (each about 2 KB: the response includes the responder certificate).
+DEFAULT_CACHE_SIZE = 20_000
+#: Requests up to this size are remembered byte for byte, so that a repeat skips parsing.
+_MEMO_MAX_REQUEST = 1024
 #: Requests larger than this many bytes are refused (malformedRequest).
 MAX_REQUEST_SIZE = 64 * 1024
 DEFAULT_MAX_CERTIDS = 64
@@ -349,6 +352,13 @@ class SqliteStatusLookup:
             kind, status, None if revoked_at is None else _dt.datetime.fromisoformat(revoked_at), reason
         )
 
+    def snapshot_token(self) -> tuple[int, int]:
+        """A value that changes whenever the database changes (this thread's connection and
+        its ``PRAGMA data_version``, which moves on every commit by any other connection, in any
+        process). The responder uses it to skip re-reading statuses for cached responses."""
+        conn = self._connection()
+        return id(conn), conn.execute("PRAGMA data_version").fetchone()[0]
+
     def close(self) -> None:
         """Close every connection (those of other threads too)."""
         with self._lock:
@@ -458,7 +468,8 @@ class _CacheEntry:
     this_update: _dt.datetime
     next_update: _dt.datetime
     answers: tuple[CertAnswer, ...]
-    serials: tuple[int, ...]
+    serials: tuple[int, ...]  # one per CertID, in order
+    token: object  # the lookup's snapshot token when ``answers`` were last known right
 
 
 def _spki_bits(cert: x509.Certificate) -> bytes:
@@ -518,12 +529,20 @@ class OcspResponder:
         self._signers: dict[str, _Signer] = {}
         self._issuer_index: dict[tuple[str, bytes, bytes], str] = {}
         self._cache: OrderedDict[tuple[str, tuple[bytes, ...]], _CacheEntry] = OrderedDict()
+        #: request bytes (and the kind asked for) → cache key: a repeated request skips parsing.
+        self._memo: dict[tuple[str | None, bytes], tuple[str, tuple[bytes, ...]]] = {}
+        self._token: Callable[[], object] | None = getattr(lookup, "snapshot_token", None)
         self._by_serial: dict[int, set[tuple[str, tuple[bytes, ...]]]] = {}
         self._lock = threading.Lock()
-        #: Counters (approximate under concurrency: updated without a lock).
+        #: Counters: responses signed, answered from the cache, refused (any error status).
         self.stats = {"signed": 0, "cache_hits": 0, "errors": 0}
+        self._stats_lock = threading.Lock()
         for kind, (issuer, cert, key) in issuers.items():
             self.set_signer(kind, issuer, cert, key)
+
+    def _bump(self, counter: str) -> None:
+        with self._stats_lock:
+            self.stats[counter] += 1
 
     # -- configuration
 
@@ -575,6 +594,7 @@ class OcspResponder:
                 )
                 self._issuer_index[index_key] = kind
             self._signers[kind] = signer
+            self._memo.clear()
             for key in [k for k in self._cache if k[0] == kind]:
                 self._drop(key)
 
@@ -592,7 +612,7 @@ class OcspResponder:
         entry = self._cache.pop(key, None)
         if entry is None:
             return
-        for serial in entry.serials:
+        for serial in set(entry.serials):
             keys = self._by_serial.get(serial)
             if keys is not None:
                 keys.discard(key)
@@ -621,6 +641,7 @@ class OcspResponder:
         with self._lock:
             self._cache.clear()
             self._by_serial.clear()
+            self._memo.clear()
 
     @property
     def cache_len(self) -> int:
@@ -653,25 +674,38 @@ class OcspResponder:
 
     def _process(self, request_der: bytes, kind: str | None, *, sign: bool) -> OcspResult | None:
         try:
+            memo = self.cache_size and type(request_der) is bytes and len(request_der) <= _MEMO_MAX_REQUEST
+            if memo:
+                known = self._memo.get((kind, request_der))
+                if known is not None:
+                    now = self._clock.now().astimezone(_dt.UTC).replace(microsecond=0)
+                    hit = self._cached(known, now)
+                    if hit is not None:
+                        return hit
             request = self._parse(request_der)
             signer = self._signer_for(request, kind)
             now = self._clock.now().astimezone(_dt.UTC).replace(microsecond=0)
             cache_key = None
             if request.nonce_ext is None and self.cache_size:
                 cache_key = (signer.kind, tuple(c.der for c in request.cert_ids))
-                hit = self._cached(cache_key, request, now)
+                if memo:
+                    with self._lock:
+                        if len(self._memo) >= self.cache_size:
+                            self._memo.clear()
+                        self._memo[(kind, request_der)] = cache_key
+                hit = self._cached(cache_key, now)
                 if hit is not None:
                     return hit
             if not sign:
                 return None
             return self._build(request, signer, now, cache_key)
         except _Refused as refused:
-            self.stats["errors"] += 1
+            self._bump("errors")
             return OcspResult(
                 unsuccessful_response(refused.status), refused.status, detail=refused.detail
             )
         except sqlite3.OperationalError as exc:
-            self.stats["errors"] += 1
+            self._bump("errors")
             _log.warning("OCSP: certificate database unavailable: %s", exc)
             return OcspResult(
                 unsuccessful_response(ResponseStatus.TRY_LATER),
@@ -679,7 +713,7 @@ class OcspResponder:
                 detail=f"database unavailable: {exc}",
             )
         except Exception as exc:  # noqa: BLE001 - the responder must keep serving, whatever happens
-            self.stats["errors"] += 1
+            self._bump("errors")
             _log.exception("OCSP: internal error")
             return OcspResult(
                 unsuccessful_response(ResponseStatus.INTERNAL_ERROR),
@@ -839,20 +873,25 @@ class OcspResponder:
         assert found is not None
         return self._signers[found]
 
-    def _answers(self, request: _Request, kind: str) -> tuple[CertAnswer, ...]:
+    def _answers(self, serials: tuple[int, ...], kind: str) -> tuple[CertAnswer, ...]:
         lookup = self._lookup
-        return tuple(
-            _answer(lookup(cid.serial) if cid.serial > 0 else None, kind) for cid in request.cert_ids
-        )
+        return tuple(_answer(lookup(serial) if serial > 0 else None, kind) for serial in serials)
 
-    def _cached(
-        self, key: tuple[str, tuple[bytes, ...]], request: _Request, now: _dt.datetime
-    ) -> OcspResult | None:
+    def _cached(self, key: tuple[str, tuple[bytes, ...]], now: _dt.datetime) -> OcspResult | None:
         with self._lock:
             entry = self._cache.get(key)
         if entry is None:
             return None
-        if not entry.this_update <= now < entry.next_update or self._answers(request, key[0]) != entry.answers:
+        fresh = entry.this_update <= now < entry.next_update
+        if fresh:
+            # Statuses are re-read unless the database provably has not changed since they were
+            # (the token is read first: a change landing during the look-ups moves it).
+            token = self._token() if self._token is not None else None
+            if token is None or token != entry.token:
+                fresh = self._answers(entry.serials, key[0]) == entry.answers
+                if fresh:
+                    entry.token = token
+        if not fresh:
             with self._lock:
                 if self._cache.get(key) is entry:
                     self._drop(key)
@@ -860,7 +899,7 @@ class OcspResponder:
         with self._lock:
             if key in self._cache:
                 self._cache.move_to_end(key)
-        self.stats["cache_hits"] += 1
+        self._bump("cache_hits")
         return OcspResult(
             entry.der,
             ResponseStatus.SUCCESSFUL,
@@ -878,7 +917,9 @@ class OcspResponder:
         now: _dt.datetime,
         cache_key: tuple[str, tuple[bytes, ...]] | None,
     ) -> OcspResult:
-        answers = self._answers(request, signer.kind)
+        token = self._token() if self._token is not None else None
+        serials = tuple(cid.serial for cid in request.cert_ids)
+        answers = self._answers(serials, signer.kind)
         this_update = now
         next_update = now + self.freshness
         times = _gtime(this_update) + _tlv(0xA0, _gtime(next_update))
@@ -905,21 +946,14 @@ class OcspResponder:
             b"\x0a\x01\x00",
             _tlv(0xA0, _seq(_DER_OID_OCSP_BASIC, _tlv(0x04, basic))),
         )
-        self.stats["signed"] += 1
+        self._bump("signed")
         if cache_key is not None:
-            entry = _CacheEntry(
-                der,
-                signer.kind,
-                this_update,
-                next_update,
-                answers,
-                tuple({cid.serial for cid in request.cert_ids}),
-            )
+            entry = _CacheEntry(der, signer.kind, this_update, next_update, answers, serials, token)
             with self._lock:
                 if self._signers.get(signer.kind) is signer:  # not replaced meanwhile
                     self._drop(cache_key)
                     self._cache[cache_key] = entry
-                    for serial in entry.serials:
+                    for serial in set(serials):
                         self._by_serial.setdefault(serial, set()).add(cache_key)
                     while len(self._cache) > self.cache_size:
                         self._drop(next(iter(self._cache)))
