@@ -259,6 +259,21 @@ def test_revoked_carries_time_and_reason(ca, responder, alice):
     assert resp.certificate_status is ocsp.OCSPCertStatus.REVOKED
     assert resp.revocation_time_utc == when
     assert resp.revocation_reason is x509.ReasonFlags.key_compromise
+    assert len(resp.single_extensions) == 0
+
+
+def test_revoked_by_the_ca_with_an_invalidity_date(ca, responder, alice):
+    """TestCA.revoke records an invalidity date; OCSP sends it as the CRL does."""
+    invalid = FIXED_NOW - dt.timedelta(days=3)
+    ca.revoke(alice.sign_serial, x509.ReasonFlags.key_compromise, invalidity_date=invalid)
+    resp = ocsp.load_der_ocsp_response(
+        responder.respond(simple_request(leaf(ca, alice.sign_serial), ca.sign_ca_cert))
+    )
+    assert resp.certificate_status is ocsp.OCSPCertStatus.REVOKED
+    assert resp.revocation_time_utc == FIXED_NOW
+    assert resp.revocation_reason is x509.ReasonFlags.key_compromise
+    ext = resp.single_extensions.get_extension_for_class(x509.InvalidityDate)
+    assert not ext.critical and ext.value.invalidity_date_utc == invalid
 
 
 def test_reason_unspecified_is_left_out_and_hold_can_be_released(ca, responder, alice, bob):

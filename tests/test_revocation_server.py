@@ -421,27 +421,34 @@ def live(home):
     assert not srv._thread.is_alive()
 
 
-def test_openssl_ocsp_good_then_revoked(live, home, tmp_path, alice):
-    ca = TestCA.open(home / "ca")
-    try:
-        ca_pem = ca.ca_cert_path("auth")
-        leaf_pem = _pem(tmp_path / "alice-auth.pem", leaf(ca, alice.auth_serial))
-        url = f"{live.url}/ocsp/auth"
+def test_openssl_ocsp_good_then_revoked_after_jpki_card_lost(live, home, tmp_path, alice):
+    """openssl ocsp says good for both of alice's certificates; `jpki card lost alice`, run as
+    another process while the server runs, revokes both; openssl then says revoked."""
+    with TestCA.open(home / "ca") as ca:
+        cases = [
+            (kind, ca.ca_cert_path(kind), _pem(tmp_path / f"alice-{kind}.pem", leaf(ca, serial)))
+            for kind, serial in (("auth", alice.auth_serial), ("sign", alice.sign_serial))
+        ]
+    for kind, ca_pem, leaf_pem in cases:
+        url = f"{live.url}/ocsp/{kind}"
         out = _openssl_ocsp(ca_pem, leaf_pem, url)
         assert f"{leaf_pem}: good" in out, out
         assert "Response verify OK" in out, out
         assert "OCSP Nonce" in out, out
-        out = _openssl_ocsp(ca_pem, leaf_pem, url, "-no_nonce")  # the cached kind
-        assert ": good" in out and "Response verify OK" in out, out
+        out = _openssl_ocsp(ca_pem, leaf_pem, url, "-no_nonce")  # the cacheable kind
+        assert f"{leaf_pem}: good" in out and "Response verify OK" in out, out
 
-        ca.db.set_status(alice.auth_serial, "revoked", revoked_at=dt.datetime.now(dt.UTC), reason="keyCompromise")
+    lost = subprocess.run([sys.executable, "-m", "jpki", "--home", str(home), "card", "lost", "alice"],
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert lost.returncode == 0, lost.stderr
+
+    for kind, ca_pem, leaf_pem in cases:
         for extra in ((), ("-no_nonce",)):
-            out = _openssl_ocsp(ca_pem, leaf_pem, url, *extra)
+            out = _openssl_ocsp(ca_pem, leaf_pem, f"{live.url}/ocsp/{kind}", *extra)
             assert f"{leaf_pem}: revoked" in out, out
             assert "Reason: keyCompromise" in out, out
+            assert "Revocation Time:" in out, out
             assert "Response verify OK" in out, out
-    finally:
-        ca.close()
 
 
 def test_openssl_ocsp_sign_ca_and_wrong_url(live, home, tmp_path, alice):

@@ -20,7 +20,8 @@ What it answers:
 * each CertID of the request (SHA-1, SHA-224, SHA-256, SHA-384 or SHA-512 issuer hashes) gets a
   SingleResponse that echoes the CertID byte for byte: ``good``; ``revoked`` with the revocation
   time and reason (the reason is left out when it is ``unspecified``, as RFC 5280 §5.3.1 asks of
-  CRLs); or ``unknown`` when the serial is not in the database, or is there for the other CA;
+  CRLs) and, when recorded, the invalidity date as a singleExtension; or ``unknown`` when the
+  serial is not in the database, or is there for the other CA;
 * thisUpdate = now, nextUpdate = thisUpdate + freshness, producedAt = now (whole seconds);
 * the nonce extension is echoed (RFC 9654: a nonce of 0 or more than 128 octets is a
   ``malformedRequest``);
@@ -250,6 +251,7 @@ def _oid_text(der: bytes) -> str:
 
 _DER_NULL = b"\x05\x00"
 _DER_OID_NONCE = bytes.fromhex("06092b0601050507300102")
+_DER_OID_INVALIDITY_DATE = bytes.fromhex("0603551d18")
 _DER_OID_SERVICE_LOCATOR = bytes.fromhex("06092b0601050507300107")
 #: Request extensions we understand (a critical one we do not is a malformedRequest): nonce,
 #: acceptable responses (we only make basic responses), preferred signature algorithms.
@@ -296,6 +298,7 @@ class StatusRow:
     status: str
     revoked_at: _dt.datetime | None
     reason: str | None
+    invalidity_date: _dt.datetime | None = None
 
 
 class SqliteStatusLookup:
@@ -316,6 +319,7 @@ class SqliteStatusLookup:
         self._connections: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
         self._closed = False
+        self._select = ""
 
     def _connection(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
@@ -330,6 +334,14 @@ class SqliteStatusLookup:
                     check_same_thread=False,
                 )
                 self._connections.append(conn)
+                if not self._select:
+                    # Databases made before invalidity dates were recorded lack the column.
+                    columns = {r[1] for r in conn.execute("PRAGMA table_info(certificates)")}
+                    invalid = "invalidity_date" if "invalidity_date" in columns else "NULL"
+                    self._select = (
+                        f"SELECT kind, status, revoked_at, reason, {invalid}"
+                        " FROM certificates WHERE serial = ?"
+                    )
             self._local.conn = conn
         return conn
 
@@ -337,19 +349,19 @@ class SqliteStatusLookup:
         """The status of ``serial``, or None if the CA never issued it."""
         if serial <= 0:
             return None
-        row = (
-            self._connection()
-            .execute(
-                "SELECT kind, status, revoked_at, reason FROM certificates WHERE serial = ?",
-                (format(serial, "x"),),
-            )
-            .fetchone()
-        )
+        conn = self._connection()
+        row = conn.execute(self._select, (format(serial, "x"),)).fetchone()
         if row is None:
             return None
-        kind, status, revoked_at, reason = row
+        kind, status, revoked_at, reason, invalid = row
+        if revoked_at is None:
+            return StatusRow(kind, status, None, reason)
         return StatusRow(
-            kind, status, None if revoked_at is None else _dt.datetime.fromisoformat(revoked_at), reason
+            kind,
+            status,
+            _dt.datetime.fromisoformat(revoked_at),
+            reason,
+            None if invalid is None else _dt.datetime.fromisoformat(invalid),
         )
 
     def snapshot_token(self) -> tuple[int, int]:
@@ -375,6 +387,9 @@ class CertAnswer:
     status: str
     revoked_at: _dt.datetime | None = None
     reason: str | None = None
+    #: When the key is known or suspected to have been compromised (sent as the CRL entry
+    #: extension invalidityDate among the singleExtensions, as the CRL does).
+    invalidity_date: _dt.datetime | None = None
 
     def der(self) -> bytes:
         """The DER of the CertStatus CHOICE."""
@@ -388,6 +403,12 @@ class CertAnswer:
         if code:
             body += _tlv(0xA0, bytes([0x0A, 0x01, code]))
         return _tlv(0xA1, body)
+
+    def extensions_der(self) -> bytes:
+        """The DER of ``singleExtensions`` ([1] EXPLICIT), or nothing."""
+        if self.invalidity_date is None:
+            return b""
+        return _tlv(0xA1, _seq(_seq(_DER_OID_INVALIDITY_DATE, _tlv(0x04, _gtime(self.invalidity_date)))))
 
 
 _GOOD = CertAnswer("good")
@@ -403,7 +424,7 @@ def _answer(record: StatusRecord | None, kind: str) -> CertAnswer:
         reason = record.reason
         if reason is None and record.status == "superseded":
             reason = "superseded"
-        return CertAnswer("revoked", record.revoked_at, reason)
+        return CertAnswer("revoked", record.revoked_at, reason, getattr(record, "invalidity_date", None))
     return _GOOD
 
 
@@ -924,7 +945,8 @@ class OcspResponder:
         next_update = now + self.freshness
         times = _gtime(this_update) + _tlv(0xA0, _gtime(next_update))
         singles = b"".join(
-            _seq(cid.der, answer.der(), times) for cid, answer in zip(request.cert_ids, answers)
+            _seq(cid.der, answer.der(), times, answer.extensions_der())
+            for cid, answer in zip(request.cert_ids, answers)
         )
         tbs = _seq(
             signer.responder_id,
