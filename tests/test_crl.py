@@ -755,6 +755,7 @@ def test_bulk_insert_revoked(ca: TestCA, leaf_key: rsa.RSAPublicKey) -> None:
     listed = ca.db.revoked_entries("sign")
     assert [r.serial for r in listed] == [r[0] for r in signs]
     assert listed[-1] == RevokedRow(2**159 - 1, "sign", NOW, "unspecified", None)
+    assert list(ca.db.iter_revoked("sign", page=7)) == listed  # paged reads see every row once
     rec = ca.db.get(signs[0][0])
     assert rec is not None and rec.card == "bulk" and rec.der == b"" and rec.status == "revoked"
     crl = LoadedCRL.from_der(ca.crl("sign"), ca.sign_ca_cert, now=NOW)

@@ -390,7 +390,7 @@ class TestCA:
         flags = {flag.value: flag for flag in x509.ReasonFlags}
         entries = (
             RevokedEntry(row.serial, row.revoked_at, flags[row.reason], row.invalidity_date)
-            for row in self.db.revoked_entries(kind)
+            for row in self.db.iter_revoked(kind)
         )
         return build_crl(
             self.ca_cert(kind),

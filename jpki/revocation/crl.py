@@ -43,8 +43,10 @@ first failure as :class:`CRLError` with a machine-readable ``reason``:
 ``crl-not-yet-valid`` / ``crl-expired``
     only when ``now`` is given: ``now < thisUpdate`` or ``nextUpdate < now``.
 
-Entries are decoded lazily: loading records each serial number and the offset of its entry,
-and :meth:`LoadedCRL.lookup` decodes (and caches) the entry on a hit.
+By default entries are decoded lazily: loading checks every entry's framing and records each
+serial number with the offset of its entry; :meth:`LoadedCRL.lookup` is one dict operation and
+decodes (and keeps) an entry on its first hit. ``LoadedCRL.from_der(..., eager=True)`` decodes
+every entry while loading instead, for a CRL that is consulted many times.
 """
 
 from __future__ import annotations
