@@ -383,6 +383,30 @@ def test_responder_certificate_is_renewed_before_it_expires(home, clock, ca, ali
     assert len(responders) == 4  # sign and auth, twice
 
 
+def test_a_failed_renewal_keeps_serving_and_is_retried(home, clock, ca, alice, monkeypatch):
+    app = create_app(home / "ca", clock=clock, responder_validity=dt.timedelta(days=1),
+                     renew_before=dt.timedelta(hours=12))
+    service = app.state.service
+    der = request_der(leaf(ca, alice.auth_serial), ca.auth_ca_cert)
+    c = Client(app)
+    try:
+        first = load(c.post("/ocsp/auth", content=der, headers=OCSP_REQ)).certificates[0]
+        clock.advance(hours=13)
+
+        def broken(*args, **kwargs):
+            raise sqlite3.OperationalError("database is locked")
+
+        monkeypatch.setattr(server_mod, "ensure_responder", broken)
+        parsed = load(c.post("/ocsp/auth", content=der, headers=OCSP_REQ))
+        assert parsed.certificates[0] == first  # still valid for 11 hours: still used
+        assert not service.renewal_due()  # retry later, not on every request
+        monkeypatch.undo()
+        clock.advance(seconds=server_mod.RENEW_RETRY.total_seconds())
+        assert load(c.post("/ocsp/auth", content=der, headers=OCSP_REQ)).certificates[0] != first
+    finally:
+        service.close()
+
+
 def test_create_app_on_a_missing_ca_fails_early(tmp_path):
     from jpki.pki import CANotFoundError
 

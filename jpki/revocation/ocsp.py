@@ -43,11 +43,17 @@ when the database is busy or unavailable; ``internalError`` for anything unexpec
 
 Caching (RFC 5019 §2.1.1, §6): a response to a request without a nonce is kept per list of
 CertIDs (usually one) and returned again, byte for byte and without signing, until its
-nextUpdate. Before a cached response is returned, the status of each serial is looked up again
-(an indexed look-up, microseconds) and the entry is dropped if anything changed — so a revocation
-made by another process (``jpki ca revoke`` while the server runs) is seen at once, not after the
-freshness window. :meth:`OcspResponder.invalidate` drops the entries of a serial eagerly (the
-in-process hook for the CA).
+nextUpdate (at most ``cache_size`` responses, least recently used dropped first). A cached
+response is never stale with respect to the database: before it is returned, the responder asks
+the look-up for its ``snapshot_token()`` (:class:`SqliteStatusLookup`: SQLite's
+``PRAGMA data_version``, which moves on any commit by any process); if the database changed since
+the answer was known right, each serial's status is read again (an indexed look-up) and the entry
+dropped if an answer changed. A look-up without ``snapshot_token`` (``CertificateDB.get``) is
+simply asked every time. So a revocation made by another process (``jpki card lost`` while the
+server runs) is seen at once, not after the freshness window. :meth:`OcspResponder.invalidate`
+(or :meth:`OcspResponder.status_changed`, its listener form) drops a serial's entries eagerly.
+Repeated request bytes (up to 1 KiB) are remembered, so a cache hit skips parsing as well:
+about 17 µs per cached answer against ~0.7-1 ms for a signed one (RSA-2048).
 """
 
 from __future__ import annotations

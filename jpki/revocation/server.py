@@ -115,6 +115,8 @@ CRL_TYPE = "application/pkix-crl"
 MAX_GET_LENGTH = 8192
 
 
+#: Wait after a failed renewal of the responder certificates before trying again.
+RENEW_RETRY = _dt.timedelta(minutes=1)
 #: A served CRL is rebuilt at least this often (TestCA.crl's nextUpdate is a day later).
 DEFAULT_CRL_REFRESH = _dt.timedelta(hours=1)
 
@@ -181,17 +183,27 @@ class RevocationService:
         return self.clock.now() >= self._renew_at
 
     def renew(self) -> None:
-        """Renew the responder certificates that need it (blocking; call from a thread)."""
+        """Renew the responder certificates that need it (blocking; call from a thread).
+
+        A failure (database busy, disk full…) is logged and retried a minute later; meanwhile
+        the current certificates, still valid, go on signing.
+        """
         with self._renew_lock:
             if not self.renewal_due():
                 return
-            ends = []
-            for kind in CA_KINDS:
-                creds = self._ensure(kind)
-                if creds.cert != self.responder.responder_cert(kind):
-                    self.responder.set_signer(kind, self.ca.ca_cert(kind), creds.cert, creds.key)
-                    _log.info("renewed the %s OCSP responder certificate (until %s)", kind, creds.not_after)
-                ends.append(creds.not_after)
+            try:
+                ends = []
+                for kind in CA_KINDS:
+                    creds = self._ensure(kind)
+                    if creds.cert != self.responder.responder_cert(kind):
+                        self.responder.set_signer(kind, self.ca.ca_cert(kind), creds.cert, creds.key)
+                        _log.info("renewed the %s OCSP responder certificate (until %s)",
+                                  kind, creds.not_after)
+                    ends.append(creds.not_after)
+            except Exception:  # noqa: BLE001 - keep serving with the current certificates
+                _log.exception("renewing the OCSP responder certificates failed; retrying later")
+                self._renew_at = self.clock.now() + RENEW_RETRY
+                return
             self._renew_at = min(ends) - self._renew_before
 
     def _query(self, sql: str, params: tuple[Any, ...] = ()) -> tuple[Any, ...]:
