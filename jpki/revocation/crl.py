@@ -65,6 +65,10 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from jpki.errors import UsageError, VerificationError
+from jpki.revocation._der import DerError as _Malformed
+from jpki.revocation._der import der_length
+from jpki.revocation._der import header as _header
+from jpki.revocation._der import tlv as _tlv
 
 __all__ = [
     "CRL_EXPIRED",
@@ -145,20 +149,6 @@ class RevokedEntry(NamedTuple):
 
 
 # --------------------------------------------------------------------------- DER encoding
-
-
-def der_length(n: int) -> bytes:
-    """A DER definite length: one octet below 128, else ``0x80 | k`` and ``k`` big-endian octets."""
-    if n < 0:
-        raise ValueError("a length is not negative")
-    if n < 0x80:
-        return bytes((n,))
-    body = n.to_bytes((n.bit_length() + 7) // 8, "big")
-    return bytes((0x80 | len(body),)) + body
-
-
-def _tlv(tag: int, content: bytes) -> bytes:
-    return bytes((tag,)) + der_length(len(content)) + content
 
 
 def _integer_content(value: int) -> bytes:
@@ -429,36 +419,6 @@ def build_crl(
 
 
 # --------------------------------------------------------------------------- DER decoding
-
-
-class _Malformed(Exception):
-    """Internal: the DER is not of the expected shape (becomes ``CRLError('crl-malformed')``)."""
-
-
-def _header(buf: bytes, pos: int, end: int) -> tuple[int, int, int]:
-    """Read one TLV header at ``pos``: (tag, content start, content end), bounds-checked."""
-    if pos + 2 > end:
-        raise _Malformed("truncated header")
-    tag = buf[pos]
-    if tag & 0x1F == 0x1F:
-        raise _Malformed("multi-octet tags are not used in CRLs")
-    first = buf[pos + 1]
-    pos += 2
-    if first < 0x80:
-        length = first
-    else:
-        count = first & 0x7F
-        if count == 0 or count > 8:
-            raise _Malformed("indefinite or oversized length")
-        if pos + count > end:
-            raise _Malformed("truncated length")
-        length = int.from_bytes(buf[pos : pos + count], "big")
-        if length < 0x80 or buf[pos] == 0:
-            raise _Malformed("non-minimal length")
-        pos += count
-    if pos + length > end:
-        raise _Malformed("content runs past its container")
-    return tag, pos, pos + length
 
 
 def _expect(buf: bytes, pos: int, end: int, tag: int, what: str) -> tuple[int, int]:

@@ -76,6 +76,11 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
 from jpki.clock import Clock
 from jpki.errors import UsageError
+from jpki.revocation._der import DerError as _DerError
+from jpki.revocation._der import der_length as _len
+from jpki.revocation._der import header as _tlv_at
+from jpki.revocation._der import seq as _seq
+from jpki.revocation._der import tlv as _tlv
 
 __all__ = [
     "DEFAULT_CACHE_SIZE",
@@ -155,56 +160,8 @@ def unsuccessful_response(status: ResponseStatus) -> bytes:
 # and the walk is strict: definite minimal lengths, low tag numbers, every byte accounted for.
 
 
-def _len(n: int) -> bytes:
-    if n < 0x80:
-        return bytes([n])
-    body = n.to_bytes((n.bit_length() + 7) // 8, "big")
-    return bytes([0x80 | len(body)]) + body
-
-
-def _tlv(tag: int, content: bytes) -> bytes:
-    return bytes([tag]) + _len(len(content)) + content
-
-
-def _seq(*parts: bytes) -> bytes:
-    return _tlv(0x30, b"".join(parts))
-
-
 def _gtime(when: _dt.datetime) -> bytes:
     return _tlv(0x18, when.astimezone(_dt.UTC).strftime("%Y%m%d%H%M%SZ").encode())
-
-
-class _DerError(ValueError):
-    """The bytes are not the DER we expect."""
-
-
-def _tlv_at(buf: bytes, pos: int, end: int) -> tuple[int, int, int]:
-    """Read the TLV at ``buf[pos:end]``: (tag, start of contents, end of contents).
-
-    Only low-number tags and definite, minimally encoded lengths are accepted (DER).
-    """
-    if pos + 2 > end:
-        raise _DerError("truncated")
-    tag = buf[pos]
-    if tag & 0x1F == 0x1F:
-        raise _DerError("high tag number")
-    first = buf[pos + 1]
-    pos += 2
-    if first < 0x80:
-        length = first
-    else:
-        count = first & 0x7F
-        if count == 0:
-            raise _DerError("indefinite length")
-        if count > 4 or pos + count > end:
-            raise _DerError("bad length")
-        length = int.from_bytes(buf[pos : pos + count], "big")
-        if length < 0x80 or buf[pos] == 0:
-            raise _DerError("non-minimal length")
-        pos += count
-    if pos + length > end:
-        raise _DerError("truncated")
-    return tag, pos, pos + length
 
 
 def _extensions(buf: bytes, pos: int, end: int) -> list[tuple[bytes, bool, bytes]]:
