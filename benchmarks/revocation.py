@@ -12,6 +12,17 @@ Sections (run all, or pick with ``--section``):
       linear scan over a 100k-entry list and ``cryptography``'s
       ``get_revoked_certificate_by_serial_number`` on a 100k-entry CRL.
 
+``ocsp``
+    * a CA whose database holds 1M revoked and 1M good user-authentication certificates (20k +
+      20k with ``--quick``), each kind inserted in one transaction (timed);
+    * ``jpki.revocation.server.serve(ca_dir, "127.0.0.1", port, workers=2)`` in a subprocess,
+      and a load generator in another (``benchmarks/_ocsp_load.py``: 20 concurrent keep-alive
+      connections POSTing pre-built DER requests over loopback, 10 s per workload): (a) a hot
+      working set of 2,000 certificates without nonces (cached RFC 5019 responses), (b) every
+      request a distinct certificate (every response signed); responses/s, p50/p95/p99 latency,
+      errors, CPU per process, each response's status checked against the row inserted and a
+      sample verified in full against the database; target >= 1,500 responses/s.
+
 Every measurement runs in its own child process (``--child TASK``), so that its peak memory
 (``ru_maxrss``) is its own; ``base`` is the child's peak before the measured step (interpreter,
 key, input entries), ``peak`` after it. More sections (OCSP, validation) register themselves
@@ -22,6 +33,7 @@ Usage::
 
     python benchmarks/revocation.py                      # every section
     python benchmarks/revocation.py --section crl --quick   # 10k/100k instead of 100k/1M, no baseline
+    python benchmarks/revocation.py --section ocsp [--quick] # OCSP responses/s, 2M-row database
 """
 
 from __future__ import annotations
@@ -340,6 +352,363 @@ def crl_section(args: argparse.Namespace, workdir: Path) -> None:
     print(f"  -> eager lookups at {big:,}: worst {worst * 1e6:.2f} µs, {r['scan'] / worst:,.0f}x"
           f" faster than the scan over {big // scan_n}x fewer entries; lazy first hits"
           f" {r['first_hit'] * 1e6:.2f} µs")
+
+
+# --------------------------------------------------------------------------- OCSP
+# The responder as deployed: ``jpki.revocation.server.serve(..., workers=2)`` in its own process
+# group, a CA database of JPKI size, and a load generator (benchmarks/_ocsp_load.py) in another
+# process. Issue 4 §5 target: >= 1,500 responses/s with 20 concurrent clients on this 2-core box.
+
+OCSP_TARGET = 1_500
+OCSP_CLIENTS = 20
+OCSP_WORKERS = 2
+OCSP_HOT = 2_000  # certificates in the hot working set, half of them revoked
+OCSP_SECONDS = 10.0  # each timed phase
+OCSP_DISTINCT = 40_000  # pre-built distinct requests: bounds workload (b) in count
+OCSP_HOT_MAX = 500_000  # bounds workload (a) in count
+OCSP_VERIFY = 200  # responses per workload fully checked against the database
+#: Gap between the load generator's connects: the workers share one listening socket, and a
+#: burst of connects is accepted mostly by one of them (e.g. 15/5); independent clients spread.
+OCSP_CONNECT_GAP = 0.02
+_OCSP_SERVE = (
+    "import sys\n"
+    "from jpki.revocation.server import serve\n"
+    "serve(sys.argv[1], '127.0.0.1', int(sys.argv[2]), workers=int(sys.argv[3]), log_level='info')\n"
+)
+
+
+@child_task("ocsp-db")
+def _ocsp_db(p: dict) -> dict:
+    """A CA (system clock) in ``workdir/ocsp-ca`` whose database holds ``n`` revoked and ``n``
+    good auth certificates (rows only), each kind inserted in one transaction; writes the
+    serials the load generator asks about (``hot.txt``, ``distinct.txt``: ``hex status``)."""
+    import sqlite3
+
+    from jpki.clock import SystemClock
+    from jpki.pki import TestCA
+    from jpki.pki.db import RevokedRow
+
+    workdir, n = Path(p["workdir"]), p["n"]
+    start = time.perf_counter()
+    ca = TestCA.init(workdir / "ocsp-ca", clock=SystemClock())
+    init_seconds = time.perf_counter() - start
+    rnd = random.Random(p["seed"])
+    serials: set[int] = set()
+    while len(serials) < 2 * n:
+        serials.add(rnd.getrandbits(159) or 1)
+    ordered = list(serials)
+    rnd.shuffle(ordered)
+    revoked_serials, good_serials = ordered[:n], ordered[n:]
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    five_years = 5 * 365 * 86400
+    # Input in serial order (hex text, the primary key), as a dump would give it: SQLite then
+    # appends to its index instead of inserting at random places.
+    revoked_serials.sort(key=lambda s: format(s, "x"))
+    good_serials.sort(key=lambda s: format(s, "x"))
+    revoked_rows = []
+    for i, serial in enumerate(revoked_serials):
+        when = now - dt.timedelta(seconds=rnd.randrange(60, five_years))
+        invalid = when - dt.timedelta(hours=1 + i % 72) if i % 3 == 0 else None
+        revoked_rows.append(RevokedRow(serial, "auth", when, REASONS[i % len(REASONS)].value, invalid))
+    good_rows = []
+    for serial in good_serials:
+        issued = now - dt.timedelta(seconds=rnd.randrange(60, five_years))
+        begin = issued.isoformat(timespec="seconds")
+        end = (issued + dt.timedelta(days=5 * 365)).isoformat(timespec="seconds")
+        good_rows.append((format(serial, "x"), begin, end, begin))
+    base = peak_rss_mb()
+
+    start = time.perf_counter()
+    inserted = ca.db.bulk_insert_revoked(revoked_rows, card="bench-revoked",
+                                         not_after=now + dt.timedelta(days=365))
+    revoked_seconds = time.perf_counter() - start
+    assert inserted == n
+    # No helper inserts good rows in bulk: one transaction of plain INSERTs, the columns
+    # CertificateDB.record writes (no certificate DER, as bulk_insert_revoked).
+    conn = sqlite3.connect(ca.db.path, isolation_level=None, timeout=10.0)
+    start = time.perf_counter()
+    conn.execute("BEGIN IMMEDIATE")
+    conn.executemany(
+        "INSERT INTO certificates (serial, kind, card, subject, not_before, not_after, status,"
+        " der, issued_at) VALUES (?, 'auth', 'bench-good', '', ?, ?, 'good', x'', ?)",
+        good_rows,
+    )
+    conn.execute("COMMIT")
+    good_seconds = time.perf_counter() - start
+    start = time.perf_counter()
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    checkpoint_seconds = time.perf_counter() - start
+    counts = dict(conn.execute(
+        "SELECT status, count(*) FROM certificates WHERE kind = 'auth' GROUP BY status").fetchall())
+    conn.close()
+    ca.close()
+
+    status = {s: "revoked" for s in revoked_serials}
+    status.update((s, "good") for s in good_serials)
+    half = p["hot"] // 2
+    hot = rnd.sample(revoked_serials, half) + rnd.sample(good_serials, p["hot"] - half)
+    rnd.shuffle(hot)
+    taken = set(hot)
+    distinct = [s for s in rnd.sample(ordered, min(2 * n, p["distinct"] + len(hot)))
+                if s not in taken][: p["distinct"]]
+    for name, chosen in (("hot.txt", hot), ("distinct.txt", distinct)):
+        (workdir / name).write_text("".join(f"{s:x} {status[s]}\n" for s in chosen))
+    return {
+        "init_seconds": init_seconds,
+        "revoked_seconds": revoked_seconds,
+        "good_seconds": good_seconds,
+        "checkpoint_seconds": checkpoint_seconds,
+        "db_bytes": (workdir / "ocsp-ca" / "certs.db").stat().st_size,
+        "counts": counts,
+        "base_mb": base,
+        "peak_mb": peak_rss_mb(),
+        "hot_revoked": sum(status[s] == "revoked" for s in hot),
+        "distinct": len(distinct),
+        "distinct_revoked": sum(status[s] == "revoked" for s in distinct),
+    }
+
+
+@child_task("ocsp-load")
+def _ocsp_load(p: dict) -> dict:
+    """One workload of the load generator (benchmarks/_ocsp_load.py), in its own process."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import _ocsp_load
+
+    return _ocsp_load.run(p)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (from /proc)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as fh:
+                ppid = int(fh.read().rsplit(b")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        children.setdefault(ppid, []).append(int(entry))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+class _OcspServer:
+    """``serve(ca_dir, "127.0.0.1", port, workers=N)`` in a subprocess, in its own session:
+    a Ctrl-C reaches only us, and we stop it (:meth:`stop`, in a ``finally``)."""
+
+    def __init__(self, ca_dir: Path, log_path: Path, workers: int) -> None:
+        self.ca_dir, self.log_path, self.workers = ca_dir, log_path, workers
+        self.port = _free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.workers_pids: list[int] = []
+
+    def start(self, timeout: float = 120.0) -> float:
+        """Start and wait until /healthz answers and every worker has started; seconds taken."""
+        import urllib.error
+        import urllib.request
+
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+            filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
+        start = time.perf_counter()
+        with open(self.log_path, "wb") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-c", _OCSP_SERVE, str(self.ca_dir), str(self.port), str(self.workers)],
+                cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback, no proxy
+        url = f"http://127.0.0.1:{self.port}/healthz"
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"the OCSP server exited ({self.proc.returncode}):\n{self.log()}")
+            if time.perf_counter() - start > timeout:
+                raise RuntimeError(f"the OCSP server did not start in {timeout:.0f} s:\n{self.log()}")
+            ready = self.log().count("Application startup complete.") >= self.workers
+            if ready:
+                try:
+                    with opener.open(url, timeout=2) as resp:
+                        if resp.status == 200 and json.load(resp)["status"] == "ok":
+                            break
+                except (urllib.error.URLError, OSError, ValueError):
+                    pass
+            time.sleep(0.1)
+        self.workers_pids = [pid for pid in _descendants(self.proc.pid) if b"spawn_main" in _cmdline(pid)]
+        return time.perf_counter() - start
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def stop(self) -> None:
+        """SIGTERM to uvicorn's supervisor (it stops its workers); SIGKILL to the process group
+        if anything of it is left after 15 s."""
+        import signal
+
+        proc = self.proc
+        if proc is None:
+            return
+        pids = [proc.pid, *self.workers_pids, *_descendants(proc.pid)]
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                pass
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and any(_alive(pid) for pid in pids[1:]):
+            time.sleep(0.1)
+        if proc.poll() is None or any(_alive(pid) for pid in pids[1:]):
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)  # the group we created (start_new_session)
+            except ProcessLookupError:
+                pass
+            proc.wait(5)
+        self.proc = None
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            return fh.read()
+    except OSError:
+        return b""
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie counts as gone)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            return fh.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except OSError:
+        return False
+
+
+def _versions(*names: str) -> str:
+    from importlib import metadata
+
+    found = []
+    for name in names:
+        try:
+            found.append(f"{name} {metadata.version(name)}")
+        except metadata.PackageNotFoundError:
+            found.append(f"{name} not installed")
+    return ", ".join(found)
+
+
+def _print_ocsp_workload(label: str, r: dict, workers: list[int]) -> int:
+    """Print one workload's figures; returns its error count (errors and failed checks)."""
+    seconds = r["seconds"]
+    errors = sum(r["errors"].values()) + sum(r["warmup"]["errors"].values())
+    problems = sum(r["verify_problems"].values())
+    print(f"  {label}")
+    print(f"    requests pre-built: {r['distinct']:,} in {r['build_seconds']:.1f} s;"
+          f" warm-up (untimed): {r['warmup']['count']:,} responses in"
+          f" {r['warmup']['seconds']:.1f} s")
+    print(f"    {r['count']:,} responses in {seconds:.2f} s = {r['rate']:,.0f} responses/s"
+          f"   latency p50 {r['p50_ms']:.2f} ms, p95 {r['p95_ms']:.2f} ms,"
+          f" p99 {r['p99_ms']:.2f} ms (max {r['max_ms']:.1f} ms)")
+    print(f"    errors: {errors}" + (f" {r['errors']} warm-up {r['warmup']['errors']}" if errors else
+                                     "  (every response: HTTP 200, successful, CertStatus of the"
+                                     " CertID sent = the status inserted)"))
+    sampled = r["statuses"]
+    print(f"    verified against certs.db: {r['verified']} sampled responses"
+          f" ({sampled.get('revoked', 0)} revoked, {sampled.get('good', 0)} good) - signature,"
+          f" responder certificate, serial, status, revocation time and reason:"
+          f" {problems} mismatches" + (f" {r['verify_problems']}" if problems else ""))
+    conns = r["connections_per_process"]
+    server_cpu = sum(r["server_cpu"].values()) / seconds
+    per_worker = ", ".join(
+        f"{r['server_cpu'].get(str(pid), 0.0) / seconds:.2f} ({conns.get(str(pid), 0)} conns)"
+        for pid in workers)
+    other = max(0.0, r["machine_busy"] / seconds - server_cpu - r["client_cpu"] / seconds)
+    print(f"    CPU (cores): server {server_cpu:.2f} [workers: {per_worker}],"
+          f" load generator {r['client_cpu'] / seconds:.2f}, other processes {other:.2f};"
+          f" server CPU per response {sum(r['server_cpu'].values()) / max(1, r['count']) * 1e6:.0f} µs")
+    print(f"    -> {r['rate'] / OCSP_TARGET:.2f}x the {OCSP_TARGET:,}/s target"
+          f" ({'met' if r['rate'] >= OCSP_TARGET else 'NOT met'})")
+    return errors + problems
+
+
+@section("ocsp")
+def ocsp_section(args: argparse.Namespace, workdir: Path) -> None:
+    import signal
+
+    n = 20_000 if args.quick else 1_000_000
+    distinct_n = min(OCSP_DISTINCT, 2 * n - OCSP_HOT)
+    print(f"== OCSP responder (Python {sys.version.split()[0]}, {os.cpu_count()} CPUs;"
+          f" {_versions('uvicorn', 'httptools', 'uvloop', 'starlette', 'cryptography')};"
+          f" load average {' '.join(f'{x:.2f}' for x in os.getloadavg())} at the start)")
+    r = run_child("ocsp-db", workdir=str(workdir), n=n, hot=OCSP_HOT, distinct=distinct_n, seed=3)
+    print(f"database: {r['counts'].get('revoked', 0):,} revoked + {r['counts'].get('good', 0):,}"
+          f" good auth certificates, {r['db_bytes'] / 2**20:.0f} MiB"
+          f" (TestCA.init {r['init_seconds']:.1f} s)")
+    print(f"  CertificateDB.bulk_insert_revoked {n:>9,} rows, one transaction"
+          f" {fmt_seconds(r['revoked_seconds'])}  ({n / r['revoked_seconds']:,.0f} rows/s)")
+    print(f"  good rows: executemany INSERT     {n:>9,} rows, one transaction"
+          f" {fmt_seconds(r['good_seconds'])}  ({n / r['good_seconds']:,.0f} rows/s)")
+    print(f"  WAL checkpoint {fmt_seconds(r['checkpoint_seconds']).strip()};"
+          f" peak RSS of the loader {r['peak_mb']:.0f} MiB (rows pre-built: {r['base_mb']:.0f})")
+
+    previous = signal.getsignal(signal.SIGTERM)
+
+    def terminate(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)  # unwinds through the server's stop()
+
+    signal.signal(signal.SIGTERM, terminate)
+    failures = 0
+    server = _OcspServer(workdir / "ocsp-ca", workdir / "ocsp-server.log", OCSP_WORKERS)
+    try:
+        ready = server.start()
+        workers = server.workers_pids
+        print(f"server: jpki.revocation.server.serve(ca_dir, '127.0.0.1', {server.port},"
+              f" workers={OCSP_WORKERS}) in a subprocess (uvicorn supervisor + {len(workers)}"
+              f" worker processes {workers}), /healthz ok after {ready:.1f} s")
+        print(f"load: one process, {OCSP_CLIENTS} concurrent HTTP/1.1 keep-alive connections"
+              f" (opened {OCSP_CONNECT_GAP * 1e3:.0f} ms apart), one request in flight each,"
+              " POST /ocsp/auth of pre-built DER requests (SHA-1 CertID, no nonce), loopback;"
+              f" each timed phase {OCSP_SECONDS:.0f} s or its request bound")
+        common = {"ca_dir": str(workdir / "ocsp-ca"), "port": server.port,
+                  "clients": OCSP_CLIENTS, "seconds": OCSP_SECONDS, "verify": OCSP_VERIFY,
+                  "server_pids": workers, "warmup_seconds": 60.0,
+                  "connect_gap": OCSP_CONNECT_GAP}
+        hot = run_child("ocsp-load", serials=str(workdir / "hot.txt"), mode="hot",
+                        max_requests=OCSP_HOT_MAX, warmup_passes=2, **common)
+        failures += _print_ocsp_workload(
+            f"(a) hot working set: {OCSP_HOT:,} distinct certificates ({r['hot_revoked']:,}"
+            " revoked), cycled; no nonce, so RFC 5019 cached responses are served"
+            " (re-validated against the database) - the steady state of a relying-party"
+            " population", hot, workers)
+        fresh = run_child("ocsp-load", serials=str(workdir / "distinct.txt"), mode="distinct",
+                          max_requests=distinct_n, warmup=500, **common)
+        failures += _print_ocsp_workload(
+            f"(b) every request a distinct certificate: {r['distinct']:,} drawn from the"
+            f" {2 * n:,} ({r['distinct_revoked']:,} revoked), each response freshly signed"
+            " (RSA-2048)", fresh, workers)
+        if server.proc is None or server.proc.poll() is not None:
+            failures += 1
+            print("  the server exited during the run:\n" + server.log())
+    finally:
+        try:
+            server.stop()
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+    if failures:
+        raise RuntimeError(f"OCSP benchmark: {failures} errors or failed checks (see above)")
 
 
 # --------------------------------------------------------------------------- main
