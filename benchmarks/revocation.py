@@ -12,6 +12,12 @@ Sections (run all, or pick with ``--section``):
       linear scan over a 100k-entry list and ``cryptography``'s
       ``get_revoked_certificate_by_serial_number`` on a 100k-entry CRL.
 
+``validation``
+    * :class:`jpki.verify.Validator` on a good user-authentication certificate with a warm
+      revocation cache (OCSP answered once, in process), one core (target >= 5,000/s); the cold
+      path (every cache cleared, no revocation) too;
+    * next to pyhanko-certvalidator's plain path validation (no revocation) in the same process.
+
 ``ocsp``
     * a CA whose database holds 1M revoked and 1M good user-authentication certificates (20k +
       20k with ``--quick``), each kind inserted in one transaction (timed);
@@ -34,6 +40,7 @@ Usage::
     python benchmarks/revocation.py                      # every section
     python benchmarks/revocation.py --section crl --quick   # 10k/100k instead of 100k/1M, no baseline
     python benchmarks/revocation.py --section ocsp [--quick] # OCSP responses/s, 2M-row database
+    python benchmarks/revocation.py --section validation    # validations per second, one core
 """
 
 from __future__ import annotations
@@ -352,6 +359,129 @@ def crl_section(args: argparse.Namespace, workdir: Path) -> None:
     print(f"  -> eager lookups at {big:,}: worst {worst * 1e6:.2f} µs, {r['scan'] / worst:,.0f}x"
           f" faster than the scan over {big // scan_n}x fewer entries; lazy first hits"
           f" {r['first_hit'] * 1e6:.2f} µs")
+
+
+# --------------------------------------------------------------------------- validation section
+
+
+def _rate(fn: Callable[[], object], calls: int, rounds: int = 3) -> float:
+    """Calls per second of ``fn``: the best of ``rounds`` rounds of ``calls`` calls."""
+    best = float("inf")
+    for _ in range(rounds):
+        start = time.perf_counter()
+        for _ in range(calls):
+            fn()
+        best = min(best, time.perf_counter() - start)
+    return calls / best
+
+
+@child_task("validation")
+def _validation(p: dict) -> dict:
+    """jpki.verify.Validator on a good user-authentication certificate, pinned to one core,
+    next to pyhanko-certvalidator's plain path validation (no revocation)."""
+    import asyncio
+
+    import httpx
+    from asn1crypto import x509 as asn1_x509
+    from pyhanko_certvalidator import CertificateValidator, ValidationContext
+
+    from jpki.pki import TestCA
+    from jpki.revocation.server import create_app
+    from jpki.verify import TrustStore, Validator
+
+    os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+    clock = FixedClock(NOW)
+    ca_dir = Path(p["workdir"]) / "validation-ca"
+    ca = TestCA.init(ca_dir, clock=clock)
+    cert = ca.issue_auth_cert(rsa.generate_private_key(65537, 2048).public_key(), card_id="bench",
+                              card_expiry=(NOW + dt.timedelta(days=5 * 365)).date())
+    root = ca.auth_ca_cert
+    ca.close()
+    app = create_app(ca_dir, clock=clock)
+    fetched: list[str] = []
+
+    def fetch(url: str, data: bytes | None = None, content_type: str | None = None) -> bytes:
+        """The revocation server's ASGI app, in process (the cost of HTTP is not measured)."""
+        fetched.append(url)
+
+        async def go() -> bytes:
+            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app)) as client:
+                if data is None:
+                    response = await client.get(url)
+                else:
+                    response = await client.post(url, content=data, headers={"Content-Type": content_type or ""})
+                response.raise_for_status()
+                return response.content
+
+        return asyncio.run(go())
+
+    calls = p["calls"]
+    der = cert.public_bytes(serialization.Encoding.DER)
+    validator = Validator(TrustStore.from_ca_dir(ca_dir), clock=clock, fetch=fetch)
+    first_start = time.perf_counter()
+    first = validator.validate(der, kind="auth")
+    first_seconds = time.perf_counter() - first_start
+    assert first.ok and first.revocation is not None and first.revocation.method == "ocsp", first.summary()
+    warm_bytes = _rate(lambda: validator.validate(der, kind="auth"), calls)
+    warm_object = _rate(lambda: validator.validate(cert, kind="auth"), calls)
+    assert len(fetched) == 1, fetched  # every timed validation was answered from the cache
+    result = validator.validate(der, kind="auth")
+    assert result.ok and result.revocation is not None and result.revocation.cached
+
+    cold = Validator(TrustStore.from_ca_dir(ca_dir), clock=clock, revocation="none")
+
+    def cold_path() -> None:
+        cold.clear_caches()
+        assert cold.validate(der, kind="auth").ok
+
+    cold_rate = _rate(cold_path, max(calls // 50, 50))
+
+    roots = [asn1_x509.Certificate.load(root.public_bytes(serialization.Encoding.DER))]
+    leaf = asn1_x509.Certificate.load(der)
+    context = ValidationContext(trust_roots=roots, moment=NOW, allow_fetching=False, revocation_mode="soft-fail")
+
+    async def pyhanko(n: int, fresh_context: bool) -> float:
+        best = float("inf")
+        for _ in range(3):
+            start = time.perf_counter()
+            for _ in range(n):
+                ctx = context if not fresh_context else ValidationContext(
+                    trust_roots=roots, moment=NOW, allow_fetching=False, revocation_mode="soft-fail")
+                await CertificateValidator(leaf, validation_context=ctx).async_validate_usage({"digital_signature"})
+            best = min(best, time.perf_counter() - start)
+        return n / best
+
+    py_calls = max(calls // 100, 100)
+    pyhanko_shared = asyncio.run(pyhanko(py_calls, False))
+    pyhanko_fresh = asyncio.run(pyhanko(py_calls, True))
+    app.state.service.close()
+    return {
+        "first_seconds": first_seconds,
+        "warm_bytes": warm_bytes,
+        "warm_object": warm_object,
+        "cold_path": cold_rate,
+        "pyhanko_shared": pyhanko_shared,
+        "pyhanko_fresh": pyhanko_fresh,
+        "cpu": sorted(os.sched_getaffinity(0)),
+    }
+
+
+@section("validation")
+def validation_section(args: argparse.Namespace, workdir: Path) -> None:
+    calls = 20_000 if args.quick else 100_000
+    print(f"== validation (Python {sys.version.split()[0]}, one core)")
+    r = run_child("validation", workdir=str(workdir), calls=calls)
+    print("jpki.verify.Validator, good user-authentication certificate, revocation='ocsp', hard-fail")
+    print(f"  first validation (path, signatures, OCSP round trip in process)  {fmt_seconds(r['first_seconds'])}")
+    print(f"  warm revocation cache, DER bytes in          {r['warm_bytes']:>10,.0f} /s  (target >= 5,000/s)")
+    print(f"  warm revocation cache, x509.Certificate in   {r['warm_object']:>10,.0f} /s")
+    print(f"  cold path, caches cleared, revocation='none' {r['cold_path']:>10,.0f} /s"
+          "  (parse, kind, signature, cryptography.x509.verification)")
+    print("pyhanko-certvalidator 0.33, plain path validation (no revocation), same certificate")
+    print(f"  one ValidationContext reused                 {r['pyhanko_shared']:>10,.0f} /s")
+    print(f"  a new ValidationContext per validation       {r['pyhanko_fresh']:>10,.0f} /s")
+    print(f"  -> warm jpki is {r['warm_bytes'] / r['pyhanko_shared']:,.0f}x pyhanko's plain validation;"
+          f" jpki's cold path is {r['cold_path'] / r['pyhanko_shared']:.1f}x")
 
 
 # --------------------------------------------------------------------------- OCSP
