@@ -6,6 +6,7 @@ Grows with each capability. Every step checks its result; the report says what p
 from __future__ import annotations
 
 import hashlib
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -18,10 +19,13 @@ from cryptography.hazmat.primitives.asymmetric import padding
 from .certinfo import signing_identity
 from .clock import Clock, SystemClock
 from .identity import mask_mynumber, mask_text
+from .lifecycle import lost
 from .pki import TestCA
+from .revocation.server import serve_in_thread
 from .provision import DEFAULT_AUTH_PIN, DEFAULT_SIGN_PIN, Home, create_card, sample_persona
 from .session import CardInfoSession, JpkiSession
 from .transport import open_transport
+from .verify import TrustStore, Validator
 
 
 @dataclass(frozen=True)
@@ -81,7 +85,8 @@ def run_demo(home_path: Path, *, card_name: str = "alice", clock: Clock | None =
             progress(s)
 
     home_path.mkdir(mode=0o700, parents=True, exist_ok=True)
-    ca = TestCA.init(home.ca_dir, clock=clock)
+    port = _free_port()
+    ca = TestCA.init(home.ca_dir, clock=clock, base_url=f"http://127.0.0.1:{port}")
     ca.close()
     step("test CA", True, f"created in {home.ca_dir}")
 
@@ -123,4 +128,29 @@ def run_demo(home_path: Path, *, card_name: str = "alice", clock: Clock | None =
         step("card-info AP", same and number == holder.persona.my_number,
              f"My Number {mask_mynumber(number)} (check digit valid); basic 4 info matches "
              "the signing certificate" if same else "basic 4 info differs from the certificate")
+
+    with serve_in_thread(home.ca_dir, "127.0.0.1", port, clock=clock):
+        validator = Validator(TrustStore.jlis() + TrustStore.from_ca_dir(home.ca_dir), clock=clock)
+        for kind, cert in (("auth", auth), ("sign", sign)):
+            result = validator.validate(cert, kind=kind)
+            step(f"validate the {kind} certificate", result.ok, result.summary())
+        confused = validator.validate(sign, kind="auth")
+        step("a signing certificate is no login certificate", confused.reason == "wrong-kind",
+             f"refused: {confused.reason}")
+        lost(home, card_name, clock=clock)
+        validator.clear_caches()
+        result = validator.validate(auth, kind="auth")
+        step("lost card: the auth certificate is refused", result.reason == "revoked",
+             result.summary() if result.reason != "revoked" else
+             f"refused: revoked ({result.revocation_reason}) per {result.revocation.method.upper()}")
+        crl_only = Validator(TrustStore.from_ca_dir(home.ca_dir), clock=clock, revocation="crl")
+        result = crl_only.validate(sign, kind="sign")
+        step("lost card: the CRL says so too", result.reason == "revoked",
+             f"refused: revoked ({result.revocation_reason}) per the CRL")
     return report
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import datetime as _dt
 import hashlib
 import sys
 from pathlib import Path
@@ -13,7 +14,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 
 from ..apdu import ApduProtocol
 from ..certinfo import cert_kind, signing_identity
-from ..errors import UsageError
+from ..errors import UsageError, VerificationError
 from ..fileio import write_atomic
 from ..identity import mask_mynumber
 from ..session import CardInfoSession, JpkiSession
@@ -290,3 +291,70 @@ def apdu(obj: Ctx, apdus: tuple[str, ...]) -> None:
 
 
 __all__ = ["info", "pin", "cert", "mynumber", "attrs", "pkey", "apdu"]
+
+
+def trust_for(obj: Ctx):
+    """Trust anchors: the real J-LIS roots, plus this home's test CA when there is one."""
+    from ..verify import TrustStore
+
+    trust = TrustStore.jlis()
+    if (obj.jhome.ca_dir / "sign_ca.pem").exists():
+        trust = trust + TrustStore.from_ca_dir(obj.jhome.ca_dir)
+    return trust
+
+
+@cert.command("verify")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=False)
+@click.option("--from-card", "from_card", type=click.Choice(["auth", "sign"]),
+              help="verify the card's own certificate instead of a FILE")
+@click.option("--kind", type=click.Choice(["auth", "sign"]),
+              help="what the certificate must be (default: what it says it is)")
+@click.option("--at", "at_text", help="validate at this ISO time (default: now)")
+@click.option("--revocation", type=click.Choice(["ocsp", "crl", "none"]), default="ocsp", show_default=True,
+              help="OCSP with CRL fallback, CRL only, or no revocation check")
+@click.option("--soft-fail", is_flag=True, help="accept when no revocation source answers")
+@click.option("--pin", "pin_value", help="signature password (for --from-card sign)")
+@pass_ctx
+def cert_verify(obj: Ctx, file: Path | None, from_card: str | None, kind: str | None, at_text: str | None,
+                revocation: str, soft_fail: bool, pin_value: str | None) -> None:
+    """Validate a certificate: path to the trust anchors, validity, kind, revocation. Exit 3 if not valid.
+
+    \b
+    Examples:
+      jpki cert verify --from-card auth
+      jpki cert verify sign.der --at 2027-01-01T00:00:00+09:00 --revocation crl
+    """
+    from ..clock import SystemClock
+    from ..verify import Validator
+
+    if (file is None) == (from_card is None):
+        raise UsageError("give a certificate FILE or --from-card auth|sign")
+    if file is not None:
+        data = file.read_bytes()
+    else:
+        data = read_cert(obj, from_card, pin_value)  # type: ignore[arg-type]
+    at = None
+    if at_text:
+        try:
+            at = _dt.datetime.fromisoformat(at_text)
+        except ValueError:
+            raise UsageError(f"--at must be an ISO date-time, not {at_text!r}") from None
+        if at.tzinfo is None:
+            at = at.replace(tzinfo=_dt.timezone.utc)
+    if kind is None:
+        kind = from_card
+    if kind is None:
+        try:
+            c = x509.load_der_x509_certificate(data) if data[:1] == b"\x30" else x509.load_pem_x509_certificate(data)
+        except ValueError:
+            raise VerificationError("malformed-certificate", "malformed-certificate: not an X.509 certificate") from None
+        kind = cert_kind(c)
+        if kind not in ("auth", "sign"):
+            raise VerificationError("wrong-kind", "wrong-kind: not a JPKI signing or user-authentication certificate")
+    validator = Validator(trust_for(obj), clock=SystemClock(), revocation=revocation, soft_fail=soft_fail)
+    result = validator.validate(data, kind=kind, at=at)
+    obj.emit(result.as_dict(), result.summary())
+    if not result.ok:
+        error = VerificationError(str(result.reason), f"the certificate is not valid ({result.reason})")
+        error.reported = True  # type: ignore[attr-defined]  # the result is printed already
+        raise error
