@@ -119,12 +119,15 @@ def _proc_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
-def _machine_busy() -> float:
-    """CPU seconds all cores spent busy so far (from /proc/stat)."""
+def _machine_cpu() -> dict[str, float]:
+    """CPU seconds all cores spent so far (/proc/stat): running processes (user, nice, system),
+    in interrupts (irq, softirq: loopback TCP is largely processed there), stolen by the
+    hypervisor, idle (idle, iowait)."""
     with open("/proc/stat") as fh:
-        values = [int(v) for v in fh.readline().split()[1:]]
-    idle = values[3] + (values[4] if len(values) > 4 else 0)
-    return (sum(values[:8]) - idle) / CLK_TCK
+        v = [int(x) for x in fh.readline().split()[1:9]]
+    user, nice, system, idle, iowait, irq, softirq, steal = v
+    return {"processes": (user + nice + system) / CLK_TCK, "interrupts": (irq + softirq) / CLK_TCK,
+            "steal": steal / CLK_TCK, "idle": (idle + iowait) / CLK_TCK}
 
 
 def connections_per_process(pids: list[int], port: int, local_ports: set[int]) -> dict[int, int]:
@@ -449,9 +452,9 @@ async def _main(p: dict) -> dict:
 
     cpu0 = {pid: _proc_cpu(pid) for pid in server_pids}
     self0 = time.process_time()
-    busy0 = _machine_busy()
+    machine0 = _machine_cpu()
     seconds = await load.run(p["seconds"], timed_limit, sources)
-    busy = _machine_busy() - busy0
+    machine = {k: v - machine0[k] for k, v in _machine_cpu().items()}
     own = time.process_time() - self0
     server_cpu = {pid: _proc_cpu(pid) - cpu0[pid] for pid in server_pids}
     for conn in load.conns:
@@ -479,7 +482,7 @@ async def _main(p: dict) -> dict:
         "connections_per_process": {str(k): v for k, v in per_process.items()},
         "server_cpu": {str(k): v for k, v in server_cpu.items()},
         "client_cpu": own,
-        "machine_busy": busy,
+        "machine": machine,
         "event_loop": type(loop).__module__.split(".")[0],
     }
 

@@ -765,10 +765,13 @@ def _print_ocsp_workload(label: str, r: dict, workers: list[int]) -> int:
     per_worker = ", ".join(
         f"{r['server_cpu'].get(str(pid), 0.0) / seconds:.2f} ({conns.get(str(pid), 0)} conns)"
         for pid in workers)
-    other = max(0.0, r["machine_busy"] / seconds - server_cpu - r["client_cpu"] / seconds)
+    machine = {k: v / seconds for k, v in r["machine"].items()}
+    other = max(0.0, machine["processes"] - server_cpu - r["client_cpu"] / seconds)
     print(f"    CPU (cores): server {server_cpu:.2f} [workers: {per_worker}],"
-          f" load generator {r['client_cpu'] / seconds:.2f}, other processes {other:.2f};"
-          f" server CPU per response {sum(r['server_cpu'].values()) / max(1, r['count']) * 1e6:.0f} µs")
+          f" load generator {r['client_cpu'] / seconds:.2f}, other processes {other:.2f},"
+          f" interrupts {machine['interrupts']:.2f}, steal {machine['steal']:.2f},"
+          f" idle {machine['idle']:.2f}; server CPU per response"
+          f" {sum(r['server_cpu'].values()) / max(1, r['count']) * 1e6:.0f} µs")
     print(f"    -> {r['rate'] / OCSP_TARGET:.2f}x the {OCSP_TARGET:,}/s target"
           f" ({'met' if r['rate'] >= OCSP_TARGET else 'NOT met'})")
     return errors + problems
