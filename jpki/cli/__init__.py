@@ -13,6 +13,7 @@ from ..errors import JpkiError
 from ._common import Ctx, default_home
 from .admin import ca, card
 from .demo import demo
+from .documents import sign, verify
 from .emulator import emulator
 from .host import apdu, attrs, cert, info, mynumber, pin, pkey, readers
 
@@ -44,7 +45,7 @@ def cli(ctx: click.Context, home: Path | None, card_uri: str, as_json: bool, tra
                   force=force, wait=wait, exclusive=exclusive)
 
 
-for command in (ca, card, emulator, readers, info, pin, cert, mynumber, attrs, pkey, apdu, demo):
+for command in (ca, card, emulator, readers, info, pin, cert, mynumber, attrs, pkey, apdu, sign, verify, demo):
     cli.add_command(command)
 
 

@@ -1,0 +1,239 @@
+"""``jpki sign`` and ``jpki verify``: documents signed with the card (CMS/CAdES and PDF/PAdES)."""
+
+from __future__ import annotations
+
+import datetime
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import click
+
+from ..errors import UsageError, VerificationError
+from ..session import JpkiSession
+from ._common import Ctx, pass_ctx
+from .host import PIN_NAMES
+
+# jpki.sign (asn1crypto's CMS modules), jpki.verify and pyHanko are imported by the commands
+# that use them, so that every other jpki command starts without them.
+if TYPE_CHECKING:
+    from cryptography import x509
+
+    from ..sign import CardSigner
+    from ..sign.report import ValidatorAnswer
+    from ..verify import Validator
+
+KEYS = click.Choice(["sign", "auth"])
+DIGESTS = click.Choice(["sha256", "sha384", "sha512"])
+PDF_MAGIC = b"%PDF-"
+
+
+def _check_input(path: Path, what: str) -> None:
+    """A clear UsageError for a missing file or a folder, before any PIN is asked."""
+    if not path.exists():
+        raise UsageError(f"{what} {path}: no such file")
+    if path.is_dir():
+        raise UsageError(f"{what} {path}: is a directory, not a file")
+
+
+def _is_pdf(path: Path) -> bool:
+    with open(path, "rb") as fh:
+        return PDF_MAGIC in fh.read(1024)
+
+
+@click.command("sign")
+@click.argument("file", type=click.Path(path_type=Path))
+@click.option("-o", "--output", type=click.Path(path_type=Path),
+              help="where to write (default FILE.p7s; FILE.p7m with --attached; IN-signed.pdf)")
+@click.option("--key", type=KEYS, default="sign", show_default=True,
+              help="sign: a legal signature (署名用); auth: the user-authentication key")
+@click.option("--digest", type=DIGESTS, default="sha256", show_default=True)
+@click.option("--attached", is_flag=True, help="put the file inside the CMS (.p7m)")
+@click.option("--pdf", "is_pdf", is_flag=True, help="FILE is a PDF: embed a PAdES signature")
+@click.option("--field", help="PDF signature field name (default: the first free SignatureN)")
+@click.option("--visible", metavar="PAGE,x1,y1,x2,y2",
+              help="PDF: a visible stamp on PAGE (from 1) in this box (points)")
+@click.option("--reason", help="PDF: the reason for signing")
+@click.option("--location", help="PDF: where the document was signed")
+@click.option("--tsa", metavar="URL", help="PDF: an RFC 3161 timestamp authority (PAdES B-T)")
+@click.option("--pin", "pin_value", help="the key's PIN (prefer $JPKI_SIGN_PIN or stdin)")
+@pass_ctx
+def sign(obj: Ctx, file: Path, output: Path | None, key: str, digest: str, attached: bool,
+         is_pdf: bool, field: str | None, visible: str | None, reason: str | None,
+         location: str | None, tsa: str | None, pin_value: str | None) -> None:
+    """Sign FILE with the card: a CMS signature (CAdES-BES), or a PDF signature (PAdES).
+
+    \b
+    The signature password is asked once; the card verifies it right before it signs.
+    Output is written to a temporary file and renamed: never a partial file.
+
+    \b
+    Examples:
+      jpki sign contract.txt                      # contract.txt.p7s (detached)
+      jpki sign contract.txt --attached -o contract.p7m
+      jpki sign --pdf report.pdf -o report-signed.pdf --reason 承認 --visible 1,360,40,560,100
+      jpki sign --pdf report.pdf -o out.pdf --tsa http://tsa.example/tsr
+      echo ABC123 | jpki sign data.bin --digest sha512
+    """
+    pdf_only = {"--field": field, "--visible": visible, "--reason": reason,
+                "--location": location, "--tsa": tsa}
+    if not is_pdf and any(v is not None for v in pdf_only.values()):
+        given = ", ".join(k for k, v in pdf_only.items() if v is not None)
+        raise UsageError(f"{given}: only with --pdf")
+    if is_pdf and attached:
+        raise UsageError("--attached is for CMS signatures; a PDF signature is always embedded")
+    from ..sign.cms import (
+        check_output,
+        default_output,
+        hash_for_signing,
+        sign_file,
+        sign_hashed,
+    )
+
+    _check_input(file, "file to sign")
+    box = None
+    if is_pdf:
+        from ..sign.pdf import parse_visible  # pyHanko is needed for PDFs only
+
+        box = parse_visible(visible) if visible is not None else None
+        if not _is_pdf(file):
+            raise UsageError(f"{file} is not a PDF (no %PDF- header)")
+        output = output or file.with_name(f"{file.stem}-signed{file.suffix or '.pdf'}")
+    if key == "auth":
+        obj.note("note: a signature by the user-authentication key is not a legal signature; "
+                 "verify it with 'jpki verify --key auth'")
+    if is_pdf or attached:
+        value = obj.pin(key, pin_value)
+        with obj.card() as t:
+            signer = _card_signer(obj, t, key, value)
+            if is_pdf:
+                from ..sign.pdf import sign_pdf
+
+                assert output is not None
+                outcome = sign_pdf(file, output, signer, field=field, visible=box, reason=reason,
+                                   location=location, tsa_url=tsa, digest=digest)
+                data = outcome.to_json()
+                human = (f"signed {file} ({outcome.profile}, field {outcome.field}) with the "
+                         f"{key} key: {outcome.output}")
+            else:
+                done = sign_file(file, output, signer, digest=digest, attached=True)
+    else:
+        # Detached: the file is hashed in a thread while the PIN is asked and the card opened.
+        out = output or default_output(file, False)
+        check_output(file, out)
+        cancel = threading.Event()
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            hashed = pool.submit(hash_for_signing, file, digest, cancel=cancel)
+            try:
+                value = obj.pin(key, pin_value)
+                with obj.card() as t:
+                    signer = _card_signer(obj, t, key, value)
+                    done = sign_hashed(hashed.result(), out, signer)
+            except BaseException:
+                cancel.set()
+                raise
+    if not is_pdf:
+        data = done.to_json()
+        human = (f"signed {file} ({done.size} bytes, {digest}, "
+                 f"{'attached' if attached else 'detached'} CAdES-BES) with the {key} key: "
+                 f"{done.output}")
+    data["key"] = key
+    obj.emit(data, human)
+
+
+def _card_signer(obj: Ctx, transport: object, key: str, value: str) -> CardSigner:
+    """The card's signer for ``key`` (confirming first on a card in a reader)."""
+    from ..sign import CardSigner
+
+    session = JpkiSession(transport)  # type: ignore[arg-type]
+    obj.confirm_try(f"Signing with the {PIN_NAMES[key]}", session.tries_left(key))
+    return CardSigner.from_session(session, key, pin=lambda: value)  # type: ignore[arg-type]
+
+
+def _validator(obj: Ctx, revocation: str, soft_fail: bool, trust: tuple[Path, ...]) -> Validator:
+    """The path/revocation validator: the shipped J-LIS roots, the home's test CA, --trust."""
+    from ..verify import TrustStore, Validator
+
+    store = TrustStore.jlis()
+    ca_dir = obj.home / "ca"
+    if (ca_dir / "sign_ca.pem").is_file() or (ca_dir / "auth_ca.pem").is_file():
+        store = store + TrustStore.from_ca_dir(ca_dir)
+    if trust:
+        store = store + TrustStore.from_pem(*trust)
+    return Validator(store, revocation=revocation, soft_fail=soft_fail)  # type: ignore[arg-type]
+
+
+class _ValidatorInBackground:
+    """A validator being built in a thread (importing jpki.verify, loading the roots) while the
+    data is hashed; ``validate`` waits for it."""
+
+    def __init__(self, future: Future[Any]) -> None:
+        self._future = future
+
+    def validate(self, cert: x509.Certificate, *, kind: Literal["sign", "auth"],
+                 at: datetime.datetime) -> ValidatorAnswer:
+        """Wait for the validator, then validate ``cert`` as a ``kind`` certificate at ``at``."""
+        return self._future.result().validate(cert, kind=kind, at=at)
+
+
+@click.command("verify")
+@click.argument("file", type=click.Path(path_type=Path))
+@click.option("--data", type=click.Path(path_type=Path),
+              help="the signed file of a detached .p7s (default: FILE without .p7s, if present)")
+@click.option("--key", "expected", type=KEYS, default="sign", show_default=True,
+              help="sign: check a legal signature; auth: a user-authentication key signature")
+@click.option("--revocation", type=click.Choice(["ocsp", "crl", "none"]), default="ocsp",
+              show_default=True, help="ocsp (then the CRL), crl only, or none")
+@click.option("--soft-fail", is_flag=True,
+              help="accept the certificate when no revocation source can be reached")
+@click.option("--trust", type=click.Path(exists=True, path_type=Path), multiple=True,
+              help="more trust anchors (PEM file or folder); the J-LIS roots and the home's "
+                   "test CA are always trusted")
+@pass_ctx
+def verify(obj: Ctx, file: Path, data: Path | None, expected: str, revocation: str,
+           soft_fail: bool, trust: tuple[Path, ...]) -> None:
+    """Verify a signed file (.p7s/.p7m or PDF): signature, integrity, signer, path, revocation.
+
+    \b
+    Shows the signer's name, address, sex and birth date from the signing certificate.
+    Exit code 0: valid; 3: invalid, with a reason code: tampered, wrong-data, untrusted,
+    revoked, expired-at-signing-time, wrong-key-usage, malformed, no-signer, several-signers.
+
+    \b
+    Examples:
+      jpki verify contract.txt.p7s                # data: contract.txt
+      jpki verify sig.p7s --data contract.txt --revocation crl
+      jpki --json verify report-signed.pdf
+      jpki verify login.p7s --key auth --revocation none
+    """
+    from ..sign import verify_cms
+
+    _check_input(file, "signature file")
+    if data is not None:
+        _check_input(data, "data file")
+    is_pdf = _is_pdf(file)
+    if is_pdf and data is not None:
+        raise UsageError("--data is for detached CMS signatures, not PDFs")
+    if not is_pdf and data is None and file.suffix.lower() in (".p7s", ".sig"):
+        guess = file.with_suffix("")
+        if guess.is_file():
+            data = guess
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        building = pool.submit(_validator, obj, revocation, soft_fail, trust)
+        validator = _ValidatorInBackground(building)
+        if is_pdf:
+            from ..sign.pdf import verify_pdf
+
+            report = verify_pdf(file, validator=validator, expected=expected)  # type: ignore[arg-type]
+        else:
+            report = verify_cms(file, data=data, validator=validator, expected=expected)  # type: ignore[arg-type]
+        building.result()  # a broken --trust is an error even when no certificate got that far
+    obj.emit(report.to_json(), report.summary)
+    if not report.ok:
+        error = VerificationError(report.reason or "malformed", report.message)
+        error.reported = True  # type: ignore[attr-defined]  # the report says so already
+        raise error
+
+
+__all__ = ["sign", "verify"]

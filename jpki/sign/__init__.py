@@ -1,0 +1,45 @@
+"""Sign documents with the card and verify signed documents: CMS (CAdES-BES) and PDF (PAdES).
+
+```python
+from jpki.sign import CardSigner, sign_file, verify_cms
+with open_transport("emu:alice", home=home) as t:
+    signer = CardSigner.from_session(JpkiSession(t), "sign", pin=lambda: "ABC123")
+    sign_file("contract.txt", None, signer)                 # contract.txt.p7s, detached
+report = verify_cms("contract.txt.p7s", data="contract.txt", validator=validator)
+report.ok, report.reason, report.summary(), report.to_json()
+
+from jpki.sign.pdf import sign_pdf, verify_pdf                # needs pyHanko
+sign_pdf("in.pdf", "out.pdf", signer, reason="承認")
+verify_pdf("out.pdf", validator=validator)
+```
+
+Modules: :mod:`.signer` (the card-backed signer), :mod:`.cms` (CMS sign/verify, streaming),
+:mod:`.pdf` (pyHanko with the card as its ``Signer``), :mod:`.report` (the frozen reports, the
+reason codes, and :func:`check_certificate`, where the path/revocation validator plugs in).
+The verification modules import no card library.
+"""
+
+from .cms import SignOutcome, sign_file, verify_cms
+from .report import (
+                     REASONS,
+                     CertificateCheck,
+                     CertificateValidator,
+                     SignatureReport,
+                     VerificationReport,
+                     check_certificate,
+)
+from .signer import CardSigner, SignerMismatchError
+
+__all__ = [
+    "REASONS",
+    "CardSigner",
+    "CertificateCheck",
+    "CertificateValidator",
+    "SignOutcome",
+    "SignatureReport",
+    "SignerMismatchError",
+    "VerificationReport",
+    "check_certificate",
+    "sign_file",
+    "verify_cms",
+]

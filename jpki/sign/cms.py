@@ -1,0 +1,1055 @@
+"""CMS SignedData (RFC 5652) in the CAdES-BES shape, signed by the card; and its verification.
+
+Signing: the file is hashed in 64 KiB chunks (memory stays flat whatever its size); the signed
+attributes are content-type, message-digest, signing-time and signing-certificate-v2 (RFC
+5035); the signer's certificate is included; the card signs the DER of the attributes. A
+detached signature (``.p7s``) holds no content. An attached one (``.p7m``) is written in one
+pass: the DER lengths are known in advance (the file size, the modulus size), so the content
+is copied and hashed on its way to the output, then the signer info follows.
+
+Verification parses the outer DER/BER layers of the file itself and streams the embedded
+content into the hash without holding it, so a large ``.p7m`` is verified in flat memory too;
+the certificates and signer infos (small) are decoded with asn1crypto. It accepts what other
+tools make: BER indefinite lengths, constructed OCTET STRINGs, PEM, SubjectKeyIdentifier
+signer ids, signatures without signed attributes, RSA PKCS#1 v1.5 or PSS, ECDSA.
+
+A leaf of the verification side: no card library is imported here.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import datetime as _dt
+import hashlib
+import hmac
+import io
+import os
+import re
+import threading
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import IO, Any, BinaryIO, Literal, Protocol
+
+from asn1crypto import algos, cms, core, tsp
+from asn1crypto import x509 as asn1_x509
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, padding, rsa
+from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
+
+from ..clock import Clock, SystemClock
+from ..errors import JpkiError, UsageError, VerificationError
+from ..fileio import atomic_output
+from .report import (
+    CertificateValidator,
+    SignatureReport,
+    VerificationReport,
+    certificate_summary,
+    check_certificate,
+    check_key_usage,
+    identity_of,
+)
+
+__all__ = [
+    "CHUNK_SIZE",
+    "DigestSigner",
+    "HashedFile",
+    "HashingCancelled",
+    "ParsedCms",
+    "SignOutcome",
+    "SignerCheck",
+    "TimestampCheck",
+    "check_output",
+    "check_signer_info",
+    "default_output",
+    "hash_file",
+    "hash_for_signing",
+    "hash_stream",
+    "read_cms",
+    "sign_file",
+    "sign_hashed",
+    "signed_attributes",
+    "verify_cms",
+]
+
+#: Bytes read at a time when hashing. Small enough that a chunk the kernel copies in is still in
+#: the CPU's L2 cache when SHA-256 reads it: on the benchmark machine (AMD EPYC, 1 MiB L2),
+#: 64-128 KiB reads hash 1 GiB in 0.85 s, faster than ``openssl dgst``; 256 KiB to 1 MiB reads
+#: take 1.3 s (the copy evicts the buffer before it is hashed). Memory stays flat either way.
+CHUNK_SIZE = 64 << 10
+#: Largest certificate set / signer infos / digest algorithm set accepted in a CMS file.
+MAX_META_SIZE = 16 << 20
+
+OID_DATA = "1.2.840.113549.1.7.1"
+OID_SIGNED_DATA = "1.2.840.113549.1.7.2"
+
+#: Digests accepted when verifying (sha1 is refused: it no longer protects a signature).
+VERIFY_DIGESTS: dict[str, Callable[[], hashes.HashAlgorithm]] = {
+    "sha224": hashes.SHA224, "sha256": hashes.SHA256, "sha384": hashes.SHA384,
+    "sha512": hashes.SHA512, "sha3_256": hashes.SHA3_256, "sha3_384": hashes.SHA3_384,
+    "sha3_512": hashes.SHA3_512,
+}
+#: Digests the card signs with (a DigestInfo prefix is known for each).
+SIGN_DIGESTS = ("sha256", "sha384", "sha512")
+
+
+class DigestSigner(Protocol):
+    """What signs: a certificate and a way to sign a digest (``CardSigner`` fits)."""
+
+    certificate: x509.Certificate
+
+    @property
+    def key_size(self) -> int:
+        """Bytes in a signature."""
+        ...
+
+    @property
+    def asn1_certificate(self) -> asn1_x509.Certificate:
+        """The certificate as an asn1crypto object."""
+        ...
+
+    def sign_digest(self, algorithm: str, digest: bytes) -> bytes:
+        """A PKCS#1 v1.5 signature over ``digest``."""
+        ...
+
+
+def _malformed(message: str) -> VerificationError:
+    return VerificationError("malformed", message)
+
+
+# --------------------------------------------------------------------------- hashing
+
+class HashingCancelled(JpkiError):
+    """Hashing was stopped through its ``cancel`` event (the signature was abandoned)."""
+
+
+def hash_stream(fh: BinaryIO, algorithms: Iterable[str], *, sink: IO[bytes] | None = None,
+                limit: int | None = None,
+                cancel: threading.Event | None = None) -> tuple[dict[str, bytes], int]:
+    """Hash ``fh`` (up to ``limit`` bytes, else to its end) in chunks with every algorithm;
+    copy the bytes to ``sink`` on the way. Returns the digests by name and the byte count.
+    Setting ``cancel`` (from another thread) stops it with :class:`HashingCancelled`."""
+    hashers = {name: hashlib.new(name) for name in algorithms}
+    buf = bytearray(CHUNK_SIZE)
+    view = memoryview(buf)
+    total = 0
+    while limit is None or total < limit:
+        if cancel is not None and cancel.is_set():
+            raise HashingCancelled("hashing cancelled")
+        want = CHUNK_SIZE if limit is None else min(CHUNK_SIZE, limit - total)
+        n = fh.readinto(view[:want])  # type: ignore[attr-defined]
+        if not n:
+            break
+        chunk = view[:n]
+        for h in hashers.values():
+            h.update(chunk)
+        if sink is not None:
+            sink.write(chunk)
+        total += n
+    return {name: h.digest() for name, h in hashers.items()}, total
+
+
+def _regular_file(path: Path, what: str) -> int:
+    """The size of ``path``; UsageError unless it is an existing regular file."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        raise UsageError(f"{what} {path}: no such file") from None
+    except OSError as exc:
+        raise UsageError(f"{what} {path}: {exc.strerror}") from None
+    if path.is_dir():
+        raise UsageError(f"{what} {path}: is a directory, not a file")
+    return st.st_size
+
+
+def hash_file(path: str | os.PathLike[str], algorithm: str, *,
+              cancel: threading.Event | None = None) -> tuple[bytes, int]:
+    """The digest of a file (streamed) and its size; UsageError for a missing file or a folder."""
+    path = Path(path)
+    _regular_file(path, "file")
+    try:
+        with open(path, "rb", buffering=0) as fh:
+            digests, size = hash_stream(fh, [algorithm], cancel=cancel)
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc.strerror}") from None
+    return digests[algorithm], size
+
+
+# --------------------------------------------------------------------------- building
+
+def _signing_time(when: _dt.datetime) -> cms.Time:
+    when = when.astimezone(_dt.UTC).replace(microsecond=0)
+    if 1950 <= when.year < 2050:  # RFC 5652 §11.3: UTCTime in these years
+        return cms.Time({"utc_time": core.UTCTime(when)})
+    return cms.Time({"generalized_time": core.GeneralizedTime(when)})
+
+
+def _signing_certificate_v2(cert: asn1_x509.Certificate) -> tsp.SigningCertificateV2:
+    """ESS signing-certificate-v2 naming ``cert`` by its SHA-256 hash, issuer and serial."""
+    return tsp.SigningCertificateV2({"certs": [tsp.ESSCertIDv2({
+        # sha256 is the DEFAULT hashAlgorithm: DER leaves it out
+        "cert_hash": hashlib.sha256(cert.dump()).digest(),
+        "issuer_serial": {
+            "issuer": [asn1_x509.GeneralName({"directory_name": cert.issuer})],
+            "serial_number": cert.serial_number,
+        },
+    })]})
+
+
+def _attribute(kind: str, value_der: bytes) -> bytes:
+    """DER of one CMS attribute with a single value (built from bytes: asn1crypto copies values
+    put into an attribute the slow way, re-encoding them field by field)."""
+    body = cms.CMSAttributeType(kind).dump() + _der_header(0x31, len(value_der)) + value_der
+    return _der_header(0x30, len(body)) + body
+
+
+def signed_attributes(content_digest: bytes, cert: asn1_x509.Certificate,
+                      signing_time: _dt.datetime) -> cms.CMSAttributes:
+    """The CAdES-BES signed attributes: content-type (data), message-digest, signing-time,
+    signing-certificate-v2; in DER order (a SET OF sorts its encodings)."""
+    encoded = sorted([
+        _attribute("content_type", cms.ContentType("data").dump()),
+        _attribute("signing_time", _signing_time(signing_time).dump()),
+        _attribute("message_digest", core.OctetString(content_digest).dump()),
+        _attribute("signing_certificate_v2", _signing_certificate_v2(cert).dump()),
+    ])
+    body = b"".join(encoded)
+    return cms.CMSAttributes.load(_der_header(0x31, len(body)) + body)
+
+
+def _signer_info(cert: asn1_x509.Certificate, algorithm: str, attrs: cms.CMSAttributes,
+                 signature: bytes) -> cms.SignerInfo:
+    return cms.SignerInfo({
+        "version": "v1",
+        "sid": cms.SignerIdentifier({"issuer_and_serial_number": cms.IssuerAndSerialNumber(
+            {"issuer": cert.issuer, "serial_number": cert.serial_number})}),
+        "digest_algorithm": algos.DigestAlgorithm({"algorithm": algorithm}),
+        "signed_attrs": attrs,
+        "signature_algorithm": algos.SignedDigestAlgorithm(
+            {"algorithm": "rsassa_pkcs1v15", "parameters": core.Null()}),
+        "signature": signature,
+    })
+
+
+def _signed_data(cert: asn1_x509.Certificate, algorithm: str,
+                 signer_info: cms.SignerInfo) -> cms.SignedData:
+    """A SignedData without content (the shape of a detached signature)."""
+    return cms.SignedData({
+        "version": "v1",
+        "digest_algorithms": [algos.DigestAlgorithm({"algorithm": algorithm})],
+        "encap_content_info": {"content_type": "data"},
+        "certificates": [cert],
+        "signer_infos": [signer_info],
+    })
+
+
+def _der_header(tag: int, length: int) -> bytes:
+    if length < 0x80:
+        return bytes((tag, length))
+    body = length.to_bytes((length.bit_length() + 7) // 8, "big")
+    return bytes((tag, 0x80 | len(body))) + body
+
+
+@dataclasses.dataclass(frozen=True)
+class SignOutcome:
+    """What :func:`sign_file` made."""
+
+    input: Path
+    output: Path
+    size: int
+    digest_algorithm: str
+    digest: bytes
+    attached: bool
+    signing_time: _dt.datetime
+    signer_subject: str
+    signer_serial: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"file": str(self.input), "signature": str(self.output), "bytes_signed": self.size,
+                "digest_algorithm": self.digest_algorithm, "digest": self.digest.hex(),
+                "attached": self.attached, "format": "CMS SignedData, CAdES-BES",
+                "signing_time": self.signing_time.isoformat(),
+                "signer": self.signer_subject, "serial": f"{self.signer_serial:X}"}
+
+
+def default_output(path: Path, attached: bool) -> Path:
+    """``FILE.p7s`` for a detached signature, ``FILE.p7m`` for an attached one."""
+    return path.with_name(path.name + (".p7m" if attached else ".p7s"))
+
+
+@dataclasses.dataclass(frozen=True)
+class HashedFile:
+    """A file's digest, made ahead of the signature (see :func:`hash_for_signing`)."""
+
+    path: Path
+    size: int
+    digest_algorithm: str
+    digest: bytes
+
+
+def check_output(src: Path, out: Path) -> None:
+    """UsageError unless ``out`` can receive the signature of ``src`` (not a folder, not the
+    input itself, in an existing folder)."""
+    if out.exists() and (out.is_dir() or os.path.samefile(out, src)):
+        raise UsageError(f"output {out}: " + ("is a directory" if out.is_dir()
+                                              else "is the file being signed"))
+    if not out.parent.is_dir():
+        raise UsageError(f"output {out}: folder {out.parent} does not exist")
+
+
+def hash_for_signing(path: str | os.PathLike[str], digest: str = "sha256", *,
+                     cancel: threading.Event | None = None) -> HashedFile:
+    """Hash a file for a detached signature (streamed, :data:`CHUNK_SIZE` at a time).
+
+    The first half of :func:`sign_file` for detached signatures: a caller may run it in a
+    thread while the card is opened and the PIN asked, then call :func:`sign_hashed`.
+    """
+    if digest not in SIGN_DIGESTS:
+        raise UsageError(f"unsupported digest {digest!r}: use one of {', '.join(SIGN_DIGESTS)}")
+    src = Path(path)
+    size = _regular_file(src, "file to sign")
+    value, done = hash_file(src, digest, cancel=cancel)
+    if done != size:
+        raise UsageError(f"{src} changed size while it was being signed")
+    return HashedFile(src, size, digest, value)
+
+
+def sign_hashed(hashed: HashedFile, output: str | os.PathLike[str] | None, signer: DigestSigner,
+                *, clock: Clock | None = None) -> SignOutcome:
+    """Make the detached CMS signature of a hashed file and write it atomically (the second
+    half of :func:`sign_file`)."""
+    src = hashed.path
+    out = Path(output) if output is not None else default_output(src, False)
+    check_output(src, out)
+    now = (clock or SystemClock()).now()
+    cert = signer.asn1_certificate
+    algorithm = hashed.digest_algorithm
+    attrs = signed_attributes(hashed.digest, cert, now)
+    signature = signer.sign_digest(algorithm, hashlib.new(algorithm, attrs.dump()).digest())
+    info = cms.ContentInfo({
+        "content_type": "signed_data",
+        "content": _signed_data(cert, algorithm, _signer_info(cert, algorithm, attrs, signature)),
+    })
+    try:
+        with atomic_output(out) as sink:
+            sink.write(info.dump())
+    except OSError as exc:
+        raise UsageError(f"cannot write {out}: {exc.strerror or exc}") from None
+    return SignOutcome(src, out, hashed.size, algorithm, hashed.digest, False, now,
+                       signer.certificate.subject.rfc4514_string(), signer.certificate.serial_number)
+
+
+def sign_file(path: str | os.PathLike[str], output: str | os.PathLike[str] | None,
+              signer: DigestSigner, *, digest: str = "sha256", attached: bool = False,
+              clock: Clock | None = None) -> SignOutcome:
+    """Sign a file as CMS SignedData (CAdES-BES) with ``signer``; write it atomically.
+
+    ``output`` defaults to ``FILE.p7s`` (detached) or ``FILE.p7m`` (``attached=True``). The
+    file is read once, in :data:`CHUNK_SIZE` chunks; on any error no output file is left behind.
+    """
+    if digest not in SIGN_DIGESTS:
+        raise UsageError(f"unsupported digest {digest!r}: use one of {', '.join(SIGN_DIGESTS)}")
+    src = Path(path)
+    size = _regular_file(src, "file to sign")
+    out = Path(output) if output is not None else default_output(src, attached)
+    check_output(src, out)
+    if not attached:
+        return sign_hashed(hash_for_signing(src, digest), out, signer, clock=clock)
+    now = (clock or SystemClock()).now()
+    cert = signer.asn1_certificate
+    try:
+        with open(src, "rb", buffering=0) as fh, atomic_output(out) as sink:
+            content_digest, done = _write_attached(fh, size, sink, signer, cert, digest, now)
+            if done != size:
+                raise UsageError(f"{src} changed size while it was being signed")
+    except OSError as exc:
+        raise UsageError(f"cannot sign {src} into {out}: {exc.strerror or exc}") from None
+    return SignOutcome(src, out, size, digest, content_digest, True, now,
+                       signer.certificate.subject.rfc4514_string(), signer.certificate.serial_number)
+
+
+def _write_attached(fh: BinaryIO, size: int, sink: IO[bytes], signer: DigestSigner,
+                    cert: asn1_x509.Certificate, digest: str,
+                    now: _dt.datetime) -> tuple[bytes, int]:
+    """Write ContentInfo(SignedData) with the content inside, in one pass over ``fh``.
+
+    The signer info comes after the content; its length is fixed in advance (same attributes,
+    a digest and a signature of known sizes), so the outer DER lengths are written first.
+    """
+    digest_len = hashlib.new(digest).digest_size
+
+    def tail(content_digest: bytes, signature: bytes) -> tuple[bytes, bytes, bytes]:
+        attrs = signed_attributes(content_digest, cert, now)
+        sd = _signed_data(cert, digest, _signer_info(cert, digest, attrs, signature))
+        return sd["version"].dump(), sd["digest_algorithms"].dump(), \
+            sd["certificates"].dump() + sd["signer_infos"].dump()
+
+    version, algs, template = tail(bytes(digest_len), bytes(signer.key_size))
+    data_oid = core.ObjectIdentifier(OID_DATA).dump()
+    octets_header = _der_header(0x04, size)
+    explicit_len = len(octets_header) + size
+    explicit_header = _der_header(0xA0, explicit_len)
+    encap_len = len(data_oid) + len(explicit_header) + explicit_len
+    encap_header = _der_header(0x30, encap_len)
+    sd_len = len(version) + len(algs) + len(encap_header) + encap_len + len(template)
+    sd_header = _der_header(0x30, sd_len)
+    outer_explicit = _der_header(0xA0, len(sd_header) + sd_len)
+    signed_data_oid = core.ObjectIdentifier(OID_SIGNED_DATA).dump()
+    ci_len = len(signed_data_oid) + len(outer_explicit) + len(sd_header) + sd_len
+    sink.write(_der_header(0x30, ci_len) + signed_data_oid + outer_explicit + sd_header
+               + version + algs + encap_header + data_oid + explicit_header + octets_header)
+    digests, done = hash_stream(fh, [digest], sink=sink, limit=size)
+    if done != size or fh.read(1):
+        raise UsageError("the file changed size while it was being signed")
+    content_digest = digests[digest]
+    attrs = signed_attributes(content_digest, cert, now)
+    signature = signer.sign_digest(digest, hashlib.new(digest, attrs.dump()).digest())
+    _, _, real_tail = tail(content_digest, signature)
+    if len(real_tail) != len(template):
+        raise VerificationError("malformed", "internal error: the signer info changed length")
+    sink.write(real_tail)
+    return content_digest, done
+
+
+# --------------------------------------------------------------------------- parsing
+
+class _Input:
+    """A byte source with a small look-ahead buffer and a position, for the DER walker."""
+
+    def __init__(self, fh: _Chain) -> None:
+        self.fh = fh
+        self.buf = b""
+        self.pos = 0
+
+    def peek(self, n: int) -> bytes:
+        if len(self.buf) < n:
+            self.buf += self.fh.read(max(n - len(self.buf), 4096))
+        return self.buf[:n]
+
+    def read(self, n: int) -> bytes:
+        while len(self.buf) < n:
+            more = self.fh.read(n - len(self.buf))
+            if not more:
+                raise _malformed("the file is truncated")
+            self.buf += more
+        data, self.buf = self.buf[:n], self.buf[n:]
+        self.pos += n
+        return data
+
+    def stream(self, n: int, hashers: dict[str, Any]) -> None:
+        """Feed the next ``n`` bytes to every hasher, in chunks, without keeping them."""
+        if self.buf:
+            head = self.buf[:n]
+            for h in hashers.values():
+                h.update(head)
+            self.buf = self.buf[len(head):]
+            self.pos += len(head)
+            n -= len(head)
+        buf = bytearray(CHUNK_SIZE)
+        view = memoryview(buf)
+        while n > 0:
+            got = self.fh.readinto(view[:min(CHUNK_SIZE, n)])  # type: ignore[attr-defined]
+            if not got:
+                raise _malformed("the file is truncated inside the signed content")
+            for h in hashers.values():
+                h.update(view[:got])
+            n -= got
+            self.pos += got
+
+
+class _Tlv:
+    """A DER/BER header read from an :class:`_Input`: tag byte, length (None: indefinite)."""
+
+    __slots__ = ("end", "header", "length", "tag")
+
+    def __init__(self, src: _Input) -> None:
+        first = src.read(1)[0]
+        raw = bytes((first,))
+        if first & 0x1F == 0x1F:  # high tag number: skip its bytes (never one of ours)
+            for _ in range(4):
+                b = src.read(1)
+                raw += b
+                if not b[0] & 0x80:
+                    break
+            else:
+                raise _malformed("tag number too long")
+        lb = src.read(1)[0]
+        raw += bytes((lb,))
+        if lb < 0x80:
+            length: int | None = lb
+        elif lb == 0x80:
+            if not first & 0x20:
+                raise _malformed("indefinite length on a primitive value")
+            length = None
+        elif lb <= 0x84:
+            more = src.read(lb & 0x7F)
+            raw += more
+            length = int.from_bytes(more, "big")
+        else:
+            raise _malformed("length field too long")
+        self.tag = first
+        self.length = length
+        self.header = raw
+        self.end = None if length is None else src.pos + length
+
+    @property
+    def constructed(self) -> bool:
+        return bool(self.tag & 0x20)
+
+
+def _more(src: _Input, tlv: _Tlv) -> bool:
+    """True while the constructed value ``tlv`` has more elements (consumes an EOC)."""
+    if tlv.end is not None:
+        if src.pos > tlv.end:
+            raise _malformed("an element overruns its enclosing structure")
+        return src.pos < tlv.end
+    if src.peek(2) == b"\x00\x00":
+        src.read(2)
+        return False
+    if not src.peek(1):
+        raise _malformed("the file is truncated (missing end of contents)")
+    return True
+
+
+def _expect(src: _Input, tag: int, what: str) -> _Tlv:
+    tlv = _Tlv(src)
+    if tlv.tag != tag:
+        raise _malformed(f"expected {what} (tag {tag:02X}), found tag {tlv.tag:02X}")
+    return tlv
+
+
+def _read_raw(src: _Input, tlv: _Tlv, budget: int = MAX_META_SIZE) -> bytes:
+    """The whole encoding of ``tlv`` (header included), indefinite lengths resolved by walking."""
+    if tlv.length is not None:
+        if tlv.length > budget:
+            raise _malformed(f"an element of {tlv.length} bytes is over the limit")
+        return tlv.header + src.read(tlv.length)
+    parts = [tlv.header]
+    used = len(tlv.header)
+    while _more(src, tlv):
+        child = _Tlv(src)
+        raw = _read_raw(src, child, budget - used)
+        parts.append(raw)
+        used += len(raw)
+    parts.append(b"\x00\x00")
+    return b"".join(parts)
+
+
+def _hash_content(src: _Input, tlv: _Tlv, hashers: dict[str, Any], depth: int = 0) -> int:
+    """Stream an OCTET STRING's bytes (primitive, or constructed of OCTET STRINGs) into the
+    hashers; returns how many content bytes went in."""
+    if depth > 8:
+        raise _malformed("OCTET STRING nested too deep")
+    if tlv.tag == 0x04:
+        assert tlv.length is not None
+        src.stream(tlv.length, hashers)
+        return tlv.length
+    if tlv.tag != 0x24:
+        raise _malformed(f"the signed content is not an OCTET STRING (tag {tlv.tag:02X})")
+    total = 0
+    while _more(src, tlv):
+        total += _hash_content(src, _Tlv(src), hashers, depth + 1)
+    return total
+
+
+@dataclasses.dataclass
+class ParsedCms:
+    """The parts of a CMS SignedData file, the embedded content reduced to its digests."""
+
+    content_type: str
+    digest_algorithms: list[str]
+    attached: bool
+    content_digests: dict[str, bytes]
+    content_size: int | None
+    certificates: list[asn1_x509.Certificate]
+    signer_infos: list[cms.SignerInfo]
+
+
+def _oid(raw: bytes, what: str) -> str:
+    try:
+        return core.ObjectIdentifier.load(raw).dotted
+    except (ValueError, TypeError) as exc:
+        raise _malformed(f"bad {what}: {exc}") from None
+
+
+_PEM = re.compile(rb"-----BEGIN (?:PKCS7|CMS)-----(.*?)-----END (?:PKCS7|CMS)-----", re.DOTALL)
+
+
+def read_cms(fh: BinaryIO) -> ParsedCms:
+    """Parse a CMS SignedData (DER, BER or PEM) from ``fh``; hash any embedded content with
+    every digest algorithm it lists. Raises ``VerificationError('malformed')``."""
+    head = fh.read(64)
+    if head.lstrip().startswith(b"-----BEGIN"):
+        text = head + fh.read(64 << 20)
+        match = _PEM.search(text)
+        if not match:
+            raise _malformed("a PEM file without a PKCS7/CMS block")
+        try:
+            body = base64.b64decode(b"".join(match.group(1).split()), validate=True)
+        except ValueError:
+            raise _malformed("the PEM block is not valid base64") from None
+        return read_cms(io.BytesIO(body))
+    src = _Input(_Chain(head, fh))
+    if not src.peek(1):
+        raise _malformed("the file is empty")
+    try:
+        return _read_signed_data(src)
+    except VerificationError:
+        raise
+    except (ValueError, TypeError, KeyError, IndexError) as exc:
+        raise _malformed(f"cannot decode the CMS structure: {exc}") from None
+
+
+class _Chain:
+    """``head`` then the rest of ``fh``, as one readable stream."""
+
+    def __init__(self, head: bytes, fh: BinaryIO) -> None:
+        self.head = head
+        self.fh = fh
+
+    def read(self, n: int = -1) -> bytes:
+        if self.head:
+            if n < 0:
+                data, self.head = self.head + self.fh.read(), b""
+                return data
+            data, self.head = self.head[:n], self.head[n:]
+            if len(data) < n:
+                data += self.fh.read(n - len(data))
+            return data
+        return self.fh.read(n)
+
+    def readinto(self, view: Any) -> int:
+        if self.head:
+            n = min(len(view), len(self.head))
+            view[:n] = self.head[:n]
+            self.head = self.head[n:]
+            return n
+        return self.fh.readinto(view)  # type: ignore[attr-defined]
+
+
+def _read_signed_data(src: _Input) -> ParsedCms:
+    ci = _Tlv(src)
+    if ci.tag != 0x30:
+        raise _malformed("not a CMS file (it does not start with a SEQUENCE)")
+    ctype = _oid(_read_raw(src, _expect(src, 0x06, "the content type")), "content type")
+    if ctype != OID_SIGNED_DATA:
+        raise _malformed(f"not a CMS SignedData (content type {ctype})")
+    explicit = _expect(src, 0xA0, "[0] content")
+    sd = _expect(src, 0x30, "SignedData")
+    _read_raw(src, _expect(src, 0x02, "the SignedData version"), 16)
+    algs_raw = _read_raw(src, _expect(src, 0x31, "the digest algorithms"))
+    digest_algorithms = [a["algorithm"].native for a in cms.DigestAlgorithms.load(algs_raw)]
+    encap = _expect(src, 0x30, "the encapsulated content info")
+    content_type = _oid(_read_raw(src, _expect(src, 0x06, "the content type"), 64), "content type")
+    attached = False
+    digests: dict[str, bytes] = {}
+    size: int | None = None
+    if _more(src, encap):
+        econtent = _expect(src, 0xA0, "[0] eContent")
+        if _more(src, econtent):
+            hashers = {a: hashlib.new(a) for a in digest_algorithms if a in VERIFY_DIGESTS}
+            size = _hash_content(src, _Tlv(src), hashers)
+            digests = {a: h.digest() for a, h in hashers.items()}
+            attached = True
+            if _more(src, econtent):
+                raise _malformed("extra data after the signed content")
+        if _more(src, encap):
+            raise _malformed("extra data in the encapsulated content info")
+    certificates: list[asn1_x509.Certificate] = []
+    signer_infos: list[cms.SignerInfo] | None = None
+    while _more(src, sd):
+        tlv = _Tlv(src)
+        raw = _read_raw(src, tlv)
+        if tlv.tag == 0xA0:  # [0] IMPLICIT CertificateSet
+            for choice in cms.CertificateSet.load(b"\x31" + raw[1:]):
+                if choice.name == "certificate":
+                    certificates.append(choice.chosen)
+        elif tlv.tag == 0xA1:  # [1] IMPLICIT RevocationInfoChoices: not needed
+            continue
+        elif tlv.tag == 0x31:
+            signer_infos = list(cms.SignerInfos.load(raw))
+        else:
+            raise _malformed(f"unexpected element (tag {tlv.tag:02X}) in SignedData")
+    if signer_infos is None:
+        raise _malformed("SignedData without signer infos")
+    for outer in (explicit, ci):
+        if _more(src, outer):
+            raise _malformed("extra data after the SignedData")
+    if src.peek(1):
+        raise _malformed("extra bytes after the end of the CMS structure")
+    return ParsedCms(content_type, digest_algorithms, attached, digests, size,
+                     certificates, signer_infos)
+
+
+# --------------------------------------------------------------------------- checking
+
+@dataclasses.dataclass(frozen=True)
+class TimestampCheck:
+    """A signature timestamp token (RFC 3161) whose imprint and signature were checked."""
+
+    time: _dt.datetime
+    tsa: str
+    digest_algorithm: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"time": self.time.isoformat(), "tsa": self.tsa,
+                "digest_algorithm": self.digest_algorithm,
+                "tsa_certificate_validated": False}
+
+
+@dataclasses.dataclass(frozen=True)
+class SignerCheck:
+    """A signer info whose signature and message digest were checked."""
+
+    certificate: x509.Certificate
+    digest_algorithm: str
+    signature_algorithm: str
+    signing_time: _dt.datetime | None
+    signing_certificate_attr: bool
+    signed_attrs: bool
+    timestamp: TimestampCheck | None
+
+
+def _attr_values(attrs: cms.CMSAttributes, name: str) -> list[Any]:
+    found = [a for a in attrs if a["type"].native == name]
+    if len(found) > 1:
+        raise _malformed(f"the signed attribute {name} appears more than once")
+    if not found:
+        return []
+    values = list(found[0]["values"])
+    if len(values) != 1:
+        raise _malformed(f"the attribute {name} must have exactly one value")
+    return values
+
+
+def _find_signer_cert(sid: cms.SignerIdentifier,
+                      certs: list[asn1_x509.Certificate]) -> asn1_x509.Certificate:
+    if sid.name == "issuer_and_serial_number":
+        want = sid.chosen
+        for cert in certs:
+            if cert.serial_number == want["serial_number"].native and cert.issuer == want["issuer"]:
+                return cert
+    elif sid.name == "subject_key_identifier":
+        kid = sid.chosen.native
+        for cert in certs:
+            if cert.key_identifier == kid:
+                return cert
+    raise _malformed("the signer's certificate is not included in the signature")
+
+
+def _verify_raw_signature(cert: x509.Certificate, algo: algos.SignedDigestAlgorithm,
+                          digest_algorithm: str, data: bytes | None, digest: bytes,
+                          signature: bytes) -> str:
+    """Check ``signature`` over ``data`` (whose ``digest_algorithm`` digest is ``digest``).
+    Returns the mechanism name; raises VerificationError('tampered'/'malformed')."""
+    try:
+        mech = algo.signature_algo
+    except ValueError:
+        raise _malformed(f"unsupported signature algorithm {algo['algorithm'].dotted}") from None
+    try:
+        implied = algo.hash_algo
+    except ValueError:
+        implied = None
+    if implied is not None and mech != "rsassa_pss" and implied != digest_algorithm:
+        raise _malformed(f"the signature algorithm uses {implied} but the digest is {digest_algorithm}")
+    hash_cls = VERIFY_DIGESTS[digest_algorithm]
+    key = cert.public_key()
+    try:
+        if mech == "rsassa_pkcs1v15" and isinstance(key, rsa.RSAPublicKey):
+            key.verify(signature, digest, padding.PKCS1v15(), Prehashed(hash_cls()))
+        elif mech == "rsassa_pss" and isinstance(key, rsa.RSAPublicKey):
+            params = algo["parameters"]
+            pss_hash = params["hash_algorithm"]["algorithm"].native
+            mgf_hash = params["mask_gen_algorithm"]["parameters"]["algorithm"].native
+            if pss_hash not in VERIFY_DIGESTS or mgf_hash not in VERIFY_DIGESTS:
+                raise _malformed(f"unsupported RSASSA-PSS hash {pss_hash}/{mgf_hash}")
+            pss = padding.PSS(padding.MGF1(VERIFY_DIGESTS[mgf_hash]()), params["salt_length"].native)
+            if pss_hash == digest_algorithm:
+                key.verify(signature, digest, pss, Prehashed(hash_cls()))
+            elif data is not None:
+                key.verify(signature, data, pss, VERIFY_DIGESTS[pss_hash]())
+            else:
+                raise _malformed("RSASSA-PSS hash differs from the digest algorithm")
+        elif mech == "ecdsa" and isinstance(key, ec.EllipticCurvePublicKey):
+            key.verify(signature, digest, ec.ECDSA(Prehashed(hash_cls())))
+        elif mech in ("ed25519", "ed448") and isinstance(
+                key, (ed25519.Ed25519PublicKey, ed448.Ed448PublicKey)):
+            if data is None:
+                raise _malformed(f"{mech} without signed attributes is not supported")
+            key.verify(signature, data)
+        else:
+            raise _malformed(f"signature algorithm {mech} does not fit the certificate's key")
+    except InvalidSignature:
+        raise VerificationError("tampered", "the signature does not verify with the signer's "
+                                "certificate: the signed attributes or the signature were changed") from None
+    except (UnsupportedAlgorithm, ValueError, TypeError) as exc:
+        raise _malformed(f"cannot check the signature: {exc}") from None
+    return mech
+
+
+def _check_signing_cert_attr(attrs: cms.CMSAttributes, cert: asn1_x509.Certificate) -> bool:
+    """True if a signing-certificate(-v2) attribute is present; it must name ``cert``."""
+    v2 = _attr_values(attrs, "signing_certificate_v2")
+    v1 = _attr_values(attrs, "signing_certificate")
+    if not v2 and not v1:
+        return False
+    for values, hash_of in ((v2, lambda ident: ident["hash_algorithm"]["algorithm"].native),
+                            (v1, lambda ident: "sha1")):
+        if not values:
+            continue
+        ids = list(values[0]["certs"])
+        if not ids:
+            raise _malformed("an empty signing-certificate attribute")
+        first = ids[0]
+        algorithm = hash_of(first)
+        if algorithm not in VERIFY_DIGESTS and algorithm != "sha1":
+            raise _malformed(f"unsupported hash {algorithm} in the signing-certificate attribute")
+        if not hmac.compare_digest(hashlib.new(algorithm, cert.dump()).digest(),
+                                   first["cert_hash"].native):
+            raise VerificationError("tampered", "the signing-certificate attribute names another "
+                                    "certificate than the one that verifies the signature")
+        serial = first["issuer_serial"]
+        if serial.native is not None and serial["serial_number"].native != cert.serial_number:
+            raise VerificationError("tampered", "the signing-certificate attribute names another "
+                                    "serial number")
+    return True
+
+
+def _signing_time_of(attrs: cms.CMSAttributes) -> _dt.datetime | None:
+    values = _attr_values(attrs, "signing_time")
+    if not values:
+        return None
+    when = values[0].native
+    if not isinstance(when, _dt.datetime):
+        raise _malformed("an unreadable signing-time attribute")
+    return when
+
+
+def check_signer_info(signer_info: cms.SignerInfo, certificates: list[asn1_x509.Certificate],
+                      content_type: str, content_digest: Callable[[str], bytes | None],
+                      *, mismatch_reason: str = "tampered", data: bytes | None = None,
+                      check_timestamp: bool = True) -> SignerCheck:
+    """Check one signer info: the message digest against the content, the signature against
+    the signer's certificate, the signing-certificate attribute, and a signature timestamp.
+
+    ``content_digest(algorithm)`` returns the content's digest (None if it cannot); a mismatch
+    raises ``VerificationError(mismatch_reason)`` (``tampered`` for embedded content,
+    ``wrong-data`` for data given separately). ``data`` is the content itself when it is small
+    and at hand (timestamp tokens). Other failures raise ``tampered`` or ``malformed``.
+    """
+    digest_algorithm = signer_info["digest_algorithm"]["algorithm"].native
+    if digest_algorithm not in VERIFY_DIGESTS:
+        raise _malformed(f"unsupported or weak digest algorithm {digest_algorithm}")
+    cert_asn1 = _find_signer_cert(signer_info["sid"], certificates)
+    try:
+        cert = x509.load_der_x509_certificate(cert_asn1.dump())
+    except ValueError as exc:
+        raise _malformed(f"the signer's certificate cannot be decoded: {exc}") from None
+    content = content_digest(digest_algorithm)
+    if content is None:
+        raise _malformed(f"the content was not hashed with {digest_algorithm} "
+                         "(the digest algorithm is not listed in the SignedData)")
+    attrs = signer_info["signed_attrs"]
+    # the encoding as received, taken before its children are looked at (asn1crypto would
+    # otherwise re-encode the SET, slowly); the signature covers it as a SET OF, not as [0]
+    has_attrs = not isinstance(attrs, core.Void)
+    encoded = b"\x31" + attrs.dump()[1:] if has_attrs else b""
+    signature = signer_info["signature"].native
+    if not has_attrs:
+        if content_type != OID_DATA:
+            raise _malformed("signed attributes are required for this content type")
+        try:
+            mech = _verify_raw_signature(cert, signer_info["signature_algorithm"],
+                                         digest_algorithm, data, content, signature)
+        except VerificationError as exc:
+            if exc.reason != "tampered" or mismatch_reason != "wrong-data":
+                raise
+            raise VerificationError("wrong-data", "the data does not match the signature (no "
+                                    "signed attributes: a changed signature looks the same)") from None
+        signing_time, cades = None, False
+    else:
+        ct = _attr_values(attrs, "content_type")
+        md = _attr_values(attrs, "message_digest")
+        if not ct or not md:
+            raise _malformed("the signed attributes lack content-type or message-digest")
+        if ct[0].dotted != content_type:
+            raise VerificationError("tampered", "the content-type attribute does not match the content")
+        if not hmac.compare_digest(md[0].native, content):
+            if mismatch_reason == "wrong-data":
+                raise VerificationError("wrong-data", "the data does not match the signature "
+                                        "(its digest differs from the signed message digest)")
+            raise VerificationError("tampered", "the signed content was changed: its digest "
+                                    "differs from the signed message digest")
+        mech = _verify_raw_signature(cert, signer_info["signature_algorithm"], digest_algorithm,
+                                     encoded, hashlib.new(digest_algorithm, encoded).digest(),
+                                     signature)
+        cades = _check_signing_cert_attr(attrs, cert_asn1)
+        signing_time = _signing_time_of(attrs)
+    timestamp = _check_timestamp(signer_info, signature) if check_timestamp else None
+    return SignerCheck(cert, digest_algorithm, mech, signing_time, cades, has_attrs, timestamp)
+
+
+def _check_timestamp(signer_info: cms.SignerInfo, signature: bytes) -> TimestampCheck | None:
+    """Check a signature-time-stamp-token unsigned attribute, if present."""
+    unsigned = signer_info["unsigned_attrs"]
+    if unsigned.native is None:
+        return None
+    tokens = _attr_values(unsigned, "signature_time_stamp_token")
+    if not tokens:
+        return None
+    token = tokens[0]
+    try:
+        if token["content_type"].native != "signed_data":
+            raise _malformed("the timestamp token is not a SignedData")
+        sd = token["content"]
+        eci = sd["encap_content_info"]
+        if eci["content_type"].native != "tst_info":
+            raise _malformed("the timestamp token does not hold a TSTInfo")
+        tst_bytes = eci["content"].contents
+        tst_info = tsp.TSTInfo.load(tst_bytes)
+        signers = list(sd["signer_infos"])
+        certs = [c.chosen for c in sd["certificates"] if c.name == "certificate"]
+    except VerificationError:
+        raise
+    except (ValueError, TypeError, KeyError) as exc:
+        raise _malformed(f"cannot decode the timestamp token: {exc}") from None
+    if len(signers) != 1:
+        raise _malformed("the timestamp token must have exactly one signer")
+    imprint = tst_info["message_imprint"]
+    alg = imprint["hash_algorithm"]["algorithm"].native
+    if alg not in VERIFY_DIGESTS:
+        raise _malformed(f"unsupported timestamp imprint hash {alg}")
+    if not hmac.compare_digest(hashlib.new(alg, signature).digest(),
+                               imprint["hashed_message"].native):
+        raise VerificationError("tampered", "the timestamp token was made for another signature")
+    check = check_signer_info(
+        signers[0], certs, "1.2.840.113549.1.9.16.1.4",
+        lambda a: hashlib.new(a, tst_bytes).digest() if a in VERIFY_DIGESTS else None,
+        data=tst_bytes, check_timestamp=False)
+    return TimestampCheck(tst_info["gen_time"].native, check.certificate.subject.rfc4514_string(), alg)
+
+
+# --------------------------------------------------------------------------- verifying a file
+
+def _signature_report(check: SignerCheck, *, expected: Literal["sign", "auth"],
+                      validator: CertificateValidator | None, clock: Clock | None,
+                      profile: str, details: dict[str, Any],
+                      claimed_time: _dt.datetime | None = None,
+                      claimed_source: str = "signing-time attribute, claimed by the signer",
+                      ) -> SignatureReport:
+    """Key usage, identity and the certificate check of a signer whose signature is sound."""
+    cert = check.certificate
+    if check.timestamp is not None:
+        at, source = check.timestamp.time, "signature timestamp"
+    elif check.signing_time is not None:
+        at, source = check.signing_time, "signing-time attribute, claimed by the signer"
+    elif claimed_time is not None:
+        at, source = claimed_time, claimed_source
+    else:
+        at, source = (clock or SystemClock()).now(), "none in the signature: checked now"
+    common: dict[str, Any] = {
+        "signer": certificate_summary(cert), "identity": identity_of(cert), "key": expected,
+        "digest_algorithm": check.digest_algorithm,
+        "signature_algorithm": check.signature_algorithm, "profile": profile,
+        "signing_time": at, "time_source": source,
+        "timestamp": None if check.timestamp is None else check.timestamp.to_json(),
+        "details": details}
+    try:
+        check_key_usage(cert, expected)
+    except VerificationError as exc:
+        return SignatureReport.failure(exc.reason, str(exc), **common)
+    result = check_certificate(cert, validator, kind=expected, at=at)
+    if not result.ok:
+        assert result.reason is not None
+        return SignatureReport.failure(result.reason, result.message, certificate=result, **common)
+    revocation = (result.details or {}).get("revocation") or {}
+    if not result.checked:
+        tail = "the certificate was NOT validated (no validator)"
+    elif revocation.get("method") in (None, "none"):
+        tail = "certificate path valid; revocation NOT checked"
+    elif revocation.get("status") == "unavailable":
+        tail = "certificate path valid; revocation status unavailable (soft-fail)"
+    else:
+        tail = f"certificate path valid; {revocation['method'].upper()} says {revocation['status']}"
+    message = f"signature and content intact; {tail}"
+    return SignatureReport(True, None, message, certificate=result, **common)
+
+
+def verify_cms(path: str | os.PathLike[str], *, data: str | os.PathLike[str] | None = None,
+               validator: CertificateValidator | None = None,
+               expected: Literal["sign", "auth"] = "sign",
+               clock: Clock | None = None) -> VerificationReport:
+    """Verify a CMS SignedData file (``.p7s`` detached with ``data``, or ``.p7m`` attached).
+
+    Checks, in order: the structure (``malformed``), one signer (``no-signer``,
+    ``several-signers``), the message digest against the content (``wrong-data`` for a
+    separate data file, ``tampered`` for embedded content), the signature and the
+    signing-certificate attribute (``tampered``), the key (``wrong-key-usage``), then the
+    certificate through ``validator`` at the signing time (``untrusted``, ``revoked``,
+    ``expired-at-signing-time``). A missing or unreadable file, a data file that is a folder,
+    or a detached signature without data raise ``UsageError``.
+    """
+    src = Path(path)
+    name = str(src)
+    _regular_file(src, "signature file")
+    data_path = Path(data) if data is not None else None
+    if data_path is not None:
+        _regular_file(data_path, "data file")
+    try:
+        with open(src, "rb") as fh:
+            parsed = read_cms(fh)
+    except VerificationError as exc:
+        return VerificationReport.failure(name, "cms", exc.reason, str(exc))
+    except OSError as exc:
+        raise UsageError(f"cannot read {src}: {exc.strerror}") from None
+    if not parsed.signer_infos:
+        return VerificationReport.failure(name, "cms", "no-signer", "the CMS holds no signer info")
+    if len(parsed.signer_infos) > 1:
+        return VerificationReport.failure(
+            name, "cms", "several-signers",
+            f"the CMS holds {len(parsed.signer_infos)} signers; one signature per file is accepted")
+    if parsed.content_type != OID_DATA:
+        return VerificationReport.failure(name, "cms", "malformed",
+                                          f"the signed content is not data ({parsed.content_type})")
+    if not parsed.attached and data_path is None:
+        raise UsageError(f"{src} is a detached signature: give the signed file with --data FILE")
+    signer_info = parsed.signer_infos[0]
+    details: dict[str, Any] = {"detached": not parsed.attached}
+    external: dict[str, bytes] = {}
+
+    def data_digest(algorithm: str) -> bytes:
+        if algorithm not in external:
+            assert data_path is not None
+            external[algorithm] = hash_file(data_path, algorithm)[0]
+        return external[algorithm]
+
+    if parsed.attached:
+        details["data"] = f"embedded ({parsed.content_size} bytes)"
+        digest_of: Callable[[str], bytes | None] = parsed.content_digests.get
+        reason = "tampered"
+    else:
+        assert data_path is not None
+        details["data"] = f"{data_path} ({data_path.stat().st_size} bytes)"
+        digest_of = data_digest
+        reason = "wrong-data"
+    try:
+        check = check_signer_info(signer_info, parsed.certificates, parsed.content_type, digest_of,
+                                  mismatch_reason=reason)
+        if parsed.attached and data_path is not None:
+            details["data"] += f"; compared with {data_path}"
+            if not hmac.compare_digest(data_digest(check.digest_algorithm),
+                                       parsed.content_digests[check.digest_algorithm]):
+                raise VerificationError("wrong-data",
+                                        f"{data_path} is not the content embedded in the signature")
+    except VerificationError as exc:
+        return VerificationReport.of(name, "cms", (SignatureReport.failure(
+            exc.reason, str(exc), details=details),))
+    profile = ("CAdES-BES" if check.signing_certificate_attr else "CMS") + (
+        ", attached" if parsed.attached else ", detached")
+    if check.timestamp is not None:
+        profile = profile.replace("CAdES-BES", "CAdES-T")
+    report = _signature_report(check, expected=expected, validator=validator, clock=clock,
+                               profile=profile, details=details)
+    return VerificationReport.of(name, "cms", (report,))

@@ -1,0 +1,327 @@
+"""PDF signatures: PAdES baseline B-B (B-T with a timestamp authority) made by the card through
+pyHanko, and their verification.
+
+Signing uses pyHanko's PDF machinery with :class:`CardPdfSigner`, a ``pyhanko.sign.signers.Signer``
+whose raw signature comes from the card (``async_sign_raw``: hash the signed attributes, send
+the digest to the card). The signature dictionary is ``/SubFilter /ETSI.CAdES.detached``; the
+signed attributes carry signing-certificate-v2 and no signing-time (PAdES puts the time in
+``/M``). Output is written whole or not at all.
+
+Verification reads every ``/Sig`` signature with pyHanko's reader, hashes its byte range, and
+checks the CMS with the same code as ``.p7s`` files (:func:`jpki.sign.cms.check_signer_info`);
+pyHanko's difference analysis decides whether updates after a signature are harmless (more
+signatures, form filling, document timestamps) or change the document (``tampered``).
+
+Needs pyHanko (``pip install pyHanko``); imported only when a PDF is signed or verified.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import datetime as _dt
+import hashlib
+import io
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from ..clock import Clock, SystemClock
+from ..errors import JpkiError, UsageError, VerificationError
+from ..fileio import write_atomic
+from .cms import (
+    OID_DATA,
+    SIGN_DIGESTS,
+    DigestSigner,
+    SignerCheck,
+    _regular_file,
+    _signature_report,
+    check_signer_info,
+)
+from .report import (
+    CertificateValidator,
+    SignatureReport,
+    VerificationReport,
+    identity_of,
+)
+
+try:
+    from pyhanko.pdf_utils import misc as _pdf_misc
+    from pyhanko.pdf_utils.incremental_writer import IncrementalPdfFileWriter
+    from pyhanko.pdf_utils.reader import PdfFileReader
+    from pyhanko.sign import fields, signers
+    from pyhanko.sign.diff_analysis import ModificationLevel
+    from pyhanko.sign.general import SigningError
+    from pyhanko.sign.signers.pdf_cms import PdfCMSSignedAttributes
+    from pyhanko.sign.timestamps import HTTPTimeStamper, TimestampRequestError
+    from pyhanko.sign.validation.status import SignatureCoverageLevel
+    from pyhanko_certvalidator.registry import SimpleCertificateStore
+except ImportError as _exc:  # pragma: no cover - the optional dependency is missing
+    raise UsageError("PDF signatures need pyHanko: pip install pyHanko") from _exc
+
+__all__ = ["CardPdfSigner", "PdfSignOutcome", "VisibleBox", "parse_visible", "sign_pdf", "verify_pdf"]
+
+#: Modification levels after a signature that leave it valid (more signatures, form filling,
+#: document timestamps and validation data). Annotations and anything else count as tampering.
+ALLOWED_CHANGES = (ModificationLevel.NONE, ModificationLevel.LTA_UPDATES,
+                   ModificationLevel.FORM_FILLING)
+_CHANGE_WORDS = {
+    ModificationLevel.NONE: "none",
+    ModificationLevel.LTA_UPDATES: "later updates add only validation data or timestamps",
+    ModificationLevel.FORM_FILLING: "later updates add signatures or fill form fields",
+    ModificationLevel.ANNOTATIONS: "later updates add or change annotations",
+    ModificationLevel.OTHER: "later updates change the document",
+}
+
+
+class CardPdfSigner(signers.Signer):
+    """A pyHanko ``Signer`` whose key is on the card (or any :class:`DigestSigner`).
+
+    pyHanko hands ``async_sign_raw`` the DER of the signed attributes; the card signs their
+    digest (PKCS#1 v1.5). A dry run (pyHanko sizing the signature) touches no card.
+    """
+
+    def __init__(self, card: DigestSigner) -> None:
+        cert = card.asn1_certificate
+        super().__init__(signing_cert=cert, cert_registry=SimpleCertificateStore.from_certs([cert]),
+                         embed_roots=False)
+        self.card = card
+
+    async def async_sign_raw(self, data: bytes, digest_algorithm: str,
+                             dry_run: bool = False) -> bytes:
+        """The card's signature over ``data`` hashed with ``digest_algorithm``."""
+        if dry_run:
+            return bytes(self.card.key_size)
+        return self.card.sign_digest(digest_algorithm, hashlib.new(digest_algorithm, data).digest())
+
+
+@dataclasses.dataclass(frozen=True)
+class VisibleBox:
+    """Where a visible signature goes: a 1-based page and a rectangle in PDF points."""
+
+    page: int
+    box: tuple[int, int, int, int]
+
+
+def parse_visible(text: str) -> VisibleBox:
+    """``PAGE,x1,y1,x2,y2`` (page from 1, points from the lower-left corner) → VisibleBox."""
+    parts = [p.strip() for p in text.split(",")]
+    try:
+        if len(parts) != 5:
+            raise ValueError
+        page, x1, y1, x2, y2 = (int(p) for p in parts)
+    except ValueError:
+        raise UsageError(f"--visible wants PAGE,x1,y1,x2,y2 (integers), not {text!r}") from None
+    if page < 1 or x2 <= x1 or y2 <= y1 or min(x1, y1) < 0:
+        raise UsageError("--visible: pages count from 1 and the box needs x1 < x2, y1 < y2, "
+                         "all at least 0")
+    return VisibleBox(page, (x1, y1, x2, y2))
+
+
+@dataclasses.dataclass(frozen=True)
+class PdfSignOutcome:
+    """What :func:`sign_pdf` made."""
+
+    input: Path
+    output: Path
+    field: str
+    profile: str
+    digest_algorithm: str
+    signing_time: _dt.datetime
+    signer_subject: str
+    visible: VisibleBox | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"file": str(self.input), "output": str(self.output), "field": self.field,
+                "profile": self.profile, "digest_algorithm": self.digest_algorithm,
+                "signing_time": self.signing_time.isoformat(), "signer": self.signer_subject,
+                "visible": None if self.visible is None else
+                {"page": self.visible.page, "box": list(self.visible.box)}}
+
+
+def _open_reader(fh: Any, path: Path) -> PdfFileReader:
+    try:
+        reader = PdfFileReader(fh, strict=False)
+    except Exception as exc:  # noqa: BLE001 - pyHanko raises many kinds for a broken file
+        raise JpkiError(f"{path} is not a readable PDF: {exc}") from None
+    if reader.encrypted:
+        raise JpkiError(f"{path} is encrypted: decrypt it before signing or verifying")
+    return reader
+
+
+def _page_count(reader: PdfFileReader) -> int:
+    try:
+        return int(reader.root["/Pages"]["/Count"])
+    except (KeyError, TypeError, ValueError):
+        return 0
+
+
+def _free_field_name(reader: PdfFileReader) -> str:
+    taken = {name for name, _, _ in fields.enumerate_sig_fields(reader)}
+    n = 1
+    while f"Signature{n}" in taken:
+        n += 1
+    return f"Signature{n}"
+
+
+def sign_pdf(path: str | os.PathLike[str], output: str | os.PathLike[str], signer: DigestSigner, *,
+             field: str | None = None, visible: VisibleBox | None = None,
+             reason: str | None = None, location: str | None = None,
+             tsa_url: str | None = None, digest: str = "sha256",
+             clock: Clock | None = None) -> PdfSignOutcome:
+    """Sign a PDF with ``signer`` (PAdES B-B; B-T with ``tsa_url``) into ``output``.
+
+    ``field`` names the signature field (an existing empty one is used; default: the first
+    free ``SignatureN``); ``visible`` puts a stamp on a page. ``output`` is written atomically
+    and must differ from the input.
+    """
+    if digest not in SIGN_DIGESTS:
+        raise UsageError(f"unsupported digest {digest!r}: use one of {', '.join(SIGN_DIGESTS)}")
+    src, out = Path(path), Path(output)
+    _regular_file(src, "PDF to sign")
+    if out.exists() and (out.is_dir() or os.path.samefile(out, src)):
+        raise UsageError(f"output {out}: " + ("is a directory" if out.is_dir()
+                                              else "is the PDF being signed: choose another name"))
+    if not out.parent.is_dir():
+        raise UsageError(f"output {out}: folder {out.parent} does not exist")
+    now = (clock or SystemClock()).now()
+    with open(src, "rb") as fh:
+        reader = _open_reader(fh, src)
+        name = field or _free_field_name(reader)
+        spec = None
+        if visible is not None:
+            pages = _page_count(reader)
+            if visible.page > pages:
+                raise UsageError(f"--visible: page {visible.page}, but {src} has {pages} page(s)")
+            spec = fields.SigFieldSpec(sig_field_name=name, on_page=visible.page - 1, box=visible.box)
+        ident = identity_of(signer.certificate)
+        meta = signers.PdfSignatureMetadata(
+            field_name=name, md_algorithm=digest, subfilter=fields.SigSeedSubFilter.PADES,
+            reason=reason, location=location, name=None if ident is None else ident["name"])
+        timestamper = None
+        if tsa_url is not None:
+            timestamper = HTTPTimeStamper(tsa_url)
+        pdf_signer = signers.PdfSigner(meta, CardPdfSigner(signer), timestamper=timestamper,
+                                       new_field_spec=spec)
+        buffer = io.BytesIO()
+        try:
+            writer = IncrementalPdfFileWriter(fh, strict=False)
+            asyncio.run(_sign(pdf_signer, writer, buffer, now))
+        except TimestampRequestError as exc:
+            cause = exc.__cause__ or exc.__context__
+            raise JpkiError(f"timestamp authority {tsa_url}: {exc}"
+                            + (f" ({cause})" if cause else "")) from None
+        except (SigningError, _pdf_misc.PdfError) as exc:
+            raise JpkiError(f"cannot sign {src}: {exc}") from None
+    write_atomic(out, buffer.getvalue())
+    return PdfSignOutcome(src, out, name, "PAdES-B-T" if tsa_url else "PAdES-B-B", digest, now,
+                          signer.certificate.subject.rfc4514_string(), visible)
+
+
+async def _sign(pdf_signer: signers.PdfSigner, writer: IncrementalPdfFileWriter,
+                output: io.BytesIO, now: _dt.datetime) -> None:
+    """``PdfSigner.async_sign_pdf`` step by step, with the signing time from our clock."""
+    session = pdf_signer.init_signing_session(writer)
+    session.system_time = now
+    validation_info = await session.perform_presign_validation(writer)
+    reserved = await session.estimate_signature_container_size(validation_info, tight=False)
+    tbs = session.prepare_tbs_document(validation_info=validation_info, bytes_reserved=reserved)
+    prepared, res_output = tbs.digest_tbs_document(output=output)
+    post = await tbs.perform_signature(
+        document_digest=prepared.document_digest,
+        pdf_cms_signed_attrs=PdfCMSSignedAttributes(
+            signing_time=session.system_time,
+            adobe_revinfo_attr=None if validation_info is None else validation_info.adobe_revinfo_attr,
+            cades_signed_attrs=pdf_signer.signature_meta.cades_signed_attr_spec))
+    await post.post_signature_processing(res_output)
+
+
+# --------------------------------------------------------------------------- verifying
+
+def _check_embedded(emb: Any) -> tuple[SignerCheck, dict[str, Any], str]:
+    """Integrity of one embedded signature: coverage, later changes, the CMS itself."""
+    details: dict[str, Any] = {"field": emb.field_name}
+    try:
+        emb.compute_integrity_info()
+        summary = emb.summarise_integrity_info()
+    except VerificationError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - pyHanko's reader and diff errors
+        raise VerificationError("malformed", f"cannot read the signature in field "
+                                f"{emb.field_name}: {exc}") from None
+    coverage = summary["coverage"]
+    diff = summary["diff_result"]
+    level = getattr(diff, "modification_level", ModificationLevel.OTHER)
+    if coverage == SignatureCoverageLevel.ENTIRE_FILE:
+        details["coverage"] = "the whole file"
+    elif coverage == SignatureCoverageLevel.ENTIRE_REVISION:
+        details["coverage"] = "its revision; the file was updated after signing"
+    else:
+        raise VerificationError("tampered", "the signature's byte range does not cover its "
+                                "revision of the document")
+    details["changes"] = _CHANGE_WORDS.get(level, str(level))
+    if level not in ALLOWED_CHANGES or summary["docmdp_ok"] is False:
+        raise VerificationError(
+            "tampered", f"the document was changed after it was signed ({details['changes']}: "
+            "an incremental update after the signature modifies what was signed)")
+    signed_data = emb.signed_data
+    infos = list(signed_data["signer_infos"])
+    if not infos:
+        raise VerificationError("no-signer", "the signature holds no signer info")
+    if len(infos) > 1:
+        raise VerificationError("several-signers", "the signature holds several signer infos")
+    certs = [c.chosen for c in signed_data["certificates"] if c.name == "certificate"]
+    content_type = signed_data["encap_content_info"]["content_type"].dotted
+    if content_type != OID_DATA:
+        raise VerificationError("malformed", f"the signed content type is {content_type}, not data")
+    subfilter = str(emb.sig_object.get("/SubFilter", ""))
+    check = check_signer_info(infos[0], certs, content_type, emb.compute_digest)
+    if subfilter == "/ETSI.CAdES.detached":
+        profile = "PAdES-B-T" if check.timestamp is not None else "PAdES-B-B"
+        if not check.signing_certificate_attr:
+            profile = "PDF (ETSI.CAdES.detached without signing-certificate-v2)"
+    else:
+        profile = f"PDF ({subfilter.lstrip('/') or 'no SubFilter'})"
+    return check, details, profile
+
+
+def verify_pdf(path: str | os.PathLike[str], *, validator: CertificateValidator | None = None,
+               expected: Literal["sign", "auth"] = "sign",
+               clock: Clock | None = None) -> VerificationReport:
+    """Verify every signature of a PDF: byte-range digest, CMS signature, what changed after
+    signing, the key, and the certificate through ``validator`` at the signing time.
+
+    A PDF without signatures fails with ``no-signer``; one that cannot be read with
+    ``malformed``; updates after a signature beyond more signatures and form filling with
+    ``tampered``.
+    """
+    src = Path(path)
+    name = str(src)
+    _regular_file(src, "PDF")
+    reports: list[SignatureReport] = []
+    with open(src, "rb") as fh:
+        try:
+            reader = PdfFileReader(fh, strict=False)
+            if reader.encrypted:
+                return VerificationReport.failure(name, "pdf", "malformed",
+                                                  "the PDF is encrypted: decrypt it first")
+            embedded = list(reader.embedded_regular_signatures)
+        except Exception as exc:  # noqa: BLE001 - pyHanko raises many kinds for a broken file
+            return VerificationReport.failure(name, "pdf", "malformed",
+                                              f"not a readable PDF: {exc}")
+        if not embedded:
+            return VerificationReport.failure(name, "pdf", "no-signer", "the PDF holds no signature")
+        for emb in embedded:
+            try:
+                check, details, profile = _check_embedded(emb)
+            except VerificationError as exc:
+                reports.append(SignatureReport.failure(
+                    exc.reason, str(exc), details={"field": emb.field_name}))
+                continue
+            claimed = emb.self_reported_timestamp
+            reports.append(_signature_report(
+                check, expected=expected, validator=validator, clock=clock, profile=profile,
+                details=details, claimed_time=claimed,
+                claimed_source="the PDF's /M entry, claimed by the signer"))
+    return VerificationReport.of(name, "pdf", tuple(reports))
+

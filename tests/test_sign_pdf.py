@@ -1,0 +1,324 @@
+"""PDF signatures by the card (jpki.sign.pdf, ``jpki sign --pdf`` / ``jpki verify``): PAdES B-B
+and B-T, interop with pyHanko's validator and poppler's ``pdfsig``, visible stamps, more than one
+signature, and bad input (an update after signing, the auth key, no signature, a broken file).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import http.server
+import json
+import shutil
+import subprocess
+import threading
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("pyhanko")
+
+from asn1crypto import cms, keys, tsp
+from asn1crypto import x509 as asn1_x509
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from pyhanko.pdf_utils import generic
+from pyhanko.pdf_utils.incremental_writer import IncrementalPdfFileWriter
+from pyhanko.pdf_utils.reader import PdfFileReader
+from pyhanko.sign.timestamps import DummyTimeStamper
+from pyhanko.sign.validation import validate_pdf_signature
+from pyhanko_certvalidator import ValidationContext
+from test_sign_cms import ALICE, SIGNED_AT, card_signer, run_main, validator
+
+from jpki.clock import FixedClock
+from jpki.errors import JpkiError, UsageError
+from jpki.sign.pdf import parse_visible, sign_pdf, verify_pdf
+
+
+def make_pdf(pages: int = 1, text: str = "Contract") -> bytes:
+    """A minimal PDF (Helvetica text on A4 pages) with a correct cross-reference table."""
+    objs = [b"<< /Type /Catalog /Pages 2 0 R >>",
+            f"<< /Type /Pages /Kids [{' '.join(f'{3 + 2 * i} 0 R' for i in range(pages))}] "
+            f"/Count {pages} >>".encode()]
+    font = 3 + 2 * pages
+    for i in range(pages):
+        objs.append(f"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 595 842] /Resources "
+                    f"<< /Font << /F1 {font} 0 R >> >> /Contents {4 + 2 * i} 0 R >>".encode())
+        stream = f"BT /F1 24 Tf 72 720 Td ({text}, page {i + 1}) Tj ET".encode()
+        objs.append(b"<< /Length %d >>\nstream\n" % len(stream) + stream + b"\nendstream")
+    objs.append(b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>")
+    out = bytearray(b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n")
+    offsets = []
+    for n, body in enumerate(objs, 1):
+        offsets.append(len(out))
+        out += b"%d 0 obj\n" % n + body + b"\nendobj\n"
+    xref = len(out)
+    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objs) + 1)
+    out += b"".join(b"%010d 00000 n \n" % off for off in offsets)
+    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objs) + 1, xref)
+    return bytes(out)
+
+
+@pytest.fixture
+def pdf(tmp_path) -> Path:
+    path = tmp_path / "contract.pdf"
+    path.write_bytes(make_pdf(pages=2))
+    return path
+
+
+def sign(home: Path, src: Path, out: Path, *, key: str = "sign", card: str = "alice", **options):
+    with card_signer(home, key, card=card) as signer:
+        return sign_pdf(src, out, signer, clock=FixedClock(SIGNED_AT), **options)
+
+
+def signer_info(path: Path, index: int = 0) -> cms.SignerInfo:
+    with open(path, "rb") as fh:
+        emb = PdfFileReader(fh).embedded_signatures[index]
+        return emb.signer_info
+
+
+# --------------------------------------------------------------------------- B-B
+
+def test_pades_b_b_signed_by_the_card(home, pdf, tmp_path):
+    out = tmp_path / "signed.pdf"
+    done = sign(home, pdf, out, reason="承認", location="東京")
+    assert done.profile == "PAdES-B-B" and done.field == "Signature1"
+    with open(out, "rb") as fh:
+        emb = PdfFileReader(fh).embedded_signatures[0]
+        assert str(emb.sig_object["/SubFilter"]) == "/ETSI.CAdES.detached"
+        assert emb.sig_object["/Reason"] == "承認"
+        attrs = {a["type"].native for a in emb.signer_info["signed_attrs"]}
+    assert "signing_certificate_v2" in attrs and "signing_time" not in attrs, "PAdES: time in /M"
+    report = verify_pdf(out, validator=validator(home))
+    assert report.ok, report.summary()
+    (sig,) = report.signatures
+    assert sig.profile == "PAdES-B-B" and sig.details["coverage"] == "the whole file"
+    assert sig.identity["name"] == ALICE.name and sig.identity["birth_date"] == "1990-04-15"
+    assert sig.signing_time == SIGNED_AT and "/M" in sig.time_source
+
+
+def test_pyhanko_validator_accepts_our_pdf(home, pdf, tmp_path):
+    out = tmp_path / "signed.pdf"
+    with card_signer(home) as signer:
+        sign_pdf(pdf, out, signer)  # system clock: pyHanko validates now
+    root = asn1_x509.Certificate.load(x509.load_pem_x509_certificate(
+        (home / "ca" / "sign_ca.pem").read_bytes()).public_bytes(serialization.Encoding.DER))
+    context = ValidationContext(trust_roots=[root], allow_fetching=False,
+                                revocation_mode="soft-fail")
+    with open(out, "rb") as fh:
+        status = validate_pdf_signature(PdfFileReader(fh).embedded_signatures[0], context)
+    assert status.intact and status.valid and status.trusted, status.pretty_print_details()
+    assert status.bottom_line
+
+
+@pytest.fixture
+def pdfsig():
+    if shutil.which("pdfsig") is None:
+        pytest.skip("pdfsig (poppler-utils) not installed")
+    return "pdfsig"
+
+
+def test_pdfsig_reports_a_valid_signature(home, pdf, tmp_path, pdfsig):
+    out = tmp_path / "signed.pdf"
+    r = run_main(home, "sign", "--pdf", str(pdf), "-o", str(out), "--visible", "1,360,40,560,100",
+                 "--reason", "approved", input="ABC123\n")
+    assert r.code == 0, r.stderr
+    p = subprocess.run([pdfsig, str(out)], capture_output=True, text=True, timeout=60, check=False)
+    assert p.returncode == 0, p.stderr
+    assert "Signature Validation: Signature is Valid." in p.stdout, p.stdout
+    assert "Signature Type: ETSI.CAdES.detached" in p.stdout
+    assert "Total document signed" in p.stdout
+
+
+def test_visible_signature_on_the_chosen_page(home, pdf, tmp_path):
+    out = tmp_path / "signed.pdf"
+    sign(home, pdf, out, field="Approval", visible=parse_visible("2,100,100,300,160"))
+    with open(out, "rb") as fh:
+        reader = PdfFileReader(fh)
+        first, second = (k.get_object() for k in reader.root["/Pages"]["/Kids"])
+        assert "/Annots" not in first
+        (widget,) = (w.get_object() for w in second["/Annots"])
+        assert widget["/T"] == "Approval"
+        assert [float(v) for v in widget["/Rect"]] == [100, 100, 300, 160]
+        assert "/AP" in widget
+    assert verify_pdf(out, validator=validator(home)).ok
+    with pytest.raises(UsageError, match="has 2 page"):
+        sign(home, pdf, tmp_path / "x.pdf", visible=parse_visible("3,1,1,20,20"))
+    for bad in ("1,2,3", "0,1,1,2,2", "1,10,10,5,20", "a,b,c,d,e"):
+        with pytest.raises(UsageError):
+            parse_visible(bad)
+    assert not (tmp_path / "x.pdf").exists()
+
+
+def test_cli_pdf_sign_and_verify_json(home, pdf, tmp_path):
+    r = run_main(home, "--json", "sign", "--pdf", str(pdf), "--field", "Sig-A",
+                 input="ABC123\n")
+    assert r.code == 0, r.stderr
+    done = json.loads(r.stdout)
+    assert done["output"] == str(tmp_path / "contract-signed.pdf") and done["field"] == "Sig-A"
+    v = run_main(home, "--json", "verify", done["output"], "--revocation", "none")
+    assert v.code == 0, v.stdout
+    doc = json.loads(v.stdout)
+    assert doc["ok"] and doc["format"] == "pdf"
+    (sig,) = doc["signatures"]
+    assert sig["field"] == "Sig-A" and sig["identity"]["sex"] == "female"
+    assert sig["identity"]["address"] == ALICE.address
+    h = run_main(home, "verify", done["output"], "--revocation", "none")
+    assert "VALID" in h.stdout and ALICE.name in h.stdout and "1990-04-15" in h.stdout
+
+
+# --------------------------------------------------------------------------- several signatures
+
+def test_a_second_signature_keeps_the_first_valid(home, pdf, tmp_path):
+    once = tmp_path / "once.pdf"
+    twice = tmp_path / "twice.pdf"
+    sign(home, pdf, once)
+    done = sign(home, once, twice, card="bob")
+    assert done.field == "Signature2"
+    report = verify_pdf(twice, validator=validator(home))
+    assert report.ok, report.summary()
+    first, second = report.signatures
+    assert first.identity["name"] == ALICE.name and second.identity["name"] == "鈴木\u3000一郎"
+    assert "update" in first.details["coverage"] and "signatures" in first.details["changes"]
+    assert second.details["coverage"] == "the whole file"
+    with pytest.raises(JpkiError):
+        sign(home, twice, tmp_path / "again.pdf", field="Signature1")
+    assert not (tmp_path / "again.pdf").exists()
+
+
+# --------------------------------------------------------------------------- B-T
+
+class TsaHandler(http.server.BaseHTTPRequestHandler):
+    """An RFC 3161 timestamp authority over HTTP, backed by pyHanko's DummyTimeStamper."""
+
+    stamper: DummyTimeStamper
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        answer = self.stamper.request_tsa_response(tsp.TimeStampReq.load(body)).dump()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/timestamp-reply")
+        self.send_header("Content-Length", str(len(answer)))
+        self.end_headers()
+        self.wfile.write(answer)
+
+    def log_message(self, *args) -> None:
+        return
+
+
+@pytest.fixture(scope="module")
+def tsa_url():
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "jpki test TSA")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(days=1)).not_valid_after(now + dt.timedelta(days=30))
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.TIME_STAMPING]), critical=True)
+            .sign(key, hashes.SHA256()))
+    handler = type("Handler", (TsaHandler,), {"stamper": DummyTimeStamper(
+        tsa_cert=asn1_x509.Certificate.load(cert.public_bytes(serialization.Encoding.DER)),
+        tsa_key=keys.PrivateKeyInfo.load(key.private_bytes(
+            serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption())))})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/tsr"
+    server.shutdown()
+    thread.join(5)
+
+
+def test_pades_b_t_with_a_timestamp_authority(home, pdf, tmp_path, tsa_url):
+    out = tmp_path / "b-t.pdf"
+    r = run_main(home, "--json", "sign", "--pdf", str(pdf), "-o", str(out), "--tsa", tsa_url,
+                 input="ABC123\n")
+    assert r.code == 0, r.stderr
+    assert json.loads(r.stdout)["profile"] == "PAdES-B-T"
+    unsigned = {a["type"].native for a in signer_info(out)["unsigned_attrs"]}
+    assert "signature_time_stamp_token" in unsigned
+    report = verify_pdf(out, validator=validator(home, at=dt.datetime.now(dt.UTC)))
+    assert report.ok, report.summary()
+    (sig,) = report.signatures
+    assert sig.profile == "PAdES-B-T" and sig.time_source == "signature timestamp"
+    assert sig.timestamp["tsa"] == "CN=jpki test TSA"
+    if shutil.which("pdfsig"):
+        p = subprocess.run(["pdfsig", str(out)], capture_output=True, text=True, timeout=60, check=False)
+        assert "Signature Validation: Signature is Valid." in p.stdout, p.stdout
+
+
+def test_unreachable_tsa_leaves_no_output(home, pdf, tmp_path):
+    out = tmp_path / "b-t.pdf"
+    r = run_main(home, "sign", "--pdf", str(pdf), "-o", str(out), "--tsa",
+                 "http://127.0.0.1:9/tsr", input="ABC123\n")
+    assert r.code == 1 and "error:" in r.stderr
+    assert not out.exists()
+
+
+# --------------------------------------------------------------------------- bad input
+
+def test_an_update_after_signing_is_tampering(home, pdf, tmp_path):
+    signed = tmp_path / "signed.pdf"
+    sign(home, pdf, signed)
+    changed = tmp_path / "changed.pdf"
+    with open(signed, "rb") as fh:
+        writer = IncrementalPdfFileWriter(fh)
+        page = writer.root["/Pages"]["/Kids"][0].get_object()
+        extra = writer.add_object(generic.StreamObject(
+            stream_data=b"BT /F1 24 Tf 72 600 Td (Pay 1,000,000 yen) Tj ET"))
+        page["/Contents"] = generic.ArrayObject([page.raw_get("/Contents"), extra])
+        writer.update_container(page)
+        with open(changed, "wb") as out:
+            writer.write(out)
+    report = verify_pdf(changed, validator=validator(home))
+    assert (report.ok, report.reason) == (False, "tampered"), report.summary()
+    assert "changed after it was signed" in report.message
+    r = run_main(home, "verify", str(changed), "--revocation", "none")
+    assert r.code == 3 and "INVALID (tampered)" in r.stdout
+    # bytes appended inside the signed range are tampering of another kind
+    raw = bytearray(signed.read_bytes())
+    at = raw.find(b"Contract, page 1")
+    raw[at] = ord("K")
+    flipped = tmp_path / "flipped.pdf"
+    flipped.write_bytes(bytes(raw))
+    assert verify_pdf(flipped, validator=validator(home)).reason == "tampered"
+
+
+def test_auth_key_pdf_signature_is_wrong_key_usage(home, pdf, tmp_path):
+    out = tmp_path / "auth.pdf"
+    sign(home, pdf, out, key="auth")
+    report = verify_pdf(out, validator=validator(home))
+    assert (report.ok, report.reason) == (False, "wrong-key-usage")
+    assert verify_pdf(out, validator=validator(home), expected="auth").ok
+
+
+def test_unsigned_broken_and_encrypted_files(home, pdf, tmp_path):
+    r = run_main(home, "--json", "verify", str(pdf), "--revocation", "none")
+    assert r.code == 3 and json.loads(r.stdout)["reason"] == "no-signer"
+    broken = tmp_path / "broken.pdf"
+    broken.write_bytes(b"%PDF-1.7\n1 0 obj\n<< /Type /Catalog\nthis is not a pdf")
+    r = run_main(home, "--json", "verify", str(broken), "--revocation", "none")
+    assert r.code == 3 and json.loads(r.stdout)["reason"] == "malformed"
+    signed = tmp_path / "signed.pdf"
+    sign(home, pdf, signed)
+    truncated = tmp_path / "truncated.pdf"
+    truncated.write_bytes(signed.read_bytes()[: signed.stat().st_size // 2])
+    r = run_main(home, "--json", "verify", str(truncated), "--revocation", "none")
+    assert r.code == 3 and json.loads(r.stdout)["reason"] in ("malformed", "no-signer")
+    r = run_main(home, "sign", "--pdf", str(broken), "-o", str(tmp_path / "o.pdf"), input="ABC123\n")
+    assert r.code == 1 and "not a readable PDF" in r.stderr
+    assert not (tmp_path / "o.pdf").exists()
+    r = run_main(home, "verify", str(signed), "--data", str(pdf))
+    assert r.code == 2 and "--data is for detached CMS" in r.stderr
+
+
+def test_pdf_signing_never_leaves_a_partial_file(home, pdf, tmp_path):
+    out = tmp_path / "out.pdf"
+    r = run_main(home, "sign", "--pdf", str(pdf), "-o", str(out), input="WRONG1\n")
+    assert r.code == 4
+    assert not out.exists() and not list(tmp_path.glob("*.part"))
+    r = run_main(home, "sign", "--pdf", str(pdf), "-o", str(pdf), input="ABC123\n")
+    assert r.code == 2 and "the PDF being signed" in r.stderr
+    r = run_main(home, "sign", "--pdf", str(pdf), "--attached", input="ABC123\n")
+    assert r.code == 2 and "always embedded" in r.stderr
