@@ -1,0 +1,261 @@
+"""Shared fixtures and helpers of the jpki.auth tests (login and eKYC), plus tests of the
+renewal-link resolvers they rely on.
+
+Other test_auth_* modules import the fixtures from here by name. Revocation is answered by the
+test CA's revocation server: in process through its ASGI app (``net``), or under uvicorn on a
+free port with the CA's base URL rewritten to it (``served_revocation``) — the template home's
+certificates name http://127.0.0.1:8470, which other test runs on this machine may hold.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
+from jpki.auth import (
+    Account,
+    CertRef,
+    FollowPredecessors,
+    FollowSuccessors,
+    LinkError,
+    MemoryStore,
+    NoLinks,
+    RelyingParty,
+    TestCALinks,
+)
+from jpki.auth.protocol import ClientData, LoginResponse
+from jpki.auth.store import Challenge
+from jpki.provision import Home, read_holder
+from jpki.revocation.server import create_app as revocation_app
+from jpki.revocation.server import serve_in_thread
+from jpki.session import JpkiSession
+from jpki.transport import open_transport
+from jpki.verify import HttpFetcher, TrustStore, Validator
+
+RP_ID = "https://rp.example.jp"
+AUTH_PIN = "1234"
+SIGN_PIN = "ABC123"
+CA_BASE = "http://127.0.0.1:8470"  # what the template CA's certificates name
+
+
+# --------------------------------------------------------------------------- revocation
+
+
+class InProcessFetch:
+    """The validator's fetch, answered by the revocation server's ASGI app in this process."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.calls = 0
+
+    def __call__(self, url: str, data: bytes | None = None, content_type: str | None = None) -> bytes:
+        self.calls += 1
+
+        async def go() -> httpx.Response:
+            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=self.app)) as client:
+                if data is None:
+                    return await client.get(url)
+                return await client.post(url, content=data, headers={"Content-Type": content_type or ""})
+
+        response = asyncio.run(go())
+        response.raise_for_status()
+        return response.content
+
+
+@pytest.fixture
+def net(home: Path, clock) -> Iterator[InProcessFetch]:
+    """OCSP and CRLs of the home's test CA, served in process."""
+    app = revocation_app(home / "ca", clock=clock)
+    yield InProcessFetch(app)
+    app.state.service.close()
+
+
+@contextlib.contextmanager
+def served_revocation(home: Path, clock) -> Iterator[Callable[..., bytes]]:
+    """The revocation server under uvicorn (``serve_in_thread``) and an HTTP fetch that sends
+    the CA's URLs to it."""
+    fetcher = HttpFetcher(timeout=5, connect_timeout=2)
+    with serve_in_thread(home / "ca", clock=clock) as server:
+        def fetch(url: str, data: bytes | None = None, content_type: str | None = None) -> bytes:
+            return fetcher(url.replace(CA_BASE, server.url), data, content_type)
+
+        try:
+            yield fetch
+        finally:
+            fetcher.close()
+
+
+def make_validator(home: Path, clock, fetch) -> Validator:
+    """The service's trust: the J-LIS roots and the home's test CA."""
+    return Validator(TrustStore.jlis() + TrustStore.from_ca_dir(home / "ca"), clock=clock, fetch=fetch)
+
+
+@pytest.fixture
+def links(home: Path) -> Iterator[TestCALinks]:
+    found = TestCALinks(home / "ca")
+    yield found
+    found.close()
+
+
+@pytest.fixture
+def rp(home: Path, clock, net, links) -> RelyingParty:
+    """A relying party for RP_ID: memory store, the home's CA trusted, renewal links followed."""
+    return RelyingParty(RP_ID, make_validator(home, clock, net), MemoryStore(), clock,
+                        account_resolver=FollowPredecessors(links.predecessor))
+
+
+# --------------------------------------------------------------------------- cards
+
+
+@contextlib.contextmanager
+def card_session(home: Path, name: str = "alice", uri: str | None = None) -> Iterator[JpkiSession]:
+    """A JPKI session on a card: ``emu:NAME`` in process unless ``uri`` says otherwise."""
+    with open_transport(uri or f"emu:{name}", home=home) as transport:
+        yield JpkiSession(transport)
+
+
+@pytest.fixture
+def alice(home: Path) -> Iterator[JpkiSession]:
+    with card_session(home, "alice") as session:
+        yield session
+
+
+def credentials(home: Path, name: str, kind: str) -> tuple[rsa.RSAPrivateKey, bytes]:
+    """The private key (from the card directory) and certificate DER of a card's key ``kind``."""
+    directory = Home(home).card_dir(name)
+    card = json.loads((directory / "card.json").read_text())
+    key = serialization.load_pem_private_key((directory / card["keys"][kind]).read_bytes(), None)
+    assert isinstance(key, rsa.RSAPrivateKey)
+    holder = read_holder(Home(home), name)
+    serial = holder.auth_serial if kind == "auth" else holder.sign_serial
+    with Home(home).open_ca() as ca:
+        record = ca.db.get(serial)
+    assert record is not None
+    return key, record.der
+
+
+def sign_with_key(key: rsa.RSAPrivateKey, data: bytes) -> bytes:
+    """What the card's COMPUTE DIGITAL SIGNATURE over DigestInfo(SHA-256(data)) gives."""
+    return key.sign(data, padding.PKCS1v15(), hashes.SHA256())
+
+
+def forged_login(challenge: Challenge, key: rsa.RSAPrivateKey, cert_der: bytes, **changes: Any) -> LoginResponse:
+    """A login response signed with ``key`` over the challenge's client data, optionally with
+    changed client-data fields (``rp_id=…``, ``purpose=…``, ``nonce=…``)."""
+    data = ClientData.for_challenge(challenge)
+    if changes:
+        fields = {f: getattr(data, f) for f in ClientData.__dataclass_fields__}
+        fields.update(changes)
+        data = ClientData(**fields)
+    encoded = data.encode()
+    return LoginResponse(challenge.id, encoded, cert_der, sign_with_key(key, encoded))
+
+
+PERSONAL = ("山田", "花子", "東京都", "千代田", "神保町", "1990-04-15")
+
+
+def assert_no_personal_data(text: str, home: Path | None = None) -> None:
+    """No name, address, birth date or My Number of the sample cards in ``text``."""
+    for word in PERSONAL:
+        assert word not in text, f"personal data {word!r} in {text!r}"
+    if home is not None:
+        for name in ("alice", "bob"):
+            holder = read_holder(Home(home), name)
+            persona = holder.persona
+            for value in (persona.name, persona.address, persona.my_number, persona.birth_date.isoformat()):
+                assert str(value) not in text, f"{name}'s personal data in the log"
+
+
+# --------------------------------------------------------------------------- resolver tests
+
+
+ISSUER = "CN=Test Root,C=JP"
+
+
+def chain_of(*serials: int) -> dict[CertRef, CertRef]:
+    """new -> old links of one renewal chain."""
+    refs = [CertRef(ISSUER, s) for s in serials]
+    return {new: old for old, new in zip(refs, refs[1:])}
+
+
+def test_no_links_every_certificate_is_its_own_account():
+    ref = CertRef(ISSUER, 0x1234)
+    assert NoLinks().account_for(ref) == Account(ref)
+    assert Account(ref).key.startswith("jpki1:") and Account(ref).key.endswith(":1234")
+
+
+def test_follow_predecessors_walks_back_to_the_first_certificate():
+    back = chain_of(1, 2, 3)
+    resolver = FollowPredecessors(back.get)
+    account = resolver.account_for(CertRef(ISSUER, 3))
+    assert account.origin == CertRef(ISSUER, 1) and account.renewals == 2
+    assert resolver.account_for(CertRef(ISSUER, 1)).key == account.key
+
+
+def test_follow_predecessors_refuses_cycles_and_failures():
+    loop = {CertRef(ISSUER, 1): CertRef(ISSUER, 2), CertRef(ISSUER, 2): CertRef(ISSUER, 1)}
+    with pytest.raises(LinkError, match="cycle"):
+        FollowPredecessors(loop.get).account_for(CertRef(ISSUER, 1))
+
+    def broken(ref: CertRef) -> CertRef | None:
+        raise OSError("linkage service down")
+
+    with pytest.raises(LinkError, match="linkage service down"):
+        FollowPredecessors(broken).account_for(CertRef(ISSUER, 1))
+    endless = FollowPredecessors(lambda ref: CertRef(ISSUER, ref.serial + 1), max_hops=5)
+    with pytest.raises(LinkError, match="longer than 5"):
+        endless.account_for(CertRef(ISSUER, 1))
+
+
+def test_follow_successors_learns_the_account_of_a_renewed_certificate():
+    forward = {CertRef(ISSUER, 1): [CertRef(ISSUER, 2)], CertRef(ISSUER, 2): [CertRef(ISSUER, 3)]}
+    resolver = FollowSuccessors(lambda ref: forward.get(ref, []))
+    first = resolver.account_for(CertRef(ISSUER, 1))         # a new account, remembered
+    assert first.origin == CertRef(ISSUER, 1) and first.renewals == 0
+    third = resolver.account_for(CertRef(ISSUER, 3))         # learnt by walking forward
+    assert third.key == first.key and third.renewals == 2
+    assert resolver.aliases[CertRef(ISSUER, 2)] == CertRef(ISSUER, 1)
+    other = resolver.account_for(CertRef(ISSUER, 99))
+    assert other.origin == CertRef(ISSUER, 99)
+    assert resolver.sync() == 0
+
+
+def test_test_ca_links_follow_jpki_lifecycle_renew(home, clock):
+    from jpki.lifecycle import renew
+
+    before = read_holder(Home(home), "alice").auth_serial
+    issuer = x509.load_pem_x509_certificate((home / "ca" / "auth_ca.pem").read_bytes()).subject.rfc4514_string()
+    renew(Home(home), "alice", clock=clock)
+    after = read_holder(Home(home), "alice").auth_serial
+    links = TestCALinks(home / "ca")
+    try:
+        assert links.predecessor(CertRef(issuer, after)) == CertRef(issuer, before)
+        assert links.successors(CertRef(issuer, before)) == [CertRef(issuer, after)]
+        assert links.predecessor(CertRef("CN=Someone else", after)) is None
+        by_back = FollowPredecessors(links.predecessor).account_for(CertRef(issuer, after))
+        by_forward = FollowSuccessors(links.successors)
+        by_forward.account_for(CertRef(issuer, before))
+        assert by_forward.account_for(CertRef(issuer, after)).key == by_back.key == Account(CertRef(issuer, before)).key
+    finally:
+        links.close()
+
+
+def test_helpers_sign_like_the_card(home):
+    key, der = credentials(home, "alice", "auth")
+    cert = x509.load_der_x509_certificate(der)
+    signature = sign_with_key(key, b"x")
+    cert.public_key().verify(signature, b"x", padding.PKCS1v15(), hashes.SHA256())  # type: ignore[union-attr]
+    with card_session(home) as session:
+        session.verify("auth", AUTH_PIN)
+        assert session.sign_digest("auth", "sha256", hashlib.sha256(b"x").digest()) == signature
