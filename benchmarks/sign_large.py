@@ -136,12 +136,18 @@ def main() -> int:
             line += f"{cpu:>8.3f}{cpu / base_cpu:>10.2f}x{size / inner / 1e6:>7.0f}{rss:>11.1f}"
             line += f"{hwm:>10.1f}" if hwm is not None else ""
             print(line)
-        worst = max(best(runs, "wall_s") / base for name, runs in results.items() if "jpki" in name)
+        target = [name for name in results if "detached" in name]  # the operations
+        worst = max(best(results[name], "wall_s") / base for name in target)
+        worst_main = max(best(results[name], "main_s") / base for name in target)
         peak = max(r["maxrss_kib"] for name, runs in results.items() if "jpki" in name
                    for r in runs) / 1024
-        print(f"targets: wall <= 1.2x openssl: {'met' if worst <= 1.2 else 'NOT met'} "
-              f"(worst {worst:.2f}x, process start-up included); "
-              f"peak RSS < 100 MB: {'met' if peak < 100 else 'NOT met'} ({peak:.1f} MB)")
+        print(f"targets (detached sign and verify): wall <= 1.2x openssl: "
+              f"{'met' if worst <= 1.2 else 'NOT met'} ({worst:.2f}x with process start-up, "
+              f"{worst_main:.2f}x inside main()); peak RSS < 100 MB: "
+              f"{'met' if peak < 100 else 'NOT met'} ({peak:.1f} MB, every operation)")
+        if opts.attached:
+            print("attached signing also writes the whole file (and fsyncs it): not comparable "
+                  "with a digest alone")
         imports = best([r for name, runs in results.items() if "jpki" in name for r in runs],
                        "import_s")
         print(f"interpreter start-up + imports of jpki.cli: {imports:.3f} s at best "
