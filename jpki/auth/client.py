@@ -40,7 +40,7 @@ from jpki.auth.protocol import (
 )
 from jpki.auth.store import Challenge, Purpose
 from jpki.clock import Clock, SystemClock
-from jpki.errors import JpkiError, TransportError, UsageError
+from jpki.errors import JpkiError, UsageError
 from jpki.session import JpkiSession
 from jpki.sign import CardSigner, sign_file
 
@@ -78,7 +78,7 @@ class ChallengeRefusedError(JpkiError):
         super().__init__(message)
 
 
-class ServiceError(TransportError):
+class ServiceError(JpkiError):
     """The service could not be reached or did not answer with a JSON document."""
 
 

@@ -1,0 +1,516 @@
+"""The relying party as an HTTP service: an ASGI (Starlette) app for card login and eKYC.
+
+```python
+app = create_service(ServiceConfig(home=Path("~/.jpki").expanduser(), store="memory",
+                                   rp_id="http://127.0.0.1:8480"))
+# uvicorn: serve(config, "127.0.0.1", 8480, workers=2)   (workers > 1 need sqlite: or redis://)
+```
+
+Endpoints (JSON unless said otherwise; ``GET /openapi.json`` describes them):
+
+=====================================  ==========================================================
+``POST /api/login/begin``              a login challenge (``{"display": true}`` also shows it on
+                                       the page's board)
+``POST /api/login/complete``           check a login response → ``{"ok": true, "account": …}``
+``POST /api/ekyc/begin``               an eKYC challenge (``{"transaction_text": "…"}`` optional)
+``POST /api/ekyc/complete``            check an eKYC response → ``{"ok": true, "identity": …}``
+``GET /api/challenges/{id}``           a displayed challenge while it is pending
+``GET /api/challenges/{id}/result``    ``{"state": "pending"}`` or ``{"state": "done", …}``
+``GET /api/info``                      the relying-party id and the limits
+``GET /openapi.json``                  the OpenAPI 3.1 document
+``GET /``, ``GET /page.js``            the HTML page that starts a login and shows its result
+=====================================  ==========================================================
+
+Status codes: 200 ok; 400 ``malformed`` (JSON, base64url, fields, a bad transaction text);
+403 any other refusal (the body's ``reason``: ``replayed``, ``revoked``, …); 413 ``too-large``
+(body over ``max_body`` bytes); 404 unknown challenge on the board; 503 ``store-unavailable``;
+500 ``internal-error``. Refusals are JSON documents ``{"ok": false, "reason": …, "message": …}``.
+
+The checks that may wait on I/O (the challenge store, an OCSP responder) run in the thread
+pool, never on the event loop. Trust for :func:`create_service`: the J-LIS roots plus the test
+CA of ``home/ca``; revocation by OCSP with CRL fallback (hard-fail); renewal links from the test
+CA's database.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime as _dt
+import json
+import logging
+import os
+import urllib.parse
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any, Final
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from jpki.auth.board import RESULT_TTL, Board, board_for_store
+from jpki.auth.links import AccountResolver, FollowPredecessors, NoLinks, TestCALinks
+from jpki.auth.page import INDEX_HTML, PAGE_JS
+from jpki.auth.protocol import (
+    MAX_TRANSACTION_TEXT,
+    MalformedMessageError,
+    parse_json_object,
+)
+from jpki.auth.result import AuthReason, AuthResult, EkycResult, LoginResult
+from jpki.auth.rp import DEFAULT_CHALLENGE_TTL, RelyingParty
+from jpki.auth.store import ChallengeStore, ChallengeStoreError, RedisStore, open_store
+from jpki.clock import Clock
+from jpki.errors import UsageError
+from jpki.verify import Fetch, TrustStore, Validator
+
+__all__ = [
+    "DEFAULT_MAX_BODY",
+    "DEFAULT_PORT",
+    "ENV_CONFIG",
+    "ServiceConfig",
+    "app_from_environment",
+    "build_relying_party",
+    "create_app",
+    "create_service",
+    "openapi_document",
+    "serve",
+    "serve_in_thread",
+    "status_for",
+]
+
+log = logging.getLogger("jpki.auth")
+
+#: Largest request body accepted (a login response is about 3 KB, an eKYC CMS about 5 KB).
+DEFAULT_MAX_BODY: Final = 64 * 1024
+#: Port of ``jpki rp serve`` (the revocation server of the test CA is on 8470).
+DEFAULT_PORT: Final = 8480
+#: Environment variable through which :func:`serve` hands the configuration to workers.
+ENV_CONFIG: Final = "JPKI_RP_CONFIG"
+
+_NO_STORE = {"Cache-Control": "no-store"}
+_STATUS: dict[AuthReason, int] = {
+    AuthReason.MALFORMED: 400,
+    AuthReason.TOO_LARGE: 413,
+    AuthReason.STORE_UNAVAILABLE: 503,
+    AuthReason.INTERNAL_ERROR: 500,
+}
+
+
+def status_for(reason: AuthReason | str | None) -> int:
+    """The HTTP status for a result's reason (None: 200; refusals not listed above: 403)."""
+    if reason is None:
+        return 200
+    try:
+        return _STATUS.get(AuthReason(reason), 403)
+    except ValueError:
+        return 403
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def _refusal(reason: AuthReason, message: str, status: int | None = None) -> JSONResponse:
+    return JSONResponse({"ok": False, "reason": str(reason), "message": message},
+                        status_code=status if status is not None else status_for(reason), headers=_NO_STORE)
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    """The request body, refusing (``_TooLarge``) a declared or actual size over ``limit``."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        try:
+            if int(declared) > limit:
+                raise _TooLarge
+        except ValueError:
+            pass
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise _TooLarge
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _board_entry(result: AuthResult) -> dict[str, Any]:
+    """What the board keeps of a result: no personal data."""
+    out: dict[str, Any] = {"ok": result.ok, "reason": None if result.reason is None else str(result.reason),
+                           "message": result.message, "purpose": result.purpose,
+                           "serial": None if result.certificate is None else result.certificate.serial_hex}
+    if isinstance(result, LoginResult):
+        out["account"] = None if result.account is None else result.account.key
+    return out
+
+
+# --------------------------------------------------------------------------- OpenAPI
+
+
+def openapi_document(rp_id: str, max_body: int) -> dict[str, Any]:
+    """The OpenAPI 3.1 description of the service's JSON endpoints."""
+    b64 = {"type": "string", "pattern": "^[A-Za-z0-9_-]*$", "description": "unpadded base64url"}
+    refusal = {"description": "refused", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Refusal"}}}}
+    responses = {
+        "400": {**refusal, "description": "malformed request (reason `malformed`)"},
+        "403": {**refusal, "description": "refused (reason: replayed, expired, wrong-rp, wrong-purpose, "
+                "challenge-mismatch, bad-signature, wrong-key-kind, untrusted, expired-certificate, "
+                "certificate-not-yet-valid, revoked, revocation-unavailable, revocation-check-failed, "
+                "identity-unreadable, account-unavailable)"},
+        "413": {**refusal, "description": f"body larger than {max_body} bytes (reason `too-large`)"},
+        "503": {**refusal, "description": "the challenge store is unavailable (reason `store-unavailable`)"},
+    }
+
+    def challenge_op(summary: str, body_schema: str) -> dict[str, Any]:
+        return {"summary": summary,
+                "requestBody": {"required": False, "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{body_schema}"}}}},
+                "responses": {"200": {"description": "the challenge to sign", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Challenge"}}}},
+                              **{k: v for k, v in responses.items() if k in ("400", "413", "503")}}}
+
+    def complete_op(summary: str, body_schema: str, result_schema: str) -> dict[str, Any]:
+        return {"summary": summary,
+                "requestBody": {"required": True, "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{body_schema}"}}}},
+                "responses": {"200": {"description": "accepted", "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{result_schema}"}}}},
+                              **responses}}
+
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "jpki relying party: My Number Card login and eKYC", "version": "1",
+                 "description": f"Relying party `{rp_id}`. The protocol is described in docs/auth-protocol.md."},
+        "paths": {
+            "/api/login/begin": {"post": challenge_op("Begin a login", "LoginBegin")},
+            "/api/login/complete": {"post": complete_op("Complete a login", "LoginResponse", "LoginResult")},
+            "/api/ekyc/begin": {"post": challenge_op("Begin an eKYC", "EkycBegin")},
+            "/api/ekyc/complete": {"post": complete_op("Complete an eKYC", "EkycResponse", "EkycResult")},
+            "/api/challenges/{id}": {"get": {"summary": "A displayed challenge while pending",
+                                             "parameters": [{"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}],
+                                             "responses": {"200": {"description": "the challenge", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Challenge"}}}},
+                                                           "404": {"description": "not displayed, finished or expired"}}}},
+            "/api/challenges/{id}/result": {"get": {"summary": "The state of a displayed challenge",
+                                                    "parameters": [{"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}],
+                                                    "responses": {"200": {"description": "pending or done", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/BoardEntry"}}}},
+                                                                  "404": {"description": "unknown or expired"}}}},
+            "/api/info": {"get": {"summary": "The relying-party id and limits", "responses": {"200": {"description": "info"}}}},
+        },
+        "components": {"schemas": {
+            "Challenge": {"type": "object", "required": ["v", "id", "nonce", "rp_id", "purpose", "created_at", "expires_at"],
+                          "properties": {"v": {"const": 1}, "id": {"type": "string", "pattern": "^[A-Za-z0-9_-]{22,128}$"},
+                                         "nonce": {**b64, "description": "32 random bytes, base64url"},
+                                         "rp_id": {"type": "string"}, "purpose": {"enum": ["login", "ekyc"]},
+                                         "created_at": {"type": "string", "format": "date-time"},
+                                         "expires_at": {"type": "string", "format": "date-time"},
+                                         "transaction_text": {"type": "string", "maxLength": MAX_TRANSACTION_TEXT}}},
+            "LoginBegin": {"type": "object", "additionalProperties": False,
+                           "properties": {"display": {"type": "boolean", "description": "show the challenge on the page's board"}}},
+            "EkycBegin": {"type": "object", "additionalProperties": False,
+                          "properties": {"display": {"type": "boolean"},
+                                         "transaction_text": {"type": "string", "maxLength": MAX_TRANSACTION_TEXT}}},
+            "LoginResponse": {"type": "object", "additionalProperties": False,
+                              "required": ["challenge_id", "client_data", "certificate", "signature"],
+                              "properties": {"v": {"const": 1}, "challenge_id": {"type": "string"},
+                                             "client_data": {**b64, "description": "the canonical encoding the card signed"},
+                                             "certificate": {**b64, "description": "user-authentication certificate, DER"},
+                                             "signature": {**b64, "description": "RSASSA-PKCS1-v1_5 SHA-256 over client_data"}}},
+            "EkycResponse": {"type": "object", "additionalProperties": False, "required": ["challenge_id", "cms"],
+                             "properties": {"v": {"const": 1}, "challenge_id": {"type": "string"},
+                                            "cms": {**b64, "description": "CMS SignedData (CAdES-BES), content = client data, DER"}}},
+            "Account": {"type": "object", "properties": {"key": {"type": "string"}, "issuer": {"type": "string"},
+                                                        "serial": {"type": "string"}, "renewals": {"type": "integer"}}},
+            "Identity": {"type": "object", "properties": {"name": {"type": "string"}, "address": {"type": "string"},
+                                                         "birth_date": {"type": ["string", "null"], "format": "date"},
+                                                         "sex": {"enum": ["male", "female", "unknown"]},
+                                                         "substituted": {"type": "boolean"}}},
+            "LoginResult": {"type": "object", "properties": {"ok": {"const": True}, "account": {"$ref": "#/components/schemas/Account"},
+                                                            "challenge_id": {"type": "string"}, "certificate": {"type": "object"},
+                                                            "checked_at": {"type": "string", "format": "date-time"}}},
+            "EkycResult": {"type": "object", "properties": {"ok": {"const": True}, "identity": {"$ref": "#/components/schemas/Identity"},
+                                                           "transaction_text": {"type": ["string", "null"]},
+                                                           "challenge_id": {"type": "string"}, "certificate": {"type": "object"}}},
+            "Refusal": {"type": "object", "required": ["ok", "reason", "message"],
+                        "properties": {"ok": {"const": False}, "reason": {"type": "string"}, "message": {"type": "string"}}},
+            "BoardEntry": {"type": "object", "properties": {"state": {"enum": ["pending", "done"]},
+                                                           "result": {"type": "object"}}},
+        }},
+    }
+
+
+# --------------------------------------------------------------------------- the app
+
+
+def create_app(rp: RelyingParty, *, board: Board | None = None, max_body: int = DEFAULT_MAX_BODY,
+               on_shutdown: list[Callable[[], None]] | None = None) -> Starlette:
+    """The ASGI app serving ``rp`` (see the module docstring). ``board`` holds displayed
+    challenges (default: in memory); ``on_shutdown`` callables run when the lifespan ends."""
+    if max_body < 1024:
+        raise UsageError("max_body must be at least 1024 bytes")
+    board = board if board is not None else board_for_store(rp.store)
+    result_ttl = rp.challenge_ttl + RESULT_TTL
+    openapi = json.dumps(openapi_document(rp.rp_id, max_body)).encode()
+
+    async def body_object(request: Request, allowed: set[str]) -> dict[str, Any]:
+        raw = await _read_body(request, max_body)
+        if not raw.strip():
+            return {}
+        data = dict(parse_json_object(raw, "request body"))
+        unknown = set(data) - allowed
+        if unknown:
+            raise MalformedMessageError(f"unknown field(s): {', '.join(sorted(k[:40] for k in unknown))}")
+        return data
+
+    def begin(purpose: str) -> Callable[[Request], Awaitable[Response]]:
+        allowed = {"display"} | ({"transaction_text"} if purpose == "ekyc" else set())
+
+        async def endpoint(request: Request) -> Response:
+            try:
+                data = await body_object(request, allowed)
+                display = data.get("display", False)
+                text = data.get("transaction_text")
+                if not isinstance(display, bool):
+                    raise MalformedMessageError("display must be true or false")
+            except _TooLarge:
+                return _refusal(AuthReason.TOO_LARGE, f"the body is larger than {max_body} bytes")
+            except MalformedMessageError as exc:
+                return _refusal(AuthReason.MALFORMED, str(exc))
+
+            def issue() -> dict[str, Any]:
+                challenge = rp.begin_login() if purpose == "login" else rp.begin_ekyc(text)
+                document = challenge.to_dict()
+                if display:
+                    board.show(challenge.id, {"state": "pending", "challenge": document}, result_ttl)
+                return document
+
+            try:
+                document = await run_in_threadpool(issue)
+            except UsageError as exc:
+                return _refusal(AuthReason.MALFORMED, str(exc))
+            except ChallengeStoreError as exc:
+                log.warning("%s begin failed: %s", purpose, exc)
+                return _refusal(AuthReason.STORE_UNAVAILABLE, "the challenge store is unavailable")
+            return JSONResponse(document, headers=_NO_STORE)
+
+        return endpoint
+
+    def complete(purpose: str) -> Callable[[Request], Awaitable[Response]]:
+        check = rp.complete_login if purpose == "login" else rp.complete_ekyc
+
+        def run(raw: bytes) -> AuthResult:
+            result = check(raw)
+            if result.challenge_id is not None and result.reason not in (AuthReason.REPLAYED, AuthReason.MALFORMED):
+                try:
+                    board.finish(result.challenge_id, {"state": "done", "result": _board_entry(result)}, result_ttl)
+                except ChallengeStoreError as exc:
+                    log.warning("board update failed: %s", exc)
+            return result
+
+        async def endpoint(request: Request) -> Response:
+            try:
+                raw = await _read_body(request, max_body)
+            except _TooLarge:
+                return _refusal(AuthReason.TOO_LARGE, f"the body is larger than {max_body} bytes")
+            result = await run_in_threadpool(run, raw)
+            return JSONResponse(result.as_dict(), status_code=status_for(result.reason), headers=_NO_STORE)
+
+        return endpoint
+
+    async def displayed(request: Request) -> Response:
+        entry = await run_in_threadpool(board.get, request.path_params["challenge_id"])
+        if entry is None or entry.get("state") != "pending":
+            return JSONResponse({"ok": False, "reason": "not-found", "message": "no such pending challenge"},
+                                status_code=404, headers=_NO_STORE)
+        return JSONResponse(entry["challenge"], headers=_NO_STORE)
+
+    async def displayed_result(request: Request) -> Response:
+        entry = await run_in_threadpool(board.get, request.path_params["challenge_id"])
+        if entry is None:
+            return JSONResponse({"ok": False, "reason": "not-found", "message": "unknown or expired challenge"},
+                                status_code=404, headers=_NO_STORE)
+        if entry.get("state") == "pending":
+            return JSONResponse({"state": "pending"}, headers=_NO_STORE)
+        return JSONResponse({"state": "done", "result": entry.get("result")}, headers=_NO_STORE)
+
+    async def info(request: Request) -> Response:
+        return JSONResponse({"rp_id": rp.rp_id, "challenge_ttl": rp.challenge_ttl.total_seconds(),
+                             "max_body": max_body, "protocol": 1})
+
+    async def openapi_json(request: Request) -> Response:
+        return Response(openapi, media_type="application/json")
+
+    page_headers = {"Content-Security-Policy": "default-src 'self'; style-src 'unsafe-inline'",
+                    "X-Content-Type-Options": "nosniff", "Cache-Control": "no-cache"}
+
+    async def index(request: Request) -> Response:
+        return Response(INDEX_HTML, media_type="text/html; charset=utf-8", headers=page_headers)
+
+    async def page_js(request: Request) -> Response:
+        return Response(PAGE_JS, media_type="text/javascript; charset=utf-8", headers=page_headers)
+
+    def shutdown() -> None:
+        for callback in on_shutdown or ():
+            try:
+                callback()
+            except Exception as exc:  # noqa: BLE001 - shutting down: report and go on
+                log.warning("shutdown step failed: %s", exc)
+
+    routes = [
+        Route("/api/login/begin", begin("login"), methods=["POST"]),
+        Route("/api/login/complete", complete("login"), methods=["POST"]),
+        Route("/api/ekyc/begin", begin("ekyc"), methods=["POST"]),
+        Route("/api/ekyc/complete", complete("ekyc"), methods=["POST"]),
+        Route("/api/challenges/{challenge_id}", displayed, methods=["GET"]),
+        Route("/api/challenges/{challenge_id}/result", displayed_result, methods=["GET"]),
+        Route("/api/info", info, methods=["GET"]),
+        Route("/openapi.json", openapi_json, methods=["GET"]),
+        Route("/", index, methods=["GET"]),
+        Route("/page.js", page_js, methods=["GET"]),
+    ]
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        yield
+        await run_in_threadpool(shutdown)
+
+    app = Starlette(routes=routes, lifespan=lifespan)
+    app.state.rp = rp
+    app.state.board = board
+    app.state.close = shutdown
+    return app
+
+
+# --------------------------------------------------------------------------- configuration
+
+
+@dataclasses.dataclass(frozen=True)
+class ServiceConfig:
+    """Settings of :func:`create_service` (and of ``jpki rp serve``).
+
+    ``home`` is the jpki home whose test CA (``home/ca``) is trusted beside the J-LIS roots and
+    whose renewal links are followed. ``store`` is a challenge-store spec (``memory``,
+    ``sqlite:PATH``, ``redis://…``). ``rp_id`` names the relying party (the origin clients use).
+    ``revocation`` is ``ocsp`` (then the CRL), ``crl`` or ``none``.
+    """
+
+    home: Path
+    rp_id: str
+    store: str = "memory"
+    challenge_ttl: float = DEFAULT_CHALLENGE_TTL.total_seconds()
+    max_body: int = DEFAULT_MAX_BODY
+    revocation: str = "ocsp"
+
+    def to_json(self) -> str:
+        """The configuration as JSON (how :func:`serve` hands it to worker processes)."""
+        return json.dumps({**dataclasses.asdict(self), "home": str(self.home)})
+
+    @classmethod
+    def from_json(cls, text: str) -> ServiceConfig:
+        """Read :meth:`to_json`'s output."""
+        data = json.loads(text)
+        data["home"] = Path(data["home"])
+        return cls(**data)
+
+
+def _redis_url_without_prefix(spec: str) -> str:
+    parts = urllib.parse.urlsplit(spec)
+    query = [(k, v) for k, v in urllib.parse.parse_qsl(parts.query, keep_blank_values=True) if k != "prefix"]
+    return urllib.parse.urlunsplit(parts._replace(query=urllib.parse.urlencode(query)))
+
+
+def build_relying_party(config: ServiceConfig, *, clock: Clock | None = None, fetch: Fetch | None = None,
+                        store: ChallengeStore | None = None) -> tuple[RelyingParty, Board, Callable[[], None]]:
+    """The relying party, its board and a close function for ``config``.
+
+    ``clock`` and ``fetch`` (the validator's HTTP) are injectable for tests; ``store`` replaces
+    the one ``config.store`` names.
+    """
+    ca_dir = Path(config.home).expanduser() / "ca"
+    trust = TrustStore.jlis()
+    links: TestCALinks | None = None
+    resolver: AccountResolver = NoLinks()
+    if (ca_dir / "auth_ca.pem").is_file():
+        trust = trust + TrustStore.from_ca_dir(ca_dir)
+        links = TestCALinks(ca_dir)
+        resolver = FollowPredecessors(links.predecessor)
+    validator = Validator(trust, clock=clock, fetch=fetch, revocation=config.revocation)  # type: ignore[arg-type]
+    own_store = store is None
+    store = open_store(config.store) if store is None else store
+    try:
+        board = board_for_store(store, redis_url=_redis_url_without_prefix(config.store)
+                                if isinstance(store, RedisStore) else None)
+        rp = RelyingParty(config.rp_id, validator, store, clock,
+                          challenge_ttl=_dt.timedelta(seconds=config.challenge_ttl),
+                          account_resolver=resolver)
+    except BaseException:
+        if own_store:
+            store.close()
+        raise
+
+    def close() -> None:
+        board.close()
+        if own_store:
+            store.close()
+        if links is not None:
+            links.close()
+        closer = getattr(validator.fetch, "close", None)
+        if callable(closer):
+            closer()
+
+    return rp, board, close
+
+
+def create_service(config: ServiceConfig, *, clock: Clock | None = None, fetch: Fetch | None = None,
+                   store: ChallengeStore | None = None) -> Starlette:
+    """The app for ``config`` (see :func:`build_relying_party`); closed by the ASGI lifespan
+    or ``app.state.close()``."""
+    rp, board, close = build_relying_party(config, clock=clock, fetch=fetch, store=store)
+    return create_app(rp, board=board, max_body=config.max_body, on_shutdown=[close])
+
+
+def app_from_environment() -> Starlette:
+    """The app for the configuration in ``$JPKI_RP_CONFIG``: what uvicorn workers import."""
+    text = os.environ.get(ENV_CONFIG)
+    if not text:
+        raise UsageError(f"${ENV_CONFIG} is not set")
+    return create_service(ServiceConfig.from_json(text))
+
+
+def _uvicorn_config(app: Any, host: str, port: int, log_level: str, **extra: Any) -> Any:
+    import uvicorn
+
+    return uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=False,
+                          lifespan="on", timeout_keep_alive=30, backlog=2048, **extra)
+
+
+def serve(config: ServiceConfig, host: str = "127.0.0.1", port: int = DEFAULT_PORT, *,
+          workers: int = 1, log_level: str = "info") -> None:
+    """Serve under uvicorn until interrupted (blocks). ``workers`` > 1 runs that many processes
+    on the port; they must share the challenge store, so a ``memory`` store is refused then."""
+    import uvicorn
+
+    if workers < 1:
+        raise UsageError("workers must be at least 1")
+    if workers > 1 and config.store.strip() == "memory":
+        raise UsageError("several workers need a shared challenge store: use --store sqlite:PATH "
+                         "or --store redis://HOST:PORT/DB (memory is per process)")
+    if workers == 1:
+        app = create_service(config)
+        uvicorn.Server(_uvicorn_config(app, host, port, log_level)).run()
+        return
+    # Fail here, in the parent, if the store cannot be opened, rather than in every worker.
+    open_store(config.store).close()
+    os.environ[ENV_CONFIG] = config.to_json()
+    uvicorn.run(f"{__name__}:app_from_environment", factory=True, host=host, port=port,
+                workers=workers, log_level=log_level, access_log=False, lifespan="on",
+                timeout_keep_alive=30, backlog=2048)
+
+
+def serve_in_thread(app: Starlette, host: str = "127.0.0.1", port: int = 0, *,
+                    log_level: str = "warning") -> Any:
+    """Run ``app`` under uvicorn in a background thread (``port=0``: any free port); returns a
+    started :class:`jpki.revocation.server.ServerThread` (``.url``, ``.stop()``, context
+    manager)."""
+    from jpki.revocation.server import ServerThread
+
+    return ServerThread(app, host, port, log_level=log_level).start()
+
