@@ -666,3 +666,23 @@ def test_verification_modules_import_no_card_library():
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO,
                        timeout=120, check=False)
     assert p.returncode == 0, p.stderr
+
+
+# --------------------------------------------------------------------------- a card in a reader
+
+@pytest.mark.pcsc
+def test_sign_with_the_card_in_a_reader(served_card, home, tmp_path):
+    """alice's card behind pcscd + vpcd: the CLI asks for --force before spending a try, then
+    signs (the password verified right before the signature) and the signature verifies."""
+    doc = tmp_path / "doc.txt"
+    doc.write_bytes(b"signed over PC/SC\n")
+    card = f"pcsc:{served_card}"
+    r = run_main(home, "sign", str(doc), card=card, input="ABC123\n")
+    assert r.code == 2 and "--force" in r.stderr
+    assert not (tmp_path / "doc.txt.p7s").exists()
+    r = run_main(home, "--force", "sign", str(doc), "--attached", card=card, input="ABC123\n")
+    assert r.code == 0, r.stderr
+    report = verify_cms(tmp_path / "doc.txt.p7m", validator=validator(
+        home, at=dt.datetime.now(dt.UTC)))
+    assert report.ok, report.summary()
+    assert report.signatures[0].identity["name"] == ALICE.name
