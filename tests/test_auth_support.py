@@ -170,7 +170,7 @@ def assert_no_personal_data(text: str, home: Path | None = None) -> None:
     for word in PERSONAL:
         assert word not in text, f"personal data {word!r} in {text!r}"
     if home is not None:
-        for name in ("alice", "bob"):
+        for name in Home(home).card_names():
             holder = read_holder(Home(home), name)
             persona = holder.persona
             for value in (persona.name, persona.address, persona.my_number, persona.birth_date.isoformat()):

@@ -475,11 +475,24 @@ def app_from_environment() -> Starlette:
     return create_service(ServiceConfig.from_json(text))
 
 
-def _uvicorn_config(app: Any, host: str, port: int, log_level: str, **extra: Any) -> Any:
+def _log_config(log_level: str) -> dict[str, Any]:
+    """uvicorn's logging configuration plus the ``jpki`` loggers on its console handler, so that
+    the relying party's outcome lines (no personal data) appear beside uvicorn's."""
+    import copy
+
+    from uvicorn.config import LOGGING_CONFIG
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config["loggers"]["jpki"] = {"handlers": ["default"], "level": log_level.upper(), "propagate": False}
+    return config
+
+
+def _uvicorn_config(app: Any, host: str, port: int, log_level: str) -> Any:
     import uvicorn
 
     return uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=False,
-                          lifespan="on", timeout_keep_alive=30, backlog=2048, **extra)
+                          lifespan="on", timeout_keep_alive=30, backlog=2048,
+                          log_config=_log_config(log_level))
 
 
 def serve(config: ServiceConfig, host: str = "127.0.0.1", port: int = DEFAULT_PORT, *,
@@ -502,7 +515,7 @@ def serve(config: ServiceConfig, host: str = "127.0.0.1", port: int = DEFAULT_PO
     os.environ[ENV_CONFIG] = config.to_json()
     uvicorn.run(f"{__name__}:app_from_environment", factory=True, host=host, port=port,
                 workers=workers, log_level=log_level, access_log=False, lifespan="on",
-                timeout_keep_alive=30, backlog=2048)
+                timeout_keep_alive=30, backlog=2048, log_config=_log_config(log_level))
 
 
 def serve_in_thread(app: Starlette, host: str = "127.0.0.1", port: int = 0, *,

@@ -12,6 +12,7 @@ import click
 from ..errors import JpkiError
 from ._common import Ctx, default_home
 from .admin import ca, card
+from .auth import ekyc_command, login_command, rp
 from .demo import demo
 from .documents import sign, verify
 from .emulator import emulator
@@ -45,7 +46,7 @@ def cli(ctx: click.Context, home: Path | None, card_uri: str, as_json: bool, tra
                   force=force, wait=wait, exclusive=exclusive)
 
 
-for command in (ca, card, emulator, readers, info, pin, cert, mynumber, attrs, pkey, apdu, sign, verify, demo):
+for command in (ca, card, emulator, readers, info, pin, cert, mynumber, attrs, pkey, apdu, sign, verify, rp, login_command, ekyc_command, demo):
     cli.add_command(command)
 
 

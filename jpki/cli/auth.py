@@ -1,0 +1,161 @@
+"""Card login and eKYC: the relying-party service (``jpki rp serve``) and the card holder's
+side (``jpki login URL``, ``jpki ekyc URL``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ..errors import UsageError, VerificationError
+from ._common import Ctx, pass_ctx
+
+PIN_NAMES = {"auth": "user-authentication PIN", "sign": "signature password"}
+
+
+@click.group()
+def rp() -> None:
+    """The relying party: a web service that logs card holders in and verifies their identity.
+
+    \b
+    Examples:
+      jpki ca serve &                                  # OCSP and CRLs of the test CA (port 8470)
+      jpki rp serve                                    # http://127.0.0.1:8480, memory store
+      jpki rp serve --store sqlite:/tmp/challenges.db --workers 2
+      jpki rp serve --store redis://127.0.0.1:6379/0 --workers 4 --host 0.0.0.0 --rp-id https://rp.example.jp
+      jpki --card emu:alice login http://127.0.0.1:8480
+    """
+
+
+@rp.command("serve")
+@click.option("--store", default="memory", show_default=True,
+              help="challenge store: memory, sqlite:PATH or redis://HOST[:PORT][/DB][?prefix=P]")
+@click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True,
+              help="server processes (more than one needs a sqlite: or redis:// store)")
+@click.option("--host", default="127.0.0.1", show_default=True, help="address to listen on")
+@click.option("--port", type=click.IntRange(1, 65535), default=8480, show_default=True, help="port to listen on")
+@click.option("--rp-id", "rp_id",
+              help="the relying-party id clients sign for: the origin they reach the service at "
+                   "[default: http://HOST:PORT]")
+@click.option("--challenge-ttl", type=click.FloatRange(1, 3600), default=180.0, show_default=True,
+              help="seconds a challenge may be answered")
+@click.option("--revocation", type=click.Choice(["ocsp", "crl", "none"]), default="ocsp", show_default=True,
+              help="OCSP with CRL fallback (hard-fail), CRL only, or none (testing only)")
+@click.option("--log-level", type=click.Choice(["critical", "error", "warning", "info", "debug"]),
+              default="info", show_default=True)
+@pass_ctx
+def rp_serve(obj: Ctx, store: str, workers: int, host: str, port: int, rp_id: str | None,
+             challenge_ttl: float, revocation: str, log_level: str) -> None:
+    """Serve login and eKYC over HTTP (JSON API, OpenAPI at /openapi.json, a page at /).
+
+    Trusts the J-LIS roots and the test CA of --home; follows its renewal links. Revocation
+    is checked against the URLs in the certificates (for the test CA: run `jpki ca serve`).
+
+    \b
+    Examples:
+      jpki rp serve --port 8480
+      jpki rp serve --store redis://127.0.0.1:6379/0 --workers 2
+    """
+    from ..auth.service import ServiceConfig, serve
+
+    if rp_id is None:
+        if host in ("0.0.0.0", "::", ""):
+            raise UsageError("listening on all addresses: give --rp-id, the origin clients use "
+                             "(e.g. https://rp.example.jp)")
+        rp_id = f"http://{'[' + host + ']' if ':' in host else host}:{port}"
+    config = ServiceConfig(home=Path(obj.home).expanduser(), rp_id=rp_id, store=store,
+                           challenge_ttl=challenge_ttl, revocation=revocation)
+    obj.note(f"relying party {rp_id}: http://{host}:{port}/ ({workers} worker{'s' if workers > 1 else ''}, "
+             f"store {store.split('@')[-1] if store.startswith('redis') else store})")
+    serve(config, host, port, workers=workers, log_level=log_level)
+
+
+def _confirm(obj: Ctx, url: str):  # noqa: ANN202 - the client's Confirm callable
+    def confirm(kind: str, tries_left: int) -> None:
+        obj.confirm_try(f"Answering {url} with the {PIN_NAMES[kind]}", tries_left)
+
+    return confirm
+
+
+def _finish(obj: Ctx, answer, what: str) -> None:  # noqa: ANN001 - jpki.auth.client.ServiceAnswer
+    """Print the service's answer; raise (exit 3) on a refusal."""
+    document = dict(answer.document)
+    if answer.ok:
+        return
+    obj.emit(document, f"{what} refused by the service (HTTP {answer.status}): "
+                       f"{document.get('reason')} - {document.get('message')}")
+    error = VerificationError(str(document.get("reason") or "refused"), f"{what} refused ({document.get('reason')})")
+    error.reported = True  # type: ignore[attr-defined]  # the answer is printed already
+    raise error
+
+
+@click.command("login")
+@click.argument("url")
+@click.option("--challenge", "challenge_id", help="answer this pending challenge (shown on the service's page)")
+@click.option("--rp-id", "rp_id", help="the relying-party id to accept [default: the URL's origin]")
+@click.option("--pin", "pin_value", help="user-authentication PIN (else $JPKI_AUTH_PIN, stdin or a prompt)")
+@pass_ctx
+def login_command(obj: Ctx, url: str, challenge_id: str | None, rp_id: str | None, pin_value: str | None) -> None:
+    """Log in to a relying-party service with the card (user-authentication key, 4-digit PIN).
+
+    The challenge is checked first (purpose, meant for URL's origin, not expired); only then is
+    the PIN asked. Exit 3 when the service refuses.
+
+    \b
+    Examples:
+      jpki --card emu:alice login http://127.0.0.1:8480
+      jpki --card pcsc login http://127.0.0.1:8480 --challenge Te6OR8Dv…   # shown on the page
+    """
+    from ..auth.client import login
+    from ..session import JpkiSession
+
+    with obj.card() as transport:
+        answer = login(url, JpkiSession(transport), pin=lambda: obj.pin("auth", pin_value),
+                       confirm=_confirm(obj, url), challenge_id=challenge_id, expected_rp_id=rp_id)
+    _finish(obj, answer, "login")
+    account = answer.document.get("account") or {}
+    certificate = answer.document.get("certificate") or {}
+    obj.emit(dict(answer.document),
+             f"Logged in to {url}: account {account.get('key')} (certificate {certificate.get('serial')}"
+             + (f", {account.get('renewals')} renewal(s) followed)" if account.get("renewals") else ")"))
+
+
+@click.command("ekyc")
+@click.argument("url")
+@click.option("--text", "transaction_text", help="a transaction text to sign along (shown to the service)")
+@click.option("--challenge", "challenge_id", help="answer this pending challenge")
+@click.option("--rp-id", "rp_id", help="the relying-party id to accept [default: the URL's origin]")
+@click.option("--pin", "pin_value", help="signature password (else $JPKI_SIGN_PIN, stdin or a prompt)")
+@pass_ctx
+def ekyc_command(obj: Ctx, url: str, transaction_text: str | None, challenge_id: str | None,
+                 rp_id: str | None, pin_value: str | None) -> None:
+    """Prove your identity to a service: sign its challenge with the signing key (password).
+
+    The service receives the basic 4 info (name, address, birth date, sex) of the signing
+    certificate; they are printed here too. Exit 3 when the service refuses.
+
+    \b
+    Examples:
+      jpki --card emu:alice ekyc http://127.0.0.1:8480 --text "口座開設の本人確認"
+    """
+    from ..auth.client import ekyc
+    from ..session import JpkiSession
+
+    with obj.card() as transport:
+        answer = ekyc(url, JpkiSession(transport), pin=lambda: obj.pin("sign", pin_value),
+                      confirm=_confirm(obj, url), transaction_text=transaction_text,
+                      challenge_id=challenge_id, expected_rp_id=rp_id)
+    _finish(obj, answer, "eKYC")
+    identity = answer.document.get("identity") or {}
+    obj.emit(dict(answer.document), "\n".join([
+        f"Identity verified by {url}:",
+        f"  name:       {identity.get('name')}",
+        f"  address:    {identity.get('address')}",
+        f"  birth date: {identity.get('birth_date') or 'unknown'}",
+        f"  sex:        {identity.get('sex')}",
+        *([f"  signed text: {answer.document.get('transaction_text')}"]
+          if answer.document.get("transaction_text") is not None else []),
+    ]))
+
+
+__all__ = ["ekyc_command", "login_command", "rp"]

@@ -1,0 +1,179 @@
+"""The CLI of card login and eKYC: ``jpki rp serve`` (a real process, uvicorn workers) and
+``jpki login`` / ``jpki ekyc`` (CliRunner and real processes), with revocation answered for
+real by the test CA's revocation server over HTTP."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+from click.testing import CliRunner
+from test_auth_support import AUTH_PIN, SIGN_PIN, assert_no_personal_data, net  # noqa: F401
+
+from jpki.auth.service import ServiceConfig, create_service, serve_in_thread
+from jpki.cli import main as cli_main
+from jpki.clock import SystemClock
+from jpki.identity import SAMPLE_PERSONAS
+from jpki.lifecycle import lost
+from jpki.pki import TestCA
+from jpki.provision import Home, create_card, read_holder
+from jpki.revocation.server import serve_in_thread as serve_revocation
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def live_home(tmp_path, key_pool) -> Iterator[Path]:
+    """A home whose test CA names a free port, where its revocation server runs (system clock):
+    what a person gets with `jpki ca init --base-url …` and `jpki ca serve`."""
+    port = free_port()
+    path = tmp_path / "live"
+    path.mkdir(mode=0o700)
+    home = Home(path)
+    clock = SystemClock()
+    TestCA.init(home.ca_dir, clock=clock, base_url=f"http://127.0.0.1:{port}",
+                keys={"sign": key_pool[0], "auth": key_pool[1]}).close()
+    create_card(home, "alice", SAMPLE_PERSONAS["alice"], clock=clock, keys=(key_pool[2], key_pool[3]))
+    with serve_revocation(home.ca_dir, "127.0.0.1", port):
+        yield path
+
+
+@pytest.fixture
+def service_url(live_home) -> Iterator[str]:
+    """The relying-party service of live_home under uvicorn in this process."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    app = create_service(ServiceConfig(home=live_home, rp_id=url))
+    with serve_in_thread(app, port=port):
+        yield url
+    app.state.close()
+
+
+@dataclass
+class Outcome:
+    exit_code: int
+    output: str
+    stderr: str
+
+
+def run(home: Path, *args: str, input: str | None = None, env: dict[str, str] | None = None) -> Outcome:
+    """``jpki.cli.main`` (errors mapped to exit codes) in CliRunner's isolation."""
+    with CliRunner().isolation(input=input, env=env) as (out, err, _):
+        code = cli_main(["--home", str(home), *args])
+    return Outcome(code, out.getvalue().decode(), err.getvalue().decode())
+
+
+def main(home: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "jpki", "--home", str(home), *args], capture_output=True,
+                          text=True, timeout=120, env={**os.environ, **(env or {})}, cwd=REPO)
+
+
+def test_login_and_ekyc_commands(live_home, service_url):
+    r = run(live_home, "--card", "emu:alice", "login", service_url, "--pin", AUTH_PIN)
+    assert r.exit_code == 0, r.output
+    assert r.output.startswith(f"Logged in to {service_url}: account jpki1:")
+    r = run(live_home, "--card", "emu:alice", "--json", "login", service_url, env={"JPKI_AUTH_PIN": AUTH_PIN})
+    doc = json.loads(r.output)
+    assert doc["ok"] is True and doc["validation"]["revocation"]["method"] == "ocsp"
+    r = run(live_home, "--card", "emu:alice", "ekyc", service_url, "--text", "口座開設", input=SIGN_PIN + "\n")
+    assert r.exit_code == 0, r.output
+    persona = read_holder(Home(live_home), "alice").persona
+    assert persona.name in r.output and persona.birth_date.isoformat() in r.output
+    assert "signed text: 口座開設" in r.output
+
+
+def test_a_lost_card_is_refused_with_exit_3(live_home, service_url):
+    lost(Home(live_home), "alice")
+    r = run(live_home, "--card", "emu:alice", "login", service_url, "--pin", AUTH_PIN)
+    assert r.exit_code == 3
+    assert "refused by the service (HTTP 403): revoked" in r.output
+    r = run(live_home, "--card", "emu:alice", "--json", "ekyc", service_url, "--pin", SIGN_PIN)
+    assert r.exit_code == 3 and json.loads(r.output)["reason"] == "revoked"
+
+
+def test_a_challenge_for_another_relying_party_is_refused_before_the_pin(live_home):
+    port = free_port()
+    app = create_service(ServiceConfig(home=live_home, rp_id="https://bank.example.jp"))
+    try:
+        with serve_in_thread(app, port=port):
+            url = f"http://127.0.0.1:{port}"
+            r = run(live_home, "--card", "emu:alice", "login", url)  # no PIN given: none asked
+            assert r.exit_code == 3 and "meant for 'https://bank.example.jp'" in r.stderr
+            r = run(live_home, "--card", "emu:alice", "login", url, "--rp-id", "https://bank.example.jp",
+                    "--pin", AUTH_PIN)
+            assert r.exit_code == 0, r.output
+    finally:
+        app.state.close()
+
+
+def test_a_wrong_pin_is_exit_4(live_home, service_url):
+    r = run(live_home, "--card", "emu:alice", "login", service_url, "--pin", "9999")
+    assert r.exit_code == 4
+
+
+def test_serve_usage_errors(live_home):
+    r = run(live_home, "rp", "serve", "--workers", "2")
+    assert r.exit_code == 2 and "shared challenge store" in r.stderr
+    r = run(live_home, "rp", "serve", "--host", "0.0.0.0")
+    assert r.exit_code == 2 and "--rp-id" in r.stderr
+    r = run(live_home, "rp", "serve", "--store", "bogus:x")
+    assert r.exit_code == 2 and "unknown challenge store" in r.stderr
+
+
+def wait_up(url: str, process: subprocess.Popen[str], timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"jpki rp serve exited: {process.stderr.read() if process.stderr else ''}")
+        try:
+            if httpx.get(f"{url}/api/info", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    raise AssertionError("jpki rp serve did not come up")
+
+
+def test_rp_serve_as_a_process_with_two_workers(live_home, tmp_path):
+    """`jpki rp serve --workers 2 --store sqlite:…`, then `jpki login` / `jpki ekyc` as processes."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "jpki", "--home", str(live_home), "rp", "serve", "--port", str(port),
+         "--workers", "2", "--store", f"sqlite:{tmp_path / 'challenges.db'}", "--log-level", "info"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
+    try:
+        wait_up(url, process)
+        assert httpx.get(f"{url}/openapi.json").json()["openapi"] == "3.1.0"
+        seen = set()
+        for _ in range(4):  # several logins: both workers answer, the store is shared
+            r = main(live_home, "--card", "emu:alice", "--json", "login", url, env={"JPKI_AUTH_PIN": AUTH_PIN})
+            assert r.returncode == 0, r.stderr
+            seen.add(json.loads(r.stdout)["account"]["key"])
+        assert len(seen) == 1
+        r = main(live_home, "--card", "emu:alice", "ekyc", url, "--text", "process", env={"JPKI_SIGN_PIN": SIGN_PIN})
+        assert r.returncode == 0, r.stderr
+        assert read_holder(Home(live_home), "alice").persona.address in r.stdout
+    finally:
+        process.terminate()
+        try:
+            _, err = process.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            _, err = process.communicate()
+    assert "login ok: challenge=" in err and "eKYC ok: challenge=" in err  # jpki.auth's lines
+    assert_no_personal_data(err, live_home)
