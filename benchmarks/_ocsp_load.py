@@ -49,7 +49,7 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509 import ocsp
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
@@ -368,10 +368,18 @@ def verify_samples(samples: list[tuple[int, bytes]], serials: list[int], issuer:
                 problems["responder certificate not authorised by the CA"] += 1
                 continue
             key = responder.public_key()
-            assert isinstance(key, rsa.RSAPublicKey) and isinstance(issuer_key, rsa.RSAPublicKey)
+            assert isinstance(issuer_key, rsa.RSAPublicKey)
+            algorithm = resp.signature_hash_algorithm
             try:
-                key.verify(resp.signature, resp.tbs_response_bytes, padding.PKCS1v15(),
-                           resp.signature_hash_algorithm)  # type: ignore[arg-type]
+                if isinstance(key, rsa.RSAPublicKey):
+                    key.verify(resp.signature, resp.tbs_response_bytes, padding.PKCS1v15(),
+                               algorithm)  # type: ignore[arg-type]
+                elif isinstance(key, ec.EllipticCurvePublicKey):  # responder_key="ec"
+                    key.verify(resp.signature, resp.tbs_response_bytes,
+                               ec.ECDSA(algorithm))  # type: ignore[arg-type]
+                else:
+                    problems[f"responder key {type(key).__name__}"] += 1
+                    continue
             except InvalidSignature:
                 problems["bad signature"] += 1
                 continue

@@ -21,13 +21,16 @@ Sections (run all, or pick with ``--section``):
 ``ocsp``
     * a CA whose database holds 1M revoked and 1M good user-authentication certificates (20k +
       20k with ``--quick``), each kind inserted in one transaction (timed);
-    * ``jpki.revocation.server.serve(ca_dir, "127.0.0.1", port, workers=2)`` in a subprocess,
-      and a load generator in another (``benchmarks/_ocsp_load.py``: 20 concurrent keep-alive
-      connections POSTing pre-built DER requests over loopback, 10 s per workload): (a) a hot
-      working set of 2,000 certificates without nonces (cached RFC 5019 responses), (b) every
-      request a distinct certificate (every response signed); responses/s, p50/p95/p99 latency,
-      errors, CPU per process, each response's status checked against the row inserted and a
-      sample verified in full against the database; target >= 1,500 responses/s.
+    * ``jpki.revocation.server.serve(ca_dir, "127.0.0.1", port, workers=2, responder_key=K)``
+      in a subprocess, and a load generator in another (``benchmarks/_ocsp_load.py``: 20
+      concurrent keep-alive connections POSTing pre-built DER requests over loopback, 10 s per
+      workload): (a) a hot working set of 2,000 certificates without nonces (cached RFC 5019
+      responses), (b) every request a distinct certificate (every response signed); responses/s,
+      p50/p95/p99 latency, errors, CPU per process, each response's status checked against the
+      row inserted and a sample verified in full against the database; target >= 1,500
+      responses/s. Run once per responder key type K (``--responder-key rsa|ec|both``, default
+      both: RSA-2048 first, then ECDSA P-256 on the same CA directory, which re-issues the
+      responder certificates), then the two side by side.
 
 Every measurement runs in its own child process (``--child TASK``), so that its peak memory
 (``ru_maxrss``) is its own; ``base`` is the child's peak before the measured step (interpreter,
@@ -40,6 +43,7 @@ Usage::
     python benchmarks/revocation.py                      # every section
     python benchmarks/revocation.py --section crl --quick   # 10k/100k instead of 100k/1M, no baseline
     python benchmarks/revocation.py --section ocsp [--quick] # OCSP responses/s, 2M-row database
+    python benchmarks/revocation.py --section ocsp --responder-key ec   # one responder key type
     python benchmarks/revocation.py --section validation    # validations per second, one core
 """
 
@@ -494,7 +498,7 @@ OCSP_CLIENTS = 20
 OCSP_WORKERS = 2
 OCSP_HOT = 2_000  # certificates in the hot working set, half of them revoked
 OCSP_SECONDS = 10.0  # each timed phase
-OCSP_DISTINCT = 40_000  # pre-built distinct requests: bounds workload (b) in count
+OCSP_DISTINCT = 60_000  # pre-built distinct requests: bounds workload (b) in count
 OCSP_HOT_MAX = 500_000  # bounds workload (a) in count
 OCSP_VERIFY = 200  # responses per workload fully checked against the database
 #: Gap between the load generator's connects: the workers share one listening socket, and a
@@ -503,8 +507,11 @@ OCSP_CONNECT_GAP = 0.02
 _OCSP_SERVE = (
     "import sys\n"
     "from jpki.revocation.server import serve\n"
-    "serve(sys.argv[1], '127.0.0.1', int(sys.argv[2]), workers=int(sys.argv[3]), log_level='info')\n"
+    "serve(sys.argv[1], '127.0.0.1', int(sys.argv[2]), workers=int(sys.argv[3]), log_level='info',"
+    " responder_key=sys.argv[4])\n"
 )
+#: Responder key types, as ``serve(responder_key=…)`` takes them, and how they are printed.
+OCSP_KEY_LABELS = {"rsa": "RSA-2048", "ec": "ECDSA P-256"}
 
 
 @child_task("ocsp-db")
@@ -636,11 +643,12 @@ def _descendants(pid: int) -> list[int]:
 
 
 class _OcspServer:
-    """``serve(ca_dir, "127.0.0.1", port, workers=N)`` in a subprocess, in its own session:
-    a Ctrl-C reaches only us, and we stop it (:meth:`stop`, in a ``finally``)."""
+    """``serve(ca_dir, "127.0.0.1", port, workers=N, responder_key=K)`` in a subprocess, in its
+    own session: a Ctrl-C reaches only us, and we stop it (:meth:`stop`, in a ``finally``)."""
 
-    def __init__(self, ca_dir: Path, log_path: Path, workers: int) -> None:
+    def __init__(self, ca_dir: Path, log_path: Path, workers: int, responder_key: str = "rsa") -> None:
         self.ca_dir, self.log_path, self.workers = ca_dir, log_path, workers
+        self.responder_key = responder_key
         self.port = _free_port()
         self.proc: subprocess.Popen[bytes] | None = None
         self.workers_pids: list[int] = []
@@ -655,7 +663,8 @@ class _OcspServer:
         start = time.perf_counter()
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-c", _OCSP_SERVE, str(self.ca_dir), str(self.port), str(self.workers)],
+                [sys.executable, "-c", _OCSP_SERVE, str(self.ca_dir), str(self.port), str(self.workers),
+                 self.responder_key],
                 cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 start_new_session=True,
             )
@@ -670,7 +679,11 @@ class _OcspServer:
             if ready:
                 try:
                     with opener.open(url, timeout=2) as resp:
-                        if resp.status == 200 and json.load(resp)["status"] == "ok":
+                        health = json.load(resp)
+                        if resp.status == 200 and health["status"] == "ok":
+                            if health.get("responder_key") != self.responder_key:
+                                raise RuntimeError(f"the server signs with {health.get('responder_key')}"
+                                                   f" responders, not {self.responder_key}")
                             break
                 except (urllib.error.URLError, OSError, ValueError):
                     pass
@@ -803,14 +816,45 @@ def ocsp_section(args: argparse.Namespace, workdir: Path) -> None:
         raise SystemExit(128 + signum)  # unwinds through the server's stop()
 
     signal.signal(signal.SIGTERM, terminate)
+    key_types = ["rsa", "ec"] if args.responder_key == "both" else [args.responder_key]
     failures = 0
-    server = _OcspServer(workdir / "ocsp-ca", workdir / "ocsp-server.log", OCSP_WORKERS)
+    results: dict[str, tuple[dict, dict]] = {}
+    try:
+        for key_type in key_types:
+            hot, fresh, errors = _ocsp_run(workdir, r, key_type, n, distinct_n)
+            results[key_type] = (hot, fresh)
+            failures += errors
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    if len(results) > 1:
+        print("summary: responses/s by responder key (target >= "
+              f"{OCSP_TARGET:,}/s; server CPU per response in brackets)")
+        for key_type, (hot, fresh) in results.items():
+            per = {w: sum(x["server_cpu"].values()) / max(1, x["count"]) * 1e6 for w, x in
+                   (("a", hot), ("b", fresh))}
+            print(f"  {OCSP_KEY_LABELS[key_type]:<12} (a) cached {hot['rate']:>8,.0f}/s [{per['a']:4.0f} µs]"
+                  f"   (b) every response signed {fresh['rate']:>8,.0f}/s [{per['b']:4.0f} µs]"
+                  f"  {'met' if fresh['rate'] >= OCSP_TARGET else 'NOT met'}")
+        rsa_b, ec_b = results["rsa"][1]["rate"], results["ec"][1]["rate"]
+        print(f"  -> (b) with ECDSA P-256 responders: {ec_b / rsa_b:.1f}x the RSA-2048 rate")
+    if failures:
+        raise RuntimeError(f"OCSP benchmark: {failures} errors or failed checks (see above)")
+
+
+def _ocsp_run(workdir: Path, db: dict, key_type: str, n: int, distinct_n: int) -> tuple[dict, dict, int]:
+    """Workloads (a) and (b) against a server whose responders have ``key_type`` keys; the two
+    results and the count of errors and failed checks."""
+    label = OCSP_KEY_LABELS[key_type]
+    failures = 0
+    server = _OcspServer(workdir / "ocsp-ca", workdir / f"ocsp-server-{key_type}.log", OCSP_WORKERS,
+                         key_type)
     try:
         ready = server.start()
         workers = server.workers_pids
+        print(f"-- responder key {key_type} ({label})")
         print(f"server: jpki.revocation.server.serve(ca_dir, '127.0.0.1', {server.port},"
-              f" workers={OCSP_WORKERS}) in a subprocess (uvicorn supervisor + {len(workers)}"
-              f" worker processes {workers}), /healthz ok after {ready:.1f} s")
+              f" workers={OCSP_WORKERS}, responder_key={key_type!r}) in a subprocess (uvicorn"
+              f" supervisor + {len(workers)} worker processes {workers}), /healthz ok after {ready:.1f} s")
         print(f"load: one process, {OCSP_CLIENTS} concurrent HTTP/1.1 keep-alive connections"
               f" (opened {OCSP_CONNECT_GAP * 1e3:.0f} ms apart), one request in flight each,"
               " POST /ocsp/auth of pre-built DER requests (SHA-1 CertID, no nonce), loopback;"
@@ -822,26 +866,23 @@ def ocsp_section(args: argparse.Namespace, workdir: Path) -> None:
         hot = run_child("ocsp-load", serials=str(workdir / "hot.txt"), mode="hot",
                         max_requests=OCSP_HOT_MAX, warmup_passes=2, **common)
         failures += _print_ocsp_workload(
-            f"(a) hot working set: {OCSP_HOT:,} distinct certificates ({r['hot_revoked']:,}"
-            " revoked), cycled; no nonce, so RFC 5019 cached responses are served"
-            " (re-validated against the database) - the steady state of a relying-party"
+            f"(a) [{label}] hot working set: {OCSP_HOT:,} distinct certificates"
+            f" ({db['hot_revoked']:,} revoked), cycled; no nonce, so RFC 5019 cached responses are"
+            " served (re-validated against the database) - the steady state of a relying-party"
             " population", hot, workers)
         fresh = run_child("ocsp-load", serials=str(workdir / "distinct.txt"), mode="distinct",
                           max_requests=distinct_n, warmup=500, **common)
         failures += _print_ocsp_workload(
-            f"(b) every request a distinct certificate: {r['distinct']:,} drawn from the"
-            f" {2 * n:,} ({r['distinct_revoked']:,} revoked), each response freshly signed"
-            " (RSA-2048)", fresh, workers)
+            f"(b) [{label}] every request a distinct certificate: {db['distinct']:,} drawn from"
+            f" the {2 * n:,}"
+            f" ({db['distinct_revoked']:,} revoked), each response freshly signed ({label})",
+            fresh, workers)
         if server.proc is None or server.proc.poll() is not None:
             failures += 1
             print("  the server exited during the run:\n" + server.log())
     finally:
-        try:
-            server.stop()
-        finally:
-            signal.signal(signal.SIGTERM, previous)
-    if failures:
-        raise RuntimeError(f"OCSP benchmark: {failures} errors or failed checks (see above)")
+        server.stop()
+    return hot, fresh, failures
 
 
 # --------------------------------------------------------------------------- main
@@ -853,6 +894,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="run only this section (repeatable); default: all")
     parser.add_argument("--quick", action="store_true", help="small sizes, no slow baselines")
     parser.add_argument("--no-db", action="store_true", help="skip the CA database measurement")
+    parser.add_argument("--responder-key", choices=["rsa", "ec", "both"], default="both",
+                        help="ocsp: the responder key type(s) to measure (default: both)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--params", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)

@@ -20,7 +20,7 @@ from asn1crypto import ocsp as asn1_ocsp
 from conftest import FIXED_NOW
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509 import ocsp
 from cryptography.x509.oid import ExtendedKeyUsageOID
 from hypothesis import HealthCheck, given, settings
@@ -32,9 +32,12 @@ from jpki.pki.db import CertificateDB
 from jpki.pki.responder import (
     DEFAULT_RESPONDER_VALIDITY,
     RESPONDER_CARD_ID,
+    build_responder_certificate,
     ensure_responder,
     issue_responder_cert,
+    key_type_of,
     load_responder,
+    new_responder_key,
 )
 from jpki.provision import Home, read_holder
 from jpki.revocation.ocsp import (
@@ -231,6 +234,128 @@ def test_issue_responder_cert_is_capped_and_checked(ca, clock, responder_keys):
         issue_responder_cert(ca, "nope", responder_keys["auth"])  # type: ignore[arg-type]
     long = issue_responder_cert(ca, "sign", responder_keys["sign"], validity=dt.timedelta(days=9999))
     assert long.cert.not_valid_after_utc == ca.sign_ca_cert.not_valid_after_utc
+
+
+# --------------------------------------------------------------------------- ECDSA P-256 responders
+
+
+@pytest.fixture
+def ec_creds(ca):
+    return {kind: ensure_responder(ca, kind, key_type="ec") for kind in ("sign", "auth")}
+
+
+def test_ec_responder_certificate_profile_and_files(ca, ec_creds):
+    for kind, c in ec_creds.items():
+        key = c.cert.public_key()
+        assert isinstance(key, ec.EllipticCurvePublicKey) and isinstance(key.curve, ec.SECP256R1)
+        assert isinstance(c.key, ec.EllipticCurvePrivateKey) and c.key_type == "ec"
+        # signed by the RSA root, same profile as an RSA responder
+        assert c.cert.signature_algorithm_oid == x509.SignatureAlgorithmOID.RSA_WITH_SHA256
+        ca.ca_key(kind).public_key().verify(
+            c.cert.signature, c.cert.tbs_certificate_bytes, padding.PKCS1v15(), hashes.SHA256())
+        assert list(c.cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value) == [
+            ExtendedKeyUsageOID.OCSP_SIGNING]
+        ku = c.cert.extensions.get_extension_for_class(x509.KeyUsage).value
+        assert ku.digital_signature and not ku.key_cert_sign
+        c.cert.extensions.get_extension_for_class(x509.OCSPNoCheck)
+        assert stat.S_IMODE(c.key_path.stat().st_mode) == 0o600
+        assert b"BEGIN PRIVATE KEY" in c.key_path.read_bytes()  # PKCS#8, like the RSA keys
+        assert ca.db.get(c.cert.serial_number).card == RESPONDER_CARD_ID
+        loaded = load_responder(ca, kind)
+        assert loaded is not None and loaded.cert == c.cert and loaded.key_type == "ec"
+        proc = subprocess.run(
+            ["openssl", "verify", "-CAfile", str(ca.ca_cert_path(kind)), "-purpose", "ocsphelper",
+             "-attime", str(int(FIXED_NOW.timestamp()) + 60), str(c.cert_path)],
+            capture_output=True, text=True, timeout=30, check=False,
+        )
+        assert proc.returncode == 0 and ": OK" in proc.stdout, proc.stderr
+
+
+def test_ec_responder_signs_ecdsa_with_sha256(ca, ec_creds, lookup, clock, alice):
+    responder = OcspResponder(
+        lookup, {k: (ca.ca_cert(k), c.cert, c.key) for k, c in ec_creds.items()}, clock, freshness=FRESHNESS)
+    for kind, serial in (("auth", alice.auth_serial), ("sign", alice.sign_serial)):
+        resp = ocsp.load_der_ocsp_response(
+            responder.respond(simple_request(leaf(ca, serial), ca.ca_cert(kind))))
+        assert resp.certificate_status is ocsp.OCSPCertStatus.GOOD
+        assert resp.certificates == [ec_creds[kind].cert]
+        assert resp.responder_key_hash == hashlib.sha1(spki_bits(ec_creds[kind].cert)).digest()
+        assert resp.signature_algorithm_oid == x509.SignatureAlgorithmOID.ECDSA_WITH_SHA256
+        ec_creds[kind].cert.public_key().verify(resp.signature, resp.tbs_response_bytes,
+                                                ec.ECDSA(hashes.SHA256()))
+    ca.revoke(alice.auth_serial, x509.ReasonFlags.key_compromise)
+    responder.invalidate(alice.auth_serial)
+    resp = ocsp.load_der_ocsp_response(
+        responder.respond(simple_request(leaf(ca, alice.auth_serial), ca.auth_ca_cert)))
+    assert resp.certificate_status is ocsp.OCSPCertStatus.REVOKED
+    assert resp.revocation_reason is x509.ReasonFlags.key_compromise
+
+
+def test_switching_key_type_reissues_the_responder(ca, creds, responder_keys):
+    rsa_auth = creds["auth"]
+    assert rsa_auth.key_type == "rsa"
+    assert ensure_responder(ca, "auth").cert == rsa_auth.cert  # no key type: keep what is there
+    assert ensure_responder(ca, "auth", key_type="rsa").cert == rsa_auth.cert
+    switched = ensure_responder(ca, "auth", key_type="ec")
+    assert switched.key_type == "ec" and switched.cert.serial_number != rsa_auth.cert.serial_number
+    assert isinstance(load_responder(ca, "auth").key, ec.EllipticCurvePrivateKey)
+    assert ensure_responder(ca, "auth").cert == switched.cert  # kept, whatever its type
+    assert ensure_responder(ca, "auth", key_type="ec").cert == switched.cert
+    back = ensure_responder(ca, "auth", key_type="rsa")
+    assert back.key_type == "rsa" and back.cert.serial_number != switched.cert.serial_number
+    # a fresh RSA key, not the earlier one
+    assert back.key.public_key().public_numbers() != rsa_auth.key.public_key().public_numbers()
+    assert ensure_responder(ca, "sign", key_type="rsa").cert == creds["sign"].cert  # untouched
+    assert ca.db.get(rsa_auth.cert.serial_number) is not None  # the old ones stay on record
+    assert ca.db.get(switched.cert.serial_number) is not None
+
+
+def test_a_stored_key_of_another_type_than_configured_is_replaced(ca, creds):
+    # an EC key and certificate put in the auth slot by hand (say, restored from a backup)
+    key = new_responder_key("ec")
+    issuer = ca.auth_ca_cert
+    cert = build_responder_certificate(
+        "auth", key.public_key(), issuer_cert=issuer, issuer_key=ca.auth_ca_key, serial=4242,
+        not_before=FIXED_NOW, not_after=FIXED_NOW + dt.timedelta(days=3))
+    creds["auth"].key_path.write_bytes(key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    creds["auth"].cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    assert load_responder(ca, "auth").key_type == "ec"  # loads: it is a valid responder
+    replaced = ensure_responder(ca, "auth", key_type="rsa")
+    assert replaced.key_type == "rsa" and replaced.cert.serial_number != 4242
+    assert isinstance(replaced.cert.public_key(), rsa.RSAPublicKey)
+    assert load_responder(ca, "auth").cert == replaced.cert
+
+
+def test_ec_responder_is_renewed_with_the_same_key(ca, ec_creds, clock):
+    first = ec_creds["auth"]
+    clock.advance(days=6, hours=1)
+    renewed = ensure_responder(ca, "auth", key_type="ec")
+    assert renewed.cert.serial_number != first.cert.serial_number
+    assert renewed.cert.public_key().public_numbers() == first.key.public_key().public_numbers()
+
+
+def test_responder_key_type_checks(ca, responder_keys):
+    ec_key = new_responder_key("ec")
+    with pytest.raises(UsageError, match="unknown responder key type"):
+        ensure_responder(ca, "auth", key_type="dsa")  # type: ignore[arg-type]
+    with pytest.raises(UsageError, match="is rsa, not ec"):
+        ensure_responder(ca, "auth", responder_keys["auth"], key_type="ec")
+    with pytest.raises(UsageError, match="is ec, not rsa"):
+        issue_responder_cert(ca, "auth", ec_key, key_type="rsa")
+    p384 = ec.generate_private_key(ec.SECP384R1())
+    with pytest.raises(UsageError):
+        issue_responder_cert(ca, "auth", p384)  # type: ignore[arg-type]
+    with pytest.raises(UsageError):
+        build_responder_certificate(
+            "auth", p384.public_key(), issuer_cert=ca.auth_ca_cert, issuer_key=ca.auth_ca_key,
+            serial=5, not_before=FIXED_NOW, not_after=FIXED_NOW + dt.timedelta(days=1))
+    with pytest.raises(UsageError):
+        new_responder_key("rsa", key_size=1024)
+    assert key_type_of(ec_key) == "ec" and key_type_of(responder_keys["auth"].public_key()) == "rsa"
+    assert key_type_of(p384) is None and key_type_of(b"key") is None
+    # a given key decides the type when none is asked for
+    assert ensure_responder(ca, "auth", ec_key).key_type == "ec"
 
 
 # --------------------------------------------------------------------------- statuses

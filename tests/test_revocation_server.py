@@ -24,14 +24,14 @@ import pytest
 from conftest import FIXED_NOW
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import padding
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509 import ocsp
 
 from jpki.clock import SystemClock
 from jpki.errors import UsageError
 from jpki.pki import TestCA
 from jpki.pki.db import CertificateDB
-from jpki.pki.responder import RESPONDER_CARD_ID
+from jpki.pki.responder import RESPONDER_CARD_ID, load_responder
 from jpki.provision import Home, read_holder
 from jpki.revocation import server as server_mod
 from jpki.revocation.server import create_app, serve_in_thread
@@ -407,6 +407,73 @@ def test_a_failed_renewal_keeps_serving_and_is_retried(home, clock, ca, alice, m
         service.close()
 
 
+def test_ec_responder_key_switch_and_renewal(home, clock, ca, alice):
+    """create_app(responder_key='ec') on a CA directory whose responders are RSA re-issues them
+    with P-256 keys; responses are ecdsa-with-SHA256; renewal keeps the EC key; going back to
+    rsa re-issues again."""
+    der = request_der(leaf(ca, alice.auth_serial), ca.auth_ca_cert)
+    rsa_app = create_app(home / "ca", clock=clock)
+    try:
+        first = load(Client(rsa_app).post("/ocsp/auth", content=der, headers=OCSP_REQ))
+        assert first.signature_algorithm_oid == x509.SignatureAlgorithmOID.RSA_WITH_SHA256
+        assert Client(rsa_app).get("/healthz").json()["responder_key"] == "rsa"
+    finally:
+        rsa_app.state.service.close()
+
+    app = create_app(home / "ca", clock=clock, responder_key="ec", responder_validity=dt.timedelta(days=1),
+                     renew_before=dt.timedelta(hours=12))
+    c = Client(app)
+    try:
+        assert c.get("/healthz").json()["responder_key"] == "ec"
+        parsed = load(c.post("/ocsp/auth", content=der, headers=OCSP_REQ))
+        delegate = parsed.certificates[0]
+        assert delegate != first.certificates[0]
+        assert isinstance(delegate.public_key(), ec.EllipticCurvePublicKey)
+        assert parsed.signature_algorithm_oid == x509.SignatureAlgorithmOID.ECDSA_WITH_SHA256
+        delegate.public_key().verify(parsed.signature, parsed.tbs_response_bytes, ec.ECDSA(hashes.SHA256()))
+        assert parsed.certificate_status is ocsp.OCSPCertStatus.GOOD
+        for kind in ("sign", "auth"):
+            assert load_responder(ca, kind).key_type == "ec"
+        clock.advance(hours=13)  # 11 hours left: renewed, same P-256 key
+        renewed = load(c.post("/ocsp/auth", content=der, headers=OCSP_REQ))
+        assert renewed.certificates[0].serial_number != delegate.serial_number
+        assert renewed.certificates[0].public_key() == delegate.public_key()
+        assert renewed.signature_algorithm_oid == x509.SignatureAlgorithmOID.ECDSA_WITH_SHA256
+    finally:
+        app.state.service.close()
+
+    back = create_app(home / "ca", clock=clock)  # the default, rsa, again
+    try:
+        parsed = load(Client(back).post("/ocsp/auth", content=der, headers=OCSP_REQ))
+        assert isinstance(parsed.certificates[0].public_key(), rsa.RSAPublicKey)
+        assert parsed.signature_algorithm_oid == x509.SignatureAlgorithmOID.RSA_WITH_SHA256
+    finally:
+        back.state.service.close()
+    with pytest.raises(UsageError):
+        create_app(home / "ca", clock=clock, responder_key="dsa")  # type: ignore[arg-type]
+
+
+def test_app_from_environment_takes_the_responder_key(home, monkeypatch):
+    monkeypatch.setenv(server_mod.ENV_CA_DIR, str(home / "ca"))
+    monkeypatch.setenv(server_mod.ENV_RESPONDER_KEY, "ec")
+    app = server_mod.app_from_environment()
+    try:
+        assert app.state.service.responder_key == "ec"
+        assert isinstance(app.state.service.responder.responder_cert("auth").public_key(),
+                          ec.EllipticCurvePublicKey)
+    finally:
+        app.state.service.close()
+    monkeypatch.delenv(server_mod.ENV_RESPONDER_KEY)
+    app = server_mod.app_from_environment()
+    try:
+        assert app.state.service.responder_key == "rsa"
+    finally:
+        app.state.service.close()
+    monkeypatch.setenv(server_mod.ENV_RESPONDER_KEY, "dsa")
+    with pytest.raises(UsageError):
+        server_mod.app_from_environment()
+
+
 def test_create_app_on_a_missing_ca_fails_early(tmp_path):
     from jpki.pki import CANotFoundError
 
@@ -475,6 +542,37 @@ def test_openssl_ocsp_good_then_revoked_after_jpki_card_lost(live, home, tmp_pat
             assert "Response verify OK" in out, out
 
 
+def test_openssl_ocsp_with_an_ec_responder(home, tmp_path, alice):
+    """`openssl ocsp -issuer … -url … -CAfile …` against a server run with responder_key='ec':
+    Response verify OK and good, then revoked after `jpki card lost`."""
+    if dt.datetime.now(dt.UTC) < FIXED_NOW:  # pragma: no cover
+        pytest.skip("the test CA's certificates start in the future on this machine")
+    with TestCA.open(home / "ca") as ca:
+        cases = [
+            (kind, ca.ca_cert_path(kind), _pem(tmp_path / f"alice-{kind}.pem", leaf(ca, serial)))
+            for kind, serial in (("auth", alice.auth_serial), ("sign", alice.sign_serial))
+        ]
+    with serve_in_thread(home / "ca", clock=SystemClock(), responder_key="ec") as srv:
+        with TestCA.open(home / "ca") as ca:
+            for kind in ("sign", "auth"):
+                assert load_responder(ca, kind).key_type == "ec"
+        for kind, ca_pem, leaf_pem in cases:
+            for extra in ((), ("-no_nonce",)):
+                out = _openssl_ocsp(ca_pem, leaf_pem, f"{srv.url}/ocsp/{kind}", *extra)
+                assert f"{leaf_pem}: good" in out, out
+                assert "Response verify OK" in out, out
+                assert "ecdsa-with-SHA256" in out, out
+        lost = subprocess.run([sys.executable, "-m", "jpki", "--home", str(home), "card", "lost", "alice"],
+                              capture_output=True, text=True, timeout=120, check=False)
+        assert lost.returncode == 0, lost.stderr
+        for kind, ca_pem, leaf_pem in cases:
+            for extra in ((), ("-no_nonce",)):
+                out = _openssl_ocsp(ca_pem, leaf_pem, f"{srv.url}/ocsp/{kind}", *extra)
+                assert f"{leaf_pem}: revoked" in out, out
+                assert "Reason: keyCompromise" in out, out
+                assert "Response verify OK" in out, out
+
+
 def test_openssl_ocsp_sign_ca_and_wrong_url(live, home, tmp_path, alice):
     ca = TestCA.open(home / "ca")
     try:
@@ -537,13 +635,15 @@ def test_serve_runs_until_interrupted(home):
     assert proc.returncode in (0, -signal.SIGINT, 130), proc.stderr.read() if proc.stderr else ""
 
 
-def test_serve_with_two_worker_processes(home, alice):
+@pytest.mark.parametrize("responder_key", ["rsa", "ec"])
+def test_serve_with_two_worker_processes(home, alice, responder_key):
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     code = ("import sys; from jpki.revocation.server import serve; "
-            "serve(sys.argv[1], '127.0.0.1', int(sys.argv[2]), log_level='warning', workers=2)")
-    proc = subprocess.Popen([sys.executable, "-c", code, str(home / "ca"), str(port)],
+            "serve(sys.argv[1], '127.0.0.1', int(sys.argv[2]), log_level='warning', workers=2,"
+            " responder_key=sys.argv[3])")
+    proc = subprocess.Popen([sys.executable, "-c", code, str(home / "ca"), str(port), responder_key],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 60
@@ -558,12 +658,16 @@ def test_serve_with_two_worker_processes(home, alice):
             time.sleep(0.2)
         with TestCA.open(home / "ca") as ca:
             der = request_der(leaf(ca, alice.auth_serial), ca.auth_ca_cert)
+            expected = {"rsa": x509.SignatureAlgorithmOID.RSA_WITH_SHA256,
+                        "ec": x509.SignatureAlgorithmOID.ECDSA_WITH_SHA256}[responder_key]
             for _ in range(10):
                 response = httpx.post(f"http://127.0.0.1:{port}/ocsp/auth", content=der, headers=OCSP_REQ,
                                       timeout=20)
                 assert load(response).certificate_status is ocsp.OCSPCertStatus.GOOD
+                assert load(response).signature_algorithm_oid == expected
             # the workers found the responder certificates the parent issued: one per kind
             assert len(ca.db.list(card=RESPONDER_CARD_ID)) == 2
+            assert load_responder(ca, "auth").key_type == responder_key
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=30)
     finally:
@@ -579,6 +683,8 @@ def test_serve_argument_checks(home):
         server_mod.serve(home / "ca", workers=0)
     with pytest.raises(UsageError):
         server_mod.serve(home / "ca", workers=2, clock=FixedClock(FIXED_NOW))
+    with pytest.raises(UsageError):
+        server_mod.serve(home / "ca", responder_key="dsa")  # type: ignore[arg-type]
 
 
 def test_module_exports():

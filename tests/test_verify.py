@@ -652,6 +652,92 @@ def test_ocsp_bad_signature(validator, net, alice_auth):
     assert result.reason == Reason.OCSP_BAD_SIGNATURE
 
 
+def test_ecdsa_delegated_responder_is_verified(ca, home, clock, trust, alice_auth, certs, ec_key):
+    """A server run with responder_key='ec': its ecdsa-with-SHA256 responses, signed by a P-256
+    delegate the RSA root certified, verify; good, then revoked; a flipped bit or an EC
+    delegate of another CA is refused."""
+    application = create_app(home / "ca", clock=clock, responder_key="ec")
+    try:
+        net = Net(application)
+        validator = Validator(trust, clock=clock, fetch=net)
+        delegate = responder_creds(ca).cert
+        assert isinstance(delegate.public_key(), ec.EllipticCurvePublicKey)
+        assert isinstance(delegate.public_key().curve, ec.SECP256R1)
+        response = ocsp.load_der_ocsp_response(
+            net.server(f"{BASE}/ocsp/auth", ocsp.OCSPRequestBuilder().add_certificate(
+                alice_auth, ca.auth_ca_cert, hashes.SHA1()).build().public_bytes(DER),
+                "application/ocsp-request"))
+        assert response.signature_algorithm_oid == x509.SignatureAlgorithmOID.ECDSA_WITH_SHA256
+        assert response.certificates == [delegate]
+
+        result = validator.validate(alice_auth, kind="auth")
+        assert result.ok, result.summary()
+        assert (result.revocation.method, result.revocation.status) == ("ocsp", "good")
+        assert result.revocation.responder == delegate.subject.rfc4514_string()
+        assert result.warnings == ()
+        bob_auth = certs[("bob", "auth")]
+        ca.revoke(bob_auth.serial_number, x509.ReasonFlags.key_compromise,
+                  revoked_at=FIXED_NOW - dt.timedelta(minutes=1))
+        revoked = validator.validate(bob_auth, kind="auth")
+        assert revoked.reason == Reason.REVOKED and revoked.revocation.method == "ocsp"
+        assert revoked.revocation_reason == "keyCompromise"
+
+        _crl_down(net)
+
+        def flipped(url, body):
+            good = net.server(url, body, "application/ocsp-request")
+            signature = ocsp.load_der_ocsp_response(good).signature
+            at = good.index(signature) + len(signature) - 2  # inside the ECDSA signature's s
+            return good[:at] + bytes([good[at] ^ 0x01]) + good[at + 1:]
+
+        net.replace["/ocsp/"] = flipped
+        validator.invalidate()
+        assert validator.validate(alice_auth, kind="auth").reason == Reason.OCSP_BAD_SIGNATURE
+
+        # a P-256 delegate with OCSPSigning, but certified by another CA
+        foreign = foreign_root(ec_key)
+        stranger = build_responder_certificate(
+            "auth", ec_key.public_key(), issuer_cert=foreign, issuer_key=ec_key, serial=79,
+            not_before=FIXED_NOW - dt.timedelta(days=1), not_after=FIXED_NOW + dt.timedelta(days=1))
+        net.replace["/ocsp/"] = lambda url, body: forge(
+            body, cert=alice_auth, issuer=ca.auth_ca_cert, signer_cert=stranger, signer_key=ec_key,
+            include=[stranger])
+        validator.invalidate()
+        refused = validator.validate(alice_auth, kind="auth")
+        assert refused.reason == Reason.OCSP_UNAUTHORISED_RESPONDER and "not issued by" in refused.message
+    finally:
+        application.state.service.close()
+
+
+def test_ocsp_signature_algorithm_must_fit_the_responder_key(ca, home, clock, trust, alice_auth):
+    """An ECDSA signature presented as sha256WithRSAEncryption (or the reverse) is refused even
+    though the key would verify it: the signatureAlgorithm is bound to the key type."""
+    from asn1crypto import ocsp as asn1_ocsp
+
+    def relabel(der: bytes, algorithm: str) -> bytes:
+        response = asn1_ocsp.OCSPResponse.load(der)
+        basic = response["response_bytes"]["response"].parsed
+        basic["signature_algorithm"] = {"algorithm": algorithm}
+        response["response_bytes"]["response"] = basic
+        return response.dump(force=True)
+
+    for key_type, wrong in (("ec", "sha256_rsa"), ("rsa", "sha256_ecdsa")):
+        application = create_app(home / "ca", clock=clock, responder_key=key_type)
+        try:
+            net = Net(application)
+            validator = Validator(trust, clock=clock, fetch=net)
+            assert validator.validate(alice_auth, kind="auth").ok
+            net.replace["/ocsp/"] = lambda url, body, w=wrong, n=net: relabel(
+                n.server(url, body, "application/ocsp-request"), w)
+            _crl_down(net)
+            validator.invalidate()
+            result = validator.validate(alice_auth, kind="auth")
+            assert result.reason == Reason.OCSP_BAD_SIGNATURE, result.message
+            assert "does not fit" in result.message
+        finally:
+            application.state.service.close()
+
+
 def test_ocsp_nonce_must_come_back(validator, net, ca, alice_auth):
     sign_as_root = {"cert": alice_auth, "issuer": ca.auth_ca_cert, "signer_cert": ca.auth_ca_cert,
                         "signer_key": ca.auth_ca_key}

@@ -30,6 +30,7 @@ def ca() -> None:
       jpki ca revoke 4E3F… --reason keyCompromise
       jpki ca crl --kind auth -o auth.crl
       jpki ca serve --port 8470             # OCSP and CRLs over HTTP
+      jpki ca serve --responder-key ec      # ECDSA P-256 OCSP responders (faster signing)
     """
 
 
@@ -237,14 +238,22 @@ def ca_crl(obj: Ctx, kind: str, output: Path, next_update_hours: float) -> None:
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", type=int, default=8470, show_default=True)
 @click.option("--workers", type=int, default=1, show_default=True)
+@click.option("--responder-key", "responder_key", type=click.Choice(["rsa", "ec"]), default="rsa",
+              show_default=True,
+              help="key type of the delegated OCSP responders: rsa (RSA-2048, like JPKI) or ec"
+                   " (ECDSA P-256, certified by the RSA root; signs responses ~20x faster)."
+                   " A responder of the other type is re-issued at start")
 @pass_ctx
-def ca_serve(obj: Ctx, host: str, port: int, workers: int) -> None:
+def ca_serve(obj: Ctx, host: str, port: int, workers: int, responder_key: str) -> None:
     """Serve OCSP (/ocsp/sign, /ocsp/auth) and the CRLs (/crl/sign.crl, /crl/auth.crl) over HTTP."""
+    from ..pki.responder import check_key_type
     from ..revocation.server import serve
 
     obj.jhome.open_ca().close()  # a clear error when there is no CA
-    obj.note(f"serving OCSP and CRLs for {obj.jhome.ca_dir} on http://{host}:{port}")
-    serve(obj.jhome.ca_dir, host, port, workers=workers, log_level="warning")
+    obj.note(f"serving OCSP ({responder_key} responder key) and CRLs for {obj.jhome.ca_dir}"
+             f" on http://{host}:{port}")
+    serve(obj.jhome.ca_dir, host, port, workers=workers, log_level="warning",
+          responder_key=check_key_type(responder_key))
 
 
 def _event(obj: Ctx, result) -> None:

@@ -17,7 +17,9 @@ OCSP (RFC 6960, RFC 5019 profile), :func:`check_ocsp`:
 * it must be signed by the issuing root itself, or by a delegated responder whose certificate is
   in the response, is issued (and signed) by that root, carries id-kp-OCSPSigning, allows
   digitalSignature when it has a key usage, and is valid at producedAt
-  (``ocsp-unauthorised-responder``); the signature must verify (``ocsp-bad-signature``);
+  (``ocsp-unauthorised-responder``); the signature algorithm must fit the signer's key — RSA
+  PKCS#1 v1.5, ECDSA (a delegate with a P-256 key signs ``ecdsa-with-SHA256``) or EdDSA — and
+  the signature must verify (``ocsp-bad-signature``);
 * the nonce must come back unchanged when one was sent (``ocsp-nonce-mismatch``);
 * thisUpdate must not lie ahead of the validator's clock by more than the tolerance
   (``ocsp-not-yet-valid``), and the validation time must not lie after nextUpdate plus the
@@ -51,7 +53,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, padding, rsa
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509 import ocsp
-from cryptography.x509.oid import ExtendedKeyUsageOID, ExtensionOID
+from cryptography.x509.oid import ExtendedKeyUsageOID, ExtensionOID, SignatureAlgorithmOID
 
 from jpki.revocation.crl import CRLError, LoadedCRL
 from jpki.verify.anchors import Anchor, key_hash
@@ -132,17 +134,46 @@ def fresh_at(info: RevocationInfo, at: _dt.datetime, tolerance: _dt.timedelta) -
 # --------------------------------------------------------------------------- OCSP
 
 
-def _verify_signature(key: object, signature: bytes, data: bytes, algorithm: hashes.HashAlgorithm | None) -> None:
-    """Raise InvalidSignature (or UnsupportedAlgorithm) unless ``signature`` is ``key``'s over ``data``."""
+#: Signature algorithms by the family of key that may make them (PKCS#1 v1.5 only for RSA: the
+#: PSS parameters are not read, so a PSS signature is refused rather than half-checked).
+_RSA_SIGNATURES = frozenset({
+    SignatureAlgorithmOID.RSA_WITH_SHA1, SignatureAlgorithmOID.RSA_WITH_SHA224,
+    SignatureAlgorithmOID.RSA_WITH_SHA256, SignatureAlgorithmOID.RSA_WITH_SHA384,
+    SignatureAlgorithmOID.RSA_WITH_SHA512,
+})
+_ECDSA_SIGNATURES = frozenset({
+    SignatureAlgorithmOID.ECDSA_WITH_SHA1, SignatureAlgorithmOID.ECDSA_WITH_SHA224,
+    SignatureAlgorithmOID.ECDSA_WITH_SHA256, SignatureAlgorithmOID.ECDSA_WITH_SHA384,
+    SignatureAlgorithmOID.ECDSA_WITH_SHA512,
+})
+
+
+def _verify_signature(
+    key: object,
+    signature: bytes,
+    data: bytes,
+    algorithm: hashes.HashAlgorithm | None,
+    oid: x509.ObjectIdentifier,
+) -> None:
+    """Raise InvalidSignature (or UnsupportedAlgorithm) unless ``signature`` is ``key``'s over
+    ``data`` made with the signature algorithm ``oid`` (hash ``algorithm``). An algorithm of
+    another family than the key's (an ECDSA signature labelled sha256WithRSAEncryption…) is
+    UnsupportedAlgorithm, even when the key would verify the bytes."""
     if isinstance(key, rsa.RSAPublicKey):
-        if algorithm is None:
-            raise UnsupportedAlgorithm("no hash algorithm for an RSA signature")
+        if oid not in _RSA_SIGNATURES or algorithm is None:
+            raise UnsupportedAlgorithm(f"signature algorithm {oid.dotted_string} does not fit an RSA key")
         key.verify(signature, data, padding.PKCS1v15(), algorithm)
     elif isinstance(key, ec.EllipticCurvePublicKey):
-        if algorithm is None:
-            raise UnsupportedAlgorithm("no hash algorithm for an ECDSA signature")
+        if oid not in _ECDSA_SIGNATURES or algorithm is None:
+            raise UnsupportedAlgorithm(f"signature algorithm {oid.dotted_string} does not fit an EC key")
         key.verify(signature, data, ec.ECDSA(algorithm))
-    elif isinstance(key, (ed25519.Ed25519PublicKey, ed448.Ed448PublicKey)):
+    elif isinstance(key, ed25519.Ed25519PublicKey):
+        if oid != SignatureAlgorithmOID.ED25519:
+            raise UnsupportedAlgorithm(f"signature algorithm {oid.dotted_string} does not fit an Ed25519 key")
+        key.verify(signature, data)
+    elif isinstance(key, ed448.Ed448PublicKey):
+        if oid != SignatureAlgorithmOID.ED448:
+            raise UnsupportedAlgorithm(f"signature algorithm {oid.dotted_string} does not fit an Ed448 key")
         key.verify(signature, data)
     else:
         raise UnsupportedAlgorithm(f"unsupported responder key type {type(key).__name__}")
@@ -230,6 +261,7 @@ def verify_ocsp_response(
         included = list(response.certificates)
         tbs = response.tbs_response_bytes
         signature = response.signature
+        signature_oid = response.signature_algorithm_oid
         extensions = response.extensions
     except ValueError as exc:
         raise RevocationProblem(Reason.OCSP_MALFORMED, f"the OCSP response does not parse: {exc}") from None
@@ -280,7 +312,7 @@ def verify_ocsp_response(
         signer_key = delegate.public_key()
         signer_subject = delegate.subject.rfc4514_string()
     try:
-        _verify_signature(signer_key, signature, tbs, algorithm)
+        _verify_signature(signer_key, signature, tbs, algorithm, signature_oid)
     except InvalidSignature:
         raise RevocationProblem(Reason.OCSP_BAD_SIGNATURE, "the OCSP response signature does not verify") from None
     except UnsupportedAlgorithm as exc:
