@@ -24,14 +24,10 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from .clock import JST, Clock, SystemClock
 from .errors import NoCardError, UsageError
 from .identity import SAMPLE_PERSONAS, Persona, Sex, generate_mynumber
-from .pki import CANotFoundError, TestCA
 from .session import normalise_pin
+from .home import DEFAULT_AUTH_PIN, DEFAULT_CARD_PIN, DEFAULT_SIGN_PIN, Home  # noqa: F401 (re-exported)
 from .transport import emu
 
-DEFAULT_AUTH_PIN = "1234"
-DEFAULT_SIGN_PIN = "ABC123"
-#: Real cards are issued with the card-info PIN equal to the auth PIN (separate counters).
-DEFAULT_CARD_PIN = DEFAULT_AUTH_PIN
 
 CARD_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_")
 
@@ -56,36 +52,6 @@ def romanised_prefecture(address: str) -> str:
         if address.startswith(kanji):
             return roman
     return "Unknown"
-
-
-@dataclass(frozen=True)
-class Home:
-    path: Path
-
-    @property
-    def ca_dir(self) -> Path:
-        return self.path / "ca"
-
-    @property
-    def cards_dir(self) -> Path:
-        return emu.cards_dir(self.path)
-
-    def card_dir(self, name: str) -> Path:
-        return self.cards_dir / name
-
-    def holder_file(self, name: str) -> Path:
-        return self.path / "holders" / f"{name}.json"
-
-    def open_ca(self, clock: Clock | None = None) -> TestCA:
-        try:
-            return TestCA.open(self.ca_dir, clock=clock or SystemClock())
-        except CANotFoundError:
-            raise UsageError(f"no test CA in {self.ca_dir}: run 'jpki ca init' first") from None
-
-    def card_names(self) -> list[str]:
-        if not self.cards_dir.is_dir():
-            return []
-        return sorted(p.name for p in self.cards_dir.iterdir() if (p / "card.json").is_file())
 
 
 @dataclass(frozen=True)

@@ -747,7 +747,7 @@ def failing_demo(monkeypatch):
         if progress:
             progress(report.steps[-1])
         return report
-    monkeypatch.setattr(sys.modules["jpki.cli.demo"], "run_demo", failing)
+    monkeypatch.setattr("jpki.demo.run_demo", failing)  # the CLI imports it when the demo runs
 
 
 def test_failed_demo_exits_1(failing_demo):

@@ -13,7 +13,7 @@ from typing import Any, Callable, Iterator
 import click
 
 from ..errors import UsageError
-from ..provision import Home
+from ..home import Home
 from ..transport import Transport, is_pcsc_uri, open_transport
 
 PIN_ENV = {"auth": "JPKI_AUTH_PIN", "sign": "JPKI_SIGN_PIN", "card": "JPKI_CARD_PIN"}

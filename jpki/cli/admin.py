@@ -11,9 +11,7 @@ from cryptography import x509
 from ..errors import NoCardError, UsageError
 from ..fileio import write_atomic
 from ..identity import Persona, Sex, mask_mynumber
-from ..pki import TestCA
-from ..provision import (DEFAULT_AUTH_PIN, DEFAULT_SIGN_PIN, create_card, read_holder,
-                         romanised_prefecture, sample_persona)
+from ..home import DEFAULT_AUTH_PIN, DEFAULT_SIGN_PIN
 from ..transport import emu
 from ._common import Ctx, pass_ctx
 
@@ -41,6 +39,7 @@ def ca() -> None:
 def ca_init(obj: Ctx, base_url: str) -> None:
     """Create the signing and user-authentication root CAs in HOME/ca."""
     from ..clock import SystemClock
+    from ..pki import TestCA
 
     obj.home.mkdir(mode=0o700, parents=True, exist_ok=True)
     test_ca = TestCA.init(obj.jhome.ca_dir, base_url=base_url, clock=SystemClock())
@@ -93,6 +92,8 @@ def card_create(obj: Ctx, name: str, holder_name: str | None, address: str | Non
 
     NAME may be a sample persona (alice, bob, carol, dave): its data are used unless overridden.
     """
+    from ..provision import create_card, romanised_prefecture, sample_persona
+
     base = sample_persona(name)
     if base is None and not (holder_name and address and birth and sex):
         raise UsageError(f"{name!r} is not a sample persona: give --name, --address, --birth and --sex")
@@ -136,6 +137,8 @@ def card_list(obj: Ctx) -> None:
 @pass_ctx
 def card_show(obj: Ctx, name: str, reveal: bool) -> None:
     """The holder, certificates and PIN tries of an emulated card (no secrets)."""
+    from ..provision import read_holder
+
     holder = read_holder(obj.jhome, name)
     info = emu.emulated_card_info(obj.jhome.card_dir(name))
     p = holder.persona

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import click
 
-from ..demo import run_demo
 from ..errors import JpkiError
 from ._common import Ctx, pass_ctx
 
@@ -18,6 +17,8 @@ from ._common import Ctx, pass_ctx
 @pass_ctx
 def demo(obj: Ctx, keep: bool) -> None:
     """Run everything end to end on a fresh temporary home with an emulated card."""
+    from ..demo import run_demo  # imports the servers and pyHanko: only when the demo runs
+
     home = Path(tempfile.mkdtemp(prefix="jpki-demo-"))
     try:
         progress = None if obj.json else (lambda s: click.echo(f"{'PASS' if s.ok else 'FAIL'}  {s.name}: {s.detail}"))
