@@ -258,6 +258,20 @@ def test_lost_card_is_revoked_with_the_revocation_server(home, clock, links, ali
         assert_no_personal_data(caplog.text, home)
 
 
+def test_a_cached_good_answer_is_trusted_only_up_to_revocation_max_age(home, clock, net, alice):
+    rp = RelyingParty(RP_ID, make_validator(home, clock, net), MemoryStore(), clock,
+                      revocation_max_age=dt.timedelta(minutes=1))
+    _, response = login(rp, alice)
+    assert rp.complete_login(response).ok
+    lost(Home(home), "alice", clock=clock)
+    _, response = login(rp, alice)
+    result = rp.complete_login(response)
+    assert result.ok and result.validation.revocation.cached  # the good answer is seconds old
+    clock.advance(seconds=61)
+    _, response = login(rp, alice)
+    assert rp.complete_login(response).reason == "revoked"
+
+
 def test_revocation_unavailable_fails_closed(home, clock, alice):
     def down(url, data=None, content_type=None):
         raise OSError("connection refused")

@@ -80,14 +80,18 @@ from jpki.certinfo import signing_identity
 from jpki.clock import Clock
 from jpki.errors import UsageError, VerificationError
 from jpki.sign.cms import OID_DATA, SignerCheck, VERIFY_DIGESTS, check_signer_info, read_cms
-from jpki.verify import Validator
+from jpki.verify import ValidationResult, Validator
 
-__all__ = ["DEFAULT_CHALLENGE_TTL", "RelyingParty"]
+__all__ = ["DEFAULT_CHALLENGE_TTL", "DEFAULT_REVOCATION_MAX_AGE", "RelyingParty", "check_transaction_text"]
 
 log = logging.getLogger("jpki.auth")
 
 #: How long a challenge may be answered: long enough to type a PIN and tap the card.
 DEFAULT_CHALLENGE_TTL: Final = _dt.timedelta(minutes=3)
+#: Oldest cached revocation answer a check relies on: a lost card is refused at most this long
+#: after its revocation (the validator would otherwise keep a good OCSP answer until its
+#: nextUpdate).
+DEFAULT_REVOCATION_MAX_AGE: Final = _dt.timedelta(minutes=5)
 #: How often (by the clock) begin_* purges expired challenges from a store that needs it.
 DEFAULT_PURGE_INTERVAL: Final = _dt.timedelta(minutes=1)
 _SHA256 = hashes.SHA256()
@@ -195,7 +199,9 @@ class RelyingParty:
     ``clock`` gives "now" for challenges and for validation (default: the validator's clock).
     ``challenge_ttl`` is how long a challenge may be answered. ``account_resolver`` maps a
     login certificate to the card holder's stable account (default :class:`NoLinks`; see
-    :mod:`jpki.auth.links` for renewal links). ``certificate_cache`` bounds the parsed
+    :mod:`jpki.auth.links` for renewal links). ``revocation_max_age`` is the oldest cached
+    OCSP answer a check relies on (older: the responder is asked again; None: as long as the
+    validator keeps it, i.e. until its nextUpdate). ``certificate_cache`` bounds the parsed
     certificates kept. Thread-safe.
     """
 
@@ -208,6 +214,7 @@ class RelyingParty:
         *,
         challenge_ttl: _dt.timedelta = DEFAULT_CHALLENGE_TTL,
         account_resolver: AccountResolver | None = None,
+        revocation_max_age: _dt.timedelta | None = DEFAULT_REVOCATION_MAX_AGE,
         purge_interval: _dt.timedelta | None = DEFAULT_PURGE_INTERVAL,
         certificate_cache: int = 10_000,
     ) -> None:
@@ -222,6 +229,10 @@ class RelyingParty:
             raise UsageError("challenge_ttl must be a positive timedelta")
         self.challenge_ttl = challenge_ttl
         self.account_resolver: AccountResolver = account_resolver if account_resolver is not None else NoLinks()
+        if revocation_max_age is not None and (not isinstance(revocation_max_age, _dt.timedelta)
+                                               or revocation_max_age < _dt.timedelta(0)):
+            raise UsageError("revocation_max_age must be a non-negative timedelta or None")
+        self.revocation_max_age = revocation_max_age
         # Redis drops expired keys by itself; memory and SQLite stores are purged from begin_*.
         self._purge_interval = None if isinstance(self.store, RedisStore) else purge_interval
         self._next_purge: _dt.datetime | None = None
@@ -354,7 +365,7 @@ class RelyingParty:
             return self._login_failed(now, AuthReason.BAD_SIGNATURE,
                                       "the signature does not verify with the certificate's key",
                                       challenge_id=cid, cert=ref)
-        validation = self.validator.validate(cert, kind="auth", at=now)
+        validation = self._validate(cert, "auth", now)
         if not validation.ok:
             reason = reason_from_validation(validation.reason)
             return self._login_failed(now, reason, f"certificate refused: {validation.reason}",
@@ -415,7 +426,7 @@ class RelyingParty:
                                      cert=None if cert is None else CertRef.of(cert))
         cert = signed.certificate
         ref = CertRef.of(cert)
-        validation = self.validator.validate(cert, kind="sign", at=now)
+        validation = self._validate(cert, "sign", now)
         if not validation.ok:
             reason = reason_from_validation(validation.reason)
             return self._ekyc_failed(now, reason, f"certificate refused: {validation.reason}",
@@ -431,6 +442,19 @@ class RelyingParty:
                           checked_at=now, challenge_id=cid, certificate=ref, validation=validation,
                           identity=identity, transaction_text=data.transaction_text,
                           signed_at=signed.signing_time)
+
+    def _validate(self, cert: x509.Certificate, kind: str, now: _dt.datetime) -> ValidationResult:
+        """The validator's answer, asked again when it rests on a cached revocation answer older
+        than ``revocation_max_age``."""
+        validation = self.validator.validate(cert, kind=kind, at=now)
+        revocation = validation.revocation
+        if self.revocation_max_age is None or revocation is None or not revocation.cached:
+            return validation
+        issued = revocation.produced_at or revocation.this_update
+        if issued is not None and now - issued <= self.revocation_max_age:
+            return validation
+        self.validator.invalidate(cert)
+        return self.validator.validate(cert, kind=kind, at=now)
 
     @staticmethod
     def _signature_ok(cert: x509.Certificate, signature: bytes, data: bytes) -> bool:

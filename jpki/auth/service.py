@@ -60,7 +60,7 @@ from jpki.auth.protocol import (
     parse_json_object,
 )
 from jpki.auth.result import AuthReason, AuthResult, EkycResult, LoginResult
-from jpki.auth.rp import DEFAULT_CHALLENGE_TTL, RelyingParty
+from jpki.auth.rp import DEFAULT_CHALLENGE_TTL, DEFAULT_REVOCATION_MAX_AGE, RelyingParty
 from jpki.auth.store import ChallengeStore, ChallengeStoreError, RedisStore, open_store
 from jpki.clock import Clock
 from jpki.errors import UsageError
@@ -389,7 +389,8 @@ class ServiceConfig:
     ``home`` is the jpki home whose test CA (``home/ca``) is trusted beside the J-LIS roots and
     whose renewal links are followed. ``store`` is a challenge-store spec (``memory``,
     ``sqlite:PATH``, ``redis://…``). ``rp_id`` names the relying party (the origin clients use).
-    ``revocation`` is ``ocsp`` (then the CRL), ``crl`` or ``none``.
+    ``revocation`` is ``ocsp`` (then the CRL), ``crl`` or ``none``; ``revocation_max_age`` the
+    age in seconds of the oldest cached OCSP answer relied on.
     """
 
     home: Path
@@ -398,6 +399,7 @@ class ServiceConfig:
     challenge_ttl: float = DEFAULT_CHALLENGE_TTL.total_seconds()
     max_body: int = DEFAULT_MAX_BODY
     revocation: str = "ocsp"
+    revocation_max_age: float = DEFAULT_REVOCATION_MAX_AGE.total_seconds()
 
     def to_json(self) -> str:
         """The configuration as JSON (how :func:`serve` hands it to worker processes)."""
@@ -440,7 +442,8 @@ def build_relying_party(config: ServiceConfig, *, clock: Clock | None = None, fe
                                 if isinstance(store, RedisStore) else None)
         rp = RelyingParty(config.rp_id, validator, store, clock,
                           challenge_ttl=_dt.timedelta(seconds=config.challenge_ttl),
-                          account_resolver=resolver)
+                          account_resolver=resolver,
+                          revocation_max_age=_dt.timedelta(seconds=config.revocation_max_age))
     except BaseException:
         if own_store:
             store.close()

@@ -41,11 +41,13 @@ def rp() -> None:
               help="seconds a challenge may be answered")
 @click.option("--revocation", type=click.Choice(["ocsp", "crl", "none"]), default="ocsp", show_default=True,
               help="OCSP with CRL fallback (hard-fail), CRL only, or none (testing only)")
+@click.option("--revocation-max-age", type=click.FloatRange(0, 86400), default=300.0, show_default=True,
+              help="seconds a cached OCSP answer is relied on (a lost card is refused at most this late)")
 @click.option("--log-level", type=click.Choice(["critical", "error", "warning", "info", "debug"]),
               default="info", show_default=True)
 @pass_ctx
 def rp_serve(obj: Ctx, store: str, workers: int, host: str, port: int, rp_id: str | None,
-             challenge_ttl: float, revocation: str, log_level: str) -> None:
+             challenge_ttl: float, revocation: str, revocation_max_age: float, log_level: str) -> None:
     """Serve login and eKYC over HTTP (JSON API, OpenAPI at /openapi.json, a page at /).
 
     Trusts the J-LIS roots and the test CA of --home; follows its renewal links. Revocation
@@ -64,7 +66,8 @@ def rp_serve(obj: Ctx, store: str, workers: int, host: str, port: int, rp_id: st
                              "(e.g. https://rp.example.jp)")
         rp_id = f"http://{'[' + host + ']' if ':' in host else host}:{port}"
     config = ServiceConfig(home=Path(obj.home).expanduser(), rp_id=rp_id, store=store,
-                           challenge_ttl=challenge_ttl, revocation=revocation)
+                           challenge_ttl=challenge_ttl, revocation=revocation,
+                           revocation_max_age=revocation_max_age)
     obj.note(f"relying party {rp_id}: http://{host}:{port}/ ({workers} worker{'s' if workers > 1 else ''}, "
              f"store {store.split('@')[-1] if store.startswith('redis') else store})")
     serve(config, host, port, workers=workers, log_level=log_level)
