@@ -365,6 +365,17 @@ def test_transaction_text_rules(rp):
             rp.begin_ekyc(bad)  # type: ignore[arg-type]
 
 
+def test_challenge_tags(rp, alice):
+    tagged = rp.begin_login(tag="page")
+    assert tagged.id.startswith("page-") and len(tagged.id) > 30
+    response = answer_login(tagged, alice, pin=lambda: AUTH_PIN)
+    assert rp.complete_login(response).ok
+    assert rp.begin_ekyc("x", tag="A1").id.startswith("A1-")
+    for bad in ("", "page-", "x" * 17, "ページ"):
+        with pytest.raises(UsageError):
+            rp.begin_login(tag=bad)
+
+
 def test_the_relying_party_needs_sane_arguments(rp):
     with pytest.raises(UsageError):
         RelyingParty("", rp.validator)

@@ -269,6 +269,10 @@ def test_the_page_shows_a_pending_login_and_its_result(app, alice, clock):
     # what the page's script does: a displayed challenge …
     challenge = request(app, "POST", "/api/login/begin", json={"display": True}).json()
     cid = challenge["id"]
+    assert cid.startswith("page-")  # displayed challenges are tagged: only they touch the board
+    plain = request(app, "POST", "/api/login/begin").json()
+    assert not plain["id"].startswith("page-")
+    assert request(app, "GET", f"/api/challenges/{plain['id']}").status_code == 404
     assert request(app, "GET", f"/api/challenges/{cid}/result").json() == {"state": "pending"}
     assert request(app, "GET", f"/api/challenges/{cid}").json() == challenge
     # … answered by `jpki login URL --challenge ID` …

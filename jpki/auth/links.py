@@ -30,6 +30,7 @@ offers both directions: ``FollowPredecessors(TestCALinks(ca_dir).predecessor)`` 
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, MutableMapping
 from pathlib import Path
 from typing import Protocol, runtime_checkable
@@ -79,17 +80,35 @@ class FollowPredecessors:
     """Follows a new → old link source back to the first certificate of the chain.
 
     ``predecessor(ref)`` returns the certificate ``ref`` renewed, or None. Exceptions it raises
-    become :class:`LinkError`.
+    become :class:`LinkError`. The accounts found are kept (``cache_size`` of them, least
+    recently used dropped): what a certificate renewed is fixed when it is issued — the link is
+    recorded before the new card can be used — so the answer for a certificate never changes.
     """
 
-    def __init__(self, predecessor: Callable[[CertRef], CertRef | None], *, max_hops: int = MAX_HOPS) -> None:
+    def __init__(self, predecessor: Callable[[CertRef], CertRef | None], *, max_hops: int = MAX_HOPS,
+                 cache_size: int = 100_000) -> None:
         if not callable(predecessor):
             raise UsageError("predecessor must be callable")
         self._predecessor = predecessor
         self.max_hops = max_hops
+        self._cache: OrderedDict[CertRef, Account] = OrderedDict()
+        self._cache_size = cache_size
+        self._lock = threading.Lock()
 
     def account_for(self, ref: CertRef) -> Account:
-        """Walk back from ``ref`` while a predecessor exists."""
+        """Walk back from ``ref`` while a predecessor exists (or answer from the cache)."""
+        found = self._cache.get(ref)
+        if found is not None:
+            return found
+        account = self._walk(ref)
+        if self._cache_size:
+            with self._lock:
+                self._cache[ref] = account
+                while len(self._cache) > self._cache_size:
+                    self._cache.popitem(last=False)
+        return account
+
+    def _walk(self, ref: CertRef) -> Account:
         seen = {ref}
         current = ref
         for hops in range(self.max_hops + 1):

@@ -36,11 +36,13 @@ address, a birth date, a sex or a My Number.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import hashlib
 import hmac
 import io
 import logging
+import re
 import threading
 import unicodedata
 from collections import OrderedDict
@@ -51,6 +53,7 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from jpki.auth.links import AccountResolver, LinkError, NoLinks
 from jpki.auth.protocol import (
@@ -94,6 +97,7 @@ DEFAULT_CHALLENGE_TTL: Final = _dt.timedelta(minutes=3)
 DEFAULT_REVOCATION_MAX_AGE: Final = _dt.timedelta(minutes=5)
 #: How often (by the clock) begin_* purges expired challenges from a store that needs it.
 DEFAULT_PURGE_INTERVAL: Final = _dt.timedelta(minutes=1)
+_TAG_RE: Final = re.compile(r"[A-Za-z0-9]{1,16}")
 _SHA256 = hashes.SHA256()
 _PKCS1 = padding.PKCS1v15()
 
@@ -135,25 +139,27 @@ def check_transaction_text(text: object) -> str | None:
     return text
 
 
-class _KeyCache:
-    """Parsed certificates by DER bytes, bounded (a login parses each certificate once)."""
+class _CertCache:
+    """Parsed certificates and their :class:`CertRef` by DER bytes, bounded (a login parses each
+    certificate once)."""
 
     def __init__(self, size: int) -> None:
         self._size = size
-        self._items: OrderedDict[bytes, x509.Certificate] = OrderedDict()
+        self._items: OrderedDict[bytes, tuple[x509.Certificate, CertRef]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, der: bytes) -> x509.Certificate:
-        cert = self._items.get(der)
-        if cert is not None:
-            return cert
+    def get(self, der: bytes) -> tuple[x509.Certificate, CertRef]:
+        found = self._items.get(der)
+        if found is not None:
+            return found
         cert = x509.load_der_x509_certificate(der)  # ValueError when malformed
+        found = (cert, CertRef.of(cert))
         if self._size:
             with self._lock:
-                self._items[der] = cert
+                self._items[der] = found
                 while len(self._items) > self._size:
                     self._items.popitem(last=False)
-        return cert
+        return found
 
 
 def _check_cms(der: bytes, content: bytes) -> SignerCheck | tuple[AuthReason, str, x509.Certificate | None]:
@@ -237,7 +243,7 @@ class RelyingParty:
         self._purge_interval = None if isinstance(self.store, RedisStore) else purge_interval
         self._next_purge: _dt.datetime | None = None
         self._purge_lock = threading.Lock()
-        self._certs = _KeyCache(certificate_cache)
+        self._certs = _CertCache(certificate_cache)
 
     # ------------------------------------------------------------------ begin
 
@@ -262,28 +268,35 @@ class RelyingParty:
         if purged:
             log.debug("purged %d expired challenge(s)", purged)
 
-    def _begin(self, purpose: Purpose, text: str | None) -> Challenge:
+    def _begin(self, purpose: Purpose, text: str | None, tag: str | None) -> Challenge:
         now = self._now()
         self._maybe_purge(now)
         challenge = Challenge.create(rp_id=self.rp_id, purpose=purpose, now=now,
                                      ttl=self.challenge_ttl, transaction_text=text)
+        if tag is not None:
+            if not isinstance(tag, str) or not _TAG_RE.fullmatch(tag):
+                raise UsageError("a challenge tag is 1-16 letters or digits")
+            challenge = dataclasses.replace(challenge, id=f"{tag}-{challenge.id}")
         self.store.put(challenge)
         log.debug("%s challenge issued: %s, expires %s", purpose, _short(challenge.id),
                   challenge.expires_at.isoformat())
         return challenge
 
-    def begin_login(self) -> Challenge:
+    def begin_login(self, *, tag: str | None = None) -> Challenge:
         """Issue and store a login challenge; send ``challenge.to_dict()`` to the client.
 
-        Raises :class:`~jpki.auth.store.ChallengeStoreError` if the store fails.
+        ``tag`` (1-16 letters or digits) is put in front of the random id (``TAG-…``), so that
+        the caller can tell its own kinds of challenges apart when they are answered without a
+        look-up (the service tags the challenges its page displays). Raises
+        :class:`~jpki.auth.store.ChallengeStoreError` if the store fails.
         """
-        return self._begin("login", None)
+        return self._begin("login", None, tag)
 
-    def begin_ekyc(self, transaction_text: str | None = None) -> Challenge:
+    def begin_ekyc(self, transaction_text: str | None = None, *, tag: str | None = None) -> Challenge:
         """Issue and store an eKYC challenge, optionally with a ``transaction_text`` the card
         holder signs along (e.g. "口座開設の本人確認"); :class:`UsageError` for an unacceptable
-        text (see :func:`check_transaction_text`)."""
-        return self._begin("ekyc", check_transaction_text(transaction_text))
+        text (see :func:`check_transaction_text`). ``tag`` as for :meth:`begin_login`."""
+        return self._begin("ekyc", check_transaction_text(transaction_text), tag)
 
     # ------------------------------------------------------------------ shared checks
 
@@ -356,16 +369,15 @@ class RelyingParty:
         if not isinstance(checked, Challenge):
             return self._login_failed(now, checked[0], checked[1], challenge_id=cid)
         try:
-            cert = self._certs.get(response.certificate)
+            cert, ref = self._certs.get(response.certificate)
         except ValueError:
             return self._login_failed(now, AuthReason.MALFORMED, "the certificate is not DER X.509",
                                       challenge_id=cid)
-        ref = CertRef.of(cert)
         if not self._signature_ok(cert, response.signature, response.client_data):
             return self._login_failed(now, AuthReason.BAD_SIGNATURE,
                                       "the signature does not verify with the certificate's key",
                                       challenge_id=cid, cert=ref)
-        validation = self._validate(cert, "auth", now)
+        validation = self._validate(response.certificate, cert, "auth", now)
         if not validation.ok:
             reason = reason_from_validation(validation.reason)
             return self._login_failed(now, reason, f"certificate refused: {validation.reason}",
@@ -426,7 +438,7 @@ class RelyingParty:
                                      cert=None if cert is None else CertRef.of(cert))
         cert = signed.certificate
         ref = CertRef.of(cert)
-        validation = self._validate(cert, "sign", now)
+        validation = self._validate(cert.public_bytes(Encoding.DER), cert, "sign", now)
         if not validation.ok:
             reason = reason_from_validation(validation.reason)
             return self._ekyc_failed(now, reason, f"certificate refused: {validation.reason}",
@@ -443,10 +455,11 @@ class RelyingParty:
                           identity=identity, transaction_text=data.transaction_text,
                           signed_at=signed.signing_time)
 
-    def _validate(self, cert: x509.Certificate, kind: str, now: _dt.datetime) -> ValidationResult:
-        """The validator's answer, asked again when it rests on a cached revocation answer older
-        than ``revocation_max_age``."""
-        validation = self.validator.validate(cert, kind=kind, at=now)
+    def _validate(self, der: bytes, cert: x509.Certificate, kind: str, now: _dt.datetime) -> ValidationResult:
+        """The validator's answer for ``cert`` (given as its DER too: the validator's cache key is
+        the SHA-256 of the DER, cheaper from bytes), asked again when it rests on a cached
+        revocation answer older than ``revocation_max_age``."""
+        validation = self.validator.validate(der, kind=kind, at=now)
         revocation = validation.revocation
         if self.revocation_max_age is None or revocation is None or not revocation.cached:
             return validation
@@ -454,7 +467,7 @@ class RelyingParty:
         if issued is not None and now - issued <= self.revocation_max_age:
             return validation
         self.validator.invalidate(cert)
-        return self.validator.validate(cert, kind=kind, at=now)
+        return self.validator.validate(der, kind=kind, at=now)
 
     @staticmethod
     def _signature_ok(cert: x509.Certificate, signature: bytes, data: bytes) -> bool:
