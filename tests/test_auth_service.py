@@ -38,6 +38,7 @@ from jpki.auth.service import (
     DEFAULT_MAX_BODY,
     ServiceConfig,
     create_service,
+    running_service,
     serve,
     serve_in_thread,
     status_for,
@@ -364,3 +365,15 @@ def test_both_flows_under_uvicorn(home, clock, net, alice):
         assert service.begin("login").purpose == "login"
         raw = json.loads(httpx.get(f"{server.url}/openapi.json").text)
         assert raw["info"]["title"].startswith("jpki relying party")
+
+
+def test_running_service_for_the_demo(home, clock, net, alice):
+    """What jpki demo does: a service in a thread, a login, an eKYC, then a lost card refused."""
+    with running_service(home, clock=clock, fetch=net, revocation_max_age=0) as service:
+        assert service.rp.rp_id == service.url
+        assert login(service.url, alice, clock=clock, pin=lambda: AUTH_PIN).ok
+        answer = ekyc(service.url, alice, clock=clock, pin=lambda: SIGN_PIN, transaction_text="demo")
+        assert answer.ok and answer.document["identity"]["sex"] == "female"
+        lost(Home(home), "alice", clock=clock)
+        refused = login(service.url, alice, clock=clock, pin=lambda: AUTH_PIN)
+        assert (refused.status, refused.reason) == (403, "revoked")

@@ -464,8 +464,8 @@ class RelyingParty:
         if self.revocation_max_age is None or revocation is None or not revocation.cached:
             return validation
         issued = revocation.produced_at or revocation.this_update
-        if issued is not None and now - issued <= self.revocation_max_age:
-            return validation
+        if self.revocation_max_age and issued is not None and now - issued <= self.revocation_max_age:
+            return validation  # (0: never rely on a cached answer)
         self.validator.invalidate(cert)
         return self.validator.validate(der, kind=kind, at=now)
 

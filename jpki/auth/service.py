@@ -42,8 +42,9 @@ import datetime as _dt
 import json
 import logging
 import os
+import socket
 import urllib.parse
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any, Final
 
@@ -72,12 +73,14 @@ __all__ = [
     "DEFAULT_MAX_BODY",
     "DEFAULT_PORT",
     "ENV_CONFIG",
+    "RunningService",
     "ServiceConfig",
     "app_from_environment",
     "build_relying_party",
     "create_app",
     "create_service",
     "openapi_document",
+    "running_service",
     "serve",
     "serve_in_thread",
     "status_for",
@@ -543,6 +546,43 @@ def serve(config: ServiceConfig, host: str = "127.0.0.1", port: int = DEFAULT_PO
     uvicorn.run(f"{__name__}:app_from_environment", factory=True, host=host, port=port,
                 workers=workers, log_level=log_level, access_log=False, lifespan="on",
                 timeout_keep_alive=30, backlog=2048, log_config=_log_config(log_level))
+
+
+@dataclasses.dataclass(frozen=True)
+class RunningService:
+    """A service started by :func:`running_service`: its base URL (also its relying-party id),
+    the ASGI app, and the :class:`RelyingParty` behind it."""
+
+    url: str
+    app: Starlette
+
+    @property
+    def rp(self) -> RelyingParty:
+        """The relying party the app serves."""
+        return self.app.state.rp  # type: ignore[no-any-return]
+
+
+@contextlib.contextmanager
+def running_service(home: Path | str, *, clock: Clock | None = None, fetch: Fetch | None = None,
+                    store: str = "memory", revocation_max_age: float = DEFAULT_REVOCATION_MAX_AGE.total_seconds(),
+                    host: str = "127.0.0.1", port: int = 0) -> Iterator[RunningService]:
+    """The relying-party service of ``home`` under uvicorn in a background thread, for demos and
+    tests: yields a :class:`RunningService` whose ``url`` (``http://HOST:PORT``, a free port
+    unless given) is also its relying-party id, so that ``jpki.auth.client.login(url, …)``
+    accepts its challenges. Stopped and closed on exit. ``revocation_max_age=0`` makes every
+    login ask the OCSP responder (a card reported lost is refused at once)."""
+    if port == 0:
+        with socket.socket() as probe:
+            probe.bind((host, 0))
+            port = probe.getsockname()[1]
+    url = f"http://{host}:{port}"
+    config = ServiceConfig(home=Path(home), rp_id=url, store=store, revocation_max_age=revocation_max_age)
+    app = create_service(config, clock=clock, fetch=fetch)
+    try:
+        with serve_in_thread(app, host, port):
+            yield RunningService(url, app)
+    finally:
+        app.state.close()
 
 
 def serve_in_thread(app: Starlette, host: str = "127.0.0.1", port: int = 0, *,
