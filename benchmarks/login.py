@@ -55,17 +55,17 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from jpki.auth import MemoryStore, RedisStore, RelyingParty  # noqa: E402
-from jpki.auth.client import answer_ekyc, answer_login  # noqa: E402
-from jpki.auth.protocol import ClientData, LoginResponse  # noqa: E402
-from jpki.clock import SystemClock  # noqa: E402
-from jpki.identity import SAMPLE_PERSONAS  # noqa: E402
-from jpki.pki import TestCA  # noqa: E402
-from jpki.provision import Home, create_card, read_holder  # noqa: E402
-from jpki.revocation.server import serve_in_thread  # noqa: E402
-from jpki.session import JpkiSession  # noqa: E402
-from jpki.transport import open_transport  # noqa: E402
-from jpki.verify import TrustStore, Validator  # noqa: E402
+from jpki.auth import MemoryStore, RedisStore, RelyingParty
+from jpki.auth.client import answer_ekyc, answer_login
+from jpki.auth.protocol import ClientData, LoginResponse
+from jpki.clock import SystemClock
+from jpki.identity import SAMPLE_PERSONAS
+from jpki.pki import TestCA
+from jpki.provision import Home, create_card, read_holder
+from jpki.revocation.server import serve_in_thread
+from jpki.session import JpkiSession
+from jpki.transport import open_transport
+from jpki.verify import TrustStore, Validator
 
 RP_ID = "http://127.0.0.1:8480"
 

@@ -45,9 +45,10 @@ from jpki.clock import FixedClock
 from jpki.errors import UsageError
 from jpki.lifecycle import lost, renew
 from jpki.pki import TestCA
-from jpki.sign import CardSigner, sign_file
 from jpki.provision import Home, read_holder
+from jpki.sign import CardSigner, sign_file
 from jpki.verify import TrustStore, Validator
+
 
 def login(rp: RelyingParty, session, pin: str = AUTH_PIN):
     challenge = rp.begin_login()

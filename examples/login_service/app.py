@@ -139,7 +139,7 @@ def build_app(home: Path = HOME, origin: str = ORIGIN, *, validator: Validator |
         return JSONResponse(result.as_dict(), status_code=status)
 
     async def logout(request: Request) -> Response:
-        sid, state = session_of(request)
+        _, state = session_of(request)
         with lock:
             state.clear()
         return RedirectResponse("/", status_code=303)

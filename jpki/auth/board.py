@@ -27,7 +27,13 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, Final, Protocol
 
-from jpki.auth.store import ChallengeStore, ChallengeStoreError, MemoryStore, RedisStore, SqliteStore
+from jpki.auth.store import (
+    ChallengeStore,
+    ChallengeStoreError,
+    MemoryStore,
+    RedisStore,
+    SqliteStore,
+)
 from jpki.errors import UsageError
 
 __all__ = ["RESULT_TTL", "Board", "MemoryBoard", "RedisBoard", "SqliteBoard", "board_for_store"]

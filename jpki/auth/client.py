@@ -29,7 +29,7 @@ import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final, Protocol
+from typing import Any, Final, Protocol, cast
 
 from jpki.auth.protocol import (
     ClientData,
@@ -43,6 +43,7 @@ from jpki.clock import Clock, SystemClock
 from jpki.errors import JpkiError, UsageError
 from jpki.session import JpkiSession
 from jpki.sign import CardSigner, sign_file
+from jpki.sign.signer import CardKeySession
 
 __all__ = [
     "ChallengeRefusedError",
@@ -155,7 +156,7 @@ def answer_ekyc(challenge: Challenge, session: JpkiSession, *, pin: PinSource,
 
     if confirm is not None:
         confirm("sign", session.tries_left("sign"))
-    signer = CardSigner.from_session(session, "sign", pin=password)
+    signer = CardSigner.from_session(cast(CardKeySession, session), "sign", pin=password)
     with tempfile.TemporaryDirectory(prefix="jpki-ekyc-") as folder:
         data_path = Path(folder) / "client-data.bin"
         data_path.write_bytes(client_data)

@@ -33,7 +33,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, MutableMapping
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Protocol, cast, runtime_checkable
 
 from cryptography import x509
 
@@ -114,7 +114,7 @@ class FollowPredecessors:
         for hops in range(self.max_hops + 1):
             try:
                 previous = self._predecessor(current)
-            except Exception as exc:  # noqa: BLE001 - any failure of the source
+            except Exception as exc:  # any failure of the source
                 raise LinkError(f"the renewal-link source failed: {type(exc).__name__}: {exc}") from exc
             if previous is None:
                 return Account(current, renewals=hops)
@@ -147,7 +147,7 @@ class FollowSuccessors:
     def _next(self, ref: CertRef) -> list[CertRef]:
         try:
             return list(self._successors(ref))
-        except Exception as exc:  # noqa: BLE001 - any failure of the source
+        except Exception as exc:
             raise LinkError(f"the renewal-link source failed: {type(exc).__name__}: {exc}") from exc
 
     def _walk(self, origin: CertRef, start: CertRef) -> None:
@@ -242,14 +242,15 @@ class TestCALinks:
         """The certificate ``ref`` renewed (the most recently linked one), or None."""
         if ref.issuer not in self._issuers:
             return None
-        found = self._database().predecessors(ref.serial)
+        found = cast("list[str]", self._database().predecessors(ref.serial))
         return CertRef(ref.issuer, int(found[-1], 16)) if found else None
 
     def successors(self, ref: CertRef) -> list[CertRef]:
         """The certificates that renewed ``ref``."""
         if ref.issuer not in self._issuers:
             return []
-        return [CertRef(ref.issuer, int(s, 16)) for s in self._database().successors(ref.serial)]
+        found = cast("list[str]", self._database().successors(ref.serial))
+        return [CertRef(ref.issuer, int(serial, 16)) for serial in found]
 
     def close(self) -> None:
         """Close the database (it is opened again on the next look-up)."""

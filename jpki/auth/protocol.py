@@ -34,7 +34,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from jpki.auth.store import NONCE_SIZE, PURPOSES, Challenge, MalformedChallengeError, Purpose
+from jpki.auth.store import (
+    NONCE_SIZE,
+    PURPOSES,
+    Challenge,
+    MalformedChallengeError,
+    Purpose,
+)
 from jpki.errors import JpkiError
 
 __all__ = [

@@ -82,7 +82,13 @@ from jpki.auth.store import (
 from jpki.certinfo import signing_identity
 from jpki.clock import Clock
 from jpki.errors import UsageError, VerificationError
-from jpki.sign.cms import OID_DATA, SignerCheck, VERIFY_DIGESTS, check_signer_info, read_cms
+from jpki.sign.cms import (
+    OID_DATA,
+    VERIFY_DIGESTS,
+    SignerCheck,
+    check_signer_info,
+    read_cms,
+)
 from jpki.verify import ValidationResult, Validator
 
 __all__ = ["DEFAULT_CHALLENGE_TTL", "DEFAULT_REVOCATION_MAX_AGE", "RelyingParty", "check_transaction_text"]
@@ -342,7 +348,7 @@ class RelyingParty:
                                       f"the clock failed: {exc}")
         try:
             return self._complete_login(response, now)
-        except Exception as exc:  # noqa: BLE001 - fail closed, whatever happened
+        except Exception as exc:  # fail closed
             log.exception("login check failed unexpectedly")
             return self._login_failed(now, AuthReason.INTERNAL_ERROR,
                                       f"the login check failed unexpectedly: {type(exc).__name__}")
@@ -405,7 +411,7 @@ class RelyingParty:
                                      f"the clock failed: {exc}")
         try:
             return self._complete_ekyc(response, now)
-        except Exception as exc:  # noqa: BLE001 - fail closed, whatever happened
+        except Exception as exc:  # fail closed, whatever happened
             log.exception("eKYC check failed unexpectedly")
             return self._ekyc_failed(now, AuthReason.INTERNAL_ERROR,
                                      f"the eKYC check failed unexpectedly: {type(exc).__name__}")

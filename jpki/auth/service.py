@@ -62,7 +62,7 @@ from jpki.auth.protocol import (
     MalformedMessageError,
     parse_json_object,
 )
-from jpki.auth.result import AuthReason, AuthResult, EkycResult, LoginResult
+from jpki.auth.result import AuthReason, AuthResult, LoginResult
 from jpki.auth.rp import DEFAULT_CHALLENGE_TTL, DEFAULT_REVOCATION_MAX_AGE, RelyingParty
 from jpki.auth.store import ChallengeStore, ChallengeStoreError, RedisStore, open_store
 from jpki.clock import Clock

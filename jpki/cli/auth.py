@@ -73,14 +73,14 @@ def rp_serve(obj: Ctx, store: str, workers: int, host: str, port: int, rp_id: st
     serve(config, host, port, workers=workers, log_level=log_level)
 
 
-def _confirm(obj: Ctx, url: str):  # noqa: ANN202 - the client's Confirm callable
+def _confirm(obj: Ctx, url: str):  # the client's Confirm callable
     def confirm(kind: str, tries_left: int) -> None:
         obj.confirm_try(f"Answering {url} with the {PIN_NAMES[kind]}", tries_left)
 
     return confirm
 
 
-def _finish(obj: Ctx, answer, what: str) -> None:  # noqa: ANN001 - jpki.auth.client.ServiceAnswer
+def _finish(obj: Ctx, answer, what: str) -> None:  # jpki.auth.client.ServiceAnswer
     """Print the service's answer; raise (exit 3) on a refusal."""
     document = dict(answer.document)
     if answer.ok:
