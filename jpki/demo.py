@@ -139,7 +139,7 @@ def run_demo(home_path: Path, *, card_name: str = "alice", clock: Clock | None =
         confused = validator.validate(sign, kind="auth")
         step("a signing certificate is no login certificate", confused.reason == "wrong-kind",
              f"refused: {confused.reason}")
-        lost(home, card_name, clock=clock)
+        _online_identity(home_path, card_name, clock, step)
         validator.clear_caches()
         result = validator.validate(auth, kind="auth")
         step("lost card: the auth certificate is refused", result.reason == "revoked",
@@ -199,6 +199,33 @@ def _sign_documents(home_path: Path, card_name: str, validator: Validator, clock
          f"refused: {altered.reason}")
     report = verify_pdf(pdf_out, validator=validator, clock=clock)
     step("sign a PDF (PAdES B-B)", report.ok, _verdict(report))
+
+
+def _online_identity(home_path: Path, card_name: str, clock: Clock,
+                     step: Callable[[str, bool, str], None]) -> None:
+    """Log in and run an eKYC against an in-process relying-party service; then the card is
+    reported lost and the same login is refused."""
+    from .auth.client import ekyc, login
+    from .auth.service import running_service
+
+    with running_service(home_path, clock=clock, revocation_max_age=0) as service:
+        with open_transport(f"emu:{card_name}", home=home_path) as t:
+            session = JpkiSession(t)
+            answer = login(service.url, session, pin=lambda: DEFAULT_AUTH_PIN, clock=clock)
+            account = (answer.document or {}).get("account", {}).get("key", "")
+            step("log in with the card (auth key, challenge-response)", answer.ok,
+                 f"account {account[:24]}…" if answer.ok else f"refused: {answer.reason}")
+            answer = ekyc(service.url, session, pin=lambda: DEFAULT_SIGN_PIN,
+                          transaction_text="jpki demo: open an account", clock=clock)
+            who = (answer.document or {}).get("identity", {})
+            step("identity proofing (eKYC, sign key)", answer.ok,
+                 f"verified {mask_text(who.get('name', ''))}, born {who.get('birth_date')}, "
+                 f"{who.get('sex')}" if answer.ok else f"refused: {answer.reason}")
+        lost(Home(home_path), card_name, clock=clock)
+        with open_transport(f"emu:{card_name}", home=home_path) as t:
+            answer = login(service.url, JpkiSession(t), pin=lambda: DEFAULT_AUTH_PIN, clock=clock)
+        step("lost card: the login is refused", not answer.ok and answer.reason == "revoked",
+             f"refused: {answer.reason}")
 
 
 def _verdict(report) -> str:
