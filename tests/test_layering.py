@@ -275,9 +275,15 @@ def forbidden_calls(name: str) -> list[str]:
     return found
 
 
+#: Reviewed exceptions: (module, call). A forked child must leave with os._exit (never running
+#: the parent's atexit handlers or flushing its buffers twice).
+ALLOWED_CALLS = {("jpki.hashing", "os._exit(")}
+
+
 def test_no_print_exit_or_logging_config_in_library_code():
     offenders = [hit for m in MODULES if not any(under(m, e) for e in ENTRY_POINTS)
-                 for hit in forbidden_calls(m)]
+                 for hit in forbidden_calls(m)
+                 if (m, hit.split(": ")[-1]) not in ALLOWED_CALLS]
     report(offenders, "library code must not print, exit or configure logging")
 
 

@@ -9,17 +9,39 @@ from pathlib import Path
 
 import click
 
+import importlib
+
 from ..errors import JpkiError
 from ._common import Ctx, default_home
-from .admin import ca, card
-from .auth import ekyc_command, login_command, rp
-from .demo import demo
-from .documents import sign, verify
-from .emulator import emulator
-from .host import apdu, attrs, cert, info, mynumber, pin, pkey, readers
+
+#: command name -> (module in jpki.cli, attribute). Modules are imported only when their command
+#: runs (or for --help), so that ``jpki sign`` does not pay for the CA, the servers or pyHanko.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "ca": ("admin", "ca"), "card": ("admin", "card"), "emulator": ("emulator", "emulator"),
+    "readers": ("host", "readers"), "info": ("host", "info"), "pin": ("host", "pin"),
+    "cert": ("host", "cert"), "mynumber": ("host", "mynumber"), "attrs": ("host", "attrs"),
+    "pkey": ("host", "pkey"), "apdu": ("host", "apdu"),
+    "sign": ("documents", "sign"), "verify": ("documents", "verify"),
+    "rp": ("auth", "rp"), "login": ("auth", "login_command"), "ekyc": ("auth", "ekyc_command"),
+    "demo": ("demo", "demo"),
+}
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class LazyGroup(click.Group):
+    """A click group whose subcommands are imported on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(COMMANDS) | set(self.commands))
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in COMMANDS:
+            module, attr = COMMANDS[cmd_name]
+            command = getattr(importlib.import_module(f"{__name__}.{module}"), attr)
+            self.add_command(command, cmd_name)
+        return self.commands.get(cmd_name)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--home", type=click.Path(file_okay=False, path_type=Path), envvar="JPKI_HOME",
               help="where the test CA and emulated cards live [env JPKI_HOME; default ~/.jpki]")
 @click.option("--card", "card_uri", envvar="JPKI_CARD", default="pcsc", show_default=True,
@@ -45,9 +67,6 @@ def cli(ctx: click.Context, home: Path | None, card_uri: str, as_json: bool, tra
     ctx.obj = Ctx(home=home or default_home(), card_uri=card_uri, json=as_json, trace=trace,
                   force=force, wait=wait, exclusive=exclusive)
 
-
-for command in (ca, card, emulator, readers, info, pin, cert, mynumber, attrs, pkey, apdu, sign, verify, rp, login_command, ekyc_command, demo):
-    cli.add_command(command)
 
 
 def main(argv: list[str] | None = None) -> int:

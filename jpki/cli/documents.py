@@ -11,9 +11,8 @@ from typing import TYPE_CHECKING, Any, Literal
 import click
 
 from ..errors import UsageError, VerificationError
-from ..session import JpkiSession
+from ..hashing import BackgroundHash
 from ._common import Ctx, pass_ctx
-from .host import PIN_NAMES
 
 # jpki.sign (asn1crypto's CMS modules), jpki.verify and pyHanko are imported by the commands
 # that use them, so that every other jpki command starts without them.
@@ -83,15 +82,25 @@ def sign(obj: Ctx, file: Path, output: Path | None, key: str, digest: str, attac
         raise UsageError(f"{given}: only with --pdf")
     if is_pdf and attached:
         raise UsageError("--attached is for CMS signatures; a PDF signature is always embedded")
-    from ..sign.cms import (
-        check_output,
-        default_output,
-        hash_for_signing,
-        sign_file,
-        sign_hashed,
-    )
-
     _check_input(file, "file to sign")
+    # Detached: hash from the start, beside the rest of jpki being imported, the PIN asked and
+    # the card opened (jpki.hashing imports nothing heavy).
+    hashed = None if is_pdf or attached else BackgroundHash(file, digest)
+    try:
+        _sign(obj, file, output, key, digest, attached, is_pdf, field, visible, reason, location,
+              tsa, pin_value, hashed)
+    except BaseException:
+        if hashed is not None:
+            hashed.cancel()
+        raise
+
+
+def _sign(obj: Ctx, file: Path, output: Path | None, key: str, digest: str, attached: bool,
+          is_pdf: bool, field: str | None, visible: str | None, reason: str | None,
+          location: str | None, tsa: str | None, pin_value: str | None,
+          hashed: BackgroundHash | None) -> None:
+    from ..sign.cms import check_output, default_output, sign_file, sign_hashed
+
     box = None
     if is_pdf:
         from ..sign.pdf import parse_visible  # pyHanko is needed for PDFs only
@@ -119,20 +128,13 @@ def sign(obj: Ctx, file: Path, output: Path | None, key: str, digest: str, attac
             else:
                 done = sign_file(file, output, signer, digest=digest, attached=True)
     else:
-        # Detached: the file is hashed in a thread while the PIN is asked and the card opened.
+        assert hashed is not None
         out = output or default_output(file, False)
         check_output(file, out)
-        cancel = threading.Event()
-        with ThreadPoolExecutor(max_workers=1) as pool:
-            hashed = pool.submit(hash_for_signing, file, digest, cancel=cancel)
-            try:
-                value = obj.pin(key, pin_value)
-                with obj.card() as t:
-                    signer = _card_signer(obj, t, key, value)
-                    done = sign_hashed(hashed.result(), out, signer)
-            except BaseException:
-                cancel.set()
-                raise
+        value = obj.pin(key, pin_value)
+        with obj.card() as t:
+            signer = _card_signer(obj, t, key, value)
+            done = sign_hashed(hashed.result(), out, signer)
     if not is_pdf:
         data = done.to_json()
         human = (f"signed {file} ({done.size} bytes, {digest}, "
@@ -145,6 +147,8 @@ def sign(obj: Ctx, file: Path, output: Path | None, key: str, digest: str, attac
 def _card_signer(obj: Ctx, transport: object, key: str, value: str) -> CardSigner:
     """The card's signer for ``key`` (confirming first on a card in a reader)."""
     from ..sign import CardSigner
+    from ..session import JpkiSession
+    from .host import PIN_NAMES
 
     session = JpkiSession(transport)  # type: ignore[arg-type]
     obj.confirm_try(f"Signing with the {PIN_NAMES[key]}", session.tries_left(key))
@@ -207,8 +211,6 @@ def verify(obj: Ctx, file: Path, data: Path | None, expected: str, revocation: s
       jpki --json verify report-signed.pdf
       jpki verify login.p7s --key auth --revocation none
     """
-    from ..sign import verify_cms
-
     _check_input(file, "signature file")
     if data is not None:
         _check_input(data, "data file")
@@ -219,6 +221,33 @@ def verify(obj: Ctx, file: Path, data: Path | None, expected: str, revocation: s
         guess = file.with_suffix("")
         if guess.is_file():
             data = guess
+    # Start hashing the data (the usual SHA-256) before anything heavy is imported.
+    early = BackgroundHash(data, "sha256") if data is not None and not is_pdf else None
+    try:
+        report = _verify(obj, file, data, is_pdf, expected, revocation, soft_fail, trust, early)
+    except BaseException:
+        if early is not None:
+            early.cancel()
+        raise
+    obj.emit(report.to_json(), report.summary)
+    if not report.ok:
+        error = VerificationError(report.reason or "malformed", report.message)
+        error.reported = True  # type: ignore[attr-defined]  # the report says so already
+        raise error
+
+
+def _verify(obj: Ctx, file: Path, data: Path | None, is_pdf: bool, expected: str, revocation: str,
+            soft_fail: bool, trust: tuple[Path, ...], early: BackgroundHash | None) -> Any:
+    from ..sign import verify_cms
+
+    prehashed = None
+    result: list[bytes] = []
+    if early is not None:
+        def sha256() -> bytes:
+            if not result:
+                result.append(early.result().digest)
+            return result[0]
+        prehashed = {"sha256": sha256}
     with ThreadPoolExecutor(max_workers=1) as pool:
         building = pool.submit(_validator, obj, revocation, soft_fail, trust)
         validator = _ValidatorInBackground(building)
@@ -227,13 +256,12 @@ def verify(obj: Ctx, file: Path, data: Path | None, expected: str, revocation: s
 
             report = verify_pdf(file, validator=validator, expected=expected)  # type: ignore[arg-type]
         else:
-            report = verify_cms(file, data=data, validator=validator, expected=expected)  # type: ignore[arg-type]
+            report = verify_cms(file, data=data, validator=validator, expected=expected,  # type: ignore[arg-type]
+                                prehashed=prehashed)
         building.result()  # a broken --trust is an error even when no certificate got that far
-    obj.emit(report.to_json(), report.summary)
-    if not report.ok:
-        error = VerificationError(report.reason or "malformed", report.message)
-        error.reported = True  # type: ignore[attr-defined]  # the report says so already
-        raise error
+    if early is not None and not result:
+        early.cancel()  # the signature named another digest: the early hash went unused
+    return report
 
 
 __all__ = ["sign", "verify"]

@@ -27,7 +27,7 @@ import io
 import os
 import re
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import IO, Any, BinaryIO, Literal, Protocol
 
@@ -42,6 +42,16 @@ from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 from ..clock import Clock, SystemClock
 from ..errors import JpkiError, UsageError, VerificationError
 from ..fileio import atomic_output
+from ..hashing import (  # noqa: F401  (re-exported: the streaming half of signing)
+    CHUNK_SIZE,
+    SIGN_DIGESTS,
+    HashedFile,
+    HashingCancelled,
+    hash_file,
+    hash_for_signing,
+    hash_stream,
+    regular_file,
+)
 from .report import (
     CertificateValidator,
     SignatureReport,
@@ -74,11 +84,6 @@ __all__ = [
     "verify_cms",
 ]
 
-#: Bytes read at a time when hashing. Small enough that a chunk the kernel copies in is still in
-#: the CPU's L2 cache when SHA-256 reads it: on the benchmark machine (AMD EPYC, 1 MiB L2),
-#: 64-128 KiB reads hash 1 GiB in 0.85 s, faster than ``openssl dgst``; 256 KiB to 1 MiB reads
-#: take 1.3 s (the copy evicts the buffer before it is hashed). Memory stays flat either way.
-CHUNK_SIZE = 64 << 10
 #: Largest certificate set / signer infos / digest algorithm set accepted in a CMS file.
 MAX_META_SIZE = 16 << 20
 
@@ -91,8 +96,6 @@ VERIFY_DIGESTS: dict[str, Callable[[], hashes.HashAlgorithm]] = {
     "sha512": hashes.SHA512, "sha3_256": hashes.SHA3_256, "sha3_384": hashes.SHA3_384,
     "sha3_512": hashes.SHA3_512,
 }
-#: Digests the card signs with (a DigestInfo prefix is known for each).
-SIGN_DIGESTS = ("sha256", "sha384", "sha512")
 
 
 class DigestSigner(Protocol):
@@ -120,62 +123,6 @@ def _malformed(message: str) -> VerificationError:
 
 
 # --------------------------------------------------------------------------- hashing
-
-class HashingCancelled(JpkiError):
-    """Hashing was stopped through its ``cancel`` event (the signature was abandoned)."""
-
-
-def hash_stream(fh: BinaryIO, algorithms: Iterable[str], *, sink: IO[bytes] | None = None,
-                limit: int | None = None,
-                cancel: threading.Event | None = None) -> tuple[dict[str, bytes], int]:
-    """Hash ``fh`` (up to ``limit`` bytes, else to its end) in chunks with every algorithm;
-    copy the bytes to ``sink`` on the way. Returns the digests by name and the byte count.
-    Setting ``cancel`` (from another thread) stops it with :class:`HashingCancelled`."""
-    hashers = {name: hashlib.new(name) for name in algorithms}
-    buf = bytearray(CHUNK_SIZE)
-    view = memoryview(buf)
-    total = 0
-    while limit is None or total < limit:
-        if cancel is not None and cancel.is_set():
-            raise HashingCancelled("hashing cancelled")
-        want = CHUNK_SIZE if limit is None else min(CHUNK_SIZE, limit - total)
-        n = fh.readinto(view[:want])  # type: ignore[attr-defined]
-        if not n:
-            break
-        chunk = view[:n]
-        for h in hashers.values():
-            h.update(chunk)
-        if sink is not None:
-            sink.write(chunk)
-        total += n
-    return {name: h.digest() for name, h in hashers.items()}, total
-
-
-def _regular_file(path: Path, what: str) -> int:
-    """The size of ``path``; UsageError unless it is an existing regular file."""
-    try:
-        st = path.stat()
-    except FileNotFoundError:
-        raise UsageError(f"{what} {path}: no such file") from None
-    except OSError as exc:
-        raise UsageError(f"{what} {path}: {exc.strerror}") from None
-    if path.is_dir():
-        raise UsageError(f"{what} {path}: is a directory, not a file")
-    return st.st_size
-
-
-def hash_file(path: str | os.PathLike[str], algorithm: str, *,
-              cancel: threading.Event | None = None) -> tuple[bytes, int]:
-    """The digest of a file (streamed) and its size; UsageError for a missing file or a folder."""
-    path = Path(path)
-    _regular_file(path, "file")
-    try:
-        with open(path, "rb", buffering=0) as fh:
-            digests, size = hash_stream(fh, [algorithm], cancel=cancel)
-    except OSError as exc:
-        raise UsageError(f"cannot read {path}: {exc.strerror}") from None
-    return digests[algorithm], size
-
 
 # --------------------------------------------------------------------------- building
 
@@ -279,16 +226,6 @@ def default_output(path: Path, attached: bool) -> Path:
     return path.with_name(path.name + (".p7m" if attached else ".p7s"))
 
 
-@dataclasses.dataclass(frozen=True)
-class HashedFile:
-    """A file's digest, made ahead of the signature (see :func:`hash_for_signing`)."""
-
-    path: Path
-    size: int
-    digest_algorithm: str
-    digest: bytes
-
-
 def check_output(src: Path, out: Path) -> None:
     """UsageError unless ``out`` can receive the signature of ``src`` (not a folder, not the
     input itself, in an existing folder)."""
@@ -297,23 +234,6 @@ def check_output(src: Path, out: Path) -> None:
                                               else "is the file being signed"))
     if not out.parent.is_dir():
         raise UsageError(f"output {out}: folder {out.parent} does not exist")
-
-
-def hash_for_signing(path: str | os.PathLike[str], digest: str = "sha256", *,
-                     cancel: threading.Event | None = None) -> HashedFile:
-    """Hash a file for a detached signature (streamed, :data:`CHUNK_SIZE` at a time).
-
-    The first half of :func:`sign_file` for detached signatures: a caller may run it in a
-    thread while the card is opened and the PIN asked, then call :func:`sign_hashed`.
-    """
-    if digest not in SIGN_DIGESTS:
-        raise UsageError(f"unsupported digest {digest!r}: use one of {', '.join(SIGN_DIGESTS)}")
-    src = Path(path)
-    size = _regular_file(src, "file to sign")
-    value, done = hash_file(src, digest, cancel=cancel)
-    if done != size:
-        raise UsageError(f"{src} changed size while it was being signed")
-    return HashedFile(src, size, digest, value)
 
 
 def sign_hashed(hashed: HashedFile, output: str | os.PathLike[str] | None, signer: DigestSigner,
@@ -352,7 +272,7 @@ def sign_file(path: str | os.PathLike[str], output: str | os.PathLike[str] | Non
     if digest not in SIGN_DIGESTS:
         raise UsageError(f"unsupported digest {digest!r}: use one of {', '.join(SIGN_DIGESTS)}")
     src = Path(path)
-    size = _regular_file(src, "file to sign")
+    size = regular_file(src, "file to sign")
     out = Path(output) if output is not None else default_output(src, attached)
     check_output(src, out)
     if not attached:
@@ -980,8 +900,12 @@ def _signature_report(check: SignerCheck, *, expected: Literal["sign", "auth"],
 def verify_cms(path: str | os.PathLike[str], *, data: str | os.PathLike[str] | None = None,
                validator: CertificateValidator | None = None,
                expected: Literal["sign", "auth"] = "sign",
-               clock: Clock | None = None) -> VerificationReport:
+               clock: Clock | None = None,
+               prehashed: Mapping[str, Callable[[], bytes]] | None = None) -> VerificationReport:
     """Verify a CMS SignedData file (``.p7s`` detached with ``data``, or ``.p7m`` attached).
+
+    ``prehashed`` maps a digest name to a callable giving ``data``'s digest, computed elsewhere
+    (the CLI starts hashing before it imports this module); other digests are computed here.
 
     Checks, in order: the structure (``malformed``), one signer (``no-signer``,
     ``several-signers``), the message digest against the content (``wrong-data`` for a
@@ -993,10 +917,10 @@ def verify_cms(path: str | os.PathLike[str], *, data: str | os.PathLike[str] | N
     """
     src = Path(path)
     name = str(src)
-    _regular_file(src, "signature file")
+    regular_file(src, "signature file")
     data_path = Path(data) if data is not None else None
     if data_path is not None:
-        _regular_file(data_path, "data file")
+        regular_file(data_path, "data file")
     try:
         with open(src, "rb") as fh:
             parsed = read_cms(fh)
@@ -1022,7 +946,10 @@ def verify_cms(path: str | os.PathLike[str], *, data: str | os.PathLike[str] | N
     def data_digest(algorithm: str) -> bytes:
         if algorithm not in external:
             assert data_path is not None
-            external[algorithm] = hash_file(data_path, algorithm)[0]
+            if prehashed is not None and algorithm in prehashed:
+                external[algorithm] = prehashed[algorithm]()
+            else:
+                external[algorithm] = hash_file(data_path, algorithm)[0]
         return external[algorithm]
 
     if parsed.attached:

@@ -34,7 +34,7 @@ from .cms import (
     SIGN_DIGESTS,
     DigestSigner,
     SignerCheck,
-    _regular_file,
+    regular_file,
     _signature_report,
     check_signer_info,
 )
@@ -178,7 +178,7 @@ def sign_pdf(path: str | os.PathLike[str], output: str | os.PathLike[str], signe
     if digest not in SIGN_DIGESTS:
         raise UsageError(f"unsupported digest {digest!r}: use one of {', '.join(SIGN_DIGESTS)}")
     src, out = Path(path), Path(output)
-    _regular_file(src, "PDF to sign")
+    regular_file(src, "PDF to sign")
     if out.exists() and (out.is_dir() or os.path.samefile(out, src)):
         raise UsageError(f"output {out}: " + ("is a directory" if out.is_dir()
                                               else "is the PDF being signed: choose another name"))
@@ -297,7 +297,7 @@ def verify_pdf(path: str | os.PathLike[str], *, validator: CertificateValidator 
     """
     src = Path(path)
     name = str(src)
-    _regular_file(src, "PDF")
+    regular_file(src, "PDF")
     reports: list[SignatureReport] = []
     with open(src, "rb") as fh:
         try:
