@@ -613,21 +613,22 @@ def serve_many(
 
     The signals act on every bridge (SIGUSR1 removes all cards, SIGUSR2 inserts them).
     """
-    pairs = list(cards)
-    started: list[tuple[VpcdBridge, threading.Thread]] = []
-    bridges: list[VpcdBridge] = []
+    # Every bridge exists before the signal handlers do: a signal that comes early still
+    # reaches all of them.
+    bridges = [VpcdBridge(card, host, port, logger=logger) for card, port in cards]
+    threads: list[threading.Thread] = []
     try:
         with signal_control(bridges) if install_signals else contextlib.nullcontext():
-            started = start_many(pairs, host, logger=logger)
-            bridges.extend(b for b, _ in started)
-            while any(t.is_alive() for _, t in started):
-                for _, thread in started:
+            threads = [bridge.start() for bridge in bridges]
+            while any(t.is_alive() for t in threads):
+                for thread in threads:
                     thread.join(0.25)
     finally:
-        for bridge, _ in started:
+        for bridge in bridges:
             bridge.stop()
-        for bridge, thread in started:
+        for thread in threads:
             thread.join()
+        for bridge in bridges:
             bridge.close()
 
 
