@@ -88,6 +88,21 @@ LEAF_VALIDITY_BIRTHDAYS = 5
 ADULT_AGE = 18
 
 
+def key_usage(*, digital_signature: bool = False, content_commitment: bool = False,
+              key_cert_sign: bool = False, crl_sign: bool = False) -> x509.KeyUsage:
+    """A KeyUsage with the given bits set (JPKI uses no other bits)."""
+    return x509.KeyUsage(
+        digital_signature=digital_signature,
+        content_commitment=content_commitment,
+        key_encipherment=False,
+        data_encipherment=False,
+        key_agreement=False,
+        key_cert_sign=key_cert_sign,
+        crl_sign=crl_sign,
+        encipher_only=False,
+        decipher_only=False,
+    )
+
 def _check_kind(kind: str) -> CaKind:
     if kind not in CA_KINDS:
         raise UsageError(f"CA kind must be 'sign' or 'auth', not {kind!r}")
@@ -234,17 +249,7 @@ def build_ca_certificate(
         .not_valid_before(not_before)
         .not_valid_after(not_after)
         .add_extension(
-            x509.KeyUsage(
-                digital_signature=False,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
+            key_usage(key_cert_sign=True, crl_sign=True),
             critical=True,
         )
         .add_extension(
@@ -377,17 +382,7 @@ def build_sign_certificate(
             x509.NameAttribute(NameOID.COMMON_NAME, issuance_id),
         ]
     )
-    ku = x509.KeyUsage(
-        digital_signature=True,
-        content_commitment=True,
-        key_encipherment=False,
-        data_encipherment=False,
-        key_agreement=False,
-        key_cert_sign=False,
-        crl_sign=False,
-        encipher_only=False,
-        decipher_only=False,
-    )
+    ku = key_usage(digital_signature=True, content_commitment=True)
     builder = _leaf_builder(
         "sign",
         _require_rsa(public_key),
@@ -422,17 +417,7 @@ def build_auth_certificate(
             x509.NameAttribute(NameOID.COMMON_NAME, issuance_id),
         ]
     )
-    ku = x509.KeyUsage(
-        digital_signature=True,
-        content_commitment=False,
-        key_encipherment=False,
-        data_encipherment=False,
-        key_agreement=False,
-        key_cert_sign=False,
-        crl_sign=False,
-        encipher_only=False,
-        decipher_only=False,
-    )
+    ku = key_usage(digital_signature=True)
     builder = _leaf_builder(
         "auth",
         _require_rsa(public_key),
