@@ -200,6 +200,10 @@ def _check_cms(der: bytes, content: bytes) -> SignerCheck | tuple[AuthReason, st
         return AuthReason.MALFORMED, f"the CMS signature cannot be checked: {exc}", None
 
 
+#: How each flow is named in log lines and messages.
+_FLOW_NAMES = {"login": "login", "ekyc": "eKYC"}
+
+
 class RelyingParty:
     """Begin and complete card logins and eKYCs for the relying party ``rp_id``.
 
@@ -341,24 +345,31 @@ class RelyingParty:
         """Check a client's answer to a login challenge (a :class:`LoginResponse`, or its JSON
         document as bytes, text or a parsed mapping). Never raises for a bad answer: the
         result says what failed. On success ``result.account`` is the stable account."""
+        return self._fail_closed("login", self._complete_login, response)  # type: ignore[return-value]
+
+    def _fail_closed(self, purpose: str, check: Any, response: Any) -> LoginResult | EkycResult:
+        """Run ``check(response, now)``; any unexpected exception (the clock's included) is a
+        refusal with ``internal-error``, never an acceptance."""
         try:
             now = self._now()
         except Exception as exc:  # noqa: BLE001 - fail closed
-            return self._login_failed(_dt.datetime.now(_dt.UTC), AuthReason.INTERNAL_ERROR,
-                                      f"the clock failed: {exc}")
+            return self._failed(purpose, _dt.datetime.now(_dt.UTC), AuthReason.INTERNAL_ERROR,
+                                f"the clock failed: {exc}")
         try:
-            return self._complete_login(response, now)
-        except Exception as exc:  # fail closed
-            log.exception("login check failed unexpectedly")
-            return self._login_failed(now, AuthReason.INTERNAL_ERROR,
-                                      f"the login check failed unexpectedly: {type(exc).__name__}")
+            return check(response, now)
+        except Exception as exc:  # fail closed, whatever happened
+            log.exception("%s check failed unexpectedly", _FLOW_NAMES[purpose])
+            return self._failed(purpose, now, AuthReason.INTERNAL_ERROR,
+                                f"the {_FLOW_NAMES[purpose]} check failed unexpectedly: {type(exc).__name__}")
 
-    def _login_failed(self, now: _dt.datetime, reason: AuthReason, message: str, *,
-                      challenge_id: str | None = None, cert: CertRef | None = None,
-                      validation: Any = None) -> LoginResult:
-        log.info("login refused: reason=%s challenge=%s serial=%s", reason, _short(challenge_id),
-                 "-" if cert is None else cert.serial_hex)
-        return LoginResult(ok=False, reason=reason, message=message, purpose="login", checked_at=now,
+    def _failed(self, purpose: str, now: _dt.datetime, reason: AuthReason, message: str, *,
+                challenge_id: str | None = None, cert: CertRef | None = None,
+                validation: Any = None) -> Any:
+        """The refusal result of a flow, logged without personal data."""
+        log.info("%s refused: reason=%s challenge=%s serial=%s", _FLOW_NAMES[purpose], reason,
+                 _short(challenge_id), "-" if cert is None else cert.serial_hex)
+        result_type = LoginResult if purpose == "login" else EkycResult
+        return result_type(ok=False, reason=reason, message=message, purpose=purpose, checked_at=now,
                            challenge_id=challenge_id, certificate=cert, validation=validation)
 
     def _complete_login(self, response: LoginResponse | Mapping[str, Any] | bytes | str,
@@ -369,29 +380,29 @@ class RelyingParty:
             data = ClientData.decode(response.client_data)
         except MalformedMessageError as exc:
             challenge_id = response.challenge_id if isinstance(response, LoginResponse) else None
-            return self._login_failed(now, AuthReason.MALFORMED, str(exc), challenge_id=challenge_id)
+            return self._failed("login", now, AuthReason.MALFORMED, str(exc), challenge_id=challenge_id)
         cid = response.challenge_id
         checked = self._challenge_checks("login", cid, data, now)
         if not isinstance(checked, Challenge):
-            return self._login_failed(now, checked[0], checked[1], challenge_id=cid)
+            return self._failed("login", now, checked[0], checked[1], challenge_id=cid)
         try:
             cert, ref = self._certs.get(response.certificate)
         except ValueError:
-            return self._login_failed(now, AuthReason.MALFORMED, "the certificate is not DER X.509",
+            return self._failed("login", now, AuthReason.MALFORMED, "the certificate is not DER X.509",
                                       challenge_id=cid)
         if not self._signature_ok(cert, response.signature, response.client_data):
-            return self._login_failed(now, AuthReason.BAD_SIGNATURE,
+            return self._failed("login", now, AuthReason.BAD_SIGNATURE,
                                       "the signature does not verify with the certificate's key",
                                       challenge_id=cid, cert=ref)
         validation = self._validate(response.certificate, cert, "auth", now)
         if not validation.ok:
             reason = reason_from_validation(validation.reason)
-            return self._login_failed(now, reason, f"certificate refused: {validation.reason}",
+            return self._failed("login", now, reason, f"certificate refused: {validation.reason}",
                                       challenge_id=cid, cert=ref, validation=validation)
         try:
             account = self.account_resolver.account_for(ref)
         except LinkError as exc:
-            return self._login_failed(now, AuthReason.ACCOUNT_UNAVAILABLE, str(exc),
+            return self._failed("login", now, AuthReason.ACCOUNT_UNAVAILABLE, str(exc),
                                       challenge_id=cid, cert=ref, validation=validation)
         log.info("login ok: challenge=%s serial=%s account=%s", _short(cid), ref.serial_hex, account.key)
         return LoginResult(ok=True, reason=None, message="logged in", purpose="login", checked_at=now,
@@ -404,25 +415,7 @@ class RelyingParty:
         document). Never raises for a bad answer. On success ``result.identity`` is the
         verified basic 4 info of the signing certificate and ``result.transaction_text`` the
         text the card holder signed."""
-        try:
-            now = self._now()
-        except Exception as exc:  # noqa: BLE001 - fail closed
-            return self._ekyc_failed(_dt.datetime.now(_dt.UTC), AuthReason.INTERNAL_ERROR,
-                                     f"the clock failed: {exc}")
-        try:
-            return self._complete_ekyc(response, now)
-        except Exception as exc:  # fail closed, whatever happened
-            log.exception("eKYC check failed unexpectedly")
-            return self._ekyc_failed(now, AuthReason.INTERNAL_ERROR,
-                                     f"the eKYC check failed unexpectedly: {type(exc).__name__}")
-
-    def _ekyc_failed(self, now: _dt.datetime, reason: AuthReason, message: str, *,
-                     challenge_id: str | None = None, cert: CertRef | None = None,
-                     validation: Any = None) -> EkycResult:
-        log.info("eKYC refused: reason=%s challenge=%s serial=%s", reason, _short(challenge_id),
-                 "-" if cert is None else cert.serial_hex)
-        return EkycResult(ok=False, reason=reason, message=message, purpose="ekyc", checked_at=now,
-                          challenge_id=challenge_id, certificate=cert, validation=validation)
+        return self._fail_closed("ekyc", self._complete_ekyc, response)  # type: ignore[return-value]
 
     def _complete_ekyc(self, response: EkycResponse | Mapping[str, Any] | bytes | str,
                        now: _dt.datetime) -> EkycResult:
@@ -432,27 +425,27 @@ class RelyingParty:
             data = ClientData.decode(response.client_data)
         except MalformedMessageError as exc:
             challenge_id = response.challenge_id if isinstance(response, EkycResponse) else None
-            return self._ekyc_failed(now, AuthReason.MALFORMED, str(exc), challenge_id=challenge_id)
+            return self._failed("ekyc", now, AuthReason.MALFORMED, str(exc), challenge_id=challenge_id)
         cid = response.challenge_id
         checked = self._challenge_checks("ekyc", cid, data, now)
         if not isinstance(checked, Challenge):
-            return self._ekyc_failed(now, checked[0], checked[1], challenge_id=cid)
+            return self._failed("ekyc", now, checked[0], checked[1], challenge_id=cid)
         signed = _check_cms(response.cms, response.client_data)
         if isinstance(signed, tuple):
             reason, message, cert = signed
-            return self._ekyc_failed(now, reason, message, challenge_id=cid,
+            return self._failed("ekyc", now, reason, message, challenge_id=cid,
                                      cert=None if cert is None else CertRef.of(cert))
         cert = signed.certificate
         ref = CertRef.of(cert)
         validation = self._validate(cert.public_bytes(Encoding.DER), cert, "sign", now)
         if not validation.ok:
             reason = reason_from_validation(validation.reason)
-            return self._ekyc_failed(now, reason, f"certificate refused: {validation.reason}",
+            return self._failed("ekyc", now, reason, f"certificate refused: {validation.reason}",
                                      challenge_id=cid, cert=ref, validation=validation)
         try:
             identity = VerifiedIdentity.from_signing_identity(signing_identity(cert))
         except VerificationError as exc:
-            return self._ekyc_failed(now, AuthReason.IDENTITY_UNREADABLE,
+            return self._failed("ekyc", now, AuthReason.IDENTITY_UNREADABLE,
                                      f"the basic 4 info cannot be read ({exc.reason})",
                                      challenge_id=cid, cert=ref, validation=validation)
         log.info("eKYC ok: challenge=%s serial=%s", _short(cid), ref.serial_hex)
