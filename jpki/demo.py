@@ -75,7 +75,7 @@ def run_demo(home_path: Path, *, card_name: str = "alice", clock: Clock | None =
              progress: Callable[[Step], None] | None = None) -> DemoReport:
     """Run the demo in ``home_path`` (which must not hold a CA yet)."""
     clock = clock or SystemClock()
-    home = Home(home_path)
+    home = Home(home_path, clock=clock)
     report = DemoReport(str(home_path))
 
     def step(name: str, ok: bool, detail: str) -> None:
@@ -189,8 +189,8 @@ def _sign_documents(home_path: Path, card_name: str, validator: Validator, clock
     pdf_in.write_bytes(_sample_pdf())
     with open_transport(f"emu:{card_name}", home=home_path) as t:
         signer = CardSigner.from_session(JpkiSession(t), "sign", pin=lambda: DEFAULT_SIGN_PIN)
-        outcome = sign_file(text, None, signer)
-        sign_pdf(pdf_in, pdf_out, signer, reason="jpki demo")
+        outcome = sign_file(text, None, signer, clock=clock)
+        sign_pdf(pdf_in, pdf_out, signer, reason="jpki demo", clock=clock)
     report = verify_cms(outcome.output, data=text, validator=validator, clock=clock)
     step("sign a document (CMS, CAdES-BES)", report.ok, _verdict(report))
     text.write_text("契約書: jpki demo (altered)\n", encoding="utf-8")

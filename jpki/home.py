@@ -7,7 +7,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -28,6 +28,8 @@ if TYPE_CHECKING:
 @dataclass(frozen=True)
 class Home:
     path: Path
+    #: the clock the CA and the life events of this home use unless given another
+    clock: Clock = field(default_factory=SystemClock, compare=False, repr=False)
 
     @property
     def ca_dir(self) -> Path:
@@ -47,7 +49,7 @@ class Home:
         from .pki import CANotFoundError, TestCA
 
         try:
-            return TestCA.open(self.ca_dir, clock=clock or SystemClock())
+            return TestCA.open(self.ca_dir, clock=clock or self.clock)
         except CANotFoundError:
             raise UsageError(f"no test CA in {self.ca_dir}: run 'jpki ca init' first") from None
 

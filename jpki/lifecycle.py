@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from .clock import JST, Clock, SystemClock
+from .clock import JST, Clock
 from .errors import UsageError
 from .provision import Holder, Home, new_key, read_holder, romanised_prefecture, write_holder
 from .transport import emu
@@ -53,7 +53,7 @@ def move(home: Home, name: str, *, address: str | None = None, holder_name: str 
     """A change of the basic 4 info: new signing certificate, card-info AP updated."""
     if address is None and holder_name is None:
         raise UsageError("a move needs a new address or a new name")
-    clock = clock or SystemClock()
+    clock = clock or home.clock
     holder = _active(home, name)
     old = holder.persona
     try:
@@ -82,7 +82,7 @@ def move(home: Home, name: str, *, address: str | None = None, holder_name: str 
 
 def lost(home: Home, name: str, *, clock: Clock | None = None) -> LifeEvent:
     """The holder reports the card lost: both certificates are revoked (keyCompromise)."""
-    clock = clock or SystemClock()
+    clock = clock or home.clock
     holder = _active(home, name)
     with home.open_ca(clock) as ca:
         now = clock.now()
@@ -95,7 +95,7 @@ def lost(home: Home, name: str, *, clock: Clock | None = None) -> LifeEvent:
 
 def renew(home: Home, name: str, *, clock: Clock | None = None) -> LifeEvent:
     """New keys and certificates for both; the old ones superseded and linked to the new ones."""
-    clock = clock or SystemClock()
+    clock = clock or home.clock
     holder = _active(home, name)
     with home.open_ca(clock) as ca:
         now = clock.now()

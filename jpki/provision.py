@@ -21,7 +21,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from .clock import JST, Clock, SystemClock
+from .clock import JST, Clock
 from .errors import NoCardError, UsageError
 from .identity import SAMPLE_PERSONAS, Persona, Sex, generate_mynumber
 from .session import normalise_pin
@@ -132,7 +132,7 @@ def create_card(home: Home, name: str, persona: Persona, *, auth_pin: str = DEFA
     normalise_pin("card", card_pin)
     if security_code is not None and not (len(security_code) == 4 and security_code.isdigit()):
         raise UsageError("the security code is 4 digits")
-    clock = clock or SystemClock()
+    clock = clock or home.clock
     ca = home.open_ca(clock)
     try:
         if persona.my_number is None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -30,6 +31,9 @@ def _isolated_environment(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("HOME", str(fake_home))
     for var in ("JPKI_HOME", "JPKI_CARD", "JPKI_AUTH_PIN", "JPKI_SIGN_PIN", "JPKI_CARD_PIN"):
         monkeypatch.delenv(var, raising=False)
+    # The CLI and the services (also as processes) start their clock where the fixtures' is.
+    monkeypatch.setenv("JPKI_NOW", FIXED_NOW.isoformat())
+    monkeypatch.setenv("JPKI_NOW_ANCHOR", repr(time.time()))
 
 
 @pytest.fixture

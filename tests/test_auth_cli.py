@@ -21,7 +21,7 @@ from test_auth_support import AUTH_PIN, SIGN_PIN, assert_no_personal_data, net  
 
 from jpki.auth.service import ServiceConfig, create_service, serve_in_thread
 from jpki.cli import main as cli_main
-from jpki.clock import SystemClock
+from jpki.clock import clock_from_environment
 from jpki.identity import SAMPLE_PERSONAS
 from jpki.lifecycle import lost
 from jpki.pki import TestCA
@@ -39,17 +39,17 @@ def free_port() -> int:
 
 @pytest.fixture
 def live_home(tmp_path, key_pool) -> Iterator[Path]:
-    """A home whose test CA names a free port, where its revocation server runs (system clock):
+    """A home whose test CA names a free port, where its revocation server runs (the clock of $JPKI_NOW, as the CLI has):
     what a person gets with `jpki ca init --base-url …` and `jpki ca serve`."""
     port = free_port()
     path = tmp_path / "live"
     path.mkdir(mode=0o700)
     home = Home(path)
-    clock = SystemClock()
+    clock = clock_from_environment()
     TestCA.init(home.ca_dir, clock=clock, base_url=f"http://127.0.0.1:{port}",
                 keys={"sign": key_pool[0], "auth": key_pool[1]}).close()
     create_card(home, "alice", SAMPLE_PERSONAS["alice"], clock=clock, keys=(key_pool[2], key_pool[3]))
-    with serve_revocation(home.ca_dir, "127.0.0.1", port):
+    with serve_revocation(home.ca_dir, "127.0.0.1", port, clock=clock):
         yield path
 
 
@@ -58,7 +58,7 @@ def service_url(live_home) -> Iterator[str]:
     """The relying-party service of live_home under uvicorn in this process."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    app = create_service(ServiceConfig(home=live_home, rp_id=url))
+    app = create_service(ServiceConfig(home=live_home, rp_id=url), clock=clock_from_environment())
     with serve_in_thread(app, port=port):
         yield url
     app.state.close()
@@ -98,7 +98,7 @@ def test_login_and_ekyc_commands(live_home, service_url):
 
 
 def test_a_lost_card_is_refused_with_exit_3(live_home, service_url):
-    lost(Home(live_home), "alice")
+    lost(Home(live_home), "alice", clock=clock_from_environment())
     r = run(live_home, "--card", "emu:alice", "login", service_url, "--pin", AUTH_PIN)
     assert r.exit_code == 3
     assert "refused by the service (HTTP 403): revoked" in r.output
@@ -108,7 +108,7 @@ def test_a_lost_card_is_refused_with_exit_3(live_home, service_url):
 
 def test_a_challenge_for_another_relying_party_is_refused_before_the_pin(live_home):
     port = free_port()
-    app = create_service(ServiceConfig(home=live_home, rp_id="https://bank.example.jp"))
+    app = create_service(ServiceConfig(home=live_home, rp_id="https://bank.example.jp"), clock=clock_from_environment())
     try:
         with serve_in_thread(app, port=port):
             url = f"http://127.0.0.1:{port}"

@@ -16,7 +16,7 @@ from test_auth_support import AUTH_PIN, SIGN_PIN, InProcessFetch, card_session
 
 from jpki.auth.client import UrllibJson, ekyc, login
 from jpki.auth.service import ServiceConfig, create_service, serve_in_thread
-from jpki.clock import SystemClock
+from jpki.clock import clock_from_environment
 from jpki.provision import Home, read_holder
 from jpki.revocation.server import create_app as revocation_app
 
@@ -26,11 +26,11 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.fixture
 def service_url(home) -> Iterator[str]:
-    """The relying party of the home under uvicorn, on the system clock (the client processes
-    check expiry with theirs); OCSP answered in process by the CA's revocation server."""
-    revocation = revocation_app(home / "ca", clock=SystemClock())
+    """The relying party of the home under uvicorn, on the clock of $JPKI_NOW (the client
+    processes check expiry with theirs, from the same variables); OCSP answered in process by the CA's revocation server."""
+    revocation = revocation_app(home / "ca", clock=clock_from_environment())
     fetch = InProcessFetch(revocation)
-    app = create_service(ServiceConfig(home=home, rp_id="http://127.0.0.1"), clock=SystemClock(), fetch=fetch)
+    app = create_service(ServiceConfig(home=home, rp_id="http://127.0.0.1"), clock=clock_from_environment(), fetch=fetch)
     with serve_in_thread(app) as server:
         yield server.url
     app.state.close()
@@ -40,11 +40,11 @@ def service_url(home) -> Iterator[str]:
 def test_both_flows_over_pcsc(served_card, home, service_url):
     with card_session(home, uri=f"pcsc:{served_card}") as session:
         answer = login(service_url, session, pin=lambda: AUTH_PIN, http=UrllibJson(),
-                       expected_rp_id="http://127.0.0.1")
+                       expected_rp_id="http://127.0.0.1", clock=clock_from_environment())
         assert answer.ok, answer.document
         asked: list[tuple[str, int]] = []
         answer = ekyc(service_url, session, pin=lambda: SIGN_PIN, http=UrllibJson(),
-                      expected_rp_id="http://127.0.0.1", transaction_text="PC/SC",
+                      expected_rp_id="http://127.0.0.1", transaction_text="PC/SC", clock=clock_from_environment(),
                       confirm=lambda kind, tries: asked.append((kind, tries)))
         assert answer.ok, answer.document
         assert asked == [("sign", 5)]

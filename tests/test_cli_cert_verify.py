@@ -40,12 +40,12 @@ def server(home, clock):
         yield srv
 
 
-def test_good_then_revoked(home, cert_files, server):
+def test_good_then_revoked(home, cert_files, server, clock):
     code, out, _ = run(home, "--json", "cert", "verify", str(cert_files["auth"]), "--revocation", "crl")
     doc = json.loads(out)
-    # the CLI validates at the real time; the certificates (issued at conftest's FIXED_NOW) hold for years
+    # the CLI validates at $JPKI_NOW (conftest's FIXED_NOW), whatever today's date is
     assert code == 0 and doc["ok"] is True and doc["kind"] == "auth", out
-    lifecycle.lost(Home(home), "alice")
+    lifecycle.lost(Home(home), "alice", clock=clock)
     code, out, err = run(home, "--json", "cert", "verify", str(cert_files["auth"]), "--revocation", "crl")
     doc = json.loads(out)
     assert code == 3 and doc["reason"] == "revoked" and doc["revocation_reason"] == "keyCompromise"

@@ -6,6 +6,7 @@ import hashlib
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -171,7 +172,7 @@ def test_wrong_pins_through_pkcs11_show_in_pin_status_and_lock(served_card, pkcs
     assert r.returncode != 0, "a blocked PIN must not log in, even with the right value"
     assert status() == 0
     # and the CLI sees the same, through PC/SC
-    cli = subprocess.run(["jpki", "--json", "--card", f"pcsc:{served_card}", "pin", "status"],
+    cli = subprocess.run([sys.executable, "-m", "jpki", "--json", "--card", f"pcsc:{served_card}", "pin", "status"],
                          capture_output=True, text=True, timeout=60,
                          env={**os.environ, "JPKI_HOME": str(home)})
     assert cli.returncode == 0, cli.stderr

@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509 import ocsp
 
-from jpki.clock import SystemClock
+from jpki.clock import clock_from_environment
 from jpki.errors import UsageError
 from jpki.pki import TestCA
 from jpki.pki.db import CertificateDB
@@ -490,9 +490,13 @@ def _pem(path: Path, cert: x509.Certificate) -> Path:
 
 
 def _openssl_ocsp(ca_pem: Path, leaf_pem: Path, url: str, *extra: str) -> str:
+    """openssl ocsp at conftest's FIXED_NOW (the server's $JPKI_NOW clock), whatever today is:
+    ``-attime`` for the certificate paths, a wide ``-validity_period`` for this/nextUpdate."""
+    at = int(FIXED_NOW.timestamp()) + 60
     proc = subprocess.run(
         ["openssl", "ocsp", "-issuer", str(ca_pem), "-cert", str(leaf_pem), "-url", url,
-         "-CAfile", str(ca_pem), "-resp_text", "-timeout", "20", *extra],
+         "-CAfile", str(ca_pem), "-resp_text", "-timeout", "20", "-attime", str(at),
+         "-validity_period", str(20 * 365 * 86400), *extra],
         capture_output=True, text=True, timeout=60, check=False,
     )
     return proc.stdout + proc.stderr
@@ -500,11 +504,8 @@ def _openssl_ocsp(ca_pem: Path, leaf_pem: Path, url: str, *extra: str) -> str:
 
 @pytest.fixture
 def live(home):
-    """The app under uvicorn in a thread on a free port, with the real clock (openssl checks
-    thisUpdate/nextUpdate against the real time)."""
-    if dt.datetime.now(dt.UTC) < FIXED_NOW:  # pragma: no cover
-        pytest.skip("the test CA's certificates start in the future on this machine")
-    srv = serve_in_thread(home / "ca", clock=SystemClock())
+    """The app under uvicorn in a thread on a free port, on the clock of $JPKI_NOW."""
+    srv = serve_in_thread(home / "ca", clock=clock_from_environment())
     try:
         yield srv
     finally:
@@ -545,14 +546,12 @@ def test_openssl_ocsp_good_then_revoked_after_jpki_card_lost(live, home, tmp_pat
 def test_openssl_ocsp_with_an_ec_responder(home, tmp_path, alice):
     """`openssl ocsp -issuer … -url … -CAfile …` against a server run with responder_key='ec':
     Response verify OK and good, then revoked after `jpki card lost`."""
-    if dt.datetime.now(dt.UTC) < FIXED_NOW:  # pragma: no cover
-        pytest.skip("the test CA's certificates start in the future on this machine")
     with TestCA.open(home / "ca") as ca:
         cases = [
             (kind, ca.ca_cert_path(kind), _pem(tmp_path / f"alice-{kind}.pem", leaf(ca, serial)))
             for kind, serial in (("auth", alice.auth_serial), ("sign", alice.sign_serial))
         ]
-    with serve_in_thread(home / "ca", clock=SystemClock(), responder_key="ec") as srv:
+    with serve_in_thread(home / "ca", clock=clock_from_environment(), responder_key="ec") as srv:
         with TestCA.open(home / "ca") as ca:
             for kind in ("sign", "auth"):
                 assert load_responder(ca, kind).key_type == "ec"

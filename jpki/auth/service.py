@@ -65,7 +65,7 @@ from jpki.auth.protocol import (
 from jpki.auth.result import AuthReason, AuthResult, LoginResult
 from jpki.auth.rp import DEFAULT_CHALLENGE_TTL, DEFAULT_REVOCATION_MAX_AGE, RelyingParty
 from jpki.auth.store import ChallengeStore, ChallengeStoreError, RedisStore, open_store
-from jpki.clock import Clock
+from jpki.clock import Clock, clock_from_environment
 from jpki.errors import UsageError
 from jpki.verify import Fetch, TrustStore, Validator
 
@@ -502,7 +502,7 @@ def app_from_environment() -> Starlette:
     text = os.environ.get(ENV_CONFIG)
     if not text:
         raise UsageError(f"${ENV_CONFIG} is not set")
-    return create_service(ServiceConfig.from_json(text))
+    return create_service(ServiceConfig.from_json(text), clock=clock_from_environment())
 
 
 def _log_config(log_level: str) -> dict[str, Any]:
@@ -537,7 +537,7 @@ def serve(config: ServiceConfig, host: str = "127.0.0.1", port: int = DEFAULT_PO
         raise UsageError("several workers need a shared challenge store: use --store sqlite:PATH "
                          "or --store redis://HOST:PORT/DB (memory is per process)")
     if workers == 1:
-        app = create_service(config)
+        app = create_service(config, clock=clock_from_environment())
         uvicorn.Server(_uvicorn_config(app, host, port, log_level)).run()
         return
     # Fail here, in the parent, if the store cannot be opened, rather than in every worker.

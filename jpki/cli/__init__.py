@@ -12,7 +12,7 @@ import click
 import importlib
 
 from ..errors import JpkiError
-from ._common import Ctx, default_home
+from ._common import Ctx, default_home, environment_clock
 
 #: command name -> (module in jpki.cli, attribute). Modules are imported only when their command
 #: runs (or for --help), so that ``jpki sign`` does not pay for the CA, the servers or pyHanko.
@@ -65,7 +65,7 @@ def cli(ctx: click.Context, home: Path | None, card_uri: str, as_json: bool, tra
       JPKI_CARD=pcsc jpki cert read auth -o auth.der
     """
     ctx.obj = Ctx(home=home or default_home(), card_uri=card_uri, json=as_json, trace=trace,
-                  force=force, wait=wait, exclusive=exclusive)
+                  force=force, wait=wait, exclusive=exclusive, clock=environment_clock())
 
 
 

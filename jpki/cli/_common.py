@@ -12,6 +12,7 @@ from typing import Any, Callable, Iterator
 
 import click
 
+from ..clock import Clock, SystemClock, clock_from_environment
 from ..errors import UsageError
 from ..home import Home
 from ..transport import Transport, is_pcsc_uri, open_transport
@@ -36,11 +37,13 @@ class Ctx:
     force: bool
     wait: float
     exclusive: bool = False
+    #: the time of every command: the system clock, or ``$JPKI_NOW`` (testing)
+    clock: Clock = field(default_factory=SystemClock)
     _stdin_lines: Iterator[str] | None = field(default=None, repr=False)
 
     @property
     def jhome(self) -> Home:
-        return Home(self.home)
+        return Home(self.home, clock=self.clock)
 
     # ------------------------------------------------------------------ output
     def emit(self, data: Any, human: str | Callable[[], str] | None = None) -> None:
@@ -94,6 +97,14 @@ class Ctx:
             raise UsageError(f"{what} spends a try on a card in a reader ({tries_left} left): "
                              "pass --force to go on without asking")
         click.confirm(f"{what}: {tries_left} tries left on this card. Go on?", err=True, abort=True)
+
+
+def environment_clock() -> Clock:
+    """The clock of the command line: ``$JPKI_NOW`` (for testing) or the system clock."""
+    try:
+        return clock_from_environment()
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
 
 
 pass_ctx = click.make_pass_decorator(Ctx)

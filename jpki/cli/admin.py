@@ -38,11 +38,10 @@ def ca() -> None:
 @pass_ctx
 def ca_init(obj: Ctx, base_url: str) -> None:
     """Create the signing and user-authentication root CAs in HOME/ca."""
-    from ..clock import SystemClock
     from ..pki import TestCA
 
     obj.home.mkdir(mode=0o700, parents=True, exist_ok=True)
-    test_ca = TestCA.init(obj.jhome.ca_dir, base_url=base_url, clock=SystemClock())
+    test_ca = TestCA.init(obj.jhome.ca_dir, base_url=base_url, clock=obj.clock)
     try:
         data = {"directory": str(obj.jhome.ca_dir), "base_url": base_url,
                 "sign_ca": test_ca.sign_ca_cert.subject.rfc4514_string(),
@@ -256,6 +255,7 @@ def ca_serve(obj: Ctx, host: str, port: int, workers: int, responder_key: str) -
     obj.note(f"serving OCSP ({responder_key} responder key) and CRLs for {obj.jhome.ca_dir}"
              f" on http://{host}:{port}")
     serve(obj.jhome.ca_dir, host, port, workers=workers, log_level="warning",
+          clock=obj.clock if workers == 1 else None,
           responder_key=check_key_type(responder_key))
 
 

@@ -114,7 +114,8 @@ def login_command(obj: Ctx, url: str, challenge_id: str | None, rp_id: str | Non
 
     with obj.card() as transport:
         answer = login(url, JpkiSession(transport), pin=lambda: obj.pin("auth", pin_value),
-                       confirm=_confirm(obj, url), challenge_id=challenge_id, expected_rp_id=rp_id)
+                       confirm=_confirm(obj, url), challenge_id=challenge_id, expected_rp_id=rp_id,
+                       clock=obj.clock)
     _finish(obj, answer, "login")
     account = answer.document.get("account") or {}
     certificate = answer.document.get("certificate") or {}
@@ -147,7 +148,7 @@ def ekyc_command(obj: Ctx, url: str, transaction_text: str | None, challenge_id:
     with obj.card() as transport:
         answer = ekyc(url, JpkiSession(transport), pin=lambda: obj.pin("sign", pin_value),
                       confirm=_confirm(obj, url), transaction_text=transaction_text,
-                      challenge_id=challenge_id, expected_rp_id=rp_id)
+                      challenge_id=challenge_id, expected_rp_id=rp_id, clock=obj.clock)
     _finish(obj, answer, "eKYC")
     identity = answer.document.get("identity") or {}
     obj.emit(dict(answer.document), "\n".join([

@@ -22,7 +22,7 @@ def demo(obj: Ctx, keep: bool) -> None:
     home = Path(tempfile.mkdtemp(prefix="jpki-demo-"))
     try:
         progress = None if obj.json else (lambda s: click.echo(f"{'PASS' if s.ok else 'FAIL'}  {s.name}: {s.detail}"))
-        report = run_demo(home, progress=progress)
+        report = run_demo(home, progress=progress, clock=obj.clock)
         obj.emit(report.to_json(), report.summary().splitlines()[-1])
         if not report.ok:
             error = JpkiError("the demo failed")

@@ -121,12 +121,12 @@ def _sign(obj: Ctx, file: Path, output: Path | None, key: str, digest: str, atta
 
                 assert output is not None
                 outcome = sign_pdf(file, output, signer, field=field, visible=box, reason=reason,
-                                   location=location, tsa_url=tsa, digest=digest)
+                                   location=location, tsa_url=tsa, digest=digest, clock=obj.clock)
                 data = outcome.to_json()
                 human = (f"signed {file} ({outcome.profile}, field {outcome.field}) with the "
                          f"{key} key: {outcome.output}")
             else:
-                done = sign_file(file, output, signer, digest=digest, attached=True)
+                done = sign_file(file, output, signer, digest=digest, attached=True, clock=obj.clock)
     else:
         assert hashed is not None
         out = output or default_output(file, False)
@@ -134,7 +134,7 @@ def _sign(obj: Ctx, file: Path, output: Path | None, key: str, digest: str, atta
         value = obj.pin(key, pin_value)
         with obj.card() as t:
             signer = _card_signer(obj, t, key, value)
-            done = sign_hashed(hashed.result(), out, signer)
+            done = sign_hashed(hashed.result(), out, signer, clock=obj.clock)
     if not is_pdf:
         data = done.to_json()
         human = (f"signed {file} ({done.size} bytes, {digest}, "
@@ -165,7 +165,7 @@ def _validator(obj: Ctx, revocation: str, soft_fail: bool, trust: tuple[Path, ..
         store = store + TrustStore.from_ca_dir(ca_dir)
     if trust:
         store = store + TrustStore.from_pem(*trust)
-    return Validator(store, revocation=revocation, soft_fail=soft_fail)  # type: ignore[arg-type]
+    return Validator(store, clock=obj.clock, revocation=revocation, soft_fail=soft_fail)  # type: ignore[arg-type]
 
 
 class _ValidatorInBackground:
@@ -254,10 +254,10 @@ def _verify(obj: Ctx, file: Path, data: Path | None, is_pdf: bool, expected: str
         if is_pdf:
             from ..sign.pdf import verify_pdf
 
-            report = verify_pdf(file, validator=validator, expected=expected)  # type: ignore[arg-type]
+            report = verify_pdf(file, validator=validator, expected=expected, clock=obj.clock)  # type: ignore[arg-type]
         else:
             report = verify_cms(file, data=data, validator=validator, expected=expected,  # type: ignore[arg-type]
-                                prehashed=prehashed)
+                                prehashed=prehashed, clock=obj.clock)
         building.result()  # a broken --trust is an error even when no certificate got that far
     if early is not None and not result:
         early.cancel()  # the signature named another digest: the early hash went unused

@@ -324,7 +324,6 @@ def cert_verify(obj: Ctx, file: Path | None, from_card: str | None, kind: str | 
       jpki cert verify --from-card auth
       jpki cert verify sign.der --at 2027-01-01T00:00:00+09:00 --revocation crl
     """
-    from ..clock import SystemClock
     from ..verify import Validator
 
     if (file is None) == (from_card is None):
@@ -351,7 +350,7 @@ def cert_verify(obj: Ctx, file: Path | None, from_card: str | None, kind: str | 
         kind = cert_kind(c)
         if kind not in ("auth", "sign"):
             raise VerificationError("wrong-kind", "wrong-kind: not a JPKI signing or user-authentication certificate")
-    validator = Validator(trust_for(obj), clock=SystemClock(), revocation=revocation, soft_fail=soft_fail)
+    validator = Validator(trust_for(obj), clock=obj.clock, revocation=revocation, soft_fail=soft_fail)
     result = validator.validate(data, kind=kind, at=at)
     obj.emit(result.as_dict(), result.summary())
     if not result.ok:

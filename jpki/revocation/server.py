@@ -76,7 +76,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from jpki.clock import Clock, SystemClock
+from jpki.clock import Clock, SystemClock, clock_from_environment
 from jpki.errors import UsageError
 from jpki.pki.ca import TestCA
 from jpki.pki.profiles import CA_KINDS, CaKind
@@ -568,7 +568,8 @@ def app_from_environment() -> Starlette:
         raise UsageError(f"{ENV_CA_DIR} is not set")
     seconds = float(os.environ.get(ENV_FRESHNESS, DEFAULT_FRESHNESS.total_seconds()))
     key_type = check_key_type(os.environ.get(ENV_RESPONDER_KEY) or DEFAULT_RESPONDER_KEY_TYPE)
-    return create_app(ca_dir, freshness=_dt.timedelta(seconds=seconds), responder_key=key_type)
+    return create_app(ca_dir, clock=clock_from_environment(), freshness=_dt.timedelta(seconds=seconds),
+                      responder_key=key_type)
 
 
 def serve(
@@ -589,7 +590,8 @@ def serve(
     are replaced. ``workers`` > 1 runs that many processes on the same port (one Python process
     uses one core). They share nothing but the database and the responder certificates, which
     are issued here first so that the workers find them; each keeps its own response cache.
-    Workers use the system clock, so ``clock`` must be None then. uvicorn picks httptools and
+    Workers take their clock from the environment (``$JPKI_NOW``, see
+    :func:`jpki.clock.clock_from_environment`), so ``clock`` must be None then. uvicorn picks httptools and
     uvloop when they are installed (``uvicorn[standard]``), which cuts the HTTP cost per request
     about five-fold compared with h11.
     """
@@ -599,12 +601,13 @@ def serve(
     if workers < 1:
         raise UsageError("workers must be at least 1")
     if workers == 1:
-        app = create_app(ca_dir, clock=clock, freshness=freshness, responder_key=key_type)
+        app = create_app(ca_dir, clock=clock or clock_from_environment(), freshness=freshness,
+                         responder_key=key_type)
         uvicorn.Server(_config(app, host, port, log_level)).run()
         return
     if clock is not None:
-        raise UsageError("worker processes use the system clock: pass no clock with workers > 1")
-    with TestCA.open(ca_dir) as ca:
+        raise UsageError("worker processes take their clock from $JPKI_NOW: pass no clock with workers > 1")
+    with TestCA.open(ca_dir, clock=clock_from_environment()) as ca:
         for kind in CA_KINDS:
             ensure_responder(ca, kind, key_type=key_type)
     os.environ[ENV_CA_DIR] = str(Path(ca_dir).resolve())
