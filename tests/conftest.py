@@ -17,10 +17,13 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from jpki.clock import FixedClock
 from jpki.identity import SAMPLE_PERSONAS
-from jpki.pki import TestCA
+from jpki.pki import TestCA, free_port
 from jpki.provision import Home, create_card
 
 FIXED_NOW = dt.datetime(2026, 11, 27, 3, 0, 0, tzinfo=dt.timezone.utc)
+#: The base URL the template CA's certificates name: a port free when the run started (nothing
+#: listens there unless a test serves the CA on it).
+TEMPLATE_BASE_URL = f"http://127.0.0.1:{free_port()}"
 CARDS = ("alice", "bob")
 
 
@@ -53,7 +56,8 @@ def template_home(tmp_path_factory, key_pool) -> Path:
     path.mkdir(mode=0o700)
     home = Home(path)
     fixed = FixedClock(FIXED_NOW)
-    TestCA.init(home.ca_dir, clock=fixed, keys={"sign": key_pool[0], "auth": key_pool[1]}).close()
+    TestCA.init(home.ca_dir, clock=fixed, base_url=TEMPLATE_BASE_URL,
+                keys={"sign": key_pool[0], "auth": key_pool[1]}).close()
     for i, name in enumerate(CARDS):
         create_card(home, name, SAMPLE_PERSONAS[name], clock=fixed, security_code="1357",
                     keys=(key_pool[2 + 2 * i], key_pool[3 + 2 * i]))

@@ -3,11 +3,12 @@ renewal-link resolvers they rely on.
 
 Other test_auth_* modules import the fixtures from here by name. Revocation is answered by the
 test CA's revocation server: in process through its ASGI app (``net``), or under uvicorn on a
-free port with the CA's base URL rewritten to it (``served_revocation``) — the template home's
-certificates name http://127.0.0.1:8470, which other test runs on this machine may hold.
+free port with the CA's base URL rewritten to it (``served_revocation``).
 """
 
 from __future__ import annotations
+
+from conftest import TEMPLATE_BASE_URL
 
 import asyncio
 import contextlib
@@ -46,7 +47,7 @@ from jpki.verify import HttpFetcher, TrustStore, Validator
 RP_ID = "https://rp.example.jp"
 AUTH_PIN = "1234"
 SIGN_PIN = "ABC123"
-CA_BASE = "http://127.0.0.1:8470"  # what the template CA's certificates name
+CA_BASE = TEMPLATE_BASE_URL  # what the template CA's certificates name
 
 
 # --------------------------------------------------------------------------- revocation

@@ -238,7 +238,7 @@ def test_open_round_trip(ca: TestCA, leaf_key: rsa.RSAPublicKey) -> None:
     clock = FixedClock(NOW + dt.timedelta(days=1))
     with TestCA.open(ca.directory, clock=clock) as again:
         assert again.sign_ca_cert == ca.sign_ca_cert and again.auth_ca_cert == ca.auth_ca_cert
-        assert again.base_url == "http://127.0.0.1:8470"
+        assert again.base_url == ca.base_url and again.base_url.startswith("http://127.0.0.1:")
         assert again.db.get(cert.serial_number) is not None
         later = _issue_auth(again, leaf_key)
         assert later.not_valid_before_utc == clock.now().astimezone(UTC)
@@ -331,11 +331,11 @@ def test_leaf_pointers(ca: TestCA, leaf_key: rsa.RSAPublicKey, kind: str) -> Non
     assert len(dps) == 1
     assert dps[0].full_name == [
         x509.DirectoryName(issuer.subject),
-        x509.UniformResourceIdentifier(f"http://127.0.0.1:8470/crl/{kind}.crl"),
+        x509.UniformResourceIdentifier(f"{ca.base_url}/crl/{kind}.crl"),
     ]
     aia = list(_ext(cert, x509.AuthorityInformationAccess).value)
     assert [(a.access_method, a.access_location) for a in aia] == [
-        (AuthorityInformationAccessOID.OCSP, x509.UniformResourceIdentifier(f"http://127.0.0.1:8470/ocsp/{kind}"))
+        (AuthorityInformationAccessOID.OCSP, x509.UniformResourceIdentifier(f"{ca.base_url}/ocsp/{kind}"))
     ]
     assert cert.signature_algorithm_oid == SignatureAlgorithmOID.RSA_WITH_SHA256
     assert isinstance(cert.signature_hash_algorithm, hashes.SHA256)
@@ -511,8 +511,8 @@ def test_openssl_parses_sign_cert(ca: TestCA, leaf_key: rsa.RSAPublicKey, tmp_pa
     assert "Digital Signature, Non Repudiation" in text
     assert "1.2.392.200149.8.5.1.0.20" in text
     assert "1.2.392.200149.8.5.5.1" in text and "1.2.392.200149.8.5.5.6" in text
-    assert "http://127.0.0.1:8470/crl/sign.crl" in text
-    assert "OCSP - URI:http://127.0.0.1:8470/ocsp/sign" in text
+    assert f"{ca.base_url}/crl/sign.crl" in text
+    assert f"OCSP - URI:{ca.base_url}/ocsp/sign" in text
     assert "sha256WithRSAEncryption" in text
 
 

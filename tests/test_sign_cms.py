@@ -409,7 +409,7 @@ def test_cli_revocation_unreachable_is_untrusted(home, tmp_path):
     _, p7s = sign_doc(home, tmp_path, when=dt.datetime.now(dt.UTC))
     with TestCA.open(home / "ca") as ca:
         url = ca.ocsp_url("sign")
-    # the fixture's CA points at http://127.0.0.1:8470; with nothing listening there the
+    # the fixture's CA points at a port that was free when the run started; with nothing there the
     # status cannot be learnt: hard-fail by default, accepted with --soft-fail
     with contextlib.suppress(httpx.HTTPError):
         httpx.get(url, timeout=0.5)

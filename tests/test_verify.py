@@ -8,6 +8,8 @@ Forged OCSP responses are built with cryptography's OCSPResponseBuilder. Clocks 
 
 from __future__ import annotations
 
+from conftest import TEMPLATE_BASE_URL
+
 import asyncio
 import dataclasses
 import datetime as dt
@@ -49,7 +51,7 @@ from jpki.verify import (
 from jpki.verify.path import MAX_SERIAL
 
 DER = serialization.Encoding.DER
-BASE = "http://127.0.0.1:8470"  # the base URL the template CA's certificates name
+BASE = TEMPLATE_BASE_URL  # the base URL the template CA's certificates name
 UTC = dt.UTC
 
 

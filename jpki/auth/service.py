@@ -90,7 +90,7 @@ log = logging.getLogger("jpki.auth")
 
 #: Largest request body accepted (a login response is about 3 KB, an eKYC CMS about 5 KB).
 DEFAULT_MAX_BODY: Final = 64 * 1024
-#: Port of ``jpki rp serve`` (the revocation server of the test CA is on 8470).
+#: Port of ``jpki rp serve`` (the test CA serves its revocation data on the port its home chose).
 DEFAULT_PORT: Final = 8480
 #: Threads running the relying party's checks in each server process.
 DEFAULT_THREADS: Final = 4

@@ -23,33 +23,34 @@ def ca() -> None:
     \b
     Examples:
       jpki ca init
-      jpki ca init --base-url http://127.0.0.1:8470
+      jpki ca init --base-url http://127.0.0.1:8470  # else a port free now, kept in the home
       jpki ca list --revoked
       jpki ca revoke 4E3F… --reason keyCompromise
       jpki ca crl --kind auth -o auth.crl
-      jpki ca serve --port 8470             # OCSP and CRLs over HTTP
+      jpki ca serve                         # OCSP and CRLs at the CA's base URL
       jpki ca serve --responder-key ec      # ECDSA P-256 OCSP responders (faster signing)
     """
 
 
 @ca.command("init")
-@click.option("--base-url", default="http://127.0.0.1:8470", show_default=True,
-              help="where the CRLs and the OCSP responder will be served (named in certificates)")
+@click.option("--base-url",
+              help="where the CRLs and the OCSP responder will be served (named in certificates)"
+                   " [default: http://127.0.0.1:PORT with a port free now, kept in the home]")
 @pass_ctx
-def ca_init(obj: Ctx, base_url: str) -> None:
+def ca_init(obj: Ctx, base_url: str | None) -> None:
     """Create the signing and user-authentication root CAs in HOME/ca."""
     from ..pki import TestCA
 
     obj.home.mkdir(mode=0o700, parents=True, exist_ok=True)
     test_ca = TestCA.init(obj.jhome.ca_dir, base_url=base_url, clock=obj.clock)
     try:
-        data = {"directory": str(obj.jhome.ca_dir), "base_url": base_url,
+        data = {"directory": str(obj.jhome.ca_dir), "base_url": test_ca.base_url,
                 "sign_ca": test_ca.sign_ca_cert.subject.rfc4514_string(),
                 "auth_ca": test_ca.auth_ca_cert.subject.rfc4514_string()}
     finally:
         test_ca.close()
     obj.emit(data, lambda: f"test CA created in {data['directory']}\n  sign: {data['sign_ca']}\n"
-             f"  auth: {data['auth_ca']}")
+             f"  auth: {data['auth_ca']}\n  CRLs and OCSP at {data['base_url']} (jpki ca serve)")
 
 
 @click.group()
@@ -237,8 +238,10 @@ def ca_crl(obj: Ctx, kind: str, output: Path, next_update_hours: float) -> None:
 
 
 @ca.command("serve")
-@click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", type=int, default=8470, show_default=True)
+@click.option("--host", help="address to listen on [default: the host of the CA's base URL if it is"
+                             " a loopback address, else 127.0.0.1]")
+@click.option("--port", type=click.IntRange(0, 65535),
+              help="port to listen on [default: the port of the CA's base URL]")
 @click.option("--workers", type=int, default=1, show_default=True)
 @click.option("--responder-key", "responder_key", type=click.Choice(["rsa", "ec"]), default="rsa",
               show_default=True,
@@ -246,12 +249,20 @@ def ca_crl(obj: Ctx, kind: str, output: Path, next_update_hours: float) -> None:
                    " (ECDSA P-256, certified by the RSA root; signs responses ~20x faster)."
                    " A responder of the other type is re-issued at start")
 @pass_ctx
-def ca_serve(obj: Ctx, host: str, port: int, workers: int, responder_key: str) -> None:
-    """Serve OCSP (/ocsp/sign, /ocsp/auth) and the CRLs (/crl/sign.crl, /crl/auth.crl) over HTTP."""
+def ca_serve(obj: Ctx, host: str | None, port: int | None, workers: int, responder_key: str) -> None:
+    """Serve OCSP (/ocsp/sign, /ocsp/auth) and the CRLs (/crl/sign.crl, /crl/auth.crl) over HTTP,
+    by default at the base URL the CA's certificates name."""
+    import urllib.parse
+
     from ..pki.responder import check_key_type
     from ..revocation.server import serve
 
-    obj.jhome.open_ca().close()  # a clear error when there is no CA
+    with obj.jhome.open_ca() as test_ca:  # a clear error when there is no CA
+        base = urllib.parse.urlsplit(test_ca.base_url)
+    if host is None:
+        host = base.hostname if base.hostname in ("127.0.0.1", "::1", "localhost") else "127.0.0.1"
+    if port is None:
+        port = base.port or (443 if base.scheme == "https" else 80)
     obj.note(f"serving OCSP ({responder_key} responder key) and CRLs for {obj.jhome.ca_dir}"
              f" on http://{host}:{port}")
     serve(obj.jhome.ca_dir, host, port, workers=workers, log_level="warning",

@@ -7,7 +7,7 @@ cert = ca.issue_sign_cert(pub, persona, card_id="alice", card_expiry=expiry)
 ```
 """
 
-from jpki.pki.ca import CAExistsError, CANotFoundError, TestCA
+from jpki.pki.ca import CAExistsError, CANotFoundError, TestCA, free_port
 from jpki.pki.db import (
     CertificateDB,
     CertificateStatusError,
@@ -28,6 +28,7 @@ from jpki.pki.profiles import (
 )
 
 __all__ = [
+    "free_port",
     "CA_KINDS",
     "CAExistsError",
     "CANotFoundError",

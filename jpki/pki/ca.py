@@ -32,10 +32,12 @@ from jpki.pki.db import CertificateDB, CertRecord
 from jpki.pki.profiles import CA_KINDS, CaKind
 from jpki.revocation.crl import RevokedEntry, build_crl
 
-__all__ = ["CAExistsError", "CANotFoundError", "TestCA"]
+__all__ = ["CAExistsError", "CANotFoundError", "TestCA", "free_port"]
 
 FORMAT_VERSION = 1
-DEFAULT_BASE_URL = "http://127.0.0.1:8470"
+#: Host of the base URL ``TestCA.init`` gives a CA when none is given: loopback, on a port that
+#: was free when the CA was made (each home its own, so two homes never answer for each other).
+DEFAULT_HOST = "127.0.0.1"
 CONFIG_FILE = "ca.json"
 DB_FILE = "certs.db"
 
@@ -109,17 +111,22 @@ class TestCA:
         cls,
         directory: Path | str,
         *,
-        base_url: str = DEFAULT_BASE_URL,
+        base_url: str | None = None,
         clock: Clock,
         key_size: int = 2048,
         keys: dict[CaKind, rsa.RSAPrivateKey] | None = None,
     ) -> TestCA:
         """Create both roots in ``directory`` (created 0700 if missing; must hold no CA).
 
+        ``base_url`` is where the CRLs and OCSP will be served (it is named in every
+        certificate); by default ``http://127.0.0.1:PORT`` with a port free now, kept in the CA's
+        configuration for ``jpki ca serve``.
         ``keys`` supplies pre-generated CA keys (tests reuse them; generation is slow);
         otherwise RSA keys of ``key_size`` bits are generated.
         """
         directory = Path(directory)
+        if base_url is None:
+            base_url = f"http://{DEFAULT_HOST}:{free_port(DEFAULT_HOST)}"
         if not base_url.startswith(("http://", "https://")):
             raise UsageError(f"base_url must be an http(s) URL, not {base_url!r}")
         if key_size < 2048:
@@ -400,3 +407,12 @@ class TestCA:
             this_update=now,
             next_update=now + next_update_in,
         )
+
+
+def free_port(host: str = DEFAULT_HOST) -> int:
+    """A TCP port nobody listens on at ``host`` now (the kernel's choice)."""
+    import socket
+
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])

@@ -3,7 +3,7 @@
 An ASGI app (Starlette) and the code to run it under uvicorn::
 
     app = create_app(ca_dir)                  # for any ASGI server or httpx.ASGITransport
-    serve(ca_dir, "127.0.0.1", 8470)          # blocks; for ``jpki ca serve`` (workers=N too)
+    serve(ca_dir, "127.0.0.1", port)          # blocks; for ``jpki ca serve`` (workers=N too)
     with serve_in_thread(ca_dir) as srv:      # port 0: a free port; for the demo and tests
         srv.url                               # http://127.0.0.1:PORT
 
