@@ -97,23 +97,55 @@ def pytest_report_header(config):
 from pcsc_env import pcscd, reader_has_card, reader_name, vpcd_slot, wait_for  # noqa: E402,F401
 
 
-@pytest.fixture
-def served_card(pcscd, card_dir):
-    """alice's card served through vpcd: yields the PC/SC reader name that holds it."""
-    from card_emulator import MyNumberCard
-    from card_emulator.vpcd import VpcdBridge
+class _ServedSlot:
+    """One vpcd slot and bridge kept for a test module: each test swaps its own card in.
 
-    card = MyNumberCard.open(card_dir)
+    Starting a bridge and waiting for pcscd to see the card (and to see it gone) costs about
+    0.8 s; a swap costs nothing. pcscd keeps seeing a card in the reader; the new card object
+    starts powered on with a clear security state, as after a reset.
+    """
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.reader = reader_name(port)
+        self.bridge = None
+        self.thread = None
+
+    def serve(self, card) -> str:
+        from card_emulator.vpcd import VpcdBridge
+
+        card.power_on()
+        if self.bridge is None:
+            self.bridge = VpcdBridge(card, "127.0.0.1", self.port)
+            self.thread = self.bridge.start()
+            assert wait_for(lambda: reader_has_card(self.reader), timeout=15), f"{self.reader} shows no card"
+        else:
+            old, self.bridge.card = self.bridge.card, card
+            old.close()
+        return self.reader
+
+    def close(self) -> None:
+        if self.bridge is not None:
+            self.bridge.stop()
+            self.thread.join(10)
+            self.bridge.close()
+            self.bridge.card.close()
+            wait_for(lambda: not reader_has_card(self.reader), timeout=5)
+
+
+@pytest.fixture(scope="module")
+def _served_slot(pcscd):
     with vpcd_slot() as port:
-        bridge = VpcdBridge(card, "127.0.0.1", port)
-        thread = bridge.start()
-        reader = reader_name(port)
+        slot = _ServedSlot(port)
         try:
-            assert wait_for(lambda: reader_has_card(reader), timeout=15), f"{reader} shows no card"
-            yield reader
+            yield slot
         finally:
-            bridge.stop()
-            thread.join(10)
-            bridge.close()
-            card.close()
-            wait_for(lambda: not reader_has_card(reader), timeout=5)
+            slot.close()
+
+
+@pytest.fixture
+def served_card(_served_slot, card_dir):
+    """alice's card (of this test's home) served through vpcd: yields the PC/SC reader name."""
+    from card_emulator import MyNumberCard
+
+    return _served_slot.serve(MyNumberCard.open(card_dir))
