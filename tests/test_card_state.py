@@ -862,3 +862,130 @@ def test_reset_pin_refuses_what_it_cannot_repair(home, card_dir, case):
     rc, out, err = _cli(home, "card", "reset-pin", "alice", "auth", "--new-pin", "2468")
     assert rc == 1 and len(err.strip().splitlines()) == 1 and "card_state_corrupt" in err, err
     assert "Traceback" not in err
+
+
+# ============================================================================= a blocked PIN ends every verified state
+# Several sessions (processes, or cards in one process) share one card directory. Blocking a PIN in
+# one of them, changing it, or the municipal office's reset, ends its verified state in all of them:
+# signing and reading PIN-protected files then answer 6982, as after a re-select.
+
+SIGN_AUTH = "802A009733" + DI256 + "00"   # P2 97: the user-authentication key (PIN auth)
+SIGN_SIGN = "802A009A33" + DI256 + "00"   # P2 9A: the signing key (password sign)
+READ_SIGN_CERT = "00B0810004"            # EF 0001 by SFI: needs the signature password
+
+
+def _logged_in(card_dir: Path) -> MyNumberCard:
+    card = MyNumberCard.open(card_dir)
+    assert sw(card, SEL_JPKI) == "9000"
+    assert sw(card, verify("98", b"1234")) == "9000"
+    assert sw(card, verify("9B", b"ABC123")) == "9000"
+    assert sw(card, SIGN_AUTH) == sw(card, SIGN_SIGN) == sw(card, READ_SIGN_CERT) == "9000"
+    return card
+
+
+def _block(card: MyNumberCard, p2: str, wrong: bytes, tries: int) -> None:
+    assert sw(card, SEL_JPKI) == "9000"
+    answers = [sw(card, verify(p2, wrong)) for _ in range(tries)]
+    assert answers[-1] == "63C0", answers
+
+
+def test_blocking_in_another_session_ends_the_verified_state(card_dir):
+    a = _logged_in(card_dir)
+    b = MyNumberCard.open(card_dir)
+    _block(b, "98", b"0000", 3)
+    assert sw(a, SIGN_AUTH) == "6982"
+    assert sw(a, SIGN_SIGN) == "9000", "the other PIN's verified state is untouched"
+    _block(b, "9B", b"WRONG1", 5)
+    assert sw(a, SIGN_SIGN) == "6982"
+    assert sw(a, READ_SIGN_CERT) == "6982"
+    # and for good: the office's reset does not bring a verified state back
+    reset_pin(card_dir, "auth")
+    reset_pin(card_dir, "sign")
+    assert sw(a, SIGN_AUTH) == sw(a, SIGN_SIGN) == sw(a, READ_SIGN_CERT) == "6982"
+    assert sw(a, verify("98", b"1234")) == "9000"
+    assert sw(a, SIGN_AUTH) == "9000"
+
+
+def test_blocking_then_resetting_before_the_next_apdu_still_ends_it(card_dir):
+    """Blocked and unblocked again while A was idle: the record's generation tells A."""
+    a = _logged_in(card_dir)
+    b = MyNumberCard.open(card_dir)
+    _block(b, "98", b"0000", 3)
+    reset_pin(card_dir, "auth")
+    assert persisted(card_dir)["auth"] == 3
+    assert sw(a, SIGN_AUTH) == "6982"
+    assert sw(a, SIGN_SIGN) == "9000"
+
+
+def test_a_pin_changed_in_another_session_ends_the_verified_state(card_dir):
+    a = _logged_in(card_dir)
+    b = MyNumberCard.open(card_dir)
+    assert sw(b, SEL_JPKI) == "9000"
+    assert sw(b, verify("9B", b"ABC123")) == "9000"
+    assert sw(b, "0024019B07" + b"QWERTY7".hex()) == "9000"
+    assert sw(b, SIGN_SIGN) == "9000", "the session that changed it stays verified"
+    assert sw(a, SIGN_SIGN) == "6982"
+    assert sw(a, READ_SIGN_CERT) == "6982"
+    assert sw(a, "0024019B07" + b"ZZZZZZ9".hex()) == "6982", "nor may A change it again"
+    assert sw(a, SIGN_AUTH) == "9000"
+    assert sw(a, verify("9B", b"QWERTY7")) == "9000"
+    assert sw(a, SIGN_SIGN) == "9000"
+
+
+def test_an_office_reset_with_a_new_value_ends_the_verified_state(card_dir):
+    a = _logged_in(card_dir)
+    reset_pin(card_dir, "auth", "8642")
+    assert sw(a, SIGN_AUTH) == "6982"
+
+
+def test_other_sessions_ordinary_use_does_not_end_it(card_dir):
+    """A wrong try that does not block, or another session's own login, leaves A logged in."""
+    a = _logged_in(card_dir)
+    b = MyNumberCard.open(card_dir)
+    assert sw(b, SEL_JPKI) == "9000"
+    assert sw(b, verify("98", b"0000")) == "63C2"
+    assert sw(a, SIGN_AUTH) == "9000"
+    assert sw(b, verify("98", b"1234")) == "9000"
+    assert sw(b, verify("9B", b"WRONG1")) == "63C4"
+    assert sw(a, SIGN_AUTH) == sw(a, SIGN_SIGN) == sw(a, READ_SIGN_CERT) == "9000"
+
+
+def test_card_info_pins_blocked_elsewhere_end_the_reading_of_the_my_number(card_dir):
+    a = MyNumberCard.open(card_dir)
+    assert sw(a, SEL_TEXT) == "9000"
+    assert sw(a, verify("91", b"1234")) == "9000"
+    assert sw(a, "00B0810000") == "9000"
+    b = MyNumberCard.open(card_dir)
+    assert sw(b, SEL_TEXT) == "9000"
+    for _ in range(3):
+        sw(b, verify("91", b"0000"))
+    assert sw(a, "00B0810000") == "6982"
+    assert sw(a, "00B0820000") == "6982"
+
+
+_BLOCKER = textwrap.dedent(f"""
+    import sys
+    from card_emulator import MyNumberCard
+    card = MyNumberCard.open(sys.argv[1])
+    assert card.transmit(bytes.fromhex("{SEL_JPKI}")) == b"\\x90\\x00"
+    print(" ".join(card.transmit(bytes.fromhex("{verify('98', b'0000')}")).hex().upper()
+                   for _ in range(3)))
+""")
+
+
+def test_blocking_in_another_process_ends_the_verified_state(card_dir):
+    """The issue's scenario: process A verifies the auth PIN, process B blocks it, A cannot sign."""
+    a = _logged_in(card_dir)
+    assert _in_other_process(_BLOCKER, str(card_dir)).split() == ["63C2", "63C1", "63C0"]
+    assert sw(a, SIGN_AUTH) == "6982"
+    assert sw(a, "00200098") == "63C0"
+    assert sw(a, verify("98", b"1234")) == "6984"
+    assert sw(a, SIGN_SIGN) == "9000"
+
+
+def test_blocking_and_reset_in_another_process_ends_the_verified_state(card_dir):
+    a = _logged_in(card_dir)
+    _in_other_process(_BLOCKER + "\nfrom card_emulator.provision import reset_pin\n"
+                      "reset_pin(sys.argv[1], 'auth')\n", str(card_dir))
+    assert persisted(card_dir)["auth"] == 3
+    assert sw(a, SIGN_AUTH) == "6982"
