@@ -144,6 +144,7 @@ class _DirectoryStore:
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
+        self._state_path = os.fspath(directory / STATE_FILE)  # a str: stat() per APDU, no Path
         self._seen: Any = None  # the open state.json that ``_marks`` was parsed from
         self._seen_id: tuple[int, int, int, int] | None = None
         self._marks: dict[str, PinMark] = {}
@@ -163,7 +164,7 @@ class _DirectoryStore:
     def pin_mark(self, name: str) -> PinMark | None:
         """(generation, tries left) of PIN ``name`` as persisted now; None if its record is damaged."""
         try:
-            st = os.stat(self.directory / STATE_FILE)
+            st = os.stat(self._state_path)
         except OSError:
             self.forget()
             return None
@@ -174,7 +175,7 @@ class _DirectoryStore:
     def _reparse(self) -> None:
         self.forget()
         try:
-            fh = open(self.directory / STATE_FILE, "rb")  # noqa: SIM115 - held open on purpose
+            fh = open(self._state_path, "rb")  # noqa: SIM115 - held open on purpose
         except OSError:
             return
         st = os.fstat(fh.fileno())

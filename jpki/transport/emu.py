@@ -75,7 +75,7 @@ class EmulatorTransport(TransportBase):
         return f"emulated card {self.directory.name}"
 
     def close(self) -> None:
-        self.card.power_off()
+        self.card.close()  # clears the security state, like a power-off, and lets go of its files
 
 
 # --- card factory (used by provisioning and the CLI's admin commands) -------------------------
