@@ -139,7 +139,8 @@ class _DirectoryStore:
     verified it?" for every APDU that relies on a verified PIN, so it must be cheap: it keeps the
     state file it last parsed open, and re-parses only when ``stat`` shows another file at the path.
     Holding the old file open keeps its inode allocated, so a later file can never reuse the inode
-    and pass for it (an in-place rewrite of the same inode is caught by its size and mtime).
+    and pass for it. (A tool that rewrites the file in place, keeping its inode, is noticed
+    through the size or the mtime; the card itself never does that.)
     """
 
     def __init__(self, directory: Path) -> None:

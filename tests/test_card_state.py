@@ -630,7 +630,7 @@ def _cli(home: Path, *args: str):
     with CliRunner().isolation() as (out, err, _):
         try:
             rc = main(["--home", str(home), *args])
-        except BaseException as exc:  # noqa: BLE001 - a traceback escaping main is the failure
+        except BaseException as exc:  # a traceback escaping main is the failure
             raise AssertionError(f"{type(exc).__name__} escaped the CLI: {exc}") from exc
         return rc, out.getvalue().decode(), err.getvalue().decode()
 
@@ -736,7 +736,7 @@ def test_damaged_card_file_does_not_open(home, card_dir, case):
     assert info.value.path == card_dir / file
     assert word in info.value.reason
     rc, out, err = _cli(home, "--card", "emu:alice", "info")
-    assert rc == 1 and len(err.strip().splitlines()) == 1, err
+    assert rc == 1 and out == "" and len(err.strip().splitlines()) == 1, err
     assert f"damaged card file {card_dir / file} (card_state_corrupt)" in err
     assert "jpki card create alice" in err and "Traceback" not in err
 
@@ -860,7 +860,8 @@ def test_reset_pin_refuses_what_it_cannot_repair(home, card_dir, case):
     assert info.value.path == card_dir / "state.json"
     assert (card_dir / "state.json").read_bytes() == before
     rc, out, err = _cli(home, "card", "reset-pin", "alice", "auth", "--new-pin", "2468")
-    assert rc == 1 and len(err.strip().splitlines()) == 1 and "card_state_corrupt" in err, err
+    assert rc == 1 and out == "" and len(err.strip().splitlines()) == 1, err
+    assert "card_state_corrupt" in err
     assert "Traceback" not in err
 
 
