@@ -990,3 +990,19 @@ def test_blocking_and_reset_in_another_process_ends_the_verified_state(card_dir)
                       "reset_pin(sys.argv[1], 'auth')\n", str(card_dir))
     assert persisted(card_dir)["auth"] == 3
     assert sw(a, SIGN_AUTH) == "6982"
+
+
+def test_serving_a_damaged_card_is_refused_before_anything_is_served(card_dir):
+    """``jpki emulator serve`` of a damaged card: the one-line error before any vpcd slot is used."""
+    from jpki.errors import CardStateError as DamagedCard
+    from jpki.transport import emu
+
+    def ready() -> None:
+        raise AssertionError("a damaged card was about to be served")
+
+    _damage_state(card_dir, _edit_pin("remaining", -1))
+    with pytest.raises(DamagedCard) as info:
+        emu.serve_emulated_cards([card_dir], "127.0.0.1", 1, ready=ready)
+    assert info.value.code == "card_state_corrupt" and info.value.pin == "auth"
+    assert str(info.value).startswith(f"damaged card file {card_dir / 'state.json'} ")
+    assert "\n" not in str(info.value)
