@@ -40,15 +40,15 @@ class ReaderBusyError(TransportError):
 class CardStateError(JpkiError):
     """An emulated card's files are damaged: the card does not open (it never answers as fresh).
 
-    ``path`` is the damaged file, ``reason`` what is wrong with it, ``pin`` the PIN whose record
-    is damaged when it is only one.
+    ``path`` is the damaged file, ``problem`` what is wrong with it (prose, not a reason code),
+    ``pin`` the PIN whose record is damaged when it is only one.
     """
 
     code = "card_state_corrupt"
 
-    def __init__(self, path: str, reason: str, message: str, pin: str | None = None) -> None:
+    def __init__(self, path: str, problem: str, message: str, pin: str | None = None) -> None:
         self.path = path
-        self.reason = reason
+        self.problem = problem
         self.pin = pin
         super().__init__(message)
 
