@@ -6,5 +6,6 @@ This package imports nothing from ``jpki``: the wire bytes are the only contract
 from .apdu import SW, CardStatus
 from .card import MyNumberCard
 from .profile import CardProfile
+from .state import CardStateError
 
-__all__ = ["SW", "CardStatus", "CardProfile", "MyNumberCard"]
+__all__ = ["SW", "CardProfile", "CardStateError", "CardStatus", "MyNumberCard"]

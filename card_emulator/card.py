@@ -10,37 +10,44 @@ import base64
 import contextlib
 import hashlib
 import hmac
+import json
 import logging
 import os
-import re
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa, utils
 
 from .apdu import SW, CardStatus, Command, parse_class, parse_command
 from .profile import CardProfile
-from .storage import locked, read_json, write_json
+from .state import (
+    FORMAT_VERSION,
+    PIN_FORMATS,
+    CardStateError,
+    check_content,
+    check_state,
+    key_file,
+    load_json,
+    pin_names,
+    pin_record,
+)
+from .storage import locked, write_json
 
 log = logging.getLogger("card_emulator")
 
 CARD_FILE = "card.json"
 STATE_FILE = "state.json"
 LOCK_FILE = ".lock"
-FORMAT_VERSION = 1
 PIN_ITERATIONS = 2000
 
-#: PIN value rules (spec §7), by format name.
-PIN_FORMATS: dict[str, re.Pattern[bytes]] = {
-    "digits4": re.compile(rb"[0-9]{4}"),
-    "password": re.compile(rb"[A-Z0-9]{6,16}"),
-    "digits12": re.compile(rb"[0-9]{12}"),
-    "digits14": re.compile(rb"[0-9]{14}"),
-}
+__all__ = ["CARD_FILE", "FORMAT_VERSION", "LOCK_FILE", "PIN_FORMATS", "STATE_FILE", "CardStateError",
+           "MyNumberCard", "hash_pin", "new_pin_record", "pkcs1v15_sign_raw"]
 
 _DIGEST_INFO_PREFIXES: dict[bytes, hashes.HashAlgorithm] = {
     bytes.fromhex("3021300906052b0e03021a05000414"): hashes.SHA1(),
@@ -87,6 +94,10 @@ class Application:
         return self.files.get(sfi)  # every FID here is 00xx, so the SFI is the FID's low byte
 
 
+#: What the card remembers of a PIN between two reads of the state: (generation, tries left).
+PinMark = tuple[int, int]
+
+
 class _MemoryStore:
     """PIN state held in memory (cards built in tests without a directory)."""
 
@@ -97,11 +108,21 @@ class _MemoryStore:
     def lock(self):
         return self._lock
 
+    def path(self, name: str) -> Path:
+        return Path("<memory>") / name
+
     def read(self) -> dict[str, Any]:
         return self._state
 
     def write(self, state: dict[str, Any]) -> None:
         self._state = state
+
+    def pin_mark(self, name: str) -> PinMark | None:
+        rec = pin_record(self._state, name)
+        return None if rec is None else (rec.get("generation", 0), rec["remaining"])
+
+    def forget(self) -> None:
+        pass
 
     def content_version(self) -> None:
         return None
@@ -111,19 +132,70 @@ class _MemoryStore:
 
 
 class _DirectoryStore:
-    """PIN state in ``state.json``, re-read under an inter-process lock on every change."""
+    """PIN state in ``state.json``, re-read under an inter-process lock on every change.
+
+    Several processes may open the same card directory; each writes ``state.json`` whole with
+    ``os.replace`` (a new inode every time). :meth:`pin_mark` answers "is this PIN still as I
+    verified it?" for every APDU that relies on a verified PIN, so it must be cheap: it keeps the
+    state file it last parsed open, and re-parses only when ``stat`` shows another file at the path.
+    Holding the old file open keeps its inode allocated, so a later file can never reuse the inode
+    and pass for it. (A tool that rewrites the file in place, keeping its inode, is noticed
+    through the size or the mtime; the card itself never does that.)
+    """
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
+        self._state_path = os.fspath(directory / STATE_FILE)  # a str: stat() per APDU, no Path
+        self._seen: Any = None  # the open state.json that ``_marks`` was parsed from
+        self._seen_id: tuple[int, int, int, int] | None = None
+        self._marks: dict[str, PinMark] = {}
 
     def lock(self):
         return locked(self.directory / LOCK_FILE)
 
+    def path(self, name: str) -> Path:
+        return self.directory / name
+
     def read(self) -> dict[str, Any]:
-        return read_json(self.directory / STATE_FILE)
+        return load_json(self.directory / STATE_FILE)
 
     def write(self, state: dict[str, Any]) -> None:
         write_json(self.directory / STATE_FILE, state)
+
+    def pin_mark(self, name: str) -> PinMark | None:
+        """(generation, tries left) of PIN ``name`` as persisted now; None if its record is damaged."""
+        try:
+            st = os.stat(self._state_path)
+        except OSError:
+            self.forget()
+            return None
+        if (st.st_ino, st.st_dev, st.st_size, st.st_mtime_ns) != self._seen_id:
+            self._reparse()
+        return self._marks.get(name)
+
+    def _reparse(self) -> None:
+        self.forget()
+        try:
+            fh = open(self._state_path, "rb")  # noqa: SIM115 - held open on purpose
+        except OSError:
+            return
+        st = os.fstat(fh.fileno())
+        try:
+            state = json.loads(fh.read())
+        except (OSError, ValueError, RecursionError):
+            state = None  # damaged: every PIN counts as blocked until the file changes again
+        pins = state.get("pins") if isinstance(state, dict) else None
+        for name in pins if isinstance(pins, dict) else ():
+            rec = pin_record(state, name)
+            if rec is not None:
+                self._marks[name] = (rec.get("generation", 0), rec["remaining"])
+        self._seen, self._seen_id = fh, (st.st_ino, st.st_dev, st.st_size, st.st_mtime_ns)
+
+    def forget(self) -> None:
+        """Drop the cached view of the state (and the file held open for it)."""
+        if self._seen is not None:
+            self._seen.close()
+        self._seen, self._seen_id, self._marks = None, None, {}
 
     def remove_stale_temporaries(self, older_than: float = 60.0) -> None:
         """Delete temporary files a killed writer left behind (never a live writer's)."""
@@ -140,14 +212,28 @@ class _DirectoryStore:
         return (st.st_mtime_ns, st.st_size, st.st_ino)
 
     def load_content(self) -> tuple[dict[str, Any], dict[str, rsa.RSAPrivateKey]]:
-        content = read_json(self.directory / CARD_FILE)
+        """card.json and its keys, checked (:class:`CardStateError` names the damaged file)."""
+        content = load_json(self.directory / CARD_FILE)
+        check_content(content, self.directory / CARD_FILE)
         keys = {}
         for key_name, rel in content.get("keys", {}).items():
-            pem = (self.directory / rel).read_bytes()
-            # The card wrote these keys itself (0600): skip OpenSSL's slow RSA consistency check,
-            # which otherwise dominates opening a card (~50 ms a key).
-            keys[key_name] = serialization.load_pem_private_key(
-                pem, password=None, unsafe_skip_rsa_key_validation=True)
+            path = key_file(self.directory, key_name, rel)
+            try:
+                pem = path.read_bytes()
+            except OSError as exc:
+                raise CardStateError(path, f"key {key_name!r} cannot be read "
+                                           f"({exc.strerror or exc})") from None
+            try:
+                # The card wrote these keys itself (0600): skip OpenSSL's slow RSA consistency
+                # check, which otherwise dominates opening a card (~50 ms a key).
+                key = serialization.load_pem_private_key(
+                    pem, password=None, unsafe_skip_rsa_key_validation=True)
+            except (ValueError, TypeError, UnsupportedAlgorithm):
+                key = None
+            if not isinstance(key, rsa.RSAPrivateKey):
+                raise CardStateError(path, f"key {key_name!r} is not an unencrypted RSA private "
+                                           "key in PEM")
+            keys[key_name] = key
         return content, keys
 
 
@@ -156,8 +242,12 @@ class MyNumberCard:
 
     def __init__(self, content: dict[str, Any], state: dict[str, Any],
                  keys: dict[str, rsa.RSAPrivateKey], store: Any = None) -> None:
-        self._load_content(content, keys)
+        """A card from checked files: :class:`CardStateError` if ``content`` or ``state`` is
+        damaged (a card never starts from a state it cannot trust)."""
         self._store = store if store is not None else _MemoryStore(state)
+        check_content(content, self._store.path(CARD_FILE))
+        self._load_content(content, keys)
+        check_state(state, self._store.path(STATE_FILE), self._pin_names)
         self._content_version = self._store.content_version()
         self._lock = threading.RLock()
         self._handlers: dict[int, tuple[bool, Callable[[Command], bytes]]] = {
@@ -171,8 +261,7 @@ class MyNumberCard:
         self._reset_security()
 
     def _load_content(self, content: dict[str, Any], keys: dict[str, rsa.RSAPrivateKey]) -> None:
-        if content.get("format") != FORMAT_VERSION:
-            raise ValueError(f"unsupported card format {content.get('format')!r}")
+        """Build the file system from a card.json that :func:`check_content` accepted."""
         self.profile = CardProfile.from_json(content.get("profile"))
         apps: dict[bytes, Application] = {}
         for app_name, app in content["applications"].items():
@@ -186,22 +275,41 @@ class MyNumberCard:
             apps[aid] = Application(app_name, aid, files)
         self.apps = apps
         self._keys = keys
+        self._pin_names = pin_names(content)
+        self.serial: str = content.get("serial", "")
 
     # ----------------------------------------------------------------- lifecycle
     @classmethod
     def open(cls, directory: str | os.PathLike[str]) -> "MyNumberCard":
-        store = _DirectoryStore(Path(directory))
+        """Open a card directory; :class:`CardStateError` names the file that is missing or damaged.
+
+        Every file is checked first (card.json, state.json, the key files): a card whose state
+        cannot be trusted does not open at all, rather than answer as a fresh card would.
+        """
+        directory = Path(directory)
+        if not (directory / CARD_FILE).is_file():
+            raise CardStateError(directory / CARD_FILE, "the file is missing (no card here)")
+        store = _DirectoryStore(directory)
         store.remove_stale_temporaries()
         content, keys = store.load_content()
         return cls(content, store.read(), keys, store)
 
     def _reload_if_changed(self) -> None:
-        """Pick up what the issuer rewrote while the card was out (e.g. a new signing key)."""
-        version = self._store.content_version()
-        if version != self._content_version:
+        """Pick up what the issuer rewrote while the card was out (e.g. a new signing key).
+
+        A rewrite that is damaged is not taken: the card keeps the content it had, and says so
+        in the log at every power-on until card.json is sound again.
+        """
+        try:
+            version = self._store.content_version()
+            if version == self._content_version:
+                return
             content, keys = self._store.load_content()
-            self._load_content(content, keys)
-            self._content_version = version
+        except (OSError, CardStateError) as exc:
+            log.error("card.json changed but cannot be used, keeping the card as it was: %s", exc)
+            return
+        self._load_content(content, keys)
+        self._content_version = version
 
     @property
     def atr(self) -> bytes:
@@ -224,6 +332,7 @@ class MyNumberCard:
     def close(self) -> None:
         with self._lock:
             self._reset_security()
+            self._store.forget()
 
     def __enter__(self) -> "MyNumberCard":
         return self
@@ -234,7 +343,8 @@ class MyNumberCard:
     def _reset_security(self) -> None:
         self._app: Application | None = None
         self._ef: EF | None = None
-        self._verified: set[str] = set()
+        #: verified PINs, each with the generation of its record when it was verified
+        self._verified: dict[str, int] = {}
 
     # ----------------------------------------------------------------- dispatch
     def transmit(self, apdu: bytes) -> bytes:
@@ -329,7 +439,7 @@ class MyNumberCard:
             offset = cmd.p1p2 & 0x7FFF
         if ef.kind != "binary":
             raise CardStatus(SW.SECURITY_STATUS_NOT_SATISFIED)
-        if ef.read and not self._verified.intersection(ef.read):
+        if ef.read and not any(self._still_verified(name) for name in ef.read):
             raise CardStatus(SW.SECURITY_STATUS_NOT_SATISFIED)
         if offset >= len(ef.data):
             raise CardStatus(SW.WRONG_P1P2_OFFSET)
@@ -355,6 +465,37 @@ class MyNumberCard:
             raise CardStatus(SW.REFERENCE_DATA_NOT_FOUND)
         return ef
 
+    def _still_verified(self, name: str) -> bool:
+        """Is PIN ``name`` verified in this session, and still as it was when it was verified?
+
+        Other processes share the card's state: one may block the PIN (wrong tries), change it
+        or have it reset. Any of these ends the verified state here, as on a real card, so every
+        operation that relies on a verified PIN asks this first. Cheap when nothing changed (one
+        ``stat`` of state.json, see ``_DirectoryStore.pin_mark``).
+        """
+        generation = self._verified.get(name)
+        if generation is None:
+            return False
+        mark = self._store.pin_mark(name)
+        if mark is None or mark[0] != generation or mark[1] == 0:
+            del self._verified[name]  # blocked, changed, reset, or its record is damaged
+            return False
+        return True
+
+    def _locked_pin_record(self, name: str) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+        """(state, PIN record) read under the store lock; (…, None) if the record or the whole
+        file is damaged: the PIN then answers as blocked, never as fresh."""
+        try:
+            state = self._store.read()
+        except CardStateError as exc:
+            log.error("PIN %s answers as blocked: %s", name, exc)
+            return None, None
+        rec = pin_record(state, name)
+        if rec is None:
+            log.error("PIN %s answers as blocked: its record in %s is damaged", name,
+                      self._store.path(STATE_FILE))
+        return state, rec
+
     def _verify(self, cmd: Command) -> bytes:
         if cmd.p1 != 0x00:
             raise CardStatus(SW.INCORRECT_P1P2)
@@ -363,13 +504,17 @@ class MyNumberCard:
         name = self._reference(cmd.p2, "pin").pin
         assert name is not None
         with self._store.lock():
-            state = self._store.read()
-            rec = state["pins"][name]
+            state, rec = self._locked_pin_record(name)
+            if rec is None:
+                self._verified.pop(name, None)
+                raise CardStatus(SW.REFERENCE_DATA_NOT_USABLE if cmd.data
+                                 else self.profile.blocked_query_sw)
             if not cmd.data:  # tries left, spending none
                 if rec["remaining"] == 0:
                     raise CardStatus(self.profile.blocked_query_sw)
                 raise CardStatus(SW.tries_left(rec["remaining"]))
             if rec["remaining"] == 0:
+                self._verified.pop(name, None)
                 raise CardStatus(SW.REFERENCE_DATA_NOT_USABLE)
             # Spend the try on disk before comparing: killing the card can never give it back.
             rec["remaining"] -= 1
@@ -378,11 +523,11 @@ class MyNumberCard:
                 hash_pin(cmd.data, bytes.fromhex(rec["salt"]), rec["iterations"]),
                 bytes.fromhex(rec["hash"]))
             if not good:
-                self._verified.discard(name)
+                self._verified.pop(name, None)
                 raise CardStatus(SW.tries_left(rec["remaining"]))
             rec["remaining"] = rec["max"]
             self._store.write(state)
-        self._verified.add(name)
+        self._verified[name] = rec.get("generation", 0)
         return b""
 
     def _change_reference_data(self, cmd: Command) -> bytes:
@@ -393,18 +538,22 @@ class MyNumberCard:
         name = self._reference(cmd.p2, "pin").pin
         assert name is not None
         with self._store.lock():
-            state = self._store.read()
-            rec = state["pins"][name]
-            if rec["remaining"] == 0:
+            state, rec = self._locked_pin_record(name)
+            if rec is None or rec["remaining"] == 0:
+                self._verified.pop(name, None)
                 raise CardStatus(SW.REFERENCE_DATA_NOT_USABLE)
-            if name not in self._verified:
+            generation = rec.get("generation", 0)
+            if self._verified.get(name) != generation:  # never verified, or changed/reset since
+                self._verified.pop(name, None)
                 raise CardStatus(SW.SECURITY_STATUS_NOT_SATISFIED)
             if not PIN_FORMATS[rec["format"]].fullmatch(cmd.data):
                 raise CardStatus(SW.WRONG_DATA)
             salt = os.urandom(16)
+            # a new generation ends the verified state of this PIN in every other session
             rec.update(salt=salt.hex(), hash=hash_pin(cmd.data, salt, rec["iterations"]).hex(),
-                       remaining=rec["max"])
+                       remaining=rec["max"], generation=generation + 1)
             self._store.write(state)
+        self._verified[name] = generation + 1
         return b""
 
     # ----------------------------------------------------------------- signing
@@ -414,14 +563,14 @@ class MyNumberCard:
         ef = self._reference(cmd.p2, "key")
         if not 1 <= len(cmd.data) <= 245:
             raise CardStatus(SW.WRONG_LENGTH)
-        if ef.pin not in self._verified:
+        if ef.pin is None or not self._still_verified(ef.pin):
             raise CardStatus(SW.SECURITY_STATUS_NOT_SATISFIED)
         key = self._keys.get(ef.key or "")
         if key is None:
             raise CardStatus(SW.CONDITIONS_NOT_SATISFIED)
         signature = pkcs1v15_sign_raw(key, cmd.data)
         if self.profile.one_signature_per_verify and ef.key == "sign":
-            self._verified.discard(ef.pin)
+            self._verified.pop(ef.pin, None)
         return signature
 
     def _get_challenge(self, cmd: Command) -> bytes:
@@ -433,10 +582,18 @@ class MyNumberCard:
 
     # ----------------------------------------------------------------- introspection (no secrets)
     def pin_status(self) -> dict[str, tuple[int, int]]:
-        """PIN name -> (tries left, maximum), read from the persisted state."""
+        """PIN name -> (tries left, maximum), read from the persisted state; a PIN whose record
+        is damaged shows (0, 0): blocked."""
         with self._store.lock():
-            pins = self._store.read()["pins"]
-        return {name: (rec["remaining"], rec["max"]) for name, rec in pins.items()}
+            try:
+                state = self._store.read()
+            except CardStateError:
+                state = None
+        out = {}
+        for name in sorted(self._pin_names):
+            rec = pin_record(state, name)
+            out[name] = (rec["remaining"], rec["max"]) if rec is not None else (0, 0)
+        return out
 
 
 def pkcs1v15_sign_raw(key: rsa.RSAPrivateKey, data: bytes) -> bytes:

@@ -71,6 +71,16 @@ class CardProfile:
         return profile
 
     def validate(self) -> None:
+        for f in fields(self):  # card.json is data: a setting of the wrong type is refused here
+            value, default = getattr(self, f.name), f.default
+            if type(value) is not type(default):
+                raise ValueError(f"{f.name} must be {type(default).__name__}, "
+                                 f"not {type(value).__name__}")
+        for name in ("sm_select_sw", "sm_other_sw", "blocked_query_sw", "short_read_sw"):
+            if not 0x6100 <= getattr(self, name) <= 0x9FFF:
+                raise ValueError(f"{name} must be a status word")
+        if not 0 < self.certificate_ef_size <= 0x8000:
+            raise ValueError("certificate_ef_size must be in 1..32768")
         if self.token_kind not in TOKEN_LABELS:
             raise ValueError(f"token_kind must be one of {sorted(TOKEN_LABELS)}")
         if self.long_length_form not in ("82", "ber"):
@@ -79,6 +89,9 @@ class CardProfile:
             raise ValueError("verification_b_year must be 'era' or 'gregorian'")
         if not 0 <= self.filler <= 0xFF:
             raise ValueError("filler must be a byte")
-        atr = bytes.fromhex(self.atr_hex)
+        try:
+            atr = bytes.fromhex(self.atr_hex)
+        except ValueError:
+            raise ValueError("atr_hex is not hex") from None
         if not 2 <= len(atr) <= 33 or atr[0] not in (0x3B, 0x3F):
             raise ValueError("atr_hex is not a plausible ATR")

@@ -21,7 +21,16 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from . import content as C
 from .card import CARD_FILE, FORMAT_VERSION, LOCK_FILE, STATE_FILE, new_pin_record
 from .profile import CardProfile
-from .storage import atomic_write, locked, make_private_dir, read_json, write_json
+from .state import (
+    MAX_TRIES,
+    PIN_FORMATS,
+    CardStateError,
+    check_content,
+    load_json,
+    pin_names,
+    pin_record_problem,
+)
+from .storage import atomic_write, locked, make_private_dir, write_json
 
 
 @dataclass(frozen=True)
@@ -76,15 +85,24 @@ def _card_info_files(my_number: str, name: str, address: str, birth: _dt.date, s
     }, signature
 
 
+def _read_content(directory: Path) -> dict[str, Any]:
+    """card.json, checked: an admin command never rewrites a card file it cannot trust."""
+    content = load_json(directory / CARD_FILE)
+    check_content(content, directory / CARD_FILE)
+    return content
+
+
 def update_basic_info(directory: str | os.PathLike[str], *, name: str, address: str,
                       birth_date: _dt.date, sex_code: str,
                       issuer_key: rsa.RSAPrivateKey | None = None) -> None:
     """Rewrite the card-info AP's basic 4 info and integrity record (a move, a new name)."""
     directory = Path(directory)
     with locked(directory / LOCK_FILE):
-        doc = read_json(directory / CARD_FILE)
+        doc = _read_content(directory)
         profile = CardProfile.from_json(doc["profile"])
-        files = doc["applications"]["text"]["files"]
+        files = doc["applications"].get("text", {}).get("files", {})
+        if "0001" not in files or files["0001"]["kind"] != "binary":
+            raise CardStateError(directory / CARD_FILE, "no card-info AP with a My Number EF")
         my_number = base64.b64decode(files["0001"]["data"])[3:15].decode("ascii")
         new_files, _ = _card_info_files(my_number, name, address, birth_date, sex_code, profile,
                                         issuer_key)
@@ -189,15 +207,20 @@ def replace_credentials(directory: str | os.PathLike[str],
     directory = Path(directory)
     cert_fids = {"sign": "0001", "auth": "000A"}
     with locked(directory / LOCK_FILE):
-        doc = read_json(directory / CARD_FILE)
+        doc = _read_content(directory)
         profile = CardProfile.from_json(doc["profile"])
+        jpki_files = doc["applications"].get("jpki", {}).get("files", {})
+        if not all(fid in jpki_files for fid in cert_fids.values()):
+            raise CardStateError(directory / CARD_FILE, "no JPKI AP with both certificate EFs")
+        doc.setdefault("keys", {})
         old_files = []
         for kind, (key, cert) in new.items():
             if kind not in cert_fids:
                 raise KeyError(f"no key named {kind!r}")
             rel = f"keys/{kind}-{os.urandom(6).hex()}.pem"
             atomic_write(directory / rel, _key_pem(key))
-            old_files.append(doc["keys"][kind])
+            if kind in doc["keys"]:
+                old_files.append(doc["keys"][kind])
             doc["keys"][kind] = rel
             doc["applications"]["jpki"]["files"][cert_fids[kind]]["data"] = _b64(
                 C.certificate_ef(cert, profile.certificate_ef_size, profile.filler))
@@ -208,19 +231,38 @@ def replace_credentials(directory: str | os.PathLike[str],
 
 
 def reset_pin(directory: str | os.PathLike[str], pin: str, value: str | None = None) -> None:
-    """The municipal office's unblock: restore the tries (and optionally set a new value)."""
+    """The municipal office's unblock: restore the tries (and optionally set a new value).
+
+    Also the repair of one damaged PIN record: a wrong counter is restored, and a damaged hash or
+    salt is replaced when a new value is given. Anything it cannot repair (an unreadable file, a
+    record without a sound format and maximum) raises :class:`CardStateError`. The record's
+    generation moves on, which ends the PIN's verified state in every session that had it.
+    """
     directory = Path(directory)
+    path = directory / STATE_FILE
     with locked(directory / LOCK_FILE):
-        state = read_json(directory / STATE_FILE)
-        if pin not in state["pins"]:
+        state = load_json(path)
+        pins = state.get("pins") if isinstance(state, dict) else None
+        if not isinstance(pins, dict):
+            raise CardStateError(path, "no 'pins' object")
+        if pin not in pins:
+            if pin in pin_names(_read_content(directory)):
+                raise CardStateError(path, f"no record for PIN {pin!r}", pin=pin)
             raise KeyError(f"no PIN named {pin!r}")
-        rec = state["pins"][pin]
+        rec = pins[pin]
+        if not isinstance(rec, dict) or rec.get("format") not in PIN_FORMATS \
+                or type(rec.get("max")) is not int or not 1 <= rec["max"] <= MAX_TRIES:
+            raise CardStateError(path, f"PIN {pin!r}: {pin_record_problem(rec)}", pin=pin)
+        generation = rec.get("generation", 0)
         if value is not None:
-            fresh = new_pin_record(value.upper() if rec["format"] == "password" else value,
-                                   rec["format"], rec["max"])
-            rec.update(fresh)
+            rec.update(new_pin_record(value.upper() if rec["format"] == "password" else value,
+                                      rec["format"], rec["max"]))
         rec["remaining"] = rec["max"]
-        write_json(directory / STATE_FILE, state)
+        rec["generation"] = generation + 1 if type(generation) is int and generation >= 0 else 1
+        problem = pin_record_problem(rec)
+        if problem is not None:
+            raise CardStateError(path, f"PIN {pin!r}: {problem} (a new value repairs it)", pin=pin)
+        write_json(path, state)
 
 
 def delete_card(directory: str | os.PathLike[str]) -> None:

@@ -37,6 +37,22 @@ class ReaderBusyError(TransportError):
     """Another program holds the reader exclusively."""
 
 
+class CardStateError(JpkiError):
+    """An emulated card's files are damaged: the card does not open (it never answers as fresh).
+
+    ``path`` is the damaged file, ``problem`` what is wrong with it (prose, not a reason code),
+    ``pin`` the PIN whose record is damaged when it is only one.
+    """
+
+    code = "card_state_corrupt"
+
+    def __init__(self, path: str, problem: str, message: str, pin: str | None = None) -> None:
+        self.path = path
+        self.problem = problem
+        self.pin = pin
+        super().__init__(message)
+
+
 class ProtocolError(JpkiError):
     """The card answered with data the host cannot make sense of."""
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives import serialization
 
-from card_emulator import CardProfile, MyNumberCard, storage
+from card_emulator import CardProfile, CardStateError, MyNumberCard, storage
 from card_emulator.provision import CardData, create_card, reset_pin
 
 REPO = Path(__file__).resolve().parents[1]
@@ -533,3 +533,476 @@ def test_create_card_never_overwrites_a_card(home, card_dir):
     with pytest.raises(FileExistsError):
         create_card(card_dir, _card_data(home), CardProfile())
     assert {p: p.read_bytes() for p in card_dir.rglob("*") if p.is_file()} == before
+
+
+# ============================================================================= damaged card files
+# A card directory is plain files: a full disk, an editor or a bad restore can damage them. The
+# card fails closed: it does not open (the CLI says which file and what to do, one line, code
+# card_state_corrupt); a card that is already open answers the affected PIN as blocked.
+
+def _state(card_dir: Path) -> dict:
+    return json.loads((card_dir / "state.json").read_bytes())
+
+
+def _put_state(card_dir: Path, state: dict) -> None:
+    (card_dir / "state.json").write_text(json.dumps(state))
+
+
+def _edit_pin(field: str, value, pin: str = "auth"):
+    def edit(state: dict) -> dict:
+        state["pins"][pin][field] = value
+        return state
+    return edit
+
+
+def _drop_pin(pin: str):
+    def edit(state: dict) -> dict:
+        del state["pins"][pin]
+        return state
+    return edit
+
+
+STATE_DAMAGE = {
+    # name: (edit of the parsed state | raw bytes, a word the reason must contain, damaged PIN)
+    "empty": (b"", "empty", None),
+    "blank": (b" \n", "empty", None),
+    "truncated": ("truncate", "JSON", None),
+    "not-utf8": (b"\xff\xfe{", "JSON", None),
+    "deeply-nested": (b"[" * 100000, "JSON", None),
+    "a-list": (b"[]", "pins", None),
+    "pins-a-list": (lambda s: {"pins": list(s["pins"])}, "pins", None),
+    "remaining-negative": (_edit_pin("remaining", -1), "remaining -1", "auth"),
+    "remaining-above-max": (_edit_pin("remaining", 4), "remaining 4", "auth"),
+    "remaining-above-15": (_edit_pin("remaining", 16, "sign"), "remaining 16", "sign"),
+    "max-zero": (_edit_pin("max", 0), "max 0", "auth"),
+    "max-negative": (_edit_pin("max", -3), "max -3", "auth"),
+    "max-above-15": (_edit_pin("max", 16), "max 16", "auth"),
+    "remaining-a-string": (_edit_pin("remaining", "3"), "remaining '3'", "auth"),
+    "remaining-a-float": (_edit_pin("remaining", 2.0), "remaining 2.0", "auth"),
+    "remaining-a-bool": (_edit_pin("remaining", True), "remaining True", "auth"),
+    "remaining-null": (_edit_pin("remaining", None), "remaining None", "auth"),
+    "max-a-string": (_edit_pin("max", "3", "card"), "max '3'", "card"),
+    "format-unknown": (_edit_pin("format", "digits5"), "format", "auth"),
+    "iterations-zero": (_edit_pin("iterations", 0), "iterations", "auth"),
+    "iterations-huge": (_edit_pin("iterations", 10**12), "iterations", "auth"),
+    "salt-missing": (_edit_pin("salt", None), "salt", "auth"),
+    "salt-not-hex": (_edit_pin("salt", "zz" * 16), "salt", "auth"),
+    "hash-short": (_edit_pin("hash", "ab" * 31), "hash", "auth"),
+    "hash-a-number": (_edit_pin("hash", 12), "hash", "auth"),
+    "generation-negative": (_edit_pin("generation", -1), "generation", "auth"),
+    "record-a-string": (_edit_pin("remaining", 3) and (lambda s: {"pins": {**s["pins"], "auth": "x"}}),
+                        "not a JSON object", "auth"),
+    "record-missing": (_drop_pin("sign"), "no record for PIN 'sign'", "sign"),
+    "card-b-missing": (_drop_pin("card_b"), "no record for PIN 'card_b'", "card_b"),
+    "unknown-pin": (lambda s: {"pins": {**s["pins"], "admin": s["pins"]["auth"]}}, "'admin'", None),
+}
+
+
+def _damage_state(card_dir: Path, damage) -> None:
+    path = card_dir / "state.json"
+    if isinstance(damage, bytes):
+        path.write_bytes(damage)
+    elif damage == "truncate":
+        raw = path.read_bytes()
+        path.write_bytes(raw[:len(raw) // 2])
+    else:
+        _put_state(card_dir, damage(_state(card_dir)))
+
+
+@pytest.mark.parametrize("case", sorted(STATE_DAMAGE))
+def test_damaged_state_file_does_not_open(card_dir, case):
+    damage, word, pin = STATE_DAMAGE[case]
+    _damage_state(card_dir, damage)
+    with pytest.raises(CardStateError) as info:
+        MyNumberCard.open(card_dir)
+    assert info.value.path == card_dir / "state.json"
+    assert word in info.value.reason
+    assert info.value.pin == pin
+    assert info.value.code == "card_state_corrupt"
+    assert "\n" not in str(info.value)
+
+
+def _cli(home: Path, *args: str):
+    from click.testing import CliRunner
+
+    from jpki.cli import main
+
+    with CliRunner().isolation() as (out, err, _):
+        try:
+            rc = main(["--home", str(home), *args])
+        except BaseException as exc:  # a traceback escaping main is the failure
+            raise AssertionError(f"{type(exc).__name__} escaped the CLI: {exc}") from exc
+        return rc, out.getvalue().decode(), err.getvalue().decode()
+
+
+@pytest.mark.parametrize("case", ["empty", "truncated", "remaining-negative", "max-zero",
+                                  "remaining-a-string", "record-missing", "card-b-missing"])
+@pytest.mark.parametrize("command", [["--card", "emu:alice", "pin", "status"],
+                                     ["card", "show", "alice"]])
+def test_cli_names_the_damaged_state_file_and_what_to_do(home, card_dir, case, command):
+    damage, word, pin = STATE_DAMAGE[case]
+    _damage_state(card_dir, damage)
+    rc, out, err = _cli(home, *command)
+    assert rc == 1
+    assert out == ""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    line = lines[0]
+    assert line.startswith("error: damaged card file ")
+    assert str(card_dir / "state.json") in line and "card_state_corrupt" in line and word in line
+    assert "Traceback" not in err
+    if pin in ("auth", "sign", "card"):
+        assert f"jpki card reset-pin alice {pin} --new-pin" in line
+    else:
+        assert "restore it from a backup" in line
+
+
+def test_cli_json_gives_one_document_for_a_damaged_card(home, card_dir):
+    _damage_state(card_dir, b"")
+    rc, out, err = _cli(home, "--json", "--card", "emu:alice", "pin", "status")
+    assert rc == 1
+    doc = json.loads(out)
+    assert doc["ok"] is False and "card_state_corrupt" in doc["message"]
+    assert "Traceback" not in err
+
+
+def _edit_content(edit):
+    def apply(card_dir: Path) -> None:
+        doc = json.loads((card_dir / "card.json").read_bytes())
+        (card_dir / "card.json").write_text(json.dumps(edit(doc)))
+    return apply
+
+
+def _set(path: tuple, value):
+    def edit(doc: dict) -> dict:
+        target = doc
+        for key in path[:-1]:
+            target = target[key]
+        target[path[-1]] = value
+        return doc
+    return edit
+
+
+def _symlink_key(card_dir: Path) -> None:
+    outside = card_dir.parent / "elsewhere.pem"
+    outside.write_bytes((card_dir / "keys" / "auth.pem").read_bytes())
+    (card_dir / "keys" / "link.pem").symlink_to(outside)
+    _edit_content(_set(("keys", "auth"), "keys/link.pem"))(card_dir)
+
+
+CONTENT_DAMAGE = {
+    # name: (damage, the file the error names (relative), a word the reason must contain)
+    "empty": (lambda d: (d / "card.json").write_bytes(b""), "card.json", "empty"),
+    "truncated": (lambda d: (d / "card.json").write_bytes((d / "card.json").read_bytes()[:999]),
+                  "card.json", "JSON"),
+    "format": (_edit_content(_set(("format",), 2)), "card.json", "format"),
+    "profile-type": (_edit_content(_set(("profile", "blocked_query_sw"), "63C0")), "card.json",
+                     "blocked_query_sw"),
+    "profile-unknown": (_edit_content(_set(("profile", "speed"), 1)), "card.json", "speed"),
+    "aid-not-hex": (_edit_content(_set(("applications", "jpki", "aid"), "JPKI")), "card.json", "AID"),
+    "files-a-list": (_edit_content(_set(("applications", "text", "files"), [])), "card.json", "files"),
+    "fid-bad": (_edit_content(lambda doc: _set(("applications", "jpki", "files", "1"),
+                                               doc["applications"]["jpki"]["files"]["0001"])(doc)),
+                "card.json", "FID"),
+    "kind-unknown": (_edit_content(_set(("applications", "jpki", "files", "0002", "kind"), "dir")),
+                     "card.json", "kind"),
+    "data-not-base64": (_edit_content(_set(("applications", "jpki", "files", "0002", "data"), "*")),
+                        "card.json", "base64"),
+    "read-unknown-pin": (_edit_content(_set(("applications", "text", "files", "0002", "read"),
+                                            ["nobody"])), "card.json", "nobody"),
+    "key-unknown": (_edit_content(_set(("applications", "jpki", "files", "0017", "key"), "other")),
+                    "card.json", "other"),
+    "key-parent": (_edit_content(_set(("keys", "auth"), "../bob/keys/auth.pem")), "card.json",
+                   "outside the card directory"),
+    "key-deep-parent": (_edit_content(_set(("keys", "sign"), "keys/../../../../etc/passwd")),
+                        "card.json", "outside the card directory"),
+    "key-absolute": (_edit_content(_set(("keys", "auth"), "/etc/passwd")), "card.json",
+                     "not a relative file name"),
+    "key-the-directory": (_edit_content(_set(("keys", "auth"), ".")), "card.json",
+                          "outside the card directory"),
+    "key-symlink-out": (_symlink_key, "card.json", "outside the card directory"),
+    "key-not-pem": (lambda d: (d / "keys" / "sign.pem").write_bytes(b"not a key"), "keys/sign.pem",
+                    "RSA private key"),
+    "key-missing": (lambda d: (d / "keys" / "auth.pem").unlink(), "keys/auth.pem", "cannot be read"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CONTENT_DAMAGE))
+def test_damaged_card_file_does_not_open(home, card_dir, case):
+    damage, file, word = CONTENT_DAMAGE[case]
+    damage(card_dir)
+    with pytest.raises(CardStateError) as info:
+        MyNumberCard.open(card_dir)
+    assert info.value.path == card_dir / file
+    assert word in info.value.reason
+    rc, out, err = _cli(home, "--card", "emu:alice", "info")
+    assert rc == 1 and out == "" and len(err.strip().splitlines()) == 1, err
+    assert f"damaged card file {card_dir / file} (card_state_corrupt)" in err
+    assert "jpki card create alice" in err and "Traceback" not in err
+
+
+def test_key_names_inside_the_card_directory_still_open(card_dir):
+    """Only names that stay inside: a key moved to another sub-folder is fine."""
+    (card_dir / "keys" / "v2").mkdir()
+    (card_dir / "keys" / "auth.pem").rename(card_dir / "keys" / "v2" / "auth.pem")
+    _edit_content(_set(("keys", "auth"), "keys/./v2/../v2/auth.pem"))(card_dir)
+    card = MyNumberCard.open(card_dir)
+    assert sw(card, SEL_JPKI) == "9000"
+    assert sw(card, verify("98", b"1234")) == "9000"
+    assert sw(card, "802A009733" + DI256 + "00") == "9000"
+
+
+def test_a_missing_card_directory_is_a_clear_error(tmp_path):
+    with pytest.raises(CardStateError) as info:
+        MyNumberCard.open(tmp_path / "nothing")
+    assert info.value.path == tmp_path / "nothing" / "card.json"
+    assert not (tmp_path / "nothing").exists(), "opening must not create the directory"
+
+
+# ----------------------------------------------------------------------------- damaged at run time
+@pytest.mark.parametrize("case", ["remaining-negative", "remaining-above-max", "max-zero",
+                                  "hash-short", "record-missing", "remaining-a-string"])
+def test_open_card_answers_a_pin_damaged_at_run_time_as_blocked(emu_card, card_dir, case):
+    """A served card whose state.json is damaged while it runs: the affected PIN is blocked
+    (6984, tries query 63C0), never fresh (63CF, "15 tries left"); the others work."""
+    damage, _, pin = STATE_DAMAGE[case]
+    pin = pin or "auth"
+    good = {"auth": b"1234", "sign": b"ABC123", "card_b": None}[pin]
+    p2 = {"auth": "98", "sign": "9B", "card_b": "95"}[pin]
+    select = SEL_TEXT if pin == "card_b" else SEL_JPKI
+    assert sw(emu_card, select) == "9000"
+    _damage_state(card_dir, damage)
+    before = (card_dir / "state.json").read_bytes()
+    assert sw(emu_card, "002000" + p2) == "63C0"
+    if good is not None:
+        assert sw(emu_card, verify(p2, good)) == "6984"
+    assert sw(emu_card, verify(p2, b"0000" if pin != "sign" else b"WRONG1")) == "6984"
+    assert (card_dir / "state.json").read_bytes() == before, "nothing written, nothing spent"
+    assert emu_card.pin_status()[pin] == (0, 0)
+    # the other PINs of the card are unaffected
+    other, other_p2, other_pin = ("sign", "9B", b"ABC123") if pin != "sign" else ("auth", "98", b"1234")
+    assert sw(emu_card, SEL_JPKI) == "9000"
+    assert sw(emu_card, verify(other_p2, other_pin)) == "9000"
+    assert emu_card.pin_status()[other] == (MAXIMA[other], MAXIMA[other])
+
+
+@pytest.mark.parametrize("damage", [b"", "truncate", b"{\"pins\": 3}"])
+def test_open_card_with_a_wholly_damaged_state_blocks_every_pin(emu_card, card_dir, damage):
+    assert sw(emu_card, SEL_JPKI) == "9000"
+    assert sw(emu_card, verify("98", b"1234")) == "9000"
+    assert sw(emu_card, "802A009733" + DI256 + "00") == "9000"
+    _damage_state(card_dir, damage)
+    assert sw(emu_card, "802A009733" + DI256 + "00") == "6982", "the verified state ended"
+    for p2, good in (("98", b"1234"), ("9B", b"ABC123")):
+        assert sw(emu_card, "002000" + p2) == "63C0"
+        assert sw(emu_card, verify(p2, good)) == "6984"
+    assert set(emu_card.pin_status().values()) == {(0, 0)}
+    with pytest.raises(CardStateError):
+        MyNumberCard.open(card_dir)
+
+
+def test_a_restored_state_file_is_used_again(emu_card, card_dir):
+    good = (card_dir / "state.json").read_bytes()
+    assert sw(emu_card, SEL_JPKI) == "9000"
+    _damage_state(card_dir, b"")
+    assert sw(emu_card, verify("98", b"1234")) == "6984"
+    (card_dir / "state.json").write_bytes(good)
+    assert sw(emu_card, verify("98", b"1234")) == "9000"
+    assert sw(emu_card, "802A009733" + DI256 + "00") == "9000"
+
+
+def test_damaged_card_json_at_power_on_keeps_the_card_as_it_was(emu_card, card_dir, caplog):
+    assert sw(emu_card, SEL_JPKI) == "9000"
+    (card_dir / "card.json").write_bytes(b"{\"format\": 1, \"applic")
+    caplog.set_level("ERROR", logger="card_emulator")
+    emu_card.power_off()
+    emu_card.power_on()  # the vpcd bridge's power-on: must not raise
+    assert any("card.json" in r.getMessage() for r in caplog.records)
+    assert sw(emu_card, SEL_JPKI) == "9000"
+    assert sw(emu_card, verify("98", b"1234")) == "9000"
+    assert sw(emu_card, "802A009733" + DI256 + "00") == "9000"
+    (card_dir / "card.json").unlink()
+    emu_card.reset()
+    assert sw(emu_card, SEL_JPKI) == "9000"
+
+
+# ----------------------------------------------------------------------------- repair
+def test_reset_pin_repairs_a_damaged_counter(card_dir):
+    _damage_state(card_dir, _edit_pin("remaining", -1))
+    reset_pin(card_dir, "auth")
+    card = MyNumberCard.open(card_dir)
+    assert sw(card, SEL_JPKI) == "9000"
+    assert sw(card, "00200098") == "63C3"
+    assert sw(card, verify("98", b"1234")) == "9000"
+
+
+def test_reset_pin_with_a_new_value_repairs_a_damaged_hash(card_dir):
+    _damage_state(card_dir, _edit_pin("hash", "00"))
+    before = (card_dir / "state.json").read_bytes()
+    with pytest.raises(CardStateError, match="new value"):
+        reset_pin(card_dir, "auth")
+    assert (card_dir / "state.json").read_bytes() == before
+    reset_pin(card_dir, "auth", "2468")
+    card = MyNumberCard.open(card_dir)
+    assert sw(card, SEL_JPKI) == "9000"
+    assert sw(card, verify("98", b"2468")) == "9000"
+
+
+@pytest.mark.parametrize("case", ["empty", "truncated", "max-zero", "format-unknown", "record-missing"])
+def test_reset_pin_refuses_what_it_cannot_repair(home, card_dir, case):
+    damage, _, _ = STATE_DAMAGE[case]
+    _damage_state(card_dir, damage)
+    if case == "record-missing":
+        _damage_state(card_dir, _drop_pin("auth"))
+    before = (card_dir / "state.json").read_bytes()
+    with pytest.raises(CardStateError) as info:
+        reset_pin(card_dir, "auth", "2468")
+    assert info.value.path == card_dir / "state.json"
+    assert (card_dir / "state.json").read_bytes() == before
+    rc, out, err = _cli(home, "card", "reset-pin", "alice", "auth", "--new-pin", "2468")
+    assert rc == 1 and out == "" and len(err.strip().splitlines()) == 1, err
+    assert "card_state_corrupt" in err
+    assert "Traceback" not in err
+
+
+# ============================================================================= a blocked PIN ends every verified state
+# Several sessions (processes, or cards in one process) share one card directory. Blocking a PIN in
+# one of them, changing it, or the municipal office's reset, ends its verified state in all of them:
+# signing and reading PIN-protected files then answer 6982, as after a re-select.
+
+SIGN_AUTH = "802A009733" + DI256 + "00"   # P2 97: the user-authentication key (PIN auth)
+SIGN_SIGN = "802A009A33" + DI256 + "00"   # P2 9A: the signing key (password sign)
+READ_SIGN_CERT = "00B0810004"            # EF 0001 by SFI: needs the signature password
+
+
+def _logged_in(card_dir: Path) -> MyNumberCard:
+    card = MyNumberCard.open(card_dir)
+    assert sw(card, SEL_JPKI) == "9000"
+    assert sw(card, verify("98", b"1234")) == "9000"
+    assert sw(card, verify("9B", b"ABC123")) == "9000"
+    assert sw(card, SIGN_AUTH) == sw(card, SIGN_SIGN) == sw(card, READ_SIGN_CERT) == "9000"
+    return card
+
+
+def _block(card: MyNumberCard, p2: str, wrong: bytes, tries: int) -> None:
+    assert sw(card, SEL_JPKI) == "9000"
+    answers = [sw(card, verify(p2, wrong)) for _ in range(tries)]
+    assert answers[-1] == "63C0", answers
+
+
+def test_blocking_in_another_session_ends_the_verified_state(card_dir):
+    a = _logged_in(card_dir)
+    b = MyNumberCard.open(card_dir)
+    _block(b, "98", b"0000", 3)
+    assert sw(a, SIGN_AUTH) == "6982"
+    assert sw(a, SIGN_SIGN) == "9000", "the other PIN's verified state is untouched"
+    _block(b, "9B", b"WRONG1", 5)
+    assert sw(a, SIGN_SIGN) == "6982"
+    assert sw(a, READ_SIGN_CERT) == "6982"
+    # and for good: the office's reset does not bring a verified state back
+    reset_pin(card_dir, "auth")
+    reset_pin(card_dir, "sign")
+    assert sw(a, SIGN_AUTH) == sw(a, SIGN_SIGN) == sw(a, READ_SIGN_CERT) == "6982"
+    assert sw(a, verify("98", b"1234")) == "9000"
+    assert sw(a, SIGN_AUTH) == "9000"
+
+
+def test_blocking_then_resetting_before_the_next_apdu_still_ends_it(card_dir):
+    """Blocked and unblocked again while A was idle: the record's generation tells A."""
+    a = _logged_in(card_dir)
+    b = MyNumberCard.open(card_dir)
+    _block(b, "98", b"0000", 3)
+    reset_pin(card_dir, "auth")
+    assert persisted(card_dir)["auth"] == 3
+    assert sw(a, SIGN_AUTH) == "6982"
+    assert sw(a, SIGN_SIGN) == "9000"
+
+
+def test_a_pin_changed_in_another_session_ends_the_verified_state(card_dir):
+    a = _logged_in(card_dir)
+    b = MyNumberCard.open(card_dir)
+    assert sw(b, SEL_JPKI) == "9000"
+    assert sw(b, verify("9B", b"ABC123")) == "9000"
+    assert sw(b, "0024019B07" + b"QWERTY7".hex()) == "9000"
+    assert sw(b, SIGN_SIGN) == "9000", "the session that changed it stays verified"
+    assert sw(a, SIGN_SIGN) == "6982"
+    assert sw(a, READ_SIGN_CERT) == "6982"
+    assert sw(a, "0024019B07" + b"ZZZZZZ9".hex()) == "6982", "nor may A change it again"
+    assert sw(a, SIGN_AUTH) == "9000"
+    assert sw(a, verify("9B", b"QWERTY7")) == "9000"
+    assert sw(a, SIGN_SIGN) == "9000"
+
+
+def test_an_office_reset_with_a_new_value_ends_the_verified_state(card_dir):
+    a = _logged_in(card_dir)
+    reset_pin(card_dir, "auth", "8642")
+    assert sw(a, SIGN_AUTH) == "6982"
+
+
+def test_other_sessions_ordinary_use_does_not_end_it(card_dir):
+    """A wrong try that does not block, or another session's own login, leaves A logged in."""
+    a = _logged_in(card_dir)
+    b = MyNumberCard.open(card_dir)
+    assert sw(b, SEL_JPKI) == "9000"
+    assert sw(b, verify("98", b"0000")) == "63C2"
+    assert sw(a, SIGN_AUTH) == "9000"
+    assert sw(b, verify("98", b"1234")) == "9000"
+    assert sw(b, verify("9B", b"WRONG1")) == "63C4"
+    assert sw(a, SIGN_AUTH) == sw(a, SIGN_SIGN) == sw(a, READ_SIGN_CERT) == "9000"
+
+
+def test_card_info_pins_blocked_elsewhere_end_the_reading_of_the_my_number(card_dir):
+    a = MyNumberCard.open(card_dir)
+    assert sw(a, SEL_TEXT) == "9000"
+    assert sw(a, verify("91", b"1234")) == "9000"
+    assert sw(a, "00B0810000") == "9000"
+    b = MyNumberCard.open(card_dir)
+    assert sw(b, SEL_TEXT) == "9000"
+    for _ in range(3):
+        sw(b, verify("91", b"0000"))
+    assert sw(a, "00B0810000") == "6982"
+    assert sw(a, "00B0820000") == "6982"
+
+
+_BLOCKER = textwrap.dedent(f"""
+    import sys
+    from card_emulator import MyNumberCard
+    card = MyNumberCard.open(sys.argv[1])
+    assert card.transmit(bytes.fromhex("{SEL_JPKI}")) == b"\\x90\\x00"
+    print(" ".join(card.transmit(bytes.fromhex("{verify('98', b'0000')}")).hex().upper()
+                   for _ in range(3)))
+""")
+
+
+def test_blocking_in_another_process_ends_the_verified_state(card_dir):
+    """The issue's scenario: process A verifies the auth PIN, process B blocks it, A cannot sign."""
+    a = _logged_in(card_dir)
+    assert _in_other_process(_BLOCKER, str(card_dir)).split() == ["63C2", "63C1", "63C0"]
+    assert sw(a, SIGN_AUTH) == "6982"
+    assert sw(a, "00200098") == "63C0"
+    assert sw(a, verify("98", b"1234")) == "6984"
+    assert sw(a, SIGN_SIGN) == "9000"
+
+
+def test_blocking_and_reset_in_another_process_ends_the_verified_state(card_dir):
+    a = _logged_in(card_dir)
+    _in_other_process(_BLOCKER + "\nfrom card_emulator.provision import reset_pin\n"
+                      "reset_pin(sys.argv[1], 'auth')\n", str(card_dir))
+    assert persisted(card_dir)["auth"] == 3
+    assert sw(a, SIGN_AUTH) == "6982"
+
+
+def test_serving_a_damaged_card_is_refused_before_anything_is_served(card_dir):
+    """``jpki emulator serve`` of a damaged card: the one-line error before any vpcd slot is used."""
+    from jpki.errors import CardStateError as DamagedCard
+    from jpki.transport import emu
+
+    def ready() -> None:
+        raise AssertionError("a damaged card was about to be served")
+
+    _damage_state(card_dir, _edit_pin("remaining", -1))
+    with pytest.raises(DamagedCard) as info:
+        emu.serve_emulated_cards([card_dir], "127.0.0.1", 1, ready=ready)
+    assert info.value.code == "card_state_corrupt" and info.value.pin == "auth"
+    assert str(info.value).startswith(f"damaged card file {card_dir / 'state.json'} ")
+    assert "\n" not in str(info.value)

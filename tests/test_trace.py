@@ -178,6 +178,148 @@ def test_card_info_ap_reads_by_sfi_are_redacted(home):
     assert "redacted" in lines[-1]
 
 
+# --------------------------------------------------------------------------- the tracer follows the card
+# The tracer's idea of the current application and EF must be what the card did, not what the host
+# asked for: a SELECT counts only when the card answered 9000 (or 61xx), every ISO 7816-4 length
+# case is parsed, and anything it cannot follow makes it redact.
+
+SEL_TEXT = "00A4040C0A" + TEXT_AID.hex()
+VERIFY_CARD_PIN = "0020009104" + b"1234".hex()
+UNKNOWN_AID = "A000000308000010000100"  # PIV: not on a My Number Card (6A82)
+
+
+def _basic4_secrets(home: Path) -> list[str | bytes]:
+    h = holder(home)["persona"]
+    family = h["name"].split("　")[0]
+    return [h["my_number"], h["name"], h["address"], family, h["birth_date"].replace("-", ""),
+            b"\xff\x20", b"\xdf\x22", b"\xff\x10\x0c"]
+
+
+def _send(t: TracingTransport, *apdus: str) -> list[bytes]:
+    return [t.transmit(bytes.fromhex(a)) for a in apdus]
+
+
+@pytest.mark.parametrize("failing", [
+    "00A4040C0B" + UNKNOWN_AID,                  # unknown AID: 6A82, the card stays in the text AP
+    "00A4040C0A" + JPKI_AID_HEX.replace(" ", "")[:-2] + "FF",  # a near miss of the JPKI AID
+    "00A4040C00",                                 # SELECT by name without a name (6700)
+    "00A4043C0A" + JPKI_AID_HEX.replace(" ", ""),  # bad P2 (6A86)
+    "01A4040C0A" + JPKI_AID_HEX.replace(" ", ""),  # logical channel 1 (6881)
+    "0CA4040C0A" + JPKI_AID_HEX.replace(" ", ""),  # secure messaging (6882)
+    "00A4040C0A" + JPKI_AID_HEX.replace(" ", "") + "0000",  # malformed length (6700)
+])
+def test_failed_select_does_not_unredact_the_card_info_ap(home, failing):
+    t, lines = open_traced(home)
+    with t:
+        r = _send(t, SEL_TEXT, VERIFY_CARD_PIN, failing, "00A4020C020002", "00B0000000",
+                  "00A4020C020001", "00B0000000")
+    assert r[0] == r[1] == b"\x90\x00"
+    assert r[2][-2:] != b"\x90\x00", "the SELECT under test must fail on the card"
+    assert r[4][-2:] == b"\x90\x00" and len(r[4]) > 100, "the card did answer the basic 4 info"
+    assert r[6][-2:] == b"\x90\x00" and r[6][:3] == b"\xff\x10\x0c"
+    assert_absent("\n".join(lines), *_basic4_secrets(home))
+    assert re.fullmatch(r"R< <\d+ bytes redacted> 90 00", lines[9]), lines[9]
+    assert re.fullmatch(r"R< <\d+ bytes redacted> 90 00", lines[13]), lines[13]
+
+
+@pytest.mark.parametrize("select_text", [
+    "00A4040C00000A" + TEXT_AID.hex(),           # case 3E
+    "00A4040C00000A" + TEXT_AID.hex() + "0000",  # case 4E
+    "00A4040C0A" + TEXT_AID.hex() + "00",        # case 4S
+])
+def test_extended_and_case4_select_of_the_card_info_ap_is_followed(home, select_text):
+    t, lines = open_traced(home)
+    with t:
+        r = _send(t, "00A4040C0A" + JPKI_AID_HEX.replace(" ", ""), select_text, VERIFY_CARD_PIN,
+                  "00A4020C00000200 02".replace(" ", ""), "00B000000000FF",
+                  "00A4020C020001", "00B0000000", "00B0810000")
+    assert all(x[-2:] == b"\x90\x00" for x in r), [x[-2:].hex() for x in r]
+    assert b"\xdf\x22" in r[4] and r[6][:3] == r[7][:3] == b"\xff\x10\x0c"
+    assert_absent("\n".join(lines), *_basic4_secrets(home))
+    answers = [line for line in lines[9:] if line.startswith("R< ")]
+    assert len(answers) == 4 and all(re.fullmatch(r"R< <\d+ bytes redacted> 90 00", a)
+                                     for a in (answers[0], answers[2], answers[3])), answers
+
+
+def test_read_after_an_sfi_read_follows_the_card_s_current_ef(home):
+    """READ BINARY by SFI makes that EF the current one: a plain READ BINARY after an SFI read of
+    the signing certificate reads the signing certificate, even if EF 000A was selected before."""
+    t, lines = open_traced(home)
+    with t:
+        JpkiSession(t).verify("sign", "ABC123")
+        r = _send(t, "00A4020C02000A", "00B0810004", "00B0000010")
+    assert r[2][-2:] == b"\x90\x00" and r[2][:2] == b"\x30\x82"
+    assert re.fullmatch(r"R< <16 bytes redacted> 90 00", lines[-1]), lines[-1]
+
+
+def test_jpki_files_other_than_the_signing_certificate_are_still_shown(home):
+    t, lines = open_traced(home)
+    with t:
+        _send(t, "00A4040C00000A" + JPKI_AID_HEX.replace(" ", ""), "00A4020C020006", "00B0000020")
+    assert lines[-1].startswith("R< 4A 50 4B 49"), lines[-1]  # "JPKI…" token label
+
+
+@pytest.mark.parametrize("select_sw", ["6283", "6A82", "6F00", "9000", "6110"])
+def test_select_outcome_decides_the_tracer_state(select_sw):
+    """Scripted card: after SELECT of the JPKI AP and EF 000A (shown), a SELECT of the text AP is
+    answered ``select_sw``: only an error that says "nothing happened" keeps the old state."""
+    name = "山田　花子".encode()
+    inner = FakeInner({0xA4: [b"\x90\x00", b"\x90\x00", bytes.fromhex(select_sw)],
+                       0xB0: [b"\xdf\x22" + name + b"\x90\x00"] * 2})
+    lines: list[str] = []
+    t = TracingTransport(inner, lines.append)
+    _send(t, "00A4040C0A" + JPKI_AID_HEX.replace(" ", ""), "00A4020C02000A", "00B0000010",
+          SEL_TEXT, "00B0000010")
+    assert lines[5] == "R< DF 22 " + hexs(name) + " 90 00"
+    if select_sw == "6A82":  # a checking error: the card is where it was
+        assert lines[-1] == lines[5]
+    else:  # selected (9000, 61xx) or unknown (warnings, 6F00): redacted
+        assert re.fullmatch(r"R< <\d+ bytes redacted> 90 00", lines[-1]), lines[-1]
+
+
+@pytest.mark.parametrize("apdu", [
+    "00A4",                # too short to be a command
+    "00A4040C0A" + "D392F000260100000001" + "0000",  # Lc and length disagree
+    "00A4040C0000",        # extended marker without a length
+    "00A4040C000000",      # extended Lc of 0
+    "10A4040C0AD392F000260100000001",  # chaining: not a whole command
+    "80A4040C0AD392F000260100000001",  # proprietary class
+    "00A4040E0AD392F000260100000001",  # "next occurrence": which application is unknown
+    "00A4080C04D3920000",  # select by path
+])
+def test_select_the_tracer_cannot_follow_makes_it_redact(apdu):
+    """A SELECT answered 9000 that the tracer cannot parse (or whose target it cannot know)
+    leaves it in an unknown state: it redacts READ BINARY answers until a SELECT it follows."""
+    inner = FakeInner({0xB0: [b"\x30\x82\x01\x00" + b"\x90\x00"] * 3})
+    lines: list[str] = []
+    t = TracingTransport(inner, lines.append)
+    _send(t, "00A4040C0AD392F000260100000001", "00A4020C02000A", "00B0000004")
+    assert lines[-1] == "R< 30 82 01 00 90 00"
+    t.transmit(bytes.fromhex(apdu))
+    _send(t, "00B0000004")
+    assert lines[-1] == "R< <4 bytes redacted> 90 00"
+    _send(t, "00A4040C0AD392F000260100000001", "00A4020C02000A", "00B0000004")
+    assert lines[-1] == "R< 30 82 01 00 90 00"
+
+
+@pytest.mark.parametrize("read", ["01B0000004", "00B1000004", "00B2010400"])
+def test_reads_on_other_channels_or_with_other_ins_are_redacted(read):
+    inner = FakeInner({ins: [b"\x30\x82\x01\x00" + b"\x90\x00"] for ins in (0xB0, 0xB1, 0xB2)})
+    lines: list[str] = []
+    t = TracingTransport(inner, lines.append)
+    _send(t, "00A4040C0AD392F000260100000001", "00A4020C02000A", read)
+    assert lines[-1] == "R< <4 bytes redacted> 90 00"
+
+
+@pytest.mark.parametrize("apdu", ["0021008004" + b"1234".hex(), "002C008008" + b"12345678".hex(),
+                                  "00200080000004" + b"1234".hex()])
+def test_pin_data_of_every_pin_command_and_length_form_is_redacted(apdu):
+    lines: list[str] = []
+    TracingTransport(FakeInner(), lines.append).transmit(bytes.fromhex(apdu))
+    assert "redacted" in lines[0]
+    assert_absent(lines[0], "1234", "12345678")
+
+
 # --------------------------------------------------------------------------- twelve digits, anywhere
 
 def test_any_twelve_digit_run_is_masked_in_answers_and_commands():

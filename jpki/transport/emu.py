@@ -2,12 +2,40 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from ..errors import NoCardError
+from ..errors import CardStateError, NoCardError
 from .base import TransportBase
+
+#: PINs that ``jpki card reset-pin`` can reset (and so repair).
+_RESETTABLE_PINS = ("auth", "sign", "card")
+
+
+@contextlib.contextmanager
+def card_files(directory: Path) -> Iterator[None]:
+    """Turn the emulator's "damaged card file" into a one-line jpki error that says what to do."""
+    from card_emulator.state import CardStateError as Damaged
+
+    try:
+        yield
+    except Damaged as exc:
+        directory = Path(directory)
+        name = directory.name
+        if exc.path.name == "state.json" and exc.pin in _RESETTABLE_PINS:
+            advice = (f"restore it from a backup, or reset that PIN with "
+                      f"'jpki card reset-pin {name} {exc.pin} --new-pin NEW'")
+        elif exc.path.name == "state.json":
+            advice = "restore it from a backup; until then the card does not open"
+        else:
+            advice = (f"restore the card directory {directory} from a backup, or move it away and "
+                      f"create the card again with 'jpki card create {name}'")
+        raise CardStateError(str(exc.path), exc.reason,
+                             f"damaged card file {exc.path} ({CardStateError.code}): {exc.reason}; "
+                             f"{advice}", exc.pin) from None
 
 
 def cards_dir(home: Path) -> Path:
@@ -31,7 +59,8 @@ class EmulatorTransport(TransportBase):
         if not (directory / "card.json").is_file():
             raise NoCardError(f"no emulated card at {directory} (create one with 'jpki card create')")
         self.directory = directory
-        self.card = MyNumberCard.open(directory)
+        with card_files(directory):
+            self.card = MyNumberCard.open(directory)
         self.card.power_on()
 
     def transmit(self, apdu: bytes) -> bytes:
@@ -46,7 +75,7 @@ class EmulatorTransport(TransportBase):
         return f"emulated card {self.directory.name}"
 
     def close(self) -> None:
-        self.card.power_off()
+        self.card.close()  # clears the security state, like a power-off, and lets go of its files
 
 
 # --- card factory (used by provisioning and the CLI's admin commands) -------------------------
@@ -65,29 +94,29 @@ def create_emulated_card(directory: Path, **card_data: Any) -> Path:
 def reset_emulated_pin(directory: Path, pin: str, value: str | None = None) -> None:
     from card_emulator.provision import reset_pin
 
-    reset_pin(directory, pin, value)
+    with card_files(directory):
+        reset_pin(directory, pin, value)
 
 
 def replace_emulated_credentials(directory: Path, new: dict[str, tuple[Any, bytes]]) -> None:
     """New keys and certificates on an emulated card: ``{"sign"|"auth": (key, cert DER)}``."""
     from card_emulator.provision import replace_credentials
 
-    replace_credentials(directory, new)
+    with card_files(directory):
+        replace_credentials(directory, new)
 
 
 def emulated_card_info(directory: Path) -> dict[str, Any]:
     """Admin view of an emulated card: serial, profile, PIN tries (no secrets)."""
     from card_emulator import MyNumberCard
 
-    card = MyNumberCard.open(directory)
-    return {"serial": _card_serial(directory), "atr": card.atr.hex().upper(),
-            "profile": card.profile.to_json(), "pins": card.pin_status()}
-
-
-def _card_serial(directory: Path) -> str:
-    import json
-
-    return json.loads((directory / "card.json").read_text()).get("serial", "")
+    with card_files(directory):
+        card = MyNumberCard.open(directory)
+    try:
+        return {"serial": card.serial, "atr": card.atr.hex().upper(),
+                "profile": card.profile.to_json(), "pins": card.pin_status()}
+    finally:
+        card.close()
 
 
 # --- serving emulated cards through pcscd + vpcd ---------------------------------------------
@@ -110,7 +139,8 @@ def serve_emulated_cards(directories: list[Path], host: str = VPCD_DEFAULT_HOST,
     for directory in directories:
         if not (Path(directory) / "card.json").is_file():
             raise NoCardError(f"no emulated card at {directory}")
-        cards.append(MyNumberCard.open(directory))
+        with card_files(directory):
+            cards.append(MyNumberCard.open(directory))
     try:
         if ready is not None:
             ready()
@@ -127,4 +157,5 @@ def update_emulated_basic_info(directory: Path, **fields: Any) -> None:
     """Rewrite the card-info AP's basic 4 info (name, address, birth_date, sex_code, issuer_key)."""
     from card_emulator.provision import update_basic_info
 
-    update_basic_info(directory, **fields)
+    with card_files(directory):
+        update_basic_info(directory, **fields)
