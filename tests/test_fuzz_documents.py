@@ -39,6 +39,8 @@ import pytest
 pytest.importorskip("pyhanko")
 
 from asn1crypto import cms
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pyhanko.pdf_utils import generic
 from test_auth_service import make_service, request
 from test_auth_support import SIGN_PIN, alice, links, net, rp  # noqa: F401  (fixtures)
@@ -48,7 +50,7 @@ from test_sign_pdf import make_pdf
 from jpki.auth.client import answer_ekyc
 from jpki.auth.protocol import ClientData, EkycResponse, parse_challenge
 from jpki.clock import FixedClock
-from jpki.errors import UsageError
+from jpki.errors import UsageError, VerificationError
 from jpki.sign import REASONS, VerificationReport, sign_file, verify_cms
 from jpki.sign.cms import MAX_NESTING, check_nesting, read_cms
 from jpki.sign.pdf import sign_pdf, verify_pdf
@@ -378,20 +380,59 @@ def test_the_nesting_bomb_is_refused_before_any_decoder(samples, tmp_path):
     report = verify_cms(bad, data=samples.doc)
     assert report.reason == "malformed" and "nests more than" in report.message
     # just over the limit is refused, what real signatures need is not
-    with pytest.raises(Exception, match="nests more than"):
+    with pytest.raises(VerificationError, match="nests more than"):
         check_nesting(indefinite_bomb(MAX_NESTING + 1))
     check_nesting(indefinite_bomb(MAX_NESTING))
     check_nesting(definite_bomb(MAX_NESTING))
-    with pytest.raises(Exception, match="nests more than"):
+    with pytest.raises(VerificationError, match="nests more than"):
         check_nesting(definite_bomb(MAX_NESTING + 1))
     # DER inside an OCTET STRING (an extension, an eContent) counts too
     wrapped = der_header(0x04, len(definite_bomb(MAX_NESTING))) + definite_bomb(MAX_NESTING)
-    with pytest.raises(Exception, match="nests more than"):
+    with pytest.raises(VerificationError, match="nests more than"):
         check_nesting(wrapped)
+    chain = b"\x05\x00"  # OCTET STRINGs in OCTET STRINGs: bounded without recursing 5,000 deep
+    for _ in range(5000):
+        chain = der_header(0x04, len(chain)) + chain
+    with pytest.raises(VerificationError, match="nests more than"):
+        check_nesting(chain)
     # the signatures made here nest far less deep
     for der in (samples.p7s, samples.p7m):
         check_nesting(der, MAX_NESTING // 2)
         read_cms(io.BytesIO(der))
+
+
+@st.composite
+def nested(draw) -> tuple[bytes, int]:
+    """A BER encoding and its true nesting depth: a spine of constructed values (definite or
+    indefinite lengths) or OCTET STRINGs holding DER, with primitive values beside them."""
+    depth = draw(st.integers(1, MAX_NESTING + 8))
+    primitive = st.sampled_from([b"\x05\x00", b"\x02\x01\x07", b"\x04\x03abc", b"\x04\x01\x30"])
+    inner = b""
+    levels = 0
+    for _ in range(depth):
+        before = b"".join(draw(st.lists(primitive, max_size=2)))
+        after = b"".join(draw(st.lists(primitive, max_size=2)))
+        body = before + inner + after
+        form = draw(st.sampled_from(["definite", "indefinite", "octets"]))
+        if form == "indefinite" or (form == "octets" and not inner):
+            inner = b"\x30\x80" + body + b"\x00\x00"
+        elif form == "octets":  # DER inside an OCTET STRING (nothing beside it: it must parse)
+            inner = der_header(0x04, len(inner)) + inner
+        else:
+            inner = der_header(0x30, len(body)) + body
+        levels += 1
+    return inner, levels
+
+
+@settings(max_examples=80, deadline=None, derandomize=True)
+@given(nested())
+def test_the_nesting_scan_counts_every_level(case):
+    data, depth = case
+    if depth > MAX_NESTING:
+        with pytest.raises(VerificationError, match="nests more than"):
+            check_nesting(data)
+    else:
+        check_nesting(data)
 
 
 @pytest.mark.parametrize(("kind", "reason"), [("cms-nesting-bomb", "malformed"),

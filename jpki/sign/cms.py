@@ -501,9 +501,10 @@ def check_nesting(data: bytes, depth: int = 0) -> None:
     ``depth`` values) nest deeper than :data:`MAX_NESTING`.
 
     A cheap pre-scan, without recursion, for what decoders would otherwise recurse into: each
-    constructed value counts a level, and so does an OCTET or BIT STRING whose contents look
+    constructed value counts a level, and so does an OCTET or BIT STRING whose contents start
     like an encoding (DER inside DER: extensions, eContent, timestamp tokens), which is then
-    scanned too. Anything that does not parse is left for the decoder to refuse.
+    scanned too (recursion bounded by the limit itself). Anything that does not parse is left
+    for the decoder to refuse.
     """
     _scan_nesting(memoryview(data), 0, len(data), depth)
 
@@ -554,7 +555,9 @@ def _scan_nesting(data: memoryview, pos: int, end: int, depth: int) -> bool:
             return False
         if tag in (0x03, 0x04):  # an encoding inside a BIT/OCTET STRING counts one more level
             start = pos + (1 if tag == 0x03 else 0)
-            if start < pos + length and data[start] & 0x20:
+            if start < pos + length and (data[start] & 0x20 or data[start] in (0x03, 0x04)):
+                if level > MAX_NESTING:  # (so this recursion is bounded too)
+                    raise _nested_too_deep()
                 _scan_nesting(data, start, pos + length, level)
         pos += length
 
