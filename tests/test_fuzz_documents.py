@@ -6,9 +6,9 @@ an attached CMS and a signed PDF made by the emulated card: bit flips, byte and 
 edits, truncations, deletions, insertions, splices, BER indefinite lengths and nesting bombs;
 in a PDF it mutates the file, its syntax around the signature, or the CMS in /Contents. Each
 outcome must be a report that is valid or carries a reason of ``REASONS``, and must render as
-JSON and as text (what the CLI prints). 2,000 CMS, 250 PDF and 250 eKYC cases take about 5 s on
-2 cores; ``JPKI_FUZZ_CASES=40000`` runs more CMS cases (PDF and eKYC cases scale with it) and
-``JPKI_FUZZ_SEED=N`` other ones.
+JSON and as text (what the CLI prints). 2,000 CMS, 250 PDF and 250 eKYC cases take 3 to 7 s on
+this 2-core machine (by its load); ``JPKI_FUZZ_CASES=40000`` runs more CMS cases (PDF and eKYC
+cases scale with it) and ``JPKI_FUZZ_SEED=N`` other ones.
 
 The regression cases are inputs that escaped as exceptions before: 13 KB of nested
 indefinite lengths (RecursionError), and one each of ValueError, UnicodeDecodeError,

@@ -500,11 +500,11 @@ def check_nesting(data: bytes, depth: int = 0) -> None:
     """Raise ``VerificationError('malformed')`` if the BER/DER values in ``data`` (enclosed by
     ``depth`` values) nest deeper than :data:`MAX_NESTING`.
 
-    A cheap pre-scan, without recursion, for what decoders would otherwise recurse into: each
-    constructed value counts a level, and so does an OCTET or BIT STRING whose contents start
-    like an encoding (DER inside DER: extensions, eContent, timestamp tokens), which is then
-    scanned too (recursion bounded by the limit itself). Anything that does not parse is left
-    for the decoder to refuse.
+    A cheap pre-scan of what decoders would otherwise recurse into, with a stack instead of
+    recursion: each constructed value counts a level, and so does an OCTET or BIT STRING whose
+    contents start like an encoding (DER inside DER: extensions, eContent, timestamp tokens),
+    which is then scanned too (the one recursion, bounded by the limit). Anything that does
+    not parse is left for the decoder to refuse.
     """
     _scan_nesting(memoryview(data), 0, len(data), depth)
 
