@@ -26,8 +26,7 @@ import hmac
 import io
 import os
 import re
-import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import IO, Any, BinaryIO, Literal, Protocol
 
@@ -40,9 +39,9 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, paddin
 from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 
 from ..clock import Clock, SystemClock
-from ..errors import JpkiError, UsageError, VerificationError
+from ..errors import UsageError, VerificationError
 from ..fileio import atomic_output
-from ..hashing import (  # noqa: F401  (re-exported: the streaming half of signing)
+from ..hashing import (  # (re-exported: the streaming half of signing)
     CHUNK_SIZE,
     SIGN_DIGESTS,
     HashedFile,
@@ -64,6 +63,7 @@ from .report import (
 
 __all__ = [
     "CHUNK_SIZE",
+    "DECODE_ERRORS",
     "DigestSigner",
     "HashedFile",
     "HashingCancelled",
@@ -71,8 +71,10 @@ __all__ = [
     "SignOutcome",
     "SignerCheck",
     "TimestampCheck",
+    "check_nesting",
     "check_output",
     "check_signer_info",
+    "decode_failure",
     "default_output",
     "hash_file",
     "hash_for_signing",
@@ -86,6 +88,24 @@ __all__ = [
 
 #: Largest certificate set / signer infos / digest algorithm set accepted in a CMS file.
 MAX_META_SIZE = 16 << 20
+
+#: Deepest nesting of BER/DER values accepted in a CMS file, counted from the ContentInfo and
+#: on into encodings held in OCTET and BIT STRINGs (eContent, extensions). A CMS with a
+#: signature timestamp nests about 20 deep. asn1crypto and the walker below recurse once per
+#: level, so without a bound 13 KB of nested indefinite lengths (``30 80`` ...) exhaust
+#: Python's stack.
+MAX_NESTING = 64
+
+#: What asn1crypto and cryptography raise for bytes they cannot decode (UnicodeDecodeError is a
+#: ValueError; cryptography's InvalidVersion, DuplicateExtension, UnsupportedGeneralNameType and
+#: UnsupportedAlgorithm are not). Any of these while a signature is read or checked means
+#: ``malformed``: a parse failure is a refusal, never an acceptance and never a traceback.
+#: RecursionError stays a last guard behind MAX_NESTING.
+DECODE_ERRORS: tuple[type[Exception], ...] = (
+    ValueError, TypeError, LookupError, ArithmeticError, RecursionError,
+    UnsupportedAlgorithm, x509.InvalidVersion, x509.DuplicateExtension,
+    x509.UnsupportedGeneralNameType,
+)
 
 OID_DATA = "1.2.840.113549.1.7.1"
 OID_SIGNED_DATA = "1.2.840.113549.1.7.2"
@@ -120,6 +140,15 @@ class DigestSigner(Protocol):
 
 def _malformed(message: str) -> VerificationError:
     return VerificationError("malformed", message)
+
+
+def decode_failure(what: str, exc: BaseException) -> VerificationError:
+    """``VerificationError('malformed')`` for a decoder's exception, in one line (asn1crypto's
+    messages span several, and may quote the bytes at length)."""
+    detail = " ".join(str(exc).split())
+    if len(detail) > 160:
+        detail = detail[:157] + "..."
+    return _malformed(f"{what}: {type(exc).__name__}" + (f": {detail}" if detail else ""))
 
 
 # --------------------------------------------------------------------------- hashing
@@ -440,21 +469,97 @@ def _expect(src: _Input, tag: int, what: str) -> _Tlv:
     return tlv
 
 
-def _read_raw(src: _Input, tlv: _Tlv, budget: int = MAX_META_SIZE) -> bytes:
-    """The whole encoding of ``tlv`` (header included), indefinite lengths resolved by walking."""
+def _read_raw(src: _Input, tlv: _Tlv, depth: int, budget: int = MAX_META_SIZE) -> bytes:
+    """The whole encoding of ``tlv`` (header included), indefinite lengths resolved by walking;
+    ``depth`` is how many values enclose ``tlv`` in the file. The encoding is checked against
+    :data:`MAX_NESTING` here, before any decoder sees it."""
+    if depth >= MAX_NESTING:
+        raise _nested_too_deep()
     if tlv.length is not None:
         if tlv.length > budget:
             raise _malformed(f"an element of {tlv.length} bytes is over the limit")
-        return tlv.header + src.read(tlv.length)
+        raw = tlv.header + src.read(tlv.length)
+        check_nesting(raw, depth)
+        return raw
     parts = [tlv.header]
     used = len(tlv.header)
     while _more(src, tlv):
         child = _Tlv(src)
-        raw = _read_raw(src, child, budget - used)
+        raw = _read_raw(src, child, depth + 1, budget - used)
         parts.append(raw)
         used += len(raw)
     parts.append(b"\x00\x00")
     return b"".join(parts)
+
+
+def _nested_too_deep() -> VerificationError:
+    return _malformed(f"the encoding nests more than {MAX_NESTING} levels deep")
+
+
+def check_nesting(data: bytes, depth: int = 0) -> None:
+    """Raise ``VerificationError('malformed')`` if the BER/DER values in ``data`` (enclosed by
+    ``depth`` values) nest deeper than :data:`MAX_NESTING`.
+
+    A cheap pre-scan of what decoders would otherwise recurse into, with a stack instead of
+    recursion: each constructed value counts a level, and so does an OCTET or BIT STRING whose
+    contents start like an encoding (DER inside DER: extensions, eContent, timestamp tokens),
+    which is then scanned too (the one recursion, bounded by the limit). Anything that does
+    not parse is left for the decoder to refuse.
+    """
+    _scan_nesting(memoryview(data), 0, len(data), depth)
+
+
+def _scan_nesting(data: memoryview, pos: int, end: int, depth: int) -> bool:
+    """Scan ``data[pos:end]``; False when it is not a sequence of BER values."""
+    ends: list[int | None] = []  # the open constructed values: end offset, None if indefinite
+    while True:
+        while ends and ends[-1] is not None and pos >= ends[-1]:  # type: ignore[operator]
+            if pos > ends.pop():  # type: ignore[operator]
+                return False
+        if pos >= end:
+            return not ends
+        if ends and ends[-1] is None and data[pos] == 0 and pos + 1 < end and data[pos + 1] == 0:
+            ends.pop()
+            pos += 2
+            continue
+        tag = data[pos]
+        pos += 1
+        if tag & 0x1F == 0x1F:
+            while pos < end and data[pos] & 0x80:
+                pos += 1
+            pos += 1
+        if pos >= end:
+            return False
+        first = data[pos]
+        pos += 1
+        length: int | None
+        if first < 0x80:
+            length = first
+        elif first == 0x80:
+            length = None
+        else:
+            count = first & 0x7F
+            if count > 8 or pos + count > end:
+                return False
+            length = int.from_bytes(data[pos:pos + count], "big")
+            pos += count
+        if length is not None and pos + length > end:
+            return False
+        level = depth + len(ends) + 1
+        if tag & 0x20:
+            if level > MAX_NESTING:
+                raise _nested_too_deep()
+            ends.append(None if length is None else pos + length)
+            continue
+        if length is None:
+            return False
+        if tag in (0x03, 0x04):  # an encoding inside a BIT/OCTET STRING counts one more level
+            start = pos + (1 if tag == 0x03 else 0)
+            if start < pos + length and (data[start] & 0x20 or data[start] in (0x03, 0x04)):
+                if level > MAX_NESTING:  # (so this recursion is bounded too)
+                    raise _nested_too_deep()
+                _scan_nesting(data, start, pos + length, level)
+        pos += length
 
 
 def _hash_content(src: _Input, tlv: _Tlv, hashers: dict[str, Any], depth: int = 0) -> int:
@@ -499,7 +604,9 @@ _PEM = re.compile(rb"-----BEGIN (?:PKCS7|CMS)-----(.*?)-----END (?:PKCS7|CMS)---
 
 def read_cms(fh: BinaryIO) -> ParsedCms:
     """Parse a CMS SignedData (DER, BER or PEM) from ``fh``; hash any embedded content with
-    every digest algorithm it lists. Raises ``VerificationError('malformed')``."""
+    every digest algorithm it lists. Raises ``VerificationError('malformed')`` for anything
+    that does not decode (and OSError when ``fh`` cannot be read), nothing else. Every
+    encoding kept (certificates, signer infos) nests at most :data:`MAX_NESTING` deep."""
     head = fh.read(64)
     if head.lstrip().startswith(b"-----BEGIN"):
         text = head + fh.read(64 << 20)
@@ -518,8 +625,8 @@ def read_cms(fh: BinaryIO) -> ParsedCms:
         return _read_signed_data(src)
     except VerificationError:
         raise
-    except (ValueError, TypeError, KeyError, IndexError) as exc:
-        raise _malformed(f"cannot decode the CMS structure: {exc}") from None
+    except DECODE_ERRORS as exc:
+        raise decode_failure("cannot decode the CMS structure", exc) from None
 
 
 class _Chain:
@@ -553,16 +660,16 @@ def _read_signed_data(src: _Input) -> ParsedCms:
     ci = _Tlv(src)
     if ci.tag != 0x30:
         raise _malformed("not a CMS file (it does not start with a SEQUENCE)")
-    ctype = _oid(_read_raw(src, _expect(src, 0x06, "the content type")), "content type")
+    ctype = _oid(_read_raw(src, _expect(src, 0x06, "the content type"), 1), "content type")
     if ctype != OID_SIGNED_DATA:
         raise _malformed(f"not a CMS SignedData (content type {ctype})")
     explicit = _expect(src, 0xA0, "[0] content")
     sd = _expect(src, 0x30, "SignedData")
-    _read_raw(src, _expect(src, 0x02, "the SignedData version"), 16)
-    algs_raw = _read_raw(src, _expect(src, 0x31, "the digest algorithms"))
+    _read_raw(src, _expect(src, 0x02, "the SignedData version"), 3, 16)
+    algs_raw = _read_raw(src, _expect(src, 0x31, "the digest algorithms"), 3)
     digest_algorithms = [a["algorithm"].native for a in cms.DigestAlgorithms.load(algs_raw)]
     encap = _expect(src, 0x30, "the encapsulated content info")
-    content_type = _oid(_read_raw(src, _expect(src, 0x06, "the content type"), 64), "content type")
+    content_type = _oid(_read_raw(src, _expect(src, 0x06, "the content type"), 4, 64), "content type")
     attached = False
     digests: dict[str, bytes] = {}
     size: int | None = None
@@ -581,7 +688,7 @@ def _read_signed_data(src: _Input) -> ParsedCms:
     signer_infos: list[cms.SignerInfo] | None = None
     while _more(src, sd):
         tlv = _Tlv(src)
-        raw = _read_raw(src, tlv)
+        raw = _read_raw(src, tlv, 3)
         if tlv.tag == 0xA0:  # [0] IMPLICIT CertificateSet
             for choice in cms.CertificateSet.load(b"\x31" + raw[1:]):
                 if choice.name == "certificate":
@@ -649,7 +756,8 @@ def _find_signer_cert(sid: cms.SignerIdentifier,
     if sid.name == "issuer_and_serial_number":
         want = sid.chosen
         for cert in certs:
-            if cert.serial_number == want["serial_number"].native and cert.issuer == want["issuer"]:
+            if cert.serial_number == want["serial_number"].native and (
+                    cert.issuer.dump() == want["issuer"].dump() or cert.issuer == want["issuer"]):
                 return cert
     elif sid.name == "subject_key_identifier":
         kid = sid.chosen.native
@@ -704,8 +812,8 @@ def _verify_raw_signature(cert: x509.Certificate, algo: algos.SignedDigestAlgori
     except InvalidSignature:
         raise VerificationError("tampered", "the signature does not verify with the signer's "
                                 "certificate: the signed attributes or the signature were changed") from None
-    except (UnsupportedAlgorithm, ValueError, TypeError) as exc:
-        raise _malformed(f"cannot check the signature: {exc}") from None
+    except DECODE_ERRORS as exc:
+        raise decode_failure("cannot check the signature", exc) from None
     return mech
 
 
@@ -741,9 +849,14 @@ def _signing_time_of(attrs: cms.CMSAttributes) -> _dt.datetime | None:
     values = _attr_values(attrs, "signing_time")
     if not values:
         return None
-    when = values[0].native
-    if not isinstance(when, _dt.datetime):
-        raise _malformed("an unreadable signing-time attribute")
+    return _aware(values[0].native, "the signing-time attribute")
+
+
+def _aware(when: Any, what: str) -> _dt.datetime:
+    """``when`` if it is a datetime with a time zone (a GeneralizedTime without one, or of
+    year 0, is not a time a certificate can be checked at)."""
+    if not isinstance(when, _dt.datetime) or when.utcoffset() is None:
+        raise _malformed(f"{what} is not a time in UTC")
     return when
 
 
@@ -757,16 +870,48 @@ def check_signer_info(signer_info: cms.SignerInfo, certificates: list[asn1_x509.
     ``content_digest(algorithm)`` returns the content's digest (None if it cannot); a mismatch
     raises ``VerificationError(mismatch_reason)`` (``tampered`` for embedded content,
     ``wrong-data`` for data given separately). ``data`` is the content itself when it is small
-    and at hand (timestamp tokens). Other failures raise ``tampered`` or ``malformed``.
+    and at hand (timestamp tokens). Other failures raise ``tampered`` or ``malformed``: any
+    part that does not decode (asn1crypto and cryptography decode lazily, so that happens
+    here, not in :func:`read_cms`) is ``malformed``, never another exception. The certificate
+    returned is decoded in full (see :func:`_load_certificate`).
     """
+    try:
+        return _check_signer_info(signer_info, certificates, content_type, content_digest,
+                                  mismatch_reason=mismatch_reason, data=data,
+                                  check_timestamp=check_timestamp)
+    except VerificationError:
+        raise
+    except DECODE_ERRORS as exc:
+        raise decode_failure("cannot decode the signer info", exc) from None
+
+
+def _load_certificate(cert_asn1: asn1_x509.Certificate) -> x509.Certificate:
+    """The signer's certificate for cryptography, with every field decoded now.
+
+    cryptography decodes the version, names, validity, extensions and key on first use: a
+    field that does not decode must be refused as ``malformed`` here, not raise later in a
+    report, a validator or a relying party (an unknown key algorithm, a version 5, a name that
+    is not UTF-8).
+    """
+    try:
+        cert = x509.load_der_x509_certificate(cert_asn1.dump())
+        _ = (cert.version, cert.serial_number, cert.not_valid_before_utc, cert.not_valid_after_utc,
+             cert.subject.rfc4514_string(), cert.issuer.rfc4514_string(), list(cert.extensions),
+             cert.public_key())
+    except DECODE_ERRORS as exc:
+        raise decode_failure("the signer's certificate cannot be decoded", exc) from None
+    return cert
+
+
+def _check_signer_info(signer_info: cms.SignerInfo, certificates: list[asn1_x509.Certificate],
+                       content_type: str, content_digest: Callable[[str], bytes | None],
+                       *, mismatch_reason: str, data: bytes | None,
+                       check_timestamp: bool) -> SignerCheck:
     digest_algorithm = signer_info["digest_algorithm"]["algorithm"].native
     if digest_algorithm not in VERIFY_DIGESTS:
         raise _malformed(f"unsupported or weak digest algorithm {digest_algorithm}")
     cert_asn1 = _find_signer_cert(signer_info["sid"], certificates)
-    try:
-        cert = x509.load_der_x509_certificate(cert_asn1.dump())
-    except ValueError as exc:
-        raise _malformed(f"the signer's certificate cannot be decoded: {exc}") from None
+    cert = _load_certificate(cert_asn1)
     content = content_digest(digest_algorithm)
     if content is None:
         raise _malformed(f"the content was not hashed with {digest_algorithm} "
@@ -833,8 +978,8 @@ def _check_timestamp(signer_info: cms.SignerInfo, signature: bytes) -> Timestamp
         certs = [c.chosen for c in sd["certificates"] if c.name == "certificate"]
     except VerificationError:
         raise
-    except (ValueError, TypeError, KeyError) as exc:
-        raise _malformed(f"cannot decode the timestamp token: {exc}") from None
+    except DECODE_ERRORS as exc:
+        raise decode_failure("cannot decode the timestamp token", exc) from None
     if len(signers) != 1:
         raise _malformed("the timestamp token must have exactly one signer")
     imprint = tst_info["message_imprint"]
@@ -848,7 +993,8 @@ def _check_timestamp(signer_info: cms.SignerInfo, signature: bytes) -> Timestamp
         signers[0], certs, "1.2.840.113549.1.9.16.1.4",
         lambda a: hashlib.new(a, tst_bytes).digest() if a in VERIFY_DIGESTS else None,
         data=tst_bytes, check_timestamp=False)
-    return TimestampCheck(tst_info["gen_time"].native, check.certificate.subject.rfc4514_string(), alg)
+    return TimestampCheck(_aware(tst_info["gen_time"].native, "the timestamp's time"),
+                          check.certificate.subject.rfc4514_string(), alg)
 
 
 # --------------------------------------------------------------------------- verifying a file
@@ -977,6 +1123,10 @@ def verify_cms(path: str | os.PathLike[str], *, data: str | os.PathLike[str] | N
         ", attached" if parsed.attached else ", detached")
     if check.timestamp is not None:
         profile = profile.replace("CAdES-BES", "CAdES-T")
-    report = _signature_report(check, expected=expected, validator=validator, clock=clock,
-                               profile=profile, details=details)
+    try:
+        report = _signature_report(check, expected=expected, validator=validator, clock=clock,
+                                   profile=profile, details=details)
+    except DECODE_ERRORS as exc:  # a last guard: the certificate was decoded in full before
+        failed = decode_failure("cannot read the signer's certificate", exc)
+        report = SignatureReport.failure(failed.reason, str(failed), details=details)
     return VerificationReport.of(name, "cms", (report,))

@@ -22,6 +22,7 @@ import dataclasses
 import datetime as _dt
 import hashlib
 import io
+import logging
 import os
 from pathlib import Path
 from typing import Any, Literal
@@ -34,9 +35,11 @@ from .cms import (
     SIGN_DIGESTS,
     DigestSigner,
     SignerCheck,
-    regular_file,
     _signature_report,
+    check_nesting,
     check_signer_info,
+    decode_failure,
+    regular_file,
 )
 from .report import (
     CertificateValidator,
@@ -58,6 +61,11 @@ try:
     from pyhanko_certvalidator.registry import SimpleCertificateStore
 except ImportError as _exc:  # pragma: no cover - the optional dependency is missing
     raise UsageError("PDF signatures need pyHanko: pip install pyHanko") from _exc
+
+# pyHanko logs what it skips in a broken PDF as warnings with a traceback; with no logging set
+# up, Python would print them on stderr. A NullHandler keeps them for applications that set up
+# logging, and out of ``jpki verify``'s output, which reports ``malformed`` instead.
+logging.getLogger("pyhanko").addHandler(logging.NullHandler())
 
 __all__ = ["CardPdfSigner", "PdfSignOutcome", "VisibleBox", "parse_visible", "sign_pdf", "verify_pdf"]
 
@@ -247,8 +255,7 @@ def _check_embedded(emb: Any) -> tuple[SignerCheck, dict[str, Any], str]:
     except VerificationError:
         raise
     except Exception as exc:  # noqa: BLE001 - pyHanko's reader and diff errors
-        raise VerificationError("malformed", f"cannot read the signature in field "
-                                f"{emb.field_name}: {exc}") from None
+        raise decode_failure(f"cannot read the signature in field {emb.field_name}", exc) from None
     coverage = summary["coverage"]
     diff = summary["diff_result"]
     level = getattr(diff, "modification_level", ModificationLevel.OTHER)
@@ -264,6 +271,7 @@ def _check_embedded(emb: Any) -> tuple[SignerCheck, dict[str, Any], str]:
         raise VerificationError(
             "tampered", f"the document was changed after it was signed ({details['changes']}: "
             "an incremental update after the signature modifies what was signed)")
+    check_nesting(emb.pkcs7_content)
     signed_data = emb.signed_data
     infos = list(signed_data["signer_infos"])
     if not infos:
@@ -293,35 +301,72 @@ def verify_pdf(path: str | os.PathLike[str], *, validator: CertificateValidator 
 
     A PDF without signatures fails with ``no-signer``; one that cannot be read with
     ``malformed``; updates after a signature beyond more signatures and form filling with
-    ``tampered``.
+    ``tampered``. Whatever pyHanko's reader raises for a broken file (a bad xref, a cycle or
+    deep nesting in the object graph, a bad /ByteRange or /M) is ``malformed``, for the file or
+    for the signature it concerns; only an unreadable file raises (``UsageError``).
     """
     src = Path(path)
-    name = str(src)
     regular_file(src, "PDF")
-    reports: list[SignatureReport] = []
-    with open(src, "rb") as fh:
-        try:
-            reader = PdfFileReader(fh, strict=False)
-            if reader.encrypted:
-                return VerificationReport.failure(name, "pdf", "malformed",
-                                                  "the PDF is encrypted: decrypt it first")
-            embedded = list(reader.embedded_regular_signatures)
-        except Exception as exc:  # noqa: BLE001 - pyHanko raises many kinds for a broken file
+    try:
+        with open(src, "rb") as fh:
+            return _verify_pdf_stream(fh, str(src), validator, expected, clock)
+    except OSError as exc:
+        raise UsageError(f"cannot read {src}: {exc.strerror or exc}") from None
+
+
+def _verify_pdf_stream(fh: Any, name: str, validator: CertificateValidator | None,
+                       expected: Literal["sign", "auth"], clock: Clock | None) -> VerificationReport:
+    try:
+        reader = PdfFileReader(fh, strict=False)
+        if reader.encrypted:
             return VerificationReport.failure(name, "pdf", "malformed",
-                                              f"not a readable PDF: {exc}")
-        if not embedded:
-            return VerificationReport.failure(name, "pdf", "no-signer", "the PDF holds no signature")
-        for emb in embedded:
-            try:
-                check, details, profile = _check_embedded(emb)
-            except VerificationError as exc:
-                reports.append(SignatureReport.failure(
-                    exc.reason, str(exc), details={"field": emb.field_name}))
-                continue
-            claimed = emb.self_reported_timestamp
-            reports.append(_signature_report(
-                check, expected=expected, validator=validator, clock=clock, profile=profile,
-                details=details, claimed_time=claimed,
-                claimed_source="the PDF's /M entry, claimed by the signer"))
+                                              "the PDF is encrypted: decrypt it first")
+        embedded = list(reader.embedded_regular_signatures)
+    except Exception as exc:  # noqa: BLE001 - pyHanko raises many kinds for a broken file
+        return VerificationReport.failure(
+            name, "pdf", "malformed", str(decode_failure("not a readable PDF", exc)))
+    if not embedded:
+        return VerificationReport.failure(name, "pdf", "no-signer", "the PDF holds no signature")
+    reports: list[SignatureReport] = []
+    for emb in embedded:
+        try:
+            check, details, profile = _check_embedded(emb)
+            claimed, source = _claimed_time(emb)
+        except VerificationError as exc:
+            reports.append(SignatureReport.failure(
+                exc.reason, str(exc), details={"field": _field_name(emb)}))
+            continue
+        except Exception as exc:  # noqa: BLE001 - pyHanko's reader errors: fail closed
+            failed = decode_failure("cannot read the signature", exc)
+            reports.append(SignatureReport.failure(
+                failed.reason, str(failed), details={"field": _field_name(emb)}))
+            continue
+        reports.append(_signature_report(
+            check, expected=expected, validator=validator, clock=clock, profile=profile,
+            details=details, claimed_time=claimed, claimed_source=source))
     return VerificationReport.of(name, "pdf", tuple(reports))
+
+
+def _field_name(emb: Any) -> str | None:
+    """The signature field's name, or None if even that cannot be read."""
+    try:
+        name = emb.field_name
+    except Exception:  # noqa: BLE001 - a broken field dictionary
+        return None
+    return None if name is None else str(name)
+
+
+def _claimed_time(emb: Any) -> tuple[_dt.datetime | None, str]:
+    """The signing time the signer claims (the /M entry, as PAdES puts it) and where it comes
+    from. A /M that is not a date is ``malformed``; one without a time zone is read as UTC (the
+    PDF format leaves its zone unknown) and the source says so."""
+    source = "the PDF's /M entry, claimed by the signer"
+    try:
+        claimed = emb.self_reported_timestamp
+    except Exception as exc:  # noqa: BLE001 - pyHanko's PdfReadError, or a non-string /M
+        raise decode_failure("the signature's /M entry is not a date", exc) from None
+    if claimed is not None and claimed.utcoffset() is None:
+        claimed = claimed.replace(tzinfo=_dt.UTC)
+        source = "the PDF's /M entry, without a time zone (read as UTC), claimed by the signer"
+    return claimed, source
 
