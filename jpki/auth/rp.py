@@ -163,18 +163,18 @@ class _CertCache:
         except ValueError as exc:
             raise UsageError(f"certificate cache: {exc}") from None
 
-    def get(self, der: bytes) -> tuple[x509.Certificate, CertRef]:
-        """The parsed certificate (from the cache, else parsed now: ValueError when malformed)."""
+    def get(self, der: bytes) -> tuple[tuple[x509.Certificate, CertRef], bool]:
+        """The parsed certificate and whether it came from the cache (else it is parsed now:
+        ValueError when malformed)."""
         found = self.cache.get(der)
         if found is not None:
-            return found
+            return found, True
         cert = x509.load_der_x509_certificate(der)
-        return cert, CertRef.of(cert)
+        return (cert, CertRef.of(cert)), False
 
     def keep(self, der: bytes, parsed: tuple[x509.Certificate, CertRef]) -> None:
         """Remember a certificate that validated."""
-        if der not in self.cache:
-            self.cache.put(der, parsed, weight=2 * len(der) + _CERT_ENTRY_BYTES)
+        self.cache.put(der, parsed, weight=2 * len(der) + _CERT_ENTRY_BYTES)
 
 
 def _check_cms(der: bytes, content: bytes) -> SignerCheck | tuple[AuthReason, str, x509.Certificate | None]:
@@ -403,7 +403,7 @@ class RelyingParty:
         if not isinstance(checked, Challenge):
             return self._failed("login", now, checked[0], checked[1], challenge_id=cid)
         try:
-            parsed = self._certs.get(response.certificate)
+            parsed, known = self._certs.get(response.certificate)
         except ValueError:
             return self._failed("login", now, AuthReason.MALFORMED, "the certificate is not DER X.509",
                                       challenge_id=cid)
@@ -417,7 +417,8 @@ class RelyingParty:
             reason = reason_from_validation(validation.reason)
             return self._failed("login", now, reason, f"certificate refused: {validation.reason}",
                                       challenge_id=cid, cert=ref, validation=validation)
-        self._certs.keep(response.certificate, parsed)
+        if not known:
+            self._certs.keep(response.certificate, parsed)
         try:
             account = self.account_resolver.account_for(ref)
         except LinkError as exc:
