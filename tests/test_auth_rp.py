@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import socket
 import tempfile
 from dataclasses import replace
 from pathlib import Path
@@ -14,6 +15,7 @@ from cryptography import x509
 from redis_env import redis_url  # noqa: F401  (session fixture: a private redis-server)
 from test_auth_support import (  # noqa: F401  (fixtures)
     AUTH_PIN,
+    CA_BASE,
     RP_ID,
     SIGN_PIN,
     alice,
@@ -26,6 +28,7 @@ from test_auth_support import (  # noqa: F401  (fixtures)
     net,
     rp,
     served_revocation,
+    served_revocation_with_outage,
 )
 
 from jpki.auth import (
@@ -41,13 +44,14 @@ from jpki.auth import (
 )
 from jpki.auth.client import answer_ekyc, answer_login
 from jpki.auth.protocol import ClientData, b64url_encode
+from jpki.auth.rp import DEFAULT_REVOCATION_MAX_AGE
 from jpki.clock import FixedClock
 from jpki.errors import UsageError
 from jpki.lifecycle import lost, renew
 from jpki.pki import TestCA
 from jpki.provision import Home, read_holder
 from jpki.sign import CardSigner, sign_file
-from jpki.verify import TrustStore, Validator
+from jpki.verify import HttpFetcher, TrustStore, Validator
 
 
 def login(rp: RelyingParty, session, pin: str = AUTH_PIN):
@@ -271,6 +275,54 @@ def test_a_cached_good_answer_is_trusted_only_up_to_revocation_max_age(home, clo
     clock.advance(seconds=61)
     _, response = login(rp, alice)
     assert rp.complete_login(response).reason == "revoked"
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("max_age", [dt.timedelta(0), None], ids=["max-age-0", "default-max-age"])
+@pytest.mark.parametrize("failure", ["http-503", "unreachable"])
+def test_lost_card_is_refused_while_its_ocsp_responder_is_down(home, clock, alice, failure, max_age):
+    """The CRL alone speaks while OCSP fails: a cached CRL must not outlive the max age, or a
+    lost card keeps logging in until the CRL's nextUpdate (a day)."""
+    with served_revocation_with_outage(home, clock) as (fetch, outage):
+        if failure == "http-503":
+            outage.status = 503
+            use = fetch
+        else:
+            dead = HttpFetcher(timeout=2, connect_timeout=1)
+            port = _closed_port()
+
+            def use(url, data=None, content_type=None):
+                if "/ocsp/" in url:
+                    return dead(url.replace(CA_BASE, f"http://127.0.0.1:{port}"), data, content_type)
+                return fetch(url, data, content_type)
+
+        options = {} if max_age is None else {"revocation_max_age": max_age}
+        rp = RelyingParty(RP_ID, make_validator(home, clock, use), MemoryStore(), clock, **options)
+        _, response = login(rp, alice)
+        before = rp.complete_login(response)
+        assert before.ok and before.validation.revocation.method == "crl"
+        assert before.validation.warnings[0].startswith("ocsp-fallback:")
+        lost(Home(home), "alice", clock=clock)
+        if max_age is None:
+            _, response = login(rp, alice)  # within the max age the CRL fetched above still speaks
+            assert rp.complete_login(response).validation.revocation.cached
+            clock.advance(seconds=DEFAULT_REVOCATION_MAX_AGE.total_seconds() + 1)
+        _, response = login(rp, alice)
+        result = rp.complete_login(response)
+        assert result.reason == AuthReason.REVOKED
+        assert result.validation.revocation.method == "crl" and not result.validation.revocation.cached
+        assert result.validation.revocation_reason == "keyCompromise"
+        _, answer = ekyc(rp, alice)  # the signing certificate is on the signing CA's CRL
+        assert rp.complete_ekyc(answer).reason == "revoked"
+        if failure == "http-503":
+            assert outage.refused >= 2
+        else:
+            dead.close()
 
 
 def test_revocation_unavailable_fails_closed(home, clock, alice):

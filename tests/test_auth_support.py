@@ -38,8 +38,8 @@ from jpki.auth import (
 from jpki.auth.protocol import ClientData, LoginResponse
 from jpki.auth.store import Challenge
 from jpki.provision import Home, read_holder
+from jpki.revocation.server import ServerThread, serve_in_thread
 from jpki.revocation.server import create_app as revocation_app
-from jpki.revocation.server import serve_in_thread
 from jpki.session import JpkiSession
 from jpki.transport import open_transport
 from jpki.verify import HttpFetcher, TrustStore, Validator
@@ -93,6 +93,47 @@ def served_revocation(home: Path, clock) -> Iterator[Callable[..., bytes]]:
 
         try:
             yield fetch
+        finally:
+            fetcher.close()
+
+
+class OcspOutage:
+    """An ASGI wrapper of the revocation server: while ``status`` is set, every OCSP request is
+    answered with that HTTP status (e.g. 503) and a text body; CRLs are served as usual."""
+
+    def __init__(self, app: Any, status: int | None = None) -> None:
+        self.app = app
+        self.status = status
+        self.refused = 0
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and self.status is not None and scope["path"].startswith("/ocsp/"):
+            self.refused += 1
+            await send({"type": "http.response.start", "status": self.status,
+                        "headers": [(b"content-type", b"text/plain")]})
+            await send({"type": "http.response.body", "body": b"responder unavailable\n"})
+            return
+        await self.app(scope, receive, send)
+
+
+@contextlib.contextmanager
+def served_revocation_with_outage(home: Path, clock) -> Iterator[tuple[Callable[..., bytes], OcspOutage]]:
+    """Like :func:`served_revocation`, behind an :class:`OcspOutage` (set its ``status`` to make
+    the OCSP responder fail over real HTTP)."""
+    app = revocation_app(home / "ca", clock=clock)
+    outage = OcspOutage(app)
+    fetcher = HttpFetcher(timeout=5, connect_timeout=2)
+    try:
+        server = ServerThread(outage, "127.0.0.1", 0).start()  # type: ignore[arg-type]
+    except BaseException:
+        app.state.service.close()
+        raise
+    with server:
+        def fetch(url: str, data: bytes | None = None, content_type: str | None = None) -> bytes:
+            return fetcher(url.replace(CA_BASE, server.url), data, content_type)
+
+        try:
+            yield fetch, outage
         finally:
             fetcher.close()
 

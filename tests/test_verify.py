@@ -888,6 +888,92 @@ def test_no_revocation_urls_means_unavailable(ca, trust, clock, net):
     assert Validator(trust, clock=clock, fetch=net, soft_fail=True).validate(bare, kind="auth").ok
 
 
+# --------------------------------------------------------------------------- max age, revoked wins
+
+
+def test_max_age_zero_refetches_the_crl_while_ocsp_is_down(trust, clock, net, ca, alice_auth):
+    """A lost card while its OCSP responder is down: the CRL is the only source, and a max age
+    of zero must not let a cached CRL (good until its nextUpdate, a day) answer."""
+    validator = Validator(trust, clock=clock, fetch=net, revocation_max_age=dt.timedelta(0))
+    net.down.add("/ocsp/")
+    first = validator.validate(alice_auth, kind="auth")
+    assert first.ok and first.revocation.method == "crl"
+    ca.revoke(alice_auth.serial_number, "keyCompromise")
+    result = validator.validate(alice_auth, kind="auth")
+    assert result.reason == Reason.REVOKED and result.revocation_reason == "keyCompromise"
+    assert result.revocation.method == "crl" and not result.revocation.cached
+    assert net.count("/crl/") == 2
+
+
+def test_a_call_may_ask_for_a_stricter_max_age_not_a_looser_one(trust, clock, net, ca, alice_auth):
+    validator = Validator(trust, clock=clock, fetch=net, revocation_max_age=dt.timedelta(minutes=5))
+    net.down.add("/ocsp/")
+    assert validator.validate(alice_auth, kind="auth").ok
+    ca.revoke(alice_auth.serial_number, "keyCompromise")
+    clock.advance(minutes=1)
+    within = validator.validate(alice_auth, kind="auth")
+    assert within.ok and within.revocation.cached  # the validator's bound (5 minutes) allows it
+    stricter = validator.validate(alice_auth, kind="auth", revocation_max_age=dt.timedelta(seconds=30))
+    assert stricter.reason == Reason.REVOKED and not stricter.revocation.cached
+    never = Validator(trust, clock=clock, fetch=net, revocation_max_age=dt.timedelta(0))
+    for _ in range(2):
+        looser = never.validate(alice_auth, kind="auth", revocation_max_age=dt.timedelta(hours=1))
+        assert looser.reason == Reason.REVOKED and not looser.revocation.cached
+    assert net.count("/crl/") == 4
+
+
+def test_max_age_bounds_a_cached_crl_over_time(trust, clock, net, ca, alice_auth):
+    validator = Validator(trust, clock=clock, fetch=net, revocation_max_age=dt.timedelta(minutes=5))
+    net.down.add("/ocsp/")
+    assert validator.validate(alice_auth, kind="auth").ok
+    ca.revoke(alice_auth.serial_number, "keyCompromise")
+    clock.advance(minutes=5, seconds=1)
+    result = validator.validate(alice_auth, kind="auth")
+    assert result.reason == Reason.REVOKED and result.revocation.method == "crl"
+    assert not result.revocation.cached
+
+
+def test_max_age_bounds_ocsp_answers_by_their_production(trust, clock, net, ca, alice_auth):
+    validator = Validator(trust, clock=clock, fetch=net, revocation_max_age=dt.timedelta(minutes=1))
+    assert validator.validate(alice_auth, kind="auth").revocation.method == "ocsp"
+    clock.advance(seconds=60)
+    assert validator.validate(alice_auth, kind="auth").revocation.cached
+    clock.advance(seconds=1)
+    assert not validator.validate(alice_auth, kind="auth").revocation.cached
+    assert net.count("/ocsp/") == 2
+
+
+def test_a_fresh_revoked_crl_wins_over_a_cached_good_ocsp_answer(validator, net, ca, certs, alice_auth):
+    assert validator.validate(alice_auth, kind="auth").revocation.method == "ocsp"  # good, cached
+    ca.revoke(alice_auth.serial_number, "keyCompromise")
+    net.down.add("/ocsp/")
+    bob = validator.validate(certs[("bob", "auth")], kind="auth")  # the CRL is fetched for bob …
+    assert bob.ok and bob.revocation.method == "crl"
+    result = validator.validate(alice_auth, kind="auth")  # … and lists alice
+    assert result.reason == Reason.REVOKED and result.revocation_reason == "keyCompromise"
+    assert result.revocation.method == "crl" and result.revocation.cached
+    assert net.count("/ocsp/") == 2  # alice's good OCSP answer was in the cache, not asked again
+
+
+def test_a_cached_revoked_ocsp_answer_wins_over_a_good_crl(trust, clock, net, ca, alice_auth):
+    shared = OcspCache()
+    crl_only = Validator(trust, clock=clock, fetch=net, revocation="crl", ocsp_cache=shared)
+    assert crl_only.validate(alice_auth, kind="auth").ok  # the CRL (cached) says good
+    ca.revoke(alice_auth.serial_number, "keyCompromise")
+    online = Validator(trust, clock=clock, fetch=net, ocsp_cache=shared)
+    assert online.validate(alice_auth, kind="auth").reason == Reason.REVOKED
+    result = crl_only.validate(alice_auth, kind="auth")
+    assert result.reason == Reason.REVOKED and result.revocation.method == "ocsp"
+    assert net.count("/crl/") == 1
+
+
+def test_revocation_max_age_must_be_sane(trust, validator, alice_auth):
+    with pytest.raises(UsageError):
+        Validator(trust, revocation_max_age=dt.timedelta(seconds=-1))
+    with pytest.raises(UsageError):
+        validator.validate(alice_auth, kind="auth", revocation_max_age=300)  # type: ignore[arg-type]
+
+
 # --------------------------------------------------------------------------- CRLs
 
 

@@ -30,7 +30,6 @@ offers both directions: ``FollowPredecessors(TestCALinks(ca_dir).predecessor)`` 
 from __future__ import annotations
 
 import threading
-from collections import OrderedDict
 from collections.abc import Callable, Iterable, MutableMapping
 from pathlib import Path
 from typing import Protocol, cast, runtime_checkable
@@ -41,6 +40,7 @@ from jpki.auth.result import Account, CertRef
 from jpki.errors import JpkiError, UsageError
 from jpki.pki.ca import DB_FILE
 from jpki.pki.db import CertificateDB
+from jpki.verify.cache import LruCache
 
 __all__ = [
     "AccountResolver",
@@ -53,6 +53,12 @@ __all__ = [
 
 #: Longest renewal chain followed (a card is renewed about every five years).
 MAX_HOPS = 64
+#: What a kept account is reckoned to weigh besides its issuer names (two CertRefs, an Account).
+_ACCOUNT_ENTRY_BYTES = 512
+
+
+def _account_weight(ref: CertRef, account: Account) -> int:
+    return _ACCOUNT_ENTRY_BYTES + len(ref.issuer) + len(account.origin.issuer)
 
 
 class LinkError(JpkiError):
@@ -80,32 +86,30 @@ class FollowPredecessors:
     """Follows a new → old link source back to the first certificate of the chain.
 
     ``predecessor(ref)`` returns the certificate ``ref`` renewed, or None. Exceptions it raises
-    become :class:`LinkError`. The accounts found are kept (``cache_size`` of them, least
-    recently used dropped): what a certificate renewed is fixed when it is issued — the link is
-    recorded before the new card can be used — so the answer for a certificate never changes.
+    become :class:`LinkError`. The accounts found are kept (at most ``cache_size`` of them
+    weighing at most ``cache_bytes``, least recently used dropped): what a certificate renewed
+    is fixed when it is issued — the link is recorded before the new card can be used — so the
+    answer for a certificate never changes.
     """
 
     def __init__(self, predecessor: Callable[[CertRef], CertRef | None], *, max_hops: int = MAX_HOPS,
-                 cache_size: int = 100_000) -> None:
+                 cache_size: int = 100_000, cache_bytes: int | None = 32 * 1024 * 1024) -> None:
         if not callable(predecessor):
             raise UsageError("predecessor must be callable")
         self._predecessor = predecessor
         self.max_hops = max_hops
-        self._cache: OrderedDict[CertRef, Account] = OrderedDict()
-        self._cache_size = cache_size
-        self._lock = threading.Lock()
+        try:
+            self.cache: LruCache[CertRef, Account] = LruCache(cache_size, cache_bytes, size=_account_weight)
+        except ValueError as exc:
+            raise UsageError(f"account cache: {exc}") from None
 
     def account_for(self, ref: CertRef) -> Account:
         """Walk back from ``ref`` while a predecessor exists (or answer from the cache)."""
-        found = self._cache.get(ref)
+        found = self.cache.get(ref)
         if found is not None:
             return found
         account = self._walk(ref)
-        if self._cache_size:
-            with self._lock:
-                self._cache[ref] = account
-                while len(self._cache) > self._cache_size:
-                    self._cache.popitem(last=False)
+        self.cache.put(ref, account)
         return account
 
     def _walk(self, ref: CertRef) -> Account:

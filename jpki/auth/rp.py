@@ -45,7 +45,6 @@ import logging
 import re
 import threading
 import unicodedata
-from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any, Final
 
@@ -90,6 +89,7 @@ from jpki.sign.cms import (
     read_cms,
 )
 from jpki.verify import ValidationResult, Validator
+from jpki.verify.cache import LruCache
 
 __all__ = ["DEFAULT_CHALLENGE_TTL", "DEFAULT_REVOCATION_MAX_AGE", "RelyingParty", "check_transaction_text"]
 
@@ -97,10 +97,16 @@ log = logging.getLogger("jpki.auth")
 
 #: How long a challenge may be answered: long enough to type a PIN and tap the card.
 DEFAULT_CHALLENGE_TTL: Final = _dt.timedelta(minutes=3)
-#: Oldest cached revocation answer a check relies on: a lost card is refused at most this long
-#: after its revocation (the validator would otherwise keep a good OCSP answer until its
-#: nextUpdate).
+#: Oldest cached revocation answer a check relies on, OCSP or CRL: a lost card is refused at most
+#: this long after its revocation (the validator would otherwise keep a good OCSP answer until
+#: its nextUpdate, a CRL for up to a day).
 DEFAULT_REVOCATION_MAX_AGE: Final = _dt.timedelta(minutes=5)
+#: Bounds of the parsed-certificate cache: a client may send 16 KiB certificates.
+DEFAULT_CERTIFICATE_CACHE: Final = 10_000
+DEFAULT_CERTIFICATE_CACHE_BYTES: Final = 32 * 1024 * 1024
+#: What a parsed certificate and its CertRef are reckoned to weigh besides the DER (measured:
+#: some 3.6 KiB); the DER counts twice, as the key and inside the parsed certificate.
+_CERT_ENTRY_BYTES = 4096
 #: How often (by the clock) begin_* purges expired challenges from a store that needs it.
 DEFAULT_PURGE_INTERVAL: Final = _dt.timedelta(minutes=1)
 _TAG_RE: Final = re.compile(r"[A-Za-z0-9]{1,16}")
@@ -146,26 +152,29 @@ def check_transaction_text(text: object) -> str | None:
 
 
 class _CertCache:
-    """Parsed certificates and their :class:`CertRef` by DER bytes, bounded (a login parses each
-    certificate once)."""
+    """Parsed certificates and their :class:`CertRef` by DER bytes, bounded by count and bytes
+    (least recently used out first), so that a card's login parses its certificate once. Only
+    certificates that passed validation are kept (:meth:`keep`): anything else is what any
+    client can send by the thousand."""
 
-    def __init__(self, size: int) -> None:
-        self._size = size
-        self._items: OrderedDict[bytes, tuple[x509.Certificate, CertRef]] = OrderedDict()
-        self._lock = threading.Lock()
+    def __init__(self, size: int, max_bytes: int | None) -> None:
+        try:
+            self.cache: LruCache[bytes, tuple[x509.Certificate, CertRef]] = LruCache(size, max_bytes)
+        except ValueError as exc:
+            raise UsageError(f"certificate cache: {exc}") from None
 
-    def get(self, der: bytes) -> tuple[x509.Certificate, CertRef]:
-        found = self._items.get(der)
+    def get(self, der: bytes) -> tuple[tuple[x509.Certificate, CertRef], bool]:
+        """The parsed certificate and whether it came from the cache (else it is parsed now:
+        ValueError when malformed)."""
+        found = self.cache.get(der)
         if found is not None:
-            return found
-        cert = x509.load_der_x509_certificate(der)  # ValueError when malformed
-        found = (cert, CertRef.of(cert))
-        if self._size:
-            with self._lock:
-                self._items[der] = found
-                while len(self._items) > self._size:
-                    self._items.popitem(last=False)
-        return found
+            return found, True
+        cert = x509.load_der_x509_certificate(der)
+        return (cert, CertRef.of(cert)), False
+
+    def keep(self, der: bytes, parsed: tuple[x509.Certificate, CertRef]) -> None:
+        """Remember a certificate that validated."""
+        self.cache.put(der, parsed, weight=2 * len(der) + _CERT_ENTRY_BYTES)
 
 
 def _check_cms(der: bytes, content: bytes) -> SignerCheck | tuple[AuthReason, str, x509.Certificate | None]:
@@ -216,9 +225,11 @@ class RelyingParty:
     ``challenge_ttl`` is how long a challenge may be answered. ``account_resolver`` maps a
     login certificate to the card holder's stable account (default :class:`NoLinks`; see
     :mod:`jpki.auth.links` for renewal links). ``revocation_max_age`` is the oldest cached
-    OCSP answer a check relies on (older: the responder is asked again; None: as long as the
-    validator keeps it, i.e. until its nextUpdate). ``certificate_cache`` bounds the parsed
-    certificates kept. Thread-safe.
+    revocation answer a check relies on, OCSP answer or CRL alike (older: the source is asked
+    again; zero: every check asks; None: the validator's own ``revocation_max_age``, if any,
+    else until its nextUpdate); a revoked answer from any source wins over a good one (see
+    :class:`jpki.verify.Validator`). ``certificate_cache`` and ``certificate_cache_bytes``
+    bound the parsed certificates kept (only those that validated). Thread-safe.
     """
 
     def __init__(
@@ -232,7 +243,8 @@ class RelyingParty:
         account_resolver: AccountResolver | None = None,
         revocation_max_age: _dt.timedelta | None = DEFAULT_REVOCATION_MAX_AGE,
         purge_interval: _dt.timedelta | None = DEFAULT_PURGE_INTERVAL,
-        certificate_cache: int = 10_000,
+        certificate_cache: int = DEFAULT_CERTIFICATE_CACHE,
+        certificate_cache_bytes: int | None = DEFAULT_CERTIFICATE_CACHE_BYTES,
     ) -> None:
         self.rp_id = _check_rp_id(rp_id)
         self._rp_id_bytes = self.rp_id.encode("utf-8")
@@ -253,7 +265,12 @@ class RelyingParty:
         self._purge_interval = None if isinstance(self.store, RedisStore) else purge_interval
         self._next_purge: _dt.datetime | None = None
         self._purge_lock = threading.Lock()
-        self._certs = _CertCache(certificate_cache)
+        self._certs = _CertCache(certificate_cache, certificate_cache_bytes)
+
+    @property
+    def certificate_cache(self) -> LruCache[bytes, tuple[x509.Certificate, CertRef]]:
+        """The parsed certificates kept (to watch its size; only certificates that validated)."""
+        return self._certs.cache
 
     # ------------------------------------------------------------------ begin
 
@@ -386,19 +403,22 @@ class RelyingParty:
         if not isinstance(checked, Challenge):
             return self._failed("login", now, checked[0], checked[1], challenge_id=cid)
         try:
-            cert, ref = self._certs.get(response.certificate)
+            parsed, known = self._certs.get(response.certificate)
         except ValueError:
             return self._failed("login", now, AuthReason.MALFORMED, "the certificate is not DER X.509",
                                       challenge_id=cid)
+        cert, ref = parsed
         if not self._signature_ok(cert, response.signature, response.client_data):
             return self._failed("login", now, AuthReason.BAD_SIGNATURE,
                                       "the signature does not verify with the certificate's key",
                                       challenge_id=cid, cert=ref)
-        validation = self._validate(response.certificate, cert, "auth", now)
+        validation = self._validate(response.certificate, "auth", now)
         if not validation.ok:
             reason = reason_from_validation(validation.reason)
             return self._failed("login", now, reason, f"certificate refused: {validation.reason}",
                                       challenge_id=cid, cert=ref, validation=validation)
+        if not known:
+            self._certs.keep(response.certificate, parsed)
         try:
             account = self.account_resolver.account_for(ref)
         except LinkError as exc:
@@ -437,7 +457,7 @@ class RelyingParty:
                                      cert=None if cert is None else CertRef.of(cert))
         cert = signed.certificate
         ref = CertRef.of(cert)
-        validation = self._validate(cert.public_bytes(Encoding.DER), cert, "sign", now)
+        validation = self._validate(cert.public_bytes(Encoding.DER), "sign", now)
         if not validation.ok:
             reason = reason_from_validation(validation.reason)
             return self._failed("ekyc", now, reason, f"certificate refused: {validation.reason}",
@@ -454,19 +474,11 @@ class RelyingParty:
                           identity=identity, transaction_text=data.transaction_text,
                           signed_at=signed.signing_time)
 
-    def _validate(self, der: bytes, cert: x509.Certificate, kind: str, now: _dt.datetime) -> ValidationResult:
-        """The validator's answer for ``cert`` (given as its DER too: the validator's cache key is
-        the SHA-256 of the DER, cheaper from bytes), asked again when it rests on a cached
-        revocation answer older than ``revocation_max_age``."""
-        validation = self.validator.validate(der, kind=kind, at=now)
-        revocation = validation.revocation
-        if self.revocation_max_age is None or revocation is None or not revocation.cached:
-            return validation
-        issued = revocation.produced_at or revocation.this_update
-        if self.revocation_max_age and issued is not None and now - issued <= self.revocation_max_age:
-            return validation  # (0: never rely on a cached answer)
-        self.validator.invalidate(cert)
-        return self.validator.validate(der, kind=kind, at=now)
+    def _validate(self, der: bytes, kind: str, now: _dt.datetime) -> ValidationResult:
+        """The validator's answer for a certificate (given as its DER: the validator's cache key is
+        the SHA-256 of the DER, cheaper from bytes), relying on no cached revocation answer —
+        OCSP or CRL — older than ``revocation_max_age``."""
+        return self.validator.validate(der, kind=kind, at=now, revocation_max_age=self.revocation_max_age)
 
     @staticmethod
     def _signature_ok(cert: x509.Certificate, signature: bytes, data: bytes) -> bool:

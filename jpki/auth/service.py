@@ -417,7 +417,7 @@ class ServiceConfig:
     whose renewal links are followed. ``store`` is a challenge-store spec (``memory``,
     ``sqlite:PATH``, ``redis://…``). ``rp_id`` names the relying party (the origin clients use).
     ``revocation`` is ``ocsp`` (then the CRL), ``crl`` or ``none``; ``revocation_max_age`` the
-    age in seconds of the oldest cached OCSP answer relied on.
+    age in seconds of the oldest cached revocation answer (OCSP or CRL) relied on.
     """
 
     home: Path

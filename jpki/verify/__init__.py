@@ -15,8 +15,9 @@ the HTTP fetcher are inputs.
 Modules: :mod:`~jpki.verify.anchors` (:class:`TrustStore`), :mod:`~jpki.verify.path` (the
 time-independent path checks), :mod:`~jpki.verify.revocation_check` (OCSP client, CRL check,
 caches), :mod:`~jpki.verify.fetch` (HTTP), :mod:`~jpki.verify.validator` (:class:`Validator`:
-the order of the checks, revocation modes, hard/soft fail, caching), :mod:`~jpki.verify.result`
-(:class:`ValidationResult`, :class:`Reason`).
+the order of the checks, revocation modes, hard/soft fail, caching, the maximum age of revocation
+answers), :mod:`~jpki.verify.cache` (:class:`LruCache`, bounded by count and bytes),
+:mod:`~jpki.verify.result` (:class:`ValidationResult`, :class:`Reason`).
 
 Path validation library: ``cryptography.x509.verification``
 -----------------------------------------------------------
@@ -106,6 +107,7 @@ an OCSP failure followed by a good CRL answer is ok with a warning.
 """
 
 from jpki.verify.anchors import Anchor, TrustStore
+from jpki.verify.cache import LruCache
 from jpki.verify.fetch import Fetch, FetchError, HttpFetcher
 from jpki.verify.result import KINDS, Kind, Reason, RevocationInfo, ValidationResult
 from jpki.verify.revocation_check import CrlCache, OcspCache
@@ -119,6 +121,7 @@ __all__ = [
     "FetchError",
     "HttpFetcher",
     "Kind",
+    "LruCache",
     "OcspCache",
     "Reason",
     "RevocationInfo",

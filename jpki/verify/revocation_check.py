@@ -33,8 +33,13 @@ critical extensions (``crl-malformed``, ``crl-issuer-mismatch``, ``crl-signature
 ``crl-expired``; then one look-up of the serial. A certificate on hold is reported revoked
 (reason ``certificateHold``), as RFC 5280 asks.
 
-Caches (:class:`OcspCache`, :class:`CrlCache`) keep verified answers only, and only while they
-are fresh at the validation time; they are bounded and thread-safe.
+Caches (:class:`OcspCache`, :class:`CrlCache`) keep verified answers only, with the moment
+each speaks for (:func:`young`): an OCSP answer from its producedAt (or when it was fetched, if
+that is earlier), a CRL from when it was fetched — a CRL's thisUpdate says when the CA signed
+it, not when it was last seen to be current, and a CA that publishes daily would otherwise
+have every CRL look old. A cached answer is used only while fresh at the validation time and,
+under a maximum age, no older than that age. They are bounded by count and by bytes (least
+recently used out first, :class:`~jpki.verify.cache.LruCache`) and thread-safe.
 """
 
 from __future__ import annotations
@@ -43,9 +48,7 @@ import dataclasses
 import datetime as _dt
 import hmac
 import secrets
-import threading
-from collections.abc import Hashable
-from typing import Generic, TypeVar
+from typing import NamedTuple
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
@@ -57,18 +60,22 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, ExtensionOID, SignatureAl
 
 from jpki.revocation.crl import CRLError, LoadedCRL
 from jpki.verify.anchors import Anchor, key_hash
+from jpki.verify.cache import LruCache
 from jpki.verify.fetch import Fetch
 from jpki.verify.result import Reason, RevocationInfo, RevocationStatus
 
 __all__ = [
     "DEFAULT_TOLERANCE",
     "NONCE_LENGTH",
+    "CachedCrl",
     "CrlCache",
     "OcspCache",
+    "OcspEntry",
     "RevocationProblem",
     "check_crl",
     "check_ocsp",
     "verify_ocsp_response",
+    "young",
 ]
 
 #: Clock skew allowed around thisUpdate / nextUpdate.
@@ -129,6 +136,12 @@ def fresh_at(info: RevocationInfo, at: _dt.datetime, tolerance: _dt.timedelta) -
     """Whether a verified answer still speaks for validation time ``at``."""
     edge = info.next_update if info.next_update is not None else info.this_update
     return edge is not None and at <= edge + tolerance
+
+
+def young(as_of: _dt.datetime, now: _dt.datetime, max_age: _dt.timedelta | None) -> bool:
+    """Whether a cached answer that speaks as of ``as_of`` may still be relied on at ``now``
+    under ``max_age`` (None: no bound; zero: never — every check asks the source again)."""
+    return max_age is None or (bool(max_age) and now - as_of <= max_age)
 
 
 # --------------------------------------------------------------------------- OCSP
@@ -400,13 +413,14 @@ def check_ocsp(
 
 @dataclasses.dataclass(frozen=True, slots=True, eq=False)
 class CachedCrl:
-    """A verified CRL and where it came from."""
+    """A verified CRL, where it came from and when it was fetched (by the validator's clock)."""
 
     crl: LoadedCRL
     source: str
     this_update: _dt.datetime
     next_update: _dt.datetime | None
     issuer: str  # RFC 4514
+    fetched_at: _dt.datetime
 
     def fresh_at(self, at: _dt.datetime, tolerance: _dt.timedelta) -> bool:
         edge = self.next_update if self.next_update is not None else self.this_update
@@ -437,7 +451,7 @@ def load_crl(
         not_yet=Reason.CRL_NOT_YET_VALID,
         stale=Reason.CRL_EXPIRED,
     )
-    return CachedCrl(crl, source, crl.this_update, crl.next_update, crl.issuer.rfc4514_string())
+    return CachedCrl(crl, source, crl.this_update, crl.next_update, crl.issuer.rfc4514_string(), now)
 
 
 def _crl_reason(reason: str) -> Reason:
@@ -482,12 +496,14 @@ def check_crl(
     now: _dt.datetime,
     tolerance: _dt.timedelta = DEFAULT_TOLERANCE,
     cache: CrlCache | None = None,
+    max_age: _dt.timedelta | None = None,
 ) -> RevocationInfo:
-    """The status of ``cert`` on the CRL at ``url`` (fetched, or from ``cache`` while fresh).
+    """The status of ``cert`` on the CRL at ``url``: from ``cache`` while fresh at ``at`` and
+    fetched no longer than ``max_age`` before ``now`` (see :func:`young`), else fetched.
     Raises :class:`RevocationProblem`."""
     key = (url, anchor.fingerprint)
     cached = cache.get(key) if cache is not None else None
-    if cached is not None and cached.fresh_at(at, tolerance):
+    if cached is not None and cached.fresh_at(at, tolerance) and young(cached.fetched_at, now, max_age):
         return crl_answer(cached, cert.serial_number, from_cache=True)
     try:
         body = fetch(url, None, None)
@@ -501,74 +517,48 @@ def check_crl(
 
 # --------------------------------------------------------------------------- caches
 
-K = TypeVar("K", bound=Hashable)
-V = TypeVar("V")
+#: What an entry of each cache is reckoned to weigh beyond its variable parts (measured: a
+#: RevocationInfo with its datetimes and strings is some 700 bytes; a CRL's index costs about
+#: 150 bytes per revoked serial on top of its DER).
+_OCSP_ENTRY_BYTES = 1024
+_CRL_ENTRY_BYTES = 160
 
 
-class _BoundedCache(Generic[K, V]):
-    """A dict with a size bound (the oldest entry goes first) and a lock for writers."""
+class OcspEntry(NamedTuple):
+    """A verified OCSP answer (marked ``cached``) and the moment it speaks for: its producedAt,
+    or when it was fetched if that is earlier."""
 
-    def __init__(self, max_entries: int) -> None:
-        if max_entries < 0:
-            raise ValueError("max_entries must not be negative")
-        self.max_entries = max_entries
-        self._data: dict[K, V] = {}
-        self._lock = threading.Lock()
-
-    def get(self, key: K) -> V | None:
-        """The entry for ``key``, or None (lock-free: one dict read)."""
-        return self._data.get(key)
-
-    def put(self, key: K, value: V) -> None:
-        """Store ``value`` (nothing when the bound is 0)."""
-        if self.max_entries == 0:
-            return
-        with self._lock:
-            self._data.pop(key, None)
-            while len(self._data) >= self.max_entries:
-                self._data.pop(next(iter(self._data)))
-            self._data[key] = value
-
-    def discard(self, key: K) -> None:
-        with self._lock:
-            self._data.pop(key, None)
-
-    def clear(self) -> None:
-        """Drop every entry."""
-        with self._lock:
-            self._data.clear()
-
-    def keys(self) -> list[K]:
-        with self._lock:
-            return list(self._data)
-
-    def __len__(self) -> int:
-        return len(self._data)
+    info: RevocationInfo
+    as_of: _dt.datetime
 
 
-class OcspCache(_BoundedCache[tuple[bytes, int], RevocationInfo]):
+def _ocsp_weight(key: tuple[bytes, int], entry: OcspEntry) -> int:
+    return _OCSP_ENTRY_BYTES + len(entry.info.source or "") + len(entry.info.responder or "")
+
+
+def _crl_weight(key: tuple[str, bytes], entry: CachedCrl) -> int:
+    return len(entry.crl.der) + _CRL_ENTRY_BYTES * len(entry.crl) + len(key[0])
+
+
+class OcspCache(LruCache[tuple[bytes, int], OcspEntry]):
     """Verified OCSP answers by (issuing anchor's SHA-256, serial), used while fresh at the
-    validation time. Share one between validators to share answers."""
+    validation time (and young enough, under a maximum age). Share one between validators to
+    share answers. Bounded by count and by bytes (about 1 KiB an answer)."""
 
-    def __init__(self, max_entries: int = 100_000) -> None:
-        super().__init__(max_entries)
+    def __init__(self, max_entries: int = 100_000, max_bytes: int | None = 64 * 1024 * 1024) -> None:
+        super().__init__(max_entries, max_bytes, size=_ocsp_weight)
 
     def invalidate(self, serial: int | None = None) -> int:
         """Drop the answers about ``serial`` (every answer when None); how many were dropped."""
-        with self._lock:
-            if serial is None:
-                count = len(self._data)
-                self._data.clear()
-                return count
-            doomed = [k for k in self._data if k[1] == serial]
-            for k in doomed:
-                del self._data[k]
-            return len(doomed)
+        if serial is None:
+            return self.clear()
+        return self.discard_where(lambda key: key[1] == serial)
 
 
-class CrlCache(_BoundedCache[tuple[str, bytes], CachedCrl]):
-    """Verified CRLs by (URL, issuing anchor's SHA-256), used until their nextUpdate. A J-LIS
-    CRL is tens of MiB, hence the small default bound."""
+class CrlCache(LruCache[tuple[str, bytes], CachedCrl]):
+    """Verified CRLs by (URL, issuing anchor's SHA-256), used until their nextUpdate (and while
+    young enough, under a maximum age). A J-LIS CRL is tens of MiB and its index more, hence
+    the small count and a byte bound (a CRL heavier than the bound is used but not kept)."""
 
-    def __init__(self, max_entries: int = 8) -> None:
-        super().__init__(max_entries)
+    def __init__(self, max_entries: int = 8, max_bytes: int | None = 512 * 1024 * 1024) -> None:
+        super().__init__(max_entries, max_bytes, size=_crl_weight)

@@ -34,15 +34,32 @@ never excused.
 A certificate revoked after the validation time was not revoked at that time: the result is ok,
 with a ``revoked-later`` warning naming the revocation.
 
+A ``revoked`` answer wins over a ``good`` (or ``unknown``) one: before a result rests on one
+source's answer, the other source's cached answer is looked at, and when it is fresh (and young
+enough, see below) and says revoked, the result is revoked. So a CRL fetched while the OCSP
+responder was down, which lists a certificate, refuses it even while a good OCSP answer about
+it is still cached (and the other way round).
+
 Any exception inside a validation becomes a failed result (``internal-error``); nothing but a
 misuse of the API (a bad ``kind``, a naive ``at``, a certificate that is neither bytes nor a
 ``Certificate``) raises.
 
 Caching, for a hot path of a few microseconds: the time-independent checks of a certificate
-(parse, kind, path, signatures) are kept per (SHA-256 of the DER, kind); verified OCSP answers
-per (root, serial) while fresh at the validation time; verified CRLs per (URL, root) until their
-nextUpdate. :meth:`Validator.invalidate` forgets revocation answers (after a revocation you know
-of), :meth:`Validator.clear_caches` everything.
+(parse, kind, path, signatures) are kept per (SHA-256 of the DER, kind) — only for certificates
+whose signature verified with a trust anchor: a refusal of anything else (malformed, another
+kind, an unknown issuer, a bad signature) is what a client can make up by the million, so it
+is worked out again each time rather than kept; verified OCSP answers per (root, serial) while
+fresh at the validation time; verified CRLs per (URL, root) until their nextUpdate. Every cache
+is bounded by count and by bytes, least recently used out first (:mod:`jpki.verify.cache`).
+
+``revocation_max_age`` (of the validator, or of one :meth:`Validator.validate` call; the
+stricter applies) bounds how old a cached revocation answer may be — every source alike: an
+OCSP answer counts from its producedAt (or its fetching, if earlier), a CRL from when it was
+fetched. An older one is fetched again (zero: every validation asks the source). It is how
+long a lost card may still pass after its revocation, whichever source answered; without it
+(None, the default) an answer stands until its nextUpdate, which for a CRL may be a day.
+:meth:`Validator.invalidate` forgets revocation answers (after a revocation you know of),
+:meth:`Validator.clear_caches` everything.
 """
 
 from __future__ import annotations
@@ -50,7 +67,6 @@ from __future__ import annotations
 import dataclasses
 import datetime as _dt
 import hashlib
-import threading
 from typing import Literal
 
 from cryptography import x509
@@ -60,6 +76,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from jpki.clock import Clock, SystemClock
 from jpki.errors import UsageError
 from jpki.verify.anchors import Anchor, TrustStore
+from jpki.verify.cache import LruCache
 from jpki.verify.fetch import Fetch, HttpFetcher
 from jpki.verify.path import Examined, LeafFacts, examine, parse_certificate
 from jpki.verify.result import (
@@ -73,10 +90,13 @@ from jpki.verify.revocation_check import (
     DEFAULT_TOLERANCE,
     CrlCache,
     OcspCache,
+    OcspEntry,
     RevocationProblem,
     check_crl,
     check_ocsp,
+    crl_answer,
     fresh_at,
+    young,
 )
 
 __all__ = ["DEFAULT_OCSP_RETRY_AFTER", "RevocationMode", "Validator"]
@@ -86,9 +106,13 @@ _MODES = ("ocsp", "crl", "none")
 #: How long an unreachable OCSP responder is left alone (the CRL answers meanwhile).
 DEFAULT_OCSP_RETRY_AFTER = _dt.timedelta(seconds=60)
 _SHA256 = hashes.SHA256()
+_ZERO = _dt.timedelta(0)
 _DER = Encoding.DER
 _NOT_CHECKED = RevocationInfo(method="none", status="not-checked")
 _WARN_NOT_CHECKED = ("revocation-not-checked: revocation was not checked (revocation='none')",)
+#: What a kept examination is reckoned to weigh besides the certificate's DER (measured: a parsed
+#: certificate with its facts holds some 3.6 KiB more than its DER).
+_EXAMINED_ENTRY_BYTES = 4096
 
 
 class Validator:
@@ -100,10 +124,13 @@ class Validator:
     warning). ``fetch`` does the HTTP (default :class:`~jpki.verify.fetch.HttpFetcher`: short
     timeouts). ``ocsp_freshness_tolerance`` is the clock skew allowed around thisUpdate and
     nextUpdate of OCSP responses and CRLs. ``crl_cache`` and ``ocsp_cache`` may be shared
-    between validators; ``max_cached_certificates`` bounds the per-certificate cache. An OCSP
+    between validators; ``max_cached_certificates`` and ``max_cached_certificate_bytes`` bound
+    the per-certificate cache (only certificates that chain to an anchor are kept). An OCSP
     responder that could not be reached is not asked again for ``ocsp_retry_after`` (by the
     clock; the CRL answers meanwhile), so that a dead responder does not cost a timeout per
-    validation; ``timedelta(0)`` asks every time.
+    validation; ``timedelta(0)`` asks every time. ``revocation_max_age`` bounds the age of any
+    cached revocation answer relied on, OCSP or CRL (None: until its nextUpdate; zero: never
+    cached); see the module docstring.
 
     Thread-safe: the caches take a lock to write, reads are single dict look-ups.
     """
@@ -120,7 +147,9 @@ class Validator:
         crl_cache: CrlCache | None = None,
         ocsp_cache: OcspCache | None = None,
         max_cached_certificates: int = 100_000,
+        max_cached_certificate_bytes: int | None = 128 * 1024 * 1024,
         ocsp_retry_after: _dt.timedelta = DEFAULT_OCSP_RETRY_AFTER,
+        revocation_max_age: _dt.timedelta | None = None,
     ) -> None:
         if not isinstance(trust, TrustStore):
             raise UsageError("trust must be a TrustStore")
@@ -139,11 +168,14 @@ class Validator:
         if not isinstance(ocsp_retry_after, _dt.timedelta) or ocsp_retry_after < _dt.timedelta(0):
             raise UsageError("ocsp_retry_after must be a non-negative timedelta")
         self.ocsp_retry_after = ocsp_retry_after
+        self.revocation_max_age = _check_max_age(revocation_max_age)
         #: OCSP URL -> (until when it is not asked again, why)
         self._ocsp_down: dict[str, tuple[_dt.datetime, str]] = {}
-        self._max_examined = max_cached_certificates
-        self._examined: dict[tuple[bytes, str], Examined] = {}
-        self._lock = threading.Lock()
+        try:
+            self._examined: LruCache[tuple[bytes, str], Examined] = LruCache(
+                max_cached_certificates, max_cached_certificate_bytes)
+        except ValueError as exc:
+            raise UsageError(f"per-certificate cache: {exc}") from None
 
     # -- caches
 
@@ -170,17 +202,19 @@ class Validator:
 
     def clear_caches(self) -> None:
         """Forget everything: examined certificates, OCSP answers, CRLs."""
-        with self._lock:
-            self._examined.clear()
+        self._examined.clear()
         self.invalidate()
 
-    def _remember(self, key: tuple[bytes, str], examined: Examined) -> None:
-        if self._max_examined == 0:
-            return
-        with self._lock:
-            while len(self._examined) >= self._max_examined:
-                self._examined.pop(next(iter(self._examined)))
-            self._examined[key] = examined
+    @property
+    def certificate_cache(self) -> LruCache[tuple[bytes, str], Examined]:
+        """The per-certificate cache (to watch its size; :meth:`clear_caches` empties it)."""
+        return self._examined
+
+    def _remember(self, key: tuple[bytes, str], examined: Examined, der_size: int) -> None:
+        """Keep an examination only when the certificate chains to an anchor (see the module
+        docstring): the others cost a parse to redo, and would cost memory to keep."""
+        if examined.anchor is not None:
+            self._examined.put(key, examined, weight=der_size + _EXAMINED_ENTRY_BYTES)
 
     # -- validation
 
@@ -191,22 +225,32 @@ class Validator:
         kind: str,
         at: _dt.datetime | None = None,
         nonce: bool = True,
+        revocation_max_age: _dt.timedelta | None = None,
     ) -> ValidationResult:
         """Validate ``cert`` (a ``Certificate``, or DER / PEM bytes) as a ``kind`` (``'sign'``
         or ``'auth'``) certificate at ``at`` (default: the clock's now). ``nonce`` puts a nonce in
         OCSP requests (the answer must echo it; responders then sign afresh instead of serving
-        a pre-produced response). Never raises for a bad certificate or a bad revocation
-        answer: the result says what failed."""
+        a pre-produced response). ``revocation_max_age`` bounds the age of cached revocation
+        answers for this call (the stricter of it and the validator's applies). Never raises
+        for a bad certificate or a bad revocation answer: the result says what failed."""
         if kind not in KINDS:
             raise UsageError(f"kind must be 'sign' or 'auth', not {kind!r}")
+        given = at
         if at is None:
             at = self.clock.now()
         elif not isinstance(at, _dt.datetime) or at.tzinfo is None or at.utcoffset() is None:
             raise UsageError("at must be a timezone-aware datetime")
         if not isinstance(cert, (x509.Certificate, bytes, bytearray, memoryview)):
             raise UsageError(f"cert must be an x509.Certificate or bytes, not {type(cert).__name__}")
+        max_age = self.revocation_max_age
+        if revocation_max_age is not None and revocation_max_age is not max_age:
+            _check_max_age(revocation_max_age)
+            if max_age is None or revocation_max_age < max_age:
+                max_age = revocation_max_age
         try:
-            return self._validate(cert, kind, at, nonce)
+            # Answers are judged against now, also when validating for another time.
+            now = at if given is None else self.clock.now()
+            return self._validate(cert, kind, at, now, max_age, nonce)
         except Exception as exc:  # noqa: BLE001 - fail closed, whatever happened
             return ValidationResult(
                 ok=False,
@@ -221,8 +265,9 @@ class Validator:
             key = (cert.fingerprint(_SHA256), kind)
             examined = self._examined.get(key)
             if examined is None:
-                examined = examine(cert, cert.public_bytes(_DER), kind, self.trust)
-                self._remember(key, examined)
+                der = cert.public_bytes(_DER)
+                examined = examine(cert, der, kind, self.trust)
+                self._remember(key, examined, len(der))
             return examined
         data = bytes(cert)
         key = (hashlib.sha256(data).digest(), kind)
@@ -235,11 +280,17 @@ class Validator:
                 examined = Examined(None, failure=(Reason.MALFORMED_CERTIFICATE, f"not a certificate: {exc}"))
             else:
                 examined = examine(parsed, der, kind, self.trust)
-            self._remember(key, examined)
+                self._remember(key, examined, len(data))
         return examined
 
     def _validate(
-        self, cert: x509.Certificate | bytes | bytearray | memoryview, kind: str, at: _dt.datetime, nonce: bool
+        self,
+        cert: x509.Certificate | bytes | bytearray | memoryview,
+        kind: str,
+        at: _dt.datetime,
+        now: _dt.datetime,
+        max_age: _dt.timedelta | None,
+        nonce: bool,
     ) -> ValidationResult:
         examined = self._examine(cert, kind)
         facts = examined.facts
@@ -261,17 +312,25 @@ class Validator:
                            f"the root {anchor.subject} expired at {anchor.not_after.isoformat()}")
         if self.revocation == "none":
             return _passed(kind, at, facts, anchor, _NOT_CHECKED, _WARN_NOT_CHECKED)
-        # The hot path: a verified OCSP answer still fresh at ``at``.
+        # The hot path: a verified OCSP answer still fresh at ``at`` and young enough.
         if self.revocation == "ocsp":
-            info = self.ocsp_cache.get((anchor.fingerprint, facts.serial))
-            if info is not None and fresh_at(info, at, self.tolerance):
-                return self._decide(kind, at, facts, anchor, info, ())
-        return self._check_revocation(kind, at, facts, anchor, nonce)
+            entry = self.ocsp_cache.get((anchor.fingerprint, facts.serial))
+            if entry is not None and fresh_at(entry.info, at, self.tolerance) and young(entry.as_of, now, max_age):
+                if entry.info.status == "good" and not len(self.crl_cache):
+                    return _passed(kind, at, facts, anchor, entry.info, ())  # no CRL could say revoked
+                return self._settle(kind, at, now, max_age, facts, anchor, entry.info, ())
+        return self._check_revocation(kind, at, now, max_age, facts, anchor, nonce)
 
     def _check_revocation(
-        self, kind: str, at: _dt.datetime, facts: LeafFacts, anchor: Anchor, nonce: bool
+        self,
+        kind: str,
+        at: _dt.datetime,
+        now: _dt.datetime,
+        max_age: _dt.timedelta | None,
+        facts: LeafFacts,
+        anchor: Anchor,
+        nonce: bool,
     ) -> ValidationResult:
-        now = self.clock.now()
         problems: list[tuple[str, RevocationProblem]] = []
         warnings: list[str] = []
         info: RevocationInfo | None = None
@@ -298,7 +357,8 @@ class Validator:
                     if down is not None:
                         self._ocsp_down.pop(url, None)
                     warnings += extra
-                    self.ocsp_cache.put((anchor.fingerprint, facts.serial), _as_cached(info))
+                    as_of = now if info.produced_at is None else min(now, info.produced_at)
+                    self.ocsp_cache.put((anchor.fingerprint, facts.serial), OcspEntry(_as_cached(info), as_of))
         if info is None:
             if facts.crl_url is None:
                 problems.append(("CRL", RevocationProblem(
@@ -307,14 +367,14 @@ class Validator:
             else:
                 try:
                     info = check_crl(facts.cert, anchor, facts.crl_url, fetch=self.fetch, at=at, now=now,
-                                     tolerance=self.tolerance, cache=self.crl_cache)
+                                     tolerance=self.tolerance, cache=self.crl_cache, max_age=max_age)
                 except RevocationProblem as problem:
                     problems.append(("CRL", problem))
             if info is not None and problems:
                 warnings += [f"ocsp-fallback: {source} gave no usable answer ({p.reason}: {p.message});"
                              " the CRL was used" for source, p in problems]
         if info is not None:
-            return self._decide(kind, at, facts, anchor, info, tuple(warnings))
+            return self._settle(kind, at, now, max_age, facts, anchor, info, tuple(warnings))
         detail = "; ".join(p.message for _, p in problems)
         integrity = [p for _, p in problems if not p.unavailable and p.reason in INTEGRITY_REASONS]
         if integrity:
@@ -328,6 +388,54 @@ class Validator:
                            (*warnings, f"soft-fail: revocation status unavailable ({detail})"))
         return _failed(kind, at, facts, anchor, Reason.REVOCATION_UNAVAILABLE,
                        f"no revocation source answered: {detail}", warnings=tuple(warnings))
+
+    def _settle(
+        self,
+        kind: str,
+        at: _dt.datetime,
+        now: _dt.datetime,
+        max_age: _dt.timedelta | None,
+        facts: LeafFacts,
+        anchor: Anchor,
+        info: RevocationInfo,
+        warnings: tuple[str, ...],
+    ) -> ValidationResult:
+        """The result for ``info``, unless the other source's cached answer, fresh and young
+        enough, says revoked: a revocation from any source wins."""
+        if info.status != "revoked":
+            try:
+                revoked = self._revoked_elsewhere(info.method, at, now, max_age, facts, anchor)
+            except RevocationProblem as problem:  # a listed serial whose CRL entry is malformed
+                return _failed(kind, at, facts, anchor, problem.reason, problem.message, warnings=warnings)
+            if revoked is not None:
+                info = revoked
+        return self._decide(kind, at, facts, anchor, info, warnings)
+
+    def _revoked_elsewhere(
+        self,
+        method: str,
+        at: _dt.datetime,
+        now: _dt.datetime,
+        max_age: _dt.timedelta | None,
+        facts: LeafFacts,
+        anchor: Anchor,
+    ) -> RevocationInfo | None:
+        """A cached ``revoked`` answer about ``facts`` from the source other than ``method``,
+        if one is fresh at ``at`` and young enough at ``now`` (no fetch: one or two look-ups)."""
+        if method == "ocsp":
+            url = facts.crl_url
+            if url is None or not len(self.crl_cache):  # the usual case while OCSP answers
+                return None
+            cached = self.crl_cache.get((url, anchor.fingerprint))
+            if (cached is None or facts.serial not in cached.crl or not cached.fresh_at(at, self.tolerance)
+                    or not young(cached.fetched_at, now, max_age)):
+                return None
+            return crl_answer(cached, facts.serial, from_cache=True)
+        entry = self.ocsp_cache.get((anchor.fingerprint, facts.serial))
+        if (entry is None or entry.info.status != "revoked" or not fresh_at(entry.info, at, self.tolerance)
+                or not young(entry.as_of, now, max_age)):
+            return None
+        return entry.info
 
     def _decide(
         self,
@@ -358,6 +466,12 @@ class Validator:
         return _failed(kind, at, facts, anchor, Reason.OCSP_UNKNOWN,
                        f"the OCSP responder does not know serial {facts.serial:X} of {anchor.subject}",
                        revocation=info, warnings=warnings)
+
+
+def _check_max_age(max_age: _dt.timedelta | None) -> _dt.timedelta | None:
+    if max_age is not None and (not isinstance(max_age, _dt.timedelta) or max_age < _ZERO):
+        raise UsageError("revocation_max_age must be a non-negative timedelta or None")
+    return max_age
 
 
 def _as_cached(info: RevocationInfo) -> RevocationInfo:
