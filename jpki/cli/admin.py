@@ -253,10 +253,9 @@ def ca_serve(obj: Ctx, host: str, port: int, workers: int, responder_key: str) -
     from ..revocation.server import serve
 
     obj.jhome.open_ca().close()  # a clear error when there is no CA
-    obj.note(f"serving OCSP ({responder_key} responder key) and CRLs for {obj.jhome.ca_dir}"
-             f" on http://{host}:{port}")
+    # serve() checks the port, builds the CRLs, then says "serving …" (all on stderr).
     serve(obj.jhome.ca_dir, host, port, workers=workers, log_level="warning",
-          responder_key=check_key_type(responder_key))
+          responder_key=check_key_type(responder_key), progress=obj.note)
 
 
 def _event(obj: Ctx, result) -> None:
