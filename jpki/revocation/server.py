@@ -743,12 +743,13 @@ def serve(
 class ServerThread:
     """A uvicorn server running the app in a background thread (see :func:`serve_in_thread`)."""
 
-    def __init__(self, app: Starlette, host: str, port: int, *, log_level: str = "warning") -> None:
+    def __init__(self, app: Starlette, host: str, port: int, *, log_level: str = "warning",
+                 idle_timeout: float = DEFAULT_IDLE_TIMEOUT) -> None:
         import uvicorn
 
         self.app = app
         self.host = host
-        self._server = uvicorn.Server(_config(app, host, port, log_level))
+        self._server = uvicorn.Server(_config(app, host, port, log_level, idle_timeout))
         self._thread = threading.Thread(target=self._run, name="jpki-revocation-server", daemon=True)
         self._error: BaseException | None = None
         self.port = port
