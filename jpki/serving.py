@@ -9,9 +9,10 @@ as it likes. The protocol classes here (``http="jpki.serving:HttpToolsProtocol"`
 request headers; otherwise it is closed. The *body* is the app's to time out (it answers 408:
 see ``body_timeout`` in :mod:`jpki.auth.service` and :mod:`jpki.revocation.server`).
 
-:func:`check_port` tells, before a server says "serving", whether it can listen at all:
+:func:`check_port` tells, before a server prepares anything, whether it can listen at all, and
+:func:`listen` binds the socket the server is then given, *before* it says "serving":
 :class:`PortInUseError` (exit 1: "port N is in use (hint: --port)") rather than uvicorn's own
-exit after the announcement.
+exit (status 3, the code for "verification failed") after the announcement.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ __all__ = [
     "DEFAULT_IDLE_TIMEOUT",
     "PortInUseError",
     "check_port",
+    "listen",
     "uvicorn_options",
 ]
 
@@ -51,22 +53,32 @@ class PortInUseError(JpkiError):
         self.reason = "port_in_use" if detail == "in use" else "cannot_listen"
 
 
-def check_port(host: str, port: int) -> None:
-    """Raise :class:`PortInUseError` unless a server could listen on ``host:port`` now (bound
-    like uvicorn does, with SO_REUSEADDR, so a port in TIME_WAIT is not refused)."""
+def listen(host: str, port: int) -> socket.socket:
+    """A socket listening on ``host:port``, bound like uvicorn binds (SO_REUSEADDR, so a port
+    in TIME_WAIT is not refused), for ``uvicorn.Server.run(sockets=[…])``; or
+    :class:`PortInUseError`."""
     if not 0 <= port <= 65535:
         raise UsageError(f"port {port} is out of range")
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET  # as uvicorn binds
-    with socket.socket(family, socket.SOCK_STREAM) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind((host, port))
-            probe.listen(1)
-        except socket.gaierror as exc:
-            raise PortInUseError(host, port, f"unknown host ({exc.strerror})") from None
-        except OSError as exc:
-            detail = "in use" if exc.errno == errno.EADDRINUSE else (exc.strerror or str(exc))
-            raise PortInUseError(host, port, detail) from None
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(2048)
+    except socket.gaierror as exc:
+        sock.close()
+        raise PortInUseError(host, port, f"unknown host ({exc.strerror})") from None
+    except OSError as exc:
+        sock.close()
+        detail = "in use" if exc.errno == errno.EADDRINUSE else (exc.strerror or str(exc))
+        raise PortInUseError(host, port, detail) from None
+    sock.set_inheritable(True)
+    return sock
+
+
+def check_port(host: str, port: int) -> None:
+    """Raise :class:`PortInUseError` unless a server could listen on ``host:port`` now."""
+    listen(host, port).close()
 
 
 def _protocol_name() -> str:

@@ -94,6 +94,7 @@ from jpki.serving import (
     DEFAULT_BODY_TIMEOUT,
     DEFAULT_IDLE_TIMEOUT,
     check_port,
+    listen,
     uvicorn_options,
 )
 from jpki.verify import Fetch, HttpFetcher, TrustStore, Validator
@@ -766,9 +767,15 @@ def serve(config: ServiceConfig, host: str = "127.0.0.1", port: int = DEFAULT_PO
     check_port(host, port)
     if workers == 1:
         app = create_service(config)
-        if on_ready is not None:
-            on_ready()
-        uvicorn.Server(_uvicorn_config(app, host, port, log_level, idle_timeout)).run()
+        try:
+            sock = listen(host, port)  # listening before "serving" is said
+        except BaseException:
+            app.state.close()
+            raise
+        with sock:
+            if on_ready is not None:
+                on_ready()
+            uvicorn.Server(_uvicorn_config(app, host, port, log_level, idle_timeout)).run(sockets=[sock])
         return
     # Fail here, in the parent, if the store cannot be opened, rather than in every worker.
     open_store(config.store).close()

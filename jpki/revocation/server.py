@@ -116,6 +116,7 @@ from jpki.serving import (
     DEFAULT_BODY_TIMEOUT,
     DEFAULT_IDLE_TIMEOUT,
     check_port,
+    listen,
     uvicorn_options,
 )
 
@@ -715,9 +716,15 @@ def serve(
     if workers == 1:
         app = create_app(ca_dir, clock=clock, freshness=freshness, responder_key=key_type,
                          prepare_crls=True, progress=progress)
-        if progress:
-            progress(serving)
-        uvicorn.Server(_config(app, host, port, log_level, idle_timeout)).run()
+        try:
+            sock = listen(host, port)  # listening before "serving" is said
+        except BaseException:
+            app.state.service.close()
+            raise
+        with sock:
+            if progress:
+                progress(serving)
+            uvicorn.Server(_config(app, host, port, log_level, idle_timeout)).run(sockets=[sock])
         return
     service = RevocationService(ca_dir, freshness=freshness, responder_key=key_type)
     try:
