@@ -30,7 +30,7 @@ challenge on the board; 503 ``store-unavailable`` or ``busy`` (every verificatio
 with ``Retry-After``); 500 ``internal-error``. Refusals are JSON documents
 ``{"ok": false, "reason": …, "message": …}``.
 
-Under attack (issue 9): each client address (an IPv6 /64) has a token bucket for the POST
+Under attack (issue 9): each client address (IPv4, or an IPv6 /64) has a token bucket for the POST
 endpoints and a cap on its unanswered challenges, and its own quota on the page's board, so
 that one client cannot fill the store or push others' challenges off the board
 (:mod:`jpki.auth.limits`; shared by the worker processes through the SQLite file or Redis
