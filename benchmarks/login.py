@@ -286,7 +286,9 @@ def http(n: int, concurrency: int, workers: int) -> None:
         rp_id = f"http://127.0.0.1:{port}"
         server = subprocess.Popen(
             [sys.executable, "-m", "jpki", "--home", str(home), "rp", "serve", "--store", redis_url,
-             "--workers", str(workers), "--port", str(port), "--rp-id", rp_id, "--log-level", "warning"],
+             "--workers", str(workers), "--port", str(port), "--rp-id", rp_id, "--log-level", "warning",
+             # one load generator is one client address: lift the per-client limits
+             "--rate-limit", "0", "--max-pending", "0"],
             cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
         try:
             deadline = time.monotonic() + 30

@@ -12,6 +12,12 @@ backend: :class:`MemoryBoard` (one process), :class:`SqliteBoard` (a file beside
 store) and :class:`RedisBoard` (the store's Redis server). :func:`board_for_store` picks it.
 Entries expire on their own ``ttl`` after they were written (the challenge's lifetime plus
 :data:`RESULT_TTL` to read the result).
+
+Fairness: each entry is shown for an ``owner`` (the client key of whoever asked for it, see
+:mod:`jpki.auth.limits`), and one owner holds at most ``per_owner`` entries: beyond that its
+*own* oldest entry gives way. When a bounded board is full, the oldest entry of the owner with
+the most entries goes. So a flood of displayed challenges from one client pushes off only its
+own (10,000 displayed challenges from one client once pushed a real user's off the board).
 """
 
 from __future__ import annotations
@@ -36,18 +42,22 @@ from jpki.auth.store import (
 )
 from jpki.errors import UsageError
 
-__all__ = ["RESULT_TTL", "Board", "MemoryBoard", "RedisBoard", "SqliteBoard", "board_for_store"]
+__all__ = ["DEFAULT_PER_OWNER", "RESULT_TTL", "Board", "MemoryBoard", "RedisBoard", "SqliteBoard", "board_for_store"]
 
 #: How long a displayed challenge's result stays readable after it is finished.
 RESULT_TTL: Final = _dt.timedelta(minutes=10)
 _MAX_ENTRIES: Final = 10_000
+#: Entries one owner may hold on the board by default.
+DEFAULT_PER_OWNER: Final = 16
 
 
 class Board(Protocol):
     """Displayed challenges and their outcomes, by challenge id (JSON-ready dicts)."""
 
-    def show(self, challenge_id: str, entry: Mapping[str, Any], ttl: _dt.timedelta) -> None:
-        """Put (or replace) the entry of ``challenge_id`` for ``ttl``."""
+    def show(self, challenge_id: str, entry: Mapping[str, Any], ttl: _dt.timedelta, *,
+             owner: str | None = None) -> None:
+        """Put (or replace) the entry of ``challenge_id`` for ``ttl``, counted against ``owner``'s
+        quota (None: no owner, no quota)."""
 
     def finish(self, challenge_id: str, entry: Mapping[str, Any], ttl: _dt.timedelta) -> bool:
         """Replace the entry of ``challenge_id`` only if it is on the board; True if it was."""
@@ -64,29 +74,52 @@ def _dumps(entry: Mapping[str, Any]) -> str:
 
 
 class MemoryBoard:
-    """A dict with expiry times (monotonic clock), for one server process; bounded."""
+    """A dict with expiry times (monotonic clock), for one server process; bounded in total
+    (``max_entries``) and per owner (``per_owner``, 0: no quota)."""
 
-    def __init__(self, max_entries: int = _MAX_ENTRIES) -> None:
-        self._items: dict[str, tuple[float, str]] = {}
+    def __init__(self, max_entries: int = _MAX_ENTRIES, *, per_owner: int = DEFAULT_PER_OWNER) -> None:
+        self._items: dict[str, tuple[float, str, str | None]] = {}
+        self._owned: dict[str, dict[str, None]] = {}  # owner -> its ids, oldest first
         self._lock = threading.Lock()
         self._max = max_entries
+        self._per_owner = per_owner
 
-    def _expire(self, now: float) -> None:
-        for key in [k for k, (until, _) in self._items.items() if until <= now]:
-            del self._items[key]
+    def _drop(self, challenge_id: str) -> None:
+        _, _, owner = self._items.pop(challenge_id)
+        if owner is not None:
+            ids = self._owned[owner]
+            del ids[challenge_id]
+            if not ids:
+                del self._owned[owner]
+
+    def _make_room(self, now: float, owner: str | None) -> None:
+        for key in [k for k, (until, _, _) in self._items.items() if until <= now]:
+            self._drop(key)
+        if owner is not None and self._per_owner:
+            mine = self._owned.get(owner, {})
+            while len(mine) >= self._per_owner:
+                self._drop(next(iter(mine)))
         while len(self._items) >= self._max:
-            self._items.pop(next(iter(self._items)))
+            if self._owned:  # the oldest entry of the biggest holder
+                biggest = max(self._owned.values(), key=len)
+                self._drop(next(iter(biggest)))
+            else:
+                self._drop(next(iter(self._items)))
 
-    def show(self, challenge_id: str, entry: Mapping[str, Any], ttl: _dt.timedelta) -> None:
-        """Put the entry for ``ttl``."""
+    def show(self, challenge_id: str, entry: Mapping[str, Any], ttl: _dt.timedelta, *,
+             owner: str | None = None) -> None:
+        """Put the entry for ``ttl``, making room within ``owner``'s quota."""
         now = time.monotonic()
         with self._lock:
-            if challenge_id not in self._items:
-                self._expire(now)
-            self._items[challenge_id] = (now + ttl.total_seconds(), _dumps(entry))
+            if challenge_id in self._items:
+                self._drop(challenge_id)
+            self._make_room(now, owner)
+            self._items[challenge_id] = (now + ttl.total_seconds(), _dumps(entry), owner)
+            if owner is not None:
+                self._owned.setdefault(owner, {})[challenge_id] = None
 
     def finish(self, challenge_id: str, entry: Mapping[str, Any], ttl: _dt.timedelta) -> bool:
-        """Replace the entry if present and unexpired."""
+        """Replace the entry if present and unexpired (same owner)."""
         if not self._items:
             return False
         now = time.monotonic()
@@ -94,7 +127,7 @@ class MemoryBoard:
             current = self._items.get(challenge_id)
             if current is None or current[0] <= now:
                 return False
-            self._items[challenge_id] = (now + ttl.total_seconds(), _dumps(entry))
+            self._items[challenge_id] = (now + ttl.total_seconds(), _dumps(entry), current[2])
             return True
 
     def get(self, challenge_id: str) -> dict[str, Any] | None:
@@ -108,14 +141,19 @@ class MemoryBoard:
         """Forget everything."""
         with self._lock:
             self._items.clear()
+            self._owned.clear()
 
 
 class SqliteBoard:
     """A table in a SQLite file (WAL), shared by the processes of one machine. Expiry by wall
-    time (``time.time``), so that every process agrees."""
+    time (``time.time``), so that every process agrees; bounded in total (``max_entries``) and
+    per owner (``per_owner``, 0: no quota) like :class:`MemoryBoard`."""
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, max_entries: int = _MAX_ENTRIES,
+                 per_owner: int = DEFAULT_PER_OWNER) -> None:
         self.path = Path(path)
+        self._max = max_entries
+        self._per_owner = per_owner
         try:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
             os.close(fd)
@@ -123,7 +161,11 @@ class SqliteBoard:
             with self._conn() as conn:
                 conn.execute("PRAGMA journal_mode=WAL")
                 conn.execute("CREATE TABLE IF NOT EXISTS board (id TEXT PRIMARY KEY, until REAL NOT NULL,"
-                             " entry TEXT NOT NULL) WITHOUT ROWID")
+                             " entry TEXT NOT NULL, owner TEXT) WITHOUT ROWID")
+                columns = {row[1] for row in conn.execute("PRAGMA table_info(board)")}
+                if "owner" not in columns:  # a board file of an earlier version
+                    conn.execute("ALTER TABLE board ADD COLUMN owner TEXT")
+                conn.execute("CREATE INDEX IF NOT EXISTS board_owner ON board (owner, until)")
         except (OSError, sqlite3.Error) as exc:
             raise ChallengeStoreError(f"cannot open the board {self.path}: {exc}") from exc
 
@@ -138,13 +180,28 @@ class SqliteBoard:
         except sqlite3.Error as exc:
             raise ChallengeStoreError(f"board {self.path}: {exc}") from exc
 
-    def show(self, challenge_id: str, entry: Mapping[str, Any], ttl: _dt.timedelta) -> None:
-        """Insert or replace the entry; drop expired ones."""
+    def show(self, challenge_id: str, entry: Mapping[str, Any], ttl: _dt.timedelta, *,
+             owner: str | None = None) -> None:
+        """Insert or replace the entry; drop expired ones and make room within the quotas."""
         now = time.time()
         with self._conn() as conn:
-            conn.execute("DELETE FROM board WHERE until <= ?", (now,))
-            conn.execute("INSERT OR REPLACE INTO board (id, until, entry) VALUES (?, ?, ?)",
-                         (challenge_id, now + ttl.total_seconds(), _dumps(entry)))
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.execute("DELETE FROM board WHERE until <= ? OR id = ?", (now, challenge_id))
+                if owner is not None and self._per_owner:
+                    conn.execute("DELETE FROM board WHERE id IN (SELECT id FROM board WHERE owner = ?"
+                                 " ORDER BY until DESC LIMIT -1 OFFSET ?)", (owner, self._per_owner - 1))
+                (total,) = conn.execute("SELECT count(*) FROM board").fetchone()
+                for _ in range(total - self._max + 1):
+                    conn.execute("DELETE FROM board WHERE id = (SELECT id FROM board WHERE owner IS"
+                                 " (SELECT owner FROM board GROUP BY owner ORDER BY count(*) DESC LIMIT 1)"
+                                 " ORDER BY until LIMIT 1)")
+                conn.execute("INSERT INTO board (id, until, entry, owner) VALUES (?, ?, ?, ?)",
+                             (challenge_id, now + ttl.total_seconds(), _dumps(entry), owner))
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
 
     def finish(self, challenge_id: str, entry: Mapping[str, Any], ttl: _dt.timedelta) -> bool:
         """Update the entry if present and unexpired."""
@@ -169,20 +226,41 @@ class SqliteBoard:
             self._local.conn = None
 
 
+# KEYS[1] the entry, KEYS[2] its owner's sorted set (entry keys scored by their end, ms);
+# ARGV entry, px, now (ms), quota.
+_LUA_SHOW: Final = """
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[3])
+redis.call('ZREM', KEYS[2], KEYS[1])
+local extra = redis.call('ZCARD', KEYS[2]) - tonumber(ARGV[4]) + 1
+if extra > 0 then
+  local popped = redis.call('ZPOPMIN', KEYS[2], extra)
+  for i = 1, #popped, 2 do redis.call('DEL', popped[i]) end
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+redis.call('ZADD', KEYS[2], tonumber(ARGV[3]) + tonumber(ARGV[2]), KEYS[1])
+redis.call('PEXPIRE', KEYS[2], ARGV[2])
+return 1
+"""
+
+
 class RedisBoard:
-    """Keys ``prefix + id`` with a PX expiry on a Redis server."""
+    """Keys ``prefix + id`` with a PX expiry on a Redis server; per owner, a sorted set of its
+    entries (``prefix + owner:`` + owner) that enforces its quota."""
 
     DEFAULT_PREFIX: Final = "jpki:board:"
 
-    def __init__(self, url: str, *, prefix: str = DEFAULT_PREFIX, socket_timeout: float = 5.0) -> None:
+    def __init__(self, url: str, *, prefix: str = DEFAULT_PREFIX, socket_timeout: float = 5.0,
+                 per_owner: int = DEFAULT_PER_OWNER) -> None:
         try:
             import redis
         except ImportError:
             raise UsageError("the Redis board needs the redis package (pip install 'jpki[auth]')") from None
         self._errors: tuple[type[BaseException], ...] = (redis.RedisError,)
         self.prefix = prefix
+        self.per_owner = per_owner
         self._client = redis.Redis.from_url(url, socket_timeout=socket_timeout,
                                             socket_connect_timeout=socket_timeout)
+        self._show = self._client.register_script(_LUA_SHOW)
 
     @contextlib.contextmanager
     def _guard(self) -> Iterator[None]:
@@ -191,11 +269,17 @@ class RedisBoard:
         except self._errors as exc:
             raise ChallengeStoreError(f"the Redis board failed: {exc}") from exc
 
-    def show(self, challenge_id: str, entry: Mapping[str, Any], ttl: _dt.timedelta) -> None:
-        """SET with PX."""
+    def show(self, challenge_id: str, entry: Mapping[str, Any], ttl: _dt.timedelta, *,
+             owner: str | None = None) -> None:
+        """SET with PX; with an owner, one script also keeps the owner's sorted set of entries
+        and deletes its oldest beyond the quota."""
+        px = max(1, int(ttl.total_seconds() * 1000))
         with self._guard():
-            self._client.set(self.prefix + challenge_id, _dumps(entry),
-                             px=max(1, int(ttl.total_seconds() * 1000)))
+            if owner is None or not self.per_owner:
+                self._client.set(self.prefix + challenge_id, _dumps(entry), px=px)
+                return
+            self._show(keys=[self.prefix + challenge_id, f"{self.prefix}owner:{owner}"],
+                       args=[_dumps(entry), px, int(time.time() * 1000), self.per_owner])
 
     def finish(self, challenge_id: str, entry: Mapping[str, Any], ttl: _dt.timedelta) -> bool:
         """SET XX with PX: only an entry that is there is replaced."""
@@ -215,17 +299,19 @@ class RedisBoard:
             self._client.close()
 
 
-def board_for_store(store: ChallengeStore, *, redis_url: str | None = None) -> Board:
+def board_for_store(store: ChallengeStore, *, redis_url: str | None = None,
+                    per_owner: int = DEFAULT_PER_OWNER) -> Board:
     """The board that the processes sharing ``store`` also share: memory for a
     :class:`MemoryStore`, ``PATH.board`` for a :class:`SqliteStore` on PATH, the same Redis
     server (``redis_url``, needed for a :class:`RedisStore`) under the store's prefix + ``board:``.
+    ``per_owner`` is each owner's quota (0: none).
     """
     if isinstance(store, MemoryStore):
-        return MemoryBoard()
+        return MemoryBoard(per_owner=per_owner)
     if isinstance(store, SqliteStore):
-        return SqliteBoard(str(store.path) + ".board")
+        return SqliteBoard(str(store.path) + ".board", per_owner=per_owner)
     if isinstance(store, RedisStore):
         if redis_url is None:
             raise UsageError("a Redis store needs its URL for the board")
-        return RedisBoard(redis_url, prefix=store.prefix + "board:")
-    return MemoryBoard()
+        return RedisBoard(redis_url, prefix=store.prefix + "board:", per_owner=per_owner)
+    return MemoryBoard(per_owner=per_owner)

@@ -17,19 +17,33 @@ Endpoints (JSON unless said otherwise; ``GET /openapi.json`` describes them):
 ``GET /api/challenges/{id}``           a displayed challenge while it is pending
 ``GET /api/challenges/{id}/result``    ``{"state": "pending"}`` or ``{"state": "done", …}``
 ``GET /api/info``                      the relying-party id and the limits
+``GET /api/stats``                     refusals counted by reason, verifications in flight
 ``GET /openapi.json``                  the OpenAPI 3.1 document
 ``GET /``, ``GET /page.js``            the HTML page that starts a login and shows its result
 =====================================  ==========================================================
 
 Status codes: 200 ok; 400 ``malformed`` (JSON, base64url, fields, a bad transaction text);
-403 any other refusal (the body's ``reason``: ``replayed``, ``revoked``, …); 413 ``too-large``
-(body over ``max_body`` bytes); 404 unknown challenge on the board; 503 ``store-unavailable``;
-500 ``internal-error``. Refusals are JSON documents ``{"ok": false, "reason": …, "message": …}``.
+403 any other refusal (the body's ``reason``: ``replayed``, ``revoked``, …); 408 ``timeout``
+(the body did not arrive within ``body_timeout``); 413 ``too-large`` (body over ``max_body``
+bytes); 429 ``rate-limited`` or ``too-many-challenges`` (with ``Retry-After``); 404 unknown
+challenge on the board; 503 ``store-unavailable`` or ``busy`` (every verification slot taken;
+with ``Retry-After``); 500 ``internal-error``. Refusals are JSON documents
+``{"ok": false, "reason": …, "message": …}``.
 
-The checks that may wait on I/O (the challenge store, an OCSP responder) run in the thread
-pool, never on the event loop. Trust for :func:`create_service`: the J-LIS roots plus the test
-CA of ``home/ca``; revocation by OCSP with CRL fallback (hard-fail); renewal links from the test
-CA's database.
+Under attack (issue 9): each client address (IPv4, or an IPv6 /64) has a token bucket for the POST
+endpoints and a cap on its unanswered challenges, and its own quota on the page's board, so
+that one client cannot fill the store or push others' challenges off the board
+(:mod:`jpki.auth.limits`; shared by the worker processes through the SQLite file or Redis
+server of the store). Refusals are counted (``GET /api/stats``) and summarised in one log line
+per minute, never logged one by one.
+
+The checks that may wait on I/O run in thread pools, never on the event loop, and in two of
+them: verifications (which may wait on an OCSP responder) in a bounded pool of their own, so
+that slow responders never hold up ``begin`` or the board; when every verification slot is
+taken a ``complete`` is answered 503 ``busy`` at once rather than queued without end. Every
+revocation fetch has an overall deadline (``fetch_deadline``, see :mod:`jpki.verify.fetch`).
+Trust for :func:`create_service`: the J-LIS roots plus the test CA of ``home/ca``; revocation
+by OCSP with CRL fallback (hard-fail); renewal links from the test CA's database.
 """
 
 from __future__ import annotations
@@ -41,6 +55,7 @@ import dataclasses
 import datetime as _dt
 import json
 import logging
+import math
 import os
 import socket
 import urllib.parse
@@ -50,11 +65,19 @@ from typing import Any, Final
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from jpki.auth.board import RESULT_TTL, Board, board_for_store
+from jpki.auth.board import DEFAULT_PER_OWNER, RESULT_TTL, Board, board_for_store
+from jpki.auth.limits import (
+    ClientLimits,
+    Limiter,
+    MemoryLimiter,
+    RefusalLog,
+    client_key,
+    limiter_for_store,
+)
 from jpki.auth.links import AccountResolver, FollowPredecessors, NoLinks, TestCALinks
 from jpki.auth.page import INDEX_HTML, PAGE_JS
 from jpki.auth.protocol import (
@@ -67,11 +90,20 @@ from jpki.auth.rp import DEFAULT_CHALLENGE_TTL, DEFAULT_REVOCATION_MAX_AGE, Rely
 from jpki.auth.store import ChallengeStore, ChallengeStoreError, RedisStore, open_store
 from jpki.clock import Clock, clock_from_environment
 from jpki.errors import UsageError
-from jpki.verify import Fetch, TrustStore, Validator
+from jpki.serving import (
+    DEFAULT_BODY_TIMEOUT,
+    DEFAULT_IDLE_TIMEOUT,
+    check_port,
+    listen,
+    uvicorn_options,
+)
+from jpki.verify import Fetch, HttpFetcher, TrustStore, Validator
+from jpki.verify.fetch import DEFAULT_DEADLINE
 
 __all__ = [
     "DEFAULT_MAX_BODY",
     "DEFAULT_PORT",
+    "DEFAULT_VERIFY_THREADS",
     "ENV_CONFIG",
     "RunningService",
     "ServiceConfig",
@@ -92,8 +124,11 @@ log = logging.getLogger("jpki.auth")
 DEFAULT_MAX_BODY: Final = 64 * 1024
 #: Port of ``jpki rp serve`` (the test CA serves its revocation data on the port its home chose).
 DEFAULT_PORT: Final = 8480
-#: Threads running the relying party's checks in each server process.
+#: Threads issuing challenges and reading the board in each server process.
 DEFAULT_THREADS: Final = 4
+#: Threads verifying answers (possibly waiting on OCSP responders) in each server process; at
+#: most twice as many verifications are admitted at a time (the rest: 503 ``busy``).
+DEFAULT_VERIFY_THREADS: Final = 4
 #: Environment variable through which :func:`serve` hands the configuration to workers.
 ENV_CONFIG: Final = "JPKI_RP_CONFIG"
 
@@ -122,13 +157,29 @@ class _TooLarge(Exception):
     pass
 
 
-def _refusal(reason: AuthReason, message: str, status: int | None = None) -> JSONResponse:
+class _SlowBody(Exception):
+    pass
+
+
+class _Gone(Exception):
+    pass
+
+
+def _refusal(reason: AuthReason | str, message: str, status: int | None = None, *,
+             retry_after: float | None = None, close: bool = False) -> JSONResponse:
+    headers = dict(_NO_STORE)
+    if retry_after is not None:
+        headers["Retry-After"] = str(max(1, math.ceil(retry_after)))
+    if close:
+        headers["Connection"] = "close"
     return JSONResponse({"ok": False, "reason": str(reason), "message": message},
-                        status_code=status if status is not None else status_for(reason), headers=_NO_STORE)
+                        status_code=status if status is not None else status_for(reason), headers=headers)
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
-    """The request body, refusing (``_TooLarge``) a declared or actual size over ``limit``."""
+async def _read_body(request: Request, limit: int, timeout: float) -> bytes:
+    """The request body, refusing (``_TooLarge``) a declared or actual size over ``limit``,
+    (``_SlowBody``) a body not complete within ``timeout`` seconds (a slowloris sending a byte
+    now and then would hold the connection for ever), (``_Gone``) a client that went away."""
     declared = request.headers.get("content-length")
     if declared is not None:
         try:
@@ -138,12 +189,29 @@ async def _read_body(request: Request, limit: int) -> bytes:
             pass
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise _TooLarge
-        chunks.append(chunk)
+    try:
+        async with asyncio.timeout(timeout):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise _TooLarge
+                chunks.append(chunk)
+    except TimeoutError:
+        raise _SlowBody from None
+    except ClientDisconnect:
+        raise _Gone from None
     return b"".join(chunks)
+
+
+def _body_refusal(exc: Exception, max_body: int, timeout: float) -> Response:
+    """The answer to a body that could not be read (see :func:`_read_body`)."""
+    if isinstance(exc, _TooLarge):
+        return _refusal(AuthReason.TOO_LARGE, f"the body is larger than {max_body} bytes")
+    if isinstance(exc, _SlowBody):
+        return _refusal("timeout", f"the body did not arrive within {timeout:g} s", 408, close=True)
+    # The client went away mid-body: nobody reads this answer; one debug line, no traceback.
+    log.debug("client disconnected before sending its whole body")
+    return Response(status_code=400)
 
 
 def _board_entry(result: AuthResult) -> dict[str, Any]:
@@ -163,27 +231,36 @@ def openapi_document(rp_id: str, max_body: int) -> dict[str, Any]:
     """The OpenAPI 3.1 description of the service's JSON endpoints."""
     b64 = {"type": "string", "pattern": "^[A-Za-z0-9_-]*$", "description": "unpadded base64url"}
     refusal = {"description": "refused", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Refusal"}}}}
+    retry_after = {"Retry-After": {"description": "seconds to wait before trying again",
+                                   "schema": {"type": "integer"}}}
     responses = {
         "400": {**refusal, "description": "malformed request (reason `malformed`)"},
         "403": {**refusal, "description": "refused (reason: replayed, expired, wrong-rp, wrong-purpose, "
                 "challenge-mismatch, bad-signature, wrong-key-kind, untrusted, expired-certificate, "
                 "certificate-not-yet-valid, revoked, revocation-unavailable, revocation-check-failed, "
                 "identity-unreadable, account-unavailable)"},
+        "408": {**refusal, "description": "the body did not arrive in time (reason `timeout`)"},
         "413": {**refusal, "description": f"body larger than {max_body} bytes (reason `too-large`)"},
+        "429": {**refusal, "headers": retry_after,
+                "description": "too many requests from this client address (reason `rate-limited`), or "
+                "too many of its challenges unanswered (reason `too-many-challenges`)"},
         "503": {**refusal, "description": "the challenge store is unavailable (reason `store-unavailable`)"},
     }
+    busy = {**refusal, "headers": retry_after,
+            "description": "the challenge store is unavailable (reason `store-unavailable`), or every "
+            "verification slot is taken (reason `busy`)"}
 
     def challenge_op(summary: str, body_schema: str) -> dict[str, Any]:
         return {"summary": summary,
                 "requestBody": {"required": False, "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{body_schema}"}}}},
                 "responses": {"200": {"description": "the challenge to sign", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Challenge"}}}},
-                              **{k: v for k, v in responses.items() if k in ("400", "413", "503")}}}
+                              **{k: v for k, v in responses.items() if k in ("400", "408", "413", "429", "503")}}}
 
     def complete_op(summary: str, body_schema: str, result_schema: str) -> dict[str, Any]:
         return {"summary": summary,
                 "requestBody": {"required": True, "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{body_schema}"}}}},
                 "responses": {"200": {"description": "accepted", "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{result_schema}"}}}},
-                              **responses}}
+                              **responses, "503": busy}}
 
     return {
         "openapi": "3.1.0",
@@ -203,6 +280,9 @@ def openapi_document(rp_id: str, max_body: int) -> dict[str, Any]:
                                                     "responses": {"200": {"description": "pending or done", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/BoardEntry"}}}},
                                                                   "404": {"description": "unknown or expired"}}}},
             "/api/info": {"get": {"summary": "The relying-party id and limits", "responses": {"200": {"description": "info"}}}},
+            "/api/stats": {"get": {"summary": "Refusals counted by reason (rate limits, quotas, timeouts, busy) "
+                                              "and verifications in flight, for this server process",
+                                   "responses": {"200": {"description": "the counters", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Stats"}}}}}}},
         },
         "components": {"schemas": {
             "Challenge": {"type": "object", "required": ["v", "id", "nonce", "rp_id", "purpose", "created_at", "expires_at"],
@@ -242,6 +322,16 @@ def openapi_document(rp_id: str, max_body: int) -> dict[str, Any]:
                         "properties": {"ok": {"const": False}, "reason": {"type": "string"}, "message": {"type": "string"}}},
             "BoardEntry": {"type": "object", "properties": {"state": {"enum": ["pending", "done"]},
                                                            "result": {"type": "object"}}},
+            "Stats": {"type": "object", "required": ["pid", "refused", "verifications", "limits"],
+                      "properties": {"pid": {"type": "integer", "description": "the server process counting"},
+                                     "refused": {"type": "object", "additionalProperties": {"type": "integer"},
+                                                 "description": "refusals since start, by reason"},
+                                     "verifications": {"type": "object", "properties": {
+                                         "in_flight": {"type": "integer"}, "capacity": {"type": "integer"},
+                                         "threads": {"type": "integer"}}},
+                                     "limits": {"type": "object", "properties": {
+                                         "rate": {"type": "number"}, "burst": {"type": "integer"},
+                                         "max_pending": {"type": "integer"}, "board_quota": {"type": "integer"}}}}},
         }},
     }
 
@@ -250,30 +340,72 @@ def openapi_document(rp_id: str, max_body: int) -> dict[str, Any]:
 
 
 def create_app(rp: RelyingParty, *, board: Board | None = None, max_body: int = DEFAULT_MAX_BODY,
-               on_shutdown: list[Callable[[], None]] | None = None, threads: int = DEFAULT_THREADS) -> Starlette:
+               on_shutdown: list[Callable[[], None]] | None = None, threads: int = DEFAULT_THREADS,
+               verify_threads: int = DEFAULT_VERIFY_THREADS, max_verifications: int | None = None,
+               limits: ClientLimits | None = None, limiter: Limiter | None = None,
+               refusals: RefusalLog | None = None, body_timeout: float = DEFAULT_BODY_TIMEOUT) -> Starlette:
     """The ASGI app serving ``rp`` (see the module docstring). ``board`` holds displayed
     challenges (default: in memory); ``on_shutdown`` callables run when the lifespan ends.
 
-    The relying party's calls (which may wait on the challenge store or an OCSP responder) run
-    on a pool of ``threads`` threads of its own rather than Starlette's (anyio's, up to 40):
-    under load a few busy threads take queued work without being woken one by one, which
-    costs far less CPU per request than a hand-off to an idle thread each time.
+    Challenges are issued and the board read on a pool of ``threads`` threads; answers are
+    verified on another of ``verify_threads``, with at most ``max_verifications`` (default:
+    twice the threads) admitted at a time, so that verifications waiting on a slow OCSP
+    responder never hold up ``begin``. Both pools are the app's own rather than Starlette's
+    (anyio's, up to 40): under load a few busy threads take queued work without being woken one
+    by one, which costs far less CPU per request than a hand-off to an idle thread each time.
+
+    ``limits`` are the per-client limits (default :class:`ClientLimits`), kept by ``limiter``
+    (default: in this process); ``refusals`` counts what they refuse. ``body_timeout`` is how
+    long a request body may take to arrive (then 408).
     """
     if max_body < 1024:
         raise UsageError("max_body must be at least 1024 bytes")
-    if threads < 1:
+    if threads < 1 or verify_threads < 1:
         raise UsageError("threads must be at least 1")
+    if not body_timeout > 0:
+        raise UsageError("body_timeout must be positive")
+    capacity = 2 * verify_threads if max_verifications is None else max_verifications
+    if capacity < 1:
+        raise UsageError("max_verifications must be at least 1")
+    limits = limits if limits is not None else ClientLimits()
+    limiter = limiter if limiter is not None else MemoryLimiter()
+    refusals = refusals if refusals is not None else RefusalLog()
     executor = concurrent.futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="jpki-rp")
+    verifier = concurrent.futures.ThreadPoolExecutor(max_workers=verify_threads, thread_name_prefix="jpki-rp-verify")
+    in_flight = 0  # verifications admitted and not finished (touched on the event loop only)
 
     async def offload(function: Callable[..., Any], *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(executor, function, *args)
 
-    board = board if board is not None else board_for_store(rp.store)
+    board = board if board is not None else board_for_store(rp.store, per_owner=limits.board_quota)
     result_ttl = rp.challenge_ttl + RESULT_TTL
     openapi = json.dumps(openapi_document(rp.rp_id, max_body)).encode()
 
+    def client_of(request: Request) -> str:
+        return client_key(request.client.host if request.client is not None else None)
+
+    def refuse(reason: str, client: str, message: str, status: int, retry_after: float | None = None) -> Response:
+        refusals.refused(reason, client)
+        return _refusal(reason, message, status, retry_after=retry_after)
+
+    async def admit(client: str) -> Response | None:
+        """The token bucket of ``client``: None when admitted, else the 429 to send."""
+        if not limits.rate:
+            return None
+        try:
+            if limiter.blocking:
+                wait = await offload(limiter.take, client, limits.rate, limits.burst)
+            else:
+                wait = limiter.take(client, limits.rate, limits.burst)
+        except ChallengeStoreError:
+            return refuse(str(AuthReason.STORE_UNAVAILABLE), client, "the challenge store is unavailable", 503)
+        if wait:
+            return refuse("rate-limited", client, f"too many requests from {client}: retry in {math.ceil(wait)} s",
+                          429, retry_after=wait)
+        return None
+
     async def body_object(request: Request, allowed: set[str]) -> dict[str, Any]:
-        raw = await _read_body(request, max_body)
+        raw = await _read_body(request, max_body, body_timeout)
         if not raw.strip():
             return {}
         data = dict(parse_json_object(raw, "request body"))
@@ -282,31 +414,47 @@ def create_app(rp: RelyingParty, *, board: Board | None = None, max_body: int = 
             raise MalformedMessageError(f"unknown field(s): {', '.join(sorted(k[:40] for k in unknown))}")
         return data
 
+    class _TooMany(Exception):
+        pass
+
     def begin(purpose: str) -> Callable[[Request], Awaitable[Response]]:
         allowed = {"display"} | ({"transaction_text"} if purpose == "ekyc" else set())
 
         async def endpoint(request: Request) -> Response:
+            client = client_of(request)
+            refused = await admit(client)
+            if refused is not None:
+                return refused
             try:
                 data = await body_object(request, allowed)
                 display = data.get("display", False)
                 text = data.get("transaction_text")
                 if not isinstance(display, bool):
                     raise MalformedMessageError("display must be true or false")
-            except _TooLarge:
-                return _refusal(AuthReason.TOO_LARGE, f"the body is larger than {max_body} bytes")
+            except (_TooLarge, _SlowBody, _Gone) as exc:
+                return _body_refusal(exc, max_body, body_timeout)
             except MalformedMessageError as exc:
                 return _refusal(AuthReason.MALFORMED, str(exc))
 
             def issue() -> dict[str, Any]:
                 tag = DISPLAY_TAG if display else None
                 challenge = rp.begin_login(tag=tag) if purpose == "login" else rp.begin_ekyc(text, tag=tag)
+                if limits.max_pending and not limiter.reserve(
+                        client, challenge.id, now=challenge.created_at.timestamp(),
+                        until=challenge.expires_at.timestamp(), cap=limits.max_pending):
+                    rp.store.take(challenge.id, now=challenge.created_at)  # withdrawn: never sent
+                    raise _TooMany
                 document = challenge.to_dict()
                 if display:
-                    board.show(challenge.id, {"state": "pending", "challenge": document}, result_ttl)
+                    board.show(challenge.id, {"state": "pending", "challenge": document}, result_ttl, owner=client)
                 return document
 
             try:
                 document = await offload(issue)
+            except _TooMany:
+                return refuse("too-many-challenges", client,
+                              f"{limits.max_pending} challenges issued to {client} are still unanswered: "
+                              "answer or let them expire first", 429, retry_after=rp.challenge_ttl.total_seconds())
             except UsageError as exc:
                 return _refusal(AuthReason.MALFORMED, str(exc))
             except ChallengeStoreError as exc:
@@ -316,11 +464,21 @@ def create_app(rp: RelyingParty, *, board: Board | None = None, max_body: int = 
 
         return endpoint
 
+    # Refusals made before the challenge was taken from the store: it is still pending and
+    # still counts against its client.
+    still_pending = {AuthReason.MALFORMED, AuthReason.CHALLENGE_MISMATCH, AuthReason.WRONG_PURPOSE,
+                     AuthReason.WRONG_RP, AuthReason.STORE_UNAVAILABLE, AuthReason.INTERNAL_ERROR}
+
     def complete(purpose: str) -> Callable[[Request], Awaitable[Response]]:
         check = rp.complete_login if purpose == "login" else rp.complete_ekyc
 
         def run(raw: bytes) -> AuthResult:
             result = check(raw)
+            if result.challenge_id is not None and result.reason not in still_pending:
+                try:
+                    limiter.release(result.challenge_id)
+                except ChallengeStoreError as exc:
+                    log.warning("pending-challenge count not updated: %s", exc)
             # Only challenges the page displayed (tagged) are on the board: no board round trip
             # for the others.
             if result.challenge_id is not None and result.challenge_id.startswith(DISPLAY_TAG + "-") \
@@ -332,11 +490,22 @@ def create_app(rp: RelyingParty, *, board: Board | None = None, max_body: int = 
             return result
 
         async def endpoint(request: Request) -> Response:
+            nonlocal in_flight
+            client = client_of(request)
+            refused = await admit(client)
+            if refused is not None:
+                return refused
             try:
-                raw = await _read_body(request, max_body)
-            except _TooLarge:
-                return _refusal(AuthReason.TOO_LARGE, f"the body is larger than {max_body} bytes")
-            result = await offload(run, raw)
+                raw = await _read_body(request, max_body, body_timeout)
+            except (_TooLarge, _SlowBody, _Gone) as exc:
+                return _body_refusal(exc, max_body, body_timeout)
+            if in_flight >= capacity:
+                return refuse("busy", client, "every verification slot is taken: retry shortly", 503, retry_after=1)
+            in_flight += 1
+            try:
+                result = await asyncio.get_running_loop().run_in_executor(verifier, run, raw)
+            finally:
+                in_flight -= 1
             return JSONResponse(result.as_dict(), status_code=status_for(result.reason), headers=_NO_STORE)
 
         return endpoint
@@ -357,9 +526,17 @@ def create_app(rp: RelyingParty, *, board: Board | None = None, max_body: int = 
             return JSONResponse({"state": "pending"}, headers=_NO_STORE)
         return JSONResponse({"state": "done", "result": entry.get("result")}, headers=_NO_STORE)
 
+    limits_doc = dataclasses.asdict(limits)
+
     async def info(request: Request) -> Response:
         return JSONResponse({"rp_id": rp.rp_id, "challenge_ttl": rp.challenge_ttl.total_seconds(),
-                             "max_body": max_body, "protocol": 1})
+                             "max_body": max_body, "protocol": 1, "limits": limits_doc})
+
+    async def stats(request: Request) -> Response:
+        return JSONResponse({"pid": os.getpid(), "refused": dict(sorted(refusals.counts.items())),
+                             "verifications": {"in_flight": in_flight, "capacity": capacity,
+                                               "threads": verify_threads},
+                             "limits": limits_doc}, headers=_NO_STORE)
 
     async def openapi_json(request: Request) -> Response:
         return Response(openapi, media_type="application/json")
@@ -374,8 +551,10 @@ def create_app(rp: RelyingParty, *, board: Board | None = None, max_body: int = 
         return Response(PAGE_JS, media_type="text/javascript; charset=utf-8", headers=page_headers)
 
     def shutdown() -> None:
+        refusals.flush()
         executor.shutdown(wait=False, cancel_futures=True)
-        for callback in on_shutdown or ():
+        verifier.shutdown(wait=False, cancel_futures=True)
+        for callback in [limiter.close, *(on_shutdown or ())]:
             try:
                 callback()
             except Exception as exc:  # noqa: BLE001 - shutting down: report and go on
@@ -389,19 +568,31 @@ def create_app(rp: RelyingParty, *, board: Board | None = None, max_body: int = 
         Route("/api/challenges/{challenge_id}", displayed, methods=["GET"]),
         Route("/api/challenges/{challenge_id}/result", displayed_result, methods=["GET"]),
         Route("/api/info", info, methods=["GET"]),
+        Route("/api/stats", stats, methods=["GET"]),
         Route("/openapi.json", openapi_json, methods=["GET"]),
         Route("/", index, methods=["GET"]),
         Route("/page.js", page_js, methods=["GET"]),
     ]
 
+    async def summarise() -> None:
+        while True:  # the last refusals of a flood are reported even when no request follows
+            await asyncio.sleep(refusals.interval)
+            refusals.tick()
+
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        yield
-        await run_in_threadpool(shutdown)
+        ticker = asyncio.create_task(summarise())
+        try:
+            yield
+        finally:
+            ticker.cancel()
+            await run_in_threadpool(shutdown)
 
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.rp = rp
     app.state.board = board
+    app.state.limiter = limiter
+    app.state.refusals = refusals
     app.state.close = shutdown
     return app
 
@@ -417,7 +608,13 @@ class ServiceConfig:
     whose renewal links are followed. ``store`` is a challenge-store spec (``memory``,
     ``sqlite:PATH``, ``redis://…``). ``rp_id`` names the relying party (the origin clients use).
     ``revocation`` is ``ocsp`` (then the CRL), ``crl`` or ``none``; ``revocation_max_age`` the
-    age in seconds of the oldest cached revocation answer (OCSP or CRL) relied on.
+    age in seconds of the oldest cached revocation answer (OCSP or CRL) relied on;
+    ``fetch_deadline`` the seconds one OCSP or CRL fetch may take in all.
+
+    Per client address (see :class:`jpki.auth.limits.ClientLimits`; 0 turns one off):
+    ``rate_limit`` requests per second after a ``rate_burst``, ``max_pending`` unanswered
+    challenges, ``board_quota`` entries on the page's board. ``body_timeout`` is how long a
+    request body may take to arrive; ``verify_threads`` verify answers in each process.
     """
 
     home: Path
@@ -427,6 +624,19 @@ class ServiceConfig:
     max_body: int = DEFAULT_MAX_BODY
     revocation: str = "ocsp"
     revocation_max_age: float = DEFAULT_REVOCATION_MAX_AGE.total_seconds()
+    fetch_deadline: float = DEFAULT_DEADLINE
+    rate_limit: float = ClientLimits.rate
+    rate_burst: int = ClientLimits.burst
+    max_pending: int = ClientLimits.max_pending
+    board_quota: int = DEFAULT_PER_OWNER
+    body_timeout: float = DEFAULT_BODY_TIMEOUT
+    verify_threads: int = DEFAULT_VERIFY_THREADS
+
+    @property
+    def limits(self) -> ClientLimits:
+        """The per-client limits these settings name."""
+        return ClientLimits(rate=self.rate_limit, burst=self.rate_burst, max_pending=self.max_pending,
+                            board_quota=self.board_quota)
 
     def to_json(self) -> str:
         """The configuration as JSON (how :func:`serve` hands it to worker processes)."""
@@ -450,9 +660,12 @@ def build_relying_party(config: ServiceConfig, *, clock: Clock | None = None, fe
                         store: ChallengeStore | None = None) -> tuple[RelyingParty, Board, Callable[[], None]]:
     """The relying party, its board and a close function for ``config``.
 
-    ``clock`` and ``fetch`` (the validator's HTTP) are injectable for tests; ``store`` replaces
-    the one ``config.store`` names.
+    ``clock`` and ``fetch`` (the validator's HTTP; default an :class:`HttpFetcher` with
+    ``config.fetch_deadline``) are injectable for tests; ``store`` replaces the one
+    ``config.store`` names.
     """
+    if fetch is None:
+        fetch = HttpFetcher(deadline=config.fetch_deadline)
     ca_dir = Path(config.home).expanduser() / "ca"
     trust = TrustStore.jlis()
     links: TestCALinks | None = None
@@ -466,7 +679,7 @@ def build_relying_party(config: ServiceConfig, *, clock: Clock | None = None, fe
     store = open_store(config.store) if store is None else store
     try:
         board = board_for_store(store, redis_url=_redis_url_without_prefix(config.store)
-                                if isinstance(store, RedisStore) else None)
+                                if isinstance(store, RedisStore) else None, per_owner=config.board_quota)
         rp = RelyingParty(config.rp_id, validator, store, clock,
                           challenge_ttl=_dt.timedelta(seconds=config.challenge_ttl),
                           account_resolver=resolver,
@@ -493,8 +706,17 @@ def create_service(config: ServiceConfig, *, clock: Clock | None = None, fetch: 
                    store: ChallengeStore | None = None) -> Starlette:
     """The app for ``config`` (see :func:`build_relying_party`); closed by the ASGI lifespan
     or ``app.state.close()``."""
+    limits = config.limits  # checked before anything is opened
     rp, board, close = build_relying_party(config, clock=clock, fetch=fetch, store=store)
-    return create_app(rp, board=board, max_body=config.max_body, on_shutdown=[close])
+    try:
+        limiter = limiter_for_store(rp.store, redis_url=_redis_url_without_prefix(config.store)
+                                    if isinstance(rp.store, RedisStore) else None)
+        return create_app(rp, board=board, max_body=config.max_body, on_shutdown=[close], limits=limits,
+                          limiter=limiter, body_timeout=config.body_timeout,
+                          verify_threads=config.verify_threads)
+    except BaseException:
+        close()
+        raise
 
 
 def app_from_environment() -> Starlette:
@@ -517,18 +739,23 @@ def _log_config(log_level: str) -> dict[str, Any]:
     return config
 
 
-def _uvicorn_config(app: Any, host: str, port: int, log_level: str) -> Any:
+def _uvicorn_config(app: Any, host: str, port: int, log_level: str,
+                    idle_timeout: float = DEFAULT_IDLE_TIMEOUT) -> Any:
     import uvicorn
 
-    return uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=False,
-                          lifespan="on", timeout_keep_alive=30, backlog=2048,
-                          log_config=_log_config(log_level))
+    return uvicorn.Config(app, host=host, port=port, log_level=log_level,
+                          log_config=_log_config(log_level), **uvicorn_options(idle_timeout=idle_timeout))
 
 
 def serve(config: ServiceConfig, host: str = "127.0.0.1", port: int = DEFAULT_PORT, *,
-          workers: int = 1, log_level: str = "info") -> None:
+          workers: int = 1, log_level: str = "info", idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
+          on_ready: Callable[[], None] | None = None) -> None:
     """Serve under uvicorn until interrupted (blocks). ``workers`` > 1 runs that many processes
-    on the port; they must share the challenge store, so a ``memory`` store is refused then."""
+    on the port; they must share the challenge store, so a ``memory`` store is refused then.
+
+    Checks first that the port is free (:class:`jpki.serving.PortInUseError`), then calls
+    ``on_ready`` (to say "serving"). A connection must deliver a request's headers within
+    ``idle_timeout`` seconds (see :mod:`jpki.serving`)."""
     import uvicorn
 
     if workers < 1:
@@ -536,16 +763,28 @@ def serve(config: ServiceConfig, host: str = "127.0.0.1", port: int = DEFAULT_PO
     if workers > 1 and config.store.strip() == "memory":
         raise UsageError("several workers need a shared challenge store: use --store sqlite:PATH "
                          "or --store redis://HOST:PORT/DB (memory is per process)")
+    config.limits  # noqa: B018 - a bad limit is a usage error before anything starts
+    check_port(host, port)
     if workers == 1:
         app = create_service(config, clock=clock_from_environment())
-        uvicorn.Server(_uvicorn_config(app, host, port, log_level)).run()
+        try:
+            sock = listen(host, port)  # listening before "serving" is said
+        except BaseException:
+            app.state.close()
+            raise
+        with sock:
+            if on_ready is not None:
+                on_ready()
+            uvicorn.Server(_uvicorn_config(app, host, port, log_level, idle_timeout)).run(sockets=[sock])
         return
     # Fail here, in the parent, if the store cannot be opened, rather than in every worker.
     open_store(config.store).close()
     os.environ[ENV_CONFIG] = config.to_json()
+    if on_ready is not None:
+        on_ready()
     uvicorn.run(f"{__name__}:app_from_environment", factory=True, host=host, port=port,
-                workers=workers, log_level=log_level, access_log=False, lifespan="on",
-                timeout_keep_alive=30, backlog=2048, log_config=_log_config(log_level))
+                workers=workers, log_level=log_level, log_config=_log_config(log_level),
+                **uvicorn_options(idle_timeout=idle_timeout))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -586,11 +825,11 @@ def running_service(home: Path | str, *, clock: Clock | None = None, fetch: Fetc
 
 
 def serve_in_thread(app: Starlette, host: str = "127.0.0.1", port: int = 0, *,
-                    log_level: str = "warning") -> Any:
+                    log_level: str = "warning", idle_timeout: float = DEFAULT_IDLE_TIMEOUT) -> Any:
     """Run ``app`` under uvicorn in a background thread (``port=0``: any free port); returns a
     started :class:`jpki.revocation.server.ServerThread` (``.url``, ``.stop()``, context
     manager)."""
     from jpki.revocation.server import ServerThread
 
-    return ServerThread(app, host, port, log_level=log_level).start()
+    return ServerThread(app, host, port, log_level=log_level, idle_timeout=idle_timeout).start()
 

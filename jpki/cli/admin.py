@@ -263,11 +263,10 @@ def ca_serve(obj: Ctx, host: str | None, port: int | None, workers: int, respond
         host = base.hostname if base.hostname in ("127.0.0.1", "::1", "localhost") else "127.0.0.1"
     if port is None:
         port = base.port or (443 if base.scheme == "https" else 80)
-    obj.note(f"serving OCSP ({responder_key} responder key) and CRLs for {obj.jhome.ca_dir}"
-             f" on http://{host}:{port}")
+    # serve() checks the port, builds the CRLs, then says "serving …" (all on stderr).
     serve(obj.jhome.ca_dir, host, port, workers=workers, log_level="warning",
           clock=obj.clock if workers == 1 else None,
-          responder_key=check_key_type(responder_key))
+          responder_key=check_key_type(responder_key), progress=obj.note)
 
 
 def _event(obj: Ctx, result) -> None:

@@ -43,11 +43,20 @@ def rp() -> None:
               help="OCSP with CRL fallback (hard-fail), CRL only, or none (testing only)")
 @click.option("--revocation-max-age", type=click.FloatRange(0, 86400), default=300.0, show_default=True,
               help="seconds a cached OCSP answer is relied on (a lost card is refused at most this late)")
+@click.option("--fetch-deadline", type=click.FloatRange(0.1, 600), default=5.0, show_default=True,
+              help="seconds one OCSP or CRL fetch may take in all (a trickling responder is cut off)")
+@click.option("--rate-limit", type=click.FloatRange(0), default=5.0, show_default=True,
+              help="requests per second per client address to the POST endpoints (0: no limit)")
+@click.option("--rate-burst", type=click.IntRange(1), default=40, show_default=True,
+              help="requests a client may send at once before --rate-limit applies")
+@click.option("--max-pending", type=click.IntRange(0), default=32, show_default=True,
+              help="unanswered challenges per client address (0: no limit)")
 @click.option("--log-level", type=click.Choice(["critical", "error", "warning", "info", "debug"]),
               default="info", show_default=True)
 @pass_ctx
 def rp_serve(obj: Ctx, store: str, workers: int, host: str, port: int, rp_id: str | None,
-             challenge_ttl: float, revocation: str, revocation_max_age: float, log_level: str) -> None:
+             challenge_ttl: float, revocation: str, revocation_max_age: float, fetch_deadline: float,
+             rate_limit: float, rate_burst: int, max_pending: int, log_level: str) -> None:
     """Serve login and eKYC over HTTP (JSON API, OpenAPI at /openapi.json, a page at /).
 
     Trusts the J-LIS roots and the test CA of --home; follows its renewal links. Revocation
@@ -67,10 +76,12 @@ def rp_serve(obj: Ctx, store: str, workers: int, host: str, port: int, rp_id: st
         rp_id = f"http://{'[' + host + ']' if ':' in host else host}:{port}"
     config = ServiceConfig(home=Path(obj.home).expanduser(), rp_id=rp_id, store=store,
                            challenge_ttl=challenge_ttl, revocation=revocation,
-                           revocation_max_age=revocation_max_age)
-    obj.note(f"relying party {rp_id}: http://{host}:{port}/ ({workers} worker{'s' if workers > 1 else ''}, "
-             f"store {store.split('@')[-1] if store.startswith('redis') else store})")
-    serve(config, host, port, workers=workers, log_level=log_level)
+                           revocation_max_age=revocation_max_age, fetch_deadline=fetch_deadline,
+                           rate_limit=rate_limit, rate_burst=rate_burst, max_pending=max_pending)
+    # serve() checks the port first; "serving" is said only once it is free.
+    serve(config, host, port, workers=workers, log_level=log_level, on_ready=lambda: obj.note(
+        f"relying party {rp_id}: http://{host}:{port}/ ({workers} worker{'s' if workers > 1 else ''}, "
+        f"store {store.split('@')[-1] if store.startswith('redis') else store})"))
 
 
 def _confirm(obj: Ctx, url: str):  # the client's Confirm callable

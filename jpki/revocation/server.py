@@ -22,7 +22,13 @@ Routes:
     SQLite's ``PRAGMA data_version`` (microseconds; it moves when any connection, in any process,
     commits) and, when it moved, a query over the revoked rows of that CA.
 ``GET /healthz``
-    200 ``{"status": "ok", …}`` when the database answers, else 503.
+    200 ``{"status": "ok", …}`` when the database answers, else 503; ``crls`` tells when each
+    served CRL was built and how many builds this process made.
+
+At start, :func:`serve` builds the CRLs (or loads the ones a previous start left in
+``ca_dir/crl-cache`` when they are recent and the revocations have not changed) *before* it
+listens: at JPKI scale a build takes seconds (11.5 s at a million entries), which the first CRL
+client would otherwise wait for and time out on. Worker processes load what the parent built.
 
 How bad input is answered (the choice RFC 6960 Appendix A.1 leaves open, made so that an OCSP
 client always gets something it can parse when it did reach the OCSP layer):
@@ -32,7 +38,10 @@ client always gets something it can parse when it did reach the OCSP layer):
   status ``malformedRequest`` (``unauthorized`` for CertIDs of a CA not served at that URL);
 * HTTP-level faults get HTTP errors with a short text body: an unknown ``kind`` → 404, a POST
   without ``Content-Type: application/ocsp-request`` → 415, a body larger than 64 KiB → 413, a
-  GET request text longer than ``MAX_GET_LENGTH`` (8 KiB) → 414.
+  GET request text longer than ``MAX_GET_LENGTH`` (8 KiB) → 414, a body not complete within
+  ``body_timeout`` seconds → 408 (and the connection closed); a client that disconnects
+  mid-body gets nothing and costs no log line. Connections must complete a request's headers
+  within ``idle_timeout`` (see :mod:`jpki.serving`).
 
 Responses to GET carry RFC 5019 §6.2 caching headers (``Cache-Control: max-age=<seconds until
 nextUpdate>, public, no-transform, must-revalidate``, ``Last-Modified``, ``Expires``, ``ETag``)
@@ -59,10 +68,13 @@ import dataclasses
 import datetime as _dt
 import email.utils
 import hashlib
+import json
 import logging
 import os
 import sqlite3
 import threading
+import time
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any, Self
@@ -78,6 +90,7 @@ from starlette.types import Receive, Scope, Send
 
 from jpki.clock import Clock, SystemClock, clock_from_environment
 from jpki.errors import UsageError
+from jpki.fileio import write_atomic
 from jpki.pki.ca import TestCA
 from jpki.pki.profiles import CA_KINDS, CaKind
 from jpki.pki.responder import (
@@ -98,6 +111,13 @@ from jpki.revocation.ocsp import (
     ResponseStatus,
     SqliteStatusLookup,
     unsuccessful_response,
+)
+from jpki.serving import (
+    DEFAULT_BODY_TIMEOUT,
+    DEFAULT_IDLE_TIMEOUT,
+    check_port,
+    listen,
+    uvicorn_options,
 )
 
 __all__ = [
@@ -131,12 +151,17 @@ RENEW_RETRY = _dt.timedelta(minutes=1)
 DEFAULT_CRL_REFRESH = _dt.timedelta(hours=1)
 
 
+#: Folder of ``ca_dir`` where the served CRLs are kept between starts and for worker processes.
+CRL_CACHE_DIR = "crl-cache"
+
+
 @dataclasses.dataclass
 class _CachedCrl:
     der: bytes
     built_at: _dt.datetime
     fingerprint: tuple[Any, ...]  # of the revoked rows, read before the build
-    data_version: int  # of the database, read before the build or at the last check
+    data_version: int | None  # of the database (this connection's), read before the build or at
+    # the last check; None for a CRL loaded from the disk cache (its fingerprint decides)
 
 
 class RevocationService:
@@ -164,6 +189,7 @@ class RevocationService:
         self.clock: Clock = clock if clock is not None else SystemClock()
         self._crl_refresh = crl_refresh
         self._crls: dict[str, _CachedCrl] = {}
+        self.crl_builds: Counter[str] = Counter()
         self._crl_locks: dict[str, threading.Lock] = {kind: threading.Lock() for kind in CA_KINDS}
         self._watch: sqlite3.Connection | None = None
         self._watch_lock = threading.Lock()
@@ -267,8 +293,71 @@ class RevocationService:
             # data_version past the stored one, so the next request looks again.
             crl_obj = build(kind)
             der = crl_obj if isinstance(crl_obj, bytes) else crl_obj.public_bytes(Encoding.DER)
-            self._crls[kind] = _CachedCrl(der, now, fingerprint, version)
+            self._crls[kind] = cached = _CachedCrl(der, now, fingerprint, version)
+            self.crl_builds[kind] += 1
+            self._save_crl(kind, cached)
             return der, now
+
+    def _cache_paths(self, kind: str) -> tuple[Path, Path]:
+        folder = Path(self.ca.directory) / CRL_CACHE_DIR
+        return folder / f"{kind}.crl", folder / f"{kind}.json"
+
+    def _save_crl(self, kind: str, cached: _CachedCrl) -> None:
+        """Keep the CRL for the next start and for worker processes (best effort)."""
+        der_path, meta_path = self._cache_paths(kind)
+        try:
+            der_path.parent.mkdir(mode=0o700, exist_ok=True)
+            write_atomic(der_path, cached.der)
+            write_atomic(meta_path, json.dumps({"built_at": cached.built_at.isoformat(),
+                                                "fingerprint": list(cached.fingerprint),
+                                                "sha256": hashlib.sha256(cached.der).hexdigest()}).encode())
+        except OSError as exc:
+            _log.warning("cannot keep the %s CRL in %s: %s", kind, der_path.parent, exc)
+
+    def _load_crl(self, kind: str) -> _CachedCrl | None:
+        """The CRL a previous build left on disk, if intact, recent (``crl_refresh``) and of the
+        revocations the database holds now."""
+        der_path, meta_path = self._cache_paths(kind)
+        try:
+            meta = json.loads(meta_path.read_text())
+            der = der_path.read_bytes()
+            built_at = _dt.datetime.fromisoformat(meta["built_at"])
+            fingerprint = tuple(meta["fingerprint"])
+            intact = hashlib.sha256(der).hexdigest() == meta["sha256"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        now = self.clock.now()
+        if not intact or not built_at <= now < built_at + self._crl_refresh:
+            return None
+        if fingerprint != self._revocation_fingerprint(kind):
+            return None
+        return _CachedCrl(der, built_at, fingerprint, None)
+
+    def prepare_crls(self, progress: Callable[[str], None] | None = None) -> None:
+        """Build (or load from ``ca_dir/crl-cache``) every CRL now, before serving, so that no
+        client waits for a build. ``progress`` receives one line per CRL. Blocking."""
+        if getattr(self.ca, "crl", None) is None:
+            return
+        for kind in CA_KINDS:
+            with self._crl_locks[kind]:
+                loaded = self._load_crl(kind) if kind not in self._crls else None
+                if loaded is not None:
+                    self._crls[kind] = loaded
+            if loaded is not None:
+                if progress:
+                    progress(f"loaded the {kind} CRL built at {loaded.built_at.isoformat()}")
+                continue
+            started = time.monotonic()
+            if progress:
+                progress(f"building the {kind} CRL ({self.ca.db.count_revoked(kind)} revoked)…")
+            self.crl(kind)
+            if progress:
+                progress(f"built the {kind} CRL in {time.monotonic() - started:.1f} s")
+
+    def crl_state(self) -> dict[str, dict[str, Any]]:
+        """When each served CRL was built, and how many builds this process made."""
+        return {kind: {"built_at": None if kind not in self._crls else self._crls[kind].built_at.isoformat(),
+                       "builds": self.crl_builds[kind]} for kind in CA_KINDS}
 
     def healthy(self) -> bool:
         """Whether the database answers a look-up."""
@@ -384,15 +473,22 @@ def create_app(
     renew_before: _dt.timedelta = DEFAULT_RENEW_BEFORE,
     crl_refresh: _dt.timedelta = DEFAULT_CRL_REFRESH,
     responder_key: ResponderKeyType = DEFAULT_RESPONDER_KEY_TYPE,
+    body_timeout: float = DEFAULT_BODY_TIMEOUT,
+    prepare_crls: bool = False,
+    progress: Callable[[str], None] | None = None,
 ) -> Starlette:
     """The revocation server for the test CA in ``ca_dir`` (see the module docstring).
 
     Opens the CA and issues (or loads) the delegated OCSP responder certificates at once, with
     keys of ``responder_key`` (``rsa`` or ``ec``), so errors in ``ca_dir`` surface here;
-    ``app.state.service`` is the :class:`RevocationService`.
+    ``app.state.service`` is the :class:`RevocationService`. ``prepare_crls`` builds (or loads)
+    the CRLs here too, telling ``progress``. A POST body must arrive within ``body_timeout``
+    seconds (else 408).
     The CA is closed when the ASGI lifespan ends (or call ``app.state.service.close()`` when no
     lifespan runs).
     """
+    if not body_timeout > 0:
+        raise UsageError("body_timeout must be positive")
     service = RevocationService(
         ca_dir,
         clock=clock,
@@ -403,6 +499,12 @@ def create_app(
         crl_refresh=crl_refresh,
         responder_key=responder_key,
     )
+    if prepare_crls:
+        try:
+            service.prepare_crls(progress)
+        except BaseException:
+            service.close()
+            raise
     responder = service.responder
 
     # The two OCSP routes are plain ASGI callables: on the hot path Starlette's Request and
@@ -463,18 +565,24 @@ def create_app(
                 return
         chunks: list[bytes] = []
         size = 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > MAX_REQUEST_SIZE:
-                await _send_text(send, 413, "request too large")
-                return
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
+        try:
+            async with asyncio.timeout(body_timeout):
+                while True:
+                    message = await receive()
+                    if message["type"] == "http.disconnect":
+                        return  # gone mid-body: nothing to answer, nothing to log
+                    chunk = message.get("body", b"")
+                    size += len(chunk)
+                    if size > MAX_REQUEST_SIZE:
+                        await _send_text(send, 413, "request too large")
+                        return
+                    chunks.append(chunk)
+                    if not message.get("more_body", False):
+                        break
+        except TimeoutError:
+            await _send(send, 408, b"the request body did not arrive in time\n", "text/plain; charset=utf-8",
+                        [(b"connection", b"close")])
+            return
         await answer(send, b"".join(chunks), kind, get=False)
 
     async def crl(request: Request) -> Response:
@@ -512,6 +620,7 @@ def create_app(
             },
             "cached_responses": responder.cache_len,
             "stats": dict(responder.stats),
+            "crls": service.crl_state(),
         }
         return JSONResponse(body, status_code=200 if ok else 503)
 
@@ -538,19 +647,12 @@ def create_app(
 # --------------------------------------------------------------------------- running it
 
 
-def _config(app: Starlette, host: str, port: int, log_level: str) -> Any:
+def _config(app: Starlette, host: str, port: int, log_level: str,
+            idle_timeout: float = DEFAULT_IDLE_TIMEOUT) -> Any:
     import uvicorn
 
-    return uvicorn.Config(
-        app,
-        host=host,
-        port=port,
-        log_level=log_level,
-        access_log=False,
-        lifespan="on",
-        timeout_keep_alive=30,
-        backlog=2048,
-    )
+    return uvicorn.Config(app, host=host, port=port, log_level=log_level,
+                          **uvicorn_options(idle_timeout=idle_timeout))
 
 
 #: Environment variables through which :func:`serve` hands its settings to worker processes.
@@ -568,8 +670,9 @@ def app_from_environment() -> Starlette:
         raise UsageError(f"{ENV_CA_DIR} is not set")
     seconds = float(os.environ.get(ENV_FRESHNESS, DEFAULT_FRESHNESS.total_seconds()))
     key_type = check_key_type(os.environ.get(ENV_RESPONDER_KEY) or DEFAULT_RESPONDER_KEY_TYPE)
+    # The parent built the CRLs (serve): this loads them from the CA's crl-cache folder.
     return create_app(ca_dir, clock=clock_from_environment(), freshness=_dt.timedelta(seconds=seconds),
-                      responder_key=key_type)
+                      responder_key=key_type, prepare_crls=True)
 
 
 def serve(
@@ -582,37 +685,59 @@ def serve(
     workers: int = 1,
     log_level: str = "info",
     responder_key: ResponderKeyType = DEFAULT_RESPONDER_KEY_TYPE,
+    idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
+    progress: Callable[[str], None] | None = None,
 ) -> None:
     """Serve OCSP and CRLs for the CA in ``ca_dir`` under uvicorn until interrupted (blocks).
 
     ``responder_key`` is the delegated responders' key type: ``rsa`` (RSA-2048, about 0.9 ms per
     signed response) or ``ec`` (ECDSA P-256, about 40 µs); stored responders of the other type
     are replaced. ``workers`` > 1 runs that many processes on the same port (one Python process
-    uses one core). They share nothing but the database and the responder certificates, which
-    are issued here first so that the workers find them; each keeps its own response cache.
-    Workers take their clock from the environment (``$JPKI_NOW``, see
-    :func:`jpki.clock.clock_from_environment`), so ``clock`` must be None then. uvicorn picks httptools and
-    uvloop when they are installed (``uvicorn[standard]``), which cuts the HTTP cost per request
-    about five-fold compared with h11.
+    uses one core). They share nothing but the database, the responder certificates and the
+    CRLs, which are issued and built here first so that the workers find them; each keeps its
+    own response cache. Workers take their clock from the environment (``$JPKI_NOW``, see
+    :func:`jpki.clock.clock_from_environment`), so ``clock`` must be None then. uvicorn
+    picks httptools and uvloop when they are installed (``uvicorn[standard]``), which cuts the
+    HTTP cost per request about five-fold compared with h11.
+
+    In order: the port is checked (:class:`jpki.serving.PortInUseError`), the CRLs are built
+    or loaded, then ``progress`` is told ``serving … on http://HOST:PORT`` and the server
+    listens. ``progress`` gets these lines (for stderr); None: silent.
     """
     import uvicorn
 
     key_type = check_key_type(responder_key)
     if workers < 1:
         raise UsageError("workers must be at least 1")
+    if workers > 1 and clock is not None:
+        raise UsageError("worker processes take their clock from $JPKI_NOW: pass no clock with workers > 1")
+    check_port(host, port)
+    serving = (f"serving OCSP ({key_type} responder key) and CRLs for {ca_dir} on "
+               f"http://{'[' + host + ']' if ':' in host else host}:{port}")
     if workers == 1:
         app = create_app(ca_dir, clock=clock or clock_from_environment(), freshness=freshness,
-                         responder_key=key_type)
-        uvicorn.Server(_config(app, host, port, log_level)).run()
+                         responder_key=key_type, prepare_crls=True, progress=progress)
+        try:
+            sock = listen(host, port)  # listening before "serving" is said
+        except BaseException:
+            app.state.service.close()
+            raise
+        with sock:
+            if progress:
+                progress(serving)
+            uvicorn.Server(_config(app, host, port, log_level, idle_timeout)).run(sockets=[sock])
         return
-    if clock is not None:
-        raise UsageError("worker processes take their clock from $JPKI_NOW: pass no clock with workers > 1")
-    with TestCA.open(ca_dir, clock=clock_from_environment()) as ca:
-        for kind in CA_KINDS:
-            ensure_responder(ca, kind, key_type=key_type)
+    service = RevocationService(ca_dir, clock=clock_from_environment(), freshness=freshness,
+                                responder_key=key_type)
+    try:
+        service.prepare_crls(progress)  # issues the responders too (in the constructor)
+    finally:
+        service.close()
     os.environ[ENV_CA_DIR] = str(Path(ca_dir).resolve())
     os.environ[ENV_FRESHNESS] = str(freshness.total_seconds())
     os.environ[ENV_RESPONDER_KEY] = key_type
+    if progress:
+        progress(serving)
     uvicorn.run(
         f"{__name__}:app_from_environment",
         factory=True,
@@ -620,22 +745,20 @@ def serve(
         port=port,
         workers=workers,
         log_level=log_level,
-        access_log=False,
-        lifespan="on",
-        timeout_keep_alive=30,
-        backlog=2048,
+        **uvicorn_options(idle_timeout=idle_timeout),
     )
 
 
 class ServerThread:
     """A uvicorn server running the app in a background thread (see :func:`serve_in_thread`)."""
 
-    def __init__(self, app: Starlette, host: str, port: int, *, log_level: str = "warning") -> None:
+    def __init__(self, app: Starlette, host: str, port: int, *, log_level: str = "warning",
+                 idle_timeout: float = DEFAULT_IDLE_TIMEOUT) -> None:
         import uvicorn
 
         self.app = app
         self.host = host
-        self._server = uvicorn.Server(_config(app, host, port, log_level))
+        self._server = uvicorn.Server(_config(app, host, port, log_level, idle_timeout))
         self._thread = threading.Thread(target=self._run, name="jpki-revocation-server", daemon=True)
         self._error: BaseException | None = None
         self.port = port

@@ -7,39 +7,63 @@ be reached" (``revocation-unavailable`` when nothing else answers). Tests inject
 calls the revocation server's ASGI app in process; servers may inject one with their own proxy,
 pool or retry settings.
 
-:class:`HttpFetcher` is the default: httpx when it is installed (the ``server`` extra), else the
-standard library's urllib, with short timeouts (a validation should not hang on a dead
-responder), no redirects, http/https only, a 200 status required and a size limit.
+:class:`HttpFetcher` is the default: httpcore (the connection pool under httpx, the ``server``
+extra) when it is installed, else the standard library's http.client. No redirects, http/https
+only, a 200 status required, a size limit, and an **overall deadline** per fetch.
+
+Why a deadline and not only timeouts: a timeout bounds one socket operation, so a responder that
+sends one byte every few seconds never trips it and holds the caller for minutes (a slow OCSP
+responder once made one verification take 120 s and froze every worker thread of the relying
+party). Here every connect, write and read of a fetch is given the time left until the fetch's
+deadline (``time.monotonic``) as its timeout, in the network layer itself, so that the status
+line, the headers and the body are all covered and a fetch never lasts much longer than
+``deadline`` seconds, however the bytes trickle.
 """
 
 from __future__ import annotations
 
+import http.client
+import socket
+import ssl
 import threading
+import time
+import urllib.parse
 import urllib.request
+from collections.abc import Iterator
 from typing import Any, Protocol
 
 from jpki.errors import JpkiError
 
 __all__ = [
     "DEFAULT_CONNECT_TIMEOUT",
+    "DEFAULT_DEADLINE",
     "DEFAULT_MAX_SIZE",
     "DEFAULT_TIMEOUT",
     "Fetch",
     "FetchError",
+    "FetchTimeoutError",
     "HttpFetcher",
 ]
 
-#: Seconds to wait for a connection, and for the whole answer.
+#: Seconds to wait for a connection, and for any one read or write.
 DEFAULT_CONNECT_TIMEOUT = 2.0
 DEFAULT_TIMEOUT = 5.0
+#: Seconds a whole fetch may take, from the connection to the last byte of the body. Enough for
+#: an OCSP answer or a CRL of the test CA; a J-LIS-sized CRL over a slow link may need more.
+DEFAULT_DEADLINE = 5.0
 #: Largest body accepted: a J-LIS-sized CRL (about a million entries) is some 40 MiB.
 DEFAULT_MAX_SIZE = 128 * 1024 * 1024
 
 _USER_AGENT = "jpki-verify"
+_CHUNK = 64 * 1024
 
 
 class FetchError(JpkiError):
     """A revocation source answered with something other than a usable HTTP 200."""
+
+
+class FetchTimeoutError(FetchError, TimeoutError):
+    """A fetch did not finish within its overall deadline."""
 
 
 class Fetch(Protocol):
@@ -50,11 +74,113 @@ class Fetch(Protocol):
         ...
 
 
-class HttpFetcher:
-    """The default :class:`Fetch`: httpx (or urllib) with short timeouts and a size limit.
+# --------------------------------------------------------------------------- the deadline
 
-    Thread-safe; the httpx client (one connection pool) is made on first use. ``close()`` frees
-    it; the fetcher can be used again afterwards.
+# The deadline of the fetch running in this thread (monotonic seconds), read by the network
+# layer below. Thread-local because the fetcher is shared by the validator's threads and the
+# sync connection pool does each request's I/O in the thread that made it.
+_current = threading.local()
+
+
+def _time_left(cap: float | None) -> float | None:
+    """The timeout for the next socket operation: the time left until this thread's deadline
+    (``cap`` at most); :class:`FetchTimeoutError` once it has passed."""
+    deadline: float | None = getattr(_current, "deadline", None)
+    if deadline is None:
+        return cap
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise FetchTimeoutError("the revocation source did not answer within the deadline")
+    return left if cap is None else min(cap, left)
+
+
+class _DeadlineStream:
+    """An httpcore network stream whose every read and write ends by the thread's deadline."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return self._inner.read(max_bytes, _time_left(timeout))  # type: ignore[no-any-return]
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        self._inner.write(buffer, _time_left(timeout))
+
+    def close(self) -> None:
+        self._inner.close()
+
+    def start_tls(self, ssl_context: ssl.SSLContext, server_hostname: str | None = None,
+                  timeout: float | None = None) -> _DeadlineStream:
+        return _DeadlineStream(self._inner.start_tls(ssl_context, server_hostname, _time_left(timeout)))
+
+    def get_extra_info(self, info: str) -> Any:
+        return self._inner.get_extra_info(info)
+
+
+class _DeadlineBackend:
+    """httpcore's sync network backend with :class:`_DeadlineStream` streams."""
+
+    def __init__(self) -> None:
+        import httpcore
+
+        self._inner = httpcore.SyncBackend()
+
+    def connect_tcp(self, host: str, port: int, timeout: float | None = None,
+                    local_address: str | None = None, socket_options: Any = None) -> _DeadlineStream:
+        return _DeadlineStream(self._inner.connect_tcp(host, port, _time_left(timeout), local_address,
+                                                       socket_options))
+
+    def connect_unix_socket(self, path: str, timeout: float | None = None,
+                            socket_options: Any = None) -> _DeadlineStream:  # pragma: no cover - no uds
+        return _DeadlineStream(self._inner.connect_unix_socket(path, _time_left(timeout), socket_options))
+
+    def sleep(self, seconds: float) -> None:  # pragma: no cover - no retries configured
+        self._inner.sleep(seconds)
+
+
+class _DeadlineSocket(socket.socket):
+    """A socket for the http.client fallback: each send and receive ends by the deadline."""
+
+    def recv_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> int:
+        self.settimeout(_time_left(self._cap()))
+        return super().recv_into(buffer, nbytes, flags)
+
+    def recv(self, bufsize: int, flags: int = 0) -> bytes:
+        self.settimeout(_time_left(self._cap()))
+        return super().recv(bufsize, flags)
+
+    def sendall(self, data: Any, flags: int = 0) -> None:
+        self.settimeout(_time_left(self._cap()))
+        super().sendall(data, flags)
+
+    @staticmethod
+    def _cap() -> float | None:
+        return getattr(_current, "timeout", None)
+
+
+class _DeadlineSSLSocket(ssl.SSLSocket):
+    """The TLS counterpart of :class:`_DeadlineSocket` (through ``SSLContext.sslsocket_class``)."""
+
+    def recv_into(self, buffer: Any, nbytes: int | None = None, flags: int = 0) -> int:
+        self.settimeout(_time_left(getattr(_current, "timeout", None)))
+        return super().recv_into(buffer, nbytes, flags)  # type: ignore[arg-type]
+
+    def sendall(self, data: Any, flags: int = 0) -> None:
+        self.settimeout(_time_left(getattr(_current, "timeout", None)))
+        super().sendall(data, flags)
+
+
+# --------------------------------------------------------------------------- the fetcher
+
+
+class HttpFetcher:
+    """The default :class:`Fetch`: httpcore (or http.client) with timeouts, an overall
+    ``deadline`` per fetch (seconds; see the module docstring) and a size limit.
+
+    ``timeout`` bounds each read or write and ``connect_timeout`` the connection, within the
+    deadline. Proxies named by the usual environment variables (``http_proxy``, ``no_proxy``…)
+    are honoured for plain-http URLs. Thread-safe; the connection pool is made on first use.
+    ``close()`` frees it; the fetcher can be used again afterwards.
     """
 
     def __init__(
@@ -62,67 +188,133 @@ class HttpFetcher:
         *,
         timeout: float = DEFAULT_TIMEOUT,
         connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+        deadline: float = DEFAULT_DEADLINE,
         max_size: int = DEFAULT_MAX_SIZE,
     ) -> None:
+        if deadline <= 0:
+            raise ValueError("deadline must be positive")
         self.timeout = timeout
         self.connect_timeout = connect_timeout
+        self.deadline = deadline
         self.max_size = max_size
         self._client: Any = None
+        self._proxies: dict[str, Any] = {}
         self._lock = threading.Lock()
 
     def _httpx_client(self) -> Any:
+        """The connection pool of httpx's transport layer (httpcore), made on first use;
+        ImportError when httpx is not installed."""
         with self._lock:
             if self._client is None:
-                import httpx
+                import httpcore
 
-                self._client = httpx.Client(
-                    timeout=httpx.Timeout(self.timeout, connect=self.connect_timeout),
-                    follow_redirects=False,
-                    headers={"User-Agent": _USER_AGENT},
-                )
+                self._client = httpcore.ConnectionPool(
+                    ssl_context=httpcore.default_ssl_context(), max_connections=100,
+                    max_keepalive_connections=20, keepalive_expiry=5.0,
+                    network_backend=_DeadlineBackend())
             return self._client
+
+    def _pool_for(self, url: str) -> Any:
+        """The direct pool, or one through the environment's proxy for ``url`` (plain http)."""
+        pool = self._httpx_client()
+        parts = urllib.parse.urlsplit(url)
+        proxy = urllib.request.getproxies().get("http") if parts.scheme == "http" else None
+        if not proxy or urllib.request.proxy_bypass(parts.hostname or ""):
+            return pool
+        with self._lock:
+            if proxy not in self._proxies:
+                import httpcore
+
+                self._proxies[proxy] = httpcore.HTTPProxy(proxy_url=proxy, network_backend=_DeadlineBackend())
+            return self._proxies[proxy]
 
     def __call__(self, url: str, data: bytes | None = None, content_type: str | None = None) -> bytes:
         if not url.lower().startswith(("http://", "https://")):
             raise FetchError(f"not an http(s) URL: {url!r}")
-        headers = {"Content-Type": content_type} if content_type else {}
+        headers = {"User-Agent": _USER_AGENT, **({"Content-Type": content_type} if content_type else {})}
+        _current.deadline = time.monotonic() + self.deadline
+        _current.timeout = self.timeout
         try:
-            client = self._httpx_client()
-        except ImportError:
-            return self._urllib(url, data, headers)
-        method = "GET" if data is None else "POST"
-        with client.stream(method, url, content=data, headers=headers) as response:
-            if response.status_code != 200:
-                raise FetchError(f"HTTP {response.status_code} from {url}")
-            declared = response.headers.get("content-length")
-            if declared is not None and declared.isdigit() and int(declared) > self.max_size:
-                raise FetchError(f"{url}: answer of {declared} bytes is over the limit")
-            body = bytearray()
-            for chunk in response.iter_bytes():
-                body += chunk
-                if len(body) > self.max_size:
-                    raise FetchError(f"{url}: answer over the limit of {self.max_size} bytes")
-            return bytes(body)
+            try:
+                pool = self._pool_for(url)
+            except ImportError:
+                return self._collect(url, self._http_client(url, data, headers))
+            return self._collect(url, self._httpcore(pool, url, data, headers))
+        except FetchError as exc:
+            if isinstance(exc, FetchTimeoutError):
+                raise FetchTimeoutError(f"{url}: no complete answer within {self.deadline:g} s") from None
+            raise
+        except Exception as exc:
+            # A timeout of the pool or the socket is the deadline's doing when the deadline has
+            # passed (each operation was given the time left): say so.
+            if time.monotonic() >= _current.deadline:
+                raise FetchTimeoutError(f"{url}: no complete answer within {self.deadline:g} s") from exc
+            raise
+        finally:
+            _current.deadline = None
+            _current.timeout = None
 
-    def _urllib(self, url: str, data: bytes | None, headers: dict[str, str]) -> bytes:
-        request = urllib.request.Request(url, data=data, headers={"User-Agent": _USER_AGENT, **headers})
-        opener = urllib.request.build_opener(_NoRedirect())
-        with opener.open(request, timeout=self.timeout) as response:
-            if response.status != 200:
-                raise FetchError(f"HTTP {response.status} from {url}")
-            body = response.read(self.max_size + 1)
-        if len(body) > self.max_size:
-            raise FetchError(f"{url}: answer over the limit of {self.max_size} bytes")
+    def _collect(self, url: str, chunks: Iterator[bytes]) -> bytes:
+        body = bytearray()
+        for chunk in chunks:
+            body += chunk
+            if len(body) > self.max_size:
+                raise FetchError(f"{url}: answer over the limit of {self.max_size} bytes")
         return bytes(body)
 
+    def _check_head(self, url: str, status: int, declared: str | None) -> None:
+        if status != 200:
+            raise FetchError(f"HTTP {status} from {url}")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_size:
+            raise FetchError(f"{url}: answer of {declared} bytes is over the limit")
+
+    def _httpcore(self, pool: Any, url: str, data: bytes | None, headers: dict[str, str]) -> Iterator[bytes]:
+        timeouts = {"connect": self.connect_timeout, "read": self.timeout, "write": self.timeout,
+                    "pool": min(self.timeout, self.deadline)}
+        with pool.stream("GET" if data is None else "POST", url, headers=list(headers.items()),
+                         content=data, extensions={"timeout": timeouts}) as response:
+            declared = next((v.decode("latin-1") for k, v in response.headers if k.lower() == b"content-length"), None)
+            self._check_head(url, response.status, declared)
+            for chunk in response.iter_stream():
+                yield chunk
+                _time_left(None)  # a body that never ends still ends at the deadline
+
+    def _http_client(self, url: str, data: bytes | None, headers: dict[str, str]) -> Iterator[bytes]:
+        """The fallback without httpx: http.client over :class:`_DeadlineSocket`."""
+        parts = urllib.parse.urlsplit(url)
+        host, port = parts.hostname or "", parts.port
+        conn: http.client.HTTPConnection
+        if parts.scheme.lower() == "https":
+            context = ssl.create_default_context()
+            context.sslsocket_class = _DeadlineSSLSocket
+            conn = http.client.HTTPSConnection(host, port, timeout=self.connect_timeout, context=context)
+        else:
+            conn = http.client.HTTPConnection(host, port, timeout=self.connect_timeout)
+
+        def connect(address: tuple[str, int], timeout: Any = None, source: Any = None) -> socket.socket:
+            plain = socket.create_connection(address, _time_left(self.connect_timeout), source)
+            sock = _DeadlineSocket(fileno=plain.detach())
+            sock.settimeout(_time_left(self.connect_timeout))  # also for the TLS handshake
+            return sock
+
+        conn._create_connection = connect  # type: ignore[attr-defined]  # http.client's hook
+        try:
+            target = parts.path or "/"
+            if parts.query:
+                target += "?" + parts.query
+            conn.request("GET" if data is None else "POST", target, body=data, headers=headers)
+            response = conn.getresponse()
+            self._check_head(url, response.status, response.getheader("content-length"))
+            while chunk := response.read(_CHUNK):
+                yield chunk
+        finally:
+            conn.close()
+
     def close(self) -> None:
-        """Close the connection pool (if one was opened)."""
+        """Close the connection pools (if any were opened)."""
         with self._lock:
-            client, self._client = self._client, None
-        if client is not None:
-            client.close()
-
-
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
-        return None
+            pools = [self._client, *self._proxies.values()]
+            self._client, self._proxies = None, {}
+        for pool in pools:
+            if pool is not None:
+                pool.close()
