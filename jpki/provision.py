@@ -132,9 +132,10 @@ def create_card(home: Home, name: str, persona: Persona, *, auth_pin: str = DEFA
     if home.card_dir(name).exists():  # card_dir checks the name (jpki.home.check_card_name)
         raise UsageError(f"a card named {name!r} already exists")
     card_pin = card_pin or auth_pin
-    normalise_pin("auth", auth_pin)
+    # the values the card compares (full-width digits NFKC-normalised, the password upper-cased)
+    auth_pin = normalise_pin("auth", auth_pin).decode()
     sign_pin = normalise_pin("sign", sign_pin).decode()
-    normalise_pin("card", card_pin)
+    card_pin = normalise_pin("card", card_pin).decode()
     if security_code is not None and not (len(security_code) == 4 and security_code.isdigit()):
         raise UsageError("the security code is 4 digits")
     clock = clock or home.clock

@@ -10,8 +10,9 @@ import contextlib
 import datetime as _dt
 import re
 import unicodedata
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator, Literal
+from typing import Literal
 
 from .apdu import ApduProtocol, Response, raise_for_sw
 from .errors import PinError, ProtocolError, SecurityStatusError, UsageError

@@ -123,18 +123,18 @@ def main(argv: list[str] | None = None) -> int:
     try:
         rc = cli.main(args=args, prog_name="jpki", standalone_mode=False, obj=seen)
         return rc if isinstance(rc, int) else 0
-    except CliFail as fail:
-        return report(fail)
+    except CliFail as failure:
+        return report(failure)
     except JpkiError as exc:
         return report(fail_for(exc, seen.obj.card_uri if seen.obj is not None else None))
     except click.exceptions.Abort:
         return report(CliFail("aborted", code="aborted", exit_code=EXIT_ERROR))
     except click.UsageError as exc:
-        fail = _click_failure(exc)
+        usage = _click_failure(exc)
         if as_json or (seen.obj is not None and seen.obj.json):
-            click.echo(json.dumps(fail.to_json(), ensure_ascii=False, indent=2))
+            click.echo(json.dumps(usage.to_json(), ensure_ascii=False, indent=2))
         exc.show()  # click's own "Usage: … Error: …" on stderr
-        return fail.exit_code
+        return usage.exit_code
     except click.ClickException as exc:
         return report(_click_failure(exc))
     except KeyboardInterrupt:

@@ -7,9 +7,10 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, NoReturn, TextIO
+from typing import Any, NoReturn, Self, TextIO
 
 import click
 
@@ -111,7 +112,7 @@ class Progress:
             self._write("\r\033[K")
             self.drawn = False
 
-    def __enter__(self) -> Progress:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

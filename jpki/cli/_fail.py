@@ -123,8 +123,14 @@ def _data(exc: BaseException) -> dict[str, Any]:
 
 def fail_for(exc: JpkiError, card_uri: str | None = None) -> CliFail:
     """The CliFail for a library error: its code and data, the CLI's wording and hint."""
-    from ..errors import (InvalidNameError, NoCardError, NoReaderError, PinBlockedError,
-                          PinIncorrectError, SecurityStatusError)
+    from ..errors import (
+        InvalidNameError,
+        NoCardError,
+        NoReaderError,
+        PinBlockedError,
+        PinIncorrectError,
+        SecurityStatusError,
+    )
     from ..home import UnusableHomeError
 
     message, hint = str(exc), None
