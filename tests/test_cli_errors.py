@@ -24,12 +24,12 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import click
 import pytest
 from click.testing import CliRunner
 
 import jpki
-from jpki.cli import cli, main
-from jpki.cli import _common
+from jpki.cli import _common, cli, main
 from jpki.cli._common import Progress
 from jpki.cli._fail import EXIT_CODES, exit_code_for
 from jpki.errors import InvalidNameError, JpkiError, UsageError
@@ -40,7 +40,7 @@ from jpki.pki.db import RevokedRow
 from jpki.provision import create_card
 
 REPO = Path(__file__).resolve().parents[1]
-FIXED = dt.datetime(2026, 11, 1, tzinfo=dt.timezone.utc)
+FIXED = dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
 
 
 @dataclasses.dataclass
@@ -62,7 +62,7 @@ def run(home: Path | None, *args: str, card: str | None = "emu:alice", input: st
 def proc(*args: str, env: dict[str, str] | None = None, input: str = "") -> subprocess.CompletedProcess:
     e = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONIOENCODING": "utf-8", **(env or {})}
     return subprocess.run([sys.executable, "-m", "jpki", *args], input=input, capture_output=True,
-                          text=True, encoding="utf-8", env=e, cwd=REPO, timeout=120)
+                          text=True, encoding="utf-8", env=e, cwd=REPO, timeout=120, check=False)
 
 
 def one_json(text: str):
@@ -333,7 +333,7 @@ def test_pin_messages_name_the_pin(home):
     assert auth.stderr == "error: user-authentication PIN: wrong, 2 tries left\n"
 
 
-def test_a_blocked_pin_over_pcsc_names_no_card(home, monkeypatch):
+def test_a_blocked_pin_over_pcsc_names_no_card():
     from jpki.cli._fail import fail_for
     from jpki.errors import PinBlockedError
 
@@ -385,17 +385,13 @@ def test_verify_of_an_auth_key_signature_shows_one_key_kind(home, tmp_path):
 
 
 def _groups(group=cli, path=("jpki",)):
-    ctx = click_context(group)
+    """Every command group under ``group``: (path, group)."""
+    ctx = click.Context(group)
     for name in group.list_commands(ctx):
         command = group.get_command(ctx, name)
-        if hasattr(command, "list_commands"):
+        if isinstance(command, click.Group):
             yield (*path, name), command
             yield from _groups(command, (*path, name))
-
-
-def click_context(command):
-    import click
-    return click.Context(command)
 
 
 def test_every_group_help_has_examples_of_every_command():
@@ -407,7 +403,7 @@ def test_every_group_help_has_examples_of_every_command():
         examples = r.stdout.split("Examples:", 1)
         assert len(examples) == 2, f"{' '.join(path)} --help has no Examples"
         shown = examples[1].split("Options:", 1)[0]
-        for name in group.list_commands(click_context(group)):
+        for name in group.list_commands(click.Context(group)):
             assert f"{' '.join(path)} {name}" in shown, f"{' '.join(path)} --help shows no {name} example"
 
 
@@ -518,10 +514,10 @@ class _Refusing(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
-    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+    def do_GET(self) -> None:
         self._answer(404, "not-found")
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         self.rfile.read(int(self.headers.get("Content-Length") or 0))
         self._answer(503, "store-unavailable")
 
@@ -634,3 +630,18 @@ def test_ca_list_streams_the_same_rows_with_progress(many_revoked, terminal):
 def test_usage_error_type_is_still_usage_error(home):
     r = CliRunner().invoke(cli, ["--home", str(home), "card", "show", "../x"])
     assert isinstance(r.exception, UsageError)
+
+
+def test_ctrl_c_exits_130_and_a_declined_confirmation_1(home, monkeypatch):
+    def interrupted(self):
+        raise KeyboardInterrupt
+    monkeypatch.setattr("jpki.home.Home.card_names", interrupted)
+    r = run(home, "--json", "card", "list")
+    assert r.code == 130 and one_json(r.stdout)["error"] == "interrupted"
+    assert "Traceback" not in r.stderr
+
+    def declined(self):
+        raise click.exceptions.Abort()
+    monkeypatch.setattr("jpki.home.Home.card_names", declined)
+    r = run(home, "--json", "card", "list")
+    assert r.code == 1 and one_json(r.stdout)["error"] == "aborted"

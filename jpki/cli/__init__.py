@@ -127,7 +127,9 @@ def main(argv: list[str] | None = None) -> int:
         return report(failure)
     except JpkiError as exc:
         return report(fail_for(exc, seen.obj.card_uri if seen.obj is not None else None))
-    except click.exceptions.Abort:
+    except click.exceptions.Abort as exc:
+        if isinstance(exc.__cause__, KeyboardInterrupt):  # click turns Ctrl-C into Abort
+            return report(CliFail("interrupted", code="interrupted", exit_code=EXIT_INTERRUPTED))
         return report(CliFail("aborted", code="aborted", exit_code=EXIT_ERROR))
     except click.UsageError as exc:
         usage = _click_failure(exc)

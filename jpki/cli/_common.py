@@ -18,7 +18,7 @@ from ..clock import Clock, SystemClock, clock_from_environment
 from ..errors import UsageError
 from ..home import Home, check_card_name, check_home_path
 from ..transport import Transport, is_pcsc_uri, open_transport
-from ._fail import PIN_NAMES, CliFail
+from ._fail import EXIT_USAGE, PIN_NAMES, CliFail
 
 __all__ = ["CARD_NAME", "PIN_NAMES", "CliFail", "Ctx", "Progress", "pass_ctx"]
 
@@ -193,7 +193,7 @@ class Ctx:
             if line:
                 return line.strip()
             raise CliFail(f"no {PIN_LABEL[kind]} given, and stdin is not a terminal to ask on",
-                          code="no_pin", exit_code=2,
+                          code="no_pin", exit_code=EXIT_USAGE,
                           hint=f"pass --pin, set ${PIN_ENV[kind]}, or pipe it on stdin "
                                "(echo VALUE | jpki …)")
         return click.prompt(prompt or f"Enter the {PIN_LABEL[kind]}", hide_input=True, err=True)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import sys
-import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -257,14 +256,15 @@ def _stream_listing(obj: Ctx, rows: Any, progress: Any, chunk: int = 2000) -> in
             out.clear()
         progress.update(count)
 
+    js = json.JSONEncoder(ensure_ascii=False).encode  # a str or None, as json.dumps would
     if obj.json:
         out.append("[")
     for r in rows:
-        if obj.json:
-            item = {"serial": r.serial, "kind": r.kind, "card": r.card, "status": r.status,
-                    "not_after": r.not_after, "revoked_at": r.revoked_at, "reason": r.reason}
-            out.append(("\n" if count == 0 else ",\n")
-                       + textwrap.indent(json.dumps(item, ensure_ascii=False, indent=2), "  "))
+        if obj.json:  # the layout of json.dumps(rows, indent=2), a row at a time
+            out.append(f'{"," if count else ""}\n  {{\n    "serial": {js(r.serial)},\n'
+                       f'    "kind": {js(r.kind)},\n    "card": {js(r.card)},\n'
+                       f'    "status": {js(r.status)},\n    "not_after": {js(r.not_after)},\n'
+                       f'    "revoked_at": {js(r.revoked_at)},\n    "reason": {js(r.reason)}\n  }}')
         else:
             tail = f"{r.reason} {r.revoked_at}" if r.revoked_at else f"until {r.not_after}"
             out.append(f"{r.serial:<42} {r.kind:<4} {r.card:<12} {r.status:<10} {tail}\n")
