@@ -22,14 +22,12 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from .clock import JST, Clock
-from .errors import NoCardError, UsageError
+from .errors import JpkiError, NoCardError, UsageError
 from .identity import SAMPLE_PERSONAS, Persona, Sex, generate_mynumber
 from .session import normalise_pin
 from .home import DEFAULT_AUTH_PIN, DEFAULT_CARD_PIN, DEFAULT_SIGN_PIN, Home  # noqa: F401 (re-exported)
 from .transport import emu
 
-
-CARD_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_")
 
 PREFECTURES = {
     "北海道": "Hokkaido", "青森県": "Aomori", "岩手県": "Iwate", "宮城県": "Miyagi", "秋田県": "Akita",
@@ -101,11 +99,20 @@ def write_holder(home: Home, holder: Holder) -> None:
     os.replace(tmp, path)
 
 
+class HolderRecordError(JpkiError):
+    """A holder record (HOME/holders/NAME.json) cannot be read: truncated, edited, not JSON."""
+
+    code = "corrupt_holder_record"
+
+
 def read_holder(home: Home, name: str) -> Holder:
     path = home.holder_file(name)
     if not path.is_file():
         raise NoCardError(f"no emulated card named {name!r} in {home.path}")
-    return Holder.from_json(json.loads(path.read_text(encoding="utf-8")))
+    try:
+        return Holder.from_json(json.loads(path.read_text(encoding="utf-8")))
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:  # fail closed, never a traceback
+        raise HolderRecordError(f"the holder record {path} is corrupt ({type(exc).__name__})") from None
 
 
 def new_key(key_size: int = 2048) -> rsa.RSAPrivateKey:
@@ -122,14 +129,13 @@ def create_card(home: Home, name: str, persona: Persona, *, auth_pin: str = DEFA
                 profile: dict[str, Any] | None = None,
                 keys: tuple[rsa.RSAPrivateKey, rsa.RSAPrivateKey] | None = None) -> Holder:
     """Issue a card to ``persona``: two fresh key pairs, both certificates, the card-info AP filled."""
-    if not name or set(name) - CARD_NAME_CHARS or len(name) > 64:
-        raise UsageError("a card name is 1-64 letters, digits, '-' or '_'")
-    if home.card_dir(name).exists():
+    if home.card_dir(name).exists():  # card_dir checks the name (jpki.home.check_card_name)
         raise UsageError(f"a card named {name!r} already exists")
     card_pin = card_pin or auth_pin
-    normalise_pin("auth", auth_pin)
+    # the values the card compares (full-width digits NFKC-normalised, the password upper-cased)
+    auth_pin = normalise_pin("auth", auth_pin).decode()
     sign_pin = normalise_pin("sign", sign_pin).decode()
-    normalise_pin("card", card_pin)
+    card_pin = normalise_pin("card", card_pin).decode()
     if security_code is not None and not (len(security_code) == 4 and security_code.isdigit()):
         raise UsageError("the security code is 4 digits")
     clock = clock or home.clock

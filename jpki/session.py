@@ -6,13 +6,16 @@ word arrives as an exception from ``jpki.apdu``.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import re
+import unicodedata
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Literal
 
 from .apdu import ApduProtocol, Response, raise_for_sw
-from .errors import ProtocolError, UsageError
+from .errors import PinError, ProtocolError, SecurityStatusError, UsageError
 from .identity import Sex, is_valid_mynumber, japanese_era
 from .transport.base import Transport
 
@@ -51,13 +54,30 @@ DIGEST_SIZES = {"sha1": 20, "sha256": 32, "sha384": 48, "sha512": 64}
 
 
 def normalise_pin(pin: str, value: str) -> bytes:
-    """Check a PIN against its rule (signature passwords are upper-cased first) and encode it."""
+    """Check a PIN against its rule and encode it.
+
+    The value is NFKC-normalised first, so that what a Japanese keyboard types in full-width
+    mode (``ＡＢＣ１２３``, ``１２３４``) is the ASCII the card compares; signature passwords are
+    then upper-cased.
+    """
+    value = unicodedata.normalize("NFKC", value)
     if pin == "sign":
         value = value.upper()
     rule, message = PIN_RULES[pin]
     if not rule.fullmatch(value):
         raise UsageError(message)
     return value.encode("ascii")
+
+
+@contextlib.contextmanager
+def _naming_pin(pin: str) -> Iterator[None]:
+    """Name the PIN on a PIN error the card answers (the status word alone does not say which)."""
+    try:
+        yield
+    except (PinError, SecurityStatusError) as exc:
+        if exc.pin is None:
+            exc.pin = pin
+        raise
 
 
 def digest_info(algorithm: str, digest: bytes) -> bytes:
@@ -135,13 +155,15 @@ class _ApSession:
         fid = self._pin_fid(pin)
         data = normalise_pin(pin, value)
         self._select_ef(fid)
-        self.protocol.send(0x00, 0x20, 0x00, 0x80, data)
+        with _naming_pin(pin):
+            self.protocol.send(0x00, 0x20, 0x00, 0x80, data)
 
     def change_pin(self, pin: str, old: str, new: str) -> None:
         """Verify the old value, then CHANGE REFERENCE DATA to the new one."""
         new_data = normalise_pin(pin, new)
         self.verify(pin, old)
-        self.protocol.send(0x00, 0x24, 0x01, 0x80, new_data)
+        with _naming_pin(pin):
+            self.protocol.send(0x00, 0x24, 0x01, 0x80, new_data)
 
 
 class JpkiSession(_ApSession):
@@ -166,7 +188,8 @@ class JpkiSession(_ApSession):
         if kind not in CERT_FIDS:
             raise UsageError(f"unknown certificate {kind!r}: use one of {sorted(CERT_FIDS)}")
         self._select_ef(CERT_FIDS[kind])
-        header = self.read_binary(0, 4)
+        with _naming_pin("sign") if kind == "sign" else contextlib.nullcontext():
+            header = self.read_binary(0, 4)
         total = _der_total_length(header)
         return header + self.read_binary(4, total - 4) if total > 4 else header[:total]
 
@@ -180,7 +203,8 @@ class JpkiSession(_ApSession):
         if not 1 <= len(data) <= 245:
             raise UsageError("the card signs 1-245 bytes (a DigestInfo)")
         self._select_ef(KEY_FIDS[key])
-        return self.protocol.send(0x80, 0x2A, 0x00, 0x80, data, le=256)
+        with _naming_pin(key):
+            return self.protocol.send(0x80, 0x2A, 0x00, 0x80, data, le=256)
 
     def sign_digest(self, key: KeyKind, algorithm: str, digest: bytes) -> bytes:
         return self.sign(key, digest_info(algorithm, digest))
@@ -263,7 +287,8 @@ class CardInfoSession(_ApSession):
 
     def _read_ef(self, fid: int, length: int) -> bytes:
         self._select_ef(fid)
-        return self.read_binary(0, length)
+        with _naming_pin("card"):
+            return self.read_binary(0, length)
 
     def read_my_number(self) -> str:
         """The My Number (needs PIN ``card`` or 照合番号A verified); its check digit is validated."""

@@ -343,7 +343,7 @@ def test_change_sign_password_is_upper_cased(card, home, transport_uri):
 
 
 @pytest.mark.parametrize("pin, value", [
-    ("auth", "123"), ("auth", "12345"), ("auth", "12a4"), ("auth", ""), ("auth", "１２３４"),
+    ("auth", "123"), ("auth", "12345"), ("auth", "12a4"), ("auth", ""), ("auth", "１２３４５"),
     ("auth", "1234\n"), ("sign", "ABC12"), ("sign", "A" * 17), ("sign", "ABC-123"),
     ("sign", "ÄBC123"), ("sign", "ABC 123"),
 ])
@@ -395,6 +395,33 @@ def test_lower_case_signature_password_is_upper_cased(home, transport_uri):
         verify = [a for a in rec.sent if a[1] == 0x20 and len(a) > 5]
         assert verify == [bytes.fromhex("0020008006") + b"ABC123"]
         j.read_certificate("sign")  # the password really is verified
+
+
+@pytest.mark.parametrize("pin, typed, sent", [("sign", "ＡＢＣ１２３", b"ABC123"),
+                                              ("sign", "ａｂｃ１２３", b"ABC123"),
+                                              ("auth", "１２３４", b"1234")])
+def test_full_width_input_is_nfkc_normalised_before_it_is_sent(home, transport_uri, pin, typed, sent):
+    """What a Japanese keyboard types in full-width mode is the ASCII the card compares."""
+    with open_card(home, transport_uri) as t:
+        rec = Recorder(t)
+        j = JpkiSession(rec)
+        j.verify(pin, typed)
+        verify = [a for a in rec.sent if a[1] == 0x20 and len(a) > 5]
+        assert verify == [bytes.fromhex("00200080") + bytes([len(sent)]) + sent]
+        assert j.tries_left(pin) == MAX_TRIES[pin]
+
+
+def test_a_pin_error_names_the_pin(card):
+    j = JpkiSession(card)
+    with pytest.raises(PinIncorrectError) as exc:
+        j.verify("sign", "WRONG1")
+    assert exc.value.pin == "sign" and exc.value.tries_left == 4
+    with pytest.raises(SecurityStatusError) as denied:
+        j.sign_digest("auth", "sha256", bytes(32))
+    assert denied.value.pin == "auth"
+    with pytest.raises(SecurityStatusError) as unread:
+        CardInfoSession(card).read_my_number()
+    assert unread.value.pin == "card"
 
 
 # --------------------------------------------------------------------------- signatures

@@ -51,6 +51,7 @@ __all__ = [
     "ServiceAnswer",
     "ServiceClient",
     "ServiceError",
+    "ServiceRefusedError",
     "UrllibJson",
     "answer_ekyc",
     "answer_login",
@@ -81,6 +82,19 @@ class ChallengeRefusedError(JpkiError):
 
 class ServiceError(JpkiError):
     """The service could not be reached or did not answer with a JSON document."""
+
+
+class ServiceRefusedError(ServiceError):
+    """The service answered a request with a refusal: ``status`` (HTTP) and its ``reason``
+    (``not-found`` for an unknown or expired challenge, ``rate-limited``…)."""
+
+    code = "refused"
+    exit_code = 3
+
+    def __init__(self, status: int, reason: str | None, message: str) -> None:
+        self.status = status
+        self.reason = reason
+        super().__init__(message)
 
 
 def origin_of(url: str) -> str:
@@ -237,7 +251,8 @@ class ServiceClient:
     def _challenge(self, status: int, document: Any, what: str) -> Challenge:
         if status != 200:
             reason = document.get("reason") if isinstance(document, Mapping) else None
-            raise ServiceError(f"the service refused to {what} (HTTP {status}, {reason})")
+            raise ServiceRefusedError(status, None if reason is None else str(reason),
+                                      f"the service refused to {what} (HTTP {status}, {reason})")
         try:
             return parse_challenge(document)
         except MalformedMessageError as exc:

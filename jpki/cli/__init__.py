@@ -1,18 +1,20 @@
 """The ``jpki`` command line. Exit codes: 0 ok, 1 error, 2 usage, 3 verification failed, 4 PIN,
-5 no reader or card."""
+5 no reader or card; the error codes and their wording live in :mod:`jpki.cli._fail`."""
 
 from __future__ import annotations
 
+import importlib
 import json
+import os
 import sys
-from pathlib import Path
+import traceback
 
 import click
 
-import importlib
-
 from ..errors import JpkiError
-from ._common import Ctx, default_home, environment_clock
+from ._common import Ctx, environment_clock, home_from
+from ._fail import (EXIT_ERROR, EXIT_INTERRUPTED, EXIT_USAGE, CliFail, fail_for,
+                    fail_for_os_error)
 
 #: command name -> (module in jpki.cli, attribute). Modules are imported only when their command
 #: runs (or for --help), so that ``jpki sign`` does not pay for the CA, the servers or pyHanko.
@@ -42,7 +44,7 @@ class LazyGroup(click.Group):
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--home", type=click.Path(file_okay=False, path_type=Path), envvar="JPKI_HOME",
+@click.option("--home", type=click.Path(),
               help="where the test CA and emulated cards live [env JPKI_HOME; default ~/.jpki]")
 @click.option("--card", "card_uri", envvar="JPKI_CARD", default="pcsc", show_default=True,
               help="card URI: emu:NAME, pcsc or pcsc:READER [env JPKI_CARD]")
@@ -53,7 +55,7 @@ class LazyGroup(click.Group):
 @click.option("--exclusive", is_flag=True, help="hold the PC/SC reader exclusively for the command")
 @click.version_option(package_name="jpki")
 @click.pass_context
-def cli(ctx: click.Context, home: Path | None, card_uri: str, as_json: bool, trace: bool,
+def cli(ctx: click.Context, home: str | None, card_uri: str, as_json: bool, trace: bool,
         force: bool, wait: float, exclusive: bool) -> None:
     """My Number Card (個人番号カード) and JPKI: a real or emulated card, a test CA, signatures.
 
@@ -64,31 +66,87 @@ def cli(ctx: click.Context, home: Path | None, card_uri: str, as_json: bool, tra
       jpki --card emu:alice info
       JPKI_CARD=pcsc jpki cert read auth -o auth.der
     """
-    ctx.obj = Ctx(home=home or default_home(), card_uri=card_uri, json=as_json, trace=trace,
+    seen = ctx.obj
+    ctx.obj = Ctx(home=home_from(home), card_uri=card_uri, json=as_json, trace=trace,
                   force=force, wait=wait, exclusive=exclusive, clock=environment_clock())
+    if isinstance(seen, _Seen):
+        seen.obj = ctx.obj
 
+
+class _Seen:
+    """Hands the command's Ctx back to main() (click drops its context when a command fails)."""
+
+    obj: Ctx | None = None
+
+
+def _wants_json(args: list[str]) -> bool:
+    """--json among the arguments (before a ``--``): the answer main() gives when the command
+    line could not even be parsed."""
+    return "--json" in (args[:args.index("--")] if "--" in args else args)
+
+
+def _print_failure(fail: CliFail, as_json: bool, emitted: bool) -> int:
+    """stderr gets the error (and hint); with --json, stdout gets the one error document unless
+    the command printed its own."""
+    if as_json and not emitted:
+        click.echo(json.dumps(fail.to_json(), ensure_ascii=False, indent=2, default=str))
+    for line in fail.lines():
+        click.echo(line, err=True)
+    return fail.exit_code
+
+
+def _click_failure(exc: click.ClickException) -> CliFail:
+    if isinstance(exc, click.UsageError):
+        command = exc.ctx.command_path if exc.ctx is not None else "jpki"
+        return CliFail(exc.format_message(), code="usage", exit_code=EXIT_USAGE,
+                       hint=f"'{command} --help' shows the usage")
+    return CliFail(exc.format_message(), code="error", exit_code=exc.exit_code)
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: run the CLI, turn library errors into messages and exit codes."""
-    as_json = "--json" in (argv if argv is not None else sys.argv[1:])
+    """Entry point: run the CLI, turn every failure into a message and an exit code.
+
+    Never a traceback: library errors (JpkiError) and the commands' CliFail are mapped by
+    :mod:`jpki.cli._fail`, click's usage errors exit 2, an OSError nothing else caught is one
+    line with its errno name, anything else an ``internal`` error (``JPKI_DEBUG=1`` prints
+    the traceback too).
+    """
+    args = list(sys.argv[1:] if argv is None else argv)
+    seen = _Seen()
+    as_json = _wants_json(args)
+
+    def report(fail: CliFail) -> int:
+        obj = seen.obj
+        return _print_failure(fail, obj.json if obj is not None else as_json,
+                              obj.emitted if obj is not None else False)
+
     try:
-        rc = cli.main(args=argv, prog_name="jpki", standalone_mode=False)
+        rc = cli.main(args=args, prog_name="jpki", standalone_mode=False, obj=seen)
         return rc if isinstance(rc, int) else 0
-    except click.exceptions.Abort:
-        click.echo("aborted", err=True)
-        return 1
-    except click.ClickException as exc:
-        exc.show()
-        return exc.exit_code
+    except CliFail as failure:
+        return report(failure)
     except JpkiError as exc:
-        if as_json and not getattr(exc, "reported", False):
-            click.echo(json.dumps({"ok": False, "error": type(exc).__name__, "message": str(exc),
-                                   **({"reason": exc.reason} if hasattr(exc, "reason") else {}),
-                                   **({"tries_left": exc.tries_left} if hasattr(exc, "tries_left") else {}),
-                                   **({"sw": f"{exc.sw:04X}"} if hasattr(exc, "sw") else {})},
-                                  ensure_ascii=False))
-        click.echo(f"error: {exc}", err=True)
-        return exc.exit_code
+        return report(fail_for(exc, seen.obj.card_uri if seen.obj is not None else None))
+    except click.exceptions.Abort as exc:
+        if isinstance(exc.__cause__, KeyboardInterrupt):  # click turns Ctrl-C into Abort
+            return report(CliFail("interrupted", code="interrupted", exit_code=EXIT_INTERRUPTED))
+        return report(CliFail("aborted", code="aborted", exit_code=EXIT_ERROR))
+    except click.UsageError as exc:
+        usage = _click_failure(exc)
+        if as_json or (seen.obj is not None and seen.obj.json):
+            click.echo(json.dumps(usage.to_json(), ensure_ascii=False, indent=2))
+        exc.show()  # click's own "Usage: … Error: …" on stderr
+        return usage.exit_code
+    except click.ClickException as exc:
+        return report(_click_failure(exc))
     except KeyboardInterrupt:
-        return 130
+        return report(CliFail("interrupted", code="interrupted", exit_code=EXIT_INTERRUPTED))
+    except OSError as exc:
+        return report(fail_for_os_error(exc, seen.obj.home if seen.obj is not None else None))
+    except Exception as exc:  # noqa: BLE001 - the last resort: one line, never a traceback
+        if os.environ.get("JPKI_DEBUG"):
+            traceback.print_exc()
+        return report(CliFail(f"internal error: {type(exc).__name__}: {exc}", code="internal",
+                              exit_code=EXIT_ERROR,
+                              hint="this is a bug in jpki: please report it with the output of "
+                                   "JPKI_DEBUG=1 and the same command"))

@@ -6,16 +6,21 @@ import contextlib
 import json
 import os
 import sys
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, NoReturn, Self, TextIO
 
 import click
 
 from ..clock import Clock, SystemClock, clock_from_environment
 from ..errors import UsageError
-from ..home import Home
+from ..home import Home, check_card_name, check_home_path
 from ..transport import Transport, is_pcsc_uri, open_transport
+from ._fail import EXIT_USAGE, PIN_NAMES, CliFail
+
+__all__ = ["CARD_NAME", "PIN_NAMES", "CliFail", "Ctx", "Progress", "pass_ctx"]
 
 PIN_ENV = {"auth": "JPKI_AUTH_PIN", "sign": "JPKI_SIGN_PIN", "card": "JPKI_CARD_PIN"}
 PIN_LABEL = {"auth": "user-authentication PIN (4 digits)",
@@ -23,9 +28,95 @@ PIN_LABEL = {"auth": "user-authentication PIN (4 digits)",
              "card": "card-info PIN (4 digits)"}
 PIN_KINDS = click.Choice(["auth", "sign", "card"])
 
+#: Seconds a long task runs before its progress line appears, and between redraws.
+PROGRESS_DELAY = 0.5
+PROGRESS_INTERVAL = 0.1
+
 
 def default_home() -> Path:
     return Path(os.path.expanduser("~")) / ".jpki"
+
+
+def home_from(option: str | os.PathLike[str] | None, environ: dict[str, str] | os._Environ[str] | None = None) -> Path:
+    """The home: ``--home``, else ``$JPKI_HOME``, else ~/.jpki; checked (jpki.home.check_home_path).
+
+    An empty ``$JPKI_HOME`` (or ``--home ''``) is an error, not the default: it is most likely a
+    variable that was meant to be set (``JPKI_HOME=$UNSET_VAR``), and falling back to ~/.jpki
+    would act on the wrong CA and cards.
+    """
+    env = os.environ if environ is None else environ
+    if option is not None:
+        return check_home_path(option)
+    if "JPKI_HOME" in env:
+        return check_home_path(env["JPKI_HOME"])
+    return check_home_path(default_home())
+
+
+def stderr_is_tty() -> bool:
+    """Whether stderr is a terminal (progress lines are drawn only there)."""
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+class Progress:
+    """A counter on one terminal line of stderr (``label: 12,345 of 1,000,000``), redrawn at
+    most every ``interval`` seconds once ``delay`` seconds have passed, erased at the end.
+
+    Only :meth:`Ctx.progress` makes a visible one (stderr a terminal, no ``--json``); the hidden
+    one counts and draws nothing. ``monotonic`` is for tests.
+    """
+
+    def __init__(self, label: str, total: int | None = None, *, stream: TextIO | None = None,
+                 visible: bool = True, delay: float | None = None, interval: float | None = None,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
+        self.label, self.total, self.stream, self.visible = label, total, stream, visible
+        self.delay = PROGRESS_DELAY if delay is None else delay
+        self.interval = PROGRESS_INTERVAL if interval is None else interval
+        self._monotonic = monotonic
+        self._start = monotonic()
+        self._last_draw: float | None = None
+        self.done = 0
+        self.drawn = False
+
+    def update(self, done: int, total: int | None = None) -> None:
+        """``done`` items so far (of ``total``, when it becomes known)."""
+        self.done = done
+        if total is not None:
+            self.total = total
+        if not self.visible:
+            return
+        now = self._monotonic()
+        if now - self._start < self.delay:
+            return
+        if self._last_draw is not None and now - self._last_draw < self.interval:
+            return
+        self._last_draw = now
+        self._draw()
+
+    def _draw(self) -> None:
+        of = f" of {self.total:,}" if self.total is not None else ""
+        percent = f" ({100 * self.done // self.total}%)" if self.total else ""
+        self._write(f"\r\033[K{self.label}: {self.done:,}{of}{percent}")
+        self.drawn = True
+
+    def _write(self, text: str) -> None:
+        stream = self.stream if self.stream is not None else sys.stderr
+        stream.write(text)
+        stream.flush()
+
+    def close(self) -> None:
+        """Erase the line (what follows is printed where it began)."""
+        if self.drawn:
+            self._write("\r\033[K")
+            self.drawn = False
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 @dataclass
@@ -40,6 +131,8 @@ class Ctx:
     #: the time of every command: the system clock, or ``$JPKI_NOW`` (testing)
     clock: Clock = field(default_factory=SystemClock)
     _stdin_lines: Iterator[str] | None = field(default=None, repr=False)
+    #: True once the command printed its result (main() then prints no second JSON document)
+    emitted: bool = field(default=False, repr=False)
 
     @property
     def jhome(self) -> Home:
@@ -50,12 +143,37 @@ class Ctx:
         """Print the result: one JSON document with --json, else the human text."""
         if self.json:
             click.echo(json.dumps(data, ensure_ascii=False, indent=2, default=str))
+            self.emitted = True
         elif human is not None:
             click.echo(human() if callable(human) else human)
+            self.emitted = True
 
     def note(self, message: str) -> None:
         """A diagnostic on stderr."""
         click.echo(message, err=True)
+
+    def warn(self, message: str) -> None:
+        """A warning on stderr (also with --json: stdout keeps its one document)."""
+        click.echo(f"warning: {message}", err=True)
+
+    def fail(self, fail: CliFail, document: dict[str, Any] | None = None,
+             human: str | Callable[[], str] | None = None) -> NoReturn:
+        """Print the command's own account of a failure, then raise ``fail`` (for main()).
+
+        With --json the document is THE document of the command, with the error's ``code`` (and
+        hint) added; without, ``human`` goes to stdout. main() adds the ``error:`` line.
+        """
+        if document is not None and self.json:
+            extra = {"error": fail.code, **({"hint": fail.hint} if fail.hint else {})}
+            self.emit({**document, **{k: v for k, v in extra.items() if k not in document}})
+        elif human is not None and not self.json:
+            self.emit(None, human)
+        raise fail
+
+    def progress(self, label: str, total: int | None = None, *, shown: bool = True) -> Progress:
+        """A progress line for a task that may take seconds: drawn on stderr when it is a
+        terminal, the output is not --json and ``shown``; else invisible (it still counts)."""
+        return Progress(label, total, visible=shown and not self.json and stderr_is_tty())
 
     # ------------------------------------------------------------------ PINs
     def _next_stdin_line(self) -> str | None:
@@ -74,12 +192,24 @@ class Ctx:
             line = self._next_stdin_line()
             if line:
                 return line.strip()
-            raise UsageError(f"no {PIN_LABEL[kind]} given (option, ${PIN_ENV[kind]} or stdin)")
+            raise CliFail(f"no {PIN_LABEL[kind]} given, and stdin is not a terminal to ask on",
+                          code="no_pin", exit_code=EXIT_USAGE,
+                          hint=f"pass --pin, set ${PIN_ENV[kind]}, or pipe it on stdin "
+                               "(echo VALUE | jpki …)")
         return click.prompt(prompt or f"Enter the {PIN_LABEL[kind]}", hide_input=True, err=True)
 
     # ------------------------------------------------------------------ card
+    def card_name(self, name: str) -> str:
+        """``name`` checked as a card name (InvalidNameError, exit 2): every command that takes a
+        card NAME passes it here before it becomes a path."""
+        return check_card_name(name)
+
     @contextlib.contextmanager
     def card(self) -> Iterator[Transport]:
+        if self.card_uri.startswith("emu:"):
+            name = self.card_uri[4:]
+            if name and "/" not in name and not name.startswith("."):  # emu:PATH stays a path
+                check_card_name(name)
         trace = (lambda line: click.echo(line, err=True)) if self.trace else None
         with open_transport(self.card_uri, home=self.home, wait=self.wait, trace=trace,
                             exclusive=self.exclusive) as t:
@@ -108,3 +238,17 @@ def environment_clock() -> Clock:
 
 
 pass_ctx = click.make_pass_decorator(Ctx)
+
+
+class CardNameType(click.ParamType):
+    """A card NAME argument, checked when the command line is parsed (jpki.home.check_card_name):
+    a path such as ``../../other/cards/dave`` is an InvalidNameError (exit 2) before any file
+    is touched."""
+
+    name = "NAME"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        return check_card_name(value)
+
+
+CARD_NAME = CardNameType()

@@ -3,29 +3,57 @@
 from __future__ import annotations
 
 import datetime as _dt
+import json
+import sys
 from pathlib import Path
+from typing import Any
 
 import click
 from cryptography import x509
 
-from ..errors import NoCardError, UsageError
+from ..errors import UsageError
 from ..fileio import write_atomic
-from ..identity import Persona, Sex, mask_mynumber
+from ..identity import SAMPLE_PERSONAS, Persona, Sex, mask_mynumber
 from ..home import DEFAULT_AUTH_PIN, DEFAULT_SIGN_PIN
 from ..transport import emu
-from ._common import Ctx, pass_ctx
+from ._common import CARD_NAME, CliFail, Ctx, pass_ctx
+from ._fail import EXIT_NO_CARD, EXIT_USAGE
+
+
+def existing_card(obj: Ctx, name: str) -> str:
+    """``name`` if HOME holds an emulated card of that name, else a clear "no card" (exit 5)
+    that says how to make one."""
+    if not obj.jhome.has_card(name):
+        how = (f"jpki card create {name}" if name in SAMPLE_PERSONAS else
+               f"jpki card create {name} --name … --address … --birth … --sex …")
+        raise CliFail(f"no card named {name} in {obj.home}", code="no_card", exit_code=EXIT_NO_CARD,
+                      hint=f"{how} (or 'jpki card list' for the cards there are)",
+                      data={"card": name})
+    return name
+
+
+def warn_unknown_locality(obj: Ctx, persona: Persona) -> None:
+    """The signing certificate names the holder's municipality and prefecture (L=…, L=…), in
+    romaji; an address jpki cannot romanise gives ``L=Unknown``: say so, and how to fix it."""
+    missing = [option for option, value in (("--municipality", persona.municipality),
+                                            ("--prefecture", persona.prefecture))
+               if value == "Unknown"]
+    if missing:
+        obj.warn(f"the signing certificate says L=Unknown: give {' and '.join(missing)} "
+                 "(in romaji, e.g. --municipality Kita-ku --prefecture Osaka) to name the locality")
 
 
 @click.group()
 def ca() -> None:
-    """The test CA (JPKI-shaped, visibly TEST).
+    """The test CA (JPKI-shaped, visibly TEST): init, list, revoke, crl, serve.
 
     \b
     Examples:
       jpki ca init
       jpki ca init --base-url http://127.0.0.1:8470  # else a port free now, kept in the home
       jpki ca list --revoked
-      jpki ca revoke 4E3F… --reason keyCompromise
+      jpki ca list --holder alice                # one card's certificates
+      jpki ca revoke 4E3F --reason keyCompromise # a serial, or a unique start of one
       jpki ca crl --kind auth -o auth.crl
       jpki ca serve                         # OCSP and CRLs at the CA's base URL
       jpki ca serve --responder-key ec      # ECDSA P-256 OCSP responders (faster signing)
@@ -55,23 +83,27 @@ def ca_init(obj: Ctx, base_url: str | None) -> None:
 
 @click.group()
 def card() -> None:
-    """Emulated cards: create, list, show, reset a PIN.
+    """Emulated cards: create, list, show, reset a PIN, and the life events move, lost, renew.
+
+    \b
+    Card names are 1-64 letters, digits, '-' or '_' (starting with a letter or digit).
 
     \b
     Examples:
       jpki card create alice                      # a sample persona
       jpki card create taro --name "佐藤　太郎" --address "大阪府大阪市北区梅田１－１" \\
-          --birth 1990-04-01 --sex male --auth-pin 4321 --sign-pin SECRET42
+          --birth 1990-04-01 --sex male --municipality Kita-ku --auth-pin 4321 --sign-pin SECRET42
       jpki card list
+      jpki card show alice                        # holder, certificates, PIN tries
       jpki card reset-pin alice auth
-      jpki card move alice --address "大阪府大阪市北区梅田１－１"   # new signing certificate
+      jpki card move alice --address "大阪府大阪市北区梅田１－１" --municipality Kita-ku
       jpki card lost alice                        # both certificates revoked
       jpki card renew bob                         # new keys and certificates
     """
 
 
 @card.command("create")
-@click.argument("name")
+@click.argument("name", type=CARD_NAME)
 @click.option("--name", "holder_name", help="family and given name, separated by a full-width space")
 @click.option("--address", help="address (digits become full-width)")
 @click.option("--birth", help="birth date YYYY-MM-DD")
@@ -115,6 +147,7 @@ def card_create(obj: Ctx, name: str, holder_name: str | None, address: str | Non
         raise UsageError(str(exc)) from None
     holder = create_card(obj.jhome, name, persona, auth_pin=auth_pin, sign_pin=sign_pin,
                          card_pin=card_pin, security_code=security_code)
+    warn_unknown_locality(obj, holder.persona)
     data = {"card": name, "uri": f"emu:{name}", "holder": persona.name,
             "my_number": mask_mynumber(holder.persona.my_number or ""),
             "card_expiry": holder.card_expiry.isoformat(),
@@ -132,13 +165,14 @@ def card_list(obj: Ctx) -> None:
 
 
 @card.command("show")
-@click.argument("name")
+@click.argument("name", type=CARD_NAME)
 @click.option("--reveal", is_flag=True, help="show the whole My Number")
 @pass_ctx
 def card_show(obj: Ctx, name: str, reveal: bool) -> None:
     """The holder, certificates and PIN tries of an emulated card (no secrets)."""
     from ..provision import read_holder
 
+    existing_card(obj, name)
     holder = read_holder(obj.jhome, name)
     info = emu.emulated_card_info(obj.jhome.card_dir(name))
     p = holder.persona
@@ -162,15 +196,13 @@ def card_show(obj: Ctx, name: str, reveal: bool) -> None:
 
 
 @card.command("reset-pin")
-@click.argument("name")
+@click.argument("name", type=CARD_NAME)
 @click.argument("kind", type=click.Choice(["auth", "sign", "card"]))
 @click.option("--new-pin", help="also set a new value")
 @pass_ctx
 def card_reset_pin(obj: Ctx, name: str, kind: str, new_pin: str | None) -> None:
     """The municipal office's unblock: restore a PIN's tries (optionally with a new value)."""
-    directory = obj.jhome.card_dir(name)
-    if not (directory / "card.json").is_file():
-        raise NoCardError(f"no emulated card named {name!r} in {obj.home}")
+    directory = obj.jhome.card_dir(existing_card(obj, name))
     if new_pin is not None:
         from ..session import normalise_pin
 
@@ -186,19 +218,64 @@ REASONS = click.Choice([r.value for r in x509.ReasonFlags if r.value not in ("re
 @ca.command("list")
 @click.option("--revoked", is_flag=True, help="only revoked certificates")
 @click.option("--kind", type=click.Choice(["sign", "auth"]))
-@click.option("--card", "card_name", help="only this card's certificates")
+@click.option("--holder", "card_name", type=CARD_NAME, metavar="NAME",
+              help="only the certificates of the card NAME (as given to 'jpki card create')")
+@click.option("--card", "old_card_name", type=CARD_NAME, hidden=True)  # the old spelling of --holder
 @pass_ctx
-def ca_list(obj: Ctx, revoked: bool, kind: str | None, card_name: str | None) -> None:
-    """The certificates the test CA issued, with their status."""
-    with obj.jhome.open_ca() as test_ca:
-        rows = test_ca.db.list(kind=kind, card=card_name, status="revoked" if revoked else None)
-    data = [{"serial": r.serial, "kind": r.kind, "card": r.card, "status": r.status,
-             "not_after": r.not_after.isoformat(), "revoked_at": r.revoked_at.isoformat() if r.revoked_at else None,
-             "reason": r.reason} for r in rows]
-    obj.emit(data, lambda: "\n".join(
-        f"{d['serial']:<42} {d['kind']:<4} {d['card']:<12} {d['status']:<10} "
-        + (f"{d['reason']} {d['revoked_at']}" if d["revoked_at"] else f"until {d['not_after']}")
-        for d in data) or "(no certificates)")
+def ca_list(obj: Ctx, revoked: bool, kind: str | None, card_name: str | None,
+            old_card_name: str | None) -> None:
+    """The certificates the test CA issued, with their status.
+
+    Rows are printed as they are read (a CA with a million revoked certificates lists in
+    seconds); with stdout redirected, a counter on the terminal shows how far it got.
+    """
+    if card_name and old_card_name and card_name != old_card_name:
+        raise UsageError("give the card once: --holder NAME")
+    card_name = card_name or old_card_name
+    status = "revoked" if revoked else None
+    # on a terminal the rows themselves show progress: a counter only when stdout is redirected
+    with obj.jhome.open_ca() as test_ca, \
+            obj.progress("listing certificates", shown=not sys.stdout.isatty()) as progress:
+        db = test_ca.db
+        if progress.visible:
+            progress.update(0, db.count(kind=kind, card=card_name, status=status))  # type: ignore[arg-type]
+        rows = db.iter_listing(kind=kind, card=card_name, status=status)  # type: ignore[arg-type]
+        written = _stream_listing(obj, rows, progress)
+    if written == 0 and not obj.json:
+        click.echo("(no certificates)")
+    obj.emitted = True
+
+
+def _stream_listing(obj: Ctx, rows: Any, progress: Any, chunk: int = 2000) -> int:
+    """Print the rows (JSON: one array, as ``Ctx.emit`` would) in chunks; returns how many."""
+    out: list[str] = []
+    count = 0
+
+    def flush() -> None:
+        if out:
+            click.echo("".join(out), nl=False)
+            out.clear()
+        progress.update(count)
+
+    js = json.JSONEncoder(ensure_ascii=False).encode  # a str or None, as json.dumps would
+    if obj.json:
+        out.append("[")
+    for r in rows:
+        if obj.json:  # the layout of json.dumps(rows, indent=2), a row at a time
+            out.append(f'{"," if count else ""}\n  {{\n    "serial": {js(r.serial)},\n'
+                       f'    "kind": {js(r.kind)},\n    "card": {js(r.card)},\n'
+                       f'    "status": {js(r.status)},\n    "not_after": {js(r.not_after)},\n'
+                       f'    "revoked_at": {js(r.revoked_at)},\n    "reason": {js(r.reason)}\n  }}')
+        else:
+            tail = f"{r.reason} {r.revoked_at}" if r.revoked_at else f"until {r.not_after}"
+            out.append(f"{r.serial:<42} {r.kind:<4} {r.card:<12} {r.status:<10} {tail}\n")
+        count += 1
+        if count % chunk == 0:
+            flush()
+    if obj.json:
+        out.append("\n]\n" if count else "]\n")
+    flush()
+    return count
 
 
 @ca.command("revoke")
@@ -207,19 +284,40 @@ def ca_list(obj: Ctx, revoked: bool, kind: str | None, card_name: str | None) ->
 @click.option("--invalidity-date", help="ISO date-time when the key was (or may have been) compromised")
 @pass_ctx
 def ca_revoke(obj: Ctx, serial: str, reason: str, invalidity_date: str | None) -> None:
-    """Revoke a certificate by its serial number (hex)."""
+    """Revoke a certificate by its serial number (hex), or by a start of it that only one
+    serial has (as 'jpki card create' and 'jpki ca list' show them)."""
     try:
-        number = int(serial.replace(":", ""), 16)
         invalid = _dt.datetime.fromisoformat(invalidity_date) if invalidity_date else None
     except ValueError as exc:
-        raise UsageError(str(exc)) from None
+        raise UsageError(f"--invalidity-date: {exc}") from None
     if invalid is not None and invalid.tzinfo is None:
         invalid = invalid.replace(tzinfo=_dt.timezone.utc)
     with obj.jhome.open_ca() as test_ca:
+        number = _resolve_serial(test_ca.db, serial)
         row = test_ca.revoke(number, reason, invalidity_date=invalid)
     obj.emit({"serial": row.serial, "status": row.status, "reason": row.reason,
               "revoked_at": row.revoked_at.isoformat() if row.revoked_at else None},
              f"revoked {row.serial} ({row.reason})")
+
+
+def _resolve_serial(db: Any, text: str) -> int:
+    """The serial ``text`` names: itself if the CA issued it, else the one serial that starts
+    with it. None or several: a usage error that lists what there is."""
+    from ..pki.db import serial_hex
+
+    if db.get(serial_hex(text)) is not None:  # serial_hex: UsageError if not hex
+        return int(serial_hex(text), 16)
+    candidates = db.serials_with_prefix(text, limit=11)
+    if len(candidates) == 1:
+        return int(candidates[0], 16)
+    if not candidates:
+        raise CliFail(f"no certificate of this CA has a serial starting with {text}",
+                      code="unknown_serial", exit_code=EXIT_USAGE,
+                      hint="'jpki ca list' shows the serials", data={"candidates": []})
+    shown = ", ".join(c.upper() for c in candidates[:10]) + (", …" if len(candidates) > 10 else "")
+    raise CliFail(f"{text} starts several serials: {shown}", code="ambiguous_serial",
+                  exit_code=EXIT_USAGE, hint="give more digits of the serial",
+                  data={"candidates": [c.upper() for c in candidates[:10]]})
 
 
 @ca.command("crl")
@@ -229,8 +327,9 @@ def ca_revoke(obj: Ctx, serial: str, reason: str, invalidity_date: str | None) -
 @pass_ctx
 def ca_crl(obj: Ctx, kind: str, output: Path, next_update_hours: float) -> None:
     """Write the CA's current CRL (DER), signed now."""
-    with obj.jhome.open_ca() as test_ca:
-        der = test_ca.crl(kind, next_update_in=_dt.timedelta(hours=next_update_hours))
+    with obj.jhome.open_ca() as test_ca, obj.progress(f"{kind} CRL entries") as progress:
+        der = test_ca.crl(kind, next_update_in=_dt.timedelta(hours=next_update_hours),
+                          progress=progress.update)
     write_atomic(output, der)
     crl = x509.load_der_x509_crl(der)
     obj.emit({"kind": kind, "file": str(output), "entries": len(crl), "bytes": len(der)},
@@ -278,7 +377,7 @@ def _event(obj: Ctx, result) -> None:
 
 
 @card.command("move")
-@click.argument("name")
+@click.argument("name", type=CARD_NAME)
 @click.option("--address", help="the new address")
 @click.option("--name", "holder_name", help="the new name (marriage…)")
 @click.option("--prefecture", help="romanised prefecture for the new certificate")
@@ -288,26 +387,31 @@ def card_move(obj: Ctx, name: str, address: str | None, holder_name: str | None,
               prefecture: str | None, municipality: str | None) -> None:
     """A change of address or name: new signing certificate (old one revoked), card updated."""
     from .. import lifecycle
+    from ..provision import read_holder
 
+    existing_card(obj, name)
     _event(obj, lifecycle.move(obj.jhome, name, address=address, holder_name=holder_name,
                                prefecture=prefecture, municipality=municipality))
+    warn_unknown_locality(obj, read_holder(obj.jhome, name).persona)
 
 
 @card.command("lost")
-@click.argument("name")
+@click.argument("name", type=CARD_NAME)
 @pass_ctx
 def card_lost(obj: Ctx, name: str) -> None:
     """The card is reported lost: both certificates are revoked (keyCompromise)."""
     from .. import lifecycle
 
+    existing_card(obj, name)
     _event(obj, lifecycle.lost(obj.jhome, name))
 
 
 @card.command("renew")
-@click.argument("name")
+@click.argument("name", type=CARD_NAME)
 @pass_ctx
 def card_renew(obj: Ctx, name: str) -> None:
     """New keys and certificates; the old ones superseded and linked to the new ones."""
     from .. import lifecycle
 
+    existing_card(obj, name)
     _event(obj, lifecycle.renew(obj.jhome, name))

@@ -7,10 +7,9 @@ from pathlib import Path
 
 import click
 
-from ..errors import UsageError, VerificationError
-from ._common import Ctx, pass_ctx
-
-PIN_NAMES = {"auth": "user-authentication PIN", "sign": "signature password"}
+from ..errors import UsageError
+from ._common import PIN_NAMES, CliFail, Ctx, pass_ctx
+from ._fail import EXIT_ERROR, EXIT_INVALID
 
 
 @click.group()
@@ -92,15 +91,20 @@ def _confirm(obj: Ctx, url: str):  # the client's Confirm callable
 
 
 def _finish(obj: Ctx, answer, what: str) -> None:  # jpki.auth.client.ServiceAnswer
-    """Print the service's answer; raise (exit 3) on a refusal."""
+    """Return when the service accepted; else print its answer and fail: exit 3 when it
+    refused (4xx: revoked, expired, replayed…), 1 when it failed (5xx)."""
     document = dict(answer.document)
     if answer.ok:
         return
-    obj.emit(document, f"{what} refused by the service (HTTP {answer.status}): "
+    reason = str(document.get("reason") or "refused")
+    refused = 400 <= answer.status < 500
+    obj.fail(CliFail(f"{what} refused ({reason})" if refused else
+                     f"{what} failed: the service answered HTTP {answer.status} ({reason})",
+                     code="refused" if refused else "service_failed",
+                     exit_code=EXIT_INVALID if refused else EXIT_ERROR,
+                     data={"reason": reason, "status": answer.status}),
+             document, f"{what} refused by the service (HTTP {answer.status}): "
                        f"{document.get('reason')} - {document.get('message')}")
-    error = VerificationError(str(document.get("reason") or "refused"), f"{what} refused ({document.get('reason')})")
-    error.reported = True  # type: ignore[attr-defined]  # the answer is printed already
-    raise error
 
 
 @click.command("login")

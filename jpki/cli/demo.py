@@ -8,8 +8,7 @@ from pathlib import Path
 
 import click
 
-from ..errors import JpkiError
-from ._common import Ctx, pass_ctx
+from ._common import CliFail, Ctx, pass_ctx
 
 
 @click.command()
@@ -23,11 +22,10 @@ def demo(obj: Ctx, keep: bool) -> None:
     try:
         progress = None if obj.json else (lambda s: click.echo(f"{'PASS' if s.ok else 'FAIL'}  {s.name}: {s.detail}"))
         report = run_demo(home, progress=progress, clock=obj.clock)
-        obj.emit(report.to_json(), report.summary().splitlines()[-1])
         if not report.ok:
-            error = JpkiError("the demo failed")
-            error.reported = True  # type: ignore[attr-defined]  # the JSON report says so already
-            raise error
+            obj.fail(CliFail("the demo failed", code="demo_failed"), report.to_json(),
+                     report.summary().splitlines()[-1])
+        obj.emit(report.to_json(), report.summary().splitlines()[-1])
     finally:
         if not keep:
             shutil.rmtree(home, ignore_errors=True)

@@ -10,9 +10,10 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import click
 
-from ..errors import UsageError, VerificationError
+from ..errors import UsageError
 from ..hashing import BackgroundHash
-from ._common import Ctx, pass_ctx
+from ._common import PIN_NAMES, CliFail, Ctx, pass_ctx
+from ._fail import EXIT_INVALID
 
 # jpki.sign (asn1crypto's CMS modules), jpki.verify and pyHanko are imported by the commands
 # that use them, so that every other jpki command starts without them.
@@ -148,7 +149,6 @@ def _card_signer(obj: Ctx, transport: object, key: str, value: str) -> CardSigne
     """The card's signer for ``key`` (confirming first on a card in a reader)."""
     from ..sign import CardSigner
     from ..session import JpkiSession
-    from .host import PIN_NAMES
 
     session = JpkiSession(transport)  # type: ignore[arg-type]
     obj.confirm_try(f"Signing with the {PIN_NAMES[key]}", session.tries_left(key))
@@ -229,11 +229,54 @@ def verify(obj: Ctx, file: Path, data: Path | None, expected: str, revocation: s
         if early is not None:
             early.cancel()
         raise
-    obj.emit(report.to_json(), report.summary)
-    if not report.ok:
-        error = VerificationError(report.reason or "malformed", report.message)
-        error.reported = True  # type: ignore[attr-defined]  # the report says so already
-        raise error
+    if report.ok:
+        obj.emit(report.to_json(), report.summary)
+        return
+    reason = report.reason or "malformed"
+    if _revocation_unavailable(report):
+        from .host import revocation_hint
+
+        obj.fail(CliFail("revocation could not be checked: no OCSP responder or CRL answered",
+                         code="verification_failed", exit_code=EXIT_INVALID,
+                         hint=revocation_hint(obj),
+                         data={"reason": reason, "detail": "revocation-unavailable"}),
+                 report.to_json(), lambda: _unchecked_summary(report))
+    obj.fail(CliFail(report.message, code="verification_failed", exit_code=EXIT_INVALID,
+                     data={"reason": reason}),
+             report.to_json(), report.summary)
+
+
+def _unavailable(signature: Any) -> bool:
+    check = signature.certificate
+    return check is not None and (check.details or {}).get("reason") == "revocation-unavailable"
+
+
+def _revocation_unavailable(report: Any) -> bool:
+    """The report failed only because no revocation source answered (not a bad signature)."""
+    bad = [s for s in report.signatures if not s.ok]
+    return bool(bad) and all(_unavailable(s) for s in bad)
+
+
+def _unchecked_summary(report: Any) -> str:
+    """The report of a file whose signer's revocation status could not be learnt: the verdict
+    says so once (the validator's long message is shown once, as the revocation line)."""
+    several = len(report.signatures) > 1
+    lines = [f"{report.file}: INVALID (untrusted): revocation could not be checked"]
+    for i, sig in enumerate(report.signatures, 1):
+        body = sig.lines()
+        if _unavailable(sig):
+            what = ", ".join(x for x in (sig.profile, sig.digest_algorithm) if x)
+            body[0] = (f"signature {i}: " if several else "") + (
+                f"signature and content intact{f' [{what}]' if what else ''}; "
+                "revocation status unknown")
+            detail = (sig.certificate.details or {}).get("message") or sig.certificate.message
+            body = [f"  revocation:   unknown (revocation-unavailable): {detail}"
+                    if line.startswith("  path:") else line
+                    for line in body]
+        elif several:
+            body[0] = f"signature {i}: {body[0]}"
+        lines += body
+    return "\n".join(lines)
 
 
 def _verify(obj: Ctx, file: Path, data: Path | None, is_pdf: bool, expected: str, revocation: str,

@@ -10,8 +10,9 @@ from pathlib import Path
 import click
 
 from ..errors import UsageError
+from ..home import check_card_name
 from ..transport import emu
-from ._common import Ctx, pass_ctx
+from ._common import CARD_NAME, Ctx, pass_ctx
 
 
 def _pidfile(obj: Ctx, name: str) -> Path:
@@ -47,8 +48,13 @@ def serve(obj: Ctx, names: tuple[str, ...], vpcd_addr: str, verbose: int) -> Non
         raise UsageError(f"--vpcd must be HOST:PORT, not {vpcd_addr!r}")
     logging.basicConfig(level=[logging.WARNING, logging.INFO, logging.DEBUG][min(verbose, 2)],
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    # a NAME is a card of the home (checked: no path reaches another home); a path to a card
+    # folder (with a '/') is served as it is, as `--card emu:PATH` opens one
+    for n in names:
+        if "/" not in n:
+            check_card_name(n)
     directories = [emu.card_path(obj.home, n) for n in names]
-    pidfiles = [_pidfile(obj, Path(n).name) for n in names]
+    pidfiles = [_pidfile(obj, check_card_name(Path(n).name)) for n in names]
 
     def ready() -> None:
         for pf in pidfiles:
@@ -81,7 +87,7 @@ def _signal(obj: Ctx, name: str, signum: int) -> int:
 
 
 @emulator.command("remove")
-@click.argument("name")
+@click.argument("name", type=CARD_NAME)
 @pass_ctx
 def remove(obj: Ctx, name: str) -> None:
     """Pull a served card out of its reader (pcscd then reports no card)."""
@@ -90,7 +96,7 @@ def remove(obj: Ctx, name: str) -> None:
 
 
 @emulator.command("insert")
-@click.argument("name")
+@click.argument("name", type=CARD_NAME)
 @pass_ctx
 def insert(obj: Ctx, name: str) -> None:
     """Insert a served card again."""

@@ -18,10 +18,8 @@ from ..errors import UsageError, VerificationError
 from ..fileio import write_atomic
 from ..identity import mask_mynumber
 from ..session import CardInfoSession, JpkiSession
-from ._common import PIN_KINDS, Ctx, pass_ctx
-
-PIN_NAMES = {"auth": "user-authentication PIN", "sign": "signature password",
-             "card": "card-info PIN"}
+from ._common import PIN_KINDS, PIN_NAMES, CliFail, Ctx, pass_ctx
+from ._fail import EXIT_INVALID
 
 
 def _session_for(t, kind: str):
@@ -132,13 +130,15 @@ def read_cert(obj: Ctx, kind: str, pin_value: str | None = None) -> bytes:
 
 @click.group()
 def cert() -> None:
-    """Read the card's certificates.
+    """The card's certificates: read (to a file or stdout), show (decoded), verify (validate).
 
     \b
     Examples:
       jpki cert read auth -o auth.der
-      jpki cert read sign --pem          # the signing certificate needs the password
+      echo ABC123 | jpki cert read sign --pem > sign.pem   # the signing certificate needs the password
       jpki cert show auth-ca
+      jpki cert verify --from-card auth                     # path, validity, revocation (jpki ca serve)
+      jpki cert verify sign.der --revocation crl
     """
 
 
@@ -212,6 +212,8 @@ def mynumber(obj: Ctx, reveal: bool, pin_value: str | None) -> None:
         number = s.read_my_number()
     shown = number if reveal else mask_mynumber(number)
     obj.emit({"my_number": shown, "masked": not reveal, "check_digit_valid": True}, shown)
+    if not reveal and not obj.json:
+        obj.note("(masked: --reveal shows the whole number; it is specific personal information)")
 
 
 @click.command()
@@ -352,8 +354,24 @@ def cert_verify(obj: Ctx, file: Path | None, from_card: str | None, kind: str | 
             raise VerificationError("wrong-kind", "wrong-kind: not a JPKI signing or user-authentication certificate")
     validator = Validator(trust_for(obj), clock=obj.clock, revocation=revocation, soft_fail=soft_fail)
     result = validator.validate(data, kind=kind, at=at)
-    obj.emit(result.as_dict(), result.summary())
-    if not result.ok:
-        error = VerificationError(str(result.reason), f"the certificate is not valid ({result.reason})")
-        error.reported = True  # type: ignore[attr-defined]  # the result is printed already
-        raise error
+    if result.ok:
+        obj.emit(result.as_dict(), result.summary())
+        return
+    reason = str(result.reason)
+    if reason == "revocation-unavailable":
+        obj.fail(CliFail("the certificate's revocation could not be checked (revocation-unavailable)",
+                         code="verification_failed", exit_code=EXIT_INVALID,
+                         hint=revocation_hint(obj), data={"reason": reason}),
+                 result.as_dict(), result.summary())
+    obj.fail(CliFail(f"the certificate is not valid ({reason})", code="verification_failed",
+                     exit_code=EXIT_INVALID, data={"reason": reason}),
+             result.as_dict(), result.summary())
+
+
+def revocation_hint(obj: Ctx) -> str:
+    """How to get revocation checked: the home's test CA serves it, or accept not knowing."""
+    serve = ("start the test CA's OCSP/CRL server in another terminal: jpki ca serve"
+             if (obj.jhome.ca_dir / "ca.json").exists() else
+             "make sure the OCSP/CRL addresses in the certificate can be reached")
+    return (f"{serve}; or accept an unchecked revocation status with --soft-fail "
+            "(--revocation none skips the check)")

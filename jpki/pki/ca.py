@@ -18,6 +18,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from cryptography import x509
@@ -48,6 +49,19 @@ class CAExistsError(UsageError):
 
 class CANotFoundError(JpkiError):
     """``TestCA.open`` found no complete CA in the directory."""
+
+
+def _reporting(entries: Iterable[RevokedEntry], progress: Callable[[int, int | None], None],
+               expected: int | None, every: int = 4096) -> Iterator[RevokedEntry]:
+    """``entries`` passed on, with ``progress(done, expected)`` every ``every`` and at the end."""
+    done = 0
+    progress(0, expected)
+    for entry in entries:
+        yield entry
+        done += 1
+        if done % every == 0:
+            progress(done, expected)
+    progress(done, expected)
 
 
 def _cert_file(kind: CaKind) -> str:
@@ -385,11 +399,14 @@ class TestCA:
         invalid = None if invalidity_date is None else utc(invalidity_date, "invalidity_date")
         return self.db.revoke(serial, revoked_at=when, reason=reason, invalidity_date=invalid)
 
-    def crl(self, kind: CaKind, *, next_update_in: _dt.timedelta = _dt.timedelta(days=1)) -> bytes:
+    def crl(self, kind: CaKind, *, next_update_in: _dt.timedelta = _dt.timedelta(days=1),
+            progress: Callable[[int, int | None], None] | None = None) -> bytes:
         """The current CRL (DER) of the ``kind`` CA: every revoked certificate of that kind.
 
         thisUpdate is the clock's now, nextUpdate ``next_update_in`` later. Each call allocates
         the next CRL number (1, 2, …), persisted in the CA database, so numbers only increase.
+        ``progress(entries_done, entries_expected)`` is called every few thousand entries and at
+        the end (a million entries take seconds: the CLI shows it on a terminal).
         """
         kind = profiles._check_kind(kind)
         if not isinstance(next_update_in, _dt.timedelta) or next_update_in < _dt.timedelta(seconds=1):
@@ -398,10 +415,12 @@ class TestCA:
         # The number first, then the rows: a higher number never reflects an older read.
         number = self.db.next_crl_number(kind, this_update=now)
         flags = {flag.value: flag for flag in x509.ReasonFlags}
-        entries = (
+        entries: Iterable[RevokedEntry] = (
             RevokedEntry(row.serial, row.revoked_at, flags[row.reason], row.invalidity_date)
             for row in self.db.iter_revoked(kind)
         )
+        if progress is not None:
+            entries = _reporting(entries, progress, self.db.count_revoked(kind))
         return build_crl(
             self.ca_cert(kind),
             self.ca_key(kind),

@@ -29,6 +29,7 @@ from jpki.errors import JpkiError, UsageError
 
 __all__ = [
     "AlreadyRevokedError",
+    "CertListing",
     "CertRecord",
     "CertificateDB",
     "CertificateStatusError",
@@ -92,6 +93,19 @@ class CertificateStatusError(UsageError):
 
 class AlreadyRevokedError(CertificateStatusError):
     """The certificate is already revoked (only a ``certificateHold`` may be made permanent)."""
+
+
+class CertListing(NamedTuple):
+    """One certificate as ``jpki ca list`` shows it: text only (times as stored, ISO 8601 UTC),
+    no DER, so that a million of them stream cheaply (see :meth:`CertificateDB.iter_listing`)."""
+
+    serial: str
+    kind: str
+    card: str
+    status: str
+    not_after: str
+    revoked_at: str | None
+    reason: str | None
 
 
 class RevokedRow(NamedTuple):
@@ -314,17 +328,61 @@ class CertificateDB:
         status: Status | None = None,
     ) -> list[CertRecord]:
         """Records matching every given filter, oldest issuance first."""
-        clauses, params = [], []
-        for column, value in (("kind", kind), ("card", card), ("status", status)):
-            if value is not None:
-                clauses.append(f"{column} = ?")
-                params.append(value)
-        where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+        where, params = self._filters(kind, card, status)
         with self._lock:
             rows = self._conn.execute(
                 f"SELECT * FROM certificates{where} ORDER BY issued_at, serial", params
             ).fetchall()
         return [CertRecord._from_row(r) for r in rows]
+
+    def _filters(self, kind: str | None, card: str | None,
+                 status: str | None) -> tuple[str, builtins.list[str]]:
+        clauses, params = [], []
+        for column, value in (("kind", kind), ("card", card), ("status", status)):
+            if value is not None:
+                clauses.append(f"{column} = ?")
+                params.append(value)
+        return (f" WHERE {' AND '.join(clauses)}" if clauses else ""), params
+
+    def count(self, kind: Kind | None = None, card: str | None = None,
+              status: Status | None = None) -> int:
+        """How many records match every given filter."""
+        where, params = self._filters(kind, card, status)
+        with self._lock:
+            return int(self._conn.execute(f"SELECT COUNT(*) FROM certificates{where}", params).fetchone()[0])
+
+    def iter_listing(self, kind: Kind | None = None, card: str | None = None,
+                     status: Status | None = None, *, batch: int = 5000) -> Iterator[CertListing]:
+        """The records of :meth:`list` (same filters and order) as :class:`CertListing` text
+        rows, fetched ``batch`` at a time from one query: nothing is parsed, no certificate is
+        read, so a CA with a million revoked entries lists in a few seconds, in flat memory."""
+        where, params = self._filters(kind, card, status)
+        with self._lock:
+            cursor = self._conn.execute(
+                "SELECT serial, kind, card, status, not_after, revoked_at, reason FROM certificates"
+                f"{where} ORDER BY issued_at, serial", params)
+        try:
+            while True:
+                with self._lock:
+                    rows = cursor.fetchmany(batch)
+                if not rows:
+                    return
+                for row in rows:
+                    yield CertListing(*row)
+        finally:
+            cursor.close()
+
+    def serials_with_prefix(self, prefix: str, *, limit: int = 10) -> builtins.list[str]:
+        """Up to ``limit`` stored serials (lowercase hex) that start with the hex ``prefix``
+        (case, colons and a ``0x`` ignored), in order; UsageError if it is not hex."""
+        text = prefix.strip().lower().replace(":", "").removeprefix("0x").lstrip("0")  # stored serials have no leading zeros
+        if not text or any(c not in "0123456789abcdef" for c in text):
+            raise UsageError(f"not a hexadecimal serial number (prefix): {prefix!r}")
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT serial FROM certificates WHERE serial >= ? AND serial < ? ORDER BY serial"
+                " LIMIT ?", (text, text + "g", limit)).fetchall()
+        return [row[0] for row in rows]
 
     def set_status(
         self,

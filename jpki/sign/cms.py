@@ -1015,8 +1015,11 @@ def _signature_report(check: SignerCheck, *, expected: Literal["sign", "auth"],
         at, source = claimed_time, claimed_source
     else:
         at, source = (clock or SystemClock()).now(), "none in the signature: checked now"
+    signer = certificate_summary(cert)
+    # the key that signed, as its certificate says (what was expected only for a foreign one)
+    key = signer["kind"] if signer["kind"] in ("sign", "auth") else expected
     common: dict[str, Any] = {
-        "signer": certificate_summary(cert), "identity": identity_of(cert), "key": expected,
+        "signer": signer, "identity": identity_of(cert), "key": key,
         "digest_algorithm": check.digest_algorithm,
         "signature_algorithm": check.signature_algorithm, "profile": profile,
         "signing_time": at, "time_source": source,
