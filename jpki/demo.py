@@ -152,41 +152,20 @@ def run_demo(home_path: Path, *, card_name: str = "alice", clock: Clock | None =
     return report
 
 
-def _sample_pdf() -> bytes:
-    """A one-page PDF to sign (pyHanko's writer)."""
-    import io
-
-    from pyhanko.pdf_utils import generic
-    from pyhanko.pdf_utils.writer import PageObject, PdfFileWriter
-
-    def name(text: str) -> generic.NameObject:
-        return generic.NameObject(text)
-
-    writer = PdfFileWriter()
-    font = writer.add_object(generic.DictionaryObject({
-        name("/Type"): name("/Font"), name("/Subtype"): name("/Type1"), name("/BaseFont"): name("/Helvetica")}))
-    text = generic.StreamObject(stream_data=b"BT /F1 24 Tf 72 720 Td (jpki demo: a contract) Tj ET")
-    writer.insert_page(PageObject(
-        contents=writer.add_object(text),
-        media_box=generic.ArrayObject([generic.NumberObject(v) for v in (0, 0, 595, 842)]),
-        resources=generic.DictionaryObject({name("/Font"): generic.DictionaryObject({name("/F1"): font})})))
-    out = io.BytesIO()
-    writer.write(out)
-    return out.getvalue()
 
 
 def _sign_documents(home_path: Path, card_name: str, validator: Validator, clock: Clock,
                     step: Callable[[str, bool, str], None]) -> None:
     """Sign a text file (CMS, CAdES-BES) and a PDF (PAdES B-B) with the card; verify both."""
     from .sign import CardSigner, sign_file, verify_cms
-    from .sign.pdf import sign_pdf, verify_pdf
+    from .sign.pdf import sign_pdf, simple_pdf, verify_pdf
 
     docs = home_path / "documents"
     docs.mkdir(mode=0o700, exist_ok=True)
     text = docs / "contract.txt"
     text.write_text("契約書: jpki demo\n", encoding="utf-8")
     pdf_in, pdf_out = docs / "contract.pdf", docs / "contract-signed.pdf"
-    pdf_in.write_bytes(_sample_pdf())
+    pdf_in.write_bytes(simple_pdf("jpki demo: a contract"))
     with open_transport(f"emu:{card_name}", home=home_path) as t:
         signer = CardSigner.from_session(JpkiSession(t), "sign", pin=lambda: DEFAULT_SIGN_PIN)
         outcome = sign_file(text, None, signer, clock=clock)

@@ -81,16 +81,24 @@ def move(home: Home, name: str, *, address: str | None = None, holder_name: str 
 
 
 def lost(home: Home, name: str, *, clock: Clock | None = None) -> LifeEvent:
-    """The holder reports the card lost: both certificates are revoked (keyCompromise)."""
+    """The holder reports the card lost: its certificates are revoked (keyCompromise).
+
+    A certificate revoked before (e.g. the signing certificate at a death or emigration report)
+    stays revoked with its first reason; the event lists what this report revoked.
+    """
     clock = clock or home.clock
     holder = _active(home, name)
+    revoked: list[tuple[str, str]] = []
     with home.open_ca(clock) as ca:
         now = clock.now()
         for serial in (holder.auth_serial, holder.sign_serial):
+            record = ca.db.get(serial)
+            if record is not None and record.status == "revoked":
+                continue
             ca.revoke(serial, x509.ReasonFlags.key_compromise, revoked_at=now)
+            revoked.append((serial, "keyCompromise"))
     write_holder(home, dataclasses.replace(holder, status="lost"))
-    return LifeEvent(name, "lost", ((holder.auth_serial, "keyCompromise"),
-                                    (holder.sign_serial, "keyCompromise")), ())
+    return LifeEvent(name, "lost", tuple(revoked), ())
 
 
 def renew(home: Home, name: str, *, clock: Clock | None = None) -> LifeEvent:

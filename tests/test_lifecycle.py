@@ -98,6 +98,21 @@ def test_lost_revokes_both_and_blocks_further_events(home, clock):
     assert records(home, "bob")[read_holder(Home(home), "bob").auth_serial].status == "good"
 
 
+def test_lost_after_a_revocation_by_the_ca_revokes_the_rest(home, clock):
+    """`jpki ca revoke` of the signing certificate (death, emigration…), then the card is lost:
+    the auth certificate is revoked, the signing one keeps its first reason (was: an error)."""
+    h = read_holder(Home(home), "alice")
+    with TestCA.open(home / "ca", clock=clock) as ca:
+        ca.revoke(h.sign_serial, x509.ReasonFlags.cessation_of_operation)
+    clock.advance(minutes=5)
+    event = lifecycle.lost(Home(home), "alice", clock=clock)
+    assert event.revoked == ((h.auth_serial, "keyCompromise"),)
+    rows = records(home, "alice")
+    assert rows[h.auth_serial].reason == "keyCompromise"
+    assert rows[h.sign_serial].reason == "cessationOfOperation"
+    assert read_holder(Home(home), "alice").status == "lost"
+
+
 def test_renew_supersedes_and_links(home, clock):
     h = read_holder(Home(home), "alice")
     clock.advance(days=30)

@@ -370,3 +370,27 @@ def _claimed_time(emb: Any) -> tuple[_dt.datetime | None, str]:
         source = "the PDF's /M entry, without a time zone (read as UTC), claimed by the signer"
     return claimed, source
 
+
+def simple_pdf(text: str = "A document to sign") -> bytes:
+    """A one-page A4 PDF showing one line of ASCII ``text`` (Helvetica): something to sign in
+    tests, examples and the README (written by pyHanko's writer)."""
+    import io
+
+    from pyhanko.pdf_utils import generic
+    from pyhanko.pdf_utils.writer import PageObject, PdfFileWriter
+
+    def name(value: str) -> generic.NameObject:
+        return generic.NameObject(value)
+
+    line = text.encode("ascii", "replace").replace(b"\\", b"\\\\").replace(b"(", b"\\(").replace(b")", b"\\)")
+    writer = PdfFileWriter()
+    font = writer.add_object(generic.DictionaryObject({
+        name("/Type"): name("/Font"), name("/Subtype"): name("/Type1"), name("/BaseFont"): name("/Helvetica")}))
+    content = generic.StreamObject(stream_data=b"BT /F1 24 Tf 72 720 Td (" + line + b") Tj ET")
+    writer.insert_page(PageObject(
+        contents=writer.add_object(content),
+        media_box=generic.ArrayObject([generic.NumberObject(v) for v in (0, 0, 595, 842)]),
+        resources=generic.DictionaryObject({name("/Font"): generic.DictionaryObject({name("/F1"): font})})))
+    out = io.BytesIO()
+    writer.write(out)
+    return out.getvalue()
