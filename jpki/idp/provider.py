@@ -1,0 +1,1131 @@
+"""The OpenID Provider as a service object: no HTTP here (see :mod:`jpki.idp.app` for that).
+
+```python
+provider = build_provider(ProviderConfig(home=home, issuer="http://127.0.0.1:8600"), clock=clock)
+pending, cookie = provider.authorize(query_pairs, browser_cookie)     # the auth endpoint
+provider.complete(pending.id, login_response_dict)                    # the card's answer (agent)
+outcome = provider.resume(pending.id, cookie)                         # the browser is back
+provider.token(form_pairs, authorization_header)                      # the token endpoint
+provider.userinfo(authorization_header)                               # the userinfo endpoint
+```
+
+It is a relying party of the card (a :class:`jpki.auth.RelyingParty` whose ``rp_id`` is the
+issuer): every card answer goes through jpki.auth's checks (signature, certificate path,
+validity, revocation, renewal links, reason codes). Around them it adds OAuth 2.0 and OpenID
+Connect as the Digital Authentication App (デジタル認証アプリ) does them:
+
+- authorization code flow only; ``state``, ``nonce`` and PKCE ``code_challenge`` (S256;
+  ``plain`` refused) required; the redirect URI compared exactly with a registered one;
+- scopes ``openid`` (required) and ``name``, ``address``, ``birthdate``, ``gender``: with any of
+  the four the card must sign an eKYC challenge with its *signing* key (the signature password)
+  and the verified basic 4 info is the source of the claims; ``openid`` alone is a login with
+  the user-authentication key (the PIN) and gives no personal data;
+- codes used once (atomic take), 60 s, bound to the client, the redirect URI and the PKCE
+  challenge; a code used twice revokes the access token it gave;
+- client authentication ``private_key_jwt`` (ES256 or RS256; ``aud`` the issuer or the token
+  endpoint; ``exp`` at most :attr:`ProviderConfig.max_assertion_age` ahead; ``jti`` used once,
+  remembered in the shared store until the assertion expires, so a replay is refused by every
+  worker and after a restart with a SQLite or Redis store) or ``client_secret_basic``;
+- ID tokens signed ES256 with a pairwise ``sub`` (:meth:`Provider.pairwise_sub`), ``acr``,
+  ``amr`` (RFC 8176: ``hwk``, ``pin``, ``sc``), ``auth_time`` and ``nonce``; opaque access
+  tokens (stored as their SHA-256) that give userinfo only the claims that were granted.
+
+Card actions are plug-ins (:class:`CardAction`): ``login`` and ``ekyc`` are built in; the
+``sign`` scope (sign transactions) is offered once an action named ``sign`` is registered with
+:meth:`Provider.register_action`. Errors are typed: :class:`OAuthError` (RFC 6749 codes; the app
+turns them into JSON or redirects), :class:`PendingNotFoundError`, :class:`MalformedAnswerError`,
+:class:`jpki.idp.pending.StateError`.
+
+Logging (logger ``jpki.idp``): one line per outcome with the client id, the first characters of
+the pending id and a reason code — never a name, address, birth date, sex, code or token.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import dataclasses
+import datetime as _dt
+import hashlib
+import hmac
+import json
+import logging
+import re
+import secrets
+import threading
+import urllib.parse
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Final, Protocol
+
+from joserfc import jws, jwt
+from joserfc.errors import JoseError
+from joserfc.jwk import KeySet
+
+from jpki.auth.links import AccountResolver, FollowPredecessors, NoLinks, TestCALinks
+from jpki.auth.protocol import (
+    EkycResponse,
+    LoginResponse,
+    MalformedMessageError,
+    parse_json_object,
+)
+from jpki.auth.result import (
+    Account,
+    AuthReason,
+    AuthResult,
+    EkycResult,
+    LoginResult,
+    VerifiedIdentity,
+)
+from jpki.auth.rp import DEFAULT_CHALLENGE_TTL, DEFAULT_REVOCATION_MAX_AGE, RelyingParty
+from jpki.auth.store import (
+    ChallengeStore,
+    ChallengeStoreError,
+    MemoryStore,
+    RedisStore,
+    SqliteStore,
+)
+from jpki.clock import Clock, SystemClock
+from jpki.errors import JpkiError, UsageError
+from jpki.idp.accounts import CardLinkage, signing_account
+from jpki.idp.clients import Client, ClientRegistry, check_jwks
+from jpki.idp.keys import ProviderKey, load_salt
+from jpki.idp.kv import KV, RedisKV, open_kv, split_redis_prefix
+from jpki.idp.pending import PendingAuthorization, PendingState, StateError
+from jpki.verify import Fetch, HttpFetcher, TrustStore, Validator
+from jpki.verify.fetch import DEFAULT_DEADLINE
+
+__all__ = [
+    "ACR",
+    "AMR",
+    "CLAIM_SCOPES",
+    "DEFAULT_AGENT_URL",
+    "CardAction",
+    "Completion",
+    "MalformedAnswerError",
+    "OAuthError",
+    "PendingNotFoundError",
+    "Provider",
+    "ProviderConfig",
+    "Resume",
+    "build_provider",
+]
+
+log = logging.getLogger("jpki.idp")
+
+#: The basic 4 info scopes, in the order claims are listed; each gives the claim of its name.
+CLAIM_SCOPES: Final = ("name", "address", "birthdate", "gender")
+#: Authentication context of every card authentication: a hardware key and a PIN (AAL3).
+ACR: Final = "aal3"
+#: RFC 8176 methods: a hardware-protected key (hwk) unlocked by a PIN (pin) on a smart card (sc).
+AMR: Final = ("hwk", "pin", "sc")
+#: Where ``jpki agent`` listens (the German eID client uses 127.0.0.1:24727; this is 24780).
+DEFAULT_AGENT_URL: Final = "http://127.0.0.1:24780"
+#: The realm path of the endpoints (Keycloak's, like the Digital Authentication App's).
+REALM_PATH: Final = "/api/realms/main"
+JWT_BEARER: Final = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+ASSERTION_ALGS: Final = ("ES256", "RS256")
+#: Reasons a card holder's side may give when it stops (POST …/complete ``{"cancel": true}``).
+CANCEL_REASONS: Final = frozenset({"cancelled", "wrong-pin", "pin-blocked", "card-unavailable"})
+
+_ID_RE: Final = re.compile(r"[A-Za-z0-9_-]{32}")
+_COOKIE_RE: Final = re.compile(r"[A-Za-z0-9_-]{43}")
+_CHALLENGE_RE: Final = re.compile(r"[A-Za-z0-9_-]{43}")
+_VERIFIER_RE: Final = re.compile(r"[A-Za-z0-9._~-]{43,128}")
+_MAX_PARAM: Final = 4096
+# Error descriptions travel in URLs and JSON: RFC 6749 allows %x20-21 / %x23-5B / %x5D-7E only.
+_DESCRIPTION_BAD: Final = re.compile(r'[^\x20\x21\x23-\x5b\x5d-\x7e]')
+
+
+# --------------------------------------------------------------------------- errors
+
+
+class OAuthError(JpkiError):
+    """An OAuth 2.0 refusal: ``error`` (RFC 6749 / OIDC code), ``description``, the HTTP
+    ``status``; for the auth endpoint, ``redirect`` says whether it may go back to the client
+    (the client and the redirect URI were valid) and ``headers`` carry WWW-Authenticate."""
+
+    code = "oauth_error"
+
+    def __init__(self, error: str, description: str, *, status: int = 400, redirect: bool = False,
+                 headers: Mapping[str, str] | None = None) -> None:
+        self.error = error
+        self.description = _DESCRIPTION_BAD.sub("?", description)[:400]
+        self.status = status
+        self.redirect = redirect
+        self.headers = dict(headers or {})
+        self.redirect_uri: str | None = None
+        self.state: str | None = None
+        self.ui_locales: tuple[str, ...] = ()
+        super().__init__(f"{error}: {self.description}")
+
+    def as_dict(self) -> dict[str, str]:
+        """The JSON body of the token and userinfo endpoints."""
+        return {"error": self.error, "error_description": self.description}
+
+
+class PendingNotFoundError(JpkiError):
+    """No such pending authorization: never issued, already finished, or expired."""
+
+    code = "not_found"
+
+
+class MalformedAnswerError(JpkiError):
+    """The card's answer cannot be read (the authorization stays pending: send a good one)."""
+
+    code = "malformed"
+
+
+class ProviderUnavailableError(JpkiError):
+    """A store or the relying party's checks failed: try again (HTTP 503); nothing was decided."""
+
+    code = "store_unavailable"
+
+
+# --------------------------------------------------------------------------- configuration
+
+
+@dataclasses.dataclass(frozen=True)
+class ProviderConfig:
+    """Settings of :func:`build_provider` (and of ``jpki idp serve``).
+
+    ``home`` holds the test CA trusted beside the J-LIS roots (with its renewal and card
+    linkage), the clients and the provider's key. ``issuer`` is the provider's identifier
+    (``iss``) and base URL: the endpoints are under ``ISSUER/api/realms/main/…``. ``store`` is
+    ``memory``, ``sqlite:PATH`` or ``redis://…``. Lifetimes are seconds.
+    ``max_assertion_age``: how far ahead a client assertion's ``exp`` may be.
+    ``clock_skew``: the leeway granted to the clocks of clients. ``agent_url``: the local
+    agent the auth page hands the card work to. ``test_cards``: the test-card mode
+    (:mod:`jpki.idp.testcards`), never the default.
+    """
+
+    home: Path
+    issuer: str
+    store: str = "memory"
+    revocation: str = "ocsp"
+    revocation_max_age: float = DEFAULT_REVOCATION_MAX_AGE.total_seconds()
+    fetch_deadline: float = DEFAULT_DEADLINE
+    test_cards: bool = False
+    agent_url: str = DEFAULT_AGENT_URL
+    authorization_ttl: float = 600.0
+    challenge_ttl: float = DEFAULT_CHALLENGE_TTL.total_seconds()
+    code_ttl: float = 60.0
+    access_token_ttl: float = 300.0
+    id_token_ttl: float = 300.0
+    max_assertion_age: float = 300.0
+    clock_skew: float = 30.0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "issuer", check_issuer(self.issuer))
+        if self.revocation not in ("ocsp", "crl", "none"):
+            raise UsageError(f"revocation must be ocsp, crl or none, not {self.revocation!r}")
+        for name in ("authorization_ttl", "challenge_ttl", "code_ttl", "access_token_ttl", "id_token_ttl",
+                     "max_assertion_age", "fetch_deadline"):
+            if not getattr(self, name) > 0:
+                raise UsageError(f"{name} must be positive")
+        if self.clock_skew < 0 or self.revocation_max_age < 0:
+            raise UsageError("clock_skew and revocation_max_age must not be negative")
+        if self.challenge_ttl > self.authorization_ttl:
+            raise UsageError("challenge_ttl must not exceed authorization_ttl")
+
+    def to_json(self) -> str:
+        """The configuration as JSON (how the workers receive it)."""
+        return json.dumps({**dataclasses.asdict(self), "home": str(self.home)})
+
+    @classmethod
+    def from_json(cls, text: str) -> ProviderConfig:
+        data = json.loads(text)
+        data["home"] = Path(data["home"])
+        return cls(**data)
+
+
+def check_issuer(issuer: object) -> str:
+    """The issuer URL without a trailing slash: http(s), a host, no query, no fragment."""
+    if not isinstance(issuer, str):
+        raise UsageError("the issuer must be a URL")
+    try:
+        parts = urllib.parse.urlsplit(issuer.strip())
+    except ValueError as exc:
+        raise UsageError(f"the issuer {issuer!r} is not a URL: {exc}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment \
+            or "@" in parts.netloc:
+        raise UsageError(f"the issuer {issuer!r} must be an http(s) URL with a host and no query, "
+                         "fragment or user (e.g. https://idp.example.jp)")
+    return urllib.parse.urlunsplit(parts._replace(path=parts.path.rstrip("/")))
+
+
+# --------------------------------------------------------------------------- card actions
+
+
+@dataclasses.dataclass(frozen=True)
+class Completion:
+    """What a card action concluded from an answer: ``ok`` with the ``account`` (the pairwise
+    ``sub`` is derived from its key) and, for eKYC, the ``identity``; or a ``reason`` code and a
+    ``message`` (no personal data). ``extra`` is kept in the approved record for the action."""
+
+    ok: bool
+    reason: str | None = None
+    message: str = ""
+    account: Account | None = None
+    identity: VerifiedIdentity | None = None
+    checked_at: _dt.datetime | None = None
+    extra: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+class CardAction(Protocol):
+    """What the card is asked to do for an authorization: a plug-in of the provider.
+
+    ``name`` is stored in the pending authorization; ``pin`` is the PIN the card holder's side
+    asks for (``auth``: the 4-digit PIN, ``sign``: the signature password); ``params`` the extra
+    authorization-request parameters the action reads (e.g. ``sign_transaction_id``).
+    :meth:`begin` returns the action's public data for the agent (and may raise
+    :class:`OAuthError` with ``redirect=True``); :meth:`complete` checks an answer
+    (:class:`MalformedAnswerError` keeps the authorization pending).
+    """
+
+    name: str
+    pin: str
+    params: frozenset[str]
+
+    def begin(self, provider: Provider, client: Client, scopes: tuple[str, ...],
+              params: Mapping[str, str]) -> dict[str, Any]: ...
+
+    def complete(self, provider: Provider, pending: PendingAuthorization, answer: Mapping[str, Any],
+                 relying_party: RelyingParty) -> Completion: ...
+
+
+def _completion(result: AuthResult, account: Account | None, identity: VerifiedIdentity | None) -> Completion:
+    if not result.ok:
+        return Completion(False, str(result.reason), result.message, checked_at=result.checked_at)
+    return Completion(True, account=account, identity=identity, checked_at=result.checked_at)
+
+
+def _challenge_id(data: Mapping[str, Any], answer_id: str) -> None:
+    """The answer must name this authorization's challenge: an answer to another challenge of
+    this provider (also signed for the issuer) must not complete it."""
+    if not hmac.compare_digest(str(data.get("id", "")).encode(), answer_id.encode()):
+        raise MalformedAnswerError("the answer is for another challenge than this authorization's")
+
+
+class LoginAction:
+    """``openid`` alone: the user-authentication key signs a login challenge (PIN)."""
+
+    name = "login"
+    pin = "auth"
+    params: frozenset[str] = frozenset()
+
+    def begin(self, provider: Provider, client: Client, scopes: tuple[str, ...],
+              params: Mapping[str, str]) -> dict[str, Any]:
+        return provider.rp.begin_login().to_dict()
+
+    def complete(self, provider: Provider, pending: PendingAuthorization, answer: Mapping[str, Any],
+                 relying_party: RelyingParty) -> Completion:
+        try:
+            response = LoginResponse.from_dict(answer)
+        except MalformedMessageError as exc:
+            raise MalformedAnswerError(f"not a login response: {exc}") from None
+        _challenge_id(pending.data, response.challenge_id)
+        result: LoginResult = relying_party.complete_login(response)
+        return _completion(result, result.account, None)
+
+
+class EkycAction:
+    """Any of the basic 4 info: the signing key signs an eKYC challenge (signature password);
+    the verified identity gives the claims and the card linkage the account."""
+
+    name = "ekyc"
+    pin = "sign"
+    params: frozenset[str] = frozenset()
+
+    def begin(self, provider: Provider, client: Client, scopes: tuple[str, ...],
+              params: Mapping[str, str]) -> dict[str, Any]:
+        claims = [s for s in CLAIM_SCOPES if s in scopes]
+        text = f"{client.name}: {' '.join(claims)}"
+        return provider.rp.begin_ekyc(text).to_dict()
+
+    def complete(self, provider: Provider, pending: PendingAuthorization, answer: Mapping[str, Any],
+                 relying_party: RelyingParty) -> Completion:
+        try:
+            response = EkycResponse.from_dict(answer)
+        except MalformedMessageError as exc:
+            raise MalformedAnswerError(f"not an eKYC response: {exc}") from None
+        _challenge_id(pending.data, response.challenge_id)
+        result: EkycResult = relying_party.complete_ekyc(response)
+        if not result.ok or result.certificate is None:
+            return _completion(result, None, None)
+        try:
+            account = signing_account(provider.linkage, result.certificate)
+        except JpkiError as exc:
+            return Completion(False, str(AuthReason.ACCOUNT_UNAVAILABLE), str(exc), checked_at=result.checked_at)
+        return _completion(result, account, result.identity)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _single(pairs: Iterable[tuple[str, str]], where: str) -> dict[str, str]:
+    """Parameters as a dict; a parameter given twice (RFC 6749 §3.1) or too long is refused."""
+    out: dict[str, str] = {}
+    for name, value in pairs:
+        if name in out:
+            raise OAuthError("invalid_request", f"the parameter {name} is given more than once")
+        if len(value) > _MAX_PARAM:
+            raise OAuthError("invalid_request", f"the parameter {name} is too long")
+        out[name] = value
+    return out
+
+
+def claims_of(identity: VerifiedIdentity, granted: Iterable[str]) -> dict[str, Any]:
+    """The OpenID Connect standard claims of the basic 4 info, for the granted scopes only:
+    ``name``, ``address`` (``formatted``), ``birthdate`` (ISO 8601; absent when the certificate
+    says unknown) and ``gender`` (``male``, ``female``, ``unknown``)."""
+    out: dict[str, Any] = {}
+    for scope in granted:
+        if scope == "name":
+            out["name"] = identity.name
+        elif scope == "address":
+            out["address"] = {"formatted": identity.address}
+        elif scope == "birthdate" and identity.birth_date is not None:
+            out["birthdate"] = identity.birth_date.isoformat()
+        elif scope == "gender":
+            out["gender"] = identity.sex
+    return out
+
+
+@dataclasses.dataclass(frozen=True)
+class Resume:
+    """What ``resume`` found: ``redirect`` (to ``url``: a code, or an error for a refusal whose
+    ``pending`` says why), ``waiting`` (the card has not answered yet), ``wrong-browser`` (the
+    cookie does not match), ``gone`` (unknown, used or expired)."""
+
+    kind: str
+    pending: PendingAuthorization | None = None
+    url: str | None = None
+
+
+# --------------------------------------------------------------------------- the provider
+
+
+class Provider:
+    """The OpenID Provider (see the module docstring). Build it with :func:`build_provider`."""
+
+    def __init__(self, *, issuer: str, rp: RelyingParty, kv: KV, clients: ClientRegistry, key: ProviderKey,
+                 salt: bytes, clock: Clock, linkage: CardLinkage | None = None, fetch: Fetch | None = None,
+                 config: ProviderConfig | None = None,
+                 on_close: Sequence[Callable[[], None]] = ()) -> None:
+        self.issuer = check_issuer(issuer)
+        if rp.rp_id != self.issuer:
+            raise UsageError("the relying party's rp_id must be the issuer (the card signs for it)")
+        self.config = config if config is not None else ProviderConfig(home=Path("."), issuer=self.issuer)
+        self.rp = rp
+        self.kv = kv
+        self.clients = clients
+        self.key = key
+        self._salt = salt
+        self.clock = clock
+        self.linkage = linkage
+        self._fetch = fetch
+        self._on_close = list(on_close)
+        self.actions: dict[str, CardAction] = {}
+        for action in (LoginAction(), EkycAction()):
+            self.register_action(action)
+        self._jwks_cache: dict[str, tuple[_dt.datetime, KeySet]] = {}
+        self._jwks_lock = threading.Lock()
+        self._next_purge: _dt.datetime | None = None
+        base = self.issuer + REALM_PATH + "/protocol/openid-connect"
+        self.authorization_endpoint = base + "/auth"
+        self.token_endpoint = base + "/token"
+        self.userinfo_endpoint = base + "/userinfo"
+        self.jwks_uri = base + "/certs"
+        self.resume_endpoint = base + "/auth/resume"
+
+    # ------------------------------------------------------------------ plumbing
+
+    def register_action(self, action: CardAction) -> None:
+        """Offer a card action (``sign`` adds the ``sign`` scope; see :class:`CardAction`)."""
+        if not isinstance(action.name, str) or not re.fullmatch(r"[a-z][a-z0-9_-]{0,31}", action.name):
+            raise UsageError("an action name is a short lower-case word")
+        self.actions[action.name] = action
+
+    @property
+    def scopes_supported(self) -> tuple[str, ...]:
+        return ("openid", *CLAIM_SCOPES, *(("sign",) if "sign" in self.actions else ()))
+
+    def _now(self) -> _dt.datetime:
+        now = self.clock.now()
+        if now.tzinfo is None or now.utcoffset() is None:
+            raise UsageError("the clock must return timezone-aware datetimes")
+        return now
+
+    def _purge(self, now: _dt.datetime) -> None:
+        if self._next_purge is not None and now < self._next_purge:
+            return
+        self._next_purge = now + _dt.timedelta(minutes=1)
+        try:
+            self.kv.purge_expired(now)
+            if not isinstance(self.rp.store, RedisStore):
+                self.rp.store.purge_expired(now)
+        except ChallengeStoreError as exc:
+            log.warning("purge failed: %s", exc)
+
+    def close(self) -> None:
+        """Release the stores, the databases and the HTTP client."""
+        for step in [self.kv.close, self.rp.store.close, self.clients.close, *self._on_close]:
+            try:
+                step()
+            except Exception as exc:  # noqa: BLE001 - closing: report and go on
+                log.warning("close step failed: %s", exc)
+
+    def pairwise_sub(self, sector: str, account_key: str) -> str:
+        """The ``sub`` of an account for a sector: base64url(SHA-256(sector ‖ 0 ‖ account key
+        ‖ 0 ‖ salt)). The account key is jpki.auth's (stable across renewals); the provider's
+        secret salt keeps anyone who knows a certificate from computing the ``sub`` another
+        relying party sees."""
+        return _b64url(hashlib.sha256(sector.encode("utf-8") + b"\0" + account_key.encode("utf-8") + b"\0"
+                                      + self._salt).digest())
+
+    # ------------------------------------------------------------------ discovery
+
+    def discovery(self) -> dict[str, Any]:
+        """The OpenID Provider metadata (``/.well-known/openid-configuration``)."""
+        doc: dict[str, Any] = {
+            "issuer": self.issuer,
+            "authorization_endpoint": self.authorization_endpoint,
+            "token_endpoint": self.token_endpoint,
+            "userinfo_endpoint": self.userinfo_endpoint,
+            "jwks_uri": self.jwks_uri,
+            "response_types_supported": ["code"],
+            "response_modes_supported": ["query"],
+            "grant_types_supported": ["authorization_code", "client_credentials"],
+            "subject_types_supported": ["pairwise"],
+            "id_token_signing_alg_values_supported": ["ES256"],
+            "scopes_supported": list(self.scopes_supported),
+            "claims_supported": ["sub", "iss", "aud", "exp", "iat", "auth_time", "nonce", "acr", "amr",
+                                 "name", "address", "birthdate", "gender"],
+            "token_endpoint_auth_methods_supported": ["private_key_jwt", "client_secret_basic"],
+            "token_endpoint_auth_signing_alg_values_supported": list(ASSERTION_ALGS),
+            "code_challenge_methods_supported": ["S256"],
+            "acr_values_supported": [ACR],
+            "ui_locales_supported": ["ja", "en"],
+            "claims_parameter_supported": False,
+            "request_parameter_supported": False,
+            "request_uri_parameter_supported": False,
+            "authorization_response_iss_parameter_supported": True,
+        }
+        if self.config.test_cards:
+            doc["jpki_test_cards"] = True
+        return doc
+
+    # ------------------------------------------------------------------ authorization
+
+    def authorize(self, pairs: Iterable[tuple[str, str]], browser: str | None) -> tuple[PendingAuthorization, str]:
+        """Check an authorization request and make its pending authorization.
+
+        ``browser`` is the browser's binding cookie (None or malformed: a new one is made).
+        Returns the pending authorization and the cookie value to set. Raises
+        :class:`OAuthError`: with ``redirect`` False (no known client, no exact redirect URI)
+        the error is shown to the person, never sent to an unverified redirect URI.
+        """
+        params = _single(pairs, "authorization request")
+        client_id = params.get("client_id", "")
+        client = self.clients.get(client_id) if client_id else None
+        if client is None:
+            raise OAuthError("invalid_client" if client_id else "invalid_request",
+                             "unknown client" if client_id else "client_id is missing")
+        redirect_uri = params.get("redirect_uri")
+        if redirect_uri is None or not any(hmac.compare_digest(redirect_uri.encode(), u.encode())
+                                           for u in client.redirect_uris):
+            raise OAuthError("invalid_request", "redirect_uri is missing or not registered for this client")
+        try:
+            pending = self._authorize(client, redirect_uri, params, browser)
+        except OAuthError as exc:
+            exc.redirect, exc.redirect_uri, exc.state = True, redirect_uri, params.get("state")
+            exc.ui_locales = tuple(params.get("ui_locales", "").split())
+            log.info("authorization refused: client=%s error=%s", client.client_id, exc.error)
+            raise
+        return pending
+
+    def _authorize(self, client: Client, redirect_uri: str, params: Mapping[str, str],
+                   browser: str | None) -> tuple[PendingAuthorization, str]:
+        if "request" in params:
+            raise OAuthError("request_not_supported", "request objects are not supported")
+        if "request_uri" in params:
+            raise OAuthError("request_uri_not_supported", "request_uri is not supported")
+        if params.get("response_type") != "code":
+            raise OAuthError("unsupported_response_type", "only response_type=code (the code flow) is supported")
+        if params.get("response_mode", "query") != "query":
+            raise OAuthError("invalid_request", "only response_mode=query is supported")
+        scopes = tuple(dict.fromkeys(params.get("scope", "").split()))
+        if "openid" not in scopes:
+            raise OAuthError("invalid_scope", "the openid scope is required")
+        unknown = [s for s in scopes if s not in self.scopes_supported]
+        if unknown:
+            raise OAuthError("invalid_scope", f"unknown scope(s): {' '.join(unknown)[:100]}")
+        state, nonce = params.get("state", ""), params.get("nonce", "")
+        if not state:
+            raise OAuthError("invalid_request", "state is required")
+        if not nonce:
+            raise OAuthError("invalid_request", "nonce is required")
+        challenge, method = params.get("code_challenge"), params.get("code_challenge_method")
+        if not challenge:
+            raise OAuthError("invalid_request", "code_challenge is required (PKCE with S256)")
+        if method != "S256":
+            raise OAuthError("invalid_request", "code_challenge_method must be S256 (plain is not supported)")
+        if not _CHALLENGE_RE.fullmatch(challenge):
+            raise OAuthError("invalid_request", "code_challenge is not a base64url SHA-256 (43 characters)")
+        if "none" in params.get("prompt", "").split():
+            raise OAuthError("login_required", "the card is needed for every authorization (prompt=none)")
+        if "sign" in scopes:
+            action_name = "sign"
+        elif any(s in CLAIM_SCOPES for s in scopes):
+            action_name = "ekyc"
+        else:
+            action_name = "login"
+        action = self.actions[action_name]
+        now = self._now()
+        self._purge(now)
+        try:
+            data = action.begin(self, client, scopes, params)
+        except ChallengeStoreError as exc:
+            log.warning("authorization not started: %s", exc)
+            raise OAuthError("temporarily_unavailable", "the store is unavailable: try again shortly") from None
+        cookie = browser if isinstance(browser, str) and _COOKIE_RE.fullmatch(browser) else secrets.token_urlsafe(32)
+        pending = PendingAuthorization(
+            id=secrets.token_urlsafe(24), client_id=client.client_id, client_name=client.name,
+            redirect_uri=redirect_uri, state=state, nonce=nonce, code_challenge=challenge, scopes=scopes,
+            claims=tuple(s for s in CLAIM_SCOPES if s in scopes), action=action_name, data=data,
+            browser=_digest(cookie), created_at=now,
+            expires_at=now + _dt.timedelta(seconds=self.config.authorization_ttl),
+            acr_values=tuple(params.get("acr_values", "").split())[:8],
+            ui_locales=tuple(params.get("ui_locales", "").split())[:8],
+            params={k: params[k] for k in action.params if k in params})
+        try:
+            self.kv.put(self._pending_key(pending.id), pending.to_json(), now=now, expires_at=pending.expires_at)
+        except ChallengeStoreError as exc:
+            log.warning("authorization not stored: %s", exc)
+            raise OAuthError("temporarily_unavailable", "the store is unavailable: try again shortly") from None
+        log.info("authorization pending: client=%s pending=%s action=%s", client.client_id, pending.id[:8],
+                 action_name)
+        return pending, cookie
+
+    @staticmethod
+    def _pending_key(pending_id: str) -> str:
+        return "pending:" + pending_id
+
+    def pending(self, pending_id: str) -> PendingAuthorization | None:
+        """The pending authorization (any state) while it lives; None otherwise."""
+        if not isinstance(pending_id, str) or not _ID_RE.fullmatch(pending_id):
+            return None
+        try:
+            text = self.kv.get(self._pending_key(pending_id), now=self._now())
+        except ChallengeStoreError as exc:
+            raise ProviderUnavailableError(str(exc)) from exc
+        return None if text is None else PendingAuthorization.from_json(text)
+
+    def pending_document(self, pending: PendingAuthorization) -> dict[str, Any]:
+        """What ``GET /api/pending/{id}`` shows the card holder's side: who asks, for what, which
+        PIN, and (while pending) the challenge to sign. No personal data, no account."""
+        action = self.actions.get(pending.action)
+        doc: dict[str, Any] = {
+            "id": pending.id,
+            "issuer": self.issuer,
+            "state": str(pending.status),
+            "action": pending.action,
+            "pin": action.pin if action is not None else None,
+            "client": {"id": pending.client_id, "name": pending.client_name},
+            "scopes": list(pending.scopes),
+            "claims": list(pending.claims),
+            "expires_at": pending.expires_at.isoformat(),
+            "complete": f"{self.issuer}/api/pending/{pending.id}/complete",
+            "resume": self.resume_url(pending.id),
+            "test_cards": self.config.test_cards,
+        }
+        if pending.status is PendingState.PENDING:
+            doc["data"] = pending.data
+            if pending.action in ("login", "ekyc"):
+                doc["challenge"] = pending.data
+        elif pending.status is PendingState.REFUSED:
+            doc["reason"] = pending.reason
+            doc["message"] = pending.message
+        return doc
+
+    def resume_url(self, pending_id: str) -> str:
+        return f"{self.resume_endpoint}?{urllib.parse.urlencode({'pending': pending_id})}"
+
+    def agent_link(self, pending_id: str) -> str:
+        """The "use the card on this computer" link: the local agent's authorize page."""
+        query = urllib.parse.urlencode({"issuer": self.issuer, "pending": pending_id})
+        return f"{self.config.agent_url.rstrip('/')}/authorize?{query}"
+
+    # ------------------------------------------------------------------ the card's answer
+
+    def _load_pending(self, pending_id: str) -> PendingAuthorization:
+        pending = self.pending(pending_id)
+        if pending is None:
+            raise PendingNotFoundError("no such pending authorization (unknown, finished or expired)")
+        return pending
+
+    def _move(self, pending: PendingAuthorization, new: PendingAuthorization) -> PendingAuthorization:
+        """Compare-and-set ``pending`` → ``new`` in the store: exactly one mover wins."""
+        try:
+            moved = self.kv.swap(self._pending_key(pending.id), pending.to_json(), new.to_json(), now=self._now(),
+                                 expires_at=pending.expires_at)
+        except ChallengeStoreError as exc:
+            raise ProviderUnavailableError(str(exc)) from exc
+        if not moved:
+            current = self._load_pending(pending.id)
+            raise StateError(current.status, new.status)
+        return new
+
+    def complete(self, pending_id: str, answer: Mapping[str, Any] | bytes | str, *,
+                 relying_party: RelyingParty | None = None) -> PendingAuthorization:
+        """Decide a pending authorization with the card's answer (jpki.auth's login or eKYC
+        response document, as the action needs), or ``{"cancel": true, "reason": …}``.
+
+        Returns the authorization, now approved or refused. Raises
+        :class:`PendingNotFoundError`, :class:`StateError` (already decided),
+        :class:`MalformedAnswerError` (unreadable, or for another challenge: it stays pending),
+        :class:`ProviderUnavailableError`. ``relying_party`` replaces the provider's own for this
+        check (the test cards' "expired" outcome validates after the certificate's end); the
+        HTTP API never passes it.
+        """
+        pending = self._load_pending(pending_id)
+        if pending.status is not PendingState.PENDING:
+            raise StateError(pending.status, PendingState.APPROVED)
+        if isinstance(answer, (bytes, str)):
+            try:
+                answer = parse_json_object(answer, "answer")
+            except MalformedMessageError as exc:
+                raise MalformedAnswerError(str(exc)) from None
+        if not isinstance(answer, Mapping):
+            raise MalformedAnswerError("the answer must be a JSON object")
+        if answer.get("cancel") is not None:
+            if answer.get("cancel") is not True or set(answer) - {"cancel", "reason"}:
+                raise MalformedAnswerError('a cancellation is {"cancel": true, "reason": …}')
+            return self.cancel(pending_id, str(answer.get("reason", "cancelled")))
+        action = self.actions.get(pending.action)
+        if action is None:
+            raise ProviderUnavailableError(f"the {pending.action} action is not offered by this provider now")
+        completion = action.complete(self, pending, answer, relying_party or self.rp)
+        return self._decide(pending, completion)
+
+    def _decide(self, pending: PendingAuthorization, completion: Completion) -> PendingAuthorization:
+        if completion.ok and completion.account is not None:
+            client = self.clients.get(pending.client_id)
+            if client is None:
+                completion = Completion(False, "unknown-client", "the client was removed meanwhile")
+            else:
+                claims = claims_of(completion.identity, pending.claims) if completion.identity is not None else {}
+                auth_time = int((completion.checked_at or self._now()).timestamp())
+                result = {"sub": self.pairwise_sub(client.sector, completion.account.key), "claims": claims,
+                          "auth_time": auth_time, "acr": ACR, "amr": list(AMR), "extra": completion.extra}
+                new = self._move(pending, pending.moved(PendingState.APPROVED, result=result))
+                log.info("authorization approved: client=%s pending=%s action=%s", pending.client_id,
+                         pending.id[:8], pending.action)
+                return new
+        reason = completion.reason or "refused"
+        if reason in (str(AuthReason.MALFORMED),):
+            raise MalformedAnswerError(completion.message or "the answer is malformed")
+        if reason in (str(AuthReason.STORE_UNAVAILABLE), str(AuthReason.INTERNAL_ERROR)):
+            raise ProviderUnavailableError(completion.message or reason)
+        new = self._move(pending, pending.moved(PendingState.REFUSED, reason=reason,
+                                                message=_DESCRIPTION_BAD.sub("?", completion.message)[:300]))
+        log.info("authorization refused: client=%s pending=%s reason=%s", pending.client_id, pending.id[:8], reason)
+        return new
+
+    def cancel(self, pending_id: str, reason: str = "cancelled", message: str | None = None) -> PendingAuthorization:
+        """Refuse a pending authorization for a reason of the card holder's side
+        (:data:`CANCEL_REASONS`: cancelled, wrong-pin, pin-blocked, card-unavailable)."""
+        if reason not in CANCEL_REASONS:
+            raise MalformedAnswerError(f"a cancellation reason is one of {', '.join(sorted(CANCEL_REASONS))}")
+        pending = self._load_pending(pending_id)
+        if pending.status is not PendingState.PENDING:
+            raise StateError(pending.status, PendingState.REFUSED)
+        return self._decide(pending, Completion(False, reason, message or _CANCEL_MESSAGES[reason]))
+
+    # ------------------------------------------------------------------ back to the client
+
+    def _redirect(self, pending: PendingAuthorization, **params: str) -> str:
+        query = urllib.parse.urlencode({**params, "state": pending.state, "iss": self.issuer})
+        return pending.redirect_uri + ("&" if "?" in pending.redirect_uri else "?") + query
+
+    def error_redirect(self, error: OAuthError) -> str:
+        """The client's redirect URI with ``error`` (for errors whose ``redirect`` is True)."""
+        assert error.redirect_uri is not None
+        params = {"error": error.error, "error_description": error.description}
+        if error.state:
+            params["state"] = error.state
+        params["iss"] = self.issuer
+        uri = error.redirect_uri
+        return uri + ("&" if "?" in uri else "?") + urllib.parse.urlencode(params)
+
+    @staticmethod
+    def browser_matches(pending: PendingAuthorization, browser: str | None) -> bool:
+        """Whether ``browser`` (the binding cookie) is the one that started ``pending``."""
+        return isinstance(browser, str) and hmac.compare_digest(_digest(browser), pending.browser)
+
+    def resume(self, pending_id: str, browser: str | None) -> Resume:
+        """The browser is back: redirect it to the client with a code (approved) or an error
+        (refused), once. The cookie set at the auth endpoint must come back."""
+        pending = self.pending(pending_id)
+        if pending is None:
+            return Resume("gone")
+        if not self.browser_matches(pending, browser):
+            log.info("resume refused: pending=%s (another browser)", pending.id[:8])
+            return Resume("wrong-browser", pending)
+        if pending.status is PendingState.PENDING:
+            return Resume("waiting", pending)
+        return self._finish(pending)
+
+    def refusal_redirect(self, pending_id: str) -> str | None:
+        """For a refused authorization, the client's error redirect (taken once, no cookie: it
+        carries no code); None if it is not refused. For the test-card API."""
+        pending = self.pending(pending_id)
+        if pending is None or pending.status is not PendingState.REFUSED:
+            return None
+        return self._finish(pending).url
+
+    def _finish(self, pending: PendingAuthorization) -> Resume:
+        try:
+            taken = self.kv.take(self._pending_key(pending.id), now=self._now())
+        except ChallengeStoreError as exc:
+            raise ProviderUnavailableError(str(exc)) from exc
+        if taken is None:
+            return Resume("gone")
+        pending = PendingAuthorization.from_json(taken)
+        if pending.status is PendingState.REFUSED:
+            description = f"{pending.reason}: {pending.message or ''}".rstrip(": ")
+            url = self._redirect(pending, error="access_denied",
+                                 error_description=_DESCRIPTION_BAD.sub("?", description)[:300])
+            return Resume("redirect", pending, url)
+        code = self._issue_code(pending)
+        log.info("code issued: client=%s pending=%s", pending.client_id, pending.id[:8])
+        return Resume("redirect", pending, self._redirect(pending, code=code))
+
+    def _issue_code(self, pending: PendingAuthorization) -> str:
+        assert pending.result is not None
+        now = self._now()
+        code = secrets.token_urlsafe(32)
+        record = {"client_id": pending.client_id, "redirect_uri": pending.redirect_uri,
+                  "code_challenge": pending.code_challenge, "nonce": pending.nonce, "scopes": list(pending.scopes),
+                  **pending.result}
+        try:
+            self.kv.put("code:" + _digest(code), json.dumps(record, ensure_ascii=False), now=now,
+                        expires_at=now + _dt.timedelta(seconds=self.config.code_ttl))
+        except ChallengeStoreError as exc:
+            raise ProviderUnavailableError(str(exc)) from exc
+        return code
+
+    # ------------------------------------------------------------------ the token endpoint
+
+    def token(self, pairs: Iterable[tuple[str, str]], authorization: str | None) -> dict[str, Any]:
+        """The token endpoint: the response document, or :class:`OAuthError`."""
+        params = _single(pairs, "token request")
+        now = self._now()
+        client = self._authenticate(params, authorization, now)
+        grant = params.get("grant_type")
+        try:
+            if grant == "authorization_code":
+                return self._code_grant(client, params, now)
+            if grant == "client_credentials":
+                return self._client_credentials(client, params, now)
+        except ChallengeStoreError as exc:
+            log.warning("token request failed: %s", exc)
+            raise OAuthError("temporarily_unavailable", "the store is unavailable: try again shortly",
+                             status=503) from None
+        raise OAuthError("unsupported_grant_type", "grant_type must be authorization_code or client_credentials")
+
+    def _authenticate(self, params: Mapping[str, str], authorization: str | None, now: _dt.datetime) -> Client:
+        basic = authorization is not None and authorization[:6].lower() == "basic "
+        assertion = params.get("client_assertion")
+        assertion_type = params.get("client_assertion_type")
+        if "client_secret" in params:
+            raise OAuthError("invalid_client", "client_secret_post is not supported: use private_key_jwt or "
+                             "client_secret_basic", status=401)
+        if basic and (assertion is not None or assertion_type is not None):
+            raise OAuthError("invalid_request", "more than one client authentication method")
+        if assertion is not None or assertion_type is not None:
+            if assertion_type != JWT_BEARER or not assertion:
+                raise OAuthError("invalid_client", f"client_assertion_type must be {JWT_BEARER}", status=401)
+            return self._private_key_jwt(assertion, params.get("client_id"), now)
+        if basic:
+            assert authorization is not None
+            return self._client_secret_basic(authorization[6:].strip(), params.get("client_id"))
+        raise OAuthError("invalid_client", "no client authentication (use private_key_jwt or client_secret_basic)",
+                         status=401)
+
+    def _client_secret_basic(self, credentials: str, form_client_id: str | None) -> Client:
+        challenge = {"WWW-Authenticate": 'Basic realm="jpki-idp"'}
+        try:
+            decoded = base64.b64decode(credentials, validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError, ValueError):
+            raise OAuthError("invalid_client", "the Basic credentials are not base64", status=401,
+                             headers=challenge) from None
+        client_id, colon, secret = decoded.partition(":")
+        client_id, secret = urllib.parse.unquote_plus(client_id), urllib.parse.unquote_plus(secret)
+        client = self.clients.get(client_id) if colon else None
+        if client is None or not client.check_secret(secret):
+            log.info("client authentication failed: client=%s method=client_secret_basic", client_id[:32])
+            raise OAuthError("invalid_client", "client authentication failed", status=401, headers=challenge)
+        if form_client_id is not None and form_client_id != client.client_id:
+            raise OAuthError("invalid_client", "client_id differs from the authenticated client", status=401)
+        return client
+
+    def _client_keys(self, client: Client, kid: str | None, now: _dt.datetime) -> KeySet:
+        inline = client.signing_keys()
+        if inline is not None:
+            return inline
+        assert client.jwks_uri is not None
+        with self._jwks_lock:
+            cached = self._jwks_cache.get(client.client_id)
+        fresh = cached is not None and now < cached[0] + _dt.timedelta(minutes=5)
+        if cached is not None and fresh and (kid is None or any(k.kid == kid for k in cached[1].keys)):
+            return cached[1]
+        if cached is not None and now < cached[0] + _dt.timedelta(seconds=10):
+            return cached[1]  # fetched a moment ago: an unknown kid does not make us fetch again
+        fetch = self._fetch if self._fetch is not None else HttpFetcher()
+        try:
+            document = check_jwks(json.loads(fetch(client.jwks_uri)))
+        except Exception as exc:  # noqa: BLE001 - any failure of the client's key URL
+            log.warning("client %s: JWKS at its jwks_uri unusable: %s", client.client_id, exc)
+            raise OAuthError("invalid_client", "the client's jwks_uri gave no usable keys", status=401) from None
+        keys = KeySet.import_key_set({"keys": [k for k in document["keys"] if k.get("use") in (None, "sig")]})  # type: ignore[arg-type,typeddict-item]
+        with self._jwks_lock:
+            self._jwks_cache[client.client_id] = (now, keys)
+        return keys
+
+    def _private_key_jwt(self, assertion: str, form_client_id: str | None, now: _dt.datetime) -> Client:
+        def refuse(why: str, client_id: str = "-") -> OAuthError:
+            log.info("client authentication failed: client=%s method=private_key_jwt: %s", client_id[:32], why)
+            return OAuthError("invalid_client", f"client assertion refused: {why}", status=401)
+
+        try:
+            compact = jws.extract_compact(assertion.encode("ascii"))
+            header = compact.headers()
+            unverified = json.loads(compact.payload)
+        except (JoseError, ValueError, UnicodeError):
+            raise refuse("not a compact JWS") from None
+        if not isinstance(unverified, dict):
+            raise refuse("the payload is not a JSON object")
+        alg = header.get("alg")
+        if alg not in ASSERTION_ALGS:
+            raise refuse(f"alg must be ES256 or RS256, not {str(alg)[:16]}")
+        client_id = unverified.get("sub")
+        if not isinstance(client_id, str) or unverified.get("iss") != client_id:
+            raise refuse("iss and sub must both be the client_id")
+        if form_client_id is not None and form_client_id != client_id:
+            raise refuse("client_id differs from the assertion's", client_id)
+        client = self.clients.get(client_id)
+        if client is None or "private_key_jwt" not in client.auth_methods:
+            raise refuse("unknown client, or one without keys", client_id)
+        kid = header.get("kid") if isinstance(header.get("kid"), str) else None
+        keys = self._client_keys(client, kid, now)
+        kty = "EC" if alg == "ES256" else "RSA"
+        candidates = [k for k in keys.keys if k.key_type == kty and (kid is None or k.kid == kid)]
+        claims: dict[str, Any] | None = None
+        for key in candidates:
+            try:
+                claims = jwt.decode(assertion, key, algorithms=[alg]).claims
+                break
+            except (JoseError, ValueError):
+                continue
+        if claims is None:
+            raise refuse("the signature does not verify with the client's keys", client_id)
+        skew = self.config.clock_skew
+        now_s = now.timestamp()
+        audience = claims.get("aud")
+        audiences = [audience] if isinstance(audience, str) else audience if isinstance(audience, list) else []
+        if not any(a in (self.issuer, self.token_endpoint) for a in audiences if isinstance(a, str)):
+            raise refuse("aud must be the issuer or the token endpoint", client_id)
+        exp = claims.get("exp")
+        if not isinstance(exp, (int, float)) or isinstance(exp, bool):
+            raise refuse("exp is missing", client_id)
+        if exp <= now_s - skew:
+            raise refuse("the assertion has expired", client_id)
+        if exp > now_s + self.config.max_assertion_age + skew:
+            raise refuse(f"exp is more than {int(self.config.max_assertion_age)} s ahead", client_id)
+        for name in ("iat", "nbf"):
+            value = claims.get(name)
+            if value is not None and (not isinstance(value, (int, float)) or value > now_s + skew):
+                raise refuse(f"{name} is in the future", client_id)
+        jti = claims.get("jti")
+        if not isinstance(jti, str) or not 1 <= len(jti) <= 256:
+            raise refuse("jti is missing", client_id)
+        until = _dt.datetime.fromtimestamp(exp + skew, _dt.UTC)
+        try:
+            first = self.kv.add(f"jti:{client.client_id}:{_digest(jti)}", "1", now=now, expires_at=until)
+        except ChallengeStoreError as exc:
+            log.warning("jti not recorded: %s", exc)
+            raise OAuthError("temporarily_unavailable", "the store is unavailable: try again shortly",
+                             status=503) from None
+        if not first:
+            raise refuse("the assertion was already used (jti replayed)", client_id)
+        return client
+
+    def _code_grant(self, client: Client, params: Mapping[str, str], now: _dt.datetime) -> dict[str, Any]:
+        code, redirect_uri, verifier = params.get("code"), params.get("redirect_uri"), params.get("code_verifier")
+        if not code:
+            raise OAuthError("invalid_request", "code is missing")
+        if not redirect_uri:
+            raise OAuthError("invalid_request", "redirect_uri is missing")
+        code_key = _digest(code)
+        text = self.kv.take("code:" + code_key, now=now)
+        if text is None:
+            used = self.kv.get("used:" + code_key, now=now)
+            if used is not None:  # a second use: revoke what the first one gave (RFC 6749 §4.1.2)
+                self.kv.delete("token:" + used)
+                log.warning("code used twice: client=%s; its access token is revoked", client.client_id)
+            raise OAuthError("invalid_grant", "the code is invalid, expired or already used")
+        record = json.loads(text)
+        if record["client_id"] != client.client_id:
+            log.warning("code of client %s presented by client %s", record["client_id"], client.client_id)
+            raise OAuthError("invalid_grant", "the code was issued to another client")
+        if record["redirect_uri"] != redirect_uri:
+            raise OAuthError("invalid_grant", "redirect_uri differs from the authorization request's")
+        if not verifier:
+            raise OAuthError("invalid_grant", "code_verifier is missing (PKCE)")
+        if not _VERIFIER_RE.fullmatch(verifier):
+            raise OAuthError("invalid_grant", "code_verifier must be 43-128 unreserved characters")
+        expected = _b64url(hashlib.sha256(verifier.encode("ascii")).digest())
+        if not hmac.compare_digest(expected, record["code_challenge"]):
+            raise OAuthError("invalid_grant", "code_verifier does not match the code_challenge")
+        access_token = secrets.token_urlsafe(32)
+        token_key = _digest(access_token)
+        ttl = _dt.timedelta(seconds=self.config.access_token_ttl)
+        self.kv.put("token:" + token_key, json.dumps({
+            "kind": "user", "client_id": client.client_id, "scopes": record["scopes"], "sub": record["sub"],
+            "claims": record["claims"]}, ensure_ascii=False), now=now, expires_at=now + ttl)
+        self.kv.put("used:" + code_key, token_key, now=now, expires_at=now + ttl)
+        iat = int(now.timestamp())
+        id_token = self.key.sign({
+            "iss": self.issuer, "aud": client.client_id, "sub": record["sub"], "iat": iat,
+            "exp": iat + int(self.config.id_token_ttl), "auth_time": record["auth_time"], "nonce": record["nonce"],
+            "acr": record["acr"], "amr": record["amr"]})
+        log.info("tokens issued: client=%s grant=authorization_code", client.client_id)
+        return {"access_token": access_token, "token_type": "Bearer", "expires_in": int(ttl.total_seconds()),
+                "id_token": id_token, "scope": " ".join(record["scopes"])}
+
+    def _client_credentials(self, client: Client, params: Mapping[str, str], now: _dt.datetime) -> dict[str, Any]:
+        scopes = tuple(dict.fromkeys(params.get("scope", "sign").split()))
+        if not scopes or any(s != "sign" for s in scopes):
+            raise OAuthError("invalid_scope", "client_credentials tokens are for the sign scope only")
+        access_token = secrets.token_urlsafe(32)
+        ttl = _dt.timedelta(seconds=self.config.access_token_ttl)
+        self.kv.put("token:" + _digest(access_token), json.dumps({
+            "kind": "client", "client_id": client.client_id, "scopes": list(scopes)}),
+            now=now, expires_at=now + ttl)
+        log.info("token issued: client=%s grant=client_credentials", client.client_id)
+        return {"access_token": access_token, "token_type": "Bearer", "expires_in": int(ttl.total_seconds()),
+                "scope": " ".join(scopes)}
+
+    def access_token(self, authorization: str | None) -> dict[str, Any]:
+        """The record of a Bearer access token (``kind`` user or client, ``client_id``,
+        ``scopes``…), for userinfo and for plug-ins (sign transactions); :class:`OAuthError`
+        (401 ``invalid_token``) when absent, expired, revoked or of a removed client."""
+        realm = 'Bearer realm="jpki-idp"'
+        if authorization is None or authorization[:7].lower() != "bearer " or not authorization[7:].strip():
+            raise OAuthError("invalid_request", "a Bearer access token is required", status=401,
+                             headers={"WWW-Authenticate": realm})
+        token = authorization[7:].strip()
+        try:
+            text = self.kv.get("token:" + _digest(token), now=self._now())
+        except ChallengeStoreError as exc:
+            raise OAuthError("temporarily_unavailable", f"the store is unavailable: {exc}", status=503) from None
+        record = json.loads(text) if text is not None else None
+        if record is None or self.clients.get(record["client_id"]) is None:
+            raise OAuthError("invalid_token", "the access token is invalid, expired or revoked", status=401,
+                             headers={"WWW-Authenticate": realm + ', error="invalid_token"'})
+        return record
+
+    def userinfo(self, authorization: str | None) -> dict[str, Any]:
+        """The userinfo endpoint: ``sub`` and the granted claims only."""
+        record = self.access_token(authorization)
+        if record.get("kind") != "user" or "openid" not in record.get("scopes", ()):
+            raise OAuthError("insufficient_scope", "this access token is not for userinfo (no openid scope)",
+                             status=403, headers={"WWW-Authenticate": 'Bearer realm="jpki-idp", error="insufficient_scope"'})
+        granted = set(record["scopes"])
+        return {"sub": record["sub"], **{k: v for k, v in record["claims"].items() if k in granted}}
+
+
+_CANCEL_MESSAGES: Final = {
+    "cancelled": "the card holder cancelled",
+    "wrong-pin": "the PIN was wrong",
+    "pin-blocked": "the PIN is blocked",
+    "card-unavailable": "the card could not be used",
+}
+
+
+# --------------------------------------------------------------------------- building one
+
+
+def open_challenge_store(spec: str) -> ChallengeStore:
+    """The relying party's challenge store for a provider store spec: a memory store, the
+    same SQLite file (its own table), or the same Redis server under ``PREFIX + challenge:``."""
+    spec = spec.strip()
+    if spec == "memory":
+        return MemoryStore()
+    if spec.startswith("sqlite:") and spec[len("sqlite:"):]:
+        return SqliteStore(spec[len("sqlite:"):])
+    if spec.partition(":")[0].lower() in ("redis", "rediss"):
+        url, prefix = split_redis_prefix(spec)
+        return RedisStore(url, prefix=(prefix if prefix is not None else RedisKV.DEFAULT_PREFIX) + "challenge:")
+    open_kv(spec)  # raises the usage error naming the accepted forms
+    raise UsageError(f"unknown store {spec!r}")  # pragma: no cover
+
+
+def build_provider(config: ProviderConfig, *, clock: Clock | None = None, fetch: Fetch | None = None,
+                   kv: KV | None = None, key: ProviderKey | None = None) -> Provider:
+    """The provider for ``config``: trust = J-LIS roots + the home's test CA (renewal links and
+    card linkage from its database), revocation as configured, the stores the spec names, the
+    clients and key of the home. ``clock``, ``fetch`` (revocation and client JWKS URLs) and
+    ``kv`` are injectable for tests."""
+    clock = clock if clock is not None else SystemClock()
+    home = Path(config.home).expanduser()
+    own_fetch = fetch is None
+    fetch = fetch if fetch is not None else HttpFetcher(deadline=config.fetch_deadline)
+    closers: list[Callable[[], None]] = []
+    if own_fetch:
+        closers.append(getattr(fetch, "close", lambda: None))
+    trust = TrustStore.jlis()
+    resolver: AccountResolver = NoLinks()
+    linkage: CardLinkage | None = None
+    ca_dir = home / "ca"
+    if (ca_dir / "auth_ca.pem").is_file():
+        trust = trust + TrustStore.from_ca_dir(ca_dir)
+        links = TestCALinks(ca_dir)
+        resolver = FollowPredecessors(links.predecessor)
+        linkage = CardLinkage(ca_dir, links, resolver)
+        closers += [links.close, linkage.close]
+    validator = Validator(trust, clock=clock, fetch=fetch, revocation=config.revocation)  # type: ignore[arg-type]
+    own_kv = kv is None
+    kv = kv if kv is not None else open_kv(config.store)
+    try:
+        store = open_challenge_store(config.store)
+    except BaseException:
+        if own_kv:
+            kv.close()
+        raise
+    try:
+        rp = RelyingParty(config.issuer, validator, store, clock,
+                          challenge_ttl=_dt.timedelta(seconds=config.challenge_ttl), account_resolver=resolver,
+                          revocation_max_age=_dt.timedelta(seconds=config.revocation_max_age))
+        provider = Provider(issuer=config.issuer, rp=rp, kv=kv, clients=ClientRegistry(home),
+                            key=key if key is not None else ProviderKey.load_or_create(home),
+                            salt=load_salt(home), clock=clock, linkage=linkage, fetch=fetch, config=config,
+                            on_close=closers)
+    except BaseException:
+        store.close()
+        if own_kv:
+            kv.close()
+        for close in closers:
+            close()
+        raise
+    return provider

@@ -1,0 +1,178 @@
+# ruff: noqa: F811  (pytest fixtures imported by name)
+"""The OpenID Provider's protocol with a standard client (Authlib's AsyncOAuth2Client) and
+test cards signing for real: discovery, the code flow with PKCE, private_key_jwt (ES256 and
+RS256, both audiences) and client_secret_basic, ID tokens checked with joserfc, userinfo with
+only the granted claims, pairwise subjects per sector that survive a card renewal."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from idp_env import (  # noqa: F401  (fixtures)
+    AUTH,
+    BANK,
+    CERTS,
+    ISSUER,
+    SHOP,
+    TOKEN,
+    USERINFO,
+    idp,
+    login,
+    net,
+    oauth_client,
+    register,
+    start,
+    test_card,
+    verified_id_token,
+)
+from joserfc.jwk import KeySet
+from test_auth_support import assert_no_personal_data
+
+from jpki.identity import SAMPLE_PERSONAS
+from jpki.lifecycle import move, renew
+from jpki.provision import Home
+
+
+def run(coro: Any) -> Any:
+    return asyncio.run(coro)
+
+
+def test_discovery_names_the_keycloak_style_endpoints(idp):
+    async def go() -> None:
+        async with idp.http() as http:
+            for path in ("/.well-known/openid-configuration", "/api/realms/main/.well-known/openid-configuration"):
+                doc = (await http.get(path)).json()
+                assert doc["issuer"] == ISSUER
+                assert doc["authorization_endpoint"] == AUTH and doc["token_endpoint"] == TOKEN
+                assert doc["userinfo_endpoint"] == USERINFO and doc["jwks_uri"] == CERTS
+                assert doc["code_challenge_methods_supported"] == ["S256"]
+                assert doc["subject_types_supported"] == ["pairwise"]
+                assert doc["id_token_signing_alg_values_supported"] == ["ES256"]
+                assert set(doc["token_endpoint_auth_methods_supported"]) == {"private_key_jwt", "client_secret_basic"}
+                assert doc["scopes_supported"] == ["openid", "name", "address", "birthdate", "gender"]
+            keys = KeySet.import_key_set((await http.get(CERTS)).json())
+            assert [k.key_type for k in keys.keys] == ["EC"]
+            assert all("d" not in k.as_dict(private=False) for k in keys.keys)
+
+    run(go())
+
+
+def test_login_only_gives_a_verified_id_token_and_no_personal_claims(idp, caplog):
+    reg = register(idp)
+    caplog.set_level(logging.INFO, logger="jpki")
+
+    async def go() -> None:
+        async with oauth_client(idp, reg, scope="openid") as client:
+            started, token = await login(idp, client)
+            assert token["token_type"] == "Bearer" and token["scope"] == "openid"
+            claims = await verified_id_token(client, token["id_token"], idp.clock, reg.id, started.nonce)
+            assert claims["acr"] == "aal3" and claims["amr"] == ["hwk", "pin", "sc"]
+            assert claims["auth_time"] == int(idp.clock.now().timestamp())
+            assert claims["exp"] - claims["iat"] == 300
+            info = (await client.get(USERINFO)).json()
+            assert info == {"sub": claims["sub"]}
+
+    run(go())
+    assert_no_personal_data(caplog.text, idp.home)
+
+
+def test_the_basic_4_info_come_from_userinfo_only_when_granted(idp):
+    persona = SAMPLE_PERSONAS["alice"]
+    reg = register(idp, alg="RS256")
+
+    async def go() -> None:
+        async with oauth_client(idp, reg, scope="openid name address birthdate gender") as client:
+            started, token = await login(idp, client)
+            claims = await verified_id_token(client, token["id_token"], idp.clock, reg.id, started.nonce)
+            assert "name" not in claims and "address" not in claims  # the 4 info are in userinfo
+            info = (await client.get(USERINFO)).json()
+            assert info == {"sub": claims["sub"], "name": persona.name, "address": {"formatted": persona.address},
+                            "birthdate": persona.birth_date.isoformat(), "gender": persona.sex.name.lower()}
+        async with oauth_client(idp, reg, scope="openid address") as client:
+            _, token = await login(idp, client)
+            info = (await client.get(USERINFO)).json()
+            assert set(info) == {"sub", "address"}  # scope not granted → claim absent
+            assert info["address"] == {"formatted": persona.address}
+
+    run(go())
+
+
+def test_client_secret_basic_and_both_assertion_audiences(idp):
+    basic = register(idp, alg=None, secret=True)
+    keyed = register(idp)
+
+    async def go() -> None:
+        async with oauth_client(idp, basic) as client:
+            _, token = await login(idp, client)
+            assert token["id_token"]
+        for audience in (ISSUER, TOKEN):
+            async with oauth_client(idp, keyed, audience=audience) as client:
+                _, token = await login(idp, client)
+                assert token["access_token"]
+
+    run(go())
+
+
+def _sub(idp, reg, scope: str = "openid", card: str = "alice") -> str:
+    async def go() -> str:
+        async with oauth_client(idp, reg, scope=scope, redirect=reg.client.redirect_uris[0]) as client:
+            started, token = await login(idp, client, card)
+            return (await verified_id_token(client, token["id_token"], idp.clock, reg.id, started.nonce))["sub"]
+
+    return run(go())
+
+
+def test_pairwise_sub_per_sector_same_for_login_and_4_info_and_across_renewal(idp):
+    shop = register(idp)
+    shop_again = register(idp, name="Example Shop (second client)")   # same sector: shop.example.jp
+    bank = register(idp, name="Example Bank", redirect=BANK)
+    alice = _sub(idp, shop)
+    assert _sub(idp, shop_again) == alice
+    assert _sub(idp, bank) != alice
+    assert _sub(idp, shop, card="bob") != alice
+    assert _sub(idp, shop, scope="openid name") == alice       # the signing certificate's card linkage
+    renew(Home(idp.home), "alice", clock=idp.clock)             # new keys and certificates, old ones revoked
+    assert _sub(idp, shop) == alice
+    assert _sub(idp, shop, scope="openid address") == alice
+    move(Home(idp.home), "alice", address="大阪府大阪市北区梅田１－１", prefecture="Osaka",
+         municipality="Kita-ku", clock=idp.clock)             # a new signing certificate only
+    assert _sub(idp, shop, scope="openid address") == alice
+
+
+def test_client_credentials_gives_a_sign_token_without_userinfo(idp):
+    reg = register(idp)
+
+    async def go() -> None:
+        async with oauth_client(idp, reg, scope="sign") as client:
+            token = await client.fetch_token(TOKEN, grant_type="client_credentials")
+            assert token["scope"] == "sign" and "id_token" not in token
+            answer = await client.get(USERINFO)
+            assert answer.status_code == 403 and answer.json()["error"] == "insufficient_scope"
+
+    run(go())
+
+
+def test_the_redirect_keeps_the_redirect_uri_query(idp):
+    reg = register(idp, redirect="https://shop.example.jp/callback?tenant=7")
+
+    async def go() -> None:
+        async with oauth_client(idp, reg, redirect="https://shop.example.jp/callback?tenant=7") as client:
+            _, token = await login(idp, client)
+            assert token["id_token"]
+
+    run(go())
+
+
+def test_the_redirect_goes_to_the_registered_uri(idp):
+    reg = register(idp, redirect=SHOP)
+
+    async def go() -> None:
+        async with oauth_client(idp, reg) as client:
+            started = await start(idp, client)
+            answer = await test_card(started.browser, started.pending)
+            back = await started.browser.get(answer.json()["redirect"])
+            assert back.headers["location"].startswith(SHOP + "?code=")
+
+    run(go())
