@@ -3,10 +3,13 @@
 - ``card_emulator`` imports nothing from ``jpki``.
 - Only ``jpki/transport/emu.py`` imports ``card_emulator``.
 - The verification side (``jpki.verify``, ``jpki.revocation``, ``jpki.pki``, ``jpki.identity``,
-  ``jpki.certinfo``, ``jpki.clock``, ``jpki.errors`` and the relying-party modules of
-  ``jpki.auth``) imports none of ``jpki.session``, ``jpki.transport``, ``jpki.apdu``,
+  ``jpki.certinfo``, ``jpki.clock``, ``jpki.errors``, the relying-party modules of
+  ``jpki.auth`` and the OpenID Provider ``jpki.idp``) imports none of ``jpki.session``, ``jpki.transport``, ``jpki.apdu``,
   ``jpki.cli`` — neither directly nor through another jpki module — so that a server can verify
   with no card library installed.
+- ``jpki.idp.testcards`` (the provider's test-card mode, which drives emulated cards) is the one
+  exception in ``jpki.idp``: only ``jpki.idp.app`` imports it, inside a function (lazily, when
+  that mode is on), and the scan of the provider stops at that import.
 - No library module (outside ``jpki/cli`` and the ``__main__`` entry points) calls ``print(``,
   ``sys.exit(`` or ``logging.basicConfig(``.
 
@@ -29,7 +32,9 @@ REPO = Path(__file__).resolve().parents[1]
 PACKAGES = ("jpki", "card_emulator")
 
 VERIFY_SIDE = ("jpki.verify", "jpki.revocation", "jpki.pki", "jpki.identity", "jpki.certinfo",
-               "jpki.clock", "jpki.errors")
+               "jpki.clock", "jpki.errors", "jpki.idp")
+#: Card-driving plug-ins of verification-side packages, imported lazily by one module each.
+PLUGINS = {"jpki.idp.testcards": "jpki.idp.app"}
 CARD_SIDE = ("jpki.session", "jpki.transport", "jpki.apdu", "jpki.cli")
 #: Modules of a ``jpki.auth`` package that form the relying party's side (the server that checks a
 #: login); the card-holder side (signing a challenge with the card) may use the session.
@@ -123,7 +128,7 @@ def report(offenders: list[str], rule: str) -> None:
 
 
 def verify_side_modules() -> list[str]:
-    mods = [m for m in MODULES if any(under(m, v) for v in VERIFY_SIDE)]
+    mods = [m for m in MODULES if any(under(m, v) for v in VERIFY_SIDE) and m not in PLUGINS]
     auth = [m for m in MODULES if under(m, "jpki.auth")]
     if "jpki.auth" in MODULES and not _is_package("jpki.auth"):
         mods.append("jpki.auth")  # a single module: it is (also) the relying party
@@ -178,8 +183,8 @@ def _closure(start: str) -> dict[str, list[str]]:
     queue = [start]
     while queue:  # breadth first: the shortest chain to each module
         mod = queue.pop(0)
-        if any(under(mod, c) for c in CARD_SIDE):
-            continue  # one offending chain is enough; do not list what the card layer imports
+        if any(under(mod, c) for c in CARD_SIDE) or mod in PLUGINS:
+            continue  # one offending chain is enough; plug-ins are checked on their own
         for imp in imports_of(mod):
             # importing a.b.c runs a/__init__, a/b/__init__ and a/b/c
             parts = imp.target.split(".")
@@ -203,6 +208,29 @@ def test_the_verification_side_imports_no_card_layer():
             if any(under(target, c) for c in CARD_SIDE):
                 indirect.append(" -> ".join(chain))
     report(indirect, "the verification side reaches the card layers through another module")
+
+
+def _in_function(name: str, target: str) -> bool:
+    """Whether every import of ``target`` by module ``name`` sits inside a function."""
+    found = []
+
+    def visit(node: ast.AST, inside: bool) -> None:
+        if isinstance(node, ast.ImportFrom) and node.module == target:
+            found.append(inside)
+        for child in ast.iter_child_nodes(node):
+            visit(child, inside or isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)))
+
+    visit(TREES[name], False)
+    return bool(found) and all(found)
+
+
+def test_card_plugins_are_imported_by_one_module_lazily():
+    assert set(PLUGINS) <= set(MODULES)
+    assert "jpki.idp.provider" in verify_side_modules() and "jpki.idp.testcards" not in verify_side_modules()
+    for plugin, importer in PLUGINS.items():
+        importers = sorted({m for m in MODULES for i in imports_of(m) if under(i.target, plugin) and m != plugin})
+        assert importers == [importer], f"{plugin} may only be imported by {importer}, not {importers}"
+        assert _in_function(importer, plugin), f"{importer} must import {plugin} inside a function (lazily)"
 
 
 def test_auth_relying_party_side_is_checked():
