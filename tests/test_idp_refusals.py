@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 from authlib.integrations.base_client.errors import OAuthError as ClientOAuthError
-from idp_env import (
+from idp_env import (  # noqa: F401  (fixtures)
     AUTH,
     BANK,
     ISSUER,

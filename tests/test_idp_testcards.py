@@ -13,7 +13,7 @@ import urllib.parse
 from typing import Any
 
 import pytest
-from idp_env import (
+from idp_env import (  # noqa: F401  (fixtures)
     ISSUER,
     SHOP,
     USERINFO,
@@ -282,6 +282,6 @@ def test_a_renewed_test_card_keeps_its_account(idp):
 
     first = read_holder(Home(idp.home), "alice").auth_serial
     renew(Home(idp.home), "alice", clock=idp.clock)
-    issuer = idp.provider.linkage._auth_issuer  # noqa: SLF001 - the test CA's auth issuer name
+    issuer = idp.provider.linkage._auth_issuer
     account = idp.provider.rp.account_resolver.account_for(CertRef(issuer, read_holder(Home(idp.home), "alice").auth_serial))
     assert account == Account(CertRef(issuer, first), renewals=1)

@@ -294,7 +294,7 @@ class ClientRegistry:
     def list(self) -> list[Client]:
         """Every client, oldest first."""
         with self._db() as conn:
-            rows = conn.execute("SELECT * FROM clients ORDER BY created_at, client_id").fetchall()
+            rows = conn.execute("SELECT * FROM clients ORDER BY created_at, rowid").fetchall()
         return [self._row(r) for r in rows]
 
     def remove(self, client_id: str) -> Client:

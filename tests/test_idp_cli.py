@@ -1,0 +1,170 @@
+# ruff: noqa: F811  (pytest fixtures imported by name)
+"""``jpki idp client add|list|remove`` (CliRunner: one JSON document, one-line errors with a
+code) and ``jpki idp serve`` as a real process: two uvicorn workers on a SQLite store, test
+cards, a whole code flow over HTTP, a client assertion replayed to the workers."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import socket
+import subprocess
+import sys
+import time
+import urllib.parse
+from pathlib import Path
+
+import httpx
+from joserfc import jwt
+from joserfc.jwk import ECKey
+from test_auth_cli import REPO, free_port, live_home, run, wait_up  # noqa: F401  (fixture)
+from test_auth_support import assert_no_personal_data
+
+from jpki.clock import clock_from_environment
+
+
+def test_client_add_list_remove(home, tmp_path):
+    key = ECKey.generate_key("P-256", auto_kid=True)
+    jwks = tmp_path / "shop.jwks.json"
+    jwks.write_text(json.dumps({"keys": [key.as_dict(private=False)]}))
+    r = run(home, "--json", "idp", "client", "add", "Example shop", "--redirect-uri",
+            "https://shop.example.jp/callback", "--redirect-uri", "https://shop.example.jp/cb2", "--jwks", str(jwks))
+    assert r.exit_code == 0, r.stderr
+    added = json.loads(r.output)
+    assert added["auth_methods"] == ["private_key_jwt"] and added["sector"] == "shop.example.jp"
+    assert "client_secret" not in added and added["keys"] == 1
+    r = run(home, "idp", "client", "add", "CI", "--redirect-uri", "http://127.0.0.1:8000/callback", "--secret")
+    assert r.exit_code == 0 and "client_secret:" in r.output and "shown once" in r.output
+    secret = r.output.split("client_secret:")[1].split()[0]
+    r = run(home, "--json", "idp", "client", "list")
+    listed = json.loads(r.output)
+    assert [c["name"] for c in listed] == ["Example shop", "CI"]
+    assert secret not in r.output and "secret_hash" not in r.output
+    r = run(home, "--json", "idp", "client", "remove", added["client_id"])
+    assert r.exit_code == 0 and json.loads(r.output)["removed"]["client_id"] == added["client_id"]
+    r = run(home, "idp", "client", "list")
+    assert "Example shop" not in r.output and "CI" in r.output
+    assert oct((home / "idp" / "clients.db").stat().st_mode & 0o777) == "0o600"
+
+
+def test_client_add_errors_are_one_line_with_a_code(home, tmp_path):
+    private = tmp_path / "private.json"
+    private.write_text(json.dumps(ECKey.generate_key("P-256").as_dict(private=True)))
+    notjson = tmp_path / "not.json"
+    notjson.write_text("{")
+    cases = [
+        (["Shop", "--redirect-uri", "http://shop.example.jp/cb", "--secret"], "plain http"),
+        (["Shop", "--redirect-uri", "https://shop.example.jp/cb#frag", "--secret"], "fragment"),
+        (["Shop", "--redirect-uri", "https://shop.example.jp/cb"], "must be able to authenticate"),
+        (["Shop", "--redirect-uri", "https://shop.example.jp/cb", "--jwks", str(private)], "private parts"),
+        (["Shop", "--redirect-uri", "https://shop.example.jp/cb", "--jwks", str(notjson)], "not JSON"),
+        (["Shop", "--redirect-uri", "https://a.example/cb", "--redirect-uri", "https://b.example/cb", "--secret"],
+         "--sector"),
+        (["", "--redirect-uri", "https://shop.example.jp/cb", "--secret"], "client name"),
+    ]
+    for args, words in cases:
+        r = run(home, "--json", "idp", "client", "add", *args)
+        assert r.exit_code == 2, (args, r.stderr)
+        document = json.loads(r.output)
+        assert document["ok"] is False and document["error"] == "usage" and words in document["message"]
+        assert r.stderr.startswith("error: ") and "Traceback" not in r.stderr
+    r = run(home, "--json", "idp", "client", "remove", "no-such-client")
+    assert r.exit_code == 2 and json.loads(r.output)["error"] == "unknown_client"
+    r = run(home, "idp", "client", "add", "Shop", "--redirect-uri", "https://a.example/cb", "--jwks", "/nonexistent")
+    assert r.exit_code == 2
+
+
+def test_serve_refuses_bad_settings(home):
+    r = run(home, "idp", "serve", "--workers", "2")
+    assert r.exit_code == 2 and "shared store" in r.stderr
+    r = run(home, "idp", "serve", "--host", "0.0.0.0")
+    assert r.exit_code == 2 and "--issuer" in r.stderr
+    r = run(home, "idp", "serve", "--store", "bogus:x", "--port", str(free_port()))
+    assert r.exit_code == 2 and "unknown store" in r.stderr
+    r = run(home, "idp", "serve", "--issuer", "ftp://idp.example.jp")
+    assert r.exit_code == 2 and "issuer" in r.stderr
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        r = run(home, "--json", "idp", "serve", "--port", str(port))
+    assert r.exit_code == 1 and f"port {port} is in use" in r.stderr
+    assert json.loads(r.output)["error"] == "port_in_use"
+
+
+def _assertion(client_id: str, key: ECKey, audience: str, jti: str) -> str:
+    now = int(clock_from_environment().now().timestamp())   # the server's clock ($JPKI_NOW)
+    return jwt.encode({"alg": "ES256", "kid": key.kid}, {"iss": client_id, "sub": client_id, "aud": audience,
+                                                         "iat": now, "exp": now + 60, "jti": jti}, key)
+
+
+def test_serve_as_a_process_with_two_workers_and_test_cards(live_home, tmp_path):
+    key = ECKey.generate_key("P-256", auto_kid=True)
+    jwks = tmp_path / "jwks.json"
+    jwks.write_text(json.dumps({"keys": [key.as_dict(private=False)]}))
+    redirect = "http://127.0.0.1:9/callback"
+    r = run(live_home, "--json", "idp", "client", "add", "Example shop", "--redirect-uri", redirect,
+            "--jwks", str(jwks), "--secret")
+    client = json.loads(r.output)
+    port = free_port()
+    issuer = f"http://127.0.0.1:{port}"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "jpki", "--home", str(live_home), "idp", "serve", "--port", str(port),
+         "--workers", "2", "--store", f"sqlite:{tmp_path / 'idp.db'}", "--test-cards", "--revocation-max-age", "0"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert process.poll() is None, process.stderr.read() if process.stderr else ""
+            try:
+                if httpx.get(f"{issuer}/.well-known/openid-configuration", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                assert time.monotonic() < deadline, "jpki idp serve did not come up"
+                time.sleep(0.1)
+        doc = httpx.get(f"{issuer}/api/realms/main/.well-known/openid-configuration").json()
+        assert doc["issuer"] == issuer and doc["jpki_test_cards"] is True
+        verifier = secrets.token_urlsafe(48)
+        import base64
+        import hashlib
+
+        challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+        for scope in ("openid", "openid name gender"):
+            with httpx.Client(base_url=issuer) as browser:
+                page = browser.get(doc["authorization_endpoint"], params={
+                    "response_type": "code", "client_id": client["client_id"], "redirect_uri": redirect,
+                    "scope": scope, "state": "s1", "nonce": "n1", "code_challenge": challenge,
+                    "code_challenge_method": "S256"})
+                assert page.status_code == 200 and "テストカードモード" in page.text
+                pending = page.headers["x-jpki-pending"]
+                answer = browser.post("/api/test-cards/authenticate",
+                                      json={"pending": pending, "card": "alice", "outcome": "success"})
+                back = browser.get(answer.json()["redirect"])
+                params = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(back.headers["location"]).query))
+            tokens = httpx.post(doc["token_endpoint"], data={
+                "grant_type": "authorization_code", "code": params["code"], "redirect_uri": redirect,
+                "code_verifier": verifier}, auth=(client["client_id"], client["client_secret"]))
+            assert tokens.status_code == 200, tokens.text
+            info = httpx.get(doc["userinfo_endpoint"],
+                             headers={"Authorization": f"Bearer {tokens.json()['access_token']}"}).json()
+            assert ("name" in info) == (scope != "openid")
+        assertion = _assertion(client["client_id"], key, doc["token_endpoint"], "one-jti")
+        statuses = []
+        for _ in range(6):   # fresh connections: both workers see it; only the first use passes
+            with httpx.Client() as fresh:
+                statuses.append(fresh.post(doc["token_endpoint"], data={
+                    "grant_type": "client_credentials", "client_assertion_type":
+                    "urn:ietf:params:oauth:client-assertion-type:jwt-bearer", "client_assertion": assertion}).status_code)
+        assert statuses == [200] + [401] * 5
+    finally:
+        process.terminate()
+        try:
+            _, err = process.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            _, err = process.communicate()
+    assert "TEST-CARD MODE" in err and "OpenID Provider " + issuer in err
+    assert "authorization approved: client=" in err and "code issued" in err
+    assert "jti replayed" in err
+    assert_no_personal_data(err, live_home)
+    assert Path(tmp_path / "idp.db").exists()

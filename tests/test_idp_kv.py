@@ -1,0 +1,106 @@
+"""The provider's shared store (jpki.idp.kv) on all three backends: set-if-absent, take once,
+compare-and-set, expiry decided by the caller's clock, and exactly one winner when several
+threads (or two store objects on one file or server, as two workers have) race."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import datetime as dt
+import secrets
+from collections.abc import Iterator
+
+import pytest
+from redis_env import redis_url  # noqa: F401  (session fixture)
+
+from jpki.errors import UsageError
+from jpki.idp.kv import KV, KVError, MemoryKV, RedisKV, SqliteKV, open_kv
+
+NOW = dt.datetime(2026, 11, 27, 3, 0, tzinfo=dt.UTC)
+LATER = NOW + dt.timedelta(seconds=60)
+
+
+@pytest.fixture(params=["memory", "sqlite", "redis"])
+def pair(request, tmp_path) -> Iterator[tuple[KV, KV]]:
+    """Two stores sharing their records (one object twice for memory: it is per process)."""
+    if request.param == "memory":
+        store = MemoryKV()
+        yield store, store
+        store.close()
+        return
+    if request.param == "sqlite":
+        spec = f"sqlite:{tmp_path / 'kv.db'}"
+    else:
+        spec = request.getfixturevalue("redis_url") + f"?prefix=kv{secrets.token_hex(4)}:"
+    a, b = open_kv(spec), open_kv(spec)
+    yield a, b
+    a.close()
+    b.close()
+
+
+def test_add_take_swap_and_expiry(pair):
+    a, b = pair
+    assert a.add("k", "v1", now=NOW, expires_at=LATER)
+    assert not b.add("k", "v2", now=NOW, expires_at=LATER)            # set if absent
+    assert b.get("k", now=NOW) == "v1"
+    assert b.get("k", now=LATER) is None                              # expired at the caller's now
+    assert b.add("k", "v3", now=LATER, expires_at=LATER + dt.timedelta(seconds=60))   # expired = absent
+    assert not a.swap("k", "v1", "x", now=LATER, expires_at=LATER + dt.timedelta(seconds=60))
+    assert a.swap("k", "v3", "v4", now=LATER, expires_at=LATER + dt.timedelta(seconds=60))
+    assert b.get("k", now=LATER) == "v4"
+    assert b.take("k", now=LATER) == "v4"
+    assert a.take("k", now=LATER) is None and a.get("k", now=LATER) is None
+    a.put("p", "one", now=NOW, expires_at=LATER)
+    a.put("p", "two", now=NOW, expires_at=LATER)
+    assert b.take("p", now=LATER) is None                             # taken but expired: gone, None
+    assert a.get("p", now=NOW) is None
+    a.put("d", "x", now=NOW, expires_at=LATER)
+    b.delete("d")
+    assert a.get("d", now=NOW) is None
+    assert not a.swap("absent", "x", "y", now=NOW, expires_at=LATER)
+    text = "日本語 | with a bar"
+    a.put("u", text, now=NOW, expires_at=LATER)
+    assert b.get("u", now=NOW) == text
+
+
+def test_one_winner_among_racing_threads(pair):
+    a, b = pair
+    a.put("code", "c", now=NOW, expires_at=LATER)
+    a.put("state", "pending", now=NOW, expires_at=LATER)
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        taken = list(pool.map(lambda i: (a if i % 2 else b).take("code", now=NOW), range(16)))
+        added = list(pool.map(lambda i: (a if i % 2 else b).add("jti", str(i), now=NOW, expires_at=LATER), range(16)))
+        swapped = list(pool.map(lambda i: (a if i % 2 else b).swap("state", "pending", f"done{i}", now=NOW,
+                                                                     expires_at=LATER), range(16)))
+    assert taken.count("c") == 1 and taken.count(None) == 15
+    assert added.count(True) == 1
+    assert swapped.count(True) == 1
+
+
+def test_purge_and_bounds(tmp_path):
+    memory = MemoryKV(max_entries=2)
+    memory.put("a", "1", now=NOW, expires_at=NOW + dt.timedelta(seconds=1))
+    memory.put("b", "2", now=NOW, expires_at=LATER)
+    with pytest.raises(KVError, match="full"):
+        memory.put("c", "3", now=NOW, expires_at=LATER)
+    memory.put("c", "3", now=NOW + dt.timedelta(seconds=2), expires_at=LATER)   # the expired one made room
+    assert memory.purge_expired(LATER) == 2
+    sqlite = SqliteKV(tmp_path / "kv.db")
+    sqlite.put("a", "1", now=NOW, expires_at=NOW + dt.timedelta(seconds=1))
+    assert sqlite.purge_expired(LATER) == 1
+    assert oct((tmp_path / "kv.db").stat().st_mode & 0o777) == "0o600"
+    sqlite.close()
+    with pytest.raises(KVError):
+        sqlite.get("a", now=NOW)
+    with pytest.raises(UsageError):
+        memory.get("", now=NOW)
+    with pytest.raises(UsageError):
+        memory.get("k", now=NOW.replace(tzinfo=None))
+
+
+def test_specs():
+    assert isinstance(open_kv("memory"), MemoryKV)
+    for bad in ("", "sqlite:", "postgres://x", "redis:/nohost"):
+        with pytest.raises(UsageError):
+            open_kv(bad)
+    with pytest.raises(KVError):
+        RedisKV("redis://127.0.0.1:1/0", socket_timeout=0.5)     # unreachable: fails at once
