@@ -7,6 +7,7 @@ only the granted claims, pairwise subjects per sector that survive a card renewa
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from typing import Any
 
@@ -176,3 +177,38 @@ def test_the_redirect_goes_to_the_registered_uri(idp):
             assert back.headers["location"].startswith(SHOP + "?code=")
 
     run(go())
+
+
+def test_a_client_publishing_its_keys_at_a_jwks_uri_and_rotating_them(home, clock, net):
+    from idp_env import Registered, make_idp
+    from joserfc.jwk import ECKey
+
+    published = {"keys": []}
+    fetched = []
+
+    def fetch(url: str, data: bytes | None = None, content_type: str | None = None) -> bytes:
+        if url == "https://shop.example.jp/jwks.json":
+            fetched.append(url)
+            return json.dumps(published).encode()
+        return net(url, data, content_type)
+
+    idp = make_idp(home, clock, fetch)
+    try:
+        first = ECKey.generate_key("P-256", auto_kid=True)
+        published["keys"] = [first.as_dict(private=False)]
+        client, _ = idp.provider.clients.add("Shop", [SHOP], now=clock.now(), jwks_uri="https://shop.example.jp/jwks.json")
+
+        async def go(key) -> None:
+            async with oauth_client(idp, Registered(client, key)) as oauth:
+                await oauth.fetch_token(TOKEN, grant_type="client_credentials", scope="sign")
+
+        run(go(first))
+        run(go(first))
+        assert len(fetched) == 1                       # cached
+        second = ECKey.generate_key("P-256", auto_kid=True)
+        published["keys"] = [second.as_dict(private=False)]
+        clock.advance(seconds=11)                      # a new kid makes the provider look again
+        run(go(second))
+        assert len(fetched) == 2
+    finally:
+        idp.app.state.close()

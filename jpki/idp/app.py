@@ -131,6 +131,15 @@ def _form_pairs(raw: bytes) -> list[tuple[str, str]]:
         raise OAuthError("invalid_request", "the body is not application/x-www-form-urlencoded UTF-8") from None
 
 
+def _answer_by(pending: PendingAuthorization) -> _dt.datetime:
+    """When the card must have answered: the challenge's expiry if the action has one (it is
+    shorter than the authorization's own lifetime), else the authorization's."""
+    try:
+        return min(pending.expires_at, _dt.datetime.fromisoformat(str(pending.data["expires_at"])))
+    except (KeyError, TypeError, ValueError):
+        return pending.expires_at
+
+
 def _json_refusal(reason: str, message: str, status: int) -> JSONResponse:
     return JSONResponse({"ok": False, "reason": reason, "message": message}, status_code=status, headers=_NO_STORE)
 
@@ -183,7 +192,7 @@ def create_app(provider: Provider, *, test_cards: TestCardsPlugin | None = None,
             agent_link=provider.agent_link(pending.id), agent_url=provider.config.agent_url,
             resume_url=provider.resume_url(pending.id), cancel_url=provider.issuer + REALM_PATH
             + "/protocol/openid-connect/auth/cancel",
-            expires=pending.expires_at.astimezone(_dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
+            expires=_answer_by(pending).astimezone(_dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
             test_cards=test_cards.cards() if test_cards is not None else None,
             test_card_url=provider.issuer + REALM_PATH + "/protocol/openid-connect/auth/test-card"
             if testing else None)

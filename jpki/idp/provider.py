@@ -879,18 +879,23 @@ class Provider:
             raise OAuthError("invalid_client", "client_id differs from the authenticated client", status=401)
         return client
 
-    def _client_keys(self, client: Client, kid: str | None, now: _dt.datetime) -> KeySet:
+    def _client_keys(self, client: Client, kid: str | None, now: _dt.datetime, *, refresh: bool = False) -> KeySet | None:
+        """The client's signature keys: inline, or from its ``jwks_uri`` (cached 5 minutes;
+        fetched again sooner for an unknown ``kid`` or when ``refresh``, but at most every 10
+        seconds). None when a refresh is asked for and not due."""
         inline = client.signing_keys()
         if inline is not None:
-            return inline
+            return None if refresh else inline
         assert client.jwks_uri is not None
         with self._jwks_lock:
             cached = self._jwks_cache.get(client.client_id)
-        fresh = cached is not None and now < cached[0] + _dt.timedelta(minutes=5)
-        if cached is not None and fresh and (kid is None or any(k.kid == kid for k in cached[1].keys)):
-            return cached[1]
-        if cached is not None and now < cached[0] + _dt.timedelta(seconds=10):
-            return cached[1]  # fetched a moment ago: an unknown kid does not make us fetch again
+        if cached is not None:
+            age = now - cached[0]
+            known = kid is None or any(k.kid == kid for k in cached[1].keys)
+            if age < _dt.timedelta(seconds=10):
+                return None if refresh else cached[1]  # fetched a moment ago: not again
+            if age < _dt.timedelta(minutes=5) and known and not refresh:
+                return cached[1]
         fetch = self._fetch if self._fetch is not None else HttpFetcher()
         try:
             document = check_jwks(json.loads(fetch(client.jwks_uri)))
@@ -901,6 +906,18 @@ class Provider:
         with self._jwks_lock:
             self._jwks_cache[client.client_id] = (now, keys)
         return keys
+
+    @staticmethod
+    def _verified(assertion: str, alg: str, kid: str | None, keys: KeySet) -> dict[str, Any] | None:
+        kty = "EC" if alg == "ES256" else "RSA"
+        for key in keys.keys:
+            if key.key_type != kty or (kid is not None and key.kid != kid):
+                continue
+            try:
+                return dict(jwt.decode(assertion, key, algorithms=[alg]).claims)
+            except (JoseError, ValueError):
+                continue
+        return None
 
     def _private_key_jwt(self, assertion: str, form_client_id: str | None, now: _dt.datetime) -> Client:
         def refuse(why: str, client_id: str = "-") -> OAuthError:
@@ -928,15 +945,11 @@ class Provider:
             raise refuse("unknown client, or one without keys", client_id)
         kid = header.get("kid") if isinstance(header.get("kid"), str) else None
         keys = self._client_keys(client, kid, now)
-        kty = "EC" if alg == "ES256" else "RSA"
-        candidates = [k for k in keys.keys if k.key_type == kty and (kid is None or k.kid == kid)]
-        claims: dict[str, Any] | None = None
-        for key in candidates:
-            try:
-                claims = jwt.decode(assertion, key, algorithms=[alg]).claims
-                break
-            except (JoseError, ValueError):
-                continue
+        assert keys is not None
+        claims = self._verified(assertion, alg, kid, keys)
+        if claims is None:  # the client may have rotated its keys: look at its jwks_uri again
+            fresh = self._client_keys(client, kid, now, refresh=True)
+            claims = self._verified(assertion, alg, kid, fresh) if fresh is not None else None
         if claims is None:
             raise refuse("the signature does not verify with the client's keys", client_id)
         skew = self.config.clock_skew
