@@ -141,3 +141,4 @@ def test_every_shell_block_runs_as_written(tmp_path):
     assert "Signature is Valid" in out  # pdfsig
     assert "refused: exit 3" in out  # the lost card's login
     assert "contract.txt.p7s: VALID" in out
+    assert '"name":"山田　花子"' in out and '"address":{"formatted":' in out  # OpenID Connect userinfo

@@ -81,7 +81,9 @@ def idp_serve(obj: Ctx, issuer: str | None, host: str, port: int, store: str, wo
         if test_cards:
             obj.warn("TEST-CARD MODE: anyone can log in as any emulated card of this home; never use it "
                      "for real users")
-        obj.note(f"OpenID Provider {issuer} on http://{host}:{port} ({workers} worker{'s' if workers > 1 else ''}, "
+        listening = f"http://{'[' + host + ']' if ':' in host else host}:{port}"
+        where = "" if listening == issuer else f" on {listening}"
+        obj.note(f"OpenID Provider {issuer}{where} ({workers} worker{'s' if workers > 1 else ''}, "
                  f"store {shown_store}{', test cards' if test_cards else ''}); discovery: "
                  f"{issuer}/.well-known/openid-configuration")
 

@@ -1064,8 +1064,8 @@ class Provider:
         if record.get("kind") != "user" or "openid" not in record.get("scopes", ()):
             raise OAuthError("insufficient_scope", "this access token is not for userinfo (no openid scope)",
                              status=403, headers={"WWW-Authenticate": 'Bearer realm="jpki-idp", error="insufficient_scope"'})
-        granted = set(record["scopes"])
-        return {"sub": record["sub"], **{k: v for k, v in record["claims"].items() if k in granted}}
+        granted, claims = set(record["scopes"]), record["claims"]
+        return {"sub": record["sub"], **{k: claims[k] for k in CLAIM_SCOPES if k in granted and k in claims}}
 
 
 _CANCEL_MESSAGES: Final = {
