@@ -66,7 +66,8 @@ class Idp:
 
 def make_idp(home: Path, clock: FixedClock, fetch: Any, **config: Any) -> Idp:
     settings = {"test_cards": True, "revocation_max_age": 0.0, **config}
-    provider = build_provider(ProviderConfig(home=home, issuer=ISSUER, **settings), clock=clock, fetch=fetch)
+    issuer = settings.pop("issuer", ISSUER)
+    provider = build_provider(ProviderConfig(home=home, issuer=issuer, **settings), clock=clock, fetch=fetch)
     cards = TestCards(provider, home)
     return Idp(create_app(provider, test_cards=cards), provider, cards, clock, home)
 

@@ -212,3 +212,39 @@ def test_a_client_publishing_its_keys_at_a_jwks_uri_and_rotating_them(home, cloc
         assert len(fetched) == 2
     finally:
         idp.app.state.close()
+
+
+def test_an_issuer_with_a_path_prefixes_every_route(home, clock, net):
+    from idp_env import make_idp, query, register
+
+    issuer = "http://idp.test/jpki/"
+    idp = make_idp(home, clock, net, issuer=issuer)
+    reg = register(idp, alg=None, secret=True)
+
+    async def go() -> None:
+        async with idp.http() as browser:
+            assert (await browser.get("/.well-known/openid-configuration")).status_code == 404
+            doc = (await browser.get("/jpki/.well-known/openid-configuration")).json()
+            assert doc["issuer"] == "http://idp.test/jpki"
+            assert doc["authorization_endpoint"] == "http://idp.test/jpki/api/realms/main/protocol/openid-connect/auth"
+            page = await browser.get(doc["authorization_endpoint"], params={
+                "response_type": "code", "client_id": reg.id, "redirect_uri": SHOP, "scope": "openid", "state": "s",
+                "nonce": "n", "code_challenge": "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM",
+                "code_challenge_method": "S256"})
+            assert page.status_code == 200 and "Path=/jpki" in page.headers["set-cookie"]
+            pending = page.headers["x-jpki-pending"]
+            assert (await browser.get(f"/jpki/api/pending/{pending}")).json()["complete"] == \
+                f"http://idp.test/jpki/api/pending/{pending}/complete"
+            answer = (await browser.post("/jpki/api/test-cards/authenticate",
+                                         json={"pending": pending, "card": "alice", "outcome": "success"})).json()
+            back = await browser.get(answer["redirect"])
+            assert query(back.headers["location"])["iss"] == "http://idp.test/jpki"
+            token = await browser.post(doc["token_endpoint"], auth=(reg.id, reg.secret), data={
+                "grant_type": "authorization_code", "code": query(back.headers["location"])["code"],
+                "redirect_uri": SHOP, "code_verifier": "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"})
+            assert token.status_code == 200, token.text
+
+    try:
+        run(go())
+    finally:
+        idp.app.state.close()

@@ -247,7 +247,11 @@ def create_app(provider: Provider, *, test_cards: TestCardsPlugin | None = None,
             fields = dict(_form_pairs(await body(request)))
         except (_BodyError, OAuthError):
             return {}, message(request, "error", 400, reason="invalid_request")
-        pending = await run_in_threadpool(provider.pending, fields.get("pending", ""))
+        try:
+            pending = await run_in_threadpool(provider.pending, fields.get("pending", ""))
+        except JpkiError as exc:
+            log.warning("page action failed: %s", exc)
+            return fields, message(request, "error", 503, reason="temporarily_unavailable")
         if pending is None:
             return fields, message(request, "gone", 400)
         if not provider.browser_matches(pending, request.cookies.get(COOKIE)):
