@@ -391,3 +391,26 @@ def test_a_jti_is_refused_after_a_restart_and_by_another_worker(home, clock, net
     finally:
         first.app.state.close()
         second.app.state.close()
+
+
+def test_of_answers_arriving_at_once_exactly_one_decides(idp):
+    import concurrent.futures
+
+    from jpki.idp.pending import PendingState, StateError
+
+    reg = register(idp)
+    started = _started(idp, reg)
+
+    def cancel(_: int) -> str:
+        try:
+            return str(idp.provider.cancel(started.pending, "cancelled").status)
+        except StateError as exc:
+            return f"refused: {exc.code}"
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        outcomes = list(pool.map(cancel, range(16)))
+    assert outcomes.count("refused") == 1 and outcomes.count("refused: not_pending") == 15
+    pending = idp.provider.pending(started.pending)
+    assert pending.status is PendingState.REFUSED
+    with pytest.raises(StateError):
+        pending.moved(PendingState.APPROVED)          # no way out of an end state

@@ -55,7 +55,7 @@ class KVError(ChallengeStoreError):
     A :class:`~jpki.auth.store.ChallengeStoreError`, so that one ``except`` covers the
     provider's stores and the relying party's challenge store."""
 
-    code = "store_unavailable"
+    code = "idp_store"
 
 
 def _micros(when: _dt.datetime) -> int:

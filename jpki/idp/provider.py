@@ -167,19 +167,19 @@ class OAuthError(JpkiError):
 class PendingNotFoundError(JpkiError):
     """No such pending authorization: never issued, already finished, or expired."""
 
-    code = "not_found"
+    code = "pending_not_found"
 
 
 class MalformedAnswerError(JpkiError):
     """The card's answer cannot be read (the authorization stays pending: send a good one)."""
 
-    code = "malformed"
+    code = "malformed_answer"
 
 
 class ProviderUnavailableError(JpkiError):
     """A store or the relying party's checks failed: try again (HTTP 503); nothing was decided."""
 
-    code = "store_unavailable"
+    code = "provider_unavailable"
 
 
 # --------------------------------------------------------------------------- configuration
