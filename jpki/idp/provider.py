@@ -438,6 +438,7 @@ class Provider:
         for action in (LoginAction(), EkycAction()):
             self.register_action(action)
         self._jwks_cache: dict[str, tuple[_dt.datetime, KeySet]] = {}
+        self._inline_keys: dict[str, tuple[str, KeySet]] = {}
         self._jwks_lock = threading.Lock()
         self._next_purge: _dt.datetime | None = None
         base = self.issuer + REALM_PATH + "/protocol/openid-connect"
@@ -883,9 +884,19 @@ class Provider:
         """The client's signature keys: inline, or from its ``jwks_uri`` (cached 5 minutes;
         fetched again sooner for an unknown ``kid`` or when ``refresh``, but at most every 10
         seconds). None when a refresh is asked for and not due."""
-        inline = client.signing_keys()
-        if inline is not None:
-            return None if refresh else inline
+        if client.jwks is not None:
+            if refresh:
+                return None
+            marker = json.dumps(client.jwks, sort_keys=True)
+            with self._jwks_lock:
+                known = self._inline_keys.get(client.client_id)
+            if known is None or known[0] != marker:  # parsed once per client and key set
+                known = (marker, client.signing_keys() or KeySet([]))
+                with self._jwks_lock:
+                    if len(self._inline_keys) >= 10_000:
+                        self._inline_keys.clear()
+                    self._inline_keys[client.client_id] = known
+            return known[1]
         assert client.jwks_uri is not None
         with self._jwks_lock:
             cached = self._jwks_cache.get(client.client_id)

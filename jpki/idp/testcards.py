@@ -209,10 +209,7 @@ class TestCards:
             raise UsageError(f"the test card accepted {wrong!r} as its {label}: give another pin")
         if not block:
             return self.provider.cancel(pending_id, "wrong-pin", f"the {label} was wrong ({tries} tries left)")
-        try:
-            session.verify(kind, right)
-        except PinBlockedError:
-            return self.provider.cancel(pending_id, "pin-blocked", f"the {label} is blocked")
-        except PinIncorrectError:
-            pass
+        with contextlib.suppress(PinBlockedError, PinIncorrectError):
+            session.verify(kind, right)   # the card now refuses even the right PIN
+            raise UsageError(f"the test card's {label} did not block")
         return self.provider.cancel(pending_id, "pin-blocked", f"the {label} is blocked")
