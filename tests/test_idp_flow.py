@@ -11,6 +11,7 @@ import json
 import logging
 from typing import Any
 
+import httpx
 from idp_env import (  # noqa: F401  (fixtures)
     AUTH,
     BANK,
@@ -19,19 +20,23 @@ from idp_env import (  # noqa: F401  (fixtures)
     SHOP,
     TOKEN,
     USERINFO,
+    Registered,
     idp,
     login,
+    make_idp,
     net,
     oauth_client,
+    query,
     register,
     start,
     test_card,
     verified_id_token,
 )
-from joserfc.jwk import KeySet
+from joserfc.jwk import ECKey, KeySet
 from test_auth_support import assert_no_personal_data
 
 from jpki.identity import SAMPLE_PERSONAS
+from jpki.idp.app import serve_in_thread
 from jpki.lifecycle import move, renew
 from jpki.provision import Home
 
@@ -180,9 +185,6 @@ def test_the_redirect_goes_to_the_registered_uri(idp):
 
 
 def test_a_client_publishing_its_keys_at_a_jwks_uri_and_rotating_them(home, clock, net):
-    from idp_env import Registered, make_idp
-    from joserfc.jwk import ECKey
-
     published = {"keys": []}
     fetched = []
 
@@ -215,8 +217,6 @@ def test_a_client_publishing_its_keys_at_a_jwks_uri_and_rotating_them(home, cloc
 
 
 def test_an_issuer_with_a_path_prefixes_every_route(home, clock, net):
-    from idp_env import make_idp, query, register
-
     issuer = "http://idp.test/jpki/"
     idp = make_idp(home, clock, net, issuer=issuer)
     reg = register(idp, alg=None, secret=True)
@@ -246,5 +246,17 @@ def test_an_issuer_with_a_path_prefixes_every_route(home, clock, net):
 
     try:
         run(go())
+    finally:
+        idp.app.state.close()
+
+
+def test_served_in_a_thread_on_a_free_port(home, clock, net):
+    idp = make_idp(home, clock, net)
+    try:
+        with serve_in_thread(idp.app) as server:
+            assert server.port != 0
+            doc = httpx.get(f"{server.url}/.well-known/openid-configuration").json()
+            assert doc["issuer"] == ISSUER       # the issuer is configured, not taken from the request
+            assert httpx.get(f"{server.url}/api/realms/main/protocol/openid-connect/certs").json()["keys"]
     finally:
         idp.app.state.close()
