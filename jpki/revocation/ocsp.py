@@ -76,7 +76,6 @@ from asn1crypto import keys as _asn1_keys
 from asn1crypto import ocsp as _asn1_ocsp
 from asn1crypto import x509 as _asn1_x509
 from cryptography import x509
-from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509 import ocsp as _x509_ocsp
@@ -188,6 +187,7 @@ _DER_STATUS_UNKNOWN = b"\x82\x00"
 #: The AlgorithmIdentifier of each CertID hash as OpenSSL, cryptography and Go write it (NULL
 #: parameters): the usual request is checked against its re-encoding with these.
 _DER_HASH_IDS = {name: _seq(_oid(oid), _DER_NULL) for name, oid in _HASH_ALGORITHMS.items()}
+_HASH_BY_SIZE = {hashlib.new(name).digest_size: name for name in _HASH_ALGORITHMS}
 
 
 def _raw_extensions(extensions: Any) -> list[tuple[str, bool, bytes]]:
@@ -706,12 +706,13 @@ class OcspResponder:
     def _parse_plain(self, request: _x509_ocsp.OCSPRequest, der: bytes) -> _Request | None:
         """The request if ``der`` is the plain encoding of what cryptography read, else None."""
         try:
-            algorithm = request.hash_algorithm.name
             extensions = request.extensions
-        except (UnsupportedAlgorithm, ValueError, x509.DuplicateExtension):
+        except (ValueError, x509.DuplicateExtension):
             return None
-        algorithm_id = _DER_HASH_IDS.get(algorithm)
-        if algorithm_id is None:
+        name_hash, key_hash, serial = request.issuer_name_hash, request.issuer_key_hash, request.serial_number
+        # The algorithm that makes hashes of this size; the comparison below checks the OID.
+        algorithm = _HASH_BY_SIZE.get(len(name_hash))
+        if algorithm is None:
             return None
         nonce_ext = None
         request_extensions = b""
@@ -721,9 +722,11 @@ class OcspResponder:
                 return None
             nonce_ext = _seq(_DER_OID_NONCE, _tlv(0x04, _tlv(0x04, nonce.nonce)))
             request_extensions = _tlv(0xA2, _seq(nonce_ext))
-        name_hash, key_hash, serial = request.issuer_name_hash, request.issuer_key_hash, request.serial_number
-        cert_id = _seq(algorithm_id, _tlv(0x04, name_hash), _tlv(0x04, key_hash), _integer(serial))
-        if der != _seq(_seq(_seq(_seq(cert_id)), request_extensions)):
+        cert_id = _tlv(
+            0x30, _DER_HASH_IDS[algorithm] + _tlv(0x04, name_hash) + _tlv(0x04, key_hash) + _integer(serial)
+        )
+        # OCSPRequest { TBSRequest { requestList { Request { CertID } } [, requestExtensions] } }
+        if der != _tlv(0x30, _tlv(0x30, _tlv(0x30, _tlv(0x30, cert_id)) + request_extensions)):
             return None
         if nonce_ext is not None and not 1 <= len(nonce.nonce) <= MAX_NONCE_LENGTH:
             raise _Refused(
