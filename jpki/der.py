@@ -210,11 +210,15 @@ def decode_oid(content: bytes) -> str:
 
 
 def read_oid(encoding: bytes) -> str:
-    """Dotted text of a whole DER OBJECT IDENTIFIER (tag, length, content; nothing after it)."""
-    start, stop = expect(encoding, 0, len(encoding), 0x06, "OBJECT IDENTIFIER")
-    if stop != len(encoding):
-        raise DerError("bytes after the OBJECT IDENTIFIER")
-    return decode_oid(encoding[start:stop])
+    """Dotted text of a whole OBJECT IDENTIFIER (tag, length, content; nothing after it). The
+    length may be in any definite form (BER, as a streamed CMS may write it); the arcs must be
+    minimal (X.690 §8.19.2, BER and DER alike)."""
+    tag, start, length = _tlv_head(encoding, 0, len(encoding), 4)
+    if tag != b"\x06":
+        raise DerError(f"OBJECT IDENTIFIER: expected tag 0x06, found {tag.hex()}")
+    if start + length != len(encoding):
+        raise DerError("the OBJECT IDENTIFIER does not fill its encoding")
+    return decode_oid(encoding[start:])
 
 
 def decode_time(tag: int, text: bytes) -> _dt.datetime:

@@ -63,10 +63,16 @@ def test_bad_dotted_oids_are_refused(dotted):
     (b"\x06\x03\x2a\x80\x01", "non-minimal arc"),
     (b"\x04\x01\x2a", "not an OID"),
     (b"\x06\x01\x2a\x00", "trailing byte"),
+    (b"\x06\x02\x2a", "truncated"),
 ])
 def test_bad_oids_are_refused(encoding, why):
     with pytest.raises(DerError):
         der.read_oid(encoding)
+
+
+def test_read_oid_takes_a_ber_length():
+    """A streamed (BER) CMS may write an OID's length in long form; the arcs are what count."""
+    assert der.read_oid(b"\x06\x81\x09" + bytes.fromhex("2a864886f70d010702")) == "1.2.840.113549.1.7.2"
 
 
 def test_generalized_time_is_utc_whole_seconds():
