@@ -9,6 +9,8 @@
   with no card library installed.
 - No library module (outside ``jpki/cli`` and the ``__main__`` entry points) calls ``print(``,
   ``sys.exit(`` or ``logging.basicConfig(``.
+- ``jpki.der``, the one module of hand-written DER, imports the standard library only (every
+  layer may use it, the card side and the verification side alike).
 
 Imports inside functions count too (a lazy import is still an import); so do
 ``importlib.import_module("...")`` / ``__import__("...")`` with a literal name.
@@ -241,6 +243,13 @@ def test_the_verification_side_imports_with_no_card_library():
     assert p.returncode == 0, p.stderr
     report([line for line in p.stdout.splitlines() if line.strip()],
            "verification-side modules that cannot be imported without the card layers")
+
+
+def test_the_der_module_imports_the_standard_library_only():
+    assert "jpki.der" in MODULES
+    offenders = [str(i) for i in imports_of("jpki.der")
+                 if i.target.partition(".")[0] not in sys.stdlib_module_names]
+    report(offenders, "jpki.der is a leaf: the standard library only")
 
 
 def _call_name(func: ast.expr) -> tuple[str, ...] | None:

@@ -22,6 +22,7 @@ import datetime as _dt
 import secrets
 from typing import Literal
 
+from asn1crypto import core as _core
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -336,14 +337,7 @@ def _leaf_builder(
 
 def _utf8_other_name(oid: x509.ObjectIdentifier, text: str) -> x509.OtherName:
     """otherName whose value is ``[0] EXPLICIT UTF8String`` (cryptography adds the ``[0]``)."""
-    data = text.encode("utf-8")
-    if len(data) < 0x80:
-        header = bytes([0x0C, len(data)])
-    elif len(data) < 0x100:
-        header = bytes([0x0C, 0x81, len(data)])
-    else:
-        header = bytes([0x0C, 0x82]) + len(data).to_bytes(2, "big")
-    return x509.OtherName(oid, header + data)
+    return x509.OtherName(oid, _core.UTF8String(text).dump())
 
 
 def signing_san(persona: Persona) -> x509.SubjectAlternativeName:

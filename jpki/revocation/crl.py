@@ -64,11 +64,18 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from jpki.der import DerError as _Malformed
+from jpki.der import decode_integer as _integer
+from jpki.der import decode_oid as _object_identifier
+from jpki.der import decode_time as _decode_time
+from jpki.der import encode_integer as der_integer
+from jpki.der import encode_length as der_length
+from jpki.der import encode_oid as _oid
+from jpki.der import expect as _expect
+from jpki.der import read_header as _header
+from jpki.der import read_time as _read_time
+from jpki.der import tlv as _tlv
 from jpki.errors import UsageError, VerificationError
-from jpki.revocation._der import DerError as _Malformed
-from jpki.revocation._der import der_length
-from jpki.revocation._der import header as _header
-from jpki.revocation._der import tlv as _tlv
 
 __all__ = [
     "CRL_EXPIRED",
@@ -149,18 +156,8 @@ class RevokedEntry(NamedTuple):
 
 
 # --------------------------------------------------------------------------- DER encoding
-
-
-def _integer_content(value: int) -> bytes:
-    """Minimal two's complement: ``00`` before a high bit of a positive value, ``0`` is ``00``."""
-    if value >= 0:
-        return value.to_bytes((value.bit_length() + 8) // 8, "big")
-    return value.to_bytes((~value).bit_length() // 8 + 1, "big", signed=True)
-
-
-def der_integer(value: int) -> bytes:
-    """A DER INTEGER (tag, length, minimal two's complement content)."""
-    return _tlv(0x02, _integer_content(value))
+# The generic pieces (lengths, TLVs, INTEGERs, OIDs, times) are jpki.der's; what is here is the
+# CRL's own layout and its hot loops.
 
 
 def _utc_seconds(when: _dt.datetime, what: str) -> _dt.datetime:
@@ -177,23 +174,6 @@ def der_time(when: _dt.datetime) -> bytes:
     """A DER ``Time`` (RFC 5280): UTCTime for 1950..2049, else GeneralizedTime; UTC, whole
     seconds (fractions are dropped)."""
     return _TimeEncoder().encode(when, "time")
-
-
-def _oid_content(dotted: str) -> bytes:
-    arcs = [int(a) for a in dotted.split(".")]
-    out = bytearray()
-    for arc in [arcs[0] * 40 + arcs[1], *arcs[2:]]:
-        chunk = [arc & 0x7F]
-        arc >>= 7
-        while arc:
-            chunk.append(0x80 | (arc & 0x7F))
-            arc >>= 7
-        out.extend(reversed(chunk))
-    return bytes(out)
-
-
-def _oid(dotted: str) -> bytes:
-    return _tlv(0x06, _oid_content(dotted))
 
 
 def _extension(oid: str, value: bytes, *, critical: bool = False) -> bytes:
@@ -419,79 +399,7 @@ def build_crl(
 
 
 # --------------------------------------------------------------------------- DER decoding
-
-
-def _expect(buf: bytes, pos: int, end: int, tag: int, what: str) -> tuple[int, int]:
-    got, start, stop = _header(buf, pos, end)
-    if got != tag:
-        raise _Malformed(f"{what}: expected tag {tag:#04x}, found {got:#04x}")
-    return start, stop
-
-
-def _integer(buf: bytes, start: int, stop: int) -> int:
-    if start == stop:
-        raise _Malformed("empty INTEGER")
-    if stop - start > 1 and (
-        (buf[start] == 0 and buf[start + 1] < 0x80) or (buf[start] == 0xFF and buf[start + 1] >= 0x80)
-    ):
-        raise _Malformed("non-minimal INTEGER")
-    return int.from_bytes(buf[start:stop], "big", signed=True)
-
-
-def _decode_time(tag: int, text: bytes) -> _dt.datetime:
-    """UTCTime ``YYMMDDHHMMSSZ`` or GeneralizedTime ``YYYYMMDDHHMMSS[.f]Z`` → aware UTC."""
-    try:
-        if tag == 0x17:
-            if len(text) != 13 or text[12] != 0x5A or not text[:12].isdigit():
-                raise _Malformed("bad UTCTime")
-            year = int(text[0:2])
-            year += 2000 if year < 50 else 1900
-            rest = text[2:12]
-        elif tag == 0x18:
-            if len(text) < 15 or text[-1] != 0x5A or not text[:14].isdigit():
-                raise _Malformed("bad GeneralizedTime")
-            fraction = text[14:-1]
-            if fraction and (
-                fraction[:1] != b"." or not fraction[1:].isdigit() or fraction.endswith(b"0")
-            ):
-                raise _Malformed("bad GeneralizedTime fraction")
-            year = int(text[0:4])
-            rest = text[4:14]
-        else:
-            raise _Malformed(f"expected a time, found tag {tag:#04x}")
-        return _dt.datetime(
-            year,
-            int(rest[0:2]),
-            int(rest[2:4]),
-            int(rest[4:6]),
-            int(rest[6:8]),
-            int(rest[8:10]),
-            tzinfo=UTC,
-        )
-    except ValueError as exc:
-        raise _Malformed(f"bad time: {exc}") from None
-
-
-def _read_time(buf: bytes, pos: int, end: int) -> tuple[_dt.datetime, int]:
-    tag, start, stop = _header(buf, pos, end)
-    return _decode_time(tag, buf[start:stop]), stop
-
-
-def _object_identifier(content: bytes) -> str:
-    if not content or content[-1] & 0x80:
-        raise _Malformed("bad OBJECT IDENTIFIER")
-    arcs: list[int] = []
-    value = 0
-    for octet in content:
-        if value == 0 and octet == 0x80:
-            raise _Malformed("non-minimal OBJECT IDENTIFIER arc")
-        value = (value << 7) | (octet & 0x7F)
-        if not octet & 0x80:
-            arcs.append(value)
-            value = 0
-    first = arcs[0]
-    head = [0, first] if first < 40 else [1, first - 40] if first < 80 else [2, first - 80]
-    return ".".join(str(a) for a in head + arcs[1:])
+# Strict DER through jpki.der (read_header, expect, decode_integer, decode_oid, decode_time).
 
 
 def _extensions(buf: bytes, start: int, stop: int) -> dict[str, tuple[bool, bytes]]:
