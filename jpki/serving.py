@@ -7,7 +7,7 @@ as it likes. The protocol classes here (``http="jpki.serving:HttpToolsProtocol"`
 ``"jpki.serving:H11Protocol"``, see :func:`uvicorn_options`) give every connection
 ``idle_timeout`` seconds, from its opening and again after each response, to deliver complete
 request headers; otherwise it is closed. The *body* is the app's to time out (it answers 408:
-see ``body_timeout`` in :mod:`jpki.auth.service` and :mod:`jpki.revocation.server`).
+see ``body_timeout`` in :mod:`jpki.auth.service` and :mod:`jpki.pki.server`).
 
 :func:`check_port` tells, before a server prepares anything, whether it can listen at all, and
 :func:`listen` binds the socket the server is then given, *before* it says "serving":

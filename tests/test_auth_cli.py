@@ -26,7 +26,7 @@ from jpki.identity import SAMPLE_PERSONAS
 from jpki.lifecycle import lost
 from jpki.pki import TestCA
 from jpki.provision import Home, create_card, read_holder
-from jpki.revocation.server import serve_in_thread as serve_revocation
+from jpki.pki.server import serve_in_thread as serve_revocation
 
 REPO = Path(__file__).resolve().parents[1]
 

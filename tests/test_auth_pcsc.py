@@ -18,7 +18,7 @@ from jpki.auth.client import UrllibJson, ekyc, login
 from jpki.auth.service import ServiceConfig, create_service, serve_in_thread
 from jpki.clock import clock_from_environment
 from jpki.provision import Home, read_holder
-from jpki.revocation.server import create_app as revocation_app
+from jpki.pki.server import create_app as revocation_app
 
 pytestmark = pytest.mark.pcsc
 REPO = Path(__file__).resolve().parents[1]

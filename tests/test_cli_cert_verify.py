@@ -11,7 +11,7 @@ from jpki import lifecycle
 from jpki.cli import main
 from jpki.pki import TestCA
 from jpki.provision import Home, read_holder
-from jpki.revocation.server import serve_in_thread
+from jpki.pki.server import serve_in_thread
 
 
 def run(home, *args):

@@ -1,4 +1,4 @@
-"""The revocation server (jpki.revocation.server): OCSP over GET and POST, CRLs, health, bad
+"""The revocation server (jpki.pki.server): OCSP over GET and POST, CRLs, health, bad
 input over HTTP, and interop with `openssl ocsp` against the app running under uvicorn.
 """
 
@@ -33,8 +33,8 @@ from jpki.pki import TestCA
 from jpki.pki.db import CertificateDB
 from jpki.pki.responder import RESPONDER_CARD_ID, load_responder
 from jpki.provision import Home, read_holder
-from jpki.revocation import server as server_mod
-from jpki.revocation.server import create_app, serve_in_thread
+from jpki.pki import server as server_mod
+from jpki.pki.server import create_app, serve_in_thread
 
 DER = serialization.Encoding.DER
 OCSP_REQ = {"Content-Type": "application/ocsp-request"}
@@ -610,7 +610,7 @@ def test_serve_runs_until_interrupted(home):
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    code = ("import sys; from jpki.revocation.server import serve; "
+    code = ("import sys; from jpki.pki.server import serve; "
             "serve(sys.argv[1], '127.0.0.1', int(sys.argv[2]), log_level='warning')")
     proc = subprocess.Popen([sys.executable, "-c", code, str(home / "ca"), str(port)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -639,7 +639,7 @@ def test_serve_with_two_worker_processes(home, alice, responder_key):
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    code = ("import sys; from jpki.revocation.server import serve; "
+    code = ("import sys; from jpki.pki.server import serve; "
             "serve(sys.argv[1], '127.0.0.1', int(sys.argv[2]), log_level='warning', workers=2,"
             " responder_key=sys.argv[3])")
     proc = subprocess.Popen([sys.executable, "-c", code, str(home / "ca"), str(port), responder_key],

@@ -827,9 +827,9 @@ def running_service(home: Path | str, *, clock: Clock | None = None, fetch: Fetc
 def serve_in_thread(app: Starlette, host: str = "127.0.0.1", port: int = 0, *,
                     log_level: str = "warning", idle_timeout: float = DEFAULT_IDLE_TIMEOUT) -> Any:
     """Run ``app`` under uvicorn in a background thread (``port=0``: any free port); returns a
-    started :class:`jpki.revocation.server.ServerThread` (``.url``, ``.stop()``, context
+    started :class:`jpki.pki.server.ServerThread` (``.url``, ``.stop()``, context
     manager)."""
-    from jpki.revocation.server import ServerThread
+    from jpki.pki.server import ServerThread
 
     return ServerThread(app, host, port, log_level=log_level, idle_timeout=idle_timeout).start()
 
