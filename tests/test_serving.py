@@ -25,9 +25,9 @@ from test_auth_support import AUTH_PIN, alice, net  # noqa: F401  (fixtures)
 
 from jpki.auth.client import answer_login
 from jpki.auth.protocol import parse_challenge
-from jpki.auth.service import ServiceConfig, create_service, serve_in_thread
+from jpki.auth.service import ServiceConfig, create_service
 from jpki.pki.server import RevocationService
-from jpki.serving import PortInUseError, check_port
+from jpki.serving import PortInUseError, ServerThread, check_port, serve_in_thread
 
 BASE = "http://testserver"
 ROOT = Path(__file__).resolve().parent.parent
@@ -145,7 +145,7 @@ def test_an_idle_or_half_sent_connection_is_closed(home, clock, net, sent):
 
 
 def test_the_revocation_server_times_out_a_half_sent_ocsp_body(home, clock):
-    from jpki.pki.server import ServerThread, create_app
+    from jpki.pki.server import create_app
 
     app = create_app(home / "ca", clock=clock, body_timeout=0.5)
     with ServerThread(app, "127.0.0.1", 0, idle_timeout=5).start() as server, \
