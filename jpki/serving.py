@@ -62,7 +62,7 @@ import math
 import os
 import socket
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Final, Self
 
 from starlette.applications import Starlette
@@ -206,12 +206,24 @@ def _too_large(limit: int) -> Refusal:
     return Refusal(413, "too-large", f"the body is larger than {limit} bytes")
 
 
+_HTTP1 = frozenset(("1.0", "1.1"))
+
+
+def _bodiless(headers: Iterable[tuple[bytes, bytes]]) -> bool:
+    for name, _ in headers:
+        if name == b"content-length" or name == b"transfer-encoding":
+            return False
+    return True
+
+
 class BodyLimits:
     """ASGI middleware: the app's ``receive`` refuses (raises :class:`Refusal`) a request body
     larger than ``max_body`` bytes — by its Content-Length (400 when that is not a number) or
     counted as it arrives, whatever Content-Length said — and one not complete within
     ``timeout`` seconds of the app's first read. Apps that do not read the body pay nothing;
-    once the body is complete, ``receive`` is the server's again (a disconnect is passed on)."""
+    once the body is complete, ``receive`` is the server's again (a disconnect is passed on).
+    An HTTP/1 request with neither Content-Length nor Transfer-Encoding has no body (RFC 9112
+    §6.3) and goes through untouched: the OCSP GETs, most of what a responder serves."""
 
     def __init__(self, app: ASGIApp, *, max_body: int, timeout: float) -> None:
         if max_body < 0:
@@ -223,7 +235,7 @@ class BodyLimits:
         self.timeout = timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or (scope.get("http_version") in _HTTP1 and _bodiless(scope["headers"])):
             await self.app(scope, receive, send)
             return
         max_body, timeout = self.max_body, self.timeout
