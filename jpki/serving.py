@@ -399,8 +399,8 @@ def _close(app: Any) -> None:
 
 def serve(
     app: AppSpec | ASGIApp,
-    host: str = "127.0.0.1",
-    port: int = 8000,
+    host: str,
+    port: int,
     *,
     workers: int = 1,
     log_level: str = "info",
