@@ -61,8 +61,8 @@ from jpki.auth.protocol import ClientData, LoginResponse
 from jpki.clock import SystemClock
 from jpki.identity import SAMPLE_PERSONAS
 from jpki.pki import TestCA
+from jpki.pki.server import serve_in_thread
 from jpki.provision import Home, create_card, read_holder
-from jpki.revocation.server import serve_in_thread
 from jpki.session import JpkiSession
 from jpki.transport import open_transport
 from jpki.verify import TrustStore, Validator

@@ -21,7 +21,7 @@ Sections (run all, or pick with ``--section``):
 ``ocsp``
     * a CA whose database holds 1M revoked and 1M good user-authentication certificates (20k +
       20k with ``--quick``), each kind inserted in one transaction (timed);
-    * ``jpki.revocation.server.serve(ca_dir, "127.0.0.1", port, workers=2, responder_key=K)``
+    * ``jpki.pki.server.serve(ca_dir, "127.0.0.1", port, workers=2, responder_key=K)``
       in a subprocess, and a load generator in another (``benchmarks/_ocsp_load.py``: 20
       concurrent keep-alive connections POSTing pre-built DER requests over loopback, 10 s per
       workload): (a) a hot working set of 2,000 certificates without nonces (cached RFC 5019
@@ -405,7 +405,7 @@ def _validation(p: dict) -> dict:
     from pyhanko_certvalidator import CertificateValidator, ValidationContext
 
     from jpki.pki import TestCA
-    from jpki.revocation.server import create_app
+    from jpki.pki.server import create_app
     from jpki.verify import TrustStore, Validator
 
     os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
@@ -504,7 +504,7 @@ def validation_section(args: argparse.Namespace, workdir: Path) -> None:
 
 
 # --------------------------------------------------------------------------- OCSP
-# The responder as deployed: ``jpki.revocation.server.serve(..., workers=2)`` in its own process
+# The responder as deployed: ``jpki.pki.server.serve(..., workers=2)`` in its own process
 # group, a CA database of JPKI size, and a load generator (benchmarks/_ocsp_load.py) in another
 # process. Issue 4 §5 target: >= 1,500 responses/s with 20 concurrent clients on this 2-core box.
 
@@ -521,7 +521,7 @@ OCSP_VERIFY = 200  # responses per workload fully checked against the database
 OCSP_CONNECT_GAP = 0.02
 _OCSP_SERVE = (
     "import sys\n"
-    "from jpki.revocation.server import serve\n"
+    "from jpki.pki.server import serve\n"
     "serve(sys.argv[1], '127.0.0.1', int(sys.argv[2]), workers=int(sys.argv[3]), log_level='info',"
     " responder_key=sys.argv[4])\n"
 )
@@ -867,7 +867,7 @@ def _ocsp_run(workdir: Path, db: dict, key_type: str, n: int, distinct_n: int) -
         ready = server.start()
         workers = server.workers_pids
         print(f"-- responder key {key_type} ({label})")
-        print(f"server: jpki.revocation.server.serve(ca_dir, '127.0.0.1', {server.port},"
+        print(f"server: jpki.pki.server.serve(ca_dir, '127.0.0.1', {server.port},"
               f" workers={OCSP_WORKERS}, responder_key={key_type!r}) in a subprocess (uvicorn"
               f" supervisor + {len(workers)} worker processes {workers}), /healthz ok after {ready:.1f} s")
         print(f"load: one process, {OCSP_CLIENTS} concurrent HTTP/1.1 keep-alive connections"

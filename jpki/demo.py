@@ -21,7 +21,7 @@ from .clock import Clock, SystemClock
 from .identity import mask_mynumber, mask_text
 from .lifecycle import lost
 from .pki import TestCA
-from .revocation.server import serve_in_thread
+from .pki.server import serve_in_thread
 from .provision import DEFAULT_AUTH_PIN, DEFAULT_SIGN_PIN, Home, create_card, sample_persona
 from .session import CardInfoSession, JpkiSession
 from .transport import open_transport

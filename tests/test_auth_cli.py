@@ -19,14 +19,15 @@ import pytest
 from click.testing import CliRunner
 from test_auth_support import AUTH_PIN, SIGN_PIN, assert_no_personal_data, net  # noqa: F401
 
-from jpki.auth.service import ServiceConfig, create_service, serve_in_thread
+from jpki.auth.service import ServiceConfig, create_service
 from jpki.cli import main as cli_main
 from jpki.clock import clock_from_environment
 from jpki.identity import SAMPLE_PERSONAS
 from jpki.lifecycle import lost
 from jpki.pki import TestCA
+from jpki.pki.server import serve_in_thread as serve_revocation
 from jpki.provision import Home, create_card, read_holder
-from jpki.revocation.server import serve_in_thread as serve_revocation
+from jpki.serving import serve_in_thread
 
 REPO = Path(__file__).resolve().parents[1]
 

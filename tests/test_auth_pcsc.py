@@ -15,10 +15,11 @@ import pytest
 from test_auth_support import AUTH_PIN, SIGN_PIN, InProcessFetch, card_session
 
 from jpki.auth.client import UrllibJson, ekyc, login
-from jpki.auth.service import ServiceConfig, create_service, serve_in_thread
+from jpki.auth.service import ServiceConfig, create_service
 from jpki.clock import clock_from_environment
+from jpki.pki.server import create_app as revocation_app
 from jpki.provision import Home, read_holder
-from jpki.revocation.server import create_app as revocation_app
+from jpki.serving import serve_in_thread
 
 pytestmark = pytest.mark.pcsc
 REPO = Path(__file__).resolve().parents[1]

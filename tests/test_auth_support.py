@@ -37,9 +37,10 @@ from jpki.auth import (
 )
 from jpki.auth.protocol import ClientData, LoginResponse
 from jpki.auth.store import Challenge
+from jpki.pki.server import create_app as revocation_app
+from jpki.pki.server import serve_in_thread
 from jpki.provision import Home, read_holder
-from jpki.revocation.server import ServerThread, serve_in_thread
-from jpki.revocation.server import create_app as revocation_app
+from jpki.serving import ServerThread
 from jpki.session import JpkiSession
 from jpki.transport import open_transport
 from jpki.verify import HttpFetcher, TrustStore, Validator

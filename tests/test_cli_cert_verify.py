@@ -10,8 +10,8 @@ from click.testing import CliRunner
 from jpki import lifecycle
 from jpki.cli import main
 from jpki.pki import TestCA
+from jpki.pki.server import serve_in_thread
 from jpki.provision import Home, read_holder
-from jpki.revocation.server import serve_in_thread
 
 
 def run(home, *args):

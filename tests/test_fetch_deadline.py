@@ -104,7 +104,7 @@ def test_verification_against_a_trickling_responder_fails_closed(fetcher, home, 
 
 def test_the_deadline_leaves_a_prompt_answer_alone(home, clock):
     """A responder answering at once is not affected; the same fetcher serves many fetches."""
-    from jpki.revocation.server import serve_in_thread
+    from jpki.pki.server import serve_in_thread
 
     fetcher = HttpFetcher(deadline=1.0)
     try:

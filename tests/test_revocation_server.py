@@ -1,4 +1,4 @@
-"""The revocation server (jpki.revocation.server): OCSP over GET and POST, CRLs, health, bad
+"""The revocation server (jpki.pki.server): OCSP over GET and POST, CRLs, health, bad
 input over HTTP, and interop with `openssl ocsp` against the app running under uvicorn.
 """
 
@@ -30,11 +30,12 @@ from cryptography.x509 import ocsp
 from jpki.clock import clock_from_environment
 from jpki.errors import UsageError
 from jpki.pki import TestCA
+from jpki.pki import server as server_mod
 from jpki.pki.db import CertificateDB
 from jpki.pki.responder import RESPONDER_CARD_ID, load_responder
+from jpki.pki.server import create_app, serve_in_thread
 from jpki.provision import Home, read_holder
-from jpki.revocation import server as server_mod
-from jpki.revocation.server import create_app, serve_in_thread
+from jpki.serving import ENV_APP, AppSpec, app_from_environment
 
 DER = serialization.Encoding.DER
 OCSP_REQ = {"Content-Type": "application/ocsp-request"}
@@ -454,24 +455,25 @@ def test_ec_responder_key_switch_and_renewal(home, clock, ca, alice):
 
 
 def test_app_from_environment_takes_the_responder_key(home, monkeypatch):
-    monkeypatch.setenv(server_mod.ENV_CA_DIR, str(home / "ca"))
-    monkeypatch.setenv(server_mod.ENV_RESPONDER_KEY, "ec")
-    app = server_mod.app_from_environment()
+    """What a worker process builds from the one variable serve() sets ($JPKI_SERVE_APP)."""
+    factory = f"{server_mod.__name__}:app_from_settings"
+    monkeypatch.setenv(ENV_APP, server_mod.app_spec(home / "ca", responder_key="ec").to_json())
+    app = app_from_environment()
     try:
         assert app.state.service.responder_key == "ec"
         assert isinstance(app.state.service.responder.responder_cert("auth").public_key(),
                           ec.EllipticCurvePublicKey)
     finally:
         app.state.service.close()
-    monkeypatch.delenv(server_mod.ENV_RESPONDER_KEY)
-    app = server_mod.app_from_environment()
+    monkeypatch.setenv(ENV_APP, AppSpec(factory, {"ca_dir": str(home / "ca")}).to_json())  # no key type
+    app = app_from_environment()
     try:
         assert app.state.service.responder_key == "rsa"
     finally:
         app.state.service.close()
-    monkeypatch.setenv(server_mod.ENV_RESPONDER_KEY, "dsa")
+    monkeypatch.setenv(ENV_APP, AppSpec(factory, {"ca_dir": str(home / "ca"), "responder_key": "dsa"}).to_json())
     with pytest.raises(UsageError):
-        server_mod.app_from_environment()
+        app_from_environment()
 
 
 def test_create_app_on_a_missing_ca_fails_early(tmp_path):
@@ -610,7 +612,7 @@ def test_serve_runs_until_interrupted(home):
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    code = ("import sys; from jpki.revocation.server import serve; "
+    code = ("import sys; from jpki.pki.server import serve; "
             "serve(sys.argv[1], '127.0.0.1', int(sys.argv[2]), log_level='warning')")
     proc = subprocess.Popen([sys.executable, "-c", code, str(home / "ca"), str(port)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -639,7 +641,7 @@ def test_serve_with_two_worker_processes(home, alice, responder_key):
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    code = ("import sys; from jpki.revocation.server import serve; "
+    code = ("import sys; from jpki.pki.server import serve; "
             "serve(sys.argv[1], '127.0.0.1', int(sys.argv[2]), log_level='warning', workers=2,"
             " responder_key=sys.argv[3])")
     proc = subprocess.Popen([sys.executable, "-c", code, str(home / "ca"), str(port), responder_key],

@@ -370,7 +370,7 @@ def test_untrusted_without_the_test_ca(home, tmp_path):
 
 @pytest.fixture
 def revocation_app(home):
-    from jpki.revocation.server import create_app
+    from jpki.pki.server import create_app
 
     app = create_app(home / "ca", clock=FixedClock(CHECKED_AT))
     yield app

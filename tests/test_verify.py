@@ -1,7 +1,7 @@
 """The validator (jpki.verify): trust stores, path and kind checks, validity, OCSP with CRL
 fallback, hard and soft fail, caches, and every failure's reason code.
 
-Revocation is served by the real revocation server (jpki.revocation.server): in process through
+Revocation is served by the real revocation server (jpki.pki.server): in process through
 an injected fetch that calls its ASGI app, and once under uvicorn with the default HTTP fetcher.
 Forged OCSP responses are built with cryptography's OCSPResponseBuilder. Clocks are fixed.
 """
@@ -38,7 +38,7 @@ from jpki.pki.responder import (
     load_responder,
 )
 from jpki.revocation import build_crl
-from jpki.revocation.server import create_app, serve_in_thread
+from jpki.pki.server import create_app, serve_in_thread
 from jpki.verify import (
     CrlCache,
     HttpFetcher,

@@ -354,7 +354,7 @@ def ca_serve(obj: Ctx, host: str | None, port: int | None, workers: int, respond
     import urllib.parse
 
     from ..pki.responder import check_key_type
-    from ..revocation.server import serve
+    from ..pki.server import serve
 
     with obj.jhome.open_ca() as test_ca:  # a clear error when there is no CA
         base = urllib.parse.urlsplit(test_ca.base_url)

@@ -1,6 +1,6 @@
 """An OCSP responder core (RFC 6960, RFC 5019 profile): request bytes in, response bytes out.
 
-No HTTP here (see :mod:`jpki.revocation.server`), no files: the certificate statuses come from an
+No HTTP here (see :mod:`jpki.pki.server`), no files: the certificate statuses come from an
 injected look-up, the time from an injected clock, and the signing keys are given.
 
 ```python
