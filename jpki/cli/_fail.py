@@ -31,6 +31,7 @@ EXIT_INTERRUPTED = 130
 #: other error exits 1.
 EXIT_CODES: dict[str, int] = {
     "usage": EXIT_USAGE,
+    "port_in_use": EXIT_ERROR,  # a UsageError (choose another --port), documented as exit 1
     "transport": EXIT_NO_CARD,
     "pin": EXIT_PIN,
     "pin_not_verified": EXIT_PIN,
