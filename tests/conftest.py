@@ -6,7 +6,6 @@ each test that wants one (``shutil.copytree`` keeps the 0600 modes).
 
 from __future__ import annotations
 
-import datetime as dt
 import os
 import shutil
 import time
@@ -17,13 +16,10 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from jpki.clock import FixedClock
 from jpki.identity import SAMPLE_PERSONAS
-from jpki.pki import TestCA, free_port
+from jpki.pki import TestCA
 from jpki.provision import Home, create_card
 
-FIXED_NOW = dt.datetime(2026, 11, 27, 3, 0, 0, tzinfo=dt.timezone.utc)
-#: The base URL the template CA's certificates name: a port free when the run started (nothing
-#: listens there unless a test serves the CA on it).
-TEMPLATE_BASE_URL = f"http://127.0.0.1:{free_port()}"
+from fixed import FIXED_NOW, TEMPLATE_BASE_URL  # noqa: E402,F401  (re-exported for old imports)
 CARDS = ("alice", "bob")
 
 
@@ -149,3 +145,8 @@ def served_card(_served_slot, card_dir):
     from card_emulator import MyNumberCard
 
     return _served_slot.serve(MyNumberCard.open(card_dir))
+
+
+# --- shared fixtures of the jpki.auth tests (login, eKYC): net, links, rp, alice ---------------
+
+from auth_support import alice, links, net, rp  # noqa: E402,F401

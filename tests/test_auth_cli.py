@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 from click.testing import CliRunner
-from test_auth_support import AUTH_PIN, SIGN_PIN, assert_no_personal_data, net  # noqa: F401
+from auth_support import AUTH_PIN, SIGN_PIN, assert_no_personal_data
 
 from jpki.auth.service import ServiceConfig, create_service
 from jpki.cli import main as cli_main

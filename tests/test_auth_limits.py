@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 from redis_env import redis_url  # noqa: F401  (session fixture: a private redis-server)
-from test_auth_support import AUTH_PIN, alice, net  # noqa: F401  (fixtures)
+from auth_support import AUTH_PIN
 
 from jpki.auth.board import MemoryBoard, RedisBoard, SqliteBoard
 from jpki.auth.client import answer_login, login

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from test_auth_support import AUTH_PIN, SIGN_PIN, InProcessFetch, card_session
+from auth_support import AUTH_PIN, SIGN_PIN, InProcessFetch, card_session
 
 from jpki.auth.client import UrllibJson, ekyc, login
 from jpki.auth.service import ServiceConfig, create_service

@@ -13,20 +13,16 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 from redis_env import redis_url  # noqa: F401  (session fixture: a private redis-server)
-from test_auth_support import (  # noqa: F401  (fixtures)
+from auth_support import (
     AUTH_PIN,
     CA_BASE,
     RP_ID,
     SIGN_PIN,
-    alice,
     assert_no_personal_data,
     card_session,
     credentials,
     forged_login,
-    links,
     make_validator,
-    net,
-    rp,
     served_revocation,
     served_revocation_with_outage,
 )

@@ -7,22 +7,21 @@ import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from redis_env import redis_url  # noqa: F401  (session fixture: a private redis-server)
-from test_auth_support import (  # noqa: F401  (fixtures)
+from auth_support import (
     AUTH_PIN,
+    BASE,
     SIGN_PIN,
-    alice,
     assert_no_personal_data,
-    card_session,
     credentials,
     forged_login,
-    net,
+    make_service,
+    request,
 )
+from redis_env import redis_url  # noqa: F401  (session fixture: a private redis-server)
 
 from jpki.auth.client import (
     ChallengeRefusedError,
@@ -37,7 +36,6 @@ from jpki.auth.protocol import parse_challenge
 from jpki.auth.service import (
     DEFAULT_MAX_BODY,
     ServiceConfig,
-    create_service,
     running_service,
     serve,
     serve_in_thread,
@@ -46,8 +44,6 @@ from jpki.auth.service import (
 from jpki.errors import UsageError
 from jpki.lifecycle import lost
 from jpki.provision import Home, read_holder
-
-BASE = "http://testserver"
 
 
 class AsgiJson:
@@ -65,16 +61,8 @@ class AsgiJson:
         return response.status_code, response.json()
 
 
-def request(app: Any, method: str, path: str, **kwargs: Any) -> httpx.Response:
-    async def go() -> httpx.Response:
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=BASE) as c:
-            return await c.request(method, path, **kwargs)
-
-    return asyncio.run(go())
 
 
-def make_service(home: Path, clock, fetch, store: str = "memory", rp_id: str = BASE, **kw: Any) -> Any:
-    return create_service(ServiceConfig(home=home, rp_id=rp_id, store=store, **kw), clock=clock, fetch=fetch)
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from test_auth_support import CA_BASE, credentials
+from auth_support import CA_BASE, credentials
 
 from jpki.verify import HttpFetcher, TrustStore, Validator
 from jpki.verify.fetch import FetchTimeoutError

@@ -39,13 +39,11 @@ import pytest
 pytest.importorskip("pyhanko")
 
 from asn1crypto import cms
+from auth_support import SIGN_PIN, make_service, request
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pyhanko.pdf_utils import generic
-from test_auth_service import make_service, request
-from test_auth_support import SIGN_PIN, alice, links, net, rp  # noqa: F401  (fixtures)
-from test_sign_cms import SIGNED_AT, card_signer, run_main, validator
-from test_sign_pdf import make_pdf
+from sign_support import SIGNED_AT, card_signer, make_pdf, run_main, validator
 
 from jpki.auth.client import answer_ekyc
 from jpki.auth.protocol import ClientData, EkycResponse, parse_challenge

@@ -428,3 +428,19 @@ def test_the_serving_module_imports_no_application():
     offenders = [str(i) for i in imports_of("jpki.serving")
                  if under(i.target, "jpki") and not any(under(i.target, a) for a in allowed)]
     report(offenders, "jpki.serving is shared by every app and imports none")
+
+
+def test_no_test_module_imports_another():
+    """Shared fixtures live in conftest.py, shared helpers in the support modules (``fixed``,
+    ``auth_support``, ``sign_support``, ``pcsc_env``, ``redis_env``): a test module imports
+    neither another test module nor conftest."""
+    import ast
+
+    offenders = []
+    for path in sorted((REPO / "tests").glob("test_*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) and node.level == 0 else [])
+            offenders += [f"{path.name}: {n}" for n in names if n.split(".")[0].startswith("test_")
+                          or n.split(".")[0] == "conftest"]
+    assert not offenders, offenders

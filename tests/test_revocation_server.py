@@ -21,7 +21,7 @@ from urllib.parse import quote
 
 import httpx
 import pytest
-from conftest import FIXED_NOW
+from fixed import FIXED_NOW
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa

@@ -23,11 +23,11 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import FIXED_NOW
+from fixed import FIXED_NOW
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
-from test_auth_support import AUTH_PIN, alice, net  # noqa: F401  (fixtures)
+from auth_support import AUTH_PIN
 
 from jpki.auth.client import answer_login
 from jpki.auth.protocol import parse_challenge

@@ -8,9 +8,7 @@ Signing times come from fixed clocks one hour after the fixture's certificates w
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import dataclasses
 import datetime as dt
 import hashlib
 import json
@@ -24,13 +22,21 @@ from pathlib import Path
 import httpx
 import pytest
 from asn1crypto import cms
-from click.testing import CliRunner
-from conftest import FIXED_NOW
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from fixed import FIXED_NOW
+from sign_support import (
+    ALICE,
+    CHECKED_AT,
+    SIGNED_AT,
+    asgi_fetch,
+    card_signer,
+    run_main,
+    sign_doc,
+    validator,
+)
 
-from jpki.cli import main
 from jpki.clock import FixedClock
 from jpki.errors import PinIncorrectError, SecurityStatusError, UsageError
 from jpki.identity import SAMPLE_PERSONAS
@@ -40,70 +46,22 @@ from jpki.session import JpkiSession
 from jpki.sign import CardSigner, sign_file, verify_cms
 from jpki.sign.cms import CHUNK_SIZE, hash_stream, read_cms
 from jpki.transport import open_transport
-from jpki.verify import TrustStore, Validator
 
 REPO = Path(__file__).resolve().parents[1]
-SIGNED_AT = FIXED_NOW + dt.timedelta(hours=1)
-CHECKED_AT = FIXED_NOW + dt.timedelta(hours=2)
-ALICE = SAMPLE_PERSONAS["alice"]
 
 
 # --------------------------------------------------------------------------- helpers
 
-@dataclasses.dataclass
-class Outcome:
-    code: int
-    stdout: str
-    stderr: str
 
 
-def run_main(home: Path, *args: str, card: str = "emu:alice", input: str | None = None) -> Outcome:
-    """``jpki --home HOME --card CARD ARGS`` through jpki.cli.main (errors → exit codes)."""
-    with CliRunner().isolation(input=input) as (out, err, _):
-        code = main(["--home", str(home), "--card", card, *args])
-    return Outcome(code, out.getvalue().decode(), err.getvalue().decode())
 
 
-@contextlib.contextmanager
-def card_signer(home: Path, key: str = "sign", card: str = "alice", pin: str | None = None):
-    """A CardSigner on an emulated card of ``home`` (default PINs)."""
-    value = pin or ("ABC123" if key == "sign" else "1234")
-    with open_transport(f"emu:{card}", home=home) as t:
-        yield CardSigner.from_session(JpkiSession(t), key, pin=lambda: value)
 
 
-def asgi_fetch(app):
-    """A jpki.verify Fetch that calls the revocation server's ASGI app in process."""
-    def fetch(url: str, data: bytes | None = None, content_type: str | None = None) -> bytes:
-        async def go() -> bytes:
-            transport = httpx.ASGITransport(app=app)
-            async with httpx.AsyncClient(transport=transport) as client:
-                headers = {"Content-Type": content_type} if content_type else {}
-                r = await client.request("GET" if data is None else "POST", url, content=data,
-                                         headers=headers)
-                if r.status_code != 200:
-                    raise RuntimeError(f"HTTP {r.status_code}")
-                return r.content
-        return asyncio.run(go())
-    return fetch
 
 
-def validator(home: Path, *, revocation: str = "none", fetch=None, at: dt.datetime = CHECKED_AT,
-              trust_test_ca: bool = True) -> Validator:
-    trust = TrustStore.jlis()
-    if trust_test_ca:
-        trust = trust + TrustStore.from_ca_dir(home / "ca")
-    return Validator(trust, clock=FixedClock(at), revocation=revocation, fetch=fetch)  # type: ignore[arg-type]
 
 
-def sign_doc(home: Path, tmp_path: Path, content: bytes = b"contract: 1 yen\n", *, key: str = "sign",
-             attached: bool = False, digest: str = "sha256", when: dt.datetime = SIGNED_AT,
-             name: str = "doc.txt") -> tuple[Path, Path]:
-    doc = tmp_path / name
-    doc.write_bytes(content)
-    with card_signer(home, key) as signer:
-        done = sign_file(doc, None, signer, digest=digest, attached=attached, clock=FixedClock(when))
-    return doc, done.output
 
 
 def leftovers(folder: Path) -> list[str]:

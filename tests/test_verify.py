@@ -8,7 +8,7 @@ Forged OCSP responses are built with cryptography's OCSPResponseBuilder. Clocks 
 
 from __future__ import annotations
 
-from conftest import TEMPLATE_BASE_URL
+from fixed import TEMPLATE_BASE_URL
 
 import asyncio
 import dataclasses
@@ -21,7 +21,7 @@ from pathlib import Path
 import httpx
 import pytest
 from asn1crypto import x509 as asn1_x509
-from conftest import FIXED_NOW
+from fixed import FIXED_NOW
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
