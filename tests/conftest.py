@@ -84,6 +84,17 @@ def emu_card(card_dir):
     card.close()
 
 
+PCSC_FIXTURES = {"pcscd", "served_card", "_served_slot"}
+
+
+def pytest_collection_modifyitems(config, items):
+    """Every test that needs pcscd + vpcd carries the ``pcsc`` marker (``-m "not pcsc"`` skips
+    them on a machine without it), whichever way it gets the reader."""
+    for item in items:
+        if PCSC_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.pcsc)
+
+
 def pytest_report_header(config):
     return f"CI={os.environ.get('CI', '')!r}"
 

@@ -149,6 +149,7 @@ def wait_up(url: str, process: subprocess.Popen[str], timeout: float = 30) -> No
     raise AssertionError("jpki rp serve did not come up")
 
 
+@pytest.mark.slow
 def test_rp_serve_as_a_process_with_two_workers(live_home, tmp_path):
     """`jpki rp serve --workers 2 --store sqlite:…`, then `jpki login` / `jpki ekyc` as processes."""
     port = free_port()

@@ -478,6 +478,7 @@ def _race_processes(spec: str, ids: list[str]) -> list[tuple[str, bytes]]:
     return [w for _, won in outcomes for w in won]
 
 
+@pytest.mark.slow
 def test_processes_race_for_one_challenge(shared_backend: Backend):
     c = make()
     shared_backend.store.put(c)
@@ -486,6 +487,7 @@ def test_processes_race_for_one_challenge(shared_backend: Backend):
     assert winners == [(c.id, c.nonce)]
 
 
+@pytest.mark.slow
 def test_processes_race_for_many_challenges(shared_backend: Backend):
     challenges = [make() for _ in range(N_RACED)]
     for c in challenges:

@@ -631,6 +631,7 @@ def test_default_home_is_under_home_and_jpki_home_overrides(home, monkeypatch):
 
 # --------------------------------------------------------------------------- demo
 
+@pytest.mark.slow
 def test_demo_through_clirunner(monkeypatch, tmp_path):
     tmp = tmp_path / "tmp"
     tmp.mkdir()
@@ -644,6 +645,7 @@ def test_demo_through_clirunner(monkeypatch, tmp_path):
     assert list(tmp.iterdir()) == [], "the demo removes its temporary home"
 
 
+@pytest.mark.slow
 def test_demo_json_is_one_document(monkeypatch, tmp_path):
     monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
     r = CliRunner().invoke(cli, ["--json", "demo"])
@@ -663,6 +665,7 @@ def test_python_dash_m_jpki_runs():
     assert proc("--version").stdout.strip().endswith("0.1.0")
 
 
+@pytest.mark.slow
 def test_process_ca_and_card_lifecycle(tmp_path, openssl):
     home = str(tmp_path / "h")
     first = proc("--home", home, "ca", "init")
@@ -724,6 +727,7 @@ def test_process_exit_codes_on_the_provisioned_home(home):
     assert one_json(js.stdout)["auth"]["tries_left"] == 2
 
 
+@pytest.mark.slow
 def test_process_demo_leaves_nothing_in_home(tmp_path):
     fake_home, tmp = tmp_path / "home", tmp_path / "tmp"
     fake_home.mkdir()

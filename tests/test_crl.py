@@ -388,6 +388,7 @@ def test_openssl_verifies_and_reads_our_crls(ca: TestCA, tmp_path: Path) -> None
     assert "verify OK" not in wrong.stderr
 
 
+@pytest.mark.slow
 def test_openssl_verifies_a_20k_entry_crl(ca: TestCA, tmp_path: Path) -> None:
     der = _build(ca, _entries(20_000, seed=3), kind="auth", number=3)
     checked = _openssl_crl(der, tmp_path, ca.ca_cert_path("auth"))
@@ -836,6 +837,7 @@ def test_ca_crl_rejects_bad_arguments(ca: TestCA) -> None:
 # --------------------------------------------------------------------------- scale
 
 
+@pytest.mark.slow
 def test_200k_entries_parse_and_look_up(ca: TestCA) -> None:
     """Correctness at size (no timing: benchmarks/revocation.py measures)."""
     entries = _entries(200_000, seed=200)

@@ -636,6 +636,7 @@ def test_serve_runs_until_interrupted(home):
     assert proc.returncode in (0, -signal.SIGINT, 130), proc.stderr.read() if proc.stderr else ""
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("responder_key", ["rsa", "ec"])
 def test_serve_with_two_worker_processes(home, alice, responder_key):
     with socket.socket() as probe:

@@ -30,7 +30,7 @@ from jpki.session import (JPKI_AID, TEXT_AID, BasicInfo, CardInfoSession, JpkiSe
                           parse_basic_info)
 from jpki.transport import open_transport
 
-TRANSPORTS = ["emu", "pcsc"]
+TRANSPORTS = ["emu", pytest.param("pcsc", marks=pytest.mark.pcsc)]
 
 AUTH_PIN, SIGN_PIN, CARD_PIN = "1234", "ABC123", "1234"
 MAX_TRIES = {"auth": 3, "sign": 5}

@@ -574,6 +574,7 @@ def test_hashing_reads_a_small_chunk_at_a_time():
     assert digests["sha256"] == hashlib.sha256(bytes(total)).digest()
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs Linux /proc")
 def test_memory_stays_flat_for_a_large_file(home, tmp_path):
     """Sign (detached and attached) and verify a 300 MiB file in a child process: its peak RSS
