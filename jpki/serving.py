@@ -43,8 +43,6 @@ DEFAULT_BODY_TIMEOUT: Final = 10.0
 class PortInUseError(JpkiError):
     """The address to listen on is taken by another program (or not available here)."""
 
-    exit_code = 1
-
     def __init__(self, host: str, port: int, detail: str) -> None:
         super().__init__(f"port {port} is in use (hint: --port)" if detail == "in use"
                          else f"cannot listen on {host}:{port}: {detail} (hint: --host, --port)")

@@ -26,6 +26,7 @@ from test_auth_support import AUTH_PIN, alice, net  # noqa: F401  (fixtures)
 from jpki.auth.client import answer_login
 from jpki.auth.protocol import parse_challenge
 from jpki.auth.service import ServiceConfig, create_service, serve_in_thread
+from jpki.cli._fail import fail_for
 from jpki.revocation.server import RevocationService
 from jpki.serving import PortInUseError, check_port
 
@@ -194,7 +195,7 @@ def test_check_port_says_which_port_is_taken():
         port = taken.getsockname()[1]
         with pytest.raises(PortInUseError, match=f"port {port} is in use \\(hint: --port\\)") as raised:
             check_port("127.0.0.1", port)
-        assert raised.value.exit_code == 1
+        assert fail_for(raised.value).exit_code == 1
     check_port("127.0.0.1", port)  # free again
 
 

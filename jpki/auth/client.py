@@ -73,8 +73,6 @@ class ChallengeRefusedError(JpkiError):
     """The client refused to have the card sign a challenge (``reason``: ``wrong-rp``,
     ``wrong-purpose`` or ``expired``)."""
 
-    exit_code = 3
-
     def __init__(self, reason: str, message: str) -> None:
         self.reason = reason
         super().__init__(message)
@@ -89,7 +87,6 @@ class ServiceRefusedError(ServiceError):
     (``not-found`` for an unknown or expired challenge, ``rate-limited``…)."""
 
     code = "refused"
-    exit_code = 3
 
     def __init__(self, status: int, reason: str | None, message: str) -> None:
         self.status = status

@@ -1,7 +1,8 @@
 """The CLI's error policy, in one place: what a failure prints, with which code and exit code.
 
-Library exceptions carry data (``code``, ``tries_left``, ``pin``, ``sw``, ``reason``) and no
-wording for the terminal; :func:`fail_for` turns one into a :class:`CliFail`, the one exception
+Library exceptions carry data (``code``, ``tries_left``, ``pin``, ``sw``, ``reason``), neither an
+exit code nor wording for the terminal; :func:`fail_for` turns one into a :class:`CliFail` (exit
+code from :data:`EXIT_CODES`, the table of this module alone), the one exception
 ``main()`` catches (as ykman's ``CliFail``). A command that has its own failure to report (a
 document that did not verify, a refused login) raises a CliFail itself, through
 ``Ctx.fail``. ``main()`` then prints:
@@ -26,9 +27,11 @@ from ..errors import JpkiError
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INVALID, EXIT_PIN, EXIT_NO_CARD = 0, 1, 2, 3, 4, 5
 EXIT_INTERRUPTED = 130
 
-#: Exit code by error code. An exception takes the entry of the first class of its MRO whose
-#: ``code`` is listed (``pin_incorrect`` → ``pin`` → 4, ``ca_exists`` → ``usage`` → 2); any
-#: other error exits 1.
+#: Exit code by exception class, through the class's stable ``code``: an exception takes the entry
+#: of the first class of its MRO whose ``code`` is listed (``pin_incorrect`` → ``pin`` → 4,
+#: ``ca_exists`` → ``usage`` → 2); any other error exits 1. Keyed by code rather than by class
+#: object so that the table imports none of the modules that define them (``jpki.auth``,
+#: ``jpki.serving``…): a failing ``jpki pin verify`` does not load the relying party.
 EXIT_CODES: dict[str, int] = {
     "usage": EXIT_USAGE,
     "transport": EXIT_NO_CARD,
