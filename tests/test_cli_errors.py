@@ -476,6 +476,20 @@ def test_ca_revoke_refuses_an_ambiguous_or_unknown_prefix(home):
     assert run(home, "ca", "revoke", "xyz").code == 2
 
 
+def test_ca_revoke_invalidity_date_is_the_cli_date_time_type(home):
+    target = _serials(home)[0]
+    r = run(home, "--json", "ca", "revoke", target, "--invalidity-date", "last tuesday")
+    assert r.code == 2 and one_json(r.stdout)["error"] == "usage"
+    assert "'--invalidity-date'" in r.stderr and "'last tuesday' is not an ISO 8601 date-time" in r.stderr
+    assert _serials(home)[0] == target and run(home, "--json", "ca", "list", "--revoked").stdout.strip() == "[]"
+    # without an offset it is UTC, as --at
+    r = run(home, "--json", "ca", "revoke", target, "--reason", "keyCompromise",
+            "--invalidity-date", "2026-10-30T12:00:00")
+    assert r.code == 0, r
+    with CertificateDB(home / "ca" / "certs.db") as db:
+        assert db.get(target).invalidity_date == dt.datetime(2026, 10, 30, 12, tzinfo=dt.UTC)
+
+
 def test_cert_read_sign_without_a_password_writes_nothing(home):
     r = run(home, "cert", "read", "sign", "--pem", input="")
     assert r.code == 2 and r.stdout == ""

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import JpkiError
+from ..pins import PINS
 
 #: Exit codes of ``jpki`` (documented in the README).
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INVALID, EXIT_PIN, EXIT_NO_CARD = 0, 1, 2, 3, 4, 5
@@ -42,10 +43,6 @@ EXIT_CODES: dict[str, int] = {
     "malformed_message": EXIT_INVALID,
     "refused": EXIT_INVALID,
 }
-
-#: What the PINs are called in messages (the card layer's PIN references).
-PIN_NAMES: dict[str, str] = {"auth": "user-authentication PIN", "sign": "signature password",
-                             "card": "card-info PIN", "card_a": "照合番号A", "card_b": "照合番号B"}
 
 #: Data attributes of an exception copied into its JSON document (``sw`` as 4 hex digits).
 _DATA_ATTRIBUTES = ("reason", "pin", "tries_left", "sw", "status", "path")
@@ -103,7 +100,9 @@ def unblock_hint(pin: str | None, card_uri: str | None) -> str:
 
 
 def pin_name(pin: str | None) -> str:
-    return PIN_NAMES.get(pin or "", "PIN")
+    """What PIN ``pin`` is called in messages (jpki.pins), or just "PIN"."""
+    spec = PINS.get(pin or "")
+    return spec.name if spec is not None else "PIN"
 
 
 def _tries(n: int) -> str:
