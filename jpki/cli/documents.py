@@ -103,7 +103,7 @@ def _sign(obj: Ctx, file: Path, output: Path | None, key: str, digest: str, atta
 
     box = None
     if is_pdf:
-        from ..sign.pdf import parse_visible  # pyHanko is needed for PDFs only
+        from ..sign.pdf import parse_visible  # imports pyHanko: for PDFs only
 
         box = parse_visible(visible) if visible is not None else None
         if not _is_pdf(file):
