@@ -260,7 +260,7 @@ CARD_NAME = CardNameType()
 
 class InstantType(click.ParamType):
     """An ISO 8601 date or date-time (``--at``, ``--invalidity-date``), read by
-    :func:`jpki.clock.parse_instant`: without an offset it is UTC. A value that is none is a
+    :func:`jpki.clock.parse_instant`: without an offset it is UTC. Anything else is a
     usage error (exit 2) naming the option, before the command runs."""
 
     name = "DATETIME"
