@@ -119,8 +119,6 @@ class PortInUseError(UsageError):
 
     A usage error (choose another ``--port``), but exit 1 as documented for a busy port."""
 
-    exit_code = 1
-
     def __init__(self, host: str, port: int, detail: str) -> None:
         super().__init__(f"port {port} is in use (hint: --port)" if detail == "in use"
                          else f"cannot listen on {host}:{port}: {detail} (hint: --host, --port)")

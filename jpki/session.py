@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
-import re
 import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ from .apdu import ApduProtocol, Response, raise_for_sw
 from .der import DerError, read_tlv, tlv_size
 from .errors import PinError, ProtocolError, SecurityStatusError, UsageError
 from .identity import Sex, is_valid_mynumber, japanese_era
+from .pins import PINS
 from .transport.base import Transport
 
 JPKI_AID = bytes.fromhex("D392F000260100000001")
@@ -28,8 +28,6 @@ KeyKind = Literal["auth", "sign"]
 
 CERT_FIDS: dict[str, int] = {"sign": 0x0001, "sign-ca": 0x0002, "auth": 0x000A, "auth-ca": 0x000B}
 KEY_FIDS: dict[str, int] = {"auth": 0x0017, "sign": 0x001A}
-JPKI_PIN_FIDS: dict[str, int] = {"auth": 0x0018, "sign": 0x001B}
-TEXT_PIN_FIDS: dict[str, int] = {"card": 0x0011, "card_a": 0x0014, "card_b": 0x0015}
 
 TOKEN_TYPES = {
     "JPKIAPICCTOKEN2": "my-number-card",
@@ -37,13 +35,9 @@ TOKEN_TYPES = {
     "JPKIAPGPSETOKEN": "smartphone",
 }
 
-PIN_RULES: dict[str, tuple[re.Pattern[str], str]] = {
-    "auth": (re.compile(r"[0-9]{4}"), "the user-authentication PIN is 4 digits"),
-    "card": (re.compile(r"[0-9]{4}"), "the card-info PIN is 4 digits"),
-    "sign": (re.compile(r"[A-Z0-9]{6,16}"), "the signature password is 6-16 letters A-Z and digits"),
-    "card_a": (re.compile(r"[0-9]{12}"), "照合番号A is the 12-digit My Number"),
-    "card_b": (re.compile(r"[0-9]{14}"), "照合番号B is 14 digits"),
-}
+
+JPKI_PIN_FIDS: dict[str, int] = {k: p.fid for k, p in PINS.items() if p.application == "jpki"}
+TEXT_PIN_FIDS: dict[str, int] = {k: p.fid for k, p in PINS.items() if p.application == "text"}
 
 DIGEST_INFO_PREFIX: dict[str, bytes] = {
     "sha1": bytes.fromhex("3021300906052b0e03021a05000414"),
@@ -64,9 +58,9 @@ def normalise_pin(pin: str, value: str) -> bytes:
     value = unicodedata.normalize("NFKC", value)
     if pin == "sign":
         value = value.upper()
-    rule, message = PIN_RULES[pin]
-    if not rule.fullmatch(value):
-        raise UsageError(message)
+    spec = PINS[pin]
+    if not spec.pattern.fullmatch(value):
+        raise UsageError(spec.rule)
     return value.encode("ascii")
 
 

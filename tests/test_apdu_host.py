@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from jpki.apdu import SW_OK, ApduProtocol, Response, encode, raise_for_sw
+from jpki.cli._fail import fail_for
 from jpki.errors import (CardError, ConditionsNotSatisfiedError, FileNotFoundOnCardError,
                          IncorrectParametersError, JpkiError, NotSupportedError, PinBlockedError,
                          PinError, PinIncorrectError, ProtocolError, SecurityStatusError,
@@ -76,7 +77,7 @@ def test_63Cx_is_a_wrong_pin_with_the_tries_left(tries):
         raise_for_sw(sw)
     assert exc.value.tries_left == tries
     assert exc.value.sw == sw
-    assert isinstance(exc.value, PinError) and exc.value.exit_code == 4
+    assert isinstance(exc.value, PinError) and fail_for(exc.value).exit_code == 4  # the CLI's PIN exit
     assert str(tries) in str(exc.value)
 
 
@@ -111,11 +112,12 @@ def test_status_words_map_to_typed_exceptions(sw, cls):
     assert isinstance(exc.value, CardError) and isinstance(exc.value, JpkiError)
 
 
-def test_pin_related_errors_carry_the_pin_exit_code():
+def test_pin_related_errors_exit_with_the_pin_exit_code_through_the_cli():
     for sw in (0x6984, 0x6982, 0x63C1):
         with pytest.raises(JpkiError) as exc:
             raise_for_sw(sw)
-        assert exc.value.exit_code == 4
+        assert fail_for(exc.value).exit_code == 4
+        assert not hasattr(exc.value, "exit_code")  # the library carries data, the CLI decides
 
 
 @pytest.mark.parametrize("sw", [0x6F00, 0x6A80, 0x6581, 0x6300, 0x6400, 0x6882, 0x69FC, 0x6C10, 0x6110])

@@ -19,6 +19,7 @@ import pytest
 from click.testing import CliRunner
 from auth_support import AUTH_PIN, SIGN_PIN, assert_no_personal_data
 
+from jpki.auth.client import HttpxJson, ServiceError
 from jpki.auth.service import ServiceConfig, create_service
 from jpki.cli import main as cli_main
 from jpki.clock import clock_from_environment
@@ -63,6 +64,23 @@ def service_url(live_home) -> Iterator[str]:
     with serve_in_thread(app, port=port):
         yield url
     app.state.close()
+
+
+def test_the_client_speaks_httpx_and_goes_direct_to_loopback(service_url, monkeypatch):
+    dead_proxy = f"http://127.0.0.1:{free_port()}"
+    for var in ("HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.setenv(var, dead_proxy)  # a proxy nobody answers: loopback must not use it
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    with HttpxJson(timeout=10) as http:
+        status, doc = http("POST", f"{service_url}/api/login/begin", {})
+        assert status == 200 and doc["purpose"] == "login"
+        status, doc = http("POST", f"{service_url}/api/login/complete", {"v": 1})
+        assert (status, doc["reason"]) == (400, "malformed")  # a refusal is an answer, not an error
+        with pytest.raises(ServiceError, match="without a JSON document"):
+            http("GET", f"{service_url}/")  # the service's HTML page
+        with pytest.raises(ServiceError, match="cannot reach"):
+            http("GET", f"http://127.0.0.1:{free_port()}/api/info")
 
 
 @dataclass

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from auth_support import AUTH_PIN, SIGN_PIN, InProcessFetch, card_session
 
-from jpki.auth.client import UrllibJson, ekyc, login
+from jpki.auth.client import HttpxJson, ekyc, login
 from jpki.auth.service import ServiceConfig, create_service
 from jpki.clock import clock_from_environment
 from jpki.pki.server import create_app as revocation_app
@@ -40,11 +40,11 @@ def service_url(home) -> Iterator[str]:
 
 def test_both_flows_over_pcsc(served_card, home, service_url):
     with card_session(home, uri=f"pcsc:{served_card}") as session:
-        answer = login(service_url, session, pin=lambda: AUTH_PIN, http=UrllibJson(),
+        answer = login(service_url, session, pin=lambda: AUTH_PIN, http=HttpxJson(),
                        expected_rp_id="http://127.0.0.1", clock=clock_from_environment())
         assert answer.ok, answer.document
         asked: list[tuple[str, int]] = []
-        answer = ekyc(service_url, session, pin=lambda: SIGN_PIN, http=UrllibJson(),
+        answer = ekyc(service_url, session, pin=lambda: SIGN_PIN, http=HttpxJson(),
                       expected_rp_id="http://127.0.0.1", transaction_text="PC/SC", clock=clock_from_environment(),
                       confirm=lambda kind, tries: asked.append((kind, tries)))
         assert answer.ok, answer.document

@@ -26,7 +26,7 @@ from redis_env import redis_url  # noqa: F401  (session fixture: a private redis
 from jpki.auth.client import (
     ChallengeRefusedError,
     ServiceClient,
-    UrllibJson,
+    HttpxJson,
     answer_ekyc,
     answer_login,
     ekyc,
@@ -340,7 +340,7 @@ def test_config_round_trips_through_json(home):
 def test_both_flows_under_uvicorn(home, clock, net, alice):
     app = make_service(home, clock, net, rp_id="http://127.0.0.1")  # the port is not known yet
     with serve_in_thread(app) as server:
-        http = UrllibJson(timeout=10)
+        http = HttpxJson(timeout=10)
         expected = "http://127.0.0.1"
         answer = login(server.url, alice, clock=clock, pin=lambda: AUTH_PIN, http=http, expected_rp_id=expected)
         assert answer.ok, answer.document

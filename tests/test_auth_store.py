@@ -41,6 +41,7 @@ from jpki.auth.store import (
     new_challenge_id,
     open_store,
 )
+from jpki.cli._fail import fail_for
 from jpki.clock import JST
 from jpki.errors import JpkiError, UsageError
 
@@ -765,7 +766,7 @@ def test_open_store_redis_with_prefix(redis_url: str):  # noqa: F811
 def test_open_store_refuses_unknown_specs(spec: str):
     with pytest.raises(UsageError) as info:
         open_store(spec)
-    assert info.value.exit_code == 2
+    assert fail_for(info.value).exit_code == 2
     assert "memory" in str(info.value) or "sqlite" in str(info.value)
 
 

@@ -18,6 +18,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import click
 import pytest
 from click.testing import CliRunner
 from cryptography import x509
@@ -28,6 +29,7 @@ from jpki.errors import (CardError, JpkiError, NoCardError, NoReaderError, PinBl
                          PinIncorrectError, ProtocolError, SecurityStatusError, UsageError,
                          VerificationError)
 from jpki.identity import is_valid_mynumber, mynumber_check_digit
+from jpki.pins import PINS
 from jpki.pki import CertificateDB
 
 REPO = Path(__file__).resolve().parents[1]
@@ -321,6 +323,61 @@ def test_pin_status_json_is_exactly_one_document_and_spends_nothing(home):
                                       "card": {"tries_left": 3, "blocked": False}}
     human = invoke(home, "pin", "status")
     assert "3/3" in human.stdout and "5/5" in human.stdout
+
+
+def test_pin_status_takes_the_maxima_from_the_pin_table(home, monkeypatch):
+    # a card tells the tries left, not the maximum: `pin status` shows jpki.pins' maximum
+    monkeypatch.setitem(PINS, "sign", dataclasses.replace(PINS["sign"], max_tries=9))
+    lines = invoke(home, "pin", "status").stdout.splitlines()
+    assert any(line.startswith("signature password:") and line.endswith(" 5/9") for line in lines), lines
+
+
+def _all_commands() -> dict[str, click.Command]:
+    """Every leaf command of ``jpki`` by its path (``cert verify``), lazily loaded ones too."""
+    ctx = click.Context(cli)
+    found: dict[str, click.Command] = {}
+
+    def walk(group: click.Group, prefix: str) -> None:
+        for name in group.list_commands(ctx):
+            command = group.get_command(ctx, name)
+            assert command is not None
+            path = f"{prefix} {name}".strip()
+            if isinstance(command, click.Group):
+                walk(command, path)
+            else:
+                found[path] = command
+    walk(cli, "")
+    return found
+
+
+def _option(command: click.Command, name: str) -> click.Option | None:
+    return next((p for p in command.params if isinstance(p, click.Option) and p.name == name), None)
+
+
+def test_every_pin_option_is_the_shared_one_and_names_its_pin_and_variable():
+    with_pin = {path: _option(command, "pin_value") for path, command in _all_commands().items()
+                if _option(command, "pin_value") is not None}
+    assert {"pin verify", "pin change", "cert read", "cert show", "cert verify", "mynumber", "attrs",
+            "pkey sign", "sign", "login", "ekyc"} <= set(with_pin)
+    for path, option in with_pin.items():
+        assert option.opts == ["--pin"] and option.metavar == "PIN", path
+        text = option.help or ""
+        named = [spec for spec in PINS.values() if spec.name in text]
+        assert named, (path, text)
+        for spec in named:
+            assert f"${spec.env}" in text, (path, text)
+
+
+def test_the_revocation_options_are_defined_once():
+    commands = _all_commands()
+    checking = {path: commands[path] for path in ("cert verify", "verify", "rp serve")}
+    revocation = [_option(command, "revocation") for command in checking.values()]
+    assert all(o is not None for o in revocation)
+    assert len({(tuple(o.type.choices), o.default, o.help) for o in revocation}) == 1  # type: ignore[union-attr]
+    soft = [_option(commands[path], "soft_fail") for path in ("cert verify", "verify")]
+    assert all(o is not None and o.is_flag for o in soft) and len({o.help for o in soft}) == 1  # type: ignore[union-attr]
+    assert _option(commands["rp serve"], "soft_fail") is None  # a relying party fails closed
+    assert _option(commands["rp serve"], "revocation_max_age") is not None
 
 
 @pytest.mark.parametrize("kind, value", [("auth", "1234"), ("sign", "ABC123"), ("sign", "abc123"),

@@ -89,3 +89,39 @@ def test_usage_errors(home, cert_files, tmp_path):
     code, _, err = run(home, "cert", "verify", str(garbage))
     assert code == 3 and "malformed" in err
     assert read_holder(Home(home), "alice").status == "active"
+
+
+def test_at_is_one_date_time_type_with_a_clear_usage_error(home, cert_files):
+    code, out, err = run(home, "--json", "cert", "verify", str(cert_files["auth"]), "--at", "yesterday")
+    doc = json.loads(out)
+    assert code == 2 and doc["error"] == "usage"
+    assert "'--at'" in doc["message"] and "'yesterday' is not an ISO 8601 date-time" in doc["message"]
+    assert "Traceback" not in err
+    # a date alone, or a time without an offset, is UTC (jpki.clock.parse_instant)
+    for at in ("2027-01-01", "2027-01-01T00:00:00"):
+        code, out, _ = run(home, "--json", "cert", "verify", str(cert_files["auth"]),
+                           "--revocation", "none", "--at", at)
+        assert code == 0 and json.loads(out)["checked_at"] == "2027-01-01T00:00:00+00:00", out
+
+
+@pytest.mark.parametrize("kept", ["sign_ca.pem", "auth_ca.pem"])
+def test_one_trust_rule_for_cert_verify_verify_and_the_relying_party(home, cert_files, tmp_path, kept):
+    """The three build a home's trust store with one rule (TrustStore.for_home): a test CA
+    folder that lost one of its roots is the same usage error for all three (before, each
+    looked for another file, and two of them went on trusting less without a word)."""
+    from jpki.auth.service import ServiceConfig, build_relying_party
+    from jpki.errors import UsageError
+
+    document = tmp_path / "doc.txt"
+    document.write_text("signed before the CA was damaged\n")
+    with CliRunner().isolation():
+        assert main(["--home", str(home), "--card", "emu:alice", "sign", str(document),
+                     "--pin", "ABC123"]) == 0
+    lost = "auth_ca.pem" if kept == "sign_ca.pem" else "sign_ca.pem"
+    (home / "ca" / lost).unlink()
+    code, out, _ = run(home, "--json", "cert", "verify", str(cert_files["auth"]), "--revocation", "none")
+    assert code == 2 and json.loads(out)["error"] == "usage" and lost in json.loads(out)["message"]
+    code, out, _ = run(home, "--json", "verify", f"{document}.p7s", "--revocation", "none")
+    assert code == 2 and json.loads(out)["error"] == "usage" and lost in json.loads(out)["message"]
+    with pytest.raises(UsageError, match=lost):
+        build_relying_party(ServiceConfig(home=home, rp_id="http://127.0.0.1:8480"))

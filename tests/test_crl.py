@@ -23,6 +23,7 @@ from cryptography.x509.oid import ExtensionOID, NameOID, SignatureAlgorithmOID
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from jpki.cli._fail import fail_for
 from jpki.clock import JST, FixedClock
 from jpki.errors import UsageError, VerificationError
 from jpki.pki import TestCA
@@ -476,7 +477,7 @@ def test_freshness(ca: TestCA) -> None:
     with pytest.raises(CRLError) as info:
         crl.check_time(NEXT + dt.timedelta(days=30))
     assert info.value.reason == "crl-expired"
-    assert isinstance(info.value, VerificationError) and info.value.exit_code == 3
+    assert isinstance(info.value, VerificationError) and fail_for(info.value).exit_code == 3
     with pytest.raises(UsageError):
         LoadedCRL.from_der(der, ca.sign_ca_cert, now=dt.datetime(2026, 11, 27))
 

@@ -63,14 +63,9 @@ def trickling_server(*, in_headers: bool, interval: float = 0.5) -> Iterator[str
         thread.join(5)
 
 
-@pytest.fixture(params=["httpcore", "http.client"])
-def fetcher(request, monkeypatch) -> Iterator[HttpFetcher]:
-    """The default fetcher with a 1 s deadline, on httpcore or on its standard-library fallback."""
-    if request.param == "http.client":
-        def no_httpx(self):
-            raise ImportError("no httpx")
-
-        monkeypatch.setattr(HttpFetcher, "_httpx_client", no_httpx)
+@pytest.fixture
+def fetcher() -> Iterator[HttpFetcher]:
+    """The default fetcher (httpcore, under httpx) with a 1 s deadline."""
     fetch = HttpFetcher(timeout=5, connect_timeout=2, deadline=1.0)
     yield fetch
     fetch.close()

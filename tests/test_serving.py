@@ -32,6 +32,7 @@ from auth_support import AUTH_PIN
 from jpki.auth.client import answer_login
 from jpki.auth.protocol import parse_challenge
 from jpki.auth.service import ServiceConfig, create_service
+from jpki.cli._fail import fail_for
 from jpki.clock import FixedClock
 from jpki.errors import JpkiError, UsageError
 from jpki.pki.server import RevocationService
@@ -215,7 +216,7 @@ def test_check_port_says_which_port_is_taken():
         port = taken.getsockname()[1]
         with pytest.raises(PortInUseError, match=f"port {port} is in use \\(hint: --port\\)") as raised:
             check_port("127.0.0.1", port)
-        assert raised.value.exit_code == 1
+        assert fail_for(raised.value).exit_code == 1
     check_port("127.0.0.1", port)  # free again
 
 
@@ -501,7 +502,7 @@ def test_a_server_thread_on_a_busy_port_fails_at_once_with_the_port_named():
         port = taken.getsockname()[1]
         with pytest.raises(PortInUseError, match=f"port {port} is in use") as raised:
             ServerThread(tiny_app(), "127.0.0.1", port).start()
-    assert isinstance(raised.value, UsageError) and raised.value.exit_code == 1
+    assert isinstance(raised.value, UsageError) and fail_for(raised.value).exit_code == 1
 
 
 def test_a_server_thread_whose_app_cannot_start_says_so():

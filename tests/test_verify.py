@@ -486,6 +486,22 @@ def test_another_ca_with_the_same_name_is_untrusted(validator, ca, tmp_path, clo
         other.close()
 
 
+def test_the_trust_store_of_a_home(home, tmp_path, ca):
+    """TrustStore.for_home: the J-LIS roots, the home's test CA when there is one, extra PEMs."""
+    jlis = {a.fingerprint for a in TrustStore.jlis()}
+    test_ca = {a.fingerprint for a in TrustStore.from_ca_dir(home / "ca")}
+    assert {a.fingerprint for a in TrustStore.for_home(tmp_path / "no-ca-here")} == jlis
+    assert {a.fingerprint for a in TrustStore.for_home(home)} == jlis | test_ca
+    extra = tmp_path / "roots"
+    extra.mkdir()
+    (extra / "auth_extra.pem").write_bytes((home / "ca" / "auth_ca.pem").read_bytes())
+    assert {a.fingerprint for a in TrustStore.for_home(tmp_path / "none", extra_pem=[extra])} == (
+        jlis | {a.fingerprint for a in TrustStore.from_ca_dir(home / "ca").anchors("auth")})
+    (home / "ca" / "sign_ca.pem").unlink()
+    with pytest.raises(UsageError, match="sign_ca.pem"):
+        TrustStore.for_home(home)  # a damaged test CA is an error, not a smaller store
+
+
 def test_same_name_without_aki_is_a_bad_signature(validator, ca, key_pool):
     leaf = auth_leaf(ca)
     der = leaf.public_bytes(DER)
@@ -1217,19 +1233,10 @@ def test_over_http_with_the_default_fetcher(home, ca, trust, clock, alice_auth, 
         assert result.reason == Reason.REVOKED and result.revocation_reason == "keyCompromise"
         crl = Validator(trust, clock=clock, fetch=fetch, revocation="crl").validate(alice_sign, kind="sign")
         assert crl.reason == Reason.REVOKED
-        # urllib stands in when httpx is not installed
+        # closed, the fetcher opens a new pool on its next use
         fetcher.close()
-        original = HttpFetcher._httpx_client
-
-        def no_httpx(self):
-            raise ImportError("no httpx")
-
-        HttpFetcher._httpx_client = no_httpx  # type: ignore[method-assign]
-        try:
-            validator.invalidate()
-            assert validator.validate(alice_auth, kind="auth").ok
-        finally:
-            HttpFetcher._httpx_client = original  # type: ignore[method-assign]
+        validator.invalidate()
+        assert validator.validate(alice_auth, kind="auth").ok
     fetcher.close()
 
 

@@ -96,7 +96,6 @@ class MalformedMessageError(JpkiError, ValueError):
     """
 
     reason = "malformed"
-    exit_code = 3
 
 
 # --------------------------------------------------------------------------- encodings

@@ -620,11 +620,10 @@ def build_relying_party(config: ServiceConfig, *, clock: Clock | None = None, fe
     if fetch is None:
         fetch = HttpFetcher(deadline=config.fetch_deadline)
     ca_dir = Path(config.home).expanduser() / "ca"
-    trust = TrustStore.jlis()
+    trust = TrustStore.for_home(config.home)
     links: TestCALinks | None = None
     resolver: AccountResolver = NoLinks()
     if (ca_dir / "auth_ca.pem").is_file():
-        trust = trust + TrustStore.from_ca_dir(ca_dir)
         links = TestCALinks(ca_dir)
         resolver = FollowPredecessors(links.predecessor)
     validator = Validator(trust, clock=clock, fetch=fetch, revocation=config.revocation)  # type: ignore[arg-type]

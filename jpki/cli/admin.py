@@ -16,7 +16,7 @@ from ..fileio import write_atomic
 from ..identity import SAMPLE_PERSONAS, Persona, Sex, mask_mynumber
 from ..home import DEFAULT_AUTH_PIN, DEFAULT_SIGN_PIN
 from ..transport import emu
-from ._common import CARD_NAME, CliFail, Ctx, pass_ctx
+from ._common import CARD_NAME, INSTANT, CliFail, Ctx, pass_ctx
 from ._fail import EXIT_NO_CARD, EXIT_USAGE
 
 
@@ -281,20 +281,15 @@ def _stream_listing(obj: Ctx, rows: Any, progress: Any, chunk: int = 2000) -> in
 @ca.command("revoke")
 @click.argument("serial")
 @click.option("--reason", type=REASONS, default="unspecified", show_default=True)
-@click.option("--invalidity-date", help="ISO date-time when the key was (or may have been) compromised")
+@click.option("--invalidity-date", type=INSTANT,
+              help="when the key was (or may have been) compromised (ISO 8601)")
 @pass_ctx
-def ca_revoke(obj: Ctx, serial: str, reason: str, invalidity_date: str | None) -> None:
+def ca_revoke(obj: Ctx, serial: str, reason: str, invalidity_date: _dt.datetime | None) -> None:
     """Revoke a certificate by its serial number (hex), or by a start of it that only one
     serial has (as 'jpki card create' and 'jpki ca list' show them)."""
-    try:
-        invalid = _dt.datetime.fromisoformat(invalidity_date) if invalidity_date else None
-    except ValueError as exc:
-        raise UsageError(f"--invalidity-date: {exc}") from None
-    if invalid is not None and invalid.tzinfo is None:
-        invalid = invalid.replace(tzinfo=_dt.timezone.utc)
     with obj.jhome.open_ca() as test_ca:
         number = _resolve_serial(test_ca.db, serial)
-        row = test_ca.revoke(number, reason, invalidity_date=invalid)
+        row = test_ca.revoke(number, reason, invalidity_date=invalidity_date)
     obj.emit({"serial": row.serial, "status": row.status, "reason": row.reason,
               "revoked_at": row.revoked_at.isoformat() if row.revoked_at else None},
              f"revoked {row.serial} ({row.reason})")
