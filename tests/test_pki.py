@@ -672,7 +672,8 @@ def test_library_takes_time_from_the_clock() -> None:
     sources = [*root.glob("*.py"), root.parent / "identity.py", root.parent / "certinfo.py"]
     for path in sources:
         text = path.read_text(encoding="utf-8")
-        for banned in ("datetime.now(", "date.today(", "time.time(", "print(", "basicConfig", "sys.exit"):
-            assert banned not in text, f"{path.name} uses {banned}"
+        for banned in (r"datetime\.now\(", r"date\.today\(", r"\btime\.time\(", r"(?<![\w.])print\(",
+                       r"basicConfig", r"\bsys\.exit"):
+            assert not re.search(banned, text), f"{path.name} uses {banned}"
         for line in text.splitlines():
             assert not re.match(r"\s*(from|import) jpki\.(session|transport|apdu)", line), path.name
