@@ -144,7 +144,7 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="jpki-bench-"))
     try:
         home = Home(tmp)
-        clock = FixedClock(dt.datetime(2026, 11, 27, tzinfo=dt.timezone.utc))
+        clock = FixedClock(dt.datetime(2026, 11, 27, tzinfo=dt.UTC))
         TestCA.init(home.ca_dir, clock=clock).close()
         create_card(home, "bench", SAMPLE_PERSONAS["alice"], clock=clock)
         env = {**os.environ, "JPKI_HOME": str(tmp)}

@@ -75,14 +75,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from cryptography import x509  # noqa: E402
-from cryptography.hazmat.primitives import hashes, serialization  # noqa: E402
-from cryptography.hazmat.primitives.asymmetric import rsa  # noqa: E402
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 
-from jpki.clock import FixedClock  # noqa: E402
-from jpki.revocation import LoadedCRL, RevokedEntry, build_crl  # noqa: E402
+from jpki.clock import FixedClock
+from jpki.revocation import LoadedCRL, RevokedEntry, build_crl
 
-NOW = dt.datetime(2026, 11, 27, 3, 0, 0, tzinfo=dt.timezone.utc)
+NOW = dt.datetime(2026, 11, 27, 3, 0, 0, tzinfo=dt.UTC)
 NEXT = NOW + dt.timedelta(days=1)
 REASONS = [flag for flag in x509.ReasonFlags if flag is not x509.ReasonFlags.remove_from_crl]
 

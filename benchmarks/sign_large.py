@@ -87,8 +87,9 @@ def main() -> int:
     # Measure what an installed jpki costs: imports from bytecode. (An environment with
     # PYTHONDONTWRITEBYTECODE=1 would otherwise compile jpki's sources on every run.)
     import compileall
-    import jpki
+
     import card_emulator
+    import jpki
 
     for package in (jpki, card_emulator):
         compileall.compile_dir(Path(package.__file__).parent, quiet=1)

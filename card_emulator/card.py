@@ -280,7 +280,7 @@ class MyNumberCard:
 
     # ----------------------------------------------------------------- lifecycle
     @classmethod
-    def open(cls, directory: str | os.PathLike[str]) -> "MyNumberCard":
+    def open(cls, directory: str | os.PathLike[str]) -> MyNumberCard:
         """Open a card directory; :class:`CardStateError` names the file that is missing or damaged.
 
         Every file is checked first (card.json, state.json, the key files): a card whose state
@@ -334,7 +334,7 @@ class MyNumberCard:
             self._reset_security()
             self._store.forget()
 
-    def __enter__(self) -> "MyNumberCard":
+    def __enter__(self) -> MyNumberCard:
         return self
 
     def __exit__(self, *exc: object) -> None:

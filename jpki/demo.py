@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import hashlib
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature

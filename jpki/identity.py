@@ -25,10 +25,10 @@ import secrets
 from typing import NamedTuple
 
 __all__ = [
-    "Era",
     "ERAS",
-    "Persona",
     "SAMPLE_PERSONAS",
+    "Era",
+    "Persona",
     "Sex",
     "age_on",
     "corporate_number_check_digit",

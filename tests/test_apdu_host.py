@@ -5,12 +5,21 @@ from __future__ import annotations
 import pytest
 
 from jpki.apdu import SW_OK, ApduProtocol, Response, encode, raise_for_sw
-from jpki.errors import (CardError, ConditionsNotSatisfiedError, FileNotFoundOnCardError,
-                         IncorrectParametersError, JpkiError, NotSupportedError, PinBlockedError,
-                         PinError, PinIncorrectError, ProtocolError, SecurityStatusError,
-                         WrongLengthError)
+from jpki.errors import (
+    CardError,
+    ConditionsNotSatisfiedError,
+    FileNotFoundOnCardError,
+    IncorrectParametersError,
+    JpkiError,
+    NotSupportedError,
+    PinBlockedError,
+    PinError,
+    PinIncorrectError,
+    ProtocolError,
+    SecurityStatusError,
+    WrongLengthError,
+)
 from jpki.transport.base import Transport
-
 
 # --------------------------------------------------------------------------- encode
 

@@ -44,7 +44,7 @@ from jpki.auth.store import (
 from jpki.clock import JST
 from jpki.errors import JpkiError, UsageError
 
-T0 = dt.datetime(2026, 11, 27, 3, 0, 0, tzinfo=dt.timezone.utc)
+T0 = dt.datetime(2026, 11, 27, 3, 0, 0, tzinfo=dt.UTC)
 TTL = dt.timedelta(minutes=5)
 REPO = Path(__file__).resolve().parents[1]
 
@@ -98,7 +98,7 @@ def shared_backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[B
 
 
 @pytest.fixture
-def redis_store(redis_url: str) -> Iterator[RedisStore]:  # noqa: F811
+def redis_store(redis_url: str) -> Iterator[RedisStore]:
     s = RedisStore(redis_url, prefix=f"jpki-test:{uuid.uuid4().hex}:")
     yield s
     s.close()
@@ -634,7 +634,7 @@ def test_redis_uses_getdel_on_this_server(redis_store: RedisStore):
     assert tuple(int(x) for x in redis_store.server_version.split(".")[:2]) >= (6, 2)
 
 
-def test_redis_lua_take_is_single_use(redis_url: str):  # noqa: F811
+def test_redis_lua_take_is_single_use(redis_url: str):
     """The script used for servers older than 6.2, against the real server."""
     s = RedisStore(redis_url, prefix=f"jpki-test:{uuid.uuid4().hex}:", take_method="lua")
     try:
@@ -652,7 +652,7 @@ def test_redis_lua_take_is_single_use(redis_url: str):  # noqa: F811
         s.close()
 
 
-def test_redis_prefixes_keep_stores_apart(redis_url: str):  # noqa: F811
+def test_redis_prefixes_keep_stores_apart(redis_url: str):
     a = RedisStore(redis_url, prefix=f"jpki-test:{uuid.uuid4().hex}:a:")
     b = RedisStore(redis_url, prefix=f"jpki-test:{uuid.uuid4().hex}:b:")
     try:
@@ -666,7 +666,7 @@ def test_redis_prefixes_keep_stores_apart(redis_url: str):  # noqa: F811
         b.close()
 
 
-def test_redis_purge_leaves_foreign_keys_and_handles_glob_characters(redis_url: str):  # noqa: F811
+def test_redis_purge_leaves_foreign_keys_and_handles_glob_characters(redis_url: str):
     base = f"jpki-test:{uuid.uuid4().hex}:"
     prefix = base + "*?[ab]\\:"
     # the prefix, read as an (unescaped) glob, would also match this key of another store
@@ -741,7 +741,7 @@ def test_open_store_sqlite(tmp_path: Path):
         s.close()
 
 
-def test_open_store_redis_with_prefix(redis_url: str):  # noqa: F811
+def test_open_store_redis_with_prefix(redis_url: str):
     s = open_store(f"{redis_url}?prefix=myapp:ch:")
     try:
         assert isinstance(s, RedisStore) and s.prefix == "myapp:ch:"

@@ -8,8 +8,6 @@ free port with the CA's base URL rewritten to it (``served_revocation``).
 
 from __future__ import annotations
 
-from conftest import TEMPLATE_BASE_URL
-
 import asyncio
 import contextlib
 import hashlib
@@ -20,6 +18,7 @@ from typing import Any
 
 import httpx
 import pytest
+from conftest import TEMPLATE_BASE_URL
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa

@@ -44,7 +44,7 @@ from jpki.revocation import (
 )
 from jpki.revocation.crl import der_integer, der_length, der_time
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 NOW = dt.datetime(2026, 11, 27, 3, 0, 0, tzinfo=UTC)
 NEXT = NOW + dt.timedelta(days=1)
 R = x509.ReasonFlags

@@ -24,7 +24,7 @@ from jpki.transport.pcsc import PcscTransport, list_readers
 
 try:
     import pcsc_env
-    from pcsc_env import pcscd  # noqa: F401  (the session fixture)
+    from pcsc_env import pcscd
 except ImportError:  # tests/ imported as a package
     from tests import pcsc_env  # type: ignore[no-redef]
     from tests.pcsc_env import pcscd  # type: ignore[no-redef]  # noqa: F401

@@ -52,7 +52,7 @@ from jpki.pki import (
 )
 from jpki.pki.profiles import JPKI_SERVICE_DIRNAME, ca_name
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 D = dt.date
 NOW = dt.datetime(2025, 4, 1, 12, 0, tzinfo=JST)  # 03:00 UTC
 BOB = SAMPLE_PERSONAS["bob"]  # born 1975-11-03

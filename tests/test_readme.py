@@ -26,7 +26,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-
 from pcsc_env import in_ci, missing_reason
 
 REPO = Path(__file__).resolve().parents[1]

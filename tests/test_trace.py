@@ -14,7 +14,7 @@ from cryptography import x509
 
 from jpki.cli import cli
 from jpki.errors import PinIncorrectError
-from jpki.session import CardInfoSession, JpkiSession, TEXT_AID
+from jpki.session import TEXT_AID, CardInfoSession, JpkiSession
 from jpki.transport import TracingTransport, open_transport
 
 REPO = Path(__file__).resolve().parents[1]

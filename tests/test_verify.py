@@ -8,8 +8,6 @@ Forged OCSP responses are built with cryptography's OCSPResponseBuilder. Clocks 
 
 from __future__ import annotations
 
-from conftest import TEMPLATE_BASE_URL
-
 import asyncio
 import dataclasses
 import datetime as dt
@@ -21,7 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 from asn1crypto import x509 as asn1_x509
-from conftest import FIXED_NOW
+from conftest import FIXED_NOW, TEMPLATE_BASE_URL
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
@@ -37,8 +35,8 @@ from jpki.pki.responder import (
     ensure_responder,
     load_responder,
 )
-from jpki.revocation import build_crl
 from jpki.pki.server import create_app, serve_in_thread
+from jpki.revocation import build_crl
 from jpki.verify import (
     CrlCache,
     HttpFetcher,

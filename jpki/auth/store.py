@@ -84,7 +84,7 @@ FORMAT_VERSION: Final = 1
 # a hostile id from becoming a huge database or Redis key.
 _ID_RE: Final = re.compile(r"[A-Za-z0-9_-]{22,128}")
 _B64URL_RE: Final = re.compile(r"[A-Za-z0-9_-]*")
-_EPOCH: Final = _dt.datetime(1970, 1, 1, tzinfo=_dt.timezone.utc)
+_EPOCH: Final = _dt.datetime(1970, 1, 1, tzinfo=_dt.UTC)
 _MICROSECOND: Final = _dt.timedelta(microseconds=1)
 
 

@@ -157,7 +157,7 @@ def reason_value(reason: str | x509.ReasonFlags) -> str:
 def _iso(when: _dt.datetime) -> str:
     if when.tzinfo is None or when.utcoffset() is None:
         raise UsageError("timestamps must be timezone-aware")
-    return when.astimezone(_dt.timezone.utc).isoformat(timespec="seconds")
+    return when.astimezone(_dt.UTC).isoformat(timespec="seconds")
 
 
 def _parse(text: str | None) -> _dt.datetime | None:

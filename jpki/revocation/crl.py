@@ -97,7 +97,7 @@ __all__ = [
     "der_time",
 ]
 
-UTC = _dt.timezone.utc
+UTC = _dt.UTC
 
 CRL_MALFORMED = "crl-malformed"
 CRL_ISSUER_MISMATCH = "crl-issuer-mismatch"
