@@ -132,7 +132,7 @@ class BackgroundHash:
     def _run_in_thread(self) -> None:
         try:
             self._thread_result.append(hash_for_signing(self.path, self.digest, cancel=self._cancel))
-        except BaseException as exc:  # handed to result()
+        except BaseException as exc:  # noqa: BLE001 - handed to result(), which raises it
             self._thread_result.append(exc)
 
     def _fork(self) -> None:
@@ -150,7 +150,7 @@ class BackgroundHash:
                 view = memoryview(message)
                 while view:
                     view = view[os.write(write_end, view):]
-            except BaseException:
+            except BaseException:  # noqa: BLE001 - the child must reach os._exit whatever happens
                 code = 1
             finally:
                 os._exit(code)

@@ -207,9 +207,8 @@ def age_on(birth_date: _dt.date, day: _dt.date) -> int:
     years = day.year - birth_date.year
     if (day.month, day.day) < (birth_date.month, birth_date.day):
         years -= 1
-    if (birth_date.month, birth_date.day) == (2, 29) and (day.month, day.day) == (2, 28):
-        if not _is_leap(day.year):
-            years += 1
+    if (birth_date.month, birth_date.day) == (2, 29) and (day.month, day.day) == (2, 28) and not _is_leap(day.year):
+        years += 1
     return years
 
 

@@ -210,10 +210,7 @@ _HTTP1 = frozenset(("1.0", "1.1"))
 
 
 def _bodiless(headers: Iterable[tuple[bytes, bytes]]) -> bool:
-    for name, _ in headers:
-        if name == b"content-length" or name == b"transfer-encoding":
-            return False
-    return True
+    return all(name not in (b"content-length", b"transfer-encoding") for name, _ in headers)
 
 
 class BodyLimits:

@@ -40,8 +40,8 @@ def free_port() -> int:
 
 @pytest.fixture
 def live_home(tmp_path, key_pool) -> Iterator[Path]:
-    """A home whose test CA names a free port, where its revocation server runs (the clock of $JPKI_NOW, as the CLI has):
-    what a person gets with `jpki ca init --base-url …` and `jpki ca serve`."""
+    """A home whose test CA names a free port, where its revocation server runs (the clock of
+    $JPKI_NOW, as the CLI has): what a person gets with `jpki ca init --base-url …` and `jpki ca serve`."""
     port = free_port()
     path = tmp_path / "live"
     path.mkdir(mode=0o700)

@@ -92,7 +92,7 @@ def test_login_accepts_the_response_object_dict_and_bytes(rp, alice):
 
 def test_ekyc_gives_the_verified_basic_4_info(rp, alice, home, caplog, clock):
     caplog.set_level(logging.DEBUG, logger="jpki.auth")
-    challenge, response = ekyc(rp, alice, "口座開設の本人確認\n金額: 0円", clock=clock)
+    _challenge, response = ekyc(rp, alice, "口座開設の本人確認\n金額: 0円", clock=clock)
     result = rp.complete_ekyc(response.to_json())
     assert result.ok, result.message
     expected = read_holder(Home(home), "alice").persona

@@ -211,7 +211,8 @@ def test_a_lying_content_length_is_still_counted(home, clock, net):
             async def collect(message: dict[str, Any]) -> None:
                 sent.append(message)
 
-            scope = {"type": "http", "method": "POST", "path": "/api/login/complete", "raw_path": b"/api/login/complete",
+            scope = {"type": "http", "method": "POST", "path": "/api/login/complete",
+                     "raw_path": b"/api/login/complete",
                      "query_string": b"", "headers": [(b"content-length", b"10")], "http_version": "1.1",
                      "scheme": "http", "server": ("testserver", 80), "client": ("127.0.0.1", 1), "root_path": ""}
             await app(scope, receive, collect)

@@ -505,7 +505,7 @@ def test_memory_store_is_bounded():
     for c in old:
         s.put(c)
     assert len(s) == 3 and s  # an empty store is still truthy
-    with pytest.raises(StoreFullError, match="full .3 pending.*purge_expired"):
+    with pytest.raises(StoreFullError, match=r"full .3 pending.*purge_expired"):
         s.put(make())
     assert s.purge_expired(T0 + dt.timedelta(seconds=1)) == 3
     s.put(make())

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import itertools
 import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -228,7 +229,7 @@ ISSUER = "CN=Test Root,C=JP"
 def chain_of(*serials: int) -> dict[CertRef, CertRef]:
     """new -> old links of one renewal chain."""
     refs = [CertRef(ISSUER, s) for s in serials]
-    return {new: old for old, new in zip(refs, refs[1:])}
+    return {new: old for old, new in itertools.pairwise(refs)}
 
 
 def test_no_links_every_certificate_is_its_own_account():

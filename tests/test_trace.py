@@ -148,7 +148,7 @@ def test_signing_certificate_answers_are_redacted_and_auth_certificate_is_shown(
             shown += bytes.fromhex("".join(resp[:-2]))
     assert len(shown) == len(auth)
     assert bytes(shown) == TWELVE_DIGITS.sub(b"*" * 12, auth)
-    differ = sum(a != b for a, b in zip(shown, auth))
+    differ = sum(a != b for a, b in zip(shown, auth, strict=True))
     assert differ <= 2 * 12, "only the two validity dates may be masked"
     cert = x509.load_der_x509_certificate(auth)
     assert auth.count(cert.not_valid_before_utc.strftime("%y%m%d%H%M%S").encode()) >= 1

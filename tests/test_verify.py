@@ -296,7 +296,7 @@ def test_the_ocsp_request_carries_a_fresh_nonce_unless_disabled(validator, alice
     validator.invalidate(alice_auth)
     validator.validate(alice_auth, kind="auth")
     nonces = []
-    for url, body in net.calls:
+    for _url, body in net.calls:
         request = ocsp.load_der_ocsp_request(body)
         assert request.serial_number == alice_auth.serial_number
         assert isinstance(request.hash_algorithm, hashes.SHA1)
@@ -488,7 +488,8 @@ def test_same_name_without_aki_is_a_bad_signature(validator, ca, key_pool):
     leaf = auth_leaf(ca)
     der = leaf.public_bytes(DER)
     parsed = asn1_x509.Certificate.load(der)
-    extensions = [e for e in parsed["tbs_certificate"]["extensions"] if e["extn_id"].native != "authority_key_identifier"]
+    extensions = [e for e in parsed["tbs_certificate"]["extensions"]
+                  if e["extn_id"].native != "authority_key_identifier"]
     forged = resign(der, key_pool[0], extensions=extensions)  # the sign root's key, the auth root's name
     result = validator.validate(forged, kind="auth")
     assert result.reason == Reason.BAD_SIGNATURE
@@ -523,9 +524,8 @@ def test_truncated_and_padded_der(validator, alice_auth):
 def test_unknown_critical_extension(validator, ca):
     leaf = auth_leaf(ca)
     parsed = asn1_x509.Certificate.load(leaf.public_bytes(DER))
-    extensions = list(parsed["tbs_certificate"]["extensions"]) + [
-        {"extn_id": "1.2.3.4.5", "critical": True, "extn_value": b"\x05\x00"}
-    ]
+    extensions = [*parsed["tbs_certificate"]["extensions"],
+                  {"extn_id": "1.2.3.4.5", "critical": True, "extn_value": b"\x05\x00"}]
     result = validator.validate(resign(leaf.public_bytes(DER), ca.auth_ca_key, extensions=extensions), kind="auth")
     assert result.reason == Reason.UNSUPPORTED_CRITICAL_EXTENSION and "1.2.3.4.5" in result.message
 

@@ -190,7 +190,11 @@ def _board_entry(result: AuthResult) -> dict[str, Any]:
 def openapi_document(rp_id: str, max_body: int) -> dict[str, Any]:
     """The OpenAPI 3.1 description of the service's JSON endpoints."""
     b64 = {"type": "string", "pattern": "^[A-Za-z0-9_-]*$", "description": "unpadded base64url"}
-    refusal = {"description": "refused", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Refusal"}}}}
+    def schema(name: str) -> dict[str, Any]:
+        return {"application/json": {"schema": {"$ref": f"#/components/schemas/{name}"}}}
+
+    id_parameter = [{"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}]
+    refusal = {"description": "refused", "content": schema("Refusal")}
     retry_after = {"Retry-After": {"description": "seconds to wait before trying again",
                                    "schema": {"type": "integer"}}}
     responses = {
@@ -212,14 +216,14 @@ def openapi_document(rp_id: str, max_body: int) -> dict[str, Any]:
 
     def challenge_op(summary: str, body_schema: str) -> dict[str, Any]:
         return {"summary": summary,
-                "requestBody": {"required": False, "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{body_schema}"}}}},
-                "responses": {"200": {"description": "the challenge to sign", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Challenge"}}}},
+                "requestBody": {"required": False, "content": schema(body_schema)},
+                "responses": {"200": {"description": "the challenge to sign", "content": schema("Challenge")},
                               **{k: v for k, v in responses.items() if k in ("400", "408", "413", "429", "503")}}}
 
     def complete_op(summary: str, body_schema: str, result_schema: str) -> dict[str, Any]:
         return {"summary": summary,
-                "requestBody": {"required": True, "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{body_schema}"}}}},
-                "responses": {"200": {"description": "accepted", "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{result_schema}"}}}},
+                "requestBody": {"required": True, "content": schema(body_schema)},
+                "responses": {"200": {"description": "accepted", "content": schema(result_schema)},
                               **responses, "503": busy}}
 
     return {
@@ -231,57 +235,72 @@ def openapi_document(rp_id: str, max_body: int) -> dict[str, Any]:
             "/api/login/complete": {"post": complete_op("Complete a login", "LoginResponse", "LoginResult")},
             "/api/ekyc/begin": {"post": challenge_op("Begin an eKYC", "EkycBegin")},
             "/api/ekyc/complete": {"post": complete_op("Complete an eKYC", "EkycResponse", "EkycResult")},
-            "/api/challenges/{id}": {"get": {"summary": "A displayed challenge while pending",
-                                             "parameters": [{"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}],
-                                             "responses": {"200": {"description": "the challenge", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Challenge"}}}},
-                                                           "404": {"description": "not displayed, finished or expired"}}}},
-            "/api/challenges/{id}/result": {"get": {"summary": "The state of a displayed challenge",
-                                                    "parameters": [{"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}],
-                                                    "responses": {"200": {"description": "pending or done", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/BoardEntry"}}}},
-                                                                  "404": {"description": "unknown or expired"}}}},
-            "/api/info": {"get": {"summary": "The relying-party id and limits", "responses": {"200": {"description": "info"}}}},
+            "/api/challenges/{id}": {"get": {
+                "summary": "A displayed challenge while pending",
+                "parameters": id_parameter,
+                "responses": {"200": {"description": "the challenge", "content": schema("Challenge")},
+                              "404": {"description": "not displayed, finished or expired"}}}},
+            "/api/challenges/{id}/result": {"get": {
+                "summary": "The state of a displayed challenge",
+                "parameters": id_parameter,
+                "responses": {"200": {"description": "pending or done", "content": schema("BoardEntry")},
+                              "404": {"description": "unknown or expired"}}}},
+            "/api/info": {"get": {"summary": "The relying-party id and limits",
+                                  "responses": {"200": {"description": "info"}}}},
             "/api/stats": {"get": {"summary": "Refusals counted by reason (rate limits, quotas, timeouts, busy) "
                                               "and verifications in flight, for this server process",
-                                   "responses": {"200": {"description": "the counters", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Stats"}}}}}}},
+                                   "responses": {"200": {"description": "the counters", "content": schema("Stats")}}}},
         },
         "components": {"schemas": {
-            "Challenge": {"type": "object", "required": ["v", "id", "nonce", "rp_id", "purpose", "created_at", "expires_at"],
-                          "properties": {"v": {"const": 1}, "id": {"type": "string", "pattern": "^[A-Za-z0-9_-]{22,128}$"},
+            "Challenge": {"type": "object",
+                          "required": ["v", "id", "nonce", "rp_id", "purpose", "created_at", "expires_at"],
+                          "properties": {"v": {"const": 1},
+                                         "id": {"type": "string", "pattern": "^[A-Za-z0-9_-]{22,128}$"},
                                          "nonce": {**b64, "description": "32 random bytes, base64url"},
                                          "rp_id": {"type": "string"}, "purpose": {"enum": ["login", "ekyc"]},
                                          "created_at": {"type": "string", "format": "date-time"},
                                          "expires_at": {"type": "string", "format": "date-time"},
                                          "transaction_text": {"type": "string", "maxLength": MAX_TRANSACTION_TEXT}}},
             "LoginBegin": {"type": "object", "additionalProperties": False,
-                           "properties": {"display": {"type": "boolean", "description": "show the challenge on the page's board"}}},
+                           "properties": {"display": {"type": "boolean",
+                                                      "description": "show the challenge on the page's board"}}},
             "EkycBegin": {"type": "object", "additionalProperties": False,
                           "properties": {"display": {"type": "boolean"},
                                          "transaction_text": {"type": "string", "maxLength": MAX_TRANSACTION_TEXT}}},
             "LoginResponse": {"type": "object", "additionalProperties": False,
                               "required": ["challenge_id", "client_data", "certificate", "signature"],
                               "properties": {"v": {"const": 1}, "challenge_id": {"type": "string"},
-                                             "client_data": {**b64, "description": "the canonical encoding the card signed"},
-                                             "certificate": {**b64, "description": "user-authentication certificate, DER"},
-                                             "signature": {**b64, "description": "RSASSA-PKCS1-v1_5 SHA-256 over client_data"}}},
+                                             "client_data": {**b64,
+                                                             "description": "the canonical encoding the card signed"},
+                                             "certificate": {**b64,
+                                                             "description": "user-authentication certificate, DER"},
+                                             "signature": {**b64, "description":
+                                                           "RSASSA-PKCS1-v1_5 SHA-256 over client_data"}}},
             "EkycResponse": {"type": "object", "additionalProperties": False, "required": ["challenge_id", "cms"],
                              "properties": {"v": {"const": 1}, "challenge_id": {"type": "string"},
-                                            "cms": {**b64, "description": "CMS SignedData (CAdES-BES), content = client data, DER"}}},
-            "Account": {"type": "object", "properties": {"key": {"type": "string"}, "issuer": {"type": "string"},
-                                                        "serial": {"type": "string"}, "renewals": {"type": "integer"}}},
-            "Identity": {"type": "object", "properties": {"name": {"type": "string"}, "address": {"type": "string"},
-                                                         "birth_date": {"type": ["string", "null"], "format": "date"},
-                                                         "sex": {"enum": ["male", "female", "unknown"]},
-                                                         "substituted": {"type": "boolean"}}},
-            "LoginResult": {"type": "object", "properties": {"ok": {"const": True}, "account": {"$ref": "#/components/schemas/Account"},
-                                                            "challenge_id": {"type": "string"}, "certificate": {"type": "object"},
-                                                            "checked_at": {"type": "string", "format": "date-time"}}},
-            "EkycResult": {"type": "object", "properties": {"ok": {"const": True}, "identity": {"$ref": "#/components/schemas/Identity"},
-                                                           "transaction_text": {"type": ["string", "null"]},
-                                                           "challenge_id": {"type": "string"}, "certificate": {"type": "object"}}},
+                                            "cms": {**b64, "description":
+                                                    "CMS SignedData (CAdES-BES), content = client data, DER"}}},
+            "Account": {"type": "object",
+                        "properties": {"key": {"type": "string"}, "issuer": {"type": "string"},
+                                       "serial": {"type": "string"}, "renewals": {"type": "integer"}}},
+            "Identity": {"type": "object",
+                         "properties": {"name": {"type": "string"}, "address": {"type": "string"},
+                                        "birth_date": {"type": ["string", "null"], "format": "date"},
+                                        "sex": {"enum": ["male", "female", "unknown"]},
+                                        "substituted": {"type": "boolean"}}},
+            "LoginResult": {"type": "object",
+                            "properties": {"ok": {"const": True}, "account": {"$ref": "#/components/schemas/Account"},
+                                           "challenge_id": {"type": "string"}, "certificate": {"type": "object"},
+                                           "checked_at": {"type": "string", "format": "date-time"}}},
+            "EkycResult": {"type": "object",
+                           "properties": {"ok": {"const": True}, "identity": {"$ref": "#/components/schemas/Identity"},
+                                          "transaction_text": {"type": ["string", "null"]},
+                                          "challenge_id": {"type": "string"}, "certificate": {"type": "object"}}},
             "Refusal": {"type": "object", "required": ["ok", "reason", "message"],
-                        "properties": {"ok": {"const": False}, "reason": {"type": "string"}, "message": {"type": "string"}}},
-            "BoardEntry": {"type": "object", "properties": {"state": {"enum": ["pending", "done"]},
-                                                           "result": {"type": "object"}}},
+                        "properties": {"ok": {"const": False}, "reason": {"type": "string"},
+                                       "message": {"type": "string"}}},
+            "BoardEntry": {"type": "object",
+                           "properties": {"state": {"enum": ["pending", "done"]}, "result": {"type": "object"}}},
             "Stats": {"type": "object", "required": ["pid", "refused", "verifications", "limits"],
                       "properties": {"pid": {"type": "integer", "description": "the server process counting"},
                                      "refused": {"type": "object", "additionalProperties": {"type": "integer"},

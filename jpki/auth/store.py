@@ -698,10 +698,7 @@ class RedisStore(_StoreBase):
             return None
         key = self._key(challenge_id)
         with self._errors("read from"):
-            if self.take_method == "getdel":
-                raw = self._client.getdel(key)
-            else:
-                raw = self._getdel_script(keys=[key])
+            raw = self._client.getdel(key) if self.take_method == "getdel" else self._getdel_script(keys=[key])
         if raw is None:
             return None
         challenge = Challenge.from_json(raw)
@@ -734,7 +731,7 @@ class RedisStore(_StoreBase):
 
     def _purge_batch(self, keys: list[bytes], now: _dt.datetime) -> int:
         expired = []
-        for key, raw in zip(keys, self._client.mget(keys)):
+        for key, raw in zip(keys, self._client.mget(keys), strict=True):
             if raw is None:
                 continue
             try:

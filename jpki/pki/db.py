@@ -375,7 +375,8 @@ class CertificateDB:
     def serials_with_prefix(self, prefix: str, *, limit: int = 10) -> builtins.list[str]:
         """Up to ``limit`` stored serials (lowercase hex) that start with the hex ``prefix``
         (case, colons and a ``0x`` ignored), in order; UsageError if it is not hex."""
-        text = prefix.strip().lower().replace(":", "").removeprefix("0x").lstrip("0")  # stored serials have no leading zeros
+        # stored serials have no leading zeros
+        text = prefix.strip().lower().replace(":", "").removeprefix("0x").lstrip("0")
         if not text or any(c not in "0123456789abcdef" for c in text):
             raise UsageError(f"not a hexadecimal serial number (prefix): {prefix!r}")
         with self._lock:

@@ -253,7 +253,8 @@ class SignatureReport:
             out.append(f"  {'birth date:':<14}{i['birth_date'] or 'unknown'}")
             out.append(f"  {'sex:':<14}{i['sex']}")
         if self.key:
-            out.append(f"  {'key:':<14}{'signing key (署名用)' if self.key == 'sign' else 'user-authentication key (利用者証明用)'}")
+            key = "signing key (署名用)" if self.key == "sign" else "user-authentication key (利用者証明用)"
+            out.append(f"  {'key:':<14}{key}")
         if self.signing_time is not None:
             out.append(f"  {'signing time:':<14}{_iso(self.signing_time)} ({self.time_source})")
         if self.timestamp is not None:
