@@ -22,7 +22,12 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from .clock import JST, Clock
 from .errors import JpkiError, NoCardError, UsageError
-from .home import DEFAULT_AUTH_PIN, DEFAULT_CARD_PIN, DEFAULT_SIGN_PIN, Home  # noqa: F401 (re-exported)
+
+# re-exported: a home and its default PINs are where cards are provisioned
+from .home import DEFAULT_AUTH_PIN as DEFAULT_AUTH_PIN
+from .home import DEFAULT_CARD_PIN as DEFAULT_CARD_PIN
+from .home import DEFAULT_SIGN_PIN as DEFAULT_SIGN_PIN
+from .home import Home as Home
 from .identity import SAMPLE_PERSONAS, Persona, Sex, generate_mynumber
 from .session import normalise_pin
 from .transport import emu

@@ -200,7 +200,7 @@ class VerifiedIdentity:
     def from_signing_identity(cls, ident: SigningIdentity) -> VerifiedIdentity:
         """From :func:`jpki.certinfo.signing_identity`'s result."""
         return cls(name=ident.name, address=ident.address, birth_date=ident.birth_date,
-                   sex=ident.sex.value, substituted=ident.has_substitutes)  # type: ignore[arg-type]
+                   sex=ident.sex.value, substituted=ident.has_substitutes)
 
     def as_dict(self) -> dict[str, Any]:
         """The 4 info as JSON: ``name``, ``address``, ``birth_date`` (ISO 8601 or None), ``sex``."""

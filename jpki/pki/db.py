@@ -418,6 +418,7 @@ class CertificateDB:
             )
             if status not in _ALLOWED[current] and not releasing_hold:
                 raise CertificateStatusError(f"certificate {key} is {current}; cannot make it {status}")
+            values: tuple[str, str | None, str | None]
             if status == "revoked":
                 if revoked_at is None:
                     raise UsageError("revoking needs revoked_at")
@@ -456,7 +457,7 @@ class CertificateDB:
         except sqlite3.IntegrityError as exc:  # pragma: no cover - guarded above
             raise UsageError(str(exc)) from None
 
-    def successors(self, serial: int | str) -> list[str]:
+    def successors(self, serial: int | str) -> builtins.list[str]:  # (``list`` is a method here)
         """Serials that renew ``serial`` (oldest link first)."""
         with self._lock:
             rows = self._conn.execute(
@@ -465,7 +466,7 @@ class CertificateDB:
             ).fetchall()
         return [r[0] for r in rows]
 
-    def predecessors(self, serial: int | str) -> list[str]:
+    def predecessors(self, serial: int | str) -> builtins.list[str]:
         """Serials that ``serial`` renews (oldest link first)."""
         with self._lock:
             rows = self._conn.execute(

@@ -107,7 +107,7 @@ def key_usage(*, digital_signature: bool = False, content_commitment: bool = Fal
 def _check_kind(kind: str) -> CaKind:
     if kind not in CA_KINDS:
         raise UsageError(f"CA kind must be 'sign' or 'auth', not {kind!r}")
-    return kind  # type: ignore[return-value]
+    return kind
 
 
 def ca_name(kind: CaKind) -> x509.Name:

@@ -61,11 +61,16 @@ _VALIDATOR_REASONS: dict[str, str] = {
 
 
 class ValidatorAnswer(Protocol):
-    """What a validator returns (``jpki.verify.ValidationResult`` fits)."""
+    """What a validator returns (``jpki.verify.ValidationResult`` fits): read-only fields."""
 
-    ok: bool
-    reason: Any
-    message: str
+    @property
+    def ok(self) -> bool: ...
+
+    @property
+    def reason(self) -> object: ...
+
+    @property
+    def message(self) -> str: ...
 
 
 class CertificateValidator(Protocol):
