@@ -123,7 +123,7 @@ def presign(rp: RelyingParty, key: rsa.RSAPrivateKey, cert: bytes, n: int) -> li
         challenge = rp.begin_login()
         data = ClientData.for_challenge(challenge).encode()
         signature = key.sign(data, padding.PKCS1v15(), hashes.SHA256())
-        bodies.append(LoginResponse(challenge.id, data, cert, signature).to_json().encode())
+        bodies.append(json.dumps(LoginResponse(challenge.id, data, cert, signature).to_json()).encode())
     return bodies
 
 

@@ -332,19 +332,22 @@ class AppSpec:
         if not (module and colon and name.isidentifier()):
             raise UsageError(f"an app factory is named package.module:function, not {self.factory!r}")
 
-    def to_json(self) -> str:
-        """The spec as JSON (how :func:`serve` hands it to worker processes)."""
+    def to_json(self) -> dict[str, Any]:
+        """The spec as a JSON-ready dict (its text is how :func:`serve` hands it to worker
+        processes); :class:`UsageError` if the settings are not JSON."""
+        out = {"factory": self.factory, "settings": dict(self.settings)}
         try:
-            return json.dumps({"factory": self.factory, "settings": dict(self.settings)})
+            json.dumps(out)
         except (TypeError, ValueError) as exc:
             raise UsageError(f"the settings of {self.factory} are not JSON: {exc}") from None
+        return out
 
     @classmethod
-    def from_json(cls, text: str) -> AppSpec:
-        """Read :meth:`to_json`'s output."""
+    def from_json(cls, data: Mapping[str, Any] | str) -> AppSpec:
+        """Read :meth:`to_json`'s output (the dict, or its JSON text)."""
         try:
-            data = json.loads(text)
-            return cls(str(data["factory"]), dict(data["settings"]))
+            obj = json.loads(data) if isinstance(data, str) else data
+            return cls(str(obj["factory"]), dict(obj["settings"]))
         except (ValueError, TypeError, KeyError) as exc:
             raise UsageError(f"${ENV_APP} does not hold an app spec: {exc}") from None
 
@@ -428,7 +431,7 @@ def serve(
         raise UsageError("worker processes build their own app: give an AppSpec with workers > 1")
     if workers > 1 and clock is not None:
         raise UsageError("worker processes take their clock from $JPKI_NOW: pass no clock with workers > 1")
-    spec_json = spec.to_json() if spec is not None else None
+    spec_json = json.dumps(spec.to_json()) if spec is not None else None
     options = {**uvicorn_options(idle_timeout=idle_timeout), "log_level": log_level,
                "log_config": log_config(log_level)}
     check_port(host, port)

@@ -129,12 +129,13 @@ def test_challenge_is_frozen():
     make("ekyc", now=dt.datetime(2026, 11, 27, 12, 0, 0, 123456, tzinfo=JST)),
 ], ids=["login", "ekyc-text", "jst-microseconds"])
 def test_json_round_trip(challenge: Challenge):
-    text = challenge.to_json()
+    text = challenge.encode()
     back = Challenge.from_json(text)
     assert back == challenge
     assert back.created_at.utcoffset() == challenge.created_at.utcoffset()
     assert Challenge.from_json(text.encode()) == challenge
-    assert Challenge.from_dict(json.loads(text)) == challenge
+    assert Challenge.from_json(json.loads(text)) == challenge
+    assert Challenge.from_json(challenge.to_json()) == challenge
     data = json.loads(text)
     assert data["v"] == 1 and data["purpose"] == challenge.purpose
     assert ("transaction_text" in data) == (challenge.transaction_text is not None)
@@ -195,7 +196,7 @@ def test_from_json_refuses_garbage(text: str):
     ("extra", "field"),
 ])
 def test_from_json_refuses_bad_fields(field: str, value: object):
-    data = make().to_dict()
+    data = make().to_json()
     data[field] = value
     with pytest.raises(MalformedChallengeError):
         Challenge.from_json(json.dumps(data))
@@ -676,7 +677,7 @@ def test_redis_purge_leaves_foreign_keys_and_handles_glob_characters(redis_url: 
     client = s._client
     try:
         client.set(foreign, b"hello", px=60_000)
-        client.set(sibling, make(ttl=dt.timedelta(seconds=1)).to_json(), px=60_000)
+        client.set(sibling, make(ttl=dt.timedelta(seconds=1)).encode(), px=60_000)
         old = [make(ttl=dt.timedelta(seconds=1)) for _ in range(600)]  # more than one SCAN batch
         for c in old:
             s.put(c)
@@ -694,7 +695,7 @@ def test_redis_foreign_value_under_a_challenge_key_is_reported(redis_store: Redi
     with pytest.raises(MalformedChallengeError):
         redis_store.take(cid, now=T0)
     other = make()
-    redis_store._client.set(redis_store.prefix + cid, other.to_json(), px=60_000)
+    redis_store._client.set(redis_store.prefix + cid, other.encode(), px=60_000)
     with pytest.raises(MalformedChallengeError, match="holds challenge"):
         redis_store.take(cid, now=T0)
 

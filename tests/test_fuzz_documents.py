@@ -465,7 +465,7 @@ def test_ekyc_endpoint_answers_400_malformed(home, clock, net, alice):
             begun = request(app, "POST", "/api/ekyc/begin", json={"transaction_text": "口座開設"})
             good = answer_ekyc(parse_challenge(begun.content), alice, pin=lambda: SIGN_PIN)
             bad = dataclasses.replace(good, cms=make(good.cms))
-            done = request(app, "POST", "/api/ekyc/complete", content=bad.to_json())
+            done = request(app, "POST", "/api/ekyc/complete", json=bad.to_json())
             assert (done.status_code, done.json()["reason"]) == (400, "malformed"), (name, done.text)
     finally:
         app.state.close()

@@ -5,7 +5,7 @@ from jpki.auth import RelyingParty, open_store
 from jpki.verify import TrustStore, Validator
 
 rp = RelyingParty("https://shop.example.jp", Validator(TrustStore.jlis()), open_store("memory"))
-challenge = rp.begin_login()                 # send challenge.to_dict() to the client
+challenge = rp.begin_login()                 # send challenge.to_json() to the client
 result = rp.complete_login(response_json)    # the client's LoginResponse (JSON or object)
 if result.ok:
     user = accounts.get_or_create(result.account.key)
@@ -317,7 +317,7 @@ class RelyingParty:
         return challenge
 
     def begin_login(self, *, tag: str | None = None) -> Challenge:
-        """Issue and store a login challenge; send ``challenge.to_dict()`` to the client.
+        """Issue and store a login challenge; send ``challenge.to_json()`` to the client.
 
         ``tag`` (1-16 letters or digits) is put in front of the random id (``TAG-…``), so that
         the caller can tell its own kinds of challenges apart when they are answered without a
@@ -402,7 +402,7 @@ class RelyingParty:
                         now: _dt.datetime) -> LoginResult:
         try:
             if not isinstance(response, LoginResponse):
-                response = LoginResponse.from_dict(response)
+                response = LoginResponse.from_json(response)
             data = ClientData.decode(response.client_data)
         except MalformedMessageError as exc:
             challenge_id = response.challenge_id if isinstance(response, LoginResponse) else None
@@ -450,7 +450,7 @@ class RelyingParty:
                        now: _dt.datetime) -> EkycResult:
         try:
             if not isinstance(response, EkycResponse):
-                response = EkycResponse.from_dict(response)
+                response = EkycResponse.from_json(response)
             data = ClientData.decode(response.client_data)
         except MalformedMessageError as exc:
             challenge_id = response.challenge_id if isinstance(response, EkycResponse) else None

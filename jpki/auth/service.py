@@ -63,7 +63,7 @@ import math
 import os
 import socket
 import urllib.parse
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Final
 
@@ -417,7 +417,7 @@ def create_app(rp: RelyingParty, *, board: Board | None = None, max_body: int = 
                         until=challenge.expires_at.timestamp(), cap=limits.max_pending):
                     rp.store.take(challenge.id, now=challenge.created_at)  # withdrawn: never sent
                     return None
-                document = challenge.to_dict()
+                document = challenge.to_json()
                 if display:
                     board.show(challenge.id, {"state": "pending", "challenge": document}, result_ttl, owner=client)
                 return document
@@ -469,7 +469,7 @@ def create_app(rp: RelyingParty, *, board: Board | None = None, max_body: int = 
             finally:
                 in_flight -= 1
             # A verdict (ok or refused) is a result document, not a Refusal: it says more.
-            return JSONResponse(result.as_dict(), status_code=status_for(result.reason), headers=_NO_STORE)
+            return JSONResponse(result.to_json(), status_code=status_for(result.reason), headers=_NO_STORE)
 
         return endpoint
 
@@ -599,27 +599,25 @@ class ServiceConfig:
         return ClientLimits(rate=self.rate_limit, burst=self.rate_burst, max_pending=self.max_pending,
                             board_quota=self.board_quota)
 
-    def as_dict(self) -> dict[str, Any]:
-        """The configuration as a JSON-able dict (how :func:`serve` hands it to worker processes)."""
+    def to_json(self) -> dict[str, Any]:
+        """The configuration as a JSON-ready dict (how :func:`serve` hands it to worker processes)."""
         return {**dataclasses.asdict(self), "home": str(self.home)}
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ServiceConfig:
-        """Read :meth:`as_dict`'s output."""
+    def from_json(cls, data: Mapping[str, Any] | str) -> ServiceConfig:
+        """Read :meth:`to_json`'s output (the dict, or its JSON text)."""
+        if isinstance(data, str):
+            try:
+                data = json.loads(data)
+            except ValueError as exc:
+                raise UsageError(f"bad relying-party settings: not JSON ({exc})") from None
+        if not isinstance(data, Mapping):
+            raise UsageError("bad relying-party settings: not a JSON object")
         fields = {f.name for f in dataclasses.fields(cls)}
         unknown = set(data) - fields
         if unknown or "home" not in data or "rp_id" not in data:
             raise UsageError(f"bad relying-party settings: unknown {sorted(unknown)} or no home / rp_id")
         return cls(**{**data, "home": Path(data["home"])})
-
-    def to_json(self) -> str:
-        """The configuration as JSON."""
-        return json.dumps(self.as_dict())
-
-    @classmethod
-    def from_json(cls, text: str) -> ServiceConfig:
-        """Read :meth:`to_json`'s output."""
-        return cls.from_dict(json.loads(text))
 
 
 def _redis_url_without_prefix(spec: str) -> str:
@@ -693,9 +691,9 @@ def create_service(config: ServiceConfig, *, clock: Clock | None = None, fetch: 
 
 def app_from_settings(settings: dict[str, Any], *, clock: Clock,
                       progress: Callable[[str], None] | None = None) -> Starlette:
-    """The app of a :class:`ServiceConfig` given as a dict (:meth:`ServiceConfig.as_dict`):
+    """The app of a :class:`ServiceConfig` given as a dict (:meth:`ServiceConfig.to_json`):
     the factory :func:`serve` names for :func:`jpki.serving.serve` and its worker processes."""
-    return create_service(ServiceConfig.from_dict(settings), clock=clock)
+    return create_service(ServiceConfig.from_json(settings), clock=clock)
 
 
 def serve(config: ServiceConfig, host: str = "127.0.0.1", port: int = DEFAULT_PORT, *,
@@ -713,7 +711,7 @@ def serve(config: ServiceConfig, host: str = "127.0.0.1", port: int = DEFAULT_PO
         raise UsageError("several workers need a shared challenge store: use --store sqlite:PATH "
                          "or --store redis://HOST:PORT/DB (memory is per process)")
     config.limits  # noqa: B018 - a bad limit is a usage error before anything starts
-    _serve(AppSpec(f"{__name__}:app_from_settings", config.as_dict()), host, port, workers=workers,
+    _serve(AppSpec(f"{__name__}:app_from_settings", config.to_json()), host, port, workers=workers,
            log_level=log_level, idle_timeout=idle_timeout, on_ready=on_ready)
 
 

@@ -355,17 +355,17 @@ def cert_verify(obj: Ctx, file: Path | None, from_card: str | None, kind: str | 
     validator = Validator(trust_for(obj), clock=obj.clock, revocation=revocation, soft_fail=soft_fail)
     result = validator.validate(data, kind=kind, at=at)
     if result.ok:
-        obj.emit(result.as_dict(), result.summary())
+        obj.emit(result.to_json(), result.summary())
         return
     reason = str(result.reason)
     if reason == "revocation-unavailable":
         obj.fail(CliFail("the certificate's revocation could not be checked (revocation-unavailable)",
                          code="verification_failed", exit_code=EXIT_INVALID,
                          hint=revocation_hint(obj), data={"reason": reason}),
-                 result.as_dict(), result.summary())
+                 result.to_json(), result.summary())
     obj.fail(CliFail(f"the certificate is not valid ({reason})", code="verification_failed",
                      exit_code=EXIT_INVALID, data={"reason": reason}),
-             result.as_dict(), result.summary())
+             result.to_json(), result.summary())
 
 
 def revocation_hint(obj: Ctx) -> str:

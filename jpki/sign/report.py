@@ -116,8 +116,8 @@ def check_certificate(cert: x509.Certificate, validator: CertificateValidator | 
         return CertificateCheck(False, True, None,
                                 "certificate path and revocation not checked (no validator)", at)
     answer = validator.validate(cert, kind=kind, at=at)
-    as_dict = getattr(answer, "as_dict", None)
-    details = as_dict() if callable(as_dict) else None
+    to_json = getattr(answer, "to_json", None)
+    details = to_json() if callable(to_json) else None
     summary = getattr(answer, "summary", None)
     message = summary() if callable(summary) else str(answer.message)
     if answer.ok:
