@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NoReturn, Self, TextIO
+from typing import TYPE_CHECKING, Any, NoReturn, Self, TextIO
 
 import click
 
@@ -240,7 +240,13 @@ def environment_clock() -> Clock:
 pass_ctx = click.make_pass_decorator(Ctx)
 
 
-class CardNameType(click.ParamType):
+if TYPE_CHECKING:  # newer clicks type a ParamType by its value and input; older ones are not generic
+    _TextParam = click.ParamType[str, Any]
+else:
+    _TextParam = click.ParamType
+
+
+class CardNameType(_TextParam):
     """A card NAME argument, checked when the command line is parsed (jpki.home.check_card_name):
     a path such as ``../../other/cards/dave`` is an InvalidNameError (exit 2) before any file
     is touched."""

@@ -3,13 +3,18 @@ side (``jpki login URL``, ``jpki ekyc URL``)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from ..errors import UsageError
 from ._common import PIN_NAMES, CliFail, Ctx, pass_ctx
 from ._fail import EXIT_ERROR, EXIT_INVALID
+
+if TYPE_CHECKING:
+    from ..auth.client import ServiceAnswer
 
 
 @click.group()
@@ -83,14 +88,14 @@ def rp_serve(obj: Ctx, store: str, workers: int, host: str, port: int, rp_id: st
         f"store {store.split('@')[-1] if store.startswith('redis') else store})"))
 
 
-def _confirm(obj: Ctx, url: str):  # the client's Confirm callable
+def _confirm(obj: Ctx, url: str) -> Callable[[str, int], None]:  # the client's Confirm callable
     def confirm(kind: str, tries_left: int) -> None:
         obj.confirm_try(f"Answering {url} with the {PIN_NAMES[kind]}", tries_left)
 
     return confirm
 
 
-def _finish(obj: Ctx, answer, what: str) -> None:  # jpki.auth.client.ServiceAnswer
+def _finish(obj: Ctx, answer: ServiceAnswer, what: str) -> None:
     """Return when the service accepted; else print its answer and fail: exit 3 when it
     refused (4xx: revoked, expired, replayed…), 1 when it failed (5xx)."""
     document = dict(answer.document)

@@ -7,6 +7,7 @@ import datetime as _dt
 import hashlib
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
 
 import click
 from cryptography import x509
@@ -21,12 +22,16 @@ from ..session import CardInfoSession, JpkiSession
 from ._common import PIN_KINDS, PIN_NAMES, CliFail, Ctx, pass_ctx
 from ._fail import EXIT_INVALID
 
+if TYPE_CHECKING:
+    from ..transport import Transport
+    from ..verify import TrustStore
 
-def _session_for(t, kind: str):
+
+def _session_for(t: Transport, kind: str) -> CardInfoSession | JpkiSession:
     return CardInfoSession(t) if kind == "card" else JpkiSession(t)
 
 
-def verify_pin(obj: Ctx, session, kind: str, given: str | None) -> None:
+def verify_pin(obj: Ctx, session: CardInfoSession | JpkiSession, kind: str, given: str | None) -> None:
     """Verify a PIN with the usual sources and the real-reader confirmation."""
     value = obj.pin(kind, given)
     obj.confirm_try(f"Verifying the {PIN_NAMES[kind]}", session.tries_left(kind))
@@ -49,9 +54,9 @@ def info(obj: Ctx) -> None:
     """Card type, ATR and the tries left of every PIN (spends none)."""
     with obj.card() as t:
         j = JpkiSession(t)
-        data = {"reader": t.description, "atr": t.atr.hex().upper(), "card_type": j.card_type(),
-                "token_label": j.token_label(),
-                "pins": {"auth": j.tries_left("auth"), "sign": j.tries_left("sign")}}
+        data: dict[str, Any] = {"reader": t.description, "atr": t.atr.hex().upper(), "card_type": j.card_type(),
+                                "token_label": j.token_label(),
+                                "pins": {"auth": j.tries_left("auth"), "sign": j.tries_left("sign")}}
         data["pins"]["card"] = CardInfoSession(t).tries_left("card")
     obj.emit(data, lambda: "\n".join([
         f"Reader:      {data['reader']}", f"ATR:         {data['atr']}",
@@ -168,13 +173,13 @@ def cert_read(obj: Ctx, kind: str, output: Path | None, fmt: str | None, pin_val
         click.echo(blob.decode().rstrip())
 
 
-def describe_certificate(der: bytes) -> dict:
+def describe_certificate(der: bytes) -> dict[str, Any]:
     c = x509.load_der_x509_certificate(der)
-    out = {"kind": cert_kind(c), "subject": c.subject.rfc4514_string(),
-           "issuer": c.issuer.rfc4514_string(), "serial": f"{c.serial_number:X}",
-           "not_before": c.not_valid_before_utc.isoformat(),
-           "not_after": c.not_valid_after_utc.isoformat(),
-           "sha256_fingerprint": c.fingerprint(hashes.SHA256()).hex()}
+    out: dict[str, Any] = {"kind": cert_kind(c), "subject": c.subject.rfc4514_string(),
+                           "issuer": c.issuer.rfc4514_string(), "serial": f"{c.serial_number:X}",
+                           "not_before": c.not_valid_before_utc.isoformat(),
+                           "not_after": c.not_valid_after_utc.isoformat(),
+                           "sha256_fingerprint": c.fingerprint(hashes.SHA256()).hex()}
     if out["kind"] == "sign":
         ident = signing_identity(c)
         out["holder"] = {"name": ident.name, "address": ident.address,
@@ -292,10 +297,10 @@ def apdu(obj: Ctx, apdus: tuple[str, ...]) -> None:
         f"C> {r['command']}\nR< {r['response'] + ' ' if r['response'] else ''}{r['sw']}" for r in results))
 
 
-__all__ = ["info", "pin", "cert", "mynumber", "attrs", "pkey", "apdu"]
+__all__ = ["apdu", "attrs", "cert", "info", "mynumber", "pin", "pkey"]
 
 
-def trust_for(obj: Ctx):
+def trust_for(obj: Ctx) -> TrustStore:
     """Trust anchors: the real J-LIS roots, plus this home's test CA when there is one."""
     from ..verify import TrustStore
 
@@ -318,7 +323,7 @@ def trust_for(obj: Ctx):
 @click.option("--pin", "pin_value", help="signature password (for --from-card sign)")
 @pass_ctx
 def cert_verify(obj: Ctx, file: Path | None, from_card: str | None, kind: str | None, at_text: str | None,
-                revocation: str, soft_fail: bool, pin_value: str | None) -> None:
+                revocation: Literal["ocsp", "crl", "none"], soft_fail: bool, pin_value: str | None) -> None:
     """Validate a certificate: path to the trust anchors, validity, kind, revocation. Exit 3 if not valid.
 
     \b
@@ -341,14 +346,15 @@ def cert_verify(obj: Ctx, file: Path | None, from_card: str | None, kind: str | 
         except ValueError:
             raise UsageError(f"--at must be an ISO date-time, not {at_text!r}") from None
         if at.tzinfo is None:
-            at = at.replace(tzinfo=_dt.timezone.utc)
+            at = at.replace(tzinfo=_dt.UTC)
     if kind is None:
         kind = from_card
     if kind is None:
         try:
             c = x509.load_der_x509_certificate(data) if data[:1] == b"\x30" else x509.load_pem_x509_certificate(data)
         except ValueError:
-            raise VerificationError("malformed-certificate", "malformed-certificate: not an X.509 certificate") from None
+            raise VerificationError("malformed-certificate",
+                                    "malformed-certificate: not an X.509 certificate") from None
         kind = cert_kind(c)
         if kind not in ("auth", "sign"):
             raise VerificationError("wrong-kind", "wrong-kind: not a JPKI signing or user-authentication certificate")
