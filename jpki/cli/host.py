@@ -18,7 +18,7 @@ from ..certinfo import cert_kind, signing_identity
 from ..errors import UsageError, VerificationError
 from ..fileio import write_atomic
 from ..identity import mask_mynumber
-from ..session import CardInfoSession, JpkiSession
+from ..session import CardInfoSession, CertKind, JpkiSession, KeyKind
 from ._common import PIN_KINDS, PIN_NAMES, CliFail, Ctx, pass_ctx
 from ._fail import EXIT_INVALID
 
@@ -125,12 +125,12 @@ def pin_change(obj: Ctx, kind: str, pin_value: str | None, new_pin: str | None) 
 CERT_KINDS = click.Choice(["auth", "sign", "auth-ca", "sign-ca"])
 
 
-def read_cert(obj: Ctx, kind: str, pin_value: str | None = None) -> bytes:
+def read_cert(obj: Ctx, kind: CertKind, pin_value: str | None = None) -> bytes:
     with obj.card() as t:
         j = JpkiSession(t)
         if kind == "sign":
             verify_pin(obj, j, "sign", pin_value)
-        return j.read_certificate(kind)  # type: ignore[arg-type]
+        return j.read_certificate(kind)
 
 
 @click.group()
@@ -154,7 +154,7 @@ def cert() -> None:
 @click.option("--pem", "fmt", flag_value="pem", help="PEM (default on stdout)")
 @click.option("--pin", "pin_value", help="signature password (for the signing certificate)")
 @pass_ctx
-def cert_read(obj: Ctx, kind: str, output: Path | None, fmt: str | None, pin_value: str | None) -> None:
+def cert_read(obj: Ctx, kind: CertKind, output: Path | None, fmt: str | None, pin_value: str | None) -> None:
     """Write a certificate from the card to a file or stdout."""
     der = read_cert(obj, kind, pin_value)
     fmt = fmt or ("der" if output else "pem")
@@ -192,7 +192,7 @@ def describe_certificate(der: bytes) -> dict[str, Any]:
 @click.argument("kind", type=CERT_KINDS)
 @click.option("--pin", "pin_value", help="signature password (for the signing certificate)")
 @pass_ctx
-def cert_show(obj: Ctx, kind: str, pin_value: str | None) -> None:
+def cert_show(obj: Ctx, kind: CertKind, pin_value: str | None) -> None:
     """Decode a certificate from the card (the signing certificate shows the holder)."""
     d = describe_certificate(read_cert(obj, kind, pin_value))
 
@@ -254,7 +254,7 @@ def pkey() -> None:
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True)
 @click.option("--pin", "pin_value", help="the key's PIN")
 @pass_ctx
-def pkey_sign(obj: Ctx, key: str, file: Path, digest: str, output: Path, pin_value: str | None) -> None:
+def pkey_sign(obj: Ctx, key: KeyKind, file: Path, digest: str, output: Path, pin_value: str | None) -> None:
     """A PKCS#1 v1.5 signature over FILE's hash, made by the card."""
     h = hashlib.new(digest)
     with open(file, "rb") as fh:
@@ -263,7 +263,7 @@ def pkey_sign(obj: Ctx, key: str, file: Path, digest: str, output: Path, pin_val
     with obj.card() as t:
         j = JpkiSession(t)
         verify_pin(obj, j, key, pin_value)
-        signature = j.sign_digest(key, digest, h.digest())  # type: ignore[arg-type]
+        signature = j.sign_digest(key, digest, h.digest())
     write_atomic(output, signature)
     obj.emit({"key": key, "digest": digest, "file": str(file), "signature": str(output),
               "bytes": len(signature)}, f"signed {file} ({digest}) with the {key} key: {output}")
@@ -322,7 +322,7 @@ def trust_for(obj: Ctx) -> TrustStore:
 @click.option("--soft-fail", is_flag=True, help="accept when no revocation source answers")
 @click.option("--pin", "pin_value", help="signature password (for --from-card sign)")
 @pass_ctx
-def cert_verify(obj: Ctx, file: Path | None, from_card: str | None, kind: str | None, at_text: str | None,
+def cert_verify(obj: Ctx, file: Path | None, from_card: KeyKind | None, kind: str | None, at_text: str | None,
                 revocation: Literal["ocsp", "crl", "none"], soft_fail: bool, pin_value: str | None) -> None:
     """Validate a certificate: path to the trust anchors, validity, kind, revocation. Exit 3 if not valid.
 
@@ -333,12 +333,12 @@ def cert_verify(obj: Ctx, file: Path | None, from_card: str | None, kind: str | 
     """
     from ..verify import Validator
 
-    if (file is None) == (from_card is None):
-        raise UsageError("give a certificate FILE or --from-card auth|sign")
-    if file is not None:
+    if file is not None and from_card is None:
         data = file.read_bytes()
+    elif file is None and from_card is not None:
+        data = read_cert(obj, from_card, pin_value)
     else:
-        data = read_cert(obj, from_card, pin_value)  # type: ignore[arg-type]
+        raise UsageError("give a certificate FILE or --from-card auth|sign")
     at = None
     if at_text:
         try:
