@@ -22,7 +22,7 @@ import enum
 import random
 import re
 import secrets
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 __all__ = [
     "ERAS",
@@ -375,9 +375,9 @@ class Persona:
         """Completed years of age on ``day``."""
         return age_on(self.birth_date, day)
 
-    def replace(self, **changes: object) -> Persona:
+    def replace(self, **changes: Any) -> Persona:
         """A copy with some fields changed (moving, marriage…), validated again."""
-        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+        return dataclasses.replace(self, **changes)
 
 
 #: Fictional personas for tests and demos. Names and addresses are made up; My Numbers are left

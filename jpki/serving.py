@@ -63,7 +63,7 @@ import os
 import socket
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, Final, Self
+from typing import TYPE_CHECKING, Any, Final, Self
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -553,17 +553,19 @@ def _protocol_name() -> str:
     return f"{__name__}:H11Protocol"
 
 
-class _HeaderDeadline:
+if TYPE_CHECKING:  # the mixin goes in front of one of uvicorn's protocols (see __getattr__)
+    from uvicorn.protocols.http.h11_impl import H11Protocol as _UvicornProtocol
+else:
+    _UvicornProtocol = object
+
+
+class _HeaderDeadline(_UvicornProtocol):
     """Mixin for uvicorn's HTTP protocols: close a connection that has not completed a request's
     headers within ``timeout_keep_alive`` seconds of opening or of its last response.
 
     A new request is noticed by uvicorn replacing ``self.cycle`` once the headers are parsed;
     the timer fires harmlessly when that happened."""
 
-    cycle: Any
-    loop: asyncio.AbstractEventLoop
-    transport: asyncio.Transport
-    timeout_keep_alive: float
     _header_timer: asyncio.TimerHandle | None = None
 
     def _arm_header_deadline(self) -> None:
@@ -577,12 +579,13 @@ class _HeaderDeadline:
         if self.cycle is cycle and self.transport is not None and not self.transport.is_closing():
             self.transport.close()
 
-    def connection_made(self, transport: asyncio.Transport) -> None:
-        super().connection_made(transport)  # type: ignore[misc]
+    # uvicorn's protocols narrow asyncio's BaseTransport to a Transport (and ignore the same error)
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
         self._arm_header_deadline()
 
     def on_response_complete(self) -> None:
-        super().on_response_complete()  # type: ignore[misc]
+        super().on_response_complete()
         if self.transport is not None and not self.transport.is_closing():
             self._arm_header_deadline()
 
@@ -590,7 +593,7 @@ class _HeaderDeadline:
         if self._header_timer is not None:
             self._header_timer.cancel()
             self._header_timer = None
-        super().connection_lost(exc)  # type: ignore[misc]
+        super().connection_lost(exc)
 
 
 def __getattr__(name: str) -> Any:

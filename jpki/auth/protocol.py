@@ -297,7 +297,7 @@ class ClientData:
             raise MalformedMessageError("client data: expires_at out of range") from None
         if text is not None and purpose != "ekyc":
             raise MalformedMessageError("client data: a login carries no transaction text")
-        return cls(purpose=purpose, rp_id=rp_id, challenge_id=challenge_id,  # type: ignore[arg-type]
+        return cls(purpose=purpose, rp_id=rp_id, challenge_id=challenge_id,
                    nonce=nonce, expires_at=expires, transaction_text=text)
 
 

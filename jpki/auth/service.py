@@ -110,6 +110,7 @@ from jpki.serving import (
 from jpki.serving import serve as _serve
 from jpki.verify import Fetch, HttpFetcher, TrustStore, Validator
 from jpki.verify.fetch import DEFAULT_DEADLINE
+from jpki.verify.validator import RevocationMode
 
 __all__ = [
     "DEFAULT_MAX_BODY",
@@ -583,7 +584,7 @@ class ServiceConfig:
     store: str = "memory"
     challenge_ttl: float = DEFAULT_CHALLENGE_TTL.total_seconds()
     max_body: int = DEFAULT_MAX_BODY
-    revocation: str = "ocsp"
+    revocation: RevocationMode = "ocsp"
     revocation_max_age: float = DEFAULT_REVOCATION_MAX_AGE.total_seconds()
     fetch_deadline: float = DEFAULT_DEADLINE
     rate_limit: float = ClientLimits.rate
@@ -644,7 +645,7 @@ def build_relying_party(config: ServiceConfig, *, clock: Clock | None = None, fe
         trust = trust + TrustStore.from_ca_dir(ca_dir)
         links = TestCALinks(ca_dir)
         resolver = FollowPredecessors(links.predecessor)
-    validator = Validator(trust, clock=clock, fetch=fetch, revocation=config.revocation)  # type: ignore[arg-type]
+    validator = Validator(trust, clock=clock, fetch=fetch, revocation=config.revocation)
     own_store = store is None
     store = open_store(config.store) if store is None else store
     try:
@@ -726,7 +727,8 @@ class RunningService:
     @property
     def rp(self) -> RelyingParty:
         """The relying party the app serves."""
-        return self.app.state.rp  # type: ignore[no-any-return]
+        rp: RelyingParty = self.app.state.rp
+        return rp
 
 
 @contextlib.contextmanager

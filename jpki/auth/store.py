@@ -72,7 +72,7 @@ __all__ = [
 
 Purpose = Literal["login", "ekyc"]
 #: The purposes a challenge can be issued for.
-PURPOSES: Final[tuple[str, ...]] = ("login", "ekyc")
+PURPOSES: Final[tuple[Purpose, ...]] = ("login", "ekyc")
 #: Random bytes behind a challenge id (192 bits; the id is their base64url form, 32 characters).
 CHALLENGE_ID_BYTES: Final = 24
 #: Size of the random nonce the card signs.

@@ -15,6 +15,7 @@ from ._fail import EXIT_ERROR, EXIT_INVALID
 
 if TYPE_CHECKING:
     from ..auth.client import ServiceAnswer
+    from ..verify.validator import RevocationMode
 
 
 @click.group()
@@ -59,7 +60,7 @@ def rp() -> None:
               default="info", show_default=True)
 @pass_ctx
 def rp_serve(obj: Ctx, store: str, workers: int, host: str, port: int, rp_id: str | None,
-             challenge_ttl: float, revocation: str, revocation_max_age: float, fetch_deadline: float,
+             challenge_ttl: float, revocation: RevocationMode, revocation_max_age: float, fetch_deadline: float,
              rate_limit: float, rate_burst: int, max_pending: int, log_level: str) -> None:
     """Serve login and eKYC over HTTP (JSON API, OpenAPI at /openapi.json, a page at /).
 

@@ -221,7 +221,9 @@ class TestCA:
                 raise CANotFoundError(f"incomplete test CA in {directory}: {exc}") from None
             if not isinstance(key, rsa.RSAPrivateKey):
                 raise CANotFoundError(f"{_key_file(kind)} is not an RSA key")
-            if key.public_key().public_numbers() != certs[kind].public_key().public_numbers():  # type: ignore[union-attr]
+            cert_key = certs[kind].public_key()
+            if not isinstance(cert_key, rsa.RSAPublicKey) \
+                    or key.public_key().public_numbers() != cert_key.public_numbers():
                 raise CANotFoundError(f"{_key_file(kind)} does not match {_cert_file(kind)}")
             keys[kind] = key
         return cls(

@@ -203,13 +203,13 @@ class CertRecord:
             kind=row["kind"],
             card=row["card"],
             subject=row["subject"],
-            not_before=_parse(row["not_before"]),  # type: ignore[arg-type]
-            not_after=_parse(row["not_after"]),  # type: ignore[arg-type]
+            not_before=_dt.datetime.fromisoformat(row["not_before"]),
+            not_after=_dt.datetime.fromisoformat(row["not_after"]),
             status=row["status"],
             revoked_at=_parse(row["revoked_at"]),
             reason=row["reason"],
             der=bytes(row["der"]),
-            issued_at=_parse(row["issued_at"]),  # type: ignore[arg-type]
+            issued_at=_dt.datetime.fromisoformat(row["issued_at"]),
             invalidity_date=_parse(row["invalidity_date"]),
         )
 

@@ -28,7 +28,7 @@ import os
 import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import IO, Any, BinaryIO, Literal, Protocol
+from typing import IO, Any, Literal, Protocol
 
 from asn1crypto import algos, cms, core, tsp
 from asn1crypto import x509 as asn1_x509
@@ -45,6 +45,7 @@ from ..fileio import atomic_output
 from ..hashing import (  # (re-exported: the streaming half of signing)
     CHUNK_SIZE,
     SIGN_DIGESTS,
+    BinarySource,
     HashedFile,
     HashingCancelled,
     hash_file,
@@ -314,7 +315,7 @@ def sign_file(path: str | os.PathLike[str], output: str | os.PathLike[str] | Non
                        signer.certificate.subject.rfc4514_string(), signer.certificate.serial_number)
 
 
-def _write_attached(fh: BinaryIO, size: int, sink: IO[bytes], signer: DigestSigner,
+def _write_attached(fh: BinarySource, size: int, sink: IO[bytes], signer: DigestSigner,
                     cert: asn1_x509.Certificate, digest: str,
                     now: _dt.datetime) -> tuple[bytes, int]:
     """Write ContentInfo(SignedData) with the content inside, in one pass over ``fh``.
@@ -358,14 +359,6 @@ def _write_attached(fh: BinaryIO, size: int, sink: IO[bytes], signer: DigestSign
 
 
 # --------------------------------------------------------------------------- parsing
-
-class BinarySource(Protocol):
-    """What :func:`read_cms` reads from: a binary file (``open(…, "rb")``, ``io.BytesIO``)."""
-
-    def read(self, n: int = -1, /) -> bytes: ...
-
-    def readinto(self, buffer: memoryview, /) -> int | None: ...
-
 
 class _Input(der.ByteStream):
     """A byte source with a small look-ahead buffer and a position, for the DER walker; it can
