@@ -60,6 +60,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
 import os
@@ -75,14 +76,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from cryptography import x509  # noqa: E402
-from cryptography.hazmat.primitives import hashes, serialization  # noqa: E402
-from cryptography.hazmat.primitives.asymmetric import rsa  # noqa: E402
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 
-from jpki.clock import FixedClock  # noqa: E402
-from jpki.revocation import LoadedCRL, RevokedEntry, build_crl  # noqa: E402
+from jpki.clock import FixedClock
+from jpki.revocation import LoadedCRL, RevokedEntry, build_crl
 
-NOW = dt.datetime(2026, 11, 27, 3, 0, 0, tzinfo=dt.timezone.utc)
+NOW = dt.datetime(2026, 11, 27, 3, 0, 0, tzinfo=dt.UTC)
 NEXT = NOW + dt.timedelta(days=1)
 REASONS = [flag for flag in x509.ReasonFlags if flag is not x509.ReasonFlags.remove_from_crl]
 
@@ -723,18 +724,14 @@ class _OcspServer:
         pids = [proc.pid, *self.workers_pids, *_descendants(proc.pid)]
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(15)
-            except subprocess.TimeoutExpired:
-                pass
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline and any(_alive(pid) for pid in pids[1:]):
             time.sleep(0.1)
         if proc.poll() is None or any(_alive(pid) for pid in pids[1:]):
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)  # the group we created (start_new_session)
-            except ProcessLookupError:
-                pass
             proc.wait(5)
         self.proc = None
 
@@ -1099,7 +1096,7 @@ def codec_section(args: argparse.Namespace, workdir: Path) -> None:
     print("CRLs (build_crl and LoadedCRL on jpki.der; cryptography's builder, load_der_x509_crl +"
           " is_signature_valid, get_revoked_certificate_by_serial_number)")
     for n in sizes:
-        for what, unit in (("build", "s"), ("load", "s"), ("lookup", "call")):
+        for what in ("build", "load", "lookup"):
             ours, theirs = r[f"{what}_jpki_{n}"], r[f"{what}_crypto_{n}"]
             print(f"  {what + ' ' + format(n, ',') + ' entries':<28} jpki {fmt_seconds(ours)}"
                   f"   cryptography {fmt_seconds(theirs)}   {_verdict(ours, theirs)}")

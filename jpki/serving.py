@@ -63,7 +63,7 @@ import os
 import socket
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, Final, Self
+from typing import TYPE_CHECKING, Any, Final, Self
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -208,10 +208,7 @@ _HTTP1 = frozenset(("1.0", "1.1"))
 
 
 def _bodiless(headers: Iterable[tuple[bytes, bytes]]) -> bool:
-    for name, _ in headers:
-        if name == b"content-length" or name == b"transfer-encoding":
-            return False
-    return True
+    return all(name not in (b"content-length", b"transfer-encoding") for name, _ in headers)
 
 
 class BodyLimits:
@@ -333,19 +330,22 @@ class AppSpec:
         if not (module and colon and name.isidentifier()):
             raise UsageError(f"an app factory is named package.module:function, not {self.factory!r}")
 
-    def to_json(self) -> str:
-        """The spec as JSON (how :func:`serve` hands it to worker processes)."""
+    def to_json(self) -> dict[str, Any]:
+        """The spec as a JSON-ready dict (its text is how :func:`serve` hands it to worker
+        processes); :class:`UsageError` if the settings are not JSON."""
+        out = {"factory": self.factory, "settings": dict(self.settings)}
         try:
-            return json.dumps({"factory": self.factory, "settings": dict(self.settings)})
+            json.dumps(out)
         except (TypeError, ValueError) as exc:
             raise UsageError(f"the settings of {self.factory} are not JSON: {exc}") from None
+        return out
 
     @classmethod
-    def from_json(cls, text: str) -> AppSpec:
-        """Read :meth:`to_json`'s output."""
+    def from_json(cls, data: Mapping[str, Any] | str) -> AppSpec:
+        """Read :meth:`to_json`'s output (the dict, or its JSON text)."""
         try:
-            data = json.loads(text)
-            return cls(str(data["factory"]), dict(data["settings"]))
+            obj = json.loads(data) if isinstance(data, str) else data
+            return cls(str(obj["factory"]), dict(obj["settings"]))
         except (ValueError, TypeError, KeyError) as exc:
             raise UsageError(f"${ENV_APP} does not hold an app spec: {exc}") from None
 
@@ -429,7 +429,7 @@ def serve(
         raise UsageError("worker processes build their own app: give an AppSpec with workers > 1")
     if workers > 1 and clock is not None:
         raise UsageError("worker processes take their clock from $JPKI_NOW: pass no clock with workers > 1")
-    spec_json = spec.to_json() if spec is not None else None
+    spec_json = json.dumps(spec.to_json()) if spec is not None else None
     options = {**uvicorn_options(idle_timeout=idle_timeout), "log_level": log_level,
                "log_config": log_config(log_level)}
     check_port(host, port)
@@ -551,17 +551,19 @@ def _protocol_name() -> str:
     return f"{__name__}:H11Protocol"
 
 
-class _HeaderDeadline:
+if TYPE_CHECKING:  # the mixin goes in front of one of uvicorn's protocols (see __getattr__)
+    from uvicorn.protocols.http.h11_impl import H11Protocol as _UvicornProtocol
+else:
+    _UvicornProtocol = object
+
+
+class _HeaderDeadline(_UvicornProtocol):
     """Mixin for uvicorn's HTTP protocols: close a connection that has not completed a request's
     headers within ``timeout_keep_alive`` seconds of opening or of its last response.
 
     A new request is noticed by uvicorn replacing ``self.cycle`` once the headers are parsed;
     the timer fires harmlessly when that happened."""
 
-    cycle: Any
-    loop: asyncio.AbstractEventLoop
-    transport: asyncio.Transport
-    timeout_keep_alive: float
     _header_timer: asyncio.TimerHandle | None = None
 
     def _arm_header_deadline(self) -> None:
@@ -575,12 +577,13 @@ class _HeaderDeadline:
         if self.cycle is cycle and self.transport is not None and not self.transport.is_closing():
             self.transport.close()
 
-    def connection_made(self, transport: asyncio.Transport) -> None:
-        super().connection_made(transport)  # type: ignore[misc]
+    # uvicorn's protocols narrow asyncio's BaseTransport to a Transport (and ignore the same error)
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
         self._arm_header_deadline()
 
     def on_response_complete(self) -> None:
-        super().on_response_complete()  # type: ignore[misc]
+        super().on_response_complete()
         if self.transport is not None and not self.transport.is_closing():
             self._arm_header_deadline()
 
@@ -588,7 +591,7 @@ class _HeaderDeadline:
         if self._header_timer is not None:
             self._header_timer.cancel()
             self._header_timer = None
-        super().connection_lost(exc)  # type: ignore[misc]
+        super().connection_lost(exc)
 
 
 def __getattr__(name: str) -> Any:

@@ -296,4 +296,4 @@ class CardInfoSession(_ApSession):
         self.verify("card_b", value)
 
 
-__all__ = ["JpkiSession", "CardInfoSession", "BasicInfo", "digest_info", "normalise_pin"]
+__all__ = ["BasicInfo", "CardInfoSession", "JpkiSession", "digest_info", "normalise_pin"]

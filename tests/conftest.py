@@ -13,13 +13,13 @@ from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
+from fixed import FIXED_NOW, TEMPLATE_BASE_URL
 
 from jpki.clock import FixedClock
 from jpki.identity import SAMPLE_PERSONAS
 from jpki.pki import TestCA
 from jpki.provision import Home, create_card
 
-from fixed import FIXED_NOW, TEMPLATE_BASE_URL  # noqa: E402,F401  (re-exported for old imports)
 CARDS = ("alice", "bob")
 
 

@@ -6,12 +6,21 @@ import pytest
 
 from jpki.apdu import SW_OK, ApduProtocol, Response, encode, raise_for_sw
 from jpki.cli._fail import fail_for
-from jpki.errors import (CardError, ConditionsNotSatisfiedError, FileNotFoundOnCardError,
-                         IncorrectParametersError, JpkiError, NotSupportedError, PinBlockedError,
-                         PinError, PinIncorrectError, ProtocolError, SecurityStatusError,
-                         WrongLengthError)
-from jpki.transport.base import Transport
-
+from jpki.errors import (
+    CardError,
+    ConditionsNotSatisfiedError,
+    FileNotFoundOnCardError,
+    IncorrectParametersError,
+    JpkiError,
+    NotSupportedError,
+    PinBlockedError,
+    PinError,
+    PinIncorrectError,
+    ProtocolError,
+    SecurityStatusError,
+    WrongLengthError,
+)
+from jpki.transport.base import Transport, TransportBase
 
 # --------------------------------------------------------------------------- encode
 
@@ -131,12 +140,13 @@ def test_unknown_status_words_are_a_plain_card_error_with_the_sw(sw):
 
 # --------------------------------------------------------------------------- ApduProtocol
 
-class ScriptedTransport:
+class ScriptedTransport(TransportBase):
     """A fake card: answers each transmit with the next scripted response, records every APDU."""
 
     def __init__(self, *responses: bytes | str) -> None:
         self.responses = [bytes.fromhex(r) if isinstance(r, str) else r for r in responses]
         self.sent: list[bytes] = []
+        self.closed = False
 
     def transmit(self, apdu: bytes) -> bytes:
         self.sent.append(bytes(apdu))
@@ -145,7 +155,7 @@ class ScriptedTransport:
         return self.responses.pop(0)
 
     def close(self) -> None:
-        pass
+        self.closed = True
 
     @property
     def atr(self) -> bytes:
@@ -173,6 +183,25 @@ class EndlessTransport(ScriptedTransport):
 
 def test_fake_transport_satisfies_the_transport_protocol():
     assert isinstance(ScriptedTransport(), Transport)
+
+
+def test_a_transport_is_a_context_manager_that_closes_on_exit():
+    class NoContext:  # transmit/close/atr/description only: not a Transport any more
+        def transmit(self, apdu: bytes) -> bytes:
+            return b"\x90\x00"
+
+        def close(self) -> None:
+            pass
+
+        atr = b"\x3b\x00"
+        description = "no context"
+
+    assert not isinstance(NoContext(), Transport)
+    t = ScriptedTransport()
+    with pytest.raises(RuntimeError), t as entered:
+        assert entered is t
+        raise RuntimeError("boom")
+    assert t.closed
 
 
 def test_send_returns_the_data_of_a_9000_answer():

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from click.testing import CliRunner
 from auth_support import AUTH_PIN, SIGN_PIN, assert_no_personal_data
+from click.testing import CliRunner
 
 from jpki.auth.client import HttpxJson, ServiceError
 from jpki.auth.service import ServiceConfig, create_service
@@ -41,8 +41,8 @@ def free_port() -> int:
 
 @pytest.fixture
 def live_home(tmp_path, key_pool) -> Iterator[Path]:
-    """A home whose test CA names a free port, where its revocation server runs (the clock of $JPKI_NOW, as the CLI has):
-    what a person gets with `jpki ca init --base-url …` and `jpki ca serve`."""
+    """A home whose test CA names a free port, where its revocation server runs (the clock of
+    $JPKI_NOW, as the CLI has): what a person gets with `jpki ca init --base-url …` and `jpki ca serve`."""
     port = free_port()
     path = tmp_path / "live"
     path.mkdir(mode=0o700)

@@ -4,13 +4,14 @@ FollowSuccessors, TestCALinks) and the test helpers that sign like the card."""
 from __future__ import annotations
 
 import hashlib
+import itertools
 
 import pytest
+from auth_support import AUTH_PIN, card_session, credentials, sign_with_key
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding
 
-from auth_support import AUTH_PIN, card_session, credentials, sign_with_key
 from jpki.auth import (
     Account,
     CertRef,
@@ -31,7 +32,7 @@ ISSUER = "CN=Test Root,C=JP"
 def chain_of(*serials: int) -> dict[CertRef, CertRef]:
     """new -> old links of one renewal chain."""
     refs = [CertRef(ISSUER, s) for s in serials]
-    return {new: old for old, new in zip(refs, refs[1:])}
+    return {new: old for old, new in itertools.pairwise(refs)}
 
 
 def test_no_links_every_certificate_is_its_own_account():

@@ -28,10 +28,12 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.fixture
 def service_url(home) -> Iterator[str]:
     """The relying party of the home under uvicorn, on the clock of $JPKI_NOW (the client
-    processes check expiry with theirs, from the same variables); OCSP answered in process by the CA's revocation server."""
+    processes check expiry with theirs, from the same variables); OCSP answered in process by the
+    CA's revocation server."""
     revocation = revocation_app(home / "ca", clock=clock_from_environment())
     fetch = InProcessFetch(revocation)
-    app = create_service(ServiceConfig(home=home, rp_id="http://127.0.0.1"), clock=clock_from_environment(), fetch=fetch)
+    app = create_service(ServiceConfig(home=home, rp_id="http://127.0.0.1"), clock=clock_from_environment(),
+                         fetch=fetch)
     with serve_in_thread(app) as server:
         yield server.url
     app.state.close()

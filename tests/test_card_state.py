@@ -239,10 +239,10 @@ def _run_child_and_kill(card_dir: Path, *, kill_on: str, mode: str = "none",
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    lines += [l.strip() for l in rest.splitlines()]
+    lines += [line.strip() for line in rest.splitlines()]
     assert proc.returncode == -signal.SIGKILL
-    started = sum(1 for l in lines if l.startswith("ATTEMPT "))
-    answers = [l.split()[2] for l in lines if l.startswith("ANSWER ")]
+    started = sum(1 for line in lines if line.startswith("ATTEMPT "))
+    answers = [line.split()[2] for line in lines if line.startswith("ANSWER ")]
     return started, answers
 
 

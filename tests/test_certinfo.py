@@ -74,8 +74,8 @@ def _cert(
         .issuer_name(name)
         .public_key(key.public_key())
         .serial_number(1)
-        .not_valid_before(dt.datetime(2025, 1, 1, tzinfo=dt.timezone.utc))
-        .not_valid_after(dt.datetime(2030, 1, 1, tzinfo=dt.timezone.utc))
+        .not_valid_before(dt.datetime(2025, 1, 1, tzinfo=dt.UTC))
+        .not_valid_after(dt.datetime(2030, 1, 1, tzinfo=dt.UTC))
     )
     if ku is not None:
         builder = builder.add_extension(ku, critical=True)

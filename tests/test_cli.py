@@ -25,9 +25,18 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from jpki.cli import cli, main
-from jpki.errors import (CardError, JpkiError, NoCardError, NoReaderError, PinBlockedError,
-                         PinIncorrectError, ProtocolError, SecurityStatusError, UsageError,
-                         VerificationError)
+from jpki.errors import (
+    CardError,
+    JpkiError,
+    NoCardError,
+    NoReaderError,
+    PinBlockedError,
+    PinIncorrectError,
+    ProtocolError,
+    SecurityStatusError,
+    UsageError,
+    VerificationError,
+)
 from jpki.identity import is_valid_mynumber, mynumber_check_digit
 from jpki.pins import PINS
 from jpki.pki import CertificateDB

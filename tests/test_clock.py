@@ -12,7 +12,7 @@ import pytest
 
 from jpki.clock import OffsetClock, SystemClock, clock_from_environment, parse_instant
 
-START = dt.datetime(2030, 1, 2, 3, 4, 5, tzinfo=dt.timezone.utc)
+START = dt.datetime(2030, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
 
 
 def test_unset_or_blank_is_the_system_clock():
@@ -35,8 +35,8 @@ def test_processes_with_one_anchor_share_one_clock():
 
 
 def test_a_date_without_offset_is_utc_and_a_jst_one_is_kept():
-    assert parse_instant("2030-01-02") == dt.datetime(2030, 1, 2, tzinfo=dt.timezone.utc)
-    assert parse_instant("2030-01-02T12:00:00+09:00") == dt.datetime(2030, 1, 2, 3, tzinfo=dt.timezone.utc)
+    assert parse_instant("2030-01-02") == dt.datetime(2030, 1, 2, tzinfo=dt.UTC)
+    assert parse_instant("2030-01-02T12:00:00+09:00") == dt.datetime(2030, 1, 2, 3, tzinfo=dt.UTC)
 
 
 @pytest.mark.parametrize("env, name", [({"JPKI_NOW": "yesterday"}, "JPKI_NOW"),

@@ -45,7 +45,7 @@ from jpki.revocation import (
 )
 from jpki.revocation.crl import der_integer, der_length, der_time
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 NOW = dt.datetime(2026, 11, 27, 3, 0, 0, tzinfo=UTC)
 NEXT = NOW + dt.timedelta(days=1)
 R = x509.ReasonFlags
@@ -614,7 +614,8 @@ def test_well_signed_but_malformed_content(ca: TestCA) -> None:
 _FUZZ_CRL: dict[str, object] = {}
 
 
-def _fuzz_material(key_pool: list[rsa.RSAPrivateKey], tmp_path_factory: pytest.TempPathFactory) -> tuple[bytes, x509.Certificate]:
+def _fuzz_material(key_pool: list[rsa.RSAPrivateKey],
+                   tmp_path_factory: pytest.TempPathFactory) -> tuple[bytes, x509.Certificate]:
     if not _FUZZ_CRL:
         ca = TestCA.init(tmp_path_factory.mktemp("fuzzca") / "ca", clock=FixedClock(NOW),
                          keys={"sign": key_pool[0], "auth": key_pool[1]})
@@ -764,7 +765,8 @@ def test_bulk_insert_revoked(ca: TestCA, leaf_key: rsa.RSAPublicKey) -> None:
     assert len(crl) == len(signs) and crl.lookup(good) is None
     for row in signs[:2000]:
         got = crl.lookup(row[0])
-        assert got is not None and got.revoked_at == row[2] and got.reason.value == (row[3] if len(row) > 3 else "unspecified")
+        assert got is not None and got.revoked_at == row[2]
+        assert got.reason.value == (row[3] if len(row) > 3 else "unspecified")
         assert got.invalidity_date == (row[4] if len(row) > 4 else None)
 
     # A bad batch inserts nothing.

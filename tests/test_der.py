@@ -43,7 +43,8 @@ def test_integers_match_asn1crypto_and_read_back(value):
 
 @pytest.mark.parametrize("dotted", ["1.3.14.3.2.26", "2.5.29.35", "1.2.840.113549.1.1.11",
                                     "2.16.840.1.101.3.4.2.1", "0.9.2342.19200300.100.1.1",
-                                    "2.999.3", "1.3.6.1.4.1.311.60.2.1.3", "2.25.329800735698586629295641978511506172918"])
+                                    "2.999.3", "1.3.6.1.4.1.311.60.2.1.3",
+                                    "2.25.329800735698586629295641978511506172918"])
 def test_oids_match_asn1crypto_both_ways(dotted):
     encoded = der.encode_oid(dotted)
     assert encoded == core.ObjectIdentifier(dotted).dump()

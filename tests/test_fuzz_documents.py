@@ -296,7 +296,7 @@ def test_fuzzed_pdfs_are_refused_with_a_reason(samples, tmp_path):
     assert {"malformed", "tampered"} <= set(outcomes), outcomes
 
 
-def test_fuzzed_ekyc_cms_is_refused_never_an_internal_error(rp, alice):  # noqa: F811
+def test_fuzzed_ekyc_cms_is_refused_never_an_internal_error(rp, alice):
     """The relying party's eKYC check over mutated CMS: every answer a refusal with a reason,
     never ``internal-error`` (which the service answers with 500)."""
     challenge = rp.begin_ekyc("fuzz")
@@ -456,14 +456,14 @@ def test_the_cli_as_a_process_gives_one_json_document_and_no_traceback(samples, 
     assert done.stderr.count("\n") == 1, done.stderr  # the one-line error
 
 
-def test_ekyc_endpoint_answers_400_malformed(home, clock, net, alice):  # noqa: F811
+def test_ekyc_endpoint_answers_400_malformed(home, clock, net, alice):
     app = make_service(home, clock, net)
     try:
         for name, make in ESCAPED:
             begun = request(app, "POST", "/api/ekyc/begin", json={"transaction_text": "口座開設"})
             good = answer_ekyc(parse_challenge(begun.content), alice, pin=lambda: SIGN_PIN)
             bad = dataclasses.replace(good, cms=make(good.cms))
-            done = request(app, "POST", "/api/ekyc/complete", content=bad.to_json())
+            done = request(app, "POST", "/api/ekyc/complete", json=bad.to_json())
             assert (done.status_code, done.json()["reason"]) == (400, "malformed"), (name, done.text)
     finally:
         app.state.close()

@@ -231,7 +231,7 @@ def test_the_verification_side_imports_with_no_card_library():
     """Import every verification-side module in a fresh interpreter in which the card layers,
     card_emulator and pyscard cannot be imported at all."""
     mods = [m for m in verify_side_modules()]
-    blocked = list(CARD_SIDE) + ["card_emulator", "smartcard"]
+    blocked = [*CARD_SIDE, "card_emulator", "smartcard"]
     code = textwrap.dedent(f"""
         import importlib, importlib.abc, sys
         BLOCKED = {blocked!r}

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import pytest
 from click.testing import CliRunner
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding
 
@@ -63,7 +64,7 @@ def test_move_revokes_only_the_signing_certificate(home, clock):
     msg = b"after the move"
     sig = sign_with_card(home, "sign", msg)
     sign.public_key().verify(sig, msg, padding.PKCS1v15(), hashes.SHA256())
-    with pytest.raises(Exception):
+    with pytest.raises(InvalidSignature):
         old_sign.public_key().verify(sig, msg, padding.PKCS1v15(), hashes.SHA256())
     # and the card-info AP says the same as the certificate
     with open_transport("emu:alice", home=home) as t:

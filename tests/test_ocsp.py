@@ -17,12 +17,12 @@ from pathlib import Path
 import pytest
 from asn1crypto import keys as asn1_keys
 from asn1crypto import ocsp as asn1_ocsp
-from fixed import FIXED_NOW
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509 import ocsp
 from cryptography.x509.oid import ExtendedKeyUsageOID
+from fixed import FIXED_NOW
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -448,7 +448,8 @@ def test_serial_of_the_other_ca_is_unknown(ca, responder, alice):
     assert [a.status for a in result.answers] == ["unknown"]
 
 
-@pytest.mark.parametrize("algorithm", [hashes.SHA1(), hashes.SHA224(), hashes.SHA256(), hashes.SHA384(), hashes.SHA512()],
+@pytest.mark.parametrize("algorithm",
+                         [hashes.SHA1(), hashes.SHA224(), hashes.SHA256(), hashes.SHA384(), hashes.SHA512()],
                          ids=lambda a: a.name)
 def test_certid_hash_algorithms(ca, responder, alice, algorithm):
     req = simple_request(leaf(ca, alice.auth_serial), ca.auth_ca_cert, algorithm)

@@ -9,6 +9,7 @@ import base64
 import datetime as dt
 import email.utils
 import hashlib
+import json
 import os
 import signal
 import socket
@@ -21,11 +22,11 @@ from urllib.parse import quote
 
 import httpx
 import pytest
-from fixed import FIXED_NOW
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509 import ocsp
+from fixed import FIXED_NOW
 
 from jpki.clock import clock_from_environment
 from jpki.errors import UsageError
@@ -457,7 +458,7 @@ def test_ec_responder_key_switch_and_renewal(home, clock, ca, alice):
 def test_app_from_environment_takes_the_responder_key(home, monkeypatch):
     """What a worker process builds from the one variable serve() sets ($JPKI_SERVE_APP)."""
     factory = f"{server_mod.__name__}:app_from_settings"
-    monkeypatch.setenv(ENV_APP, server_mod.app_spec(home / "ca", responder_key="ec").to_json())
+    monkeypatch.setenv(ENV_APP, json.dumps(server_mod.app_spec(home / "ca", responder_key="ec").to_json()))
     app = app_from_environment()
     try:
         assert app.state.service.responder_key == "ec"
@@ -465,13 +466,14 @@ def test_app_from_environment_takes_the_responder_key(home, monkeypatch):
                           ec.EllipticCurvePublicKey)
     finally:
         app.state.service.close()
-    monkeypatch.setenv(ENV_APP, AppSpec(factory, {"ca_dir": str(home / "ca")}).to_json())  # no key type
+    monkeypatch.setenv(ENV_APP, json.dumps(AppSpec(factory, {"ca_dir": str(home / "ca")}).to_json()))  # no key type
     app = app_from_environment()
     try:
         assert app.state.service.responder_key == "rsa"
     finally:
         app.state.service.close()
-    monkeypatch.setenv(ENV_APP, AppSpec(factory, {"ca_dir": str(home / "ca"), "responder_key": "dsa"}).to_json())
+    spec = AppSpec(factory, {"ca_dir": str(home / "ca"), "responder_key": "dsa"})
+    monkeypatch.setenv(ENV_APP, json.dumps(spec.to_json()))
     with pytest.raises(UsageError):
         app_from_environment()
 

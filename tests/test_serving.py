@@ -23,11 +23,11 @@ from typing import Any
 
 import httpx
 import pytest
+from auth_support import AUTH_PIN
 from fixed import FIXED_NOW
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
-from auth_support import AUTH_PIN
 
 from jpki.auth.client import answer_login
 from jpki.auth.protocol import parse_challenge
@@ -89,7 +89,7 @@ def test_begin_answers_while_slow_verifications_fill_their_pool(home, clock, net
             answers = []
             for _ in range(5):
                 challenge = parse_challenge((await client.post("/api/login/begin")).content)
-                answers.append(answer_login(challenge, alice, pin=lambda: AUTH_PIN).to_dict())
+                answers.append(answer_login(challenge, alice, pin=lambda: AUTH_PIN).to_json())
             # four completes: two verifying (stuck on the responder), two queued behind them
             stuck = [asyncio.create_task(client.post("/api/login/complete", json=a)) for a in answers[:4]]
             await asyncio.get_running_loop().run_in_executor(None, slow.entered.wait, 10)
@@ -442,7 +442,8 @@ def recording_factory(settings: dict[str, Any], *, clock: Any, progress: Any = N
 def test_an_app_spec_goes_to_the_workers_as_json_in_one_variable(monkeypatch):
     spec = AppSpec("test_serving:recording_factory", {"name": "x", "limits": [1, 2]})
     assert AppSpec.from_json(spec.to_json()) == spec
-    monkeypatch.setenv(ENV_APP, spec.to_json())
+    assert AppSpec.from_json(json.dumps(spec.to_json())) == spec
+    monkeypatch.setenv(ENV_APP, json.dumps(spec.to_json()))
     BUILT.clear()
     assert call(app_from_environment(), "POST", "/echo", content=b"hi").content == b"hi"
     assert BUILT[0]["settings"] == {"name": "x", "limits": [1, 2]}

@@ -22,13 +22,18 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding
 from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 
-from jpki.errors import (FileNotFoundOnCardError, PinBlockedError, PinIncorrectError,
-                         ProtocolError, SecurityStatusError, UsageError)
+from jpki.errors import (
+    FileNotFoundOnCardError,
+    PinBlockedError,
+    PinIncorrectError,
+    ProtocolError,
+    SecurityStatusError,
+    UsageError,
+)
 from jpki.identity import Sex, is_valid_mynumber
 from jpki.pins import PINS
 from jpki.pki import CertificateDB
-from jpki.session import (JPKI_AID, TEXT_AID, BasicInfo, CardInfoSession, JpkiSession,
-                          parse_basic_info)
+from jpki.session import JPKI_AID, TEXT_AID, BasicInfo, CardInfoSession, JpkiSession, parse_basic_info
 from jpki.transport import open_transport
 from jpki.transport.emu import emulated_card_info
 

@@ -14,7 +14,7 @@ from cryptography import x509
 
 from jpki.cli import cli
 from jpki.errors import PinIncorrectError
-from jpki.session import CardInfoSession, JpkiSession, TEXT_AID
+from jpki.session import TEXT_AID, CardInfoSession, JpkiSession
 from jpki.transport import TracingTransport, open_transport
 
 REPO = Path(__file__).resolve().parents[1]
@@ -148,7 +148,7 @@ def test_signing_certificate_answers_are_redacted_and_auth_certificate_is_shown(
             shown += bytes.fromhex("".join(resp[:-2]))
     assert len(shown) == len(auth)
     assert bytes(shown) == TWELVE_DIGITS.sub(b"*" * 12, auth)
-    differ = sum(a != b for a, b in zip(shown, auth))
+    differ = sum(a != b for a, b in zip(shown, auth, strict=True))
     assert differ <= 2 * 12, "only the two validity dates may be masked"
     cert = x509.load_der_x509_certificate(auth)
     assert auth.count(cert.not_valid_before_utc.strftime("%y%m%d%H%M%S").encode()) >= 1

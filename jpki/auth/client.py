@@ -293,7 +293,7 @@ class ServiceClient:
 
     def complete(self, purpose: Purpose, response: LoginResponse | EkycResponse) -> ServiceAnswer:
         """``POST /api/{purpose}/complete`` with the card's response."""
-        status, document = self.http("POST", f"{self.base_url}/api/{purpose}/complete", response.to_dict())
+        status, document = self.http("POST", f"{self.base_url}/api/{purpose}/complete", response.to_json())
         if not isinstance(document, Mapping):
             raise ServiceError(f"the service answered HTTP {status} without a JSON object")
         return ServiceAnswer(status, document)

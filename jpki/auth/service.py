@@ -63,7 +63,7 @@ import math
 import os
 import socket
 import urllib.parse
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Final
 
@@ -110,6 +110,7 @@ from jpki.serving import (
 from jpki.serving import serve as _serve
 from jpki.verify import Fetch, HttpFetcher, TrustStore, Validator
 from jpki.verify.fetch import DEFAULT_DEADLINE
+from jpki.verify.validator import RevocationMode
 
 __all__ = [
     "DEFAULT_MAX_BODY",
@@ -190,7 +191,11 @@ def _board_entry(result: AuthResult) -> dict[str, Any]:
 def openapi_document(rp_id: str, max_body: int) -> dict[str, Any]:
     """The OpenAPI 3.1 description of the service's JSON endpoints."""
     b64 = {"type": "string", "pattern": "^[A-Za-z0-9_-]*$", "description": "unpadded base64url"}
-    refusal = {"description": "refused", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Refusal"}}}}
+    def schema(name: str) -> dict[str, Any]:
+        return {"application/json": {"schema": {"$ref": f"#/components/schemas/{name}"}}}
+
+    id_parameter = [{"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}]
+    refusal = {"description": "refused", "content": schema("Refusal")}
     retry_after = {"Retry-After": {"description": "seconds to wait before trying again",
                                    "schema": {"type": "integer"}}}
     responses = {
@@ -212,14 +217,14 @@ def openapi_document(rp_id: str, max_body: int) -> dict[str, Any]:
 
     def challenge_op(summary: str, body_schema: str) -> dict[str, Any]:
         return {"summary": summary,
-                "requestBody": {"required": False, "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{body_schema}"}}}},
-                "responses": {"200": {"description": "the challenge to sign", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Challenge"}}}},
+                "requestBody": {"required": False, "content": schema(body_schema)},
+                "responses": {"200": {"description": "the challenge to sign", "content": schema("Challenge")},
                               **{k: v for k, v in responses.items() if k in ("400", "408", "413", "429", "503")}}}
 
     def complete_op(summary: str, body_schema: str, result_schema: str) -> dict[str, Any]:
         return {"summary": summary,
-                "requestBody": {"required": True, "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{body_schema}"}}}},
-                "responses": {"200": {"description": "accepted", "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{result_schema}"}}}},
+                "requestBody": {"required": True, "content": schema(body_schema)},
+                "responses": {"200": {"description": "accepted", "content": schema(result_schema)},
                               **responses, "503": busy}}
 
     return {
@@ -231,57 +236,72 @@ def openapi_document(rp_id: str, max_body: int) -> dict[str, Any]:
             "/api/login/complete": {"post": complete_op("Complete a login", "LoginResponse", "LoginResult")},
             "/api/ekyc/begin": {"post": challenge_op("Begin an eKYC", "EkycBegin")},
             "/api/ekyc/complete": {"post": complete_op("Complete an eKYC", "EkycResponse", "EkycResult")},
-            "/api/challenges/{id}": {"get": {"summary": "A displayed challenge while pending",
-                                             "parameters": [{"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}],
-                                             "responses": {"200": {"description": "the challenge", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Challenge"}}}},
-                                                           "404": {"description": "not displayed, finished or expired"}}}},
-            "/api/challenges/{id}/result": {"get": {"summary": "The state of a displayed challenge",
-                                                    "parameters": [{"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}],
-                                                    "responses": {"200": {"description": "pending or done", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/BoardEntry"}}}},
-                                                                  "404": {"description": "unknown or expired"}}}},
-            "/api/info": {"get": {"summary": "The relying-party id and limits", "responses": {"200": {"description": "info"}}}},
+            "/api/challenges/{id}": {"get": {
+                "summary": "A displayed challenge while pending",
+                "parameters": id_parameter,
+                "responses": {"200": {"description": "the challenge", "content": schema("Challenge")},
+                              "404": {"description": "not displayed, finished or expired"}}}},
+            "/api/challenges/{id}/result": {"get": {
+                "summary": "The state of a displayed challenge",
+                "parameters": id_parameter,
+                "responses": {"200": {"description": "pending or done", "content": schema("BoardEntry")},
+                              "404": {"description": "unknown or expired"}}}},
+            "/api/info": {"get": {"summary": "The relying-party id and limits",
+                                  "responses": {"200": {"description": "info"}}}},
             "/api/stats": {"get": {"summary": "Refusals counted by reason (rate limits, quotas, timeouts, busy) "
                                               "and verifications in flight, for this server process",
-                                   "responses": {"200": {"description": "the counters", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Stats"}}}}}}},
+                                   "responses": {"200": {"description": "the counters", "content": schema("Stats")}}}},
         },
         "components": {"schemas": {
-            "Challenge": {"type": "object", "required": ["v", "id", "nonce", "rp_id", "purpose", "created_at", "expires_at"],
-                          "properties": {"v": {"const": 1}, "id": {"type": "string", "pattern": "^[A-Za-z0-9_-]{22,128}$"},
+            "Challenge": {"type": "object",
+                          "required": ["v", "id", "nonce", "rp_id", "purpose", "created_at", "expires_at"],
+                          "properties": {"v": {"const": 1},
+                                         "id": {"type": "string", "pattern": "^[A-Za-z0-9_-]{22,128}$"},
                                          "nonce": {**b64, "description": "32 random bytes, base64url"},
                                          "rp_id": {"type": "string"}, "purpose": {"enum": ["login", "ekyc"]},
                                          "created_at": {"type": "string", "format": "date-time"},
                                          "expires_at": {"type": "string", "format": "date-time"},
                                          "transaction_text": {"type": "string", "maxLength": MAX_TRANSACTION_TEXT}}},
             "LoginBegin": {"type": "object", "additionalProperties": False,
-                           "properties": {"display": {"type": "boolean", "description": "show the challenge on the page's board"}}},
+                           "properties": {"display": {"type": "boolean",
+                                                      "description": "show the challenge on the page's board"}}},
             "EkycBegin": {"type": "object", "additionalProperties": False,
                           "properties": {"display": {"type": "boolean"},
                                          "transaction_text": {"type": "string", "maxLength": MAX_TRANSACTION_TEXT}}},
             "LoginResponse": {"type": "object", "additionalProperties": False,
                               "required": ["challenge_id", "client_data", "certificate", "signature"],
                               "properties": {"v": {"const": 1}, "challenge_id": {"type": "string"},
-                                             "client_data": {**b64, "description": "the canonical encoding the card signed"},
-                                             "certificate": {**b64, "description": "user-authentication certificate, DER"},
-                                             "signature": {**b64, "description": "RSASSA-PKCS1-v1_5 SHA-256 over client_data"}}},
+                                             "client_data": {**b64,
+                                                             "description": "the canonical encoding the card signed"},
+                                             "certificate": {**b64,
+                                                             "description": "user-authentication certificate, DER"},
+                                             "signature": {**b64, "description":
+                                                           "RSASSA-PKCS1-v1_5 SHA-256 over client_data"}}},
             "EkycResponse": {"type": "object", "additionalProperties": False, "required": ["challenge_id", "cms"],
                              "properties": {"v": {"const": 1}, "challenge_id": {"type": "string"},
-                                            "cms": {**b64, "description": "CMS SignedData (CAdES-BES), content = client data, DER"}}},
-            "Account": {"type": "object", "properties": {"key": {"type": "string"}, "issuer": {"type": "string"},
-                                                        "serial": {"type": "string"}, "renewals": {"type": "integer"}}},
-            "Identity": {"type": "object", "properties": {"name": {"type": "string"}, "address": {"type": "string"},
-                                                         "birth_date": {"type": ["string", "null"], "format": "date"},
-                                                         "sex": {"enum": ["male", "female", "unknown"]},
-                                                         "substituted": {"type": "boolean"}}},
-            "LoginResult": {"type": "object", "properties": {"ok": {"const": True}, "account": {"$ref": "#/components/schemas/Account"},
-                                                            "challenge_id": {"type": "string"}, "certificate": {"type": "object"},
-                                                            "checked_at": {"type": "string", "format": "date-time"}}},
-            "EkycResult": {"type": "object", "properties": {"ok": {"const": True}, "identity": {"$ref": "#/components/schemas/Identity"},
-                                                           "transaction_text": {"type": ["string", "null"]},
-                                                           "challenge_id": {"type": "string"}, "certificate": {"type": "object"}}},
+                                            "cms": {**b64, "description":
+                                                    "CMS SignedData (CAdES-BES), content = client data, DER"}}},
+            "Account": {"type": "object",
+                        "properties": {"key": {"type": "string"}, "issuer": {"type": "string"},
+                                       "serial": {"type": "string"}, "renewals": {"type": "integer"}}},
+            "Identity": {"type": "object",
+                         "properties": {"name": {"type": "string"}, "address": {"type": "string"},
+                                        "birth_date": {"type": ["string", "null"], "format": "date"},
+                                        "sex": {"enum": ["male", "female", "unknown"]},
+                                        "substituted": {"type": "boolean"}}},
+            "LoginResult": {"type": "object",
+                            "properties": {"ok": {"const": True}, "account": {"$ref": "#/components/schemas/Account"},
+                                           "challenge_id": {"type": "string"}, "certificate": {"type": "object"},
+                                           "checked_at": {"type": "string", "format": "date-time"}}},
+            "EkycResult": {"type": "object",
+                           "properties": {"ok": {"const": True}, "identity": {"$ref": "#/components/schemas/Identity"},
+                                          "transaction_text": {"type": ["string", "null"]},
+                                          "challenge_id": {"type": "string"}, "certificate": {"type": "object"}}},
             "Refusal": {"type": "object", "required": ["ok", "reason", "message"],
-                        "properties": {"ok": {"const": False}, "reason": {"type": "string"}, "message": {"type": "string"}}},
-            "BoardEntry": {"type": "object", "properties": {"state": {"enum": ["pending", "done"]},
-                                                           "result": {"type": "object"}}},
+                        "properties": {"ok": {"const": False}, "reason": {"type": "string"},
+                                       "message": {"type": "string"}}},
+            "BoardEntry": {"type": "object",
+                           "properties": {"state": {"enum": ["pending", "done"]}, "result": {"type": "object"}}},
             "Stats": {"type": "object", "required": ["pid", "refused", "verifications", "limits"],
                       "properties": {"pid": {"type": "integer", "description": "the server process counting"},
                                      "refused": {"type": "object", "additionalProperties": {"type": "integer"},
@@ -398,7 +418,7 @@ def create_app(rp: RelyingParty, *, board: Board | None = None, max_body: int = 
                         until=challenge.expires_at.timestamp(), cap=limits.max_pending):
                     rp.store.take(challenge.id, now=challenge.created_at)  # withdrawn: never sent
                     return None
-                document = challenge.to_dict()
+                document = challenge.to_json()
                 if display:
                     board.show(challenge.id, {"state": "pending", "challenge": document}, result_ttl, owner=client)
                 return document
@@ -450,7 +470,7 @@ def create_app(rp: RelyingParty, *, board: Board | None = None, max_body: int = 
             finally:
                 in_flight -= 1
             # A verdict (ok or refused) is a result document, not a Refusal: it says more.
-            return JSONResponse(result.as_dict(), status_code=status_for(result.reason), headers=_NO_STORE)
+            return JSONResponse(result.to_json(), status_code=status_for(result.reason), headers=_NO_STORE)
 
         return endpoint
 
@@ -564,7 +584,7 @@ class ServiceConfig:
     store: str = "memory"
     challenge_ttl: float = DEFAULT_CHALLENGE_TTL.total_seconds()
     max_body: int = DEFAULT_MAX_BODY
-    revocation: str = "ocsp"
+    revocation: RevocationMode = "ocsp"
     revocation_max_age: float = DEFAULT_REVOCATION_MAX_AGE.total_seconds()
     fetch_deadline: float = DEFAULT_DEADLINE
     rate_limit: float = ClientLimits.rate
@@ -580,27 +600,25 @@ class ServiceConfig:
         return ClientLimits(rate=self.rate_limit, burst=self.rate_burst, max_pending=self.max_pending,
                             board_quota=self.board_quota)
 
-    def as_dict(self) -> dict[str, Any]:
-        """The configuration as a JSON-able dict (how :func:`serve` hands it to worker processes)."""
+    def to_json(self) -> dict[str, Any]:
+        """The configuration as a JSON-ready dict (how :func:`serve` hands it to worker processes)."""
         return {**dataclasses.asdict(self), "home": str(self.home)}
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ServiceConfig:
-        """Read :meth:`as_dict`'s output."""
+    def from_json(cls, data: Mapping[str, Any] | str) -> ServiceConfig:
+        """Read :meth:`to_json`'s output (the dict, or its JSON text)."""
+        if isinstance(data, str):
+            try:
+                data = json.loads(data)
+            except ValueError as exc:
+                raise UsageError(f"bad relying-party settings: not JSON ({exc})") from None
+        if not isinstance(data, Mapping):
+            raise UsageError("bad relying-party settings: not a JSON object")
         fields = {f.name for f in dataclasses.fields(cls)}
         unknown = set(data) - fields
         if unknown or "home" not in data or "rp_id" not in data:
             raise UsageError(f"bad relying-party settings: unknown {sorted(unknown)} or no home / rp_id")
         return cls(**{**data, "home": Path(data["home"])})
-
-    def to_json(self) -> str:
-        """The configuration as JSON."""
-        return json.dumps(self.as_dict())
-
-    @classmethod
-    def from_json(cls, text: str) -> ServiceConfig:
-        """Read :meth:`to_json`'s output."""
-        return cls.from_dict(json.loads(text))
 
 
 def _redis_url_without_prefix(spec: str) -> str:
@@ -626,7 +644,7 @@ def build_relying_party(config: ServiceConfig, *, clock: Clock | None = None, fe
     if (ca_dir / "auth_ca.pem").is_file():
         links = TestCALinks(ca_dir)
         resolver = FollowPredecessors(links.predecessor)
-    validator = Validator(trust, clock=clock, fetch=fetch, revocation=config.revocation)  # type: ignore[arg-type]
+    validator = Validator(trust, clock=clock, fetch=fetch, revocation=config.revocation)
     own_store = store is None
     store = open_store(config.store) if store is None else store
     try:
@@ -673,9 +691,9 @@ def create_service(config: ServiceConfig, *, clock: Clock | None = None, fetch: 
 
 def app_from_settings(settings: dict[str, Any], *, clock: Clock,
                       progress: Callable[[str], None] | None = None) -> Starlette:
-    """The app of a :class:`ServiceConfig` given as a dict (:meth:`ServiceConfig.as_dict`):
+    """The app of a :class:`ServiceConfig` given as a dict (:meth:`ServiceConfig.to_json`):
     the factory :func:`serve` names for :func:`jpki.serving.serve` and its worker processes."""
-    return create_service(ServiceConfig.from_dict(settings), clock=clock)
+    return create_service(ServiceConfig.from_json(settings), clock=clock)
 
 
 def serve(config: ServiceConfig, host: str = "127.0.0.1", port: int = DEFAULT_PORT, *,
@@ -693,7 +711,7 @@ def serve(config: ServiceConfig, host: str = "127.0.0.1", port: int = DEFAULT_PO
         raise UsageError("several workers need a shared challenge store: use --store sqlite:PATH "
                          "or --store redis://HOST:PORT/DB (memory is per process)")
     config.limits  # noqa: B018 - a bad limit is a usage error before anything starts
-    _serve(AppSpec(f"{__name__}:app_from_settings", config.as_dict()), host, port, workers=workers,
+    _serve(AppSpec(f"{__name__}:app_from_settings", config.to_json()), host, port, workers=workers,
            log_level=log_level, idle_timeout=idle_timeout, on_ready=on_ready)
 
 
@@ -708,7 +726,8 @@ class RunningService:
     @property
     def rp(self) -> RelyingParty:
         """The relying party the app serves."""
-        return self.app.state.rp  # type: ignore[no-any-return]
+        rp: RelyingParty = self.app.state.rp
+        return rp
 
 
 @contextlib.contextmanager

@@ -13,8 +13,7 @@ import click
 
 from ..errors import JpkiError
 from ._common import Ctx, environment_clock, home_from
-from ._fail import (EXIT_ERROR, EXIT_INTERRUPTED, EXIT_USAGE, CliFail, fail_for,
-                    fail_for_os_error)
+from ._fail import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_USAGE, CliFail, fail_for, fail_for_os_error
 
 #: command name -> (module in jpki.cli, attribute). Modules are imported only when their command
 #: runs (or for --help), so that ``jpki sign`` does not pay for the CA, the servers or pyHanko.

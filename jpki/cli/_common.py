@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NoReturn, Self, TextIO, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, Self, TextIO, TypeVar
 
 import click
 
@@ -244,7 +244,14 @@ def environment_clock() -> Clock:
 pass_ctx = click.make_pass_decorator(Ctx)
 
 
-class CardNameType(click.ParamType):
+if TYPE_CHECKING:  # newer clicks type a ParamType by its value and input; older ones are not generic
+    _TextParam = click.ParamType[str, Any]
+    _InstantParam = click.ParamType[_dt.datetime, Any]
+else:
+    _TextParam = _InstantParam = click.ParamType
+
+
+class CardNameType(_TextParam):
     """A card NAME argument, checked when the command line is parsed (jpki.home.check_card_name):
     a path such as ``../../other/cards/dave`` is an InvalidNameError (exit 2) before any file
     is touched."""
@@ -258,7 +265,7 @@ class CardNameType(click.ParamType):
 CARD_NAME = CardNameType()
 
 
-class InstantType(click.ParamType):
+class InstantType(_InstantParam):
     """An ISO 8601 date or date-time (``--at``, ``--invalidity-date``), read by
     :func:`jpki.clock.parse_instant`: without an offset it is UTC. Anything else is a
     usage error (exit 2) naming the option, before the command runs."""

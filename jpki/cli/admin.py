@@ -6,18 +6,22 @@ import datetime as _dt
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from cryptography import x509
 
 from ..errors import UsageError
 from ..fileio import write_atomic
-from ..identity import SAMPLE_PERSONAS, Persona, Sex, mask_mynumber
 from ..home import DEFAULT_AUTH_PIN, DEFAULT_SIGN_PIN
+from ..identity import SAMPLE_PERSONAS, Persona, Sex, mask_mynumber
 from ..transport import emu
 from ._common import CARD_NAME, INSTANT, CliFail, Ctx, pass_ctx
 from ._fail import EXIT_NO_CARD, EXIT_USAGE
+
+if TYPE_CHECKING:
+    from ..lifecycle import LifeEvent
+    from ..pki import CaKind
 
 
 def existing_card(obj: Ctx, name: str) -> str:
@@ -320,7 +324,7 @@ def _resolve_serial(db: Any, text: str) -> int:
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True)
 @click.option("--next-update-hours", type=float, default=24, show_default=True)
 @pass_ctx
-def ca_crl(obj: Ctx, kind: str, output: Path, next_update_hours: float) -> None:
+def ca_crl(obj: Ctx, kind: CaKind, output: Path, next_update_hours: float) -> None:
     """Write the CA's current CRL (DER), signed now."""
     with obj.jhome.open_ca() as test_ca, obj.progress(f"{kind} CRL entries") as progress:
         der = test_ca.crl(kind, next_update_in=_dt.timedelta(hours=next_update_hours),
@@ -363,7 +367,7 @@ def ca_serve(obj: Ctx, host: str | None, port: int | None, workers: int, respond
           responder_key=check_key_type(responder_key), progress=obj.note)
 
 
-def _event(obj: Ctx, result) -> None:
+def _event(obj: Ctx, result: LifeEvent) -> None:
     d = result.to_json()
     obj.emit(d, lambda: "\n".join(
         [f"{d['card']}: {d['event']}"]

@@ -3,13 +3,19 @@ side (``jpki login URL``, ``jpki ekyc URL``)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from ..errors import UsageError
 from ._common import CliFail, Ctx, pass_ctx, pin_name, pin_option, revocation_options
 from ._fail import EXIT_ERROR, EXIT_INVALID
+
+if TYPE_CHECKING:
+    from ..auth.client import ServiceAnswer
+    from ..verify.validator import RevocationMode
 
 
 @click.group()
@@ -51,7 +57,7 @@ def rp() -> None:
               default="info", show_default=True)
 @pass_ctx
 def rp_serve(obj: Ctx, store: str, workers: int, host: str, port: int, rp_id: str | None,
-             challenge_ttl: float, revocation: str, revocation_max_age: float, fetch_deadline: float,
+             challenge_ttl: float, revocation: RevocationMode, revocation_max_age: float, fetch_deadline: float,
              rate_limit: float, rate_burst: int, max_pending: int, log_level: str) -> None:
     """Serve login and eKYC over HTTP (JSON API, OpenAPI at /openapi.json, a page at /).
 
@@ -80,14 +86,14 @@ def rp_serve(obj: Ctx, store: str, workers: int, host: str, port: int, rp_id: st
         f"store {store.split('@')[-1] if store.startswith('redis') else store})"))
 
 
-def _confirm(obj: Ctx, url: str):  # the client's Confirm callable
+def _confirm(obj: Ctx, url: str) -> Callable[[str, int], None]:  # the client's Confirm callable
     def confirm(kind: str, tries_left: int) -> None:
         obj.confirm_try(f"Answering {url} with the {pin_name(kind)}", tries_left)
 
     return confirm
 
 
-def _finish(obj: Ctx, answer, what: str) -> None:  # jpki.auth.client.ServiceAnswer
+def _finish(obj: Ctx, answer: ServiceAnswer, what: str) -> None:
     """Return when the service accepted; else print its answer and fail: exit 3 when it
     refused (4xx: revoked, expired, replayed…), 1 when it failed (5xx)."""
     document = dict(answer.document)

@@ -146,8 +146,8 @@ def _sign(obj: Ctx, file: Path, output: Path | None, key: str, digest: str, atta
 
 def _card_signer(obj: Ctx, transport: object, key: str, value: str) -> CardSigner:
     """The card's signer for ``key`` (confirming first on a card in a reader)."""
-    from ..sign import CardSigner
     from ..session import JpkiSession
+    from ..sign import CardSigner
 
     session = JpkiSession(transport)  # type: ignore[arg-type]
     obj.confirm_try(f"Signing with the {pin_name(key)}", session.tries_left(key))
@@ -172,7 +172,8 @@ class _ValidatorInBackground:
     def validate(self, cert: x509.Certificate, *, kind: Literal["sign", "auth"],
                  at: datetime.datetime) -> ValidatorAnswer:
         """Wait for the validator, then validate ``cert`` as a ``kind`` certificate at ``at``."""
-        return self._future.result().validate(cert, kind=kind, at=at)
+        answer: ValidatorAnswer = self._future.result().validate(cert, kind=kind, at=at)
+        return answer
 
 
 @click.command("verify")

@@ -7,6 +7,7 @@ import datetime as _dt
 import hashlib
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
 
 import click
 from cryptography import x509
@@ -18,17 +19,19 @@ from ..errors import UsageError, VerificationError
 from ..fileio import write_atomic
 from ..identity import mask_mynumber
 from ..pins import PINS, USER_PINS
-from ..session import CardInfoSession, JpkiSession
-from ._common import (INSTANT, PIN_KINDS, CliFail, Ctx, pass_ctx, pin_name, pin_option,
-                      revocation_options)
+from ..session import CardInfoSession, CertKind, JpkiSession, KeyKind
+from ._common import INSTANT, PIN_KINDS, CliFail, Ctx, pass_ctx, pin_name, pin_option, revocation_options
 from ._fail import EXIT_INVALID
 
+if TYPE_CHECKING:
+    from ..transport import Transport
 
-def _session_for(t, kind: str):
+
+def _session_for(t: Transport, kind: str) -> CardInfoSession | JpkiSession:
     return CardInfoSession(t) if kind == "card" else JpkiSession(t)
 
 
-def verify_pin(obj: Ctx, session, kind: str, given: str | None) -> None:
+def verify_pin(obj: Ctx, session: CardInfoSession | JpkiSession, kind: str, given: str | None) -> None:
     """Verify a PIN with the usual sources and the real-reader confirmation."""
     value = obj.pin(kind, given)
     obj.confirm_try(f"Verifying the {pin_name(kind)}", session.tries_left(kind))
@@ -51,9 +54,9 @@ def info(obj: Ctx) -> None:
     """Card type, ATR and the tries left of every PIN (spends none)."""
     with obj.card() as t:
         j = JpkiSession(t)
-        data = {"reader": t.description, "atr": t.atr.hex().upper(), "card_type": j.card_type(),
-                "token_label": j.token_label(),
-                "pins": {"auth": j.tries_left("auth"), "sign": j.tries_left("sign")}}
+        data: dict[str, Any] = {"reader": t.description, "atr": t.atr.hex().upper(), "card_type": j.card_type(),
+                                "token_label": j.token_label(),
+                                "pins": {"auth": j.tries_left("auth"), "sign": j.tries_left("sign")}}
         data["pins"]["card"] = CardInfoSession(t).tries_left("card")
     obj.emit(data, lambda: "\n".join([
         f"Reader:      {data['reader']}", f"ATR:         {data['atr']}",
@@ -122,12 +125,12 @@ def pin_change(obj: Ctx, kind: str, pin_value: str | None, new_pin: str | None) 
 CERT_KINDS = click.Choice(["auth", "sign", "auth-ca", "sign-ca"])
 
 
-def read_cert(obj: Ctx, kind: str, pin_value: str | None = None) -> bytes:
+def read_cert(obj: Ctx, kind: CertKind, pin_value: str | None = None) -> bytes:
     with obj.card() as t:
         j = JpkiSession(t)
         if kind == "sign":
             verify_pin(obj, j, "sign", pin_value)
-        return j.read_certificate(kind)  # type: ignore[arg-type]
+        return j.read_certificate(kind)
 
 
 @click.group()
@@ -151,7 +154,7 @@ def cert() -> None:
 @click.option("--pem", "fmt", flag_value="pem", help="PEM (default on stdout)")
 @pin_option("sign", note="for the signing certificate")
 @pass_ctx
-def cert_read(obj: Ctx, kind: str, output: Path | None, fmt: str | None, pin_value: str | None) -> None:
+def cert_read(obj: Ctx, kind: CertKind, output: Path | None, fmt: str | None, pin_value: str | None) -> None:
     """Write a certificate from the card to a file or stdout."""
     der = read_cert(obj, kind, pin_value)
     fmt = fmt or ("der" if output else "pem")
@@ -170,13 +173,13 @@ def cert_read(obj: Ctx, kind: str, output: Path | None, fmt: str | None, pin_val
         click.echo(blob.decode().rstrip())
 
 
-def describe_certificate(der: bytes) -> dict:
+def describe_certificate(der: bytes) -> dict[str, Any]:
     c = x509.load_der_x509_certificate(der)
-    out = {"kind": cert_kind(c), "subject": c.subject.rfc4514_string(),
-           "issuer": c.issuer.rfc4514_string(), "serial": f"{c.serial_number:X}",
-           "not_before": c.not_valid_before_utc.isoformat(),
-           "not_after": c.not_valid_after_utc.isoformat(),
-           "sha256_fingerprint": c.fingerprint(hashes.SHA256()).hex()}
+    out: dict[str, Any] = {"kind": cert_kind(c), "subject": c.subject.rfc4514_string(),
+                           "issuer": c.issuer.rfc4514_string(), "serial": f"{c.serial_number:X}",
+                           "not_before": c.not_valid_before_utc.isoformat(),
+                           "not_after": c.not_valid_after_utc.isoformat(),
+                           "sha256_fingerprint": c.fingerprint(hashes.SHA256()).hex()}
     if out["kind"] == "sign":
         ident = signing_identity(c)
         out["holder"] = {"name": ident.name, "address": ident.address,
@@ -189,7 +192,7 @@ def describe_certificate(der: bytes) -> dict:
 @click.argument("kind", type=CERT_KINDS)
 @pin_option("sign", note="for the signing certificate")
 @pass_ctx
-def cert_show(obj: Ctx, kind: str, pin_value: str | None) -> None:
+def cert_show(obj: Ctx, kind: CertKind, pin_value: str | None) -> None:
     """Decode a certificate from the card (the signing certificate shows the holder)."""
     d = describe_certificate(read_cert(obj, kind, pin_value))
 
@@ -251,7 +254,7 @@ def pkey() -> None:
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True)
 @pin_option("auth", "sign", chosen_by="KEY")
 @pass_ctx
-def pkey_sign(obj: Ctx, key: str, file: Path, digest: str, output: Path, pin_value: str | None) -> None:
+def pkey_sign(obj: Ctx, key: KeyKind, file: Path, digest: str, output: Path, pin_value: str | None) -> None:
     """A PKCS#1 v1.5 signature over FILE's hash, made by the card."""
     h = hashlib.new(digest)
     with open(file, "rb") as fh:
@@ -260,7 +263,7 @@ def pkey_sign(obj: Ctx, key: str, file: Path, digest: str, output: Path, pin_val
     with obj.card() as t:
         j = JpkiSession(t)
         verify_pin(obj, j, key, pin_value)
-        signature = j.sign_digest(key, digest, h.digest())  # type: ignore[arg-type]
+        signature = j.sign_digest(key, digest, h.digest())
     write_atomic(output, signature)
     obj.emit({"key": key, "digest": digest, "file": str(file), "signature": str(output),
               "bytes": len(signature)}, f"signed {file} ({digest}) with the {key} key: {output}")
@@ -294,7 +297,7 @@ def apdu(obj: Ctx, apdus: tuple[str, ...]) -> None:
         f"C> {r['command']}\nR< {r['response'] + ' ' if r['response'] else ''}{r['sw']}" for r in results))
 
 
-__all__ = ["info", "pin", "cert", "mynumber", "attrs", "pkey", "apdu"]
+__all__ = ["apdu", "attrs", "cert", "info", "mynumber", "pin", "pkey"]
 
 
 @cert.command("verify")
@@ -307,8 +310,8 @@ __all__ = ["info", "pin", "cert", "mynumber", "attrs", "pkey", "apdu"]
 @revocation_options()
 @pin_option("sign", note="for --from-card sign")
 @pass_ctx
-def cert_verify(obj: Ctx, file: Path | None, from_card: str | None, kind: str | None,
-                at: _dt.datetime | None, revocation: str, soft_fail: bool,
+def cert_verify(obj: Ctx, file: Path | None, from_card: KeyKind | None, kind: str | None,
+                at: _dt.datetime | None, revocation: Literal["ocsp", "crl", "none"], soft_fail: bool,
                 pin_value: str | None) -> None:
     """Validate a certificate: path to the trust anchors, validity, kind, revocation. Exit 3 if not valid.
 
@@ -319,19 +322,20 @@ def cert_verify(obj: Ctx, file: Path | None, from_card: str | None, kind: str | 
     """
     from ..verify import TrustStore, Validator
 
-    if (file is None) == (from_card is None):
-        raise UsageError("give a certificate FILE or --from-card auth|sign")
-    if file is not None:
+    if file is not None and from_card is None:
         data = file.read_bytes()
+    elif file is None and from_card is not None:
+        data = read_cert(obj, from_card, pin_value)
     else:
-        data = read_cert(obj, from_card, pin_value)  # type: ignore[arg-type]
+        raise UsageError("give a certificate FILE or --from-card auth|sign")
     if kind is None:
         kind = from_card
     if kind is None:
         try:
             c = x509.load_der_x509_certificate(data) if data[:1] == b"\x30" else x509.load_pem_x509_certificate(data)
         except ValueError:
-            raise VerificationError("malformed-certificate", "malformed-certificate: not an X.509 certificate") from None
+            raise VerificationError("malformed-certificate",
+                                    "malformed-certificate: not an X.509 certificate") from None
         kind = cert_kind(c)
         if kind not in ("auth", "sign"):
             raise VerificationError("wrong-kind", "wrong-kind: not a JPKI signing or user-authentication certificate")
@@ -339,17 +343,17 @@ def cert_verify(obj: Ctx, file: Path | None, from_card: str | None, kind: str | 
                           soft_fail=soft_fail)
     result = validator.validate(data, kind=kind, at=at)
     if result.ok:
-        obj.emit(result.as_dict(), result.summary())
+        obj.emit(result.to_json(), result.summary())
         return
     reason = str(result.reason)
     if reason == "revocation-unavailable":
         obj.fail(CliFail("the certificate's revocation could not be checked (revocation-unavailable)",
                          code="verification_failed", exit_code=EXIT_INVALID,
                          hint=revocation_hint(obj), data={"reason": reason}),
-                 result.as_dict(), result.summary())
+                 result.to_json(), result.summary())
     obj.fail(CliFail(f"the certificate is not valid ({reason})", code="verification_failed",
                      exit_code=EXIT_INVALID, data={"reason": reason}),
-             result.as_dict(), result.summary())
+             result.to_json(), result.summary())
 
 
 def revocation_hint(obj: Ctx) -> str:

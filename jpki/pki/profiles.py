@@ -43,11 +43,11 @@ from jpki.errors import UsageError
 from jpki.identity import Persona, age_on, encode_era_date
 
 __all__ = [
+    "AUTH_POLICY",
     "CA_KINDS",
-    "CaKind",
     "JPKI_SERVICE_DIRNAME",
     "SIGN_POLICY",
-    "AUTH_POLICY",
+    "CaKind",
     "birthday_in",
     "build_auth_certificate",
     "build_ca_certificate",
@@ -107,7 +107,7 @@ def key_usage(*, digital_signature: bool = False, content_commitment: bool = Fal
 def _check_kind(kind: str) -> CaKind:
     if kind not in CA_KINDS:
         raise UsageError(f"CA kind must be 'sign' or 'auth', not {kind!r}")
-    return kind  # type: ignore[return-value]
+    return kind
 
 
 def ca_name(kind: CaKind) -> x509.Name:
@@ -148,7 +148,7 @@ def new_issuance_id() -> str:
 def _utc(when: _dt.datetime) -> _dt.datetime:
     if when.tzinfo is None or when.utcoffset() is None:
         raise UsageError("times must be timezone-aware")
-    return when.astimezone(_dt.timezone.utc).replace(microsecond=0)
+    return when.astimezone(_dt.UTC).replace(microsecond=0)
 
 
 def birthday_in(birth_date: _dt.date, year: int) -> _dt.date:
@@ -181,7 +181,7 @@ def card_expiry_for(birth_date: _dt.date, issued_on: _dt.date) -> _dt.date:
 def end_of_day_jst(day: _dt.date) -> _dt.datetime:
     """23:59:59 JST of ``day``, as an aware UTC datetime."""
     return _dt.datetime(day.year, day.month, day.day, 23, 59, 59, tzinfo=JST).astimezone(
-        _dt.timezone.utc
+        _dt.UTC
     )
 
 

@@ -55,7 +55,7 @@ import bisect
 import datetime as _dt
 import hashlib
 from collections.abc import Iterable, Iterator
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 from asn1crypto import x509 as _ax
 from cryptography import x509
@@ -97,7 +97,7 @@ __all__ = [
     "der_time",
 ]
 
-UTC = _dt.timezone.utc
+UTC = _dt.UTC
 
 CRL_MALFORMED = "crl-malformed"
 CRL_ISSUER_MISMATCH = "crl-issuer-mismatch"
@@ -203,13 +203,14 @@ def _key_identifier(cert: x509.Certificate) -> bytes:
     try:
         return cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest
     except x509.ExtensionNotFound:
-        return x509.SubjectKeyIdentifier.from_public_key(cert.public_key()).digest  # type: ignore[arg-type]
+        return x509.SubjectKeyIdentifier.from_public_key(cert.public_key()).digest
 
 
 def _subject_der(cert: x509.Certificate) -> bytes:
     """The subject Name of ``cert`` exactly as encoded in the certificate."""
     parsed = _ax.Certificate.load(cert.public_bytes(Encoding.DER))
-    return parsed["tbs_certificate"]["subject"].dump()
+    subject: bytes = parsed["tbs_certificate"]["subject"].dump()
+    return subject
 
 
 _EPOCH = _dt.datetime(1970, 1, 1, tzinfo=UTC)
@@ -557,11 +558,11 @@ class _EntryDecoder:
             offset = self.clocks.get(buf[pos + 8 : pos + 14])
             if midnight is not None and offset is not None:
                 if size == 15:
-                    return _new_entry(RevokedEntry, (serial, midnight + offset, _UNSPECIFIED, None))  # type: ignore[arg-type]
+                    return _new_entry(RevokedEntry, (serial, midnight + offset, _UNSPECIFIED, None))
                 if size == 29 and buf.startswith(_EXT_REASON, pos + 15):
                     reason = _REASON_BY_CODE.get(buf[pos + 28])
                     if reason is not None:
-                        return _new_entry(RevokedEntry, (serial, midnight + offset, reason, None))  # type: ignore[arg-type]
+                        return _new_entry(RevokedEntry, (serial, midnight + offset, reason, None))
         return self.decode_general(serial, pos, pos + size)
 
     def decode_general(self, serial: int, pos: int, end: int) -> RevokedEntry:
@@ -571,21 +572,21 @@ class _EntryDecoder:
         time_end = pos + 2 + buf[pos + 1]
         revoked_at = self.time(buf[pos:time_end])
         if time_end == end:
-            return _new_entry(RevokedEntry, (serial, revoked_at, _UNSPECIFIED, None))  # type: ignore[arg-type]
+            return _new_entry(RevokedEntry, (serial, revoked_at, _UNSPECIFIED, None))
         ext = buf[time_end:end]
         size = len(ext)
         if size == 14 and ext.startswith(_EXT_REASON):
             reason = _REASON_BY_CODE.get(ext[13])
             if reason is not None:
-                return _new_entry(RevokedEntry, (serial, revoked_at, reason, None))  # type: ignore[arg-type]
+                return _new_entry(RevokedEntry, (serial, revoked_at, reason, None))
         elif size == 28 and ext.startswith(_EXT_INVALIDITY):
-            return _new_entry(  # type: ignore[arg-type]
+            return _new_entry(
                 RevokedEntry, (serial, revoked_at, _UNSPECIFIED, self.time(ext[11:28]))
             )
         elif size == 40 and ext.startswith(_EXT_BOTH) and ext[14:25] == _INVALIDITY_PREFIX_FULL:
             reason = _REASON_BY_CODE.get(ext[13])
             if reason is not None:
-                return _new_entry(  # type: ignore[arg-type]
+                return _new_entry(
                     RevokedEntry, (serial, revoked_at, reason, self.time(ext[23:40]))
                 )
         return _decode_entry_tail(buf, serial, pos, end)
@@ -594,12 +595,13 @@ class _EntryDecoder:
         """Replace every packed offset in ``index`` by its decoded entry, in CRL order."""
         decode = self.decode
         for serial, packed in index.items():
-            index[serial] = decode(serial, packed)  # type: ignore[arg-type]
+            if isinstance(packed, int):
+                index[serial] = decode(serial, packed)
 
 
 def _scan_entries(
     buf: bytes, start: int, stop: int
-) -> tuple[dict[int, int], list[tuple[int, int]]]:
+) -> tuple[dict[int, int | RevokedEntry], list[tuple[int, int]]]:
     """Index the revokedCertificates SEQUENCE content ``start:stop``.
 
     Maps each serial to ``time_offset << 24 | length`` where ``time_offset:time_offset+length``
@@ -610,7 +612,7 @@ def _scan_entries(
     bytes ``01 01 FF``, DER's TRUE, occur in them): the caller decodes those in full, so that
     one this loader does not process rejects the CRL. Hot loop: a million iterations.
     """
-    index: dict[int, int] = {}
+    index: dict[int, int | RevokedEntry] = {}  # packed offsets for now: decoded on demand
     count = 0
     pos = start
     from_bytes = int.from_bytes
@@ -659,7 +661,8 @@ def _scan_entries(
     hit = buf.find(b"\x01\x01\xff", start, stop)
     if hit >= 0:
         serials = list(index)
-        packed = list(index.values())  # in CRL order, so sorted by offset
+        # in CRL order, so sorted by offset; nothing is decoded yet: every value is an offset
+        packed = cast("list[int]", list(index.values()))
         while hit >= 0:
             i = bisect.bisect_right(packed, (hit << 24) | 0xFFFFFF) - 1
             if i >= 0 and (not suspects or suspects[-1][0] != serials[i]):
@@ -732,7 +735,7 @@ class LoadedCRL:
         next_update: _dt.datetime | None,
         crl_number: int | None,
         authority_key_identifier: bytes | None,
-        index: dict[int, int],
+        index: dict[int, int | RevokedEntry],
     ) -> None:
         """Use :meth:`from_der`."""
         self.der = der
@@ -742,7 +745,7 @@ class LoadedCRL:
         self.crl_number = crl_number
         self.authority_key_identifier = authority_key_identifier
         # serial -> packed offset of the entry (see _scan_entries), or the decoded entry.
-        self._index: dict[int, int | RevokedEntry] = index  # type: ignore[assignment]
+        self._index = index
         self._decoder = _EntryDecoder(der)
 
     @property
@@ -952,10 +955,14 @@ class LoadedCRL:
         only when the CRL's signer wrote a bad entry: loading checks every entry's framing).
         """
         found = self._index.get(serial)
-        if found is None or type(found) is not int:
-            return found  # type: ignore[return-value]
+        if found is None or not isinstance(found, int):
+            return found
+        return self._decode(serial, found)
+
+    def _decode(self, serial: int, packed: int) -> RevokedEntry:
+        """Decode the entry of ``serial`` and keep it in place of its offset."""
         try:
-            entry = self._decoder.decode(serial, found)
+            entry = self._decoder.decode(serial, packed)
         except _Malformed as exc:
             raise CRLError(CRL_MALFORMED, f"malformed CRL entry {serial:#x}: {exc}") from None
         self._index[serial] = entry
@@ -963,9 +970,9 @@ class LoadedCRL:
 
     def __iter__(self) -> Iterator[RevokedEntry]:
         """Every entry, decoded, in CRL order."""
-        lookup = self.lookup
-        for serial in self._index:
-            yield lookup(serial)  # type: ignore[misc]
+        decode = self._decode
+        for serial, found in self._index.items():  # (replacing a value keeps the dict's order and size)
+            yield decode(serial, found) if isinstance(found, int) else found
 
     def fingerprint(self) -> str:
         """SHA-256 of the DER, hex (to tell CRLs apart in logs and caches)."""

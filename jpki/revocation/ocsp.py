@@ -868,7 +868,7 @@ class OcspResponder:
         times = _gtime(this_update) + _tlv(0xA0, _gtime(next_update))
         singles = b"".join(
             _seq(cid.der, answer.der(), times, answer.extensions_der())
-            for cid, answer in zip(request.cert_ids, answers)
+            for cid, answer in zip(request.cert_ids, answers, strict=True)
         )
         tbs = _seq(
             signer.responder_id,

@@ -28,7 +28,7 @@ import os
 import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import IO, Any, BinaryIO, Literal, Protocol
+from typing import IO, Any, Literal, Protocol
 
 from asn1crypto import algos, cms, core, tsp
 from asn1crypto import x509 as asn1_x509
@@ -45,6 +45,7 @@ from ..fileio import atomic_output
 from ..hashing import (  # (re-exported: the streaming half of signing)
     CHUNK_SIZE,
     SIGN_DIGESTS,
+    BinarySource,
     HashedFile,
     HashingCancelled,
     hash_file,
@@ -178,7 +179,8 @@ def _signing_certificate_v2(cert: asn1_x509.Certificate) -> tsp.SigningCertifica
 def _attribute(kind: str, value_der: bytes) -> bytes:
     """DER of one CMS attribute with a single value (built from bytes: asn1crypto copies values
     put into an attribute the slow way, re-encoding them field by field)."""
-    body = cms.CMSAttributeType(kind).dump() + der.encode_header(0x31, len(value_der)) + value_der
+    kind_der: bytes = cms.CMSAttributeType(kind).dump()
+    body = kind_der + der.encode_header(0x31, len(value_der)) + value_der
     return der.encode_header(0x30, len(body)) + body
 
 
@@ -313,7 +315,7 @@ def sign_file(path: str | os.PathLike[str], output: str | os.PathLike[str] | Non
                        signer.certificate.subject.rfc4514_string(), signer.certificate.serial_number)
 
 
-def _write_attached(fh: BinaryIO, size: int, sink: IO[bytes], signer: DigestSigner,
+def _write_attached(fh: BinarySource, size: int, sink: IO[bytes], signer: DigestSigner,
                     cert: asn1_x509.Certificate, digest: str,
                     now: _dt.datetime) -> tuple[bytes, int]:
     """Write ContentInfo(SignedData) with the content inside, in one pass over ``fh``.
@@ -362,6 +364,10 @@ class _Input(der.ByteStream):
     """A byte source with a small look-ahead buffer and a position, for the DER walker; it can
     also feed a run of bytes to hashers without keeping them."""
 
+    def __init__(self, fh: BinarySource) -> None:
+        super().__init__(fh)
+        self.source = fh
+
     def stream(self, n: int, hashers: dict[str, Any]) -> None:
         """Feed the next ``n`` bytes to every hasher, in chunks, without keeping them."""
         if self.buf:
@@ -374,7 +380,7 @@ class _Input(der.ByteStream):
         buf = bytearray(CHUNK_SIZE)
         view = memoryview(buf)
         while n > 0:
-            got = self.fh.readinto(view[:min(CHUNK_SIZE, n)])  # type: ignore[attr-defined]
+            got = self.source.readinto(view[:min(CHUNK_SIZE, n)])
             if not got:
                 raise _malformed("the file is truncated inside the signed content")
             for h in hashers.values():
@@ -434,8 +440,12 @@ def _scan_nesting(data: memoryview, pos: int, end: int, depth: int) -> bool:
     """Scan ``data[pos:end]``; False when it is not a sequence of BER values."""
     ends: list[int | None] = []  # the open constructed values: end offset, None if indefinite
     while True:
-        while ends and ends[-1] is not None and pos >= ends[-1]:  # type: ignore[operator]
-            if pos > ends.pop():  # type: ignore[operator]
+        while ends:
+            top = ends[-1]
+            if top is None or pos < top:
+                break
+            ends.pop()
+            if pos > top:
                 return False
         if pos >= end:
             return not ends
@@ -523,7 +533,7 @@ def _oid(raw: bytes, what: str) -> str:
 _PEM = re.compile(rb"-----BEGIN (?:PKCS7|CMS)-----(.*?)-----END (?:PKCS7|CMS)-----", re.DOTALL)
 
 
-def read_cms(fh: BinaryIO) -> ParsedCms:
+def read_cms(fh: BinarySource) -> ParsedCms:
     """Parse a CMS SignedData (DER, BER or PEM) from ``fh``; hash any embedded content with
     every digest algorithm it lists. Raises ``VerificationError('malformed')`` for anything
     that does not decode (and OSError when ``fh`` cannot be read), nothing else. Every
@@ -555,7 +565,7 @@ def read_cms(fh: BinaryIO) -> ParsedCms:
 class _Chain:
     """``head`` then the rest of ``fh``, as one readable stream."""
 
-    def __init__(self, head: bytes, fh: BinaryIO) -> None:
+    def __init__(self, head: bytes, fh: BinarySource) -> None:
         self.head = head
         self.fh = fh
 
@@ -570,13 +580,13 @@ class _Chain:
             return data
         return self.fh.read(n)
 
-    def readinto(self, view: Any) -> int:
+    def readinto(self, view: memoryview, /) -> int | None:
         if self.head:
             n = min(len(view), len(self.head))
             view[:n] = self.head[:n]
             self.head = self.head[n:]
             return n
-        return self.fh.readinto(view)  # type: ignore[attr-defined]
+        return self.fh.readinto(view)
 
 
 def _read_signed_data(src: _Input) -> ParsedCms:
@@ -696,7 +706,7 @@ def _verify_raw_signature(cert: x509.Certificate, algo: algos.SignedDigestAlgori
     """Check ``signature`` over ``data`` (whose ``digest_algorithm`` digest is ``digest``).
     Returns the mechanism name; raises VerificationError('tampered'/'malformed')."""
     try:
-        mech = algo.signature_algo
+        mech: str = algo.signature_algo
     except ValueError:
         raise _malformed(f"unsupported signature algorithm {algo['algorithm'].dotted}") from None
     try:

@@ -42,16 +42,15 @@ from pyhanko_certvalidator.registry import SimpleCertificateStore
 from ..clock import Clock, SystemClock
 from ..errors import JpkiError, UsageError, VerificationError
 from ..fileio import write_atomic
+from ..hashing import SIGN_DIGESTS, regular_file
 from .cms import (
     OID_DATA,
-    SIGN_DIGESTS,
     DigestSigner,
     SignerCheck,
     _signature_report,
     check_nesting,
     check_signer_info,
     decode_failure,
-    regular_file,
 )
 from .report import (
     CertificateValidator,

@@ -180,7 +180,7 @@ class TrustStore:
         self._by_name: dict[tuple[str, bytes], tuple[Anchor, ...]] = {}
         for anchor in kept:
             key = (anchor.kind, anchor.subject_der)
-            self._by_name[key] = self._by_name.get(key, ()) + (anchor,)
+            self._by_name[key] = (*self._by_name.get(key, ()), anchor)
 
     # -- construction
 

@@ -30,6 +30,8 @@ import urllib.request
 from collections.abc import Iterator
 from typing import Any, Protocol
 
+import httpcore
+
 from jpki.errors import JpkiError
 
 __all__ = [
@@ -91,14 +93,14 @@ def _time_left(cap: float | None) -> float | None:
     return left if cap is None else min(cap, left)
 
 
-class _DeadlineStream:
+class _DeadlineStream(httpcore.NetworkStream):
     """An httpcore network stream whose every read and write ends by the thread's deadline."""
 
-    def __init__(self, inner: Any) -> None:
+    def __init__(self, inner: httpcore.NetworkStream) -> None:
         self._inner = inner
 
     def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
-        return self._inner.read(max_bytes, _time_left(timeout))  # type: ignore[no-any-return]
+        return self._inner.read(max_bytes, _time_left(timeout))
 
     def write(self, buffer: bytes, timeout: float | None = None) -> None:
         self._inner.write(buffer, _time_left(timeout))
@@ -114,12 +116,10 @@ class _DeadlineStream:
         return self._inner.get_extra_info(info)
 
 
-class _DeadlineBackend:
+class _DeadlineBackend(httpcore.NetworkBackend):
     """httpcore's sync network backend with :class:`_DeadlineStream` streams."""
 
     def __init__(self) -> None:
-        import httpcore
-
         self._inner = httpcore.SyncBackend()
 
     def connect_tcp(self, host: str, port: int, timeout: float | None = None,
