@@ -631,6 +631,32 @@ def test_exit_codes_of_every_error_class(cli, monkeypatch, error, code):
         assert doc["reason"] == "bad-signature"
 
 
+def test_in_process_and_as_a_process_the_cli_answers_the_same(cli):
+    """The two runners of the ``cli`` fixture: the same exit code, stdout and stderr; in process
+    the exception that jpki.cli.main mapped is kept (as a process it stays in the child)."""
+    for args, card, exit_code, exception in [(("--json", "pin", "status"), "emu:alice", 0, None),
+                                             (("--json", "info"), "emu:nobody", 5, NoCardError)]:
+        inside, outside = cli(*args, card=card), cli.process(*args, card=card)
+        assert inside.exit_code == outside.exit_code == exit_code, (inside, outside)
+        assert (inside.stdout, inside.stderr) == (outside.stdout, outside.stderr)
+        assert inside.json() == outside.json()
+        if exception is None:
+            assert inside.exception is None
+        else:
+            assert isinstance(inside.exception, exception), inside
+        assert outside.exception is None
+
+
+def test_an_exception_escaping_main_fails_the_test(cli, monkeypatch):
+    """main() never lets an exception through (a user would see a traceback): the in-process
+    runner turns one into the test's failure instead of an exit code."""
+    def broken(*args, **kwargs):
+        raise RuntimeError("boom")
+    monkeypatch.setattr("jpki.cli._print_failure", broken)
+    with pytest.raises(AssertionError, match="RuntimeError escaped jpki.cli.main"):
+        cli("info", card="emu:nobody")
+
+
 def test_exit_0_and_click_usage_exit_2(cli):
     assert cli("--help", home=None, card=None).exit_code == 0
     assert cli("no-such-command", home=None, card=None).exit_code == 2
