@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+from cli_support import DEFAULT_CARD, Cli
 from cryptography.hazmat.primitives.asymmetric import rsa
 from fixed import FIXED_NOW, TEMPLATE_BASE_URL
 
@@ -66,6 +67,15 @@ def home(template_home, tmp_path) -> Path:
     dest = tmp_path / "home"
     shutil.copytree(template_home, dest)
     return dest
+
+
+@pytest.fixture
+def cli(request) -> Cli:
+    """The ``jpki`` command line on this test's ``home`` with alice's emulated card
+    (tests/cli_support.py): ``cli("pin", "status")`` in process through ``jpki.cli.main``,
+    ``cli.process(...)`` as ``python -m jpki``; ``home=``/``card=`` change them for one call.
+    The home is taken when a run first needs it."""
+    return Cli(lambda: request.getfixturevalue("home"), card=DEFAULT_CARD)
 
 
 @pytest.fixture

@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import datetime as dt
 from pathlib import Path
 
 import httpx
-from click.testing import CliRunner
 from fixed import FIXED_NOW
 
-from jpki.cli import main
 from jpki.clock import FixedClock
 from jpki.identity import SAMPLE_PERSONAS
 from jpki.session import JpkiSession
@@ -27,20 +24,6 @@ CHECKED_AT = FIXED_NOW + dt.timedelta(hours=2)
 
 
 ALICE = SAMPLE_PERSONAS["alice"]
-
-
-@dataclasses.dataclass
-class Outcome:
-    code: int
-    stdout: str
-    stderr: str
-
-
-def run_main(home: Path, *args: str, card: str = "emu:alice", input: str | None = None) -> Outcome:
-    """``jpki --home HOME --card CARD ARGS`` through jpki.cli.main (errors → exit codes)."""
-    with CliRunner().isolation(input=input) as (out, err, _):
-        code = main(["--home", str(home), "--card", card, *args])
-    return Outcome(code, out.getvalue().decode(), err.getvalue().decode())
 
 
 @contextlib.contextmanager

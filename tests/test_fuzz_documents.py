@@ -29,8 +29,6 @@ import os
 import random
 import re
 import shutil
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -43,7 +41,7 @@ from auth_support import SIGN_PIN, make_service, request
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pyhanko.pdf_utils import generic
-from sign_support import SIGNED_AT, card_signer, make_pdf, run_main, validator
+from sign_support import SIGNED_AT, card_signer, make_pdf, validator
 
 from jpki.auth.client import answer_ekyc
 from jpki.auth.protocol import ClientData, EkycResponse, parse_challenge
@@ -54,7 +52,6 @@ from jpki.sign.cms import MAX_NESTING, check_nesting, read_cms
 from jpki.sign.pdf import sign_pdf, verify_pdf
 from jpki.verify import Validator
 
-REPO = Path(__file__).resolve().parents[1]
 SEED = int(os.environ.get("JPKI_FUZZ_SEED", "20261127"))
 CMS_CASES = int(os.environ.get("JPKI_FUZZ_CASES", "2000"))
 PDF_CASES = max(CMS_CASES // 8, 50)
@@ -357,16 +354,16 @@ ESCAPED: list[tuple[str, Callable[[bytes], bytes]]] = [
 
 
 @pytest.mark.parametrize(("name", "make"), ESCAPED, ids=[name for name, _ in ESCAPED])
-def test_inputs_that_escaped_are_malformed(samples, tmp_path, name, make):
+def test_inputs_that_escaped_are_malformed(cli, samples, tmp_path, name, make):
     bad = tmp_path / "bad.p7s"
     bad.write_bytes(make(samples.p7s))
     report = verify_cms(bad, data=samples.doc, validator=samples.validator)
     assert (report.ok, report.reason) == (False, "malformed"), report.message
     assert "\n" not in report.message
-    r = run_main(samples.home, "--json", "verify", str(bad), "--data", str(samples.doc),
-                 "--revocation", "none")
-    doc = json.loads(r.stdout)  # exactly one JSON document
-    assert (r.code, doc["reason"]) == (3, "malformed")
+    r = cli("--json", "verify", str(bad), "--data", str(samples.doc),
+            "--revocation", "none", home=samples.home)
+    doc = r.json()  # exactly one JSON document
+    assert (r.exit_code, doc["reason"]) == (3, "malformed")
     assert "Traceback" not in r.stderr
 
 
@@ -435,7 +432,7 @@ def test_the_nesting_scan_counts_every_level(case):
 
 @pytest.mark.parametrize(("kind", "reason"), [("cms-nesting-bomb", "malformed"),
                                             ("pdf-changed-after-signing", "tampered")])
-def test_the_cli_as_a_process_gives_one_json_document_and_no_traceback(samples, tmp_path, kind,
+def test_the_cli_as_a_process_gives_one_json_document_and_no_traceback(cli, samples, tmp_path, kind,
                                                                         reason):
     """As a user runs it: no logging set up, so a traceback anyone logs would reach stderr."""
     if kind == "cms-nesting-bomb":
@@ -446,12 +443,10 @@ def test_the_cli_as_a_process_gives_one_json_document_and_no_traceback(samples, 
         target = tmp_path / "changed.pdf"
         target.write_bytes(_pdf_attacks(samples.pdf)["catalog without its extensions"][0])
         args = []
-    done = subprocess.run([sys.executable, "-m", "jpki", "--home", str(samples.home), "--json",
-                           "verify", str(target), *args, "--revocation", "none"],
-                          capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)},
-                          timeout=60, check=False)
-    assert done.returncode == 3, done.stderr
-    assert json.loads(done.stdout)["reason"] == reason  # exactly one JSON document
+    done = cli.process("--json", "verify", str(target), *args, "--revocation", "none",
+                       home=samples.home, card=None)
+    assert done.exit_code == 3, done.stderr
+    assert done.json()["reason"] == reason  # exactly one JSON document
     assert "Traceback" not in done.stderr, done.stderr
     assert done.stderr.count("\n") == 1, done.stderr  # the one-line error
 
@@ -543,13 +538,13 @@ def _pdf_attacks(pdf: bytes) -> dict[str, tuple[bytes, str]]:
     }
 
 
-def test_broken_pdfs_are_malformed_never_an_exception(samples, tmp_path):
+def test_broken_pdfs_are_malformed_never_an_exception(cli, samples, tmp_path):
     for name, (body, reason) in _pdf_attacks(samples.pdf).items():
         case = tmp_path / f"{name.replace(' ', '-').replace('/', '')}.pdf"
         case.write_bytes(body)
         assert checked(lambda c=case: verify_pdf(c, validator=samples.validator)) == reason, name
-        r = run_main(samples.home, "--json", "verify", str(case), "--revocation", "none")
-        assert r.code == 3 and json.loads(r.stdout)["reason"] == reason, (name, r.stderr)
+        r = cli("--json", "verify", str(case), "--revocation", "none", home=samples.home)
+        assert r.exit_code == 3 and r.json()["reason"] == reason, (name, r.stderr)
         assert "Traceback" not in r.stderr, (name, r.stderr)
 
 

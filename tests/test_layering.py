@@ -432,8 +432,8 @@ def test_the_serving_module_imports_no_application():
 
 def test_no_test_module_imports_another():
     """Shared fixtures live in conftest.py, shared helpers in the support modules (``fixed``,
-    ``auth_support``, ``sign_support``, ``pcsc_env``, ``redis_env``): a test module imports
-    neither another test module nor conftest."""
+    ``auth_support``, ``sign_support``, ``cli_support``, ``pcsc_env``, ``redis_env``): a test
+    module imports neither another test module nor conftest."""
     import ast
 
     offenders = []
@@ -443,4 +443,34 @@ def test_no_test_module_imports_another():
                      else [node.module or ""] if isinstance(node, ast.ImportFrom) and node.level == 0 else [])
             offenders += [f"{path.name}: {n}" for n in names if n.split(".")[0].startswith("test_")
                           or n.split(".")[0] == "conftest"]
+    assert not offenders, offenders
+
+
+def _runs_the_cli(tree: ast.AST) -> list[str]:
+    """How a module runs ``jpki`` itself: click's CliRunner, ``jpki.cli.main``, ``-m jpki``."""
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.level == 0:
+            if node.module == "click.testing":
+                found.append(f"line {node.lineno}: imports click.testing")
+            if node.module == "jpki.cli" and any(a.name == "main" for a in node.names):
+                found.append(f"line {node.lineno}: imports jpki.cli.main")
+        elif isinstance(node, ast.Import) and any(a.name == "click.testing" for a in node.names):
+            found.append(f"line {node.lineno}: imports click.testing")
+        elif isinstance(node, (ast.List, ast.Tuple)):
+            words = [e.value if isinstance(e, ast.Constant) else None for e in node.elts]
+            if any(words[i] == "-m" and words[i + 1] == "jpki" for i in range(len(words) - 1)):
+                found.append(f"line {node.lineno}: runs -m jpki")
+    return found
+
+
+def test_the_tests_run_the_cli_one_way():
+    """Every test runs ``jpki`` through tests/cli_support.py (the ``cli`` fixture): in process
+    through ``jpki.cli.main`` or as ``python -m jpki``, one result type, the exception kept.
+    (A child that runs ``main()`` from a ``-c`` script to measure itself is not a runner.)"""
+    offenders = []
+    for path in sorted((REPO / "tests").glob("*.py")):
+        if path.name != "cli_support.py":
+            offenders += [f"{path.name}: {what}"
+                          for what in _runs_the_cli(ast.parse(path.read_text(encoding="utf-8")))]
     assert not offenders, offenders

@@ -517,7 +517,7 @@ def live(home):
     assert not srv._thread.is_alive()
 
 
-def test_openssl_ocsp_good_then_revoked_after_jpki_card_lost(live, home, tmp_path, alice):
+def test_openssl_ocsp_good_then_revoked_after_jpki_card_lost(cli, live, home, tmp_path, alice):
     """openssl ocsp says good for both of alice's certificates; `jpki card lost alice`, run as
     another process while the server runs, revokes both; openssl then says revoked."""
     with TestCA.open(home / "ca") as ca:
@@ -534,9 +534,8 @@ def test_openssl_ocsp_good_then_revoked_after_jpki_card_lost(live, home, tmp_pat
         out = _openssl_ocsp(ca_pem, leaf_pem, url, "-no_nonce")  # the cacheable kind
         assert f"{leaf_pem}: good" in out and "Response verify OK" in out, out
 
-    lost = subprocess.run([sys.executable, "-m", "jpki", "--home", str(home), "card", "lost", "alice"],
-                          capture_output=True, text=True, timeout=120, check=False)
-    assert lost.returncode == 0, lost.stderr
+    lost = cli.process("card", "lost", "alice", card=None)
+    assert lost.exit_code == 0, lost.stderr
 
     for kind, ca_pem, leaf_pem in cases:
         for extra in ((), ("-no_nonce",)):
@@ -547,7 +546,7 @@ def test_openssl_ocsp_good_then_revoked_after_jpki_card_lost(live, home, tmp_pat
             assert "Response verify OK" in out, out
 
 
-def test_openssl_ocsp_with_an_ec_responder(home, tmp_path, alice):
+def test_openssl_ocsp_with_an_ec_responder(cli, home, tmp_path, alice):
     """`openssl ocsp -issuer … -url … -CAfile …` against a server run with responder_key='ec':
     Response verify OK and good, then revoked after `jpki card lost`."""
     with TestCA.open(home / "ca") as ca:
@@ -565,9 +564,8 @@ def test_openssl_ocsp_with_an_ec_responder(home, tmp_path, alice):
                 assert f"{leaf_pem}: good" in out, out
                 assert "Response verify OK" in out, out
                 assert "ecdsa-with-SHA256" in out, out
-        lost = subprocess.run([sys.executable, "-m", "jpki", "--home", str(home), "card", "lost", "alice"],
-                              capture_output=True, text=True, timeout=120, check=False)
-        assert lost.returncode == 0, lost.stderr
+        lost = cli.process("card", "lost", "alice", card=None)
+        assert lost.exit_code == 0, lost.stderr
         for kind, ca_pem, leaf_pem in cases:
             for extra in ((), ("-no_nonce",)):
                 out = _openssl_ocsp(ca_pem, leaf_pem, f"{srv.url}/ocsp/{kind}", *extra)

@@ -10,11 +10,9 @@ import asyncio
 import contextlib
 import json
 import logging
-import os
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import urllib.request
 from collections.abc import Iterator
@@ -52,7 +50,6 @@ from jpki.serving import (
 )
 
 BASE = "http://testserver"
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def free_port() -> int:
@@ -220,20 +217,14 @@ def test_check_port_says_which_port_is_taken():
     check_port("127.0.0.1", port)  # free again
 
 
-def jpki(home: Path, *args: str, **kwargs: Any) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, "-m", "jpki", "--home", str(home), *args], capture_output=True,
-                          text=True, env=env, timeout=60, check=False, **kwargs)
-
-
 @pytest.mark.parametrize("command", [["ca", "serve"], ["rp", "serve"]])
-def test_serve_on_a_busy_port_exits_1_before_saying_serving(home, command):
+def test_serve_on_a_busy_port_exits_1_before_saying_serving(cli, command):
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen(1)
         port = taken.getsockname()[1]
-        done = jpki(home, *command, "--port", str(port))
-    assert done.returncode == 1, done.stderr
+        done = cli.process(*command, "--port", str(port), card=None)
+    assert done.exit_code == 1, done.stderr
     assert f"error: port {port} is in use (hint: --port)" in done.stderr
     assert "serving" not in done.stderr and "relying party" not in done.stderr
     assert "Traceback" not in done.stderr
@@ -281,13 +272,12 @@ def test_a_revocation_since_the_last_build_means_a_new_build_at_start(home, cloc
         second.close()
 
 
-def test_ca_serve_answers_the_crl_at_once(home):
+def test_ca_serve_answers_the_crl_at_once(cli):
     """The real command: "serving" comes after the CRLs are built, and the first CRL request
     is served from that build (the server counts its builds in /healthz)."""
     port = free_port()
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    process = subprocess.Popen([sys.executable, "-m", "jpki", "--home", str(home), "ca", "serve", "--port", str(port)],
-                               stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env)
+    process = cli.spawn("ca", "serve", "--port", str(port), card=None,
+                        stderr=subprocess.PIPE, stdout=subprocess.DEVNULL)
     try:
         assert process.stderr is not None
         said = []
