@@ -63,7 +63,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         home = Home(Path(tmp))
-        clock = FixedClock(dt.datetime(2026, 11, 27, tzinfo=dt.timezone.utc))
+        clock = FixedClock(dt.datetime(2026, 11, 27, tzinfo=dt.UTC))
         TestCA.init(home.ca_dir, clock=clock).close()
         create_card(home, "bench", SAMPLE_PERSONAS["alice"], clock=clock)
         card = MyNumberCard.open(home.card_dir("bench"))

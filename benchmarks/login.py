@@ -61,8 +61,8 @@ from jpki.auth.protocol import ClientData, LoginResponse
 from jpki.clock import SystemClock
 from jpki.identity import SAMPLE_PERSONAS
 from jpki.pki import TestCA
+from jpki.pki.server import serve_in_thread
 from jpki.provision import Home, create_card, read_holder
-from jpki.revocation.server import serve_in_thread
 from jpki.session import JpkiSession
 from jpki.transport import open_transport
 from jpki.verify import TrustStore, Validator
@@ -123,7 +123,7 @@ def presign(rp: RelyingParty, key: rsa.RSAPrivateKey, cert: bytes, n: int) -> li
         challenge = rp.begin_login()
         data = ClientData.for_challenge(challenge).encode()
         signature = key.sign(data, padding.PKCS1v15(), hashes.SHA256())
-        bodies.append(LoginResponse(challenge.id, data, cert, signature).to_json().encode())
+        bodies.append(json.dumps(LoginResponse(challenge.id, data, cert, signature).to_json()).encode())
     return bodies
 
 
@@ -197,7 +197,8 @@ def library(n: int, ekyc_n: int) -> None:
             for answer in answers[1:]:
                 assert rp.complete_ekyc(answer).ok
             erate = (ekyc_n - 1) / ((clock() - start) / 1e9)
-            print(f"   eKYC (CMS + basic 4 info) verified: {erate:,.0f}/s ({ekyc_n - 1} answers signed by the emulated card)")
+            print(f"   eKYC (CMS + basic 4 info) verified: {erate:,.0f}/s "
+                  f"({ekyc_n - 1} answers signed by the emulated card)")
 
 
 # --------------------------------------------------------------------------- http
@@ -296,7 +297,8 @@ def http(n: int, concurrency: int, workers: int) -> None:
                 with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.5):
                     break
                 if server.poll() is not None or time.monotonic() > deadline:
-                    raise SystemExit(f"jpki rp serve did not start: {server.stderr.read().decode() if server.stderr else ''}")
+                    why = server.stderr.read().decode() if server.stderr else ""
+                    raise SystemExit(f"jpki rp serve did not start: {why}")
                 time.sleep(0.1)
             # Challenges go into the shared Redis exactly as the service's begin endpoint puts them.
             issuer = RelyingParty(rp_id, Validator(TrustStore.jlis()), RedisStore(redis_url), SystemClock(),
@@ -349,7 +351,10 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2, help="uvicorn workers")
     parser.add_argument("--ekyc", type=int, default=101, help="eKYC answers to verify (0: skip)")
     args = parser.parse_args()
-    print(f"python {sys.version.split()[0]}, {os.cpu_count()} cores, {Path('/proc/cpuinfo').read_text().split('model name')[1].split(':')[1].splitlines()[0].strip() if Path('/proc/cpuinfo').exists() else '?'}")
+    cpuinfo = Path("/proc/cpuinfo")
+    model = (cpuinfo.read_text().split("model name")[1].split(":")[1].splitlines()[0].strip()
+             if cpuinfo.exists() else "?")
+    print(f"python {sys.version.split()[0]}, {os.cpu_count()} cores, {model}")
     if args.section in ("library", "all"):
         library(args.n or 10_000, args.ekyc)
     if args.section in ("http", "all"):

@@ -2,8 +2,9 @@
 
 The minimal card (``python -m card_emulator.vpcd``) answers 9000 to everything: it is the floor
 this path allows. Both cards run in their own process, on vpcd slots 00 and 01 at once, and the
-client alternates short bursts between them; the client uses pyscard's low-level SCardTransmit. Also reports the time to read both
-certificates and make one signature over PC/SC with the jpki host library.
+client alternates short bursts between them; the client uses pyscard's low-level SCardTransmit.
+Also reports the time to read both certificates and make one signature over PC/SC with the jpki
+host library.
 
 Target (issue 3): the emulator reaches at least 75% of the minimal card's rate.
 
@@ -101,7 +102,7 @@ def measure(apdu: bytes, seconds: float, setup: list[bytes], reader: str = READE
         end = time.perf_counter() + seconds
         while time.perf_counter() < end:
             t0 = time.perf_counter()
-            hr, resp = scard.SCardTransmit(card, proto, list(apdu))
+            hr, _resp = scard.SCardTransmit(card, proto, list(apdu))
             lat.append(time.perf_counter() - t0)
             if hr != scard.SCARD_S_SUCCESS:
                 sys.exit(f"SCardTransmit failed: {scard.SCardGetErrorMessage(hr)}")
@@ -138,19 +139,20 @@ def main() -> None:
     args = ap.parse_args()
     pcscd = ensure_pcscd()
     # the same slot lock as the tests (tests/pcsc_env.py), so that a test run never shares the slot
-    locks = [open(f"/tmp/jpki-vpcd-{port}.lock", "a+") for port in (PORT, MIN_PORT)]
+    # (held until the process ends, which closes the descriptors)
+    locks = [os.open(f"/tmp/jpki-vpcd-{port}.lock", os.O_CREAT | os.O_RDWR, 0o666) for port in (PORT, MIN_PORT)]
     for lock in locks:
         fcntl.flock(lock, fcntl.LOCK_EX)
     tmp = Path(tempfile.mkdtemp(prefix="jpki-bench-"))
     try:
         home = Home(tmp)
-        clock = FixedClock(dt.datetime(2026, 11, 27, tzinfo=dt.timezone.utc))
+        clock = FixedClock(dt.datetime(2026, 11, 27, tzinfo=dt.UTC))
         TestCA.init(home.ca_dir, clock=clock).close()
         create_card(home, "bench", SAMPLE_PERSONAS["alice"], clock=clock)
         env = {**os.environ, "JPKI_HOME": str(tmp)}
 
         jpki_bin = [sys.executable, "-c", "import sys; from jpki.cli import main; sys.exit(main())"]
-        emulated = serve(jpki_bin + ["emulator", "serve", "bench", "--vpcd", f"127.0.0.1:{PORT}"], env, READER)
+        emulated = serve([*jpki_bin, "emulator", "serve", "bench", "--vpcd", f"127.0.0.1:{PORT}"], env, READER)
         minimal = serve([sys.executable, "-m", "card_emulator.vpcd", "--port", str(MIN_PORT)], env, MIN_READER)
         try:
             results = {"SELECT": compare(SELECT_AP, [], args.seconds),

@@ -21,7 +21,7 @@ Sections (run all, or pick with ``--section``):
 ``ocsp``
     * a CA whose database holds 1M revoked and 1M good user-authentication certificates (20k +
       20k with ``--quick``), each kind inserted in one transaction (timed);
-    * ``jpki.revocation.server.serve(ca_dir, "127.0.0.1", port, workers=2, responder_key=K)``
+    * ``jpki.pki.server.serve(ca_dir, "127.0.0.1", port, workers=2, responder_key=K)``
       in a subprocess, and a load generator in another (``benchmarks/_ocsp_load.py``: 20
       concurrent keep-alive connections POSTing pre-built DER requests over loopback, 10 s per
       workload): (a) a hot working set of 2,000 certificates without nonces (cached RFC 5019
@@ -31,6 +31,15 @@ Sections (run all, or pick with ``--section``):
       responses/s. Run once per responder key type K (``--responder-key rsa|ec|both``, default
       both: RSA-2048 first, then ECDSA P-256 on the same CA directory, which re-issues the
       responder certificates), then the two side by side.
+
+``codec``
+    the hand-written DER that jpki keeps (``jpki.der``) next to ``cryptography`` doing the same
+    job, in the same process, with the ratio (a few seconds; sizes fixed, ``--quick`` changes
+    nothing): OCSP requests parsed per second (``OcspResponder``'s reader: cryptography plus the
+    check that the request is the plain encoding of what it read; asn1crypto for two CertIDs),
+    OCSP responses built and signed per second (jpki's builder against ``OCSPResponseBuilder``,
+    RSA-2048 and ECDSA P-256, with and without the signature's own time), CRL build, load and
+    look-up at 2,000 and 20,000 entries (``cryptography``'s builder is quadratic).
 
 Every measurement runs in its own child process (``--child TASK``), so that its peak memory
 (``ru_maxrss``) is its own; ``base`` is the child's peak before the measured step (interpreter,
@@ -45,11 +54,13 @@ Usage::
     python benchmarks/revocation.py --section ocsp [--quick] # OCSP responses/s, 2M-row database
     python benchmarks/revocation.py --section ocsp --responder-key ec   # one responder key type
     python benchmarks/revocation.py --section validation    # validations per second, one core
+    python benchmarks/revocation.py --section codec         # jpki.der against cryptography, ~5 s
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
 import os
@@ -65,14 +76,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from cryptography import x509  # noqa: E402
-from cryptography.hazmat.primitives import hashes, serialization  # noqa: E402
-from cryptography.hazmat.primitives.asymmetric import rsa  # noqa: E402
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 
-from jpki.clock import FixedClock  # noqa: E402
-from jpki.revocation import LoadedCRL, RevokedEntry, build_crl  # noqa: E402
+from jpki.clock import FixedClock
+from jpki.revocation import LoadedCRL, RevokedEntry, build_crl
 
-NOW = dt.datetime(2026, 11, 27, 3, 0, 0, tzinfo=dt.timezone.utc)
+NOW = dt.datetime(2026, 11, 27, 3, 0, 0, tzinfo=dt.UTC)
 NEXT = NOW + dt.timedelta(days=1)
 REASONS = [flag for flag in x509.ReasonFlags if flag is not x509.ReasonFlags.remove_from_crl]
 
@@ -184,12 +195,8 @@ def _crl_build(p: dict) -> dict:
     return {"seconds": seconds, "base_mb": base, "peak_mb": peak_rss_mb(), "bytes": len(der)}
 
 
-@child_task("crl-build-cryptography")
-def _crl_build_cryptography(p: dict) -> dict:
-    cert, key = load_issuer(Path(p["workdir"]))
-    entries = make_entries(p["n"])
-    base = peak_rss_mb()
-    start = time.perf_counter()
+def cryptography_crl(cert: x509.Certificate, key: rsa.RSAPrivateKey, entries: list[RevokedEntry]) -> bytes:
+    """The CRL build_crl makes, built with cryptography's CertificateRevocationListBuilder."""
     builder = (
         x509.CertificateRevocationListBuilder()
         .issuer_name(cert.subject)
@@ -206,7 +213,16 @@ def _crl_build_cryptography(p: dict) -> dict:
                 x509.InvalidityDate(e.invalidity_date.replace(tzinfo=None)), critical=False
             )
         builder = builder.add_revoked_certificate(rb.build())
-    der = builder.sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.DER)
+    return builder.sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.DER)
+
+
+@child_task("crl-build-cryptography")
+def _crl_build_cryptography(p: dict) -> dict:
+    cert, key = load_issuer(Path(p["workdir"]))
+    entries = make_entries(p["n"])
+    base = peak_rss_mb()
+    start = time.perf_counter()
+    der = cryptography_crl(cert, key, entries)
     seconds = time.perf_counter() - start
     return {"seconds": seconds, "base_mb": base, "peak_mb": peak_rss_mb(), "bytes": len(der)}
 
@@ -390,7 +406,7 @@ def _validation(p: dict) -> dict:
     from pyhanko_certvalidator import CertificateValidator, ValidationContext
 
     from jpki.pki import TestCA
-    from jpki.revocation.server import create_app
+    from jpki.pki.server import create_app
     from jpki.verify import TrustStore, Validator
 
     os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
@@ -489,7 +505,7 @@ def validation_section(args: argparse.Namespace, workdir: Path) -> None:
 
 
 # --------------------------------------------------------------------------- OCSP
-# The responder as deployed: ``jpki.revocation.server.serve(..., workers=2)`` in its own process
+# The responder as deployed: ``jpki.pki.server.serve(..., workers=2)`` in its own process
 # group, a CA database of JPKI size, and a load generator (benchmarks/_ocsp_load.py) in another
 # process. Issue 4 §5 target: >= 1,500 responses/s with 20 concurrent clients on this 2-core box.
 
@@ -506,7 +522,7 @@ OCSP_VERIFY = 200  # responses per workload fully checked against the database
 OCSP_CONNECT_GAP = 0.02
 _OCSP_SERVE = (
     "import sys\n"
-    "from jpki.revocation.server import serve\n"
+    "from jpki.pki.server import serve\n"
     "serve(sys.argv[1], '127.0.0.1', int(sys.argv[2]), workers=int(sys.argv[3]), log_level='info',"
     " responder_key=sys.argv[4])\n"
 )
@@ -708,18 +724,14 @@ class _OcspServer:
         pids = [proc.pid, *self.workers_pids, *_descendants(proc.pid)]
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(15)
-            except subprocess.TimeoutExpired:
-                pass
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline and any(_alive(pid) for pid in pids[1:]):
             time.sleep(0.1)
         if proc.poll() is None or any(_alive(pid) for pid in pids[1:]):
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)  # the group we created (start_new_session)
-            except ProcessLookupError:
-                pass
             proc.wait(5)
         self.proc = None
 
@@ -852,7 +864,7 @@ def _ocsp_run(workdir: Path, db: dict, key_type: str, n: int, distinct_n: int) -
         ready = server.start()
         workers = server.workers_pids
         print(f"-- responder key {key_type} ({label})")
-        print(f"server: jpki.revocation.server.serve(ca_dir, '127.0.0.1', {server.port},"
+        print(f"server: jpki.pki.server.serve(ca_dir, '127.0.0.1', {server.port},"
               f" workers={OCSP_WORKERS}, responder_key={key_type!r}) in a subprocess (uvicorn"
               f" supervisor + {len(workers)} worker processes {workers}), /healthz ok after {ready:.1f} s")
         print(f"load: one process, {OCSP_CLIENTS} concurrent HTTP/1.1 keep-alive connections"
@@ -883,6 +895,211 @@ def _ocsp_run(workdir: Path, db: dict, key_type: str, n: int, distinct_n: int) -
     finally:
         server.stop()
     return hot, fresh, failures
+
+
+# --------------------------------------------------------------------------- codec section
+# Hand-written DER (jpki.der) is kept only where it beats, or does what, the library cannot:
+# each figure here is jpki next to the library doing the same job, in the same process.
+
+CODEC_FRESHNESS = dt.timedelta(minutes=15)
+
+
+def _best_per_call(fn: Callable[[], object], calls: int, rounds: int = 3) -> float:
+    """Seconds per call of ``fn``: the best of ``rounds`` rounds of ``calls`` calls."""
+    return 1 / _rate(fn, calls, rounds)
+
+
+def _codec_responders(workdir: Path) -> tuple[x509.Certificate, dict[str, tuple]]:
+    """The sign CA, and responder (certificate, key) pairs it issued: RSA-2048 and ECDSA P-256."""
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    ca_cert, ca_key = load_issuer(workdir)
+    out = {}
+    for label, key in (("RSA-2048", rsa.generate_private_key(65537, 2048)),
+                       ("ECDSA P-256", ec.generate_private_key(ec.SECP256R1()))):
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, f"OCSP {label}")]))
+            .issuer_name(ca_cert.subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(NOW - dt.timedelta(days=1))
+            .not_valid_after(NOW + dt.timedelta(days=30))
+            .sign(ca_key, hashes.SHA256())
+        )
+        out[label] = (cert, key)
+    return ca_cert, out
+
+
+def _verdict(ours: float, theirs: float) -> str:
+    """``jpki 2.5x faster`` / ``jpki 1.3x slower`` from two times per operation."""
+    return f"jpki {theirs / ours:.1f}x faster" if ours <= theirs else f"jpki {ours / theirs:.1f}x slower"
+
+
+@child_task("codec-ocsp")
+def _codec_ocsp(p: dict) -> dict:
+    """OCSP requests parsed and responses built per second: jpki's responder next to
+    cryptography (parse; OCSPResponseBuilder) on the same requests and keys."""
+    import hashlib
+    import itertools
+    from functools import partial
+
+    from asn1crypto import keys as asn1_keys
+    from asn1crypto import ocsp as asn1_ocsp
+    from cryptography.hazmat.primitives.asymmetric import ec, padding
+    from cryptography.x509 import ocsp
+
+    from jpki.revocation.ocsp import OcspResponder, StatusRow
+
+    ca_cert, responders = _codec_responders(Path(p["workdir"]))
+    name_der = ca_cert.subject.public_bytes()
+    spki = ca_cert.public_key().public_bytes(serialization.Encoding.DER,
+                                             serialization.PublicFormat.SubjectPublicKeyInfo)
+    key_bits = bytes(asn1_keys.PublicKeyInfo.load(spki)["public_key"].contents[1:])
+    rnd = random.Random(11)
+    serials = [rnd.getrandbits(159) | 1 << 150 for _ in range(p["requests"])]
+    statuses = {s: StatusRow("sign", "good", None, None) for s in serials}
+
+    def request(serial: int, nonce: bool) -> bytes:
+        builder = ocsp.OCSPRequestBuilder().add_certificate_by_hash(
+            hashlib.sha1(name_der).digest(), hashlib.sha1(key_bits).digest(), serial, hashes.SHA1())
+        if nonce:
+            builder = builder.add_extension(x509.OCSPNonce(rnd.randbytes(16)), critical=False)
+        return builder.build().public_bytes(serialization.Encoding.DER)
+
+    def multi(serial: int) -> bytes:
+        cids = [asn1_ocsp.CertId({"hash_algorithm": {"algorithm": "sha1"},
+                                  "issuer_name_hash": hashlib.sha1(name_der).digest(),
+                                  "issuer_key_hash": hashlib.sha1(key_bits).digest(),
+                                  "serial_number": s}) for s in (serial, serial + 2)]
+        return asn1_ocsp.OCSPRequest({"tbs_request": {"request_list": [{"req_cert": c} for c in cids]}}).dump()
+
+    plain = [request(s, False) for s in serials]
+    nonced = [request(s, True) for s in serials]
+    several = [multi(s) for s in serials[: max(10, len(serials) // 20)]]
+
+    def per_call(fn: Callable[[bytes], object], items: list[bytes], calls: int, rounds: int = 3) -> float:
+        """Seconds per ``fn(request)``, the requests taken in turn."""
+        it = itertools.cycle(items)
+        return _best_per_call(lambda: fn(next(it)), calls, rounds)
+
+    figures: dict[str, float] = {}
+    n = len(serials)
+
+    def crypto_parse(der: bytes) -> object:
+        req = ocsp.load_der_ocsp_request(der)
+        return (req.hash_algorithm, req.issuer_name_hash, req.issuer_key_hash, req.serial_number,
+                [e.value for e in req.extensions])
+
+    responder = OcspResponder(statuses.get, {"sign": (ca_cert, *responders["ECDSA P-256"])},
+                              FixedClock(NOW), freshness=CODEC_FRESHNESS, cache_size=0)
+    for label, items in (("plain", plain), ("nonce", nonced)):
+        figures[f"parse_crypto_{label}"] = per_call(crypto_parse, items, n)
+        figures[f"parse_jpki_{label}"] = per_call(responder._parse, items, n)
+    figures["parse_jpki_several"] = per_call(responder._parse, several, len(several))
+
+    def sign(tbs: bytes, key: object) -> bytes:
+        if isinstance(key, rsa.RSAPrivateKey):
+            return key.sign(tbs, padding.PKCS1v15(), hashes.SHA256())
+        assert isinstance(key, ec.EllipticCurvePrivateKey)
+        return key.sign(tbs, ec.ECDSA(hashes.SHA256()))
+
+    def crypto_respond(der: bytes, cert: x509.Certificate, key: object) -> bytes:
+        req = ocsp.load_der_ocsp_request(der)
+        builder = (
+            ocsp.OCSPResponseBuilder()
+            .add_response_by_hash(req.issuer_name_hash, req.issuer_key_hash, req.serial_number,
+                                  req.hash_algorithm, ocsp.OCSPCertStatus.GOOD, NOW,
+                                  NOW + CODEC_FRESHNESS, None, None)
+            .responder_id(ocsp.OCSPResponderEncoding.HASH, cert)
+            .certificates([cert])
+        )
+        for ext in req.extensions:
+            builder = builder.add_extension(ext.value, critical=ext.critical)
+        return builder.sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.DER)  # type: ignore[arg-type]
+
+    for label, (cert, key) in responders.items():
+        responder = OcspResponder(statuses.get, {"sign": (ca_cert, cert, key)}, FixedClock(NOW),
+                                  freshness=CODEC_FRESHNESS, cache_size=0)
+        calls = n if label.startswith("EC") else max(20, n // 10)
+        assert ocsp.load_der_ocsp_response(responder.respond(nonced[0])).certificate_status \
+            is ocsp.OCSPCertStatus.GOOD
+        assert ocsp.load_der_ocsp_response(crypto_respond(nonced[0], cert, key)).certificate_status \
+            is ocsp.OCSPCertStatus.GOOD
+        # Interleaved rounds (the signature dominates, and a shared machine drifts): best of 5.
+        jobs = {"build_jpki": (responder.respond, nonced),
+                "build_crypto": (partial(crypto_respond, cert=cert, key=key), nonced),
+                "sign": (partial(sign, key=key), [b"\x30" * 200])}
+        for _ in range(5):
+            for name, (fn, items) in jobs.items():
+                took = per_call(fn, items, calls, rounds=1)
+                figures[f"{name}_{label}"] = min(figures.get(f"{name}_{label}", took), took)
+    return figures
+
+
+@child_task("codec-crl")
+def _codec_crl(p: dict) -> dict:
+    """CRL build, load and look-up: jpki (jpki.der) next to cryptography at the same sizes."""
+    cert, key = load_issuer(Path(p["workdir"]))
+    figures: dict[str, float] = {}
+    for n in p["sizes"]:
+        entries = make_entries(n, seed=n)
+        start = time.perf_counter()
+        der = build_crl(cert, key, entries, crl_number=1, this_update=NOW, next_update=NEXT)
+        figures[f"build_jpki_{n}"] = time.perf_counter() - start
+        start = time.perf_counter()
+        cryptography_crl(cert, key, entries)
+        figures[f"build_crypto_{n}"] = time.perf_counter() - start
+        start = time.perf_counter()
+        crl = LoadedCRL.from_der(der, cert, now=NOW)
+        figures[f"load_jpki_{n}"] = time.perf_counter() - start
+        start = time.perf_counter()
+        theirs = x509.load_der_x509_crl(der)
+        assert theirs.is_signature_valid(cert.public_key())  # type: ignore[arg-type]
+        figures[f"load_crypto_{n}"] = time.perf_counter() - start
+        targets = [e.serial for e in entries[:: max(1, n // 200)]]
+        figures[f"lookup_jpki_{n}"] = min(_per_call(crl.lookup, targets) for _ in range(3))
+        figures[f"lookup_crypto_{n}"] = _per_call(theirs.get_revoked_certificate_by_serial_number,
+                                                  targets[:50])
+    return figures
+
+
+@section("codec")
+def codec_section(args: argparse.Namespace, workdir: Path) -> None:
+    import cryptography
+
+    print(f"== DER codecs: jpki next to the library, same process (Python {sys.version.split()[0]},"
+          f" cryptography {cryptography.__version__}; load average"
+          f" {' '.join(f'{x:.2f}' for x in os.getloadavg())})")
+    r = run_child("codec-ocsp", workdir=str(workdir), requests=2_000)
+
+    def row(label: str, ours: float, theirs: float, what: str = "") -> None:
+        print(f"  {label:<46} jpki {ours * 1e6:8.2f} µs ({1 / ours:>9,.0f}/s)"
+              f"   cryptography {theirs * 1e6:8.2f} µs ({1 / theirs:>9,.0f}/s)"
+              f"   {_verdict(ours, theirs)}{what}")
+
+    print("OCSP requests parsed (one CertID, SHA-1; jpki: OcspResponder's reader, cryptography:"
+          " load_der_ocsp_request + the fields read)")
+    row("no nonce", r["parse_jpki_plain"], r["parse_crypto_plain"])
+    row("16-octet nonce", r["parse_jpki_nonce"], r["parse_crypto_nonce"])
+    print(f"  {'two CertIDs (asn1crypto; cryptography refuses)':<46} jpki"
+          f" {r['parse_jpki_several'] * 1e6:8.2f} µs ({1 / r['parse_jpki_several']:>9,.0f}/s)")
+    print("OCSP responses built and signed (request in, DER out; one CertID, nonce echoed;"
+          " cryptography: OCSPResponseBuilder.add_response_by_hash)")
+    for label in ("RSA-2048", "ECDSA P-256"):
+        ours, theirs, sign = (r[f"build_jpki_{label}"], r[f"build_crypto_{label}"], r[f"sign_{label}"])
+        row(label, ours, theirs,
+            f"   (less the signature, {sign * 1e6:.0f} µs: jpki {(ours - sign) * 1e6:.1f} µs,"
+            f" cryptography {(theirs - sign) * 1e6:.1f} µs)")
+    sizes = [2_000, 20_000]
+    r = run_child("codec-crl", workdir=str(workdir), sizes=sizes)
+    print("CRLs (build_crl and LoadedCRL on jpki.der; cryptography's builder, load_der_x509_crl +"
+          " is_signature_valid, get_revoked_certificate_by_serial_number)")
+    for n in sizes:
+        for what in ("build", "load", "lookup"):
+            ours, theirs = r[f"{what}_jpki_{n}"], r[f"{what}_crypto_{n}"]
+            print(f"  {what + ' ' + format(n, ',') + ' entries':<28} jpki {fmt_seconds(ours)}"
+                  f"   cryptography {fmt_seconds(theirs)}   {_verdict(ours, theirs)}")
 
 
 # --------------------------------------------------------------------------- main

@@ -87,8 +87,9 @@ def main() -> int:
     # Measure what an installed jpki costs: imports from bytecode. (An environment with
     # PYTHONDONTWRITEBYTECODE=1 would otherwise compile jpki's sources on every run.)
     import compileall
-    import jpki
+
     import card_emulator
+    import jpki
 
     for package in (jpki, card_emulator):
         compileall.compile_dir(Path(package.__file__).parent, quiet=1)
@@ -102,20 +103,19 @@ def main() -> int:
     home = work / "home"
     jpki = [sys.executable, "-c", DRIVER, "--home", str(home), "--card", "emu:alice"]
     try:
-        spawn(jpki + ["ca", "init"], env)
-        spawn(jpki + ["card", "create", "alice"], env)
+        spawn([*jpki, "ca", "init"], env)
+        spawn([*jpki, "card", "create", "alice"], env)
         big = work / "big.bin"
         with open(big, "wb") as fh:
             fh.truncate(opts.size_mib << 20)  # sparse: zeros, no disk blocks
         ops: dict[str, list[str]] = {
             "openssl dgst -sha256": ["openssl", "dgst", "-sha256", str(big)],
-            "jpki sign (detached)": jpki + ["sign", str(big), "-o", f"{big}.p7s"],
-            "jpki verify (detached)": jpki + ["verify", f"{big}.p7s", "--data", str(big),
-                                              "--revocation", "none"],
+            "jpki sign (detached)": [*jpki, "sign", str(big), "-o", f"{big}.p7s"],
+            "jpki verify (detached)": [*jpki, "verify", f"{big}.p7s", "--data", str(big), "--revocation", "none"],
         }
         if opts.attached:
-            ops["jpki sign --attached"] = jpki + ["sign", str(big), "--attached", "-o", f"{big}.p7m"]
-            ops["jpki verify (attached)"] = jpki + ["verify", f"{big}.p7m", "--revocation", "none"]
+            ops["jpki sign --attached"] = [*jpki, "sign", str(big), "--attached", "-o", f"{big}.p7m"]
+            ops["jpki verify (attached)"] = [*jpki, "verify", f"{big}.p7m", "--revocation", "none"]
         spawn(ops["openssl dgst -sha256"], env)  # warm the page cache and the interpreter
         results: dict[str, list[dict]] = {name: [] for name in ops}
         for _ in range(opts.repeat):

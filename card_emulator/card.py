@@ -34,6 +34,7 @@ from .state import (
     check_state,
     key_file,
     load_json,
+    load_state,
     pin_names,
     pin_record,
 )
@@ -105,7 +106,7 @@ class _MemoryStore:
         self._state = state
         self._lock = threading.Lock()
 
-    def lock(self):
+    def lock(self) -> contextlib.AbstractContextManager[object]:
         return self._lock
 
     def path(self, name: str) -> Path:
@@ -127,8 +128,8 @@ class _MemoryStore:
     def content_version(self) -> None:
         return None
 
-    def load_content(self):  # pragma: no cover - never called: the version never changes
-        raise NotImplementedError
+    def load_content(self) -> tuple[dict[str, Any], dict[str, rsa.RSAPrivateKey]]:  # pragma: no cover
+        raise NotImplementedError("never called: the version of a card in memory never changes")
 
 
 class _DirectoryStore:
@@ -150,14 +151,14 @@ class _DirectoryStore:
         self._seen_id: tuple[int, int, int, int] | None = None
         self._marks: dict[str, PinMark] = {}
 
-    def lock(self):
+    def lock(self) -> contextlib.AbstractContextManager[object]:
         return locked(self.directory / LOCK_FILE)
 
     def path(self, name: str) -> Path:
         return self.directory / name
 
     def read(self) -> dict[str, Any]:
-        return load_json(self.directory / STATE_FILE)
+        return load_state(self.directory / STATE_FILE)
 
     def write(self, state: dict[str, Any]) -> None:
         write_json(self.directory / STATE_FILE, state)
@@ -213,8 +214,7 @@ class _DirectoryStore:
 
     def load_content(self) -> tuple[dict[str, Any], dict[str, rsa.RSAPrivateKey]]:
         """card.json and its keys, checked (:class:`CardStateError` names the damaged file)."""
-        content = load_json(self.directory / CARD_FILE)
-        check_content(content, self.directory / CARD_FILE)
+        content = check_content(load_json(self.directory / CARD_FILE), self.directory / CARD_FILE)
         keys = {}
         for key_name, rel in content.get("keys", {}).items():
             path = key_file(self.directory, key_name, rel)
@@ -241,10 +241,10 @@ class MyNumberCard:
     """A software My Number Card. Open one from a card directory with :meth:`open`."""
 
     def __init__(self, content: dict[str, Any], state: dict[str, Any],
-                 keys: dict[str, rsa.RSAPrivateKey], store: Any = None) -> None:
+                 keys: dict[str, rsa.RSAPrivateKey], store: _DirectoryStore | None = None) -> None:
         """A card from checked files: :class:`CardStateError` if ``content`` or ``state`` is
         damaged (a card never starts from a state it cannot trust)."""
-        self._store = store if store is not None else _MemoryStore(state)
+        self._store: _MemoryStore | _DirectoryStore = store if store is not None else _MemoryStore(state)
         check_content(content, self._store.path(CARD_FILE))
         self._load_content(content, keys)
         check_state(state, self._store.path(STATE_FILE), self._pin_names)
@@ -280,7 +280,7 @@ class MyNumberCard:
 
     # ----------------------------------------------------------------- lifecycle
     @classmethod
-    def open(cls, directory: str | os.PathLike[str]) -> "MyNumberCard":
+    def open(cls, directory: str | os.PathLike[str]) -> MyNumberCard:
         """Open a card directory; :class:`CardStateError` names the file that is missing or damaged.
 
         Every file is checked first (card.json, state.json, the key files): a card whose state
@@ -334,7 +334,7 @@ class MyNumberCard:
             self._reset_security()
             self._store.forget()
 
-    def __enter__(self) -> "MyNumberCard":
+    def __enter__(self) -> MyNumberCard:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -352,6 +352,7 @@ class MyNumberCard:
         with self._lock:
             ins = None
             size = 0
+            sw: int
             try:
                 apdu = bytes(apdu)
                 size = len(apdu)
@@ -482,18 +483,19 @@ class MyNumberCard:
             return False
         return True
 
-    def _locked_pin_record(self, name: str) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
-        """(state, PIN record) read under the store lock; (…, None) if the record or the whole
-        file is damaged: the PIN then answers as blocked, never as fresh."""
+    def _locked_pin_record(self, name: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
+        """(state, PIN record) read under the store lock; None if the record or the whole file
+        is damaged: the PIN then answers as blocked, never as fresh."""
         try:
             state = self._store.read()
         except CardStateError as exc:
             log.error("PIN %s answers as blocked: %s", name, exc)
-            return None, None
+            return None
         rec = pin_record(state, name)
         if rec is None:
             log.error("PIN %s answers as blocked: its record in %s is damaged", name,
                       self._store.path(STATE_FILE))
+            return None
         return state, rec
 
     def _verify(self, cmd: Command) -> bytes:
@@ -504,11 +506,12 @@ class MyNumberCard:
         name = self._reference(cmd.p2, "pin").pin
         assert name is not None
         with self._store.lock():
-            state, rec = self._locked_pin_record(name)
-            if rec is None:
+            found = self._locked_pin_record(name)
+            if found is None:
                 self._verified.pop(name, None)
                 raise CardStatus(SW.REFERENCE_DATA_NOT_USABLE if cmd.data
                                  else self.profile.blocked_query_sw)
+            state, rec = found
             if not cmd.data:  # tries left, spending none
                 if rec["remaining"] == 0:
                     raise CardStatus(self.profile.blocked_query_sw)
@@ -538,10 +541,11 @@ class MyNumberCard:
         name = self._reference(cmd.p2, "pin").pin
         assert name is not None
         with self._store.lock():
-            state, rec = self._locked_pin_record(name)
-            if rec is None or rec["remaining"] == 0:
+            found = self._locked_pin_record(name)
+            if found is None or found[1]["remaining"] == 0:
                 self._verified.pop(name, None)
                 raise CardStatus(SW.REFERENCE_DATA_NOT_USABLE)
+            state, rec = found
             generation = rec.get("generation", 0)
             if self._verified.get(name) != generation:  # never verified, or changed/reset since
                 self._verified.pop(name, None)

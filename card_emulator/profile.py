@@ -60,7 +60,7 @@ class CardProfile:
         return asdict(self)
 
     @classmethod
-    def from_json(cls, obj: dict[str, Any] | None) -> "CardProfile":
+    def from_json(cls, obj: dict[str, Any] | None) -> CardProfile:
         obj = dict(obj or {})
         known = {f.name for f in fields(cls)}
         unknown = set(obj) - known

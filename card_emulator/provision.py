@@ -87,9 +87,7 @@ def _card_info_files(my_number: str, name: str, address: str, birth: _dt.date, s
 
 def _read_content(directory: Path) -> dict[str, Any]:
     """card.json, checked: an admin command never rewrites a card file it cannot trust."""
-    content = load_json(directory / CARD_FILE)
-    check_content(content, directory / CARD_FILE)
-    return content
+    return check_content(load_json(directory / CARD_FILE), directory / CARD_FILE)
 
 
 def update_basic_info(directory: str | os.PathLike[str], *, name: str, address: str,

@@ -17,7 +17,7 @@ import binascii
 import json
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 from .profile import CardProfile
 
@@ -66,7 +66,7 @@ def _show(value: Any) -> str:
     return text if len(text) <= 24 else text[:21] + "..."
 
 
-def _is_int(value: Any) -> bool:
+def _is_int(value: Any) -> TypeGuard[int]:
     return type(value) is int  # bool is an int subclass: true/false are not counters
 
 
@@ -92,6 +92,15 @@ def load_json(path: Path) -> Any:
     except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError
         where = f" at byte {exc.pos}" if isinstance(exc, json.JSONDecodeError) else ""
         raise CardStateError(path, f"not valid JSON{where} (truncated or damaged)") from None
+
+
+def load_state(path: Path) -> dict[str, Any]:
+    """``state.json`` parsed; :class:`CardStateError` if it is not a JSON object (its records
+    are checked by :func:`check_state` and :func:`pin_record`)."""
+    data = load_json(path)
+    if not isinstance(data, dict):
+        raise CardStateError(path, "no 'pins' object")  # what check_state says of it
+    return data
 
 
 # ------------------------------------------------------------------------------ state.json
@@ -154,8 +163,9 @@ def pin_names(content: dict[str, Any]) -> set[str]:
             for f in app.get("files", {}).values() if f["kind"] == "pin"}
 
 
-def check_content(content: Any, path: Path) -> None:
-    """``card.json``: format, profile, applications, files and key names, consistent together."""
+def check_content(content: Any, path: Path) -> dict[str, Any]:
+    """``card.json``: format, profile, applications, files and key names, consistent together;
+    returns ``content`` once checked."""
     def bad(reason: str) -> CardStateError:
         return CardStateError(path, reason)
 
@@ -178,7 +188,7 @@ def check_content(content: Any, path: Path) -> None:
         raise bad("no 'applications' object")
     aids: set[bytes] = set()
     defined: set[str] = set()
-    wanted: list[tuple[str, str]] = []  # (where, PIN name) that must be a defined PIN
+    wanted: list[tuple[str, Any]] = []  # (where, PIN name as written) that must be a defined PIN
     for app_name, app in apps.items():
         if not isinstance(app, dict):
             raise bad(f"application {_show(app_name)} is not an object")
@@ -217,6 +227,7 @@ def check_content(content: Any, path: Path) -> None:
     for where, name in wanted:
         if name not in defined:
             raise bad(f"{where}: needs PIN {_show(name)}, which no PIN EF defines")
+    return content
 
 
 def key_file(directory: Path, name: str, rel: str) -> Path:

@@ -4,9 +4,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .errors import (CardError, ConditionsNotSatisfiedError, FileNotFoundOnCardError,
-                     IncorrectParametersError, NotSupportedError, PinBlockedError,
-                     PinIncorrectError, ProtocolError, SecurityStatusError, WrongLengthError)
+from .errors import (
+    CardError,
+    ConditionsNotSatisfiedError,
+    FileNotFoundOnCardError,
+    IncorrectParametersError,
+    NotSupportedError,
+    PinBlockedError,
+    PinIncorrectError,
+    ProtocolError,
+    SecurityStatusError,
+    WrongLengthError,
+)
 from .transport.base import Transport
 
 SW_OK = 0x9000

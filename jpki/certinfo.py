@@ -20,7 +20,6 @@ from jpki.identity import Sex, decode_era_date, mask_text
 
 __all__ = [
     "AUTH_POLICY_OIDS",
-    "CertKind",
     "OID_ADDRESS",
     "OID_ADDRESS_SUBSTITUTE",
     "OID_BIRTH_DATE",
@@ -31,6 +30,7 @@ __all__ = [
     "POLICY_SIGN",
     "POLICY_SIGN_TEST",
     "SIGN_POLICY_OIDS",
+    "CertKind",
     "SigningIdentity",
     "cert_kind",
     "policy_oids",

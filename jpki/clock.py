@@ -29,7 +29,7 @@ class Clock(Protocol):
 
 class SystemClock:
     def now(self) -> _dt.datetime:
-        return _dt.datetime.now(_dt.timezone.utc)
+        return _dt.datetime.now(_dt.UTC)
 
 
 class FixedClock:
@@ -68,7 +68,7 @@ class OffsetClock:
 def parse_instant(text: str) -> _dt.datetime:
     """An ISO 8601 date or date-time; without an offset it is taken as UTC. ValueError if not."""
     value = _dt.datetime.fromisoformat(text.strip())
-    return value if value.tzinfo is not None else value.replace(tzinfo=_dt.timezone.utc)
+    return value if value.tzinfo is not None else value.replace(tzinfo=_dt.UTC)
 
 
 def clock_from_environment(environ: Mapping[str, str] | None = None) -> Clock:

@@ -7,25 +7,30 @@ from __future__ import annotations
 
 import hashlib
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Any
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import padding
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from .certinfo import signing_identity
 from .clock import Clock, SystemClock
+from .home import DEFAULT_AUTH_PIN, DEFAULT_SIGN_PIN, Home
 from .identity import mask_mynumber, mask_text
 from .lifecycle import lost
 from .pki import TestCA
-from .revocation.server import serve_in_thread
-from .provision import DEFAULT_AUTH_PIN, DEFAULT_SIGN_PIN, Home, create_card, sample_persona
+from .pki.server import serve_in_thread
+from .provision import create_card, sample_persona
 from .session import CardInfoSession, JpkiSession
 from .transport import open_transport
 from .verify import TrustStore, Validator
+
+if TYPE_CHECKING:
+    from .sign.report import VerificationReport
 
 
 @dataclass(frozen=True)
@@ -44,7 +49,7 @@ class DemoReport:
     def ok(self) -> bool:
         return bool(self.steps) and all(s.ok for s in self.steps)
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         return {"ok": self.ok, "home": self.home,
                 "steps": [{"name": s.name, "ok": s.ok, "detail": s.detail} for s in self.steps]}
 
@@ -56,8 +61,11 @@ class DemoReport:
 
 
 def _verifies(cert: x509.Certificate, signature: bytes, data: bytes) -> bool:
+    key = cert.public_key()
+    if not isinstance(key, rsa.RSAPublicKey):  # JPKI keys are RSA
+        return False
     try:
-        cert.public_key().verify(signature, data, padding.PKCS1v15(), hashes.SHA256())  # type: ignore[union-attr]
+        key.verify(signature, data, padding.PKCS1v15(), hashes.SHA256())
         return True
     except InvalidSignature:
         return False
@@ -142,9 +150,10 @@ def run_demo(home_path: Path, *, card_name: str = "alice", clock: Clock | None =
         _online_identity(home_path, card_name, clock, step)
         validator.clear_caches()
         result = validator.validate(auth, kind="auth")
+        evidence = "?" if result.revocation is None else result.revocation.method.upper()
         step("lost card: the auth certificate is refused", result.reason == "revoked",
              result.summary() if result.reason != "revoked" else
-             f"refused: revoked ({result.revocation_reason}) per {result.revocation.method.upper()}")
+             f"refused: revoked ({result.revocation_reason}) per {evidence}")
         crl_only = Validator(TrustStore.from_ca_dir(home.ca_dir), clock=clock, revocation="crl")
         result = crl_only.validate(sign, kind="sign")
         step("lost card: the CRL says so too", result.reason == "revoked",
@@ -207,7 +216,7 @@ def _online_identity(home_path: Path, card_name: str, clock: Clock,
              f"refused: {answer.reason}")
 
 
-def _verdict(report) -> str:
+def _verdict(report: VerificationReport) -> str:
     """The verdict line of a verification report (the holder's details stay out of the demo)."""
     lines = report.summary().splitlines()
     return next((line for line in lines if line.startswith(("VALID", "INVALID"))), lines[0])
@@ -216,4 +225,5 @@ def _verdict(report) -> str:
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        port: int = s.getsockname()[1]
+        return port

@@ -3,9 +3,9 @@
 Exceptions carry data (``sw``, ``tries_left``, ``pin``, ``reason``) and a stable snake_case
 ``code`` (``pin_blocked``, ``no_card``, ``verification_failed``…): a program may rely on the
 code, never on the class name or the message. A subclass that does not declare a code gets one
-made from its class name (``StoreFullError`` → ``store_full``); the CLI prints the code
-(``--json``) and maps it to an exit code and wording (``jpki.cli._fail``). ``exit_code`` is kept
-for callers of the library that used it; the CLI's table decides.
+made from its class name (``StoreFullError`` → ``store_full``). Exceptions carry no exit code and
+no wording for a terminal: the CLI prints the code (``--json``) and maps it to an exit code and
+its own wording (``jpki.cli._fail``).
 """
 
 from __future__ import annotations
@@ -28,7 +28,6 @@ class JpkiError(Exception):
 
     #: stable machine-readable code (snake_case); every subclass has its own
     code = "error"
-    exit_code = 1
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -40,7 +39,6 @@ class UsageError(JpkiError):
     """Bad arguments given to a library call or the CLI."""
 
     code = "usage"
-    exit_code = 2
 
 
 class InvalidNameError(UsageError):
@@ -58,7 +56,6 @@ class TransportError(JpkiError):
     """The reader, the card connection or the emulator could not be reached."""
 
     code = "transport"
-    exit_code = 5
 
 
 class NoReaderError(TransportError):
@@ -122,7 +119,6 @@ class PinError(CardError):
     knows which PIN it was verifying (``jpki.session`` fills it in)."""
 
     code = "pin"
-    exit_code = 4
     pin: str | None = None
 
 
@@ -149,7 +145,6 @@ class SecurityStatusError(CardError):
     """The operation needs a PIN that has not been verified (6982); ``pin`` names it when known."""
 
     code = "pin_not_verified"
-    exit_code = 4
     pin: str | None = None
 
 
@@ -187,7 +182,6 @@ class VerificationError(JpkiError):
     """A signature, certificate, CRL or OCSP response failed verification."""
 
     code = "verification_failed"
-    exit_code = 3
 
     def __init__(self, reason: str, message: str | None = None) -> None:
         self.reason = reason

@@ -9,7 +9,7 @@ import os
 import threading
 from collections.abc import Iterable
 from pathlib import Path
-from typing import IO, BinaryIO
+from typing import IO, Protocol
 
 from .errors import JpkiError, UsageError
 
@@ -27,7 +27,15 @@ class HashingCancelled(JpkiError):
     """Hashing was stopped through its ``cancel`` event (the signature was abandoned)."""
 
 
-def hash_stream(fh: BinaryIO, algorithms: Iterable[str], *, sink: IO[bytes] | None = None,
+class BinarySource(Protocol):
+    """A binary file read in chunks: ``open(…, "rb")``, ``io.BytesIO``."""
+
+    def read(self, n: int = -1, /) -> bytes: ...
+
+    def readinto(self, buffer: memoryview, /) -> int | None: ...
+
+
+def hash_stream(fh: BinarySource, algorithms: Iterable[str], *, sink: IO[bytes] | None = None,
                 limit: int | None = None,
                 cancel: threading.Event | None = None) -> tuple[dict[str, bytes], int]:
     """Hash ``fh`` (up to ``limit`` bytes, else to its end) in chunks with every algorithm;
@@ -41,7 +49,7 @@ def hash_stream(fh: BinaryIO, algorithms: Iterable[str], *, sink: IO[bytes] | No
         if cancel is not None and cancel.is_set():
             raise HashingCancelled("hashing cancelled")
         want = CHUNK_SIZE if limit is None else min(CHUNK_SIZE, limit - total)
-        n = fh.readinto(view[:want])  # type: ignore[attr-defined]
+        n = fh.readinto(view[:want])
         if not n:
             break
         chunk = view[:n]
@@ -121,7 +129,7 @@ class BackgroundHash:
         self.path, self.digest = Path(path), digest
         self._cancel = threading.Event()
         self._pid: int | None = None
-        self._thread_result: list[object] = []
+        self._thread_result: list[HashedFile | BaseException] = []
         self._thread: threading.Thread | None = None
         if hasattr(os, "fork") and threading.active_count() == 1:
             self._fork()
@@ -132,7 +140,7 @@ class BackgroundHash:
     def _run_in_thread(self) -> None:
         try:
             self._thread_result.append(hash_for_signing(self.path, self.digest, cancel=self._cancel))
-        except BaseException as exc:  # handed to result()
+        except BaseException as exc:  # noqa: BLE001 - handed to result(), which raises it
             self._thread_result.append(exc)
 
     def _fork(self) -> None:
@@ -150,7 +158,7 @@ class BackgroundHash:
                 view = memoryview(message)
                 while view:
                     view = view[os.write(write_end, view):]
-            except BaseException:
+            except BaseException:  # noqa: BLE001 - the child must reach os._exit whatever happens
                 code = 1
             finally:
                 os._exit(code)
@@ -163,12 +171,14 @@ class BackgroundHash:
             value = self._thread_result[0]
             if isinstance(value, BaseException):
                 raise value
-            return value  # type: ignore[return-value]
+            return value
         chunks = []
         while chunk := os.read(self._read_end, 65536):
             chunks.append(chunk)
         os.close(self._read_end)
-        _, status = os.waitpid(self._pid, 0)  # type: ignore[arg-type]
+        if self._pid is None:
+            raise JpkiError(f"hashing {self.path}: the result was already taken, or hashing was cancelled")
+        _, status = os.waitpid(self._pid, 0)
         self._pid = None
         message = b"".join(chunks)
         if message[:2] == b"ER":

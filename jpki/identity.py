@@ -22,13 +22,13 @@ import enum
 import random
 import re
 import secrets
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 __all__ = [
-    "Era",
     "ERAS",
-    "Persona",
     "SAMPLE_PERSONAS",
+    "Era",
+    "Persona",
     "Sex",
     "age_on",
     "corporate_number_check_digit",
@@ -207,9 +207,8 @@ def age_on(birth_date: _dt.date, day: _dt.date) -> int:
     years = day.year - birth_date.year
     if (day.month, day.day) < (birth_date.month, birth_date.day):
         years -= 1
-    if (birth_date.month, birth_date.day) == (2, 29) and (day.month, day.day) == (2, 28):
-        if not _is_leap(day.year):
-            years += 1
+    if (birth_date.month, birth_date.day) == (2, 29) and (day.month, day.day) == (2, 28) and not _is_leap(day.year):
+        years += 1
     return years
 
 
@@ -376,9 +375,9 @@ class Persona:
         """Completed years of age on ``day``."""
         return age_on(self.birth_date, day)
 
-    def replace(self, **changes: object) -> Persona:
+    def replace(self, **changes: Any) -> Persona:
         """A copy with some fields changed (moving, marriage…), validated again."""
-        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+        return dataclasses.replace(self, **changes)
 
 
 #: Fictional personas for tests and demos. Names and addresses are made up; My Numbers are left

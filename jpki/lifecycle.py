@@ -13,13 +13,15 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from .clock import JST, Clock
 from .errors import UsageError
-from .provision import Holder, Home, new_key, read_holder, romanised_prefecture, write_holder
+from .home import Home
+from .provision import Holder, new_key, read_holder, romanised_prefecture, write_holder
 from .transport import emu
 
 DER = serialization.Encoding.DER
@@ -34,7 +36,7 @@ class LifeEvent:
     revoked: tuple[tuple[int, str], ...]
     issued: tuple[tuple[str, int], ...]
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         return {"card": self.card, "event": self.event,
                 "revoked": [{"serial": f"{s:X}", "reason": r} for s, r in self.revoked],
                 "issued": [{"kind": k, "serial": f"{s:X}"} for k, s in self.issued]}
@@ -88,7 +90,7 @@ def lost(home: Home, name: str, *, clock: Clock | None = None) -> LifeEvent:
     """
     clock = clock or home.clock
     holder = _active(home, name)
-    revoked: list[tuple[str, str]] = []
+    revoked: list[tuple[int, str]] = []
     with home.open_ca(clock) as ca:
         now = clock.now()
         for serial in (holder.auth_serial, holder.sign_serial):

@@ -14,7 +14,6 @@ import json
 import os
 import secrets
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 from cryptography import x509
@@ -23,11 +22,15 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from .clock import JST, Clock
 from .errors import JpkiError, NoCardError, UsageError
+
+# re-exported: a home and its default PINs are where cards are provisioned
+from .home import DEFAULT_AUTH_PIN as DEFAULT_AUTH_PIN
+from .home import DEFAULT_CARD_PIN as DEFAULT_CARD_PIN
+from .home import DEFAULT_SIGN_PIN as DEFAULT_SIGN_PIN
+from .home import Home as Home
 from .identity import SAMPLE_PERSONAS, Persona, Sex, generate_mynumber
 from .session import normalise_pin
-from .home import DEFAULT_AUTH_PIN, DEFAULT_CARD_PIN, DEFAULT_SIGN_PIN, Home  # noqa: F401 (re-exported)
 from .transport import emu
-
 
 PREFECTURES = {
     "北海道": "Hokkaido", "青森県": "Aomori", "岩手県": "Iwate", "宮城県": "Miyagi", "秋田県": "Akita",
@@ -76,7 +79,7 @@ class Holder:
                 "status": self.status}
 
     @classmethod
-    def from_json(cls, obj: dict[str, Any]) -> "Holder":
+    def from_json(cls, obj: dict[str, Any]) -> Holder:
         p = dict(obj["persona"])
         p["birth_date"] = _dt.date.fromisoformat(p["birth_date"])
         p["sex"] = Sex.parse(p["sex"])

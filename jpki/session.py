@@ -8,15 +8,16 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
-import re
 import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Literal
 
 from .apdu import ApduProtocol, Response, raise_for_sw
+from .der import DerError, read_tlv, tlv_size
 from .errors import PinError, ProtocolError, SecurityStatusError, UsageError
 from .identity import Sex, is_valid_mynumber, japanese_era
+from .pins import PINS
 from .transport.base import Transport
 
 JPKI_AID = bytes.fromhex("D392F000260100000001")
@@ -27,8 +28,6 @@ KeyKind = Literal["auth", "sign"]
 
 CERT_FIDS: dict[str, int] = {"sign": 0x0001, "sign-ca": 0x0002, "auth": 0x000A, "auth-ca": 0x000B}
 KEY_FIDS: dict[str, int] = {"auth": 0x0017, "sign": 0x001A}
-JPKI_PIN_FIDS: dict[str, int] = {"auth": 0x0018, "sign": 0x001B}
-TEXT_PIN_FIDS: dict[str, int] = {"card": 0x0011, "card_a": 0x0014, "card_b": 0x0015}
 
 TOKEN_TYPES = {
     "JPKIAPICCTOKEN2": "my-number-card",
@@ -36,13 +35,9 @@ TOKEN_TYPES = {
     "JPKIAPGPSETOKEN": "smartphone",
 }
 
-PIN_RULES: dict[str, tuple[re.Pattern[str], str]] = {
-    "auth": (re.compile(r"[0-9]{4}"), "the user-authentication PIN is 4 digits"),
-    "card": (re.compile(r"[0-9]{4}"), "the card-info PIN is 4 digits"),
-    "sign": (re.compile(r"[A-Z0-9]{6,16}"), "the signature password is 6-16 letters A-Z and digits"),
-    "card_a": (re.compile(r"[0-9]{12}"), "照合番号A is the 12-digit My Number"),
-    "card_b": (re.compile(r"[0-9]{14}"), "照合番号B is 14 digits"),
-}
+
+JPKI_PIN_FIDS: dict[str, int] = {k: p.fid for k, p in PINS.items() if p.application == "jpki"}
+TEXT_PIN_FIDS: dict[str, int] = {k: p.fid for k, p in PINS.items() if p.application == "text"}
 
 DIGEST_INFO_PREFIX: dict[str, bytes] = {
     "sha1": bytes.fromhex("3021300906052b0e03021a05000414"),
@@ -63,9 +58,9 @@ def normalise_pin(pin: str, value: str) -> bytes:
     value = unicodedata.normalize("NFKC", value)
     if pin == "sign":
         value = value.upper()
-    rule, message = PIN_RULES[pin]
-    if not rule.fullmatch(value):
-        raise UsageError(message)
+    spec = PINS[pin]
+    if not spec.pattern.fullmatch(value):
+        raise UsageError(spec.rule)
     return value.encode("ascii")
 
 
@@ -93,13 +88,10 @@ def _der_total_length(header: bytes) -> int:
     """Length of a DER SEQUENCE (header included) from its first bytes."""
     if len(header) < 2 or header[0] != 0x30:
         raise ProtocolError("no certificate in this EF (does not start with a DER SEQUENCE)")
-    first = header[1]
-    if first < 0x80:
-        return 2 + first
-    n = first & 0x7F
-    if n == 0 or n > 3 or len(header) < 2 + n:
-        raise ProtocolError("unsupported DER length in certificate header")
-    return 2 + n + int.from_bytes(header[2:2 + n], "big")
+    try:
+        return tlv_size(header)
+    except DerError as exc:
+        raise ProtocolError(f"unsupported DER length in certificate header: {exc}") from None
 
 
 class _ApSession:
@@ -225,29 +217,13 @@ class BasicInfo:
 
 
 def _read_tlv(buf: bytes, pos: int) -> tuple[bytes, bytes, int]:
-    """One BER TLV with a 1- or 2-byte tag at ``pos``: (tag, value, next position)."""
+    """One BER-TLV (a 1- or 2-byte tag, a short, 81 or 82 length) at ``pos``: (tag, value,
+    next position)."""
     try:
-        tag = buf[pos:pos + 1]
-        pos += 1
-        if tag[0] & 0x1F == 0x1F:
-            tag += buf[pos:pos + 1]
-            pos += 1
-        first = buf[pos]
-        pos += 1
-        if first < 0x80:
-            length = first
-        elif first in (0x81, 0x82):
-            n = first & 0x7F
-            length = int.from_bytes(buf[pos:pos + n], "big")
-            pos += n
-        else:
-            raise ProtocolError(f"unsupported TLV length byte {first:02X}")
-    except IndexError:
-        raise ProtocolError("truncated TLV") from None
-    value = buf[pos:pos + length]
-    if len(value) != length:
-        raise ProtocolError("truncated TLV value")
-    return tag, value, pos + length
+        tag, start, stop = read_tlv(buf, pos, len(buf))
+    except DerError as exc:
+        raise ProtocolError(f"bad TLV in card data: {exc}") from None
+    return tag, buf[start:stop], stop
 
 
 def parse_basic_info(ef: bytes) -> BasicInfo:
@@ -306,14 +282,10 @@ class CardInfoSession(_ApSession):
         head = self.read_binary(0, 5)
         if head[:2] != b"\xff\x20":
             raise ProtocolError("basic 4 info EF does not start with FF20")
-        if head[2] < 0x80:
-            total = 3 + head[2]
-        elif head[2] == 0x81:
-            total = 4 + head[3]
-        elif head[2] == 0x82:
-            total = 5 + int.from_bytes(head[3:5], "big")
-        else:
-            raise ProtocolError("unsupported length in basic 4 info")
+        try:
+            total = tlv_size(head)
+        except DerError as exc:
+            raise ProtocolError(f"unsupported length in basic 4 info: {exc}") from None
         return parse_basic_info(head + self.read_binary(5, total - 5) if total > 5 else head[:total])
 
     def verify_b(self, birth_date: _dt.date, card_expiry_year: int, security_code: str,
@@ -324,4 +296,4 @@ class CardInfoSession(_ApSession):
         self.verify("card_b", value)
 
 
-__all__ = ["JpkiSession", "CardInfoSession", "BasicInfo", "digest_info", "normalise_pin"]
+__all__ = ["BasicInfo", "CardInfoSession", "JpkiSession", "digest_info", "normalise_pin"]

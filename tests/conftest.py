@@ -6,24 +6,21 @@ each test that wants one (``shutil.copytree`` keeps the 0600 modes).
 
 from __future__ import annotations
 
-import datetime as dt
 import os
 import shutil
 import time
 from pathlib import Path
 
 import pytest
+from cli_support import DEFAULT_CARD, Cli
 from cryptography.hazmat.primitives.asymmetric import rsa
+from fixed import FIXED_NOW, TEMPLATE_BASE_URL
 
 from jpki.clock import FixedClock
 from jpki.identity import SAMPLE_PERSONAS
-from jpki.pki import TestCA, free_port
+from jpki.pki import TestCA
 from jpki.provision import Home, create_card
 
-FIXED_NOW = dt.datetime(2026, 11, 27, 3, 0, 0, tzinfo=dt.timezone.utc)
-#: The base URL the template CA's certificates name: a port free when the run started (nothing
-#: listens there unless a test serves the CA on it).
-TEMPLATE_BASE_URL = f"http://127.0.0.1:{free_port()}"
 CARDS = ("alice", "bob")
 
 
@@ -73,6 +70,15 @@ def home(template_home, tmp_path) -> Path:
 
 
 @pytest.fixture
+def cli(request) -> Cli:
+    """The ``jpki`` command line on this test's ``home`` with alice's emulated card
+    (tests/cli_support.py): ``cli("pin", "status")`` in process through ``jpki.cli.main``,
+    ``cli.process(...)`` as ``python -m jpki``; ``home=``/``card=`` change them for one call.
+    The home is taken when a run first needs it."""
+    return Cli(lambda: request.getfixturevalue("home"), card=DEFAULT_CARD)
+
+
+@pytest.fixture
 def card_dir(home) -> Path:
     return home / "cards" / "alice"
 
@@ -86,6 +92,17 @@ def emu_card(card_dir):
     card.power_on()
     yield card
     card.close()
+
+
+PCSC_FIXTURES = {"pcscd", "served_card", "_served_slot"}
+
+
+def pytest_collection_modifyitems(config, items):
+    """Every test that needs pcscd + vpcd carries the ``pcsc`` marker (``-m "not pcsc"`` skips
+    them on a machine without it), whichever way it gets the reader."""
+    for item in items:
+        if PCSC_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.pcsc)
 
 
 def pytest_report_header(config):
@@ -149,3 +166,8 @@ def served_card(_served_slot, card_dir):
     from card_emulator import MyNumberCard
 
     return _served_slot.serve(MyNumberCard.open(card_dir))
+
+
+# --- shared fixtures of the jpki.auth tests (login, eKYC): net, links, rp, alice ---------------
+
+from auth_support import alice, links, net, rp  # noqa: E402,F401

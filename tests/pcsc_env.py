@@ -151,9 +151,8 @@ def wait_ready(
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         readers = pcsc_readers()
-        if readers and any(r.startswith(reader_name(port)) for r in readers):
-            if not probe_tcp or port_accepts(port):
-                return True
+        if any(r.startswith(reader_name(port)) for r in readers) and (not probe_tcp or port_accepts(port)):
+            return True
         time.sleep(0.05)
     return False
 

@@ -138,7 +138,7 @@ def start_redis(directory: Path, timeout: float = START_TIMEOUT) -> RedisServer:
              "--appendonly", "no", "--dir", str(directory), "--daemonize", "no",
              "--protected-mode", "yes", "--logfile", str(RedisServer.log_path(directory, port))],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            start_new_session=True, preexec_fn=_die_with_parent,  # noqa: PLW1509 (prctl only)
+            start_new_session=True, preexec_fn=_die_with_parent,  # prctl only: safe between fork and exec
         )
         server = RedisServer(port, directory, process)
         deadline = time.monotonic() + timeout

@@ -5,12 +5,22 @@ from __future__ import annotations
 import pytest
 
 from jpki.apdu import SW_OK, ApduProtocol, Response, encode, raise_for_sw
-from jpki.errors import (CardError, ConditionsNotSatisfiedError, FileNotFoundOnCardError,
-                         IncorrectParametersError, JpkiError, NotSupportedError, PinBlockedError,
-                         PinError, PinIncorrectError, ProtocolError, SecurityStatusError,
-                         WrongLengthError)
-from jpki.transport.base import Transport
-
+from jpki.cli._fail import fail_for
+from jpki.errors import (
+    CardError,
+    ConditionsNotSatisfiedError,
+    FileNotFoundOnCardError,
+    IncorrectParametersError,
+    JpkiError,
+    NotSupportedError,
+    PinBlockedError,
+    PinError,
+    PinIncorrectError,
+    ProtocolError,
+    SecurityStatusError,
+    WrongLengthError,
+)
+from jpki.transport.base import Transport, TransportBase
 
 # --------------------------------------------------------------------------- encode
 
@@ -76,7 +86,7 @@ def test_63Cx_is_a_wrong_pin_with_the_tries_left(tries):
         raise_for_sw(sw)
     assert exc.value.tries_left == tries
     assert exc.value.sw == sw
-    assert isinstance(exc.value, PinError) and exc.value.exit_code == 4
+    assert isinstance(exc.value, PinError) and fail_for(exc.value).exit_code == 4  # the CLI's PIN exit
     assert str(tries) in str(exc.value)
 
 
@@ -111,11 +121,12 @@ def test_status_words_map_to_typed_exceptions(sw, cls):
     assert isinstance(exc.value, CardError) and isinstance(exc.value, JpkiError)
 
 
-def test_pin_related_errors_carry_the_pin_exit_code():
+def test_pin_related_errors_exit_with_the_pin_exit_code_through_the_cli():
     for sw in (0x6984, 0x6982, 0x63C1):
         with pytest.raises(JpkiError) as exc:
             raise_for_sw(sw)
-        assert exc.value.exit_code == 4
+        assert fail_for(exc.value).exit_code == 4
+        assert not hasattr(exc.value, "exit_code")  # the library carries data, the CLI decides
 
 
 @pytest.mark.parametrize("sw", [0x6F00, 0x6A80, 0x6581, 0x6300, 0x6400, 0x6882, 0x69FC, 0x6C10, 0x6110])
@@ -129,12 +140,13 @@ def test_unknown_status_words_are_a_plain_card_error_with_the_sw(sw):
 
 # --------------------------------------------------------------------------- ApduProtocol
 
-class ScriptedTransport:
+class ScriptedTransport(TransportBase):
     """A fake card: answers each transmit with the next scripted response, records every APDU."""
 
     def __init__(self, *responses: bytes | str) -> None:
         self.responses = [bytes.fromhex(r) if isinstance(r, str) else r for r in responses]
         self.sent: list[bytes] = []
+        self.closed = False
 
     def transmit(self, apdu: bytes) -> bytes:
         self.sent.append(bytes(apdu))
@@ -143,7 +155,7 @@ class ScriptedTransport:
         return self.responses.pop(0)
 
     def close(self) -> None:
-        pass
+        self.closed = True
 
     @property
     def atr(self) -> bytes:
@@ -171,6 +183,25 @@ class EndlessTransport(ScriptedTransport):
 
 def test_fake_transport_satisfies_the_transport_protocol():
     assert isinstance(ScriptedTransport(), Transport)
+
+
+def test_a_transport_is_a_context_manager_that_closes_on_exit():
+    class NoContext:  # transmit/close/atr/description only: not a Transport any more
+        def transmit(self, apdu: bytes) -> bytes:
+            return b"\x90\x00"
+
+        def close(self) -> None:
+            pass
+
+        atr = b"\x3b\x00"
+        description = "no context"
+
+    assert not isinstance(NoContext(), Transport)
+    t = ScriptedTransport()
+    with pytest.raises(RuntimeError), t as entered:
+        assert entered is t
+        raise RuntimeError("boom")
+    assert t.closed
 
 
 def test_send_returns_the_data_of_a_9000_answer():

@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
-from test_auth_support import AUTH_PIN, card_session, make_validator, net  # noqa: F401
+from auth_support import AUTH_PIN, card_session, make_validator
 
 from jpki.auth.client import login
 from jpki.lifecycle import lost, renew

@@ -12,8 +12,8 @@ from typing import Any
 
 import httpx
 import pytest
+from auth_support import AUTH_PIN
 from redis_env import redis_url  # noqa: F401  (session fixture: a private redis-server)
-from test_auth_support import AUTH_PIN, alice, net  # noqa: F401  (fixtures)
 
 from jpki.auth.board import MemoryBoard, RedisBoard, SqliteBoard
 from jpki.auth.client import answer_login, login
@@ -209,7 +209,7 @@ def test_unanswered_challenges_are_capped_per_client(home, clock, net, alice):
         # an answered challenge stops counting: the flooder may begin one more
         challenge = parse_challenge(answers[0].content)
         done = request(app, "POST", "/api/login/complete", client=FLOODER,
-                       json=answer_login(challenge, alice, pin=lambda: AUTH_PIN).to_dict())
+                       json=answer_login(challenge, alice, pin=lambda: AUTH_PIN).to_json())
         assert done.status_code == 200
         assert [a.status_code for a in flood(app, 2)] == [200, 429]
         # so do expired ones

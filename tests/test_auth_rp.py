@@ -4,6 +4,7 @@ process, and every refusal with its reason code, logged without personal data.""
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 import socket
 import tempfile
@@ -11,25 +12,21 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from cryptography import x509
-from redis_env import redis_url  # noqa: F401  (session fixture: a private redis-server)
-from test_auth_support import (  # noqa: F401  (fixtures)
+from auth_support import (
     AUTH_PIN,
     CA_BASE,
     RP_ID,
     SIGN_PIN,
-    alice,
     assert_no_personal_data,
     card_session,
     credentials,
     forged_login,
-    links,
     make_validator,
-    net,
-    rp,
     served_revocation,
     served_revocation_with_outage,
 )
+from cryptography import x509
+from redis_env import redis_url  # noqa: F401  (session fixture: a private redis-server)
 
 from jpki.auth import (
     AuthReason,
@@ -79,33 +76,33 @@ def test_login_gives_the_stable_account(rp, alice, caplog):
     assert result.account.key == f"{result.account.key.rsplit(':', 1)[0]}:{cert.serial_number:X}"
     assert result.validation.ok and result.validation.revocation.method == "ocsp"
     assert "login OK" in result.summary()
-    assert result.as_dict()["account"]["key"] == result.account.key
+    assert result.to_json()["account"]["key"] == result.account.key
     assert "login ok" in caplog.text
 
 
 def test_login_accepts_the_response_object_dict_and_bytes(rp, alice):
     for form in ("object", "dict", "bytes"):
         _, response = login(rp, alice)
-        given = {"object": response, "dict": response.to_dict(), "bytes": response.to_json().encode()}[form]
+        given = {"object": response, "dict": response.to_json(), "bytes": json.dumps(response.to_json()).encode()}[form]
         assert rp.complete_login(given).ok, form
 
 
 def test_ekyc_gives_the_verified_basic_4_info(rp, alice, home, caplog, clock):
     caplog.set_level(logging.DEBUG, logger="jpki.auth")
-    challenge, response = ekyc(rp, alice, "口座開設の本人確認\n金額: 0円", clock=clock)
+    _challenge, response = ekyc(rp, alice, "口座開設の本人確認\n金額: 0円", clock=clock)
     result = rp.complete_ekyc(response.to_json())
     assert result.ok, result.message
     expected = read_holder(Home(home), "alice").persona
     ident = result.identity
     assert (ident.name, ident.address, ident.birth_date, ident.sex) == (
         expected.name, expected.address, expected.birth_date, expected.sex.value)
-    doc = result.as_dict()
+    doc = result.to_json()
     assert doc["identity"] == {"name": expected.name, "address": expected.address,
                                "birth_date": expected.birth_date.isoformat(), "sex": expected.sex.value,
                                "substituted": False}
     assert result.transaction_text == "口座開設の本人確認\n金額: 0円"
     assert result.signed_at == clock.now()
-    assert result.as_dict(include_identity=False)["identity"] is None
+    assert result.to_json(include_identity=False)["identity"] is None
     for text in (repr(result), result.summary(), caplog.text):
         assert_no_personal_data(text, home)
 

@@ -7,27 +7,26 @@ import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from redis_env import redis_url  # noqa: F401  (session fixture: a private redis-server)
-from test_auth_support import (  # noqa: F401  (fixtures)
+from auth_support import (
     AUTH_PIN,
+    BASE,
     SIGN_PIN,
-    alice,
     assert_no_personal_data,
-    card_session,
     credentials,
     forged_login,
-    net,
+    make_service,
+    request,
 )
+from redis_env import redis_url  # noqa: F401  (session fixture: a private redis-server)
 
 from jpki.auth.client import (
     ChallengeRefusedError,
+    HttpxJson,
     ServiceClient,
-    UrllibJson,
     answer_ekyc,
     answer_login,
     ekyc,
@@ -37,7 +36,6 @@ from jpki.auth.protocol import parse_challenge
 from jpki.auth.service import (
     DEFAULT_MAX_BODY,
     ServiceConfig,
-    create_service,
     running_service,
     serve,
     serve_in_thread,
@@ -46,8 +44,6 @@ from jpki.auth.service import (
 from jpki.errors import UsageError
 from jpki.lifecycle import lost
 from jpki.provision import Home, read_holder
-
-BASE = "http://testserver"
 
 
 class AsgiJson:
@@ -65,16 +61,8 @@ class AsgiJson:
         return response.status_code, response.json()
 
 
-def request(app: Any, method: str, path: str, **kwargs: Any) -> httpx.Response:
-    async def go() -> httpx.Response:
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=BASE) as c:
-            return await c.request(method, path, **kwargs)
-
-    return asyncio.run(go())
 
 
-def make_service(home: Path, clock, fetch, store: str = "memory", rp_id: str = BASE, **kw: Any) -> Any:
-    return create_service(ServiceConfig(home=home, rp_id=rp_id, store=store, **kw), clock=clock, fetch=fetch)
 
 
 @pytest.fixture
@@ -93,11 +81,11 @@ def test_login_over_http(app, alice):
     challenge = parse_challenge(begun.content)
     assert challenge.rp_id == BASE and challenge.purpose == "login"
     response = answer_login(challenge, alice, pin=lambda: AUTH_PIN)
-    done = request(app, "POST", "/api/login/complete", content=response.to_json())
+    done = request(app, "POST", "/api/login/complete", json=response.to_json())
     assert done.status_code == 200, done.text
     doc = done.json()
     assert doc["ok"] is True and doc["account"]["key"].startswith("jpki1:")
-    again = request(app, "POST", "/api/login/complete", content=response.to_json())
+    again = request(app, "POST", "/api/login/complete", json=response.to_json())
     assert again.status_code == 403 and again.json()["reason"] == "replayed"
 
 
@@ -118,7 +106,7 @@ def test_ekyc_over_http_logs_no_personal_data(app, alice, home, caplog):
     challenge = parse_challenge(begun.content)
     assert challenge.transaction_text == "口座開設"
     response = answer_ekyc(challenge, alice, pin=lambda: SIGN_PIN)
-    done = request(app, "POST", "/api/ekyc/complete", content=response.to_json())
+    done = request(app, "POST", "/api/ekyc/complete", json=response.to_json())
     assert done.status_code == 200 and done.json()["identity"]["sex"] == "female"
     assert "eKYC ok" in caplog.text
     assert_no_personal_data(caplog.text, home)
@@ -145,12 +133,12 @@ def test_refusals_map_to_status_codes(app, home, alice, clock):
     key, der = credentials(home, "alice", "sign")
     challenge = parse_challenge(request(app, "POST", "/api/login/begin").content)
     confused = forged_login(challenge, key, der)
-    done = request(app, "POST", "/api/login/complete", json=confused.to_dict())
+    done = request(app, "POST", "/api/login/complete", json=confused.to_json())
     assert (done.status_code, done.json()["reason"]) == (403, "wrong-key-kind")
     challenge = parse_challenge(request(app, "POST", "/api/login/begin").content)
     response = answer_login(challenge, alice, pin=lambda: AUTH_PIN)
     clock.advance(minutes=10)
-    done = request(app, "POST", "/api/login/complete", json=response.to_dict())
+    done = request(app, "POST", "/api/login/complete", json=response.to_json())
     assert (done.status_code, done.json()["reason"]) == (403, "expired")
     assert status_for(None) == 200 and status_for("store-unavailable") == 503
 
@@ -211,7 +199,8 @@ def test_a_lying_content_length_is_still_counted(home, clock, net):
             async def collect(message: dict[str, Any]) -> None:
                 sent.append(message)
 
-            scope = {"type": "http", "method": "POST", "path": "/api/login/complete", "raw_path": b"/api/login/complete",
+            scope = {"type": "http", "method": "POST", "path": "/api/login/complete",
+                     "raw_path": b"/api/login/complete",
                      "query_string": b"", "headers": [(b"content-length", b"10")], "http_version": "1.1",
                      "scheme": "http", "server": ("testserver", 80), "client": ("127.0.0.1", 1), "root_path": ""}
             await app(scope, receive, collect)
@@ -290,7 +279,7 @@ def test_the_page_shows_a_pending_login_and_its_result(app, alice, clock):
 def test_the_board_shows_a_refusal(app, home):
     key, der = credentials(home, "alice", "sign")
     challenge = parse_challenge(request(app, "POST", "/api/login/begin", json={"display": True}).content)
-    request(app, "POST", "/api/login/complete", json=forged_login(challenge, key, der).to_dict())
+    request(app, "POST", "/api/login/complete", json=forged_login(challenge, key, der).to_json())
     state = request(app, "GET", f"/api/challenges/{challenge.id}/result").json()
     assert state["state"] == "done" and state["result"]["reason"] == "wrong-key-kind"
 
@@ -304,8 +293,8 @@ def test_sqlite_store_shared_by_two_apps(home, clock, net, tmp_path, alice):
     try:
         challenge = parse_challenge(request(one, "POST", "/api/login/begin", json={"display": True}).content)
         response = answer_login(challenge, alice, pin=lambda: AUTH_PIN)
-        assert request(two, "POST", "/api/login/complete", json=response.to_dict()).status_code == 200
-        assert request(one, "POST", "/api/login/complete", json=response.to_dict()).json()["reason"] == "replayed"
+        assert request(two, "POST", "/api/login/complete", json=response.to_json()).status_code == 200
+        assert request(one, "POST", "/api/login/complete", json=response.to_json()).json()["reason"] == "replayed"
         assert request(one, "GET", f"/api/challenges/{challenge.id}/result").json()["state"] == "done"
     finally:
         one.state.close()
@@ -324,9 +313,9 @@ def test_redis_store_shared_by_two_apps(home, clock, net, alice, redis_url):
                 response: Any = answer_login(challenge, alice, pin=lambda: AUTH_PIN)
             else:
                 response = answer_ekyc(challenge, alice, pin=lambda: SIGN_PIN)
-            done = request(two, "POST", f"/api/{purpose}/complete", json=response.to_dict())
+            done = request(two, "POST", f"/api/{purpose}/complete", json=response.to_json())
             assert done.status_code == 200, done.text
-            again = request(one, "POST", f"/api/{purpose}/complete", json=response.to_dict())
+            again = request(one, "POST", f"/api/{purpose}/complete", json=response.to_json())
             assert again.json()["reason"] == "replayed"
             result = request(one, "GET", f"/api/challenges/{challenge.id}/result").json()
             assert result["state"] == "done" and result["result"]["ok"] is True
@@ -352,7 +341,7 @@ def test_config_round_trips_through_json(home):
 def test_both_flows_under_uvicorn(home, clock, net, alice):
     app = make_service(home, clock, net, rp_id="http://127.0.0.1")  # the port is not known yet
     with serve_in_thread(app) as server:
-        http = UrllibJson(timeout=10)
+        http = HttpxJson(timeout=10)
         expected = "http://127.0.0.1"
         answer = login(server.url, alice, clock=clock, pin=lambda: AUTH_PIN, http=http, expected_rp_id=expected)
         assert answer.ok, answer.document

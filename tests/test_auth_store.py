@@ -41,10 +41,11 @@ from jpki.auth.store import (
     new_challenge_id,
     open_store,
 )
+from jpki.cli._fail import fail_for
 from jpki.clock import JST
 from jpki.errors import JpkiError, UsageError
 
-T0 = dt.datetime(2026, 11, 27, 3, 0, 0, tzinfo=dt.timezone.utc)
+T0 = dt.datetime(2026, 11, 27, 3, 0, 0, tzinfo=dt.UTC)
 TTL = dt.timedelta(minutes=5)
 REPO = Path(__file__).resolve().parents[1]
 
@@ -98,7 +99,7 @@ def shared_backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[B
 
 
 @pytest.fixture
-def redis_store(redis_url: str) -> Iterator[RedisStore]:  # noqa: F811
+def redis_store(redis_url: str) -> Iterator[RedisStore]:
     s = RedisStore(redis_url, prefix=f"jpki-test:{uuid.uuid4().hex}:")
     yield s
     s.close()
@@ -129,12 +130,13 @@ def test_challenge_is_frozen():
     make("ekyc", now=dt.datetime(2026, 11, 27, 12, 0, 0, 123456, tzinfo=JST)),
 ], ids=["login", "ekyc-text", "jst-microseconds"])
 def test_json_round_trip(challenge: Challenge):
-    text = challenge.to_json()
+    text = challenge.encode()
     back = Challenge.from_json(text)
     assert back == challenge
     assert back.created_at.utcoffset() == challenge.created_at.utcoffset()
     assert Challenge.from_json(text.encode()) == challenge
-    assert Challenge.from_dict(json.loads(text)) == challenge
+    assert Challenge.from_json(json.loads(text)) == challenge
+    assert Challenge.from_json(challenge.to_json()) == challenge
     data = json.loads(text)
     assert data["v"] == 1 and data["purpose"] == challenge.purpose
     assert ("transaction_text" in data) == (challenge.transaction_text is not None)
@@ -195,7 +197,7 @@ def test_from_json_refuses_garbage(text: str):
     ("extra", "field"),
 ])
 def test_from_json_refuses_bad_fields(field: str, value: object):
-    data = make().to_dict()
+    data = make().to_json()
     data[field] = value
     with pytest.raises(MalformedChallengeError):
         Challenge.from_json(json.dumps(data))
@@ -478,6 +480,7 @@ def _race_processes(spec: str, ids: list[str]) -> list[tuple[str, bytes]]:
     return [w for _, won in outcomes for w in won]
 
 
+@pytest.mark.slow
 def test_processes_race_for_one_challenge(shared_backend: Backend):
     c = make()
     shared_backend.store.put(c)
@@ -486,6 +489,7 @@ def test_processes_race_for_one_challenge(shared_backend: Backend):
     assert winners == [(c.id, c.nonce)]
 
 
+@pytest.mark.slow
 def test_processes_race_for_many_challenges(shared_backend: Backend):
     challenges = [make() for _ in range(N_RACED)]
     for c in challenges:
@@ -505,7 +509,7 @@ def test_memory_store_is_bounded():
     for c in old:
         s.put(c)
     assert len(s) == 3 and s  # an empty store is still truthy
-    with pytest.raises(StoreFullError, match="full .3 pending.*purge_expired"):
+    with pytest.raises(StoreFullError, match=r"full .3 pending.*purge_expired"):
         s.put(make())
     assert s.purge_expired(T0 + dt.timedelta(seconds=1)) == 3
     s.put(make())
@@ -634,7 +638,7 @@ def test_redis_uses_getdel_on_this_server(redis_store: RedisStore):
     assert tuple(int(x) for x in redis_store.server_version.split(".")[:2]) >= (6, 2)
 
 
-def test_redis_lua_take_is_single_use(redis_url: str):  # noqa: F811
+def test_redis_lua_take_is_single_use(redis_url: str):
     """The script used for servers older than 6.2, against the real server."""
     s = RedisStore(redis_url, prefix=f"jpki-test:{uuid.uuid4().hex}:", take_method="lua")
     try:
@@ -652,7 +656,7 @@ def test_redis_lua_take_is_single_use(redis_url: str):  # noqa: F811
         s.close()
 
 
-def test_redis_prefixes_keep_stores_apart(redis_url: str):  # noqa: F811
+def test_redis_prefixes_keep_stores_apart(redis_url: str):
     a = RedisStore(redis_url, prefix=f"jpki-test:{uuid.uuid4().hex}:a:")
     b = RedisStore(redis_url, prefix=f"jpki-test:{uuid.uuid4().hex}:b:")
     try:
@@ -666,7 +670,7 @@ def test_redis_prefixes_keep_stores_apart(redis_url: str):  # noqa: F811
         b.close()
 
 
-def test_redis_purge_leaves_foreign_keys_and_handles_glob_characters(redis_url: str):  # noqa: F811
+def test_redis_purge_leaves_foreign_keys_and_handles_glob_characters(redis_url: str):
     base = f"jpki-test:{uuid.uuid4().hex}:"
     prefix = base + "*?[ab]\\:"
     # the prefix, read as an (unescaped) glob, would also match this key of another store
@@ -676,7 +680,7 @@ def test_redis_purge_leaves_foreign_keys_and_handles_glob_characters(redis_url: 
     client = s._client
     try:
         client.set(foreign, b"hello", px=60_000)
-        client.set(sibling, make(ttl=dt.timedelta(seconds=1)).to_json(), px=60_000)
+        client.set(sibling, make(ttl=dt.timedelta(seconds=1)).encode(), px=60_000)
         old = [make(ttl=dt.timedelta(seconds=1)) for _ in range(600)]  # more than one SCAN batch
         for c in old:
             s.put(c)
@@ -694,7 +698,7 @@ def test_redis_foreign_value_under_a_challenge_key_is_reported(redis_store: Redi
     with pytest.raises(MalformedChallengeError):
         redis_store.take(cid, now=T0)
     other = make()
-    redis_store._client.set(redis_store.prefix + cid, other.to_json(), px=60_000)
+    redis_store._client.set(redis_store.prefix + cid, other.encode(), px=60_000)
     with pytest.raises(MalformedChallengeError, match="holds challenge"):
         redis_store.take(cid, now=T0)
 
@@ -741,7 +745,7 @@ def test_open_store_sqlite(tmp_path: Path):
         s.close()
 
 
-def test_open_store_redis_with_prefix(redis_url: str):  # noqa: F811
+def test_open_store_redis_with_prefix(redis_url: str):
     s = open_store(f"{redis_url}?prefix=myapp:ch:")
     try:
         assert isinstance(s, RedisStore) and s.prefix == "myapp:ch:"
@@ -763,7 +767,7 @@ def test_open_store_redis_with_prefix(redis_url: str):  # noqa: F811
 def test_open_store_refuses_unknown_specs(spec: str):
     with pytest.raises(UsageError) as info:
         open_store(spec)
-    assert info.value.exit_code == 2
+    assert fail_for(info.value).exit_code == 2
     assert "memory" in str(info.value) or "sqlite" in str(info.value)
 
 

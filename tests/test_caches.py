@@ -12,19 +12,12 @@ import datetime as dt
 import hashlib
 
 import pytest
-from conftest import FIXED_NOW
+from auth_support import RP_ID, make_validator
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509.oid import NameOID
-from test_auth_support import (  # noqa: F401  (fixtures)
-    RP_ID,
-    alice,
-    links,
-    make_validator,
-    net,
-    rp,
-)
+from fixed import FIXED_NOW
 
 from jpki.auth import CertRef, FollowPredecessors, MemoryStore, RelyingParty
 from jpki.auth.client import answer_login

@@ -1058,6 +1058,7 @@ def _apdus(draw) -> bytes:
     return out
 
 
+@pytest.mark.slow
 @_FUZZ_SETTINGS
 @given(apdus=st.lists(_apdus(), min_size=1, max_size=6), ap=st.sampled_from([None, "jpki", "text"]))
 def test_structured_apdus_never_crash_or_leak(fuzz_card, apdus, ap):

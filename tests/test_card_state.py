@@ -239,10 +239,10 @@ def _run_child_and_kill(card_dir: Path, *, kill_on: str, mode: str = "none",
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    lines += [l.strip() for l in rest.splitlines()]
+    lines += [line.strip() for line in rest.splitlines()]
     assert proc.returncode == -signal.SIGKILL
-    started = sum(1 for l in lines if l.startswith("ATTEMPT "))
-    answers = [l.split()[2] for l in lines if l.startswith("ANSWER ")]
+    started = sum(1 for line in lines if line.startswith("ATTEMPT "))
+    answers = [line.split()[2] for line in lines if line.startswith("ANSWER ")]
     return started, answers
 
 
@@ -622,48 +622,34 @@ def test_damaged_state_file_does_not_open(card_dir, case):
     assert "\n" not in str(info.value)
 
 
-def _cli(home: Path, *args: str):
-    from click.testing import CliRunner
-
-    from jpki.cli import main
-
-    with CliRunner().isolation() as (out, err, _):
-        try:
-            rc = main(["--home", str(home), *args])
-        except BaseException as exc:  # a traceback escaping main is the failure
-            raise AssertionError(f"{type(exc).__name__} escaped the CLI: {exc}") from exc
-        return rc, out.getvalue().decode(), err.getvalue().decode()
-
-
 @pytest.mark.parametrize("case", ["empty", "truncated", "remaining-negative", "max-zero",
                                   "remaining-a-string", "record-missing", "card-b-missing"])
-@pytest.mark.parametrize("command", [["--card", "emu:alice", "pin", "status"],
-                                     ["card", "show", "alice"]])
-def test_cli_names_the_damaged_state_file_and_what_to_do(home, card_dir, case, command):
+@pytest.mark.parametrize("command", [["pin", "status"], ["card", "show", "alice"]])
+def test_cli_names_the_damaged_state_file_and_what_to_do(cli, card_dir, case, command):
     damage, word, pin = STATE_DAMAGE[case]
     _damage_state(card_dir, damage)
-    rc, out, err = _cli(home, *command)
-    assert rc == 1
-    assert out == ""
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
+    r = cli(*command)  # an exception escaping jpki.cli.main fails the test
+    assert r.exit_code == 1
+    assert r.stdout == ""
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1, r.stderr
     line = lines[0]
     assert line.startswith("error: damaged card file ")
     assert str(card_dir / "state.json") in line and "card_state_corrupt" in line and word in line
-    assert "Traceback" not in err
+    assert "Traceback" not in r.stderr
     if pin in ("auth", "sign", "card"):
         assert f"jpki card reset-pin alice {pin} --new-pin" in line
     else:
         assert "restore it from a backup" in line
 
 
-def test_cli_json_gives_one_document_for_a_damaged_card(home, card_dir):
+def test_cli_json_gives_one_document_for_a_damaged_card(cli, card_dir):
     _damage_state(card_dir, b"")
-    rc, out, err = _cli(home, "--json", "--card", "emu:alice", "pin", "status")
-    assert rc == 1
-    doc = json.loads(out)
+    r = cli("--json", "pin", "status")
+    assert r.exit_code == 1
+    doc = r.json()
     assert doc["ok"] is False and "card_state_corrupt" in doc["message"]
-    assert "Traceback" not in err
+    assert "Traceback" not in r.stderr
 
 
 def _edit_content(edit):
@@ -728,17 +714,17 @@ CONTENT_DAMAGE = {
 
 
 @pytest.mark.parametrize("case", sorted(CONTENT_DAMAGE))
-def test_damaged_card_file_does_not_open(home, card_dir, case):
+def test_damaged_card_file_does_not_open(cli, card_dir, case):
     damage, file, word = CONTENT_DAMAGE[case]
     damage(card_dir)
     with pytest.raises(CardStateError) as info:
         MyNumberCard.open(card_dir)
     assert info.value.path == card_dir / file
     assert word in info.value.reason
-    rc, out, err = _cli(home, "--card", "emu:alice", "info")
-    assert rc == 1 and out == "" and len(err.strip().splitlines()) == 1, err
-    assert f"damaged card file {card_dir / file} (card_state_corrupt)" in err
-    assert "jpki card create alice" in err and "Traceback" not in err
+    r = cli("info")
+    assert r.exit_code == 1 and r.stdout == "" and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert f"damaged card file {card_dir / file} (card_state_corrupt)" in r.stderr
+    assert "jpki card create alice" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_key_names_inside_the_card_directory_still_open(card_dir):
@@ -849,7 +835,7 @@ def test_reset_pin_with_a_new_value_repairs_a_damaged_hash(card_dir):
 
 
 @pytest.mark.parametrize("case", ["empty", "truncated", "max-zero", "format-unknown", "record-missing"])
-def test_reset_pin_refuses_what_it_cannot_repair(home, card_dir, case):
+def test_reset_pin_refuses_what_it_cannot_repair(cli, card_dir, case):
     damage, _, _ = STATE_DAMAGE[case]
     _damage_state(card_dir, damage)
     if case == "record-missing":
@@ -859,10 +845,10 @@ def test_reset_pin_refuses_what_it_cannot_repair(home, card_dir, case):
         reset_pin(card_dir, "auth", "2468")
     assert info.value.path == card_dir / "state.json"
     assert (card_dir / "state.json").read_bytes() == before
-    rc, out, err = _cli(home, "card", "reset-pin", "alice", "auth", "--new-pin", "2468")
-    assert rc == 1 and out == "" and len(err.strip().splitlines()) == 1, err
-    assert "card_state_corrupt" in err
-    assert "Traceback" not in err
+    r = cli("card", "reset-pin", "alice", "auth", "--new-pin", "2468")
+    assert r.exit_code == 1 and r.stdout == "" and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert "card_state_corrupt" in r.stderr
+    assert "Traceback" not in r.stderr
 
 
 # ============================================================================= a blocked PIN ends every verified state

@@ -275,7 +275,7 @@ def test_a_wrong_transcript_fails(emu_card, ctx, path):
     """Replay stops at the first exchange whose answer differs from the transcript."""
     exchanges = load(path)
     i = next(k for k, e in enumerate(exchanges) if e.response == "6982")
-    broken = exchanges[:i] + [Exchange(exchanges[i].line, exchanges[i].command, "9000")]
+    broken = [*exchanges[:i], Exchange(exchanges[i].line, exchanges[i].command, "9000")]
     with pytest.raises(AssertionError, match=f"{path.name}:{exchanges[i].line}"):
         replay(emu_card, broken, ctx, path.name)
 

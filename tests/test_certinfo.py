@@ -32,6 +32,7 @@ from jpki.certinfo import (
     policy_oids,
     signing_identity,
 )
+from jpki.cli._fail import fail_for
 from jpki.errors import VerificationError
 from jpki.identity import Sex
 
@@ -73,8 +74,8 @@ def _cert(
         .issuer_name(name)
         .public_key(key.public_key())
         .serial_number(1)
-        .not_valid_before(dt.datetime(2025, 1, 1, tzinfo=dt.timezone.utc))
-        .not_valid_after(dt.datetime(2030, 1, 1, tzinfo=dt.timezone.utc))
+        .not_valid_before(dt.datetime(2025, 1, 1, tzinfo=dt.UTC))
+        .not_valid_after(dt.datetime(2030, 1, 1, tzinfo=dt.UTC))
     )
     if ku is not None:
         builder = builder.add_extension(ku, critical=True)
@@ -232,7 +233,7 @@ def test_not_a_signing_certificate(key: rsa.RSAPrivateKey) -> None:
         with pytest.raises(VerificationError) as info:
             signing_identity(cert)
         assert info.value.reason == "not-a-signing-certificate"
-        assert info.value.exit_code == 3
+        assert fail_for(info.value).exit_code == 3
 
 
 @pytest.mark.parametrize(

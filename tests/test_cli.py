@@ -1,5 +1,5 @@
-"""The jpki command line: through click's CliRunner (``jpki.cli.cli`` and ``jpki.cli.main``) and as
-real processes (``python -m jpki``).
+"""The jpki command line: in process through ``jpki.cli.main`` and as real processes
+(``python -m jpki``), both by the ``cli`` fixture (tests/cli_support.py).
 
 Exit codes (architecture note): 0 ok, 1 error, 2 usage, 3 verification failed, 4 PIN, 5 no reader
 or card. Every test works on a copy of the provisioned ``home`` (or an empty directory); the
@@ -11,26 +11,34 @@ from __future__ import annotations
 import base64
 import dataclasses
 import json
-import os
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
+import click
 import pytest
-from click.testing import CliRunner
+from cli_support import Cli
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from jpki.cli import cli, main
-from jpki.errors import (CardError, JpkiError, NoCardError, NoReaderError, PinBlockedError,
-                         PinIncorrectError, ProtocolError, SecurityStatusError, UsageError,
-                         VerificationError)
+from jpki.cli import cli as jpki_group
+from jpki.errors import (
+    CardError,
+    JpkiError,
+    NoCardError,
+    NoReaderError,
+    PinBlockedError,
+    PinIncorrectError,
+    ProtocolError,
+    SecurityStatusError,
+    UsageError,
+    VerificationError,
+)
 from jpki.identity import is_valid_mynumber, mynumber_check_digit
+from jpki.pins import PINS
 from jpki.pki import CertificateDB
 
-REPO = Path(__file__).resolve().parents[1]
 MASKED = "**** **** ****"
 DEMO_STEPS = ("test CA", "emulated card", "card type", "read certificates", "sign with the auth key",
               "sign with the sign key", "card-info AP")
@@ -39,38 +47,6 @@ TWELVE_DIGITS = re.compile(r"(?<![0-9A-Fa-f])[0-9]{12}(?![0-9A-Fa-f])")
 
 
 # --------------------------------------------------------------------------- helpers
-
-def invoke(home: Path, *args: str, card: str = "emu:alice", input: str | None = None,
-           env: dict[str, str] | None = None):
-    """``jpki --home HOME --card CARD ARGS`` through CliRunner against ``jpki.cli.cli``."""
-    return CliRunner().invoke(cli, ["--home", str(home), "--card", card, *args], input=input, env=env)
-
-
-@dataclasses.dataclass
-class Outcome:
-    code: int
-    stdout: str
-    stderr: str
-
-
-def run_main(home: Path | None, *args: str, card: str | None = "emu:alice", input: str | None = None,
-             env: dict[str, str] | None = None) -> Outcome:
-    """``jpki.cli.main`` (the entry point that maps errors to exit codes) in CliRunner's isolation."""
-    argv = (["--home", str(home)] if home is not None else []) + (["--card", card] if card else [])
-    with CliRunner().isolation(input=input, env=env) as (out, err, _):
-        code = main([*argv, *args])
-    return Outcome(code, out.getvalue().decode(), err.getvalue().decode())
-
-
-def proc(*args: str, input: str = "", env: dict[str, str] | None = None,
-         cwd: Path | None = None) -> subprocess.CompletedProcess:
-    """``python -m jpki ARGS`` as a real process (HOME is conftest's temporary home)."""
-    e = dict(os.environ)
-    e.update(PYTHONPATH=str(REPO), PYTHONIOENCODING="utf-8")
-    e.update(env or {})
-    return subprocess.run([sys.executable, "-m", "jpki", *args], input=input, capture_output=True,
-                          text=True, encoding="utf-8", env=e, cwd=cwd or REPO, timeout=180)
-
 
 def holder(home: Path, name: str = "alice") -> dict:
     return json.loads((home / "holders" / f"{name}.json").read_text(encoding="utf-8"))
@@ -86,15 +62,10 @@ def issued_der(home: Path, kind: str, name: str = "alice") -> bytes:
         db.close()
 
 
-def one_json(text: str):
-    """Parse ``text`` as exactly one JSON document (json.loads refuses trailing data)."""
-    return json.loads(text)
-
-
-def lock_out(home: Path, kind: str = "auth", wrong: str = "0000", tries: int = 3) -> None:
+def lock_out(cli: Cli, kind: str = "auth", wrong: str = "0000", tries: int = 3) -> None:
     for left in range(tries - 1, -1, -1):
-        r = run_main(home, "pin", "verify", kind, "--pin", wrong)
-        assert r.code == 4, r
+        r = cli("pin", "verify", kind, "--pin", wrong)
+        assert r.exit_code == 4, r
         expected = {0: "wrong, now blocked", 1: "wrong, 1 try left"}.get(left, f"wrong, {left} tries left")
         assert expected in r.stderr, r.stderr
 
@@ -113,9 +84,10 @@ def _valid_my_number(first11: str = "12345678901") -> str:
 
 # --------------------------------------------------------------------------- ca
 
-def test_ca_init_on_an_empty_directory_then_refuses_again(tmp_path):
+def test_ca_init_on_an_empty_directory_then_refuses_again(cli, tmp_path):
     home = tmp_path / "fresh"
-    r = invoke(home, "ca", "init")
+    cli = cli.bind(home=home)
+    r = cli("ca", "init")
     assert r.exit_code == 0, r.output
     assert "test CA created" in r.stdout
     for name in ("sign_ca.pem", "auth_ca.pem", "sign_ca.key", "auth_ca.key"):
@@ -125,70 +97,70 @@ def test_ca_init_on_an_empty_directory_then_refuses_again(tmp_path):
     assert "TEST" in sign.subject.rfc4514_string()
     before = (home / "ca" / "sign_ca.pem").read_bytes()
 
-    again = invoke(home, "ca", "init")
+    again = cli("ca", "init")
     assert isinstance(again.exception, UsageError)
-    out = run_main(home, "ca", "init")
-    assert out.code == 2
+    out = cli("ca", "init")
+    assert out.exit_code == 2
     assert out.stderr.startswith("error: ")
     assert (home / "ca" / "sign_ca.pem").read_bytes() == before, "the existing CA is untouched"
 
 
-def test_ca_init_json_is_one_document(tmp_path):
-    r = invoke(tmp_path / "h", "--json", "ca", "init", "--base-url", "http://127.0.0.1:9999")
+def test_ca_init_json_is_one_document(cli, tmp_path):
+    r = cli("--json", "ca", "init", "--base-url", "http://127.0.0.1:9999", home=tmp_path / "h")
     assert r.exit_code == 0, r.output
-    doc = one_json(r.stdout)
+    doc = r.json()
     assert doc["base_url"] == "http://127.0.0.1:9999"
     assert "TEST" in doc["sign_ca"] and "TEST" in doc["auth_ca"]
 
 
-def test_card_create_without_a_ca_is_a_usage_error(tmp_path):
-    out = run_main(tmp_path / "noca", "card", "create", "alice")
-    assert out.code == 2
+def test_card_create_without_a_ca_is_a_usage_error(cli, tmp_path):
+    out = cli("card", "create", "alice", home=tmp_path / "noca")
+    assert out.exit_code == 2
     assert "ca init" in out.stderr
 
 
 # --------------------------------------------------------------------------- card create / list / show
 
-def test_card_create_with_a_custom_persona(home):
+def test_card_create_with_a_custom_persona(cli, home):
     number = _valid_my_number("31415926535")
-    r = invoke(home, "card", "create", "taro", "--name", "佐藤　太郎", "--address",
-               "大阪府大阪市北区梅田1-1", "--birth", "1985-12-31", "--sex", "male",
-               "--my-number", number, "--auth-pin", "4321", "--sign-pin", "secret42",
-               "--card-pin", "8765", "--security-code", "2468")
+    r = cli("card", "create", "taro", "--name", "佐藤　太郎", "--address",
+            "大阪府大阪市北区梅田1-1", "--birth", "1985-12-31", "--sex", "male",
+            "--my-number", number, "--auth-pin", "4321", "--sign-pin", "secret42",
+            "--card-pin", "8765", "--security-code", "2468")
     assert r.exit_code == 0, (r.output, r.exception)
     assert "created card taro" in r.stdout
     assert number not in r.output
 
-    attrs = invoke(home, "--json", "attrs", "--pin", "8765", card="emu:taro")
+    attrs = cli("--json", "attrs", "--pin", "8765", card="emu:taro")
     assert attrs.exit_code == 0, attrs.output
-    assert one_json(attrs.stdout) == {"name": "佐藤　太郎", "address": "大阪府大阪市北区梅田１-１",
-                                      "birth_date": "1985-12-31", "sex": "male"}
-    mn = invoke(home, "mynumber", "--reveal", "--pin", "8765", card="emu:taro")
+    assert attrs.json() == {"name": "佐藤　太郎", "address": "大阪府大阪市北区梅田１-１",
+                            "birth_date": "1985-12-31", "sex": "male"}
+    mn = cli("mynumber", "--reveal", "--pin", "8765", card="emu:taro")
     assert mn.stdout.strip() == number
-    assert invoke(home, "pin", "verify", "auth", "--pin", "4321", card="emu:taro").exit_code == 0
-    assert invoke(home, "pin", "verify", "sign", "--pin", "SECRET42", card="emu:taro").exit_code == 0
-    show = invoke(home, "--json", "cert", "show", "sign", "--pin", "secret42", card="emu:taro")
-    d = one_json(show.stdout)
+    assert cli("pin", "verify", "auth", "--pin", "4321", card="emu:taro").exit_code == 0
+    assert cli("pin", "verify", "sign", "--pin", "SECRET42", card="emu:taro").exit_code == 0
+    show = cli("--json", "cert", "show", "sign", "--pin", "secret42", card="emu:taro")
+    d = show.json()
     assert d["holder"]["name"] == "佐藤　太郎" and d["holder"]["sex"] == "male"
     assert "L=Osaka" in d["subject"]
     h = holder(home, "taro")
     assert h["security_code"] == "2468" and h["persona"]["my_number"] == number
     # the default PIN does not open the custom card
-    assert isinstance(invoke(home, "pin", "verify", "auth", "--pin", "1234",
-                             card="emu:taro").exception, PinIncorrectError)
+    assert isinstance(cli("pin", "verify", "auth", "--pin", "1234",
+                          card="emu:taro").exception, PinIncorrectError)
 
 
-def test_card_create_with_a_sample_persona(home):
-    r = invoke(home, "--json", "card", "create", "carol")
+def test_card_create_with_a_sample_persona(cli, home):
+    r = cli("--json", "card", "create", "carol")
     assert r.exit_code == 0, (r.output, r.exception)
-    d = one_json(r.stdout)
+    d = r.json()
     assert d["card"] == "carol" and d["uri"] == "emu:carol"
     assert d["holder"] == "佐藤　みのり"
     assert d["my_number"] == MASKED
     assert is_valid_mynumber(holder(home, "carol")["persona"]["my_number"])
-    attrs = one_json(invoke(home, "--json", "attrs", "--pin", "1234", card="emu:carol").stdout)
+    attrs = cli("--json", "attrs", "--pin", "1234", card="emu:carol").json()
     assert attrs["birth_date"] == "2000-02-29" and attrs["sex"] == "unknown"
-    assert invoke(home, "card", "list").stdout.split() == ["alice", "bob", "carol"]
+    assert cli("card", "list").stdout.split() == ["alice", "bob", "carol"]
 
 
 @pytest.mark.parametrize("extra, needle", [
@@ -203,14 +175,14 @@ def test_card_create_with_a_sample_persona(home):
     (["--card-pin", "1"], "4 digits"),
     (["--security-code", "12"], "security code"),
 ])
-def test_card_create_rejects_invalid_input(home, extra, needle):
+def test_card_create_rejects_invalid_input(cli, home, extra, needle):
     assert not is_valid_mynumber("123456789012")
-    out = run_main(home, "card", "create", "dave", *extra)
-    assert out.code == 2, out
+    out = cli("card", "create", "dave", *extra)
+    assert out.exit_code == 2, out
     assert out.stderr.startswith("error: ") and needle in out.stderr, out.stderr
     assert not (home / "cards" / "dave").exists()
     assert not (home / "holders" / "dave.json").exists()
-    r = invoke(home, "card", "create", "dave", *extra)
+    r = cli("card", "create", "dave", *extra)
     assert isinstance(r.exception, UsageError)
 
 
@@ -221,71 +193,71 @@ def test_card_create_rejects_invalid_input(home, extra, needle):
     ["card", "create", "bad/name", "--name", "山田　太郎", "--address", "東京都", "--birth",
      "2000-01-01", "--sex", "male"],
 ])
-def test_card_create_usage_errors(home, args):
-    out = run_main(home, *args)
-    assert out.code == 2, out
+def test_card_create_usage_errors(cli, args):
+    out = cli(*args)
+    assert out.exit_code == 2, out
     assert out.stderr.startswith("error: ")
 
 
-def test_card_create_bad_choice_is_clicks_usage_error(home):
-    out = run_main(home, "card", "create", "zed", "--sex", "other")
-    assert out.code == 2
+def test_card_create_bad_choice_is_clicks_usage_error(cli):
+    out = cli("card", "create", "zed", "--sex", "other")
+    assert out.exit_code == 2
     assert "Invalid value" in out.stderr
 
 
-def test_card_list(home, tmp_path):
-    r = invoke(home, "card", "list")
+def test_card_list(cli, home, tmp_path):
+    r = cli("card", "list")
     assert r.exit_code == 0
     assert r.stdout.split() == ["alice", "bob"]
-    assert one_json(invoke(home, "--json", "card", "list").stdout) == ["alice", "bob"]
-    empty = invoke(tmp_path / "empty", "card", "list")
+    assert cli("--json", "card", "list").json() == ["alice", "bob"]
+    empty = cli("card", "list", home=tmp_path / "empty")
     assert empty.exit_code == 0 and "(no cards)" in empty.stdout
 
 
-def test_card_show_masks_the_my_number_unless_reveal(home):
+def test_card_show_masks_the_my_number_unless_reveal(cli, home):
     number = holder(home)["persona"]["my_number"]
-    r = invoke(home, "card", "show", "alice")
+    r = cli("card", "show", "alice")
     assert r.exit_code == 0, r.output
     assert number not in r.output and MASKED in r.stdout
     assert "山田　花子" in r.stdout
-    d = one_json(invoke(home, "--json", "card", "show", "alice").stdout)
+    d = cli("--json", "card", "show", "alice").json()
     assert d["holder"]["my_number"] == MASKED
     assert d["pins"]["auth"] == {"tries_left": 3, "max": 3}
     assert d["pins"]["sign"] == {"tries_left": 5, "max": 5}
     assert number not in json.dumps(d)
-    revealed = invoke(home, "card", "show", "alice", "--reveal")
+    revealed = cli("card", "show", "alice", "--reveal")
     assert number in revealed.stdout
-    assert one_json(invoke(home, "--json", "card", "show", "bob", "--reveal").stdout)["holder"][
+    assert cli("--json", "card", "show", "bob", "--reveal").json()["holder"][
         "my_number"] == holder(home, "bob")["persona"]["my_number"]
 
 
-def test_card_show_unknown_card(home):
-    out = run_main(home, "card", "show", "nobody")
-    assert out.code == 5
+def test_card_show_unknown_card(cli):
+    out = cli("card", "show", "nobody")
+    assert out.exit_code == 5
     assert "nobody" in out.stderr
 
 
-def test_card_reset_pin_after_a_lock_out(home):
-    lock_out(home, "auth")
-    blocked = run_main(home, "pin", "verify", "auth", "--pin", "1234")
-    assert blocked.code == 4 and "blocked" in blocked.stderr
-    status = one_json(invoke(home, "--json", "pin", "status").stdout)
+def test_card_reset_pin_after_a_lock_out(cli, home):
+    lock_out(cli, "auth")
+    blocked = cli("pin", "verify", "auth", "--pin", "1234")
+    assert blocked.exit_code == 4 and "blocked" in blocked.stderr
+    status = cli("--json", "pin", "status").json()
     assert status["auth"] == {"tries_left": 0, "blocked": True}
 
-    r = invoke(home, "card", "reset-pin", "alice", "auth")
+    r = cli("card", "reset-pin", "alice", "auth")
     assert r.exit_code == 0, r.output
-    assert one_json(invoke(home, "--json", "pin", "status").stdout)["auth"] == {
+    assert cli("--json", "pin", "status").json()["auth"] == {
         "tries_left": 3, "blocked": False}
-    assert invoke(home, "pin", "verify", "auth", "--pin", "1234").exit_code == 0
+    assert cli("pin", "verify", "auth", "--pin", "1234").exit_code == 0
 
 
-def test_card_reset_pin_with_a_new_value(home):
-    lock_out(home, "sign", "WRONG1", tries=5)
-    r = invoke(home, "--json", "card", "reset-pin", "alice", "sign", "--new-pin", "fresh123")
-    assert one_json(r.stdout) == {"card": "alice", "pin": "sign", "reset": True, "new_value": True}
+def test_card_reset_pin_with_a_new_value(cli, home):
+    lock_out(cli, "sign", "WRONG1", tries=5)
+    r = cli("--json", "card", "reset-pin", "alice", "sign", "--new-pin", "fresh123")
+    assert r.json() == {"card": "alice", "pin": "sign", "reset": True, "new_value": True}
     assert "FRESH123" not in r.output and "fresh123" not in r.output
-    assert invoke(home, "pin", "verify", "sign", "--pin", "FRESH123").exit_code == 0
-    assert isinstance(invoke(home, "pin", "verify", "sign", "--pin", "ABC123").exception,
+    assert cli("pin", "verify", "sign", "--pin", "FRESH123").exit_code == 0
+    assert isinstance(cli("pin", "verify", "sign", "--pin", "ABC123").exception,
                       PinIncorrectError)
 
 
@@ -294,39 +266,94 @@ def test_card_reset_pin_with_a_new_value(home):
     (["card", "reset-pin", "alice", "auth", "--new-pin", "12"], 2),
     (["card", "reset-pin", "alice", "other"], 2),
 ])
-def test_card_reset_pin_errors(home, args, code):
-    assert run_main(home, *args).code == code
+def test_card_reset_pin_errors(cli, args, code):
+    assert cli(*args).exit_code == code
 
 
 # --------------------------------------------------------------------------- info, pin
 
-def test_info(home):
-    r = invoke(home, "info")
+def test_info(cli):
+    r = cli("info")
     assert r.exit_code == 0, r.output
     assert "my-number-card" in r.stdout and "JPKIAPICCTOKEN2" in r.stdout
     assert "3BE000FF8131FE4514" in r.stdout
-    d = one_json(invoke(home, "--json", "info").stdout)
+    d = cli("--json", "info").json()
     assert d["card_type"] == "my-number-card"
     assert d["atr"] == "3BE000FF8131FE4514"
     assert d["pins"] == {"auth": 3, "sign": 5, "card": 3}
 
 
-def test_pin_status_json_is_exactly_one_document_and_spends_nothing(home):
+def test_pin_status_json_is_exactly_one_document_and_spends_nothing(cli):
     for _ in range(2):
-        r = invoke(home, "--json", "pin", "status")
+        r = cli("--json", "pin", "status")
         assert r.exit_code == 0
         assert r.stderr == ""
-        assert one_json(r.stdout) == {"auth": {"tries_left": 3, "blocked": False},
-                                      "sign": {"tries_left": 5, "blocked": False},
-                                      "card": {"tries_left": 3, "blocked": False}}
-    human = invoke(home, "pin", "status")
+        assert r.json() == {"auth": {"tries_left": 3, "blocked": False},
+                            "sign": {"tries_left": 5, "blocked": False},
+                            "card": {"tries_left": 3, "blocked": False}}
+    human = cli("pin", "status")
     assert "3/3" in human.stdout and "5/5" in human.stdout
+
+
+def test_pin_status_takes_the_maxima_from_the_pin_table(cli, monkeypatch):
+    # a card tells the tries left, not the maximum: `pin status` shows jpki.pins' maximum
+    monkeypatch.setitem(PINS, "sign", dataclasses.replace(PINS["sign"], max_tries=9))
+    lines = cli("pin", "status").stdout.splitlines()
+    assert any(line.startswith("signature password:") and line.endswith(" 5/9") for line in lines), lines
+
+
+def _all_commands() -> dict[str, click.Command]:
+    """Every leaf command of ``jpki`` by its path (``cert verify``), lazily loaded ones too."""
+    ctx = click.Context(jpki_group)
+    found: dict[str, click.Command] = {}
+
+    def walk(group: click.Group, prefix: str) -> None:
+        for name in group.list_commands(ctx):
+            command = group.get_command(ctx, name)
+            assert command is not None
+            path = f"{prefix} {name}".strip()
+            if isinstance(command, click.Group):
+                walk(command, path)
+            else:
+                found[path] = command
+    walk(jpki_group, "")
+    return found
+
+
+def _option(command: click.Command, name: str) -> click.Option | None:
+    return next((p for p in command.params if isinstance(p, click.Option) and p.name == name), None)
+
+
+def test_every_pin_option_is_the_shared_one_and_names_its_pin_and_variable():
+    with_pin = {path: _option(command, "pin_value") for path, command in _all_commands().items()
+                if _option(command, "pin_value") is not None}
+    assert {"pin verify", "pin change", "cert read", "cert show", "cert verify", "mynumber", "attrs",
+            "pkey sign", "sign", "login", "ekyc"} <= set(with_pin)
+    for path, option in with_pin.items():
+        assert option.opts == ["--pin"] and option.metavar == "PIN", path
+        text = option.help or ""
+        named = [spec for spec in PINS.values() if spec.name in text]
+        assert named, (path, text)
+        for spec in named:
+            assert f"${spec.env}" in text, (path, text)
+
+
+def test_the_revocation_options_are_defined_once():
+    commands = _all_commands()
+    checking = {path: commands[path] for path in ("cert verify", "verify", "rp serve")}
+    revocation = [_option(command, "revocation") for command in checking.values()]
+    assert all(o is not None for o in revocation)
+    assert len({(tuple(o.type.choices), o.default, o.help) for o in revocation}) == 1  # type: ignore[union-attr]
+    soft = [_option(commands[path], "soft_fail") for path in ("cert verify", "verify")]
+    assert all(o is not None and o.is_flag for o in soft) and len({o.help for o in soft}) == 1  # type: ignore[union-attr]
+    assert _option(commands["rp serve"], "soft_fail") is None  # a relying party fails closed
+    assert _option(commands["rp serve"], "revocation_max_age") is not None
 
 
 @pytest.mark.parametrize("kind, value", [("auth", "1234"), ("sign", "ABC123"), ("sign", "abc123"),
                                          ("card", "1234")])
-def test_pin_verify_from_the_option(home, kind, value):
-    r = invoke(home, "pin", "verify", kind, "--pin", value)
+def test_pin_verify_from_the_option(cli, kind, value):
+    r = cli("pin", "verify", kind, "--pin", value)
     assert r.exit_code == 0, (r.output, r.exception)
     assert "verified" in r.stdout
     assert value not in r.output
@@ -335,85 +362,85 @@ def test_pin_verify_from_the_option(home, kind, value):
 @pytest.mark.parametrize("kind, var, value", [("auth", "JPKI_AUTH_PIN", "1234"),
                                               ("sign", "JPKI_SIGN_PIN", "ABC123"),
                                               ("card", "JPKI_CARD_PIN", "1234")])
-def test_pin_verify_from_the_environment(home, kind, var, value):
-    r = invoke(home, "pin", "verify", kind, env={var: value}, input="")
+def test_pin_verify_from_the_environment(cli, kind, var, value):
+    r = cli("pin", "verify", kind, env={var: value}, input="")
     assert r.exit_code == 0, (r.output, r.exception)
 
 
 @pytest.mark.parametrize("kind, value", [("auth", "1234"), ("sign", "abc123"), ("card", "1234")])
-def test_pin_verify_from_stdin(home, kind, value):
-    r = invoke(home, "--json", "pin", "verify", kind, input=value + "\n")
+def test_pin_verify_from_stdin(cli, kind, value):
+    r = cli("--json", "pin", "verify", kind, input=value + "\n")
     assert r.exit_code == 0, (r.output, r.exception)
-    assert one_json(r.stdout) == {"pin": kind, "verified": True}
+    assert r.json() == {"pin": kind, "verified": True}
 
 
-def test_pin_sources_in_order_option_environment_stdin(home):
+def test_pin_sources_in_order_option_environment_stdin(cli):
     # option beats a wrong environment variable and a wrong stdin
-    assert invoke(home, "pin", "verify", "auth", "--pin", "1234", env={"JPKI_AUTH_PIN": "0000"},
-                  input="0000\n").exit_code == 0
+    assert cli("pin", "verify", "auth", "--pin", "1234", env={"JPKI_AUTH_PIN": "0000"},
+               input="0000\n").exit_code == 0
     # the environment beats a wrong stdin
-    assert invoke(home, "pin", "verify", "auth", env={"JPKI_AUTH_PIN": "1234"},
-                  input="0000\n").exit_code == 0
-    assert one_json(invoke(home, "--json", "pin", "status").stdout)["auth"]["tries_left"] == 3
+    assert cli("pin", "verify", "auth", env={"JPKI_AUTH_PIN": "1234"},
+               input="0000\n").exit_code == 0
+    assert cli("--json", "pin", "status").json()["auth"]["tries_left"] == 3
 
 
-def test_pin_verify_without_any_source_is_a_usage_error(home):
-    out = run_main(home, "pin", "verify", "auth", input="")
-    assert out.code == 2
+def test_pin_verify_without_any_source_is_a_usage_error(cli):
+    out = cli("pin", "verify", "auth", input="")
+    assert out.exit_code == 2
     assert "JPKI_AUTH_PIN" in out.stderr
 
 
-def test_wrong_pin_exit_4_and_tries_left(home):
-    r = invoke(home, "pin", "verify", "auth", "--pin", "0000")
+def test_wrong_pin_exit_4_and_tries_left(cli):
+    r = cli("pin", "verify", "auth", "--pin", "0000")
     assert isinstance(r.exception, PinIncorrectError) and r.exception.tries_left == 2
-    out = run_main(home, "pin", "verify", "auth", "--pin", "0000")
-    assert out.code == 4
+    out = cli("pin", "verify", "auth", "--pin", "0000")
+    assert out.exit_code == 4
     assert "user-authentication PIN: wrong, 1 try left" in out.stderr
-    js = run_main(home, "--json", "pin", "verify", "auth", "--pin", "0000")
-    assert js.code == 4
-    doc = one_json(js.stdout)
+    js = cli("--json", "pin", "verify", "auth", "--pin", "0000")
+    assert js.exit_code == 4
+    doc = js.json()
     assert doc["ok"] is False and doc["error"] == "pin_incorrect" and doc["pin"] == "auth"
     assert doc["tries_left"] == 0 and doc["sw"] == "63C0"
-    blocked = one_json(run_main(home, "--json", "pin", "verify", "auth", "--pin", "1234").stdout)
+    blocked = cli("--json", "pin", "verify", "auth", "--pin", "1234").json()
     assert blocked["error"] == "pin_blocked" and blocked["sw"] == "6984"
 
 
-def test_bad_pin_format_spends_no_try(home):
-    out = run_main(home, "pin", "verify", "auth", "--pin", "12345")
-    assert out.code == 2
-    assert one_json(invoke(home, "--json", "pin", "status").stdout)["auth"]["tries_left"] == 3
+def test_bad_pin_format_spends_no_try(cli):
+    out = cli("pin", "verify", "auth", "--pin", "12345")
+    assert out.exit_code == 2
+    assert cli("--json", "pin", "status").json()["auth"]["tries_left"] == 3
 
 
 @pytest.mark.parametrize("kind, old, new", [("auth", "1234", "4321"), ("sign", "ABC123", "newpw777"),
                                             ("card", "1234", "9999")])
-def test_pin_change_with_options(home, kind, old, new):
-    r = invoke(home, "pin", "change", kind, "--pin", old, "--new-pin", new)
+def test_pin_change_with_options(cli, kind, old, new):
+    r = cli("pin", "change", kind, "--pin", old, "--new-pin", new)
     assert r.exit_code == 0, (r.output, r.exception)
     assert "changed" in r.stdout
-    assert invoke(home, "pin", "verify", kind, "--pin", new).exit_code == 0
-    assert isinstance(invoke(home, "pin", "verify", kind, "--pin", old).exception, PinIncorrectError)
+    assert cli("pin", "verify", kind, "--pin", new).exit_code == 0
+    assert isinstance(cli("pin", "verify", kind, "--pin", old).exception, PinIncorrectError)
 
 
-def test_pin_change_from_stdin(home):
-    r = invoke(home, "pin", "change", "auth", input="1234\n5678\n")
+def test_pin_change_from_stdin(cli):
+    r = cli("pin", "change", "auth", input="1234\n5678\n")
     assert r.exit_code == 0, (r.output, r.exception)
-    assert invoke(home, "pin", "verify", "auth", "--pin", "5678").exit_code == 0
+    assert cli("pin", "verify", "auth", "--pin", "5678").exit_code == 0
 
 
-def test_pin_change_errors(home):
-    wrong = run_main(home, "pin", "change", "auth", "--pin", "0000", "--new-pin", "5678")
-    assert wrong.code == 4 and "2 tries left" in wrong.stderr
-    bad_new = run_main(home, "pin", "change", "auth", "--pin", "1234", "--new-pin", "56")
-    assert bad_new.code == 2
-    assert invoke(home, "pin", "verify", "auth", "--pin", "1234").exit_code == 0
+def test_pin_change_errors(cli):
+    wrong = cli("pin", "change", "auth", "--pin", "0000", "--new-pin", "5678")
+    assert wrong.exit_code == 4 and "2 tries left" in wrong.stderr
+    bad_new = cli("pin", "change", "auth", "--pin", "1234", "--new-pin", "56")
+    assert bad_new.exit_code == 2
+    assert cli("pin", "verify", "auth", "--pin", "1234").exit_code == 0
 
 
 # --------------------------------------------------------------------------- cert
 
 @pytest.mark.parametrize("kind", ["auth", "auth-ca", "sign-ca"])
-def test_cert_read_der_to_a_file_equals_what_the_ca_issued(home, tmp_path, kind):
+def test_cert_read_der_to_a_file_equals_what_the_ca_issued(cli, home, tmp_path, kind):
     out = tmp_path / f"{kind}.der"
-    r = invoke(home, "cert", "read", kind, "-o", str(out), "--der")
+    r = cli("cert", "read", kind, "-o", str(out), "--der")
     assert r.exit_code == 0, (r.output, r.exception)
     if kind == "auth":
         expected = issued_der(home, "auth")
@@ -423,75 +450,75 @@ def test_cert_read_der_to_a_file_equals_what_the_ca_issued(home, tmp_path, kind)
     assert out.read_bytes() == expected
 
 
-def test_cert_read_sign_needs_the_password(home, tmp_path):
+def test_cert_read_sign_needs_the_password(cli, home, tmp_path):
     out = tmp_path / "sign.der"
-    no_pin = run_main(home, "cert", "read", "sign", "-o", str(out), input="")
-    assert no_pin.code == 2 and not out.exists()
-    r = invoke(home, "cert", "read", "sign", "-o", str(out), "--pin", "ABC123")
+    no_pin = cli("cert", "read", "sign", "-o", str(out), input="")
+    assert no_pin.exit_code == 2 and not out.exists()
+    r = cli("cert", "read", "sign", "-o", str(out), "--pin", "ABC123")
     assert r.exit_code == 0, (r.output, r.exception)
     assert out.read_bytes() == issued_der(home, "sign")
-    assert run_main(home, "cert", "read", "sign", "-o", str(out), "--pin", "WRONG9").code == 4
+    assert cli("cert", "read", "sign", "-o", str(out), "--pin", "WRONG9").exit_code == 4
 
 
-def test_cert_read_pem_to_stdout(home):
-    r = invoke(home, "cert", "read", "auth", "--pem")
+def test_cert_read_pem_to_stdout(cli, home):
+    r = cli("cert", "read", "auth", "--pem")
     assert r.exit_code == 0
     assert r.stdout.startswith("-----BEGIN CERTIFICATE-----")
     cert = x509.load_pem_x509_certificate(r.stdout.encode())
     assert cert.public_bytes(serialization.Encoding.DER) == issued_der(home, "auth")
-    default = invoke(home, "cert", "read", "auth")  # PEM is the default on stdout
+    default = cli("cert", "read", "auth")  # PEM is the default on stdout
     assert default.stdout == r.stdout
 
 
-def test_cert_read_der_to_stdout_is_binary(home):
-    r = invoke(home, "cert", "read", "auth", "--der")
+def test_cert_read_der_to_stdout_is_binary(cli, home):
+    r = cli("cert", "read", "auth", "--der")
     assert r.exit_code == 0
     assert r.stdout_bytes == issued_der(home, "auth")
 
 
-def test_cert_read_der_with_json_is_one_json_document(home):
-    r = invoke(home, "--json", "cert", "read", "auth", "--der")
+def test_cert_read_der_with_json_is_one_json_document(cli):
+    r = cli("--json", "cert", "read", "auth", "--der")
     assert r.exit_code == 0
     doc = json.loads(r.stdout_bytes.decode("utf-8"))
     assert doc["kind"] == "auth"
 
 
-def test_cert_show_sign_shows_the_holder(home):
-    r = invoke(home, "cert", "show", "sign", "--pin", "ABC123")
+def test_cert_show_sign_shows_the_holder(cli, home):
+    r = cli("cert", "show", "sign", "--pin", "ABC123")
     assert r.exit_code == 0, (r.output, r.exception)
     assert "山田　花子" in r.stdout and "1990-04-15" in r.stdout and "female" in r.stdout
-    d = one_json(invoke(home, "--json", "cert", "show", "sign", "--pin", "ABC123").stdout)
+    d = cli("--json", "cert", "show", "sign", "--pin", "ABC123").json()
     assert d["kind"] == "sign"
     assert d["holder"] == {"name": "山田　花子", "address": holder(home)["persona"]["address"],
                            "birth_date": "1990-04-15", "sex": "female"}
-    auth = one_json(invoke(home, "--json", "cert", "show", "auth").stdout)
+    auth = cli("--json", "cert", "show", "auth").json()
     assert auth["kind"] == "auth" and "holder" not in auth
     assert auth["serial"] == holder(home)["auth_serial"]
 
 
 # --------------------------------------------------------------------------- card-info AP
 
-def test_mynumber_masked_and_revealed(home):
+def test_mynumber_masked_and_revealed(cli, home):
     number = holder(home)["persona"]["my_number"]
-    r = invoke(home, "mynumber", "--pin", "1234")
+    r = cli("mynumber", "--pin", "1234")
     assert r.exit_code == 0, (r.output, r.exception)
     assert r.stdout.strip() == MASKED
     assert number not in r.output
-    d = one_json(invoke(home, "--json", "mynumber", "--pin", "1234").stdout)
+    d = cli("--json", "mynumber", "--pin", "1234").json()
     assert d == {"my_number": MASKED, "masked": True, "check_digit_valid": True}
-    revealed = invoke(home, "mynumber", "--reveal", input="1234\n")
+    revealed = cli("mynumber", "--reveal", input="1234\n")
     assert revealed.stdout.strip() == number
     assert number not in revealed.stderr
-    assert run_main(home, "mynumber", "--pin", "0000").code == 4
+    assert cli("mynumber", "--pin", "0000").exit_code == 4
 
 
-def test_attrs(home):
-    r = invoke(home, "attrs", "--pin", "1234")
+def test_attrs(cli, home):
+    r = cli("attrs", "--pin", "1234")
     assert r.exit_code == 0, (r.output, r.exception)
     p = holder(home)["persona"]
     for value in (p["name"], p["address"], p["birth_date"], "female"):
         assert value in r.stdout
-    bob = one_json(invoke(home, "--json", "attrs", "--pin", "1234", card="emu:bob").stdout)
+    bob = cli("--json", "attrs", "--pin", "1234", card="emu:bob").json()
     assert bob == {"name": "鈴木　一郎", "address": holder(home, "bob")["persona"]["address"],
                    "birth_date": "1975-11-03", "sex": "male"}
 
@@ -500,14 +527,14 @@ def test_attrs(home):
 
 @pytest.mark.parametrize("key, pin, digest", [("auth", "1234", "sha256"), ("sign", "ABC123", "sha256"),
                                               ("auth", "1234", "sha512"), ("sign", "ABC123", "sha1")])
-def test_pkey_sign_verified_with_openssl(home, tmp_path, openssl, key, pin, digest):
+def test_pkey_sign_verified_with_openssl(cli, tmp_path, openssl, key, pin, digest):
     data = tmp_path / "message.txt"
     data.write_bytes("署名テスト\n".encode() * 100)
     sig = tmp_path / "message.sig"
-    r = invoke(home, "pkey", "sign", key, str(data), "--digest", digest, "-o", str(sig), "--pin", pin)
+    r = cli("pkey", "sign", key, str(data), "--digest", digest, "-o", str(sig), "--pin", pin)
     assert r.exit_code == 0, (r.output, r.exception)
     assert len(sig.read_bytes()) == 256
-    pem = invoke(home, "cert", "read", key, "--pem", "--pin", "ABC123").stdout
+    pem = cli("cert", "read", key, "--pem", "--pin", "ABC123").stdout
     (tmp_path / "cert.pem").write_text(pem)
     pub = subprocess.run([openssl, "x509", "-pubkey", "-noout", "-in", str(tmp_path / "cert.pem")],
                          capture_output=True, text=True, check=True).stdout
@@ -521,55 +548,55 @@ def test_pkey_sign_verified_with_openssl(home, tmp_path, openssl, key, pin, dige
     assert tampered.returncode != 0
 
 
-def test_pkey_sign_errors(home, tmp_path):
+def test_pkey_sign_errors(cli, tmp_path):
     data = tmp_path / "m"
     data.write_bytes(b"x")
     sig = tmp_path / "s"
-    assert run_main(home, "pkey", "sign", "auth", str(data), "-o", str(sig), "--pin", "0000").code == 4
+    assert cli("pkey", "sign", "auth", str(data), "-o", str(sig), "--pin", "0000").exit_code == 4
     assert not sig.exists()
-    assert run_main(home, "pkey", "sign", "auth", str(tmp_path / "missing"), "-o", str(sig),
-                    "--pin", "1234").code == 2
-    assert run_main(home, "pkey", "sign", "auth", str(data), "--digest", "md5", "-o", str(sig),
-                    "--pin", "1234").code == 2
+    assert cli("pkey", "sign", "auth", str(tmp_path / "missing"), "-o", str(sig),
+               "--pin", "1234").exit_code == 2
+    assert cli("pkey", "sign", "auth", str(data), "--digest", "md5", "-o", str(sig),
+               "--pin", "1234").exit_code == 2
 
 
 # --------------------------------------------------------------------------- apdu
 
-def test_apdu_raw_json(home):
-    r = invoke(home, "--json", "apdu", "00A4040C0AD392F000260100000001", "00 A4 02 0C 02 00 0A",
-               "00B0000004", "00A4040C02FFFF", "00B0000004")
+def test_apdu_raw_json(cli, home):
+    r = cli("--json", "apdu", "00A4040C0AD392F000260100000001", "00 A4 02 0C 02 00 0A",
+            "00B0000004", "00A4040C02FFFF", "00B0000004")
     assert r.exit_code == 0, (r.output, r.exception)
-    doc = one_json(r.stdout)
+    doc = r.json()
     assert [set(x) for x in doc] == [{"command", "response", "sw"}] * 5
     assert [x["sw"] for x in doc] == ["9000", "9000", "9000", "6A82", "9000"]
     assert doc[1]["command"] == "00A4020C02000A"
     assert doc[2]["response"] == issued_der(home, "auth")[:4].hex().upper()
-    human = invoke(home, "apdu", "00A4040C0AD392F000260100000001", "00A4020C020001", "00B0000004")
+    human = cli("apdu", "00A4040C0AD392F000260100000001", "00A4020C020001", "00B0000004")
     assert "R< 6982" in human.stdout  # the signing certificate without the password
 
 
-def test_apdu_rejects_non_hex(home):
-    out = run_main(home, "apdu", "00A4ZZ")
-    assert out.code == 2 and "not hex" in out.stderr
+def test_apdu_rejects_non_hex(cli):
+    out = cli("apdu", "00A4ZZ")
+    assert out.exit_code == 2 and "not hex" in out.stderr
 
 
 # --------------------------------------------------------------------------- no card, exit codes
 
-def test_unknown_emulated_card_exit_5(home):
-    r = invoke(home, "info", card="emu:nobody")
+def test_unknown_emulated_card_exit_5(cli):
+    r = cli("info", card="emu:nobody")
     assert isinstance(r.exception, NoCardError)
-    out = run_main(home, "info", card="emu:nobody")
-    assert out.code == 5
+    out = cli("info", card="emu:nobody")
+    assert out.exit_code == 5
     assert "nobody" in out.stderr
-    js = run_main(home, "--json", "pin", "status", card="emu:nobody")
-    assert js.code == 5 and one_json(js.stdout)["error"] == "no_card"
+    js = cli("--json", "pin", "status", card="emu:nobody")
+    assert js.exit_code == 5 and js.json()["error"] == "no_card"
 
 
-def test_unknown_card_uri_is_a_usage_error(home):
-    assert run_main(home, "info", card="nfc:thing").code == 2
+def test_unknown_card_uri_is_a_usage_error(cli):
+    assert cli("info", card="nfc:thing").exit_code == 2
 
 
-def test_exit_1_for_a_card_answering_malformed_data(home):
+def test_exit_1_for_a_card_answering_malformed_data(cli, home):
     path = home / "cards" / "alice" / "card.json"
     doc = json.loads(path.read_text())
     number = holder(home)["persona"]["my_number"]
@@ -577,8 +604,8 @@ def test_exit_1_for_a_card_answering_malformed_data(home):
     doc["applications"]["text"]["files"]["0001"]["data"] = base64.b64encode(
         b"\xff\x10\x0c" + bad.encode() + b"\xff\xff").decode()
     path.write_text(json.dumps(doc))
-    out = run_main(home, "mynumber", "--pin", "1234")
-    assert out.code == 1
+    out = cli("mynumber", "--pin", "1234")
+    assert out.exit_code == 1
     assert "check digit" in out.stderr
     assert bad not in out.stderr and bad not in out.stdout
 
@@ -594,48 +621,75 @@ def test_exit_1_for_a_card_answering_malformed_data(home):
     (NoCardError("no card"), 5),
     (NoReaderError("no reader"), 5),
 ])
-def test_exit_codes_of_every_error_class(home, monkeypatch, error, code):
+def test_exit_codes_of_every_error_class(cli, monkeypatch, error, code):
     def boom(self):
         raise error
     monkeypatch.setattr("jpki.session.JpkiSession.card_type", boom)
-    out = run_main(home, "info")
-    assert out.code == code
+    out = cli("info")
+    assert out.exit_code == code
     first = out.stderr.splitlines()[0]
     if isinstance(error, PinBlockedError):  # the CLI names the PIN when the card layer knows it
         assert first == "error: PIN: blocked"
     else:
         assert first == f"error: {error}"
-    js = run_main(home, "--json", "info")
-    assert js.code == code
-    doc = one_json(js.stdout)
+    js = cli("--json", "info")
+    assert js.exit_code == code
+    doc = js.json()
     assert doc["ok"] is False and doc["error"] == error.code
     if isinstance(error, VerificationError):
         assert doc["reason"] == "bad-signature"
 
 
-def test_exit_0_and_click_usage_exit_2():
-    assert run_main(None, "--help", card=None).code == 0
-    assert run_main(None, "no-such-command", card=None).code == 2
-    assert run_main(None, "pin", "verify", "nonsense", card=None).code == 2
+def test_in_process_and_as_a_process_the_cli_answers_the_same(cli):
+    """The two runners of the ``cli`` fixture: the same exit code, stdout and stderr; in process
+    the exception that jpki.cli.main mapped is kept (as a process it stays in the child)."""
+    for args, card, exit_code, exception in [(("--json", "pin", "status"), "emu:alice", 0, None),
+                                             (("--json", "info"), "emu:nobody", 5, NoCardError)]:
+        inside, outside = cli(*args, card=card), cli.process(*args, card=card)
+        assert inside.exit_code == outside.exit_code == exit_code, (inside, outside)
+        assert (inside.stdout, inside.stderr) == (outside.stdout, outside.stderr)
+        assert inside.json() == outside.json()
+        if exception is None:
+            assert inside.exception is None
+        else:
+            assert isinstance(inside.exception, exception), inside
+        assert outside.exception is None
 
 
-def test_default_home_is_under_home_and_jpki_home_overrides(home, monkeypatch):
+def test_an_exception_escaping_main_fails_the_test(cli, monkeypatch):
+    """main() never lets an exception through (a user would see a traceback): the in-process
+    runner turns one into the test's failure instead of an exit code."""
+    def broken(*args, **kwargs):
+        raise RuntimeError("boom")
+    monkeypatch.setattr("jpki.cli._print_failure", broken)
+    with pytest.raises(AssertionError, match=r"RuntimeError escaped jpki\.cli\.main"):
+        cli("info", card="emu:nobody")
+
+
+def test_exit_0_and_click_usage_exit_2(cli):
+    assert cli("--help", home=None, card=None).exit_code == 0
+    assert cli("no-such-command", home=None, card=None).exit_code == 2
+    assert cli("pin", "verify", "nonsense", home=None, card=None).exit_code == 2
+
+
+def test_default_home_is_under_home_and_jpki_home_overrides(cli, home, monkeypatch):
     # conftest pointed HOME at a temporary directory: the default home is HOME/.jpki
-    r = CliRunner().invoke(cli, ["card", "list"])
+    r = cli("card", "list", home=None, card=None)
     assert r.exit_code == 0 and "(no cards)" in r.stdout
-    r = CliRunner().invoke(cli, ["card", "list"], env={"JPKI_HOME": str(home)})
+    r = cli("card", "list", home=None, card=None, env={"JPKI_HOME": str(home)})
     assert r.stdout.split() == ["alice", "bob"]
-    r = CliRunner().invoke(cli, ["--home", str(home), "info"], env={"JPKI_CARD": "emu:bob"})
+    r = cli("info", card=None, env={"JPKI_CARD": "emu:bob"})
     assert "emulated card bob" in r.stdout
 
 
 # --------------------------------------------------------------------------- demo
 
-def test_demo_through_clirunner(monkeypatch, tmp_path):
+@pytest.mark.slow
+def test_demo_through_clirunner(cli, monkeypatch, tmp_path):
     tmp = tmp_path / "tmp"
     tmp.mkdir()
     monkeypatch.setattr("tempfile.tempdir", str(tmp))
-    r = CliRunner().invoke(cli, ["demo"])
+    r = cli("demo", home=None, card=None)
     assert r.exit_code == 0, (r.output, r.exception)
     for step in DEMO_STEPS:
         assert f"PASS  {step}:" in r.stdout, step
@@ -644,11 +698,12 @@ def test_demo_through_clirunner(monkeypatch, tmp_path):
     assert list(tmp.iterdir()) == [], "the demo removes its temporary home"
 
 
-def test_demo_json_is_one_document(monkeypatch, tmp_path):
+@pytest.mark.slow
+def test_demo_json_is_one_document(cli, monkeypatch, tmp_path):
     monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
-    r = CliRunner().invoke(cli, ["--json", "demo"])
+    r = cli("--json", "demo", home=None, card=None)
     assert r.exit_code == 0
-    doc = one_json(r.stdout)
+    doc = r.json()
     assert doc["ok"] is True
     assert [s["name"] for s in doc["steps"]][:len(DEMO_STEPS)] == list(DEMO_STEPS)
     assert all(s["ok"] for s in doc["steps"])
@@ -656,48 +711,50 @@ def test_demo_json_is_one_document(monkeypatch, tmp_path):
 
 # --------------------------------------------------------------------------- real processes
 
-def test_python_dash_m_jpki_runs():
-    p = proc("--help")
-    assert p.returncode == 0, p.stderr
+def test_python_dash_m_jpki_runs(cli):
+    p = cli.process("--help", home=None, card=None)
+    assert p.exit_code == 0, p.stderr
     assert "Usage: jpki" in p.stdout
-    assert proc("--version").stdout.strip().endswith("0.1.0")
+    assert cli.process("--version", home=None, card=None).stdout.strip().endswith("0.1.0")
 
 
-def test_process_ca_and_card_lifecycle(tmp_path, openssl):
-    home = str(tmp_path / "h")
-    first = proc("--home", home, "ca", "init")
-    assert first.returncode == 0, first.stderr
-    second = proc("--home", home, "ca", "init")
-    assert second.returncode == 2 and second.stderr.startswith("error: ")
+@pytest.mark.slow
+def test_process_ca_and_card_lifecycle(cli, tmp_path, openssl):
+    home = tmp_path / "h"
+    admin = cli.bind(home=home, card=None)
+    first = admin.process("ca", "init")
+    assert first.exit_code == 0, first.stderr
+    second = admin.process("ca", "init")
+    assert second.exit_code == 2 and second.stderr.startswith("error: ")
 
-    bad = proc("--home", home, "card", "create", "zed", "--name", "佐藤　次郎", "--address", "東京都港区1",
-               "--birth", "2001-02-29", "--sex", "male")
-    assert bad.returncode == 2 and "--birth" in bad.stderr
+    bad = admin.process("card", "create", "zed", "--name", "佐藤　次郎", "--address", "東京都港区1",
+                        "--birth", "2001-02-29", "--sex", "male")
+    assert bad.exit_code == 2 and "--birth" in bad.stderr
 
-    made = proc("--home", home, "--json", "card", "create", "zed", "--name", "佐藤　次郎",
-                "--address", "東京都港区1", "--birth", "2000-02-29", "--sex", "male")
-    assert made.returncode == 0, made.stderr
-    assert one_json(made.stdout)["my_number"] == MASKED
-    assert proc("--home", home, "card", "list").stdout.split() == ["zed"]
+    made = admin.process("--json", "card", "create", "zed", "--name", "佐藤　次郎",
+                         "--address", "東京都港区1", "--birth", "2000-02-29", "--sex", "male")
+    assert made.exit_code == 0, made.stderr
+    assert made.json()["my_number"] == MASKED
+    assert admin.process("card", "list").stdout.split() == ["zed"]
 
-    card = ["--home", home, "--card", "emu:zed"]
-    assert proc(*card, "pin", "verify", "auth", env={"JPKI_AUTH_PIN": "1234"}).returncode == 0
-    assert proc(*card, "pin", "verify", "sign", input="abc123\n").returncode == 0
-    wrong = proc(*card, "--json", "pin", "verify", "auth", "--pin", "9999")
-    assert wrong.returncode == 4
-    assert one_json(wrong.stdout)["tries_left"] == 2
+    zed = cli.bind(home=home, card="emu:zed")
+    assert zed.process("pin", "verify", "auth", env={"JPKI_AUTH_PIN": "1234"}).exit_code == 0
+    assert zed.process("pin", "verify", "sign", input="abc123\n").exit_code == 0
+    wrong = zed.process("--json", "pin", "verify", "auth", "--pin", "9999")
+    assert wrong.exit_code == 4
+    assert wrong.json()["tries_left"] == 2
     assert "2 tries left" in wrong.stderr
 
     der = tmp_path / "auth.der"
-    assert proc(*card, "cert", "read", "auth", "-o", str(der), "--der").returncode == 0
-    assert der.read_bytes() == issued_der(Path(home), "auth", "zed")
+    assert zed.process("cert", "read", "auth", "-o", str(der), "--der").exit_code == 0
+    assert der.read_bytes() == issued_der(home, "auth", "zed")
 
     msg = tmp_path / "msg"
     msg.write_bytes(b"process signature\n")
     sig = tmp_path / "msg.sig"
-    s = proc(*card, "pkey", "sign", "auth", str(msg), "--digest", "sha256", "-o", str(sig),
-             input="1234\n")
-    assert s.returncode == 0, s.stderr
+    s = zed.process("pkey", "sign", "auth", str(msg), "--digest", "sha256", "-o", str(sig),
+                    input="1234\n")
+    assert s.exit_code == 0, s.stderr
     pub = subprocess.run([openssl, "x509", "-inform", "DER", "-in", str(der), "-pubkey", "-noout"],
                          capture_output=True, text=True, check=True).stdout
     (tmp_path / "pub.pem").write_text(pub)
@@ -705,31 +762,32 @@ def test_process_ca_and_card_lifecycle(tmp_path, openssl):
                         "-signature", str(sig), str(msg)], capture_output=True, text=True)
     assert v.returncode == 0 and "Verified OK" in v.stdout
 
-    number = holder(Path(home), "zed")["persona"]["my_number"]
-    masked = proc(*card, "mynumber", "--pin", "1234")
-    assert masked.returncode == 0 and masked.stdout.strip() == MASKED and number not in masked.stderr
-    assert proc(*card, "mynumber", "--reveal", "--pin", "1234").stdout.strip() == number
+    number = holder(home, "zed")["persona"]["my_number"]
+    masked = zed.process("mynumber", "--pin", "1234")
+    assert masked.exit_code == 0 and masked.stdout.strip() == MASKED and number not in masked.stderr
+    assert zed.process("mynumber", "--reveal", "--pin", "1234").stdout.strip() == number
 
-    nobody = proc("--home", home, "--card", "emu:nobody", "info")
-    assert nobody.returncode == 5 and "error:" in nobody.stderr
-
-
-def test_process_exit_codes_on_the_provisioned_home(home):
-    base = ["--home", str(home), "--card", "emu:alice"]
-    assert proc(*base, "info").returncode == 0
-    assert proc(*base, "pin", "verify", "auth", "--pin", "12").returncode == 2
-    assert proc(*base, "pin", "verify", "auth", "--pin", "0000").returncode == 4
-    assert proc(*base, "bogus").returncode == 2
-    js = proc(*base, "--json", "pin", "status")
-    assert one_json(js.stdout)["auth"]["tries_left"] == 2
+    nobody = zed.process("info", card="emu:nobody")
+    assert nobody.exit_code == 5 and "error:" in nobody.stderr
 
 
-def test_process_demo_leaves_nothing_in_home(tmp_path):
+def test_process_exit_codes_on_the_provisioned_home(cli):
+    assert cli.process("info").exit_code == 0
+    assert cli.process("pin", "verify", "auth", "--pin", "12").exit_code == 2
+    assert cli.process("pin", "verify", "auth", "--pin", "0000").exit_code == 4
+    assert cli.process("bogus").exit_code == 2
+    js = cli.process("--json", "pin", "status")
+    assert js.json()["auth"]["tries_left"] == 2
+
+
+@pytest.mark.slow
+def test_process_demo_leaves_nothing_in_home(cli, tmp_path):
     fake_home, tmp = tmp_path / "home", tmp_path / "tmp"
     fake_home.mkdir()
     tmp.mkdir()
-    p = proc("demo", env={"HOME": str(fake_home), "TMPDIR": str(tmp)}, cwd=tmp_path)
-    assert p.returncode == 0, p.stdout + p.stderr
+    p = cli.process("demo", home=None, card=None, env={"HOME": str(fake_home), "TMPDIR": str(tmp)},
+                    cwd=tmp_path)
+    assert p.exit_code == 0, p.stdout + p.stderr
     for step in DEMO_STEPS:
         assert f"PASS  {step}:" in p.stdout, step
     assert "FAIL" not in p.stdout and "demo passed" in p.stdout
@@ -755,15 +813,15 @@ def failing_demo(monkeypatch):
     monkeypatch.setattr("jpki.demo.run_demo", failing)  # the CLI imports it when the demo runs
 
 
-def test_failed_demo_exits_1(failing_demo):
-    out = run_main(None, "demo", card=None)
-    assert out.code == 1
+def test_failed_demo_exits_1(cli, failing_demo):
+    out = cli("demo", home=None, card=None)
+    assert out.exit_code == 1
     assert "FAIL  test CA" in out.stdout and "demo FAILED" in out.stdout
     assert "error: the demo failed" in out.stderr
 
 
-def test_failed_demo_json_is_still_one_document(failing_demo):
-    out = run_main(None, "--json", "demo", card=None)
-    assert out.code == 1
-    doc = one_json(out.stdout)
+def test_failed_demo_json_is_still_one_document(cli, failing_demo):
+    out = cli("--json", "demo", home=None, card=None)
+    assert out.exit_code == 1
+    doc = out.json()
     assert doc["ok"] is False

@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
-import json
-import subprocess
-import sys
 import time
 
 import pytest
 
 from jpki.clock import OffsetClock, SystemClock, clock_from_environment, parse_instant
 
-START = dt.datetime(2030, 1, 2, 3, 4, 5, tzinfo=dt.timezone.utc)
+START = dt.datetime(2030, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
 
 
 def test_unset_or_blank_is_the_system_clock():
@@ -35,8 +32,8 @@ def test_processes_with_one_anchor_share_one_clock():
 
 
 def test_a_date_without_offset_is_utc_and_a_jst_one_is_kept():
-    assert parse_instant("2030-01-02") == dt.datetime(2030, 1, 2, tzinfo=dt.timezone.utc)
-    assert parse_instant("2030-01-02T12:00:00+09:00") == dt.datetime(2030, 1, 2, 3, tzinfo=dt.timezone.utc)
+    assert parse_instant("2030-01-02") == dt.datetime(2030, 1, 2, tzinfo=dt.UTC)
+    assert parse_instant("2030-01-02T12:00:00+09:00") == dt.datetime(2030, 1, 2, 3, tzinfo=dt.UTC)
 
 
 @pytest.mark.parametrize("env, name", [({"JPKI_NOW": "yesterday"}, "JPKI_NOW"),
@@ -46,23 +43,21 @@ def test_malformed_values_name_the_variable(env, name):
         clock_from_environment(env)
 
 
-def test_the_cli_runs_at_jpki_now(tmp_path, monkeypatch):
+def test_the_cli_runs_at_jpki_now(cli, tmp_path, monkeypatch):
     """`jpki ca init` as a process issues its roots at $JPKI_NOW, not today."""
     env_home = tmp_path / "h"
-    p = subprocess.run([sys.executable, "-m", "jpki", "--home", str(env_home), "--json", "ca", "init"],
-                       capture_output=True, text=True, timeout=120,
-                       env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "JPKI_NOW": START.isoformat()})
-    assert p.returncode == 0, p.stderr
+    p = cli.process("--json", "ca", "init", home=env_home, card=None, inherit_env=False,
+                    env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "JPKI_NOW": START.isoformat()})
+    assert p.exit_code == 0, p.stderr
     from cryptography import x509
 
     root = x509.load_pem_x509_certificate((env_home / "ca" / "auth_ca.pem").read_bytes())
     assert abs(root.not_valid_before_utc - START) < dt.timedelta(minutes=5)
-    json.loads(p.stdout)
+    p.json()
 
 
-def test_a_malformed_jpki_now_is_a_usage_error(tmp_path):
-    p = subprocess.run([sys.executable, "-m", "jpki", "--home", str(tmp_path / "h"), "ca", "list"],
-                       capture_output=True, text=True, timeout=120,
-                       env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "JPKI_NOW": "tomorrow"})
-    assert p.returncode == 2, p.stderr
+def test_a_malformed_jpki_now_is_a_usage_error(cli, tmp_path):
+    p = cli.process("ca", "list", home=tmp_path / "h", card=None, inherit_env=False,
+                    env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "JPKI_NOW": "tomorrow"})
+    assert p.exit_code == 2, p.stderr
     assert "JPKI_NOW" in p.stderr and "Traceback" not in p.stderr

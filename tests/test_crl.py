@@ -23,6 +23,7 @@ from cryptography.x509.oid import ExtensionOID, NameOID, SignatureAlgorithmOID
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from jpki.cli._fail import fail_for
 from jpki.clock import JST, FixedClock
 from jpki.errors import UsageError, VerificationError
 from jpki.pki import TestCA
@@ -44,7 +45,7 @@ from jpki.revocation import (
 )
 from jpki.revocation.crl import der_integer, der_length, der_time
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 NOW = dt.datetime(2026, 11, 27, 3, 0, 0, tzinfo=UTC)
 NEXT = NOW + dt.timedelta(days=1)
 R = x509.ReasonFlags
@@ -388,6 +389,7 @@ def test_openssl_verifies_and_reads_our_crls(ca: TestCA, tmp_path: Path) -> None
     assert "verify OK" not in wrong.stderr
 
 
+@pytest.mark.slow
 def test_openssl_verifies_a_20k_entry_crl(ca: TestCA, tmp_path: Path) -> None:
     der = _build(ca, _entries(20_000, seed=3), kind="auth", number=3)
     checked = _openssl_crl(der, tmp_path, ca.ca_cert_path("auth"))
@@ -475,7 +477,7 @@ def test_freshness(ca: TestCA) -> None:
     with pytest.raises(CRLError) as info:
         crl.check_time(NEXT + dt.timedelta(days=30))
     assert info.value.reason == "crl-expired"
-    assert isinstance(info.value, VerificationError) and info.value.exit_code == 3
+    assert isinstance(info.value, VerificationError) and fail_for(info.value).exit_code == 3
     with pytest.raises(UsageError):
         LoadedCRL.from_der(der, ca.sign_ca_cert, now=dt.datetime(2026, 11, 27))
 
@@ -612,7 +614,8 @@ def test_well_signed_but_malformed_content(ca: TestCA) -> None:
 _FUZZ_CRL: dict[str, object] = {}
 
 
-def _fuzz_material(key_pool: list[rsa.RSAPrivateKey], tmp_path_factory: pytest.TempPathFactory) -> tuple[bytes, x509.Certificate]:
+def _fuzz_material(key_pool: list[rsa.RSAPrivateKey],
+                   tmp_path_factory: pytest.TempPathFactory) -> tuple[bytes, x509.Certificate]:
     if not _FUZZ_CRL:
         ca = TestCA.init(tmp_path_factory.mktemp("fuzzca") / "ca", clock=FixedClock(NOW),
                          keys={"sign": key_pool[0], "auth": key_pool[1]})
@@ -762,7 +765,8 @@ def test_bulk_insert_revoked(ca: TestCA, leaf_key: rsa.RSAPublicKey) -> None:
     assert len(crl) == len(signs) and crl.lookup(good) is None
     for row in signs[:2000]:
         got = crl.lookup(row[0])
-        assert got is not None and got.revoked_at == row[2] and got.reason.value == (row[3] if len(row) > 3 else "unspecified")
+        assert got is not None and got.revoked_at == row[2]
+        assert got.reason.value == (row[3] if len(row) > 3 else "unspecified")
         assert got.invalidity_date == (row[4] if len(row) > 4 else None)
 
     # A bad batch inserts nothing.
@@ -836,6 +840,7 @@ def test_ca_crl_rejects_bad_arguments(ca: TestCA) -> None:
 # --------------------------------------------------------------------------- scale
 
 
+@pytest.mark.slow
 def test_200k_entries_parse_and_look_up(ca: TestCA) -> None:
     """Correctness at size (no timing: benchmarks/revocation.py measures)."""
     entries = _entries(200_000, seed=200)

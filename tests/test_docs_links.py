@@ -11,7 +11,9 @@ LINK = re.compile(r"\]\((?!https?://|mailto:|#)([^)\s]+)\)")
 
 def test_relative_links_resolve_inside_the_repository():
     broken = []
-    for md in [REPO / "README.md", *sorted((REPO / "docs").glob("*.md")), *sorted((REPO / "examples").glob("*/README.md"))]:
+    pages = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md")),
+             *sorted((REPO / "examples").glob("*/README.md"))]
+    for md in pages:
         for target in LINK.findall(md.read_text(encoding="utf-8")):
             path = (md.parent / target.split("#")[0]).resolve()
             if not path.is_relative_to(REPO) or not path.exists():

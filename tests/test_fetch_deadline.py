@@ -11,7 +11,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from test_auth_support import CA_BASE, credentials
+from auth_support import CA_BASE, credentials
 
 from jpki.verify import HttpFetcher, TrustStore, Validator
 from jpki.verify.fetch import FetchTimeoutError
@@ -63,14 +63,9 @@ def trickling_server(*, in_headers: bool, interval: float = 0.5) -> Iterator[str
         thread.join(5)
 
 
-@pytest.fixture(params=["httpcore", "http.client"])
-def fetcher(request, monkeypatch) -> Iterator[HttpFetcher]:
-    """The default fetcher with a 1 s deadline, on httpcore or on its standard-library fallback."""
-    if request.param == "http.client":
-        def no_httpx(self):
-            raise ImportError("no httpx")
-
-        monkeypatch.setattr(HttpFetcher, "_httpx_client", no_httpx)
+@pytest.fixture
+def fetcher() -> Iterator[HttpFetcher]:
+    """The default fetcher (httpcore, under httpx) with a 1 s deadline."""
     fetch = HttpFetcher(timeout=5, connect_timeout=2, deadline=1.0)
     yield fetch
     fetch.close()
@@ -104,7 +99,7 @@ def test_verification_against_a_trickling_responder_fails_closed(fetcher, home, 
 
 def test_the_deadline_leaves_a_prompt_answer_alone(home, clock):
     """A responder answering at once is not affected; the same fetcher serves many fetches."""
-    from jpki.revocation.server import serve_in_thread
+    from jpki.pki.server import serve_in_thread
 
     fetcher = HttpFetcher(deadline=1.0)
     try:

@@ -29,8 +29,6 @@ import os
 import random
 import re
 import shutil
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -39,13 +37,11 @@ import pytest
 pytest.importorskip("pyhanko")
 
 from asn1crypto import cms
+from auth_support import SIGN_PIN, make_service, request
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pyhanko.pdf_utils import generic
-from test_auth_service import make_service, request
-from test_auth_support import SIGN_PIN, alice, links, net, rp  # noqa: F401  (fixtures)
-from test_sign_cms import SIGNED_AT, card_signer, run_main, validator
-from test_sign_pdf import make_pdf
+from sign_support import SIGNED_AT, card_signer, make_pdf, validator
 
 from jpki.auth.client import answer_ekyc
 from jpki.auth.protocol import ClientData, EkycResponse, parse_challenge
@@ -56,7 +52,6 @@ from jpki.sign.cms import MAX_NESTING, check_nesting, read_cms
 from jpki.sign.pdf import sign_pdf, verify_pdf
 from jpki.verify import Validator
 
-REPO = Path(__file__).resolve().parents[1]
 SEED = int(os.environ.get("JPKI_FUZZ_SEED", "20261127"))
 CMS_CASES = int(os.environ.get("JPKI_FUZZ_CASES", "2000"))
 PDF_CASES = max(CMS_CASES // 8, 50)
@@ -298,7 +293,7 @@ def test_fuzzed_pdfs_are_refused_with_a_reason(samples, tmp_path):
     assert {"malformed", "tampered"} <= set(outcomes), outcomes
 
 
-def test_fuzzed_ekyc_cms_is_refused_never_an_internal_error(rp, alice):  # noqa: F811
+def test_fuzzed_ekyc_cms_is_refused_never_an_internal_error(rp, alice):
     """The relying party's eKYC check over mutated CMS: every answer a refusal with a reason,
     never ``internal-error`` (which the service answers with 500)."""
     challenge = rp.begin_ekyc("fuzz")
@@ -359,16 +354,16 @@ ESCAPED: list[tuple[str, Callable[[bytes], bytes]]] = [
 
 
 @pytest.mark.parametrize(("name", "make"), ESCAPED, ids=[name for name, _ in ESCAPED])
-def test_inputs_that_escaped_are_malformed(samples, tmp_path, name, make):
+def test_inputs_that_escaped_are_malformed(cli, samples, tmp_path, name, make):
     bad = tmp_path / "bad.p7s"
     bad.write_bytes(make(samples.p7s))
     report = verify_cms(bad, data=samples.doc, validator=samples.validator)
     assert (report.ok, report.reason) == (False, "malformed"), report.message
     assert "\n" not in report.message
-    r = run_main(samples.home, "--json", "verify", str(bad), "--data", str(samples.doc),
-                 "--revocation", "none")
-    doc = json.loads(r.stdout)  # exactly one JSON document
-    assert (r.code, doc["reason"]) == (3, "malformed")
+    r = cli("--json", "verify", str(bad), "--data", str(samples.doc),
+            "--revocation", "none", home=samples.home)
+    doc = r.json()  # exactly one JSON document
+    assert (r.exit_code, doc["reason"]) == (3, "malformed")
     assert "Traceback" not in r.stderr
 
 
@@ -437,7 +432,7 @@ def test_the_nesting_scan_counts_every_level(case):
 
 @pytest.mark.parametrize(("kind", "reason"), [("cms-nesting-bomb", "malformed"),
                                             ("pdf-changed-after-signing", "tampered")])
-def test_the_cli_as_a_process_gives_one_json_document_and_no_traceback(samples, tmp_path, kind,
+def test_the_cli_as_a_process_gives_one_json_document_and_no_traceback(cli, samples, tmp_path, kind,
                                                                         reason):
     """As a user runs it: no logging set up, so a traceback anyone logs would reach stderr."""
     if kind == "cms-nesting-bomb":
@@ -448,24 +443,22 @@ def test_the_cli_as_a_process_gives_one_json_document_and_no_traceback(samples, 
         target = tmp_path / "changed.pdf"
         target.write_bytes(_pdf_attacks(samples.pdf)["catalog without its extensions"][0])
         args = []
-    done = subprocess.run([sys.executable, "-m", "jpki", "--home", str(samples.home), "--json",
-                           "verify", str(target), *args, "--revocation", "none"],
-                          capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)},
-                          timeout=60, check=False)
-    assert done.returncode == 3, done.stderr
-    assert json.loads(done.stdout)["reason"] == reason  # exactly one JSON document
+    done = cli.process("--json", "verify", str(target), *args, "--revocation", "none",
+                       home=samples.home, card=None)
+    assert done.exit_code == 3, done.stderr
+    assert done.json()["reason"] == reason  # exactly one JSON document
     assert "Traceback" not in done.stderr, done.stderr
     assert done.stderr.count("\n") == 1, done.stderr  # the one-line error
 
 
-def test_ekyc_endpoint_answers_400_malformed(home, clock, net, alice):  # noqa: F811
+def test_ekyc_endpoint_answers_400_malformed(home, clock, net, alice):
     app = make_service(home, clock, net)
     try:
         for name, make in ESCAPED:
             begun = request(app, "POST", "/api/ekyc/begin", json={"transaction_text": "口座開設"})
             good = answer_ekyc(parse_challenge(begun.content), alice, pin=lambda: SIGN_PIN)
             bad = dataclasses.replace(good, cms=make(good.cms))
-            done = request(app, "POST", "/api/ekyc/complete", content=bad.to_json())
+            done = request(app, "POST", "/api/ekyc/complete", json=bad.to_json())
             assert (done.status_code, done.json()["reason"]) == (400, "malformed"), (name, done.text)
     finally:
         app.state.close()
@@ -545,13 +538,13 @@ def _pdf_attacks(pdf: bytes) -> dict[str, tuple[bytes, str]]:
     }
 
 
-def test_broken_pdfs_are_malformed_never_an_exception(samples, tmp_path):
+def test_broken_pdfs_are_malformed_never_an_exception(cli, samples, tmp_path):
     for name, (body, reason) in _pdf_attacks(samples.pdf).items():
         case = tmp_path / f"{name.replace(' ', '-').replace('/', '')}.pdf"
         case.write_bytes(body)
         assert checked(lambda c=case: verify_pdf(c, validator=samples.validator)) == reason, name
-        r = run_main(samples.home, "--json", "verify", str(case), "--revocation", "none")
-        assert r.code == 3 and json.loads(r.stdout)["reason"] == reason, (name, r.stderr)
+        r = cli("--json", "verify", str(case), "--revocation", "none", home=samples.home)
+        assert r.exit_code == 3 and r.json()["reason"] == reason, (name, r.stderr)
         assert "Traceback" not in r.stderr, (name, r.stderr)
 
 

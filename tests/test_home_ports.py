@@ -2,38 +2,29 @@
 
 from __future__ import annotations
 
-import json
 import signal
 import subprocess
-import sys
 import time
 import urllib.parse
 
 import httpx
-from click.testing import CliRunner
-
-from jpki.cli import main
 
 
-def ca_init(home) -> dict:
-    with CliRunner().isolation() as (out, err, _):
-        code = main(["--home", str(home), "--json", "ca", "init"])
-    assert code == 0, err.getvalue()
-    return json.loads(out.getvalue())
-
-
-def test_two_homes_get_two_ports(tmp_path):
-    first, second = ca_init(tmp_path / "one"), ca_init(tmp_path / "two")
-    a, b = (urllib.parse.urlsplit(d["base_url"]) for d in (first, second))
+def test_two_homes_get_two_ports(cli, tmp_path):
+    first = cli("--json", "ca", "init", home=tmp_path / "one", card=None)
+    second = cli("--json", "ca", "init", home=tmp_path / "two", card=None)
+    assert first.exit_code == second.exit_code == 0, (first, second)
+    a, b = (urllib.parse.urlsplit(r.json()["base_url"]) for r in (first, second))
     assert a.hostname == b.hostname == "127.0.0.1"
     assert a.port and b.port and a.port != b.port
 
 
-def test_ca_serve_answers_at_the_base_url_of_its_home(tmp_path):
-    home = tmp_path / "home"
-    base = ca_init(home)["base_url"]
-    proc = subprocess.Popen([sys.executable, "-m", "jpki", "--home", str(home), "ca", "serve"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+def test_ca_serve_answers_at_the_base_url_of_its_home(cli, tmp_path):
+    cli = cli.bind(home=tmp_path / "home", card=None)
+    init = cli("--json", "ca", "init")
+    assert init.exit_code == 0, init
+    base = init.json()["base_url"]
+    proc = cli.spawn("ca", "serve", stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 60
         while True:

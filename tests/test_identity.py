@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import itertools
 import random
 
 import pytest
@@ -98,7 +99,7 @@ def test_era_boundaries(day: dt.date, code: str, era: str, year: int) -> None:
 
 def test_era_table_is_ordered() -> None:
     assert [e.code for e in ERAS] == [1, 2, 3, 4, 5]
-    assert all(a.start < b.start for a, b in zip(ERAS, ERAS[1:]))
+    assert all(a.start < b.start for a, b in itertools.pairwise(ERAS))
 
 
 def test_unknown_birth_date() -> None:
@@ -161,7 +162,7 @@ def _mynumber_residue(first11: str) -> int:
     """r of spec §10, independently of the implementation's loop."""
     p = [int(c) for c in reversed(first11)]  # p[0] is P1
     q = [2, 3, 4, 5, 6, 7, 2, 3, 4, 5, 6]
-    return sum(a * b for a, b in zip(p, q)) % 11
+    return sum(a * b for a, b in zip(p, q, strict=True)) % 11
 
 
 def test_mynumber_known_values() -> None:

@@ -12,6 +12,13 @@
   that mode is on), and the scan of the provider stops at that import.
 - No library module (outside ``jpki/cli`` and the ``__main__`` entry points) calls ``print(``,
   ``sys.exit(`` or ``logging.basicConfig(``.
+- ``jpki.der``, the one module of hand-written DER, imports the standard library only (every
+  layer may use it, the card side and the verification side alike).
+- The packages of ``jpki`` import one another without cycles; in particular ``jpki.revocation``
+  (the CRL codec, the OCSP responder core) sits below ``jpki.pki`` (the CA, which builds CRLs
+  with that codec, and its server, which serves both).
+- One way to serve: only ``jpki.serving`` imports uvicorn; Starlette is imported only there and
+  in the HTTP app modules (``APP_MODULES``), which only the CLI and the demo import.
 
 Imports inside functions count too (a lazy import is still an import); so do
 ``importlib.import_module("...")`` / ``__import__("...")`` with a literal name.
@@ -41,6 +48,12 @@ CARD_SIDE = ("jpki.session", "jpki.transport", "jpki.apdu", "jpki.cli")
 #: The card-holder side of jpki.auth (it drives a card); every other jpki.auth module is the
 #: relying party's and must stand without any card library.
 AUTH_CLIENT_NAMES = {"client"}
+#: The HTTP apps (a Starlette app over a service object that knows no HTTP), run by jpki.serving.
+APP_MODULES = ("jpki.pki.server", "jpki.auth.service")
+#: What runs the apps; no other module imports an app module (nor another app's pieces).
+APP_RUNNERS = ("jpki.cli", "jpki.demo")
+#: Packages of the verification side that ``jpki.revocation`` must not import: it is below them.
+ABOVE_REVOCATION = ("jpki.pki", "jpki.verify", "jpki.auth", "jpki.sign", "jpki.serving")
 #: Entry points allowed to print and exit.
 ENTRY_POINTS = ("jpki.cli", "jpki.__main__", "card_emulator.__main__")
 FORBIDDEN_CALLS = {("print",), ("sys", "exit"), ("logging", "basicConfig"), ("exit",), ("quit",),
@@ -246,7 +259,7 @@ def test_the_verification_side_imports_with_no_card_library():
     """Import every verification-side module in a fresh interpreter in which the card layers,
     card_emulator and pyscard cannot be imported at all."""
     mods = [m for m in verify_side_modules()]
-    blocked = list(CARD_SIDE) + ["card_emulator", "smartcard"]
+    blocked = [*CARD_SIDE, "card_emulator", "smartcard"]
     code = textwrap.dedent(f"""
         import importlib, importlib.abc, sys
         BLOCKED = {blocked!r}
@@ -269,6 +282,13 @@ def test_the_verification_side_imports_with_no_card_library():
     assert p.returncode == 0, p.stderr
     report([line for line in p.stdout.splitlines() if line.strip()],
            "verification-side modules that cannot be imported without the card layers")
+
+
+def test_the_der_module_imports_the_standard_library_only():
+    assert "jpki.der" in MODULES
+    offenders = [str(i) for i in imports_of("jpki.der")
+                 if i.target.partition(".")[0] not in sys.stdlib_module_names]
+    report(offenders, "jpki.der is a leaf: the standard library only")
 
 
 def _call_name(func: ast.expr) -> tuple[str, ...] | None:
@@ -329,3 +349,156 @@ def test_the_forbidden_call_scanner_finds_them(monkeypatch):
     monkeypatch.setitem(MODULES, "jpki.fake", REPO / "jpki" / "fake.py")
     hits = forbidden_calls("jpki.fake")
     assert [h.split(": ")[1] for h in hits] == ["print(", "sys.exit(", "logging.basicConfig("]
+
+
+# --------------------------------------------------------------------------- packages and serving
+
+
+def unit_of(module: str) -> str:
+    """The layer a module belongs to: its package under jpki (``jpki.pki``), or the module."""
+    return ".".join(module.split(".")[:2])
+
+
+def package_graph() -> dict[str, dict[str, list[Import]]]:
+    """unit -> unit it imports -> the imports that make that edge (jpki modules only)."""
+    graph: dict[str, dict[str, list[Import]]] = {}
+    for m in MODULES:
+        if not under(m, "jpki") or m == "jpki":
+            continue
+        for imp in imports_of(m):
+            parts = imp.target.split(".")
+            known = next((".".join(parts[:k]) for k in range(len(parts), 0, -1)
+                          if ".".join(parts[:k]) in MODULES), None)
+            if known is None or known == "jpki" or not under(known, "jpki"):
+                continue
+            a, b = unit_of(m), unit_of(known)
+            if a != b:
+                graph.setdefault(a, {}).setdefault(b, []).append(imp)
+    return graph
+
+
+def cycles(graph: dict[str, dict[str, list[Import]]]) -> list[list[str]]:
+    """The strongly connected components of more than one unit (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        for w in graph.get(v, {}):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def test_the_cycle_finder_finds_a_cycle():
+    a = Import("jpki.a.x", "jpki.b.y", 1)
+    b = Import("jpki.b.y", "jpki.a.x", 2)
+    assert cycles({"jpki.a": {"jpki.b": [a]}, "jpki.b": {"jpki.a": [b]}, "jpki.c": {"jpki.a": [a]}}) \
+        == [["jpki.a", "jpki.b"]]
+    assert cycles({"jpki.a": {"jpki.b": [a]}}) == []
+
+
+def test_jpki_packages_import_one_another_without_cycles():
+    graph = package_graph()
+    assert "jpki.revocation" in graph["jpki.pki"], "the CA builds its CRLs with jpki.revocation"
+    offenders = [f"{' <-> '.join(c)}: " + "; ".join(str(i) for a in c for b in c if b in graph.get(a, {})
+                                                   for i in graph[a][b][:2])
+                 for c in cycles(graph)]
+    report(offenders, "packages that import each other (pick a direction; see docs/design.md)")
+
+
+def test_revocation_sits_below_the_ca_and_the_validator():
+    offenders = [str(i) for m in MODULES if under(m, "jpki.revocation")
+                 for i in imports_of(m) if any(under(i.target, p) for p in ABOVE_REVOCATION)]
+    report(offenders, "jpki.revocation (CRL codec, OCSP core) must not import what uses it")
+
+
+def test_only_the_serving_module_runs_uvicorn_and_only_apps_use_starlette():
+    offenders = []
+    for m in MODULES:
+        for i in imports_of(m):
+            if under(i.target, "uvicorn") and m != "jpki.serving":
+                offenders.append(f"{i} (uvicorn: only jpki.serving)")
+            elif under(i.target, "starlette") and m != "jpki.serving" and m not in APP_MODULES:
+                offenders.append(f"{i} (starlette: jpki.serving and {', '.join(APP_MODULES)})")
+    report(offenders, "one way to serve")
+
+
+def test_app_modules_are_run_by_the_cli_and_the_demo_only():
+    assert set(APP_MODULES) <= set(MODULES)
+    offenders = [str(i) for m in MODULES if not any(under(m, r) for r in APP_RUNNERS)
+                 for i in imports_of(m) for app in APP_MODULES
+                 if under(i.target, app) and m != app]
+    report(offenders, "an app module is run (jpki.serving), not imported by another module")
+
+
+def test_the_serving_module_imports_no_application():
+    allowed = ("jpki.serving", "jpki.errors", "jpki.clock")
+    offenders = [str(i) for i in imports_of("jpki.serving")
+                 if under(i.target, "jpki") and not any(under(i.target, a) for a in allowed)]
+    report(offenders, "jpki.serving is shared by every app and imports none")
+
+
+def test_no_test_module_imports_another():
+    """Shared fixtures live in conftest.py, shared helpers in the support modules (``fixed``,
+    ``auth_support``, ``sign_support``, ``cli_support``, ``pcsc_env``, ``redis_env``): a test
+    module imports neither another test module nor conftest."""
+    import ast
+
+    offenders = []
+    for path in sorted((REPO / "tests").glob("test_*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) and node.level == 0 else [])
+            offenders += [f"{path.name}: {n}" for n in names if n.split(".")[0].startswith("test_")
+                          or n.split(".")[0] == "conftest"]
+    assert not offenders, offenders
+
+
+def _runs_the_cli(tree: ast.AST) -> list[str]:
+    """How a module runs ``jpki`` itself: click's CliRunner, ``jpki.cli.main``, ``-m jpki``."""
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.level == 0:
+            if node.module == "click.testing":
+                found.append(f"line {node.lineno}: imports click.testing")
+            if node.module == "jpki.cli" and any(a.name == "main" for a in node.names):
+                found.append(f"line {node.lineno}: imports jpki.cli.main")
+        elif isinstance(node, ast.Import) and any(a.name == "click.testing" for a in node.names):
+            found.append(f"line {node.lineno}: imports click.testing")
+        elif isinstance(node, (ast.List, ast.Tuple)):
+            words = [e.value if isinstance(e, ast.Constant) else None for e in node.elts]
+            if any(words[i] == "-m" and words[i + 1] == "jpki" for i in range(len(words) - 1)):
+                found.append(f"line {node.lineno}: runs -m jpki")
+    return found
+
+
+def test_the_tests_run_the_cli_one_way():
+    """Every test runs ``jpki`` through tests/cli_support.py (the ``cli`` fixture): in process
+    through ``jpki.cli.main`` or as ``python -m jpki``, one result type, the exception kept.
+    (A child that runs ``main()`` from a ``-c`` script to measure itself is not a runner.)"""
+    offenders = []
+    for path in sorted((REPO / "tests").glob("*.py")):
+        if path.name != "cli_support.py":
+            offenders += [f"{path.name}: {what}"
+                          for what in _runs_the_cli(ast.parse(path.read_text(encoding="utf-8")))]
+    assert not offenders, offenders

@@ -17,12 +17,12 @@ from pathlib import Path
 import pytest
 from asn1crypto import keys as asn1_keys
 from asn1crypto import ocsp as asn1_ocsp
-from conftest import FIXED_NOW
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509 import ocsp
 from cryptography.x509.oid import ExtendedKeyUsageOID
+from fixed import FIXED_NOW
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -448,7 +448,8 @@ def test_serial_of_the_other_ca_is_unknown(ca, responder, alice):
     assert [a.status for a in result.answers] == ["unknown"]
 
 
-@pytest.mark.parametrize("algorithm", [hashes.SHA1(), hashes.SHA224(), hashes.SHA256(), hashes.SHA384(), hashes.SHA512()],
+@pytest.mark.parametrize("algorithm",
+                         [hashes.SHA1(), hashes.SHA224(), hashes.SHA256(), hashes.SHA384(), hashes.SHA512()],
                          ids=lambda a: a.name)
 def test_certid_hash_algorithms(ca, responder, alice, algorithm):
     req = simple_request(leaf(ca, alice.auth_serial), ca.auth_ca_cert, algorithm)
@@ -460,6 +461,29 @@ def test_certid_hash_algorithms(ca, responder, alice, algorithm):
     response_cid = asn1_ocsp.OCSPResponse.load(resp.public_bytes(DER)).basic_ocsp_response[
         "tbs_response_data"]["responses"][0]["cert_id"].dump()
     assert response_cid == request_cid
+
+
+@pytest.mark.parametrize("nonce", [None, b"n" * 16])
+@pytest.mark.parametrize("algorithm", [hashes.SHA1(), hashes.SHA256(), hashes.SHA512()], ids=lambda a: a.name)
+def test_usual_requests_are_read_by_cryptography_alone(ca, responder, alice, monkeypatch, algorithm, nonce):
+    """The requests OpenSSL, cryptography and Go send (one CertID, NULL hash parameters, maybe a
+    nonce) never reach the slower asn1crypto reading."""
+    import jpki.revocation.ocsp as ocsp_module
+
+    class NoAsn1:
+        @staticmethod
+        def load(*args, **kwargs):
+            raise AssertionError("asn1crypto was used for a usual request")
+
+    monkeypatch.setattr(ocsp_module._asn1_ocsp, "OCSPRequest", NoAsn1)
+    req = simple_request(leaf(ca, alice.auth_serial), ca.auth_ca_cert, algorithm, nonce=nonce)
+    result = responder.process(req)
+    assert result.status is ResponseStatus.SUCCESSFUL, result.detail
+    assert result.nonce is (nonce is not None)
+    monkeypatch.undo()
+    request_cid = asn1_ocsp.OCSPRequest.load(req)["tbs_request"]["request_list"][0]["req_cert"].dump()
+    response = asn1_ocsp.OCSPResponse.load(result.der).basic_ocsp_response["tbs_response_data"]
+    assert response["responses"][0]["cert_id"].dump() == request_cid
 
 
 def test_certid_with_absent_hash_parameters_is_echoed_as_sent(ca, responder, alice):
@@ -763,6 +787,38 @@ def test_unsupported_version_and_critical_extensions_are_malformed(ca, responder
         "single_request_extensions": [{"extn_id": "1.2.3.4.6", "critical": True, "extn_value": b"\x05\x00"}],
     }]}}).dump()
     assert responder.process(single_crit).status is ResponseStatus.MALFORMED_REQUEST
+
+def _short_tlv(tag: int, content: bytes) -> bytes:
+    assert len(content) < 0x80
+    return bytes([tag, len(content)]) + content
+
+
+@pytest.mark.parametrize("case", ["explicit-v1", "critical-false", "true-as-01", "non-minimal-serial"])
+def test_encodings_der_forbids_are_malformed(ca, responder, alice, case):
+    """BER that DER forbids (X.690 §10-11): an encoded DEFAULT, a TRUE other than FF, an INTEGER
+    with a redundant leading octet. cryptography refuses them, and so does the responder."""
+    cid = cert_id(ca.auth_ca_cert, alice.auth_serial).dump()
+    request_list = _short_tlv(0x30, _short_tlv(0x30, cid))
+    oid = bytes.fromhex("06042a030405")
+    if case == "explicit-v1":
+        tbs = _short_tlv(0xA0, b"\x02\x01\x00") + request_list
+    elif case in ("critical-false", "true-as-01"):
+        flag = b"\x01\x01\x00" if case == "critical-false" else b"\x01\x01\x01"
+        ext = _short_tlv(0x30, oid + flag + _short_tlv(0x04, b"\x05\x00"))
+        tbs = request_list + _short_tlv(0xA2, _short_tlv(0x30, ext))
+    else:
+        serial = alice.auth_serial.to_bytes((alice.auth_serial.bit_length() + 8) // 8, "big")
+        body = cid[2:]
+        assert body.endswith(_short_tlv(0x02, serial))
+        padded = body[: -len(serial) - 2] + _short_tlv(0x02, b"\x00" + serial)
+        tbs = _short_tlv(0x30, _short_tlv(0x30, _short_tlv(0x30, padded)))
+    der = _short_tlv(0x30, _short_tlv(0x30, tbs))
+    assert asn1_ocsp.OCSPRequest.load(der)["tbs_request"]["request_list"][0]["req_cert"][
+        "serial_number"].native == alice.auth_serial  # BER readers take it
+    result = responder.process(der)
+    assert result.status is ResponseStatus.MALFORMED_REQUEST, result.detail
+    assert result.der == b"\x30\x03\x0a\x01\x01"
+
 
 
 def test_signed_requests_are_accepted_without_checking_the_signature(ca, responder, alice):

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import hashlib
-import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -155,7 +153,7 @@ def test_pkcs11_sign_verifies_with_openssl(served_card, home, pkcs11_module, tmp
     assert v.returncode == 0 and "Verified OK" in v.stdout, v.stdout + v.stderr
 
 
-def test_wrong_pins_through_pkcs11_show_in_pin_status_and_lock(served_card, pkcs11_module, home):
+def test_wrong_pins_through_pkcs11_show_in_pin_status_and_lock(cli, served_card, pkcs11_module, home):
     slot = _slot_for(pkcs11_module, "User Authentication PIN", served_card)
 
     def status() -> int:
@@ -172,8 +170,7 @@ def test_wrong_pins_through_pkcs11_show_in_pin_status_and_lock(served_card, pkcs
     assert r.returncode != 0, "a blocked PIN must not log in, even with the right value"
     assert status() == 0
     # and the CLI sees the same, through PC/SC
-    cli = subprocess.run([sys.executable, "-m", "jpki", "--json", "--card", f"pcsc:{served_card}", "pin", "status"],
-                         capture_output=True, text=True, timeout=60,
-                         env={**os.environ, "JPKI_HOME": str(home)})
-    assert cli.returncode == 0, cli.stderr
-    assert '"blocked": true' in cli.stdout
+    status = cli.process("--json", "pin", "status", home=None, card=f"pcsc:{served_card}",
+                         env={"JPKI_HOME": str(home)})
+    assert status.exit_code == 0, status.stderr
+    assert '"blocked": true' in status.stdout

@@ -24,7 +24,7 @@ from jpki.transport.pcsc import PcscTransport, list_readers
 
 try:
     import pcsc_env
-    from pcsc_env import pcscd  # noqa: F401  (the session fixture)
+    from pcsc_env import pcscd
 except ImportError:  # tests/ imported as a package
     from tests import pcsc_env  # type: ignore[no-redef]
     from tests.pcsc_env import pcscd  # type: ignore[no-redef]  # noqa: F401
@@ -226,7 +226,7 @@ def test_no_card_after_waiting(reader: str) -> None:
     with pytest.raises(errors.NoCardError, match="no card in"):
         PcscTransport(reader)  # wait=0: at once
     started = time.monotonic()
-    with pytest.raises(errors.NoCardError, match="after waiting 0.5 s"):
+    with pytest.raises(errors.NoCardError, match=r"after waiting 0\.5 s"):
         PcscTransport(reader, wait=0.5)
     elapsed = time.monotonic() - started
     assert 0.4 <= elapsed < 5  # waited, and gave up within the timeout (plus slack)

@@ -15,6 +15,7 @@ short and every skip explained.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shlex
@@ -26,7 +27,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-
 from pcsc_env import in_ci, missing_reason
 
 REPO = Path(__file__).resolve().parents[1]
@@ -122,10 +122,9 @@ def test_every_shell_block_runs_as_written(tmp_path):
         try:
             proc.wait(timeout=600)
         finally:
-            try:  # whatever the README left running (servers, pcscd in the namespace)
+            # whatever the README left running (servers, pcscd in the namespace)
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
             if proc.poll() is None:  # pragma: no cover
                 proc.kill()
                 proc.wait()

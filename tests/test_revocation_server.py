@@ -1,4 +1,4 @@
-"""The revocation server (jpki.revocation.server): OCSP over GET and POST, CRLs, health, bad
+"""The revocation server (jpki.pki.server): OCSP over GET and POST, CRLs, health, bad
 input over HTTP, and interop with `openssl ocsp` against the app running under uvicorn.
 """
 
@@ -9,6 +9,7 @@ import base64
 import datetime as dt
 import email.utils
 import hashlib
+import json
 import os
 import signal
 import socket
@@ -21,20 +22,21 @@ from urllib.parse import quote
 
 import httpx
 import pytest
-from conftest import FIXED_NOW
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509 import ocsp
+from fixed import FIXED_NOW
 
 from jpki.clock import clock_from_environment
 from jpki.errors import UsageError
 from jpki.pki import TestCA
+from jpki.pki import server as server_mod
 from jpki.pki.db import CertificateDB
 from jpki.pki.responder import RESPONDER_CARD_ID, load_responder
+from jpki.pki.server import create_app, serve_in_thread
 from jpki.provision import Home, read_holder
-from jpki.revocation import server as server_mod
-from jpki.revocation.server import create_app, serve_in_thread
+from jpki.serving import ENV_APP, AppSpec, app_from_environment
 
 DER = serialization.Encoding.DER
 OCSP_REQ = {"Content-Type": "application/ocsp-request"}
@@ -454,24 +456,26 @@ def test_ec_responder_key_switch_and_renewal(home, clock, ca, alice):
 
 
 def test_app_from_environment_takes_the_responder_key(home, monkeypatch):
-    monkeypatch.setenv(server_mod.ENV_CA_DIR, str(home / "ca"))
-    monkeypatch.setenv(server_mod.ENV_RESPONDER_KEY, "ec")
-    app = server_mod.app_from_environment()
+    """What a worker process builds from the one variable serve() sets ($JPKI_SERVE_APP)."""
+    factory = f"{server_mod.__name__}:app_from_settings"
+    monkeypatch.setenv(ENV_APP, json.dumps(server_mod.app_spec(home / "ca", responder_key="ec").to_json()))
+    app = app_from_environment()
     try:
         assert app.state.service.responder_key == "ec"
         assert isinstance(app.state.service.responder.responder_cert("auth").public_key(),
                           ec.EllipticCurvePublicKey)
     finally:
         app.state.service.close()
-    monkeypatch.delenv(server_mod.ENV_RESPONDER_KEY)
-    app = server_mod.app_from_environment()
+    monkeypatch.setenv(ENV_APP, json.dumps(AppSpec(factory, {"ca_dir": str(home / "ca")}).to_json()))  # no key type
+    app = app_from_environment()
     try:
         assert app.state.service.responder_key == "rsa"
     finally:
         app.state.service.close()
-    monkeypatch.setenv(server_mod.ENV_RESPONDER_KEY, "dsa")
+    spec = AppSpec(factory, {"ca_dir": str(home / "ca"), "responder_key": "dsa"})
+    monkeypatch.setenv(ENV_APP, json.dumps(spec.to_json()))
     with pytest.raises(UsageError):
-        server_mod.app_from_environment()
+        app_from_environment()
 
 
 def test_create_app_on_a_missing_ca_fails_early(tmp_path):
@@ -513,7 +517,7 @@ def live(home):
     assert not srv._thread.is_alive()
 
 
-def test_openssl_ocsp_good_then_revoked_after_jpki_card_lost(live, home, tmp_path, alice):
+def test_openssl_ocsp_good_then_revoked_after_jpki_card_lost(cli, live, home, tmp_path, alice):
     """openssl ocsp says good for both of alice's certificates; `jpki card lost alice`, run as
     another process while the server runs, revokes both; openssl then says revoked."""
     with TestCA.open(home / "ca") as ca:
@@ -530,9 +534,8 @@ def test_openssl_ocsp_good_then_revoked_after_jpki_card_lost(live, home, tmp_pat
         out = _openssl_ocsp(ca_pem, leaf_pem, url, "-no_nonce")  # the cacheable kind
         assert f"{leaf_pem}: good" in out and "Response verify OK" in out, out
 
-    lost = subprocess.run([sys.executable, "-m", "jpki", "--home", str(home), "card", "lost", "alice"],
-                          capture_output=True, text=True, timeout=120, check=False)
-    assert lost.returncode == 0, lost.stderr
+    lost = cli.process("card", "lost", "alice", card=None)
+    assert lost.exit_code == 0, lost.stderr
 
     for kind, ca_pem, leaf_pem in cases:
         for extra in ((), ("-no_nonce",)):
@@ -543,7 +546,7 @@ def test_openssl_ocsp_good_then_revoked_after_jpki_card_lost(live, home, tmp_pat
             assert "Response verify OK" in out, out
 
 
-def test_openssl_ocsp_with_an_ec_responder(home, tmp_path, alice):
+def test_openssl_ocsp_with_an_ec_responder(cli, home, tmp_path, alice):
     """`openssl ocsp -issuer … -url … -CAfile …` against a server run with responder_key='ec':
     Response verify OK and good, then revoked after `jpki card lost`."""
     with TestCA.open(home / "ca") as ca:
@@ -561,9 +564,8 @@ def test_openssl_ocsp_with_an_ec_responder(home, tmp_path, alice):
                 assert f"{leaf_pem}: good" in out, out
                 assert "Response verify OK" in out, out
                 assert "ecdsa-with-SHA256" in out, out
-        lost = subprocess.run([sys.executable, "-m", "jpki", "--home", str(home), "card", "lost", "alice"],
-                              capture_output=True, text=True, timeout=120, check=False)
-        assert lost.returncode == 0, lost.stderr
+        lost = cli.process("card", "lost", "alice", card=None)
+        assert lost.exit_code == 0, lost.stderr
         for kind, ca_pem, leaf_pem in cases:
             for extra in ((), ("-no_nonce",)):
                 out = _openssl_ocsp(ca_pem, leaf_pem, f"{srv.url}/ocsp/{kind}", *extra)
@@ -610,7 +612,7 @@ def test_serve_runs_until_interrupted(home):
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    code = ("import sys; from jpki.revocation.server import serve; "
+    code = ("import sys; from jpki.pki.server import serve; "
             "serve(sys.argv[1], '127.0.0.1', int(sys.argv[2]), log_level='warning')")
     proc = subprocess.Popen([sys.executable, "-c", code, str(home / "ca"), str(port)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -634,12 +636,13 @@ def test_serve_runs_until_interrupted(home):
     assert proc.returncode in (0, -signal.SIGINT, 130), proc.stderr.read() if proc.stderr else ""
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("responder_key", ["rsa", "ec"])
 def test_serve_with_two_worker_processes(home, alice, responder_key):
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    code = ("import sys; from jpki.revocation.server import serve; "
+    code = ("import sys; from jpki.pki.server import serve; "
             "serve(sys.argv[1], '127.0.0.1', int(sys.argv[2]), log_level='warning', workers=2,"
             " responder_key=sys.argv[3])")
     proc = subprocess.Popen([sys.executable, "-c", code, str(home / "ca"), str(port), responder_key],

@@ -1,6 +1,8 @@
 """The servers under attack and on a busy machine (issue 9, items 4 and 10): slow verifications
 must not starve ``begin``; half-sent requests are cut off; a client leaving mid-body costs no
-traceback; a busy port is said before "serving"; ``ca serve`` answers CRLs at once."""
+traceback; a busy port is said before "serving"; ``ca serve`` answers CRLs at once. And the one
+serving module every app goes through (issue 10, item 2): refusals rendered by exception
+handlers, body limits, app specs for worker processes, the server thread."""
 
 from __future__ import annotations
 
@@ -8,11 +10,9 @@ import asyncio
 import contextlib
 import json
 import logging
-import os
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import urllib.request
 from collections.abc import Iterator
@@ -21,16 +21,35 @@ from typing import Any
 
 import httpx
 import pytest
-from test_auth_support import AUTH_PIN, alice, net  # noqa: F401  (fixtures)
+from auth_support import AUTH_PIN
+from fixed import FIXED_NOW
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
 
 from jpki.auth.client import answer_login
 from jpki.auth.protocol import parse_challenge
-from jpki.auth.service import ServiceConfig, create_service, serve_in_thread
-from jpki.revocation.server import RevocationService
-from jpki.serving import PortInUseError, check_port
+from jpki.auth.service import ServiceConfig, create_service
+from jpki.cli._fail import fail_for
+from jpki.clock import FixedClock
+from jpki.errors import JpkiError, UsageError
+from jpki.pki.server import RevocationService
+from jpki.serving import (
+    ENV_APP,
+    AppSpec,
+    PortInUseError,
+    Refusal,
+    ServerThread,
+    app_from_environment,
+    check_port,
+    http_app,
+    json_refusal,
+    serve,
+    serve_in_thread,
+    text_refusal,
+)
 
 BASE = "http://testserver"
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def free_port() -> int:
@@ -67,7 +86,7 @@ def test_begin_answers_while_slow_verifications_fill_their_pool(home, clock, net
             answers = []
             for _ in range(5):
                 challenge = parse_challenge((await client.post("/api/login/begin")).content)
-                answers.append(answer_login(challenge, alice, pin=lambda: AUTH_PIN).to_dict())
+                answers.append(answer_login(challenge, alice, pin=lambda: AUTH_PIN).to_json())
             # four completes: two verifying (stuck on the responder), two queued behind them
             stuck = [asyncio.create_task(client.post("/api/login/complete", json=a)) for a in answers[:4]]
             await asyncio.get_running_loop().run_in_executor(None, slow.entered.wait, 10)
@@ -145,7 +164,7 @@ def test_an_idle_or_half_sent_connection_is_closed(home, clock, net, sent):
 
 
 def test_the_revocation_server_times_out_a_half_sent_ocsp_body(home, clock):
-    from jpki.revocation.server import ServerThread, create_app
+    from jpki.pki.server import create_app
 
     app = create_app(home / "ca", clock=clock, body_timeout=0.5)
     with ServerThread(app, "127.0.0.1", 0, idle_timeout=5).start() as server, \
@@ -194,24 +213,18 @@ def test_check_port_says_which_port_is_taken():
         port = taken.getsockname()[1]
         with pytest.raises(PortInUseError, match=f"port {port} is in use \\(hint: --port\\)") as raised:
             check_port("127.0.0.1", port)
-        assert raised.value.exit_code == 1
+        assert fail_for(raised.value).exit_code == 1
     check_port("127.0.0.1", port)  # free again
 
 
-def jpki(home: Path, *args: str, **kwargs: Any) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, "-m", "jpki", "--home", str(home), *args], capture_output=True,
-                          text=True, env=env, timeout=60, check=False, **kwargs)
-
-
 @pytest.mark.parametrize("command", [["ca", "serve"], ["rp", "serve"]])
-def test_serve_on_a_busy_port_exits_1_before_saying_serving(home, command):
+def test_serve_on_a_busy_port_exits_1_before_saying_serving(cli, command):
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen(1)
         port = taken.getsockname()[1]
-        done = jpki(home, *command, "--port", str(port))
-    assert done.returncode == 1, done.stderr
+        done = cli.process(*command, "--port", str(port), card=None)
+    assert done.exit_code == 1, done.stderr
     assert f"error: port {port} is in use (hint: --port)" in done.stderr
     assert "serving" not in done.stderr and "relying party" not in done.stderr
     assert "Traceback" not in done.stderr
@@ -259,13 +272,12 @@ def test_a_revocation_since_the_last_build_means_a_new_build_at_start(home, cloc
         second.close()
 
 
-def test_ca_serve_answers_the_crl_at_once(home):
+def test_ca_serve_answers_the_crl_at_once(cli):
     """The real command: "serving" comes after the CRLs are built, and the first CRL request
     is served from that build (the server counts its builds in /healthz)."""
     port = free_port()
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    process = subprocess.Popen([sys.executable, "-m", "jpki", "--home", str(home), "ca", "serve", "--port", str(port)],
-                               stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env)
+    process = cli.spawn("ca", "serve", "--port", str(port), card=None,
+                        stderr=subprocess.PIPE, stdout=subprocess.DEVNULL)
     try:
         assert process.stderr is not None
         said = []
@@ -290,3 +302,205 @@ def test_ca_serve_answers_the_crl_at_once(home):
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+# --------------------------------------------------------------------------- the one serving module
+#
+# jpki.serving builds and runs every HTTP app: these tests drive it with small apps of their own.
+
+class StoreDown(JpkiError):
+    """A library exception an endpoint lets through (its app maps it to a refusal)."""
+
+
+def tiny_app(*, render=json_refusal, max_body: int = 100, body_timeout: float = 5.0, lifespan=None) -> Any:
+    async def echo(request: Request) -> Response:
+        return Response(await request.body(), media_type="application/octet-stream")
+
+    async def limited(request: Request) -> Response:
+        raise Refusal(429, "rate-limited", "slow down", retry_after=2.2)
+
+    async def down(request: Request) -> Response:
+        raise StoreDown("the store is down")
+
+    async def head_only(request: Request) -> Response:  # never reads the body
+        return Response(b"fine")
+
+    routes = [Route("/echo", echo, methods=["POST"]), Route("/limited", limited, methods=["POST"]),
+              Route("/down", down, methods=["GET"]), Route("/head-only", head_only, methods=["POST"])]
+    return http_app(routes, max_body=max_body, body_timeout=body_timeout, render=render, lifespan=lifespan,
+                    refusals={StoreDown: lambda exc: Refusal(503, "store-unavailable", str(exc))})
+
+
+def call(app: Any, method: str, path: str, **kwargs: Any) -> httpx.Response:
+    async def go() -> httpx.Response:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=BASE) as client:
+            return await client.request(method, path, **kwargs)
+
+    return asyncio.run(go())
+
+
+async def raw_call(app: Any, path: str, headers: list[tuple[bytes, bytes]], messages: list[dict[str, Any]],
+                   ) -> list[dict[str, Any]]:
+    """One request straight through ASGI: the messages are the body as the server would pass
+    it; once they run out, receive() waits for ever (a client that stopped sending)."""
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        if messages:
+            return messages.pop(0)
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "method": "POST", "path": path, "raw_path": path.encode(), "query_string": b"",
+             "headers": headers, "http_version": "1.1", "scheme": "http", "server": ("testserver", 80),
+             "client": ("127.0.0.1", 1), "root_path": ""}
+    await app(scope, receive, send)
+    return sent
+
+
+def test_a_refusal_is_rendered_by_the_apps_handler_as_the_json_document():
+    app = tiny_app()
+    refused = call(app, "POST", "/limited")
+    assert refused.status_code == 429
+    # byte for byte the document the relying party has always sent
+    assert refused.content == b'{"ok":false,"reason":"rate-limited","message":"slow down"}'
+    assert refused.headers["cache-control"] == "no-store" and refused.headers["retry-after"] == "3"
+    down = call(app, "GET", "/down")  # a library exception, mapped by the app
+    assert (down.status_code, down.json()) == (503, {"ok": False, "reason": "store-unavailable",
+                                                     "message": "the store is down"})
+
+
+def test_a_refusal_as_text_for_clients_that_read_no_json():
+    refused = call(tiny_app(render=text_refusal), "POST", "/limited")
+    assert (refused.status_code, refused.text) == (429, "slow down\n")
+    assert refused.headers["content-type"] == "text/plain; charset=utf-8"
+    assert "cache-control" not in refused.headers
+
+
+def test_body_limits_declared_counted_and_only_when_read():
+    app = tiny_app(max_body=100)
+    assert call(app, "POST", "/echo", content=b"x" * 100).content == b"x" * 100
+    big = call(app, "POST", "/echo", content=b"x" * 101)  # declared
+    assert (big.status_code, big.json()["reason"]) == (413, "too-large")
+    assert big.json()["message"] == "the body is larger than 100 bytes"
+
+    async def chunks() -> Any:  # no Content-Length: counted as it arrives
+        for _ in range(3):
+            yield b"x" * 40
+
+    assert call(app, "POST", "/echo", content=chunks()).status_code == 413
+    # an endpoint that does not read the body is not refused for it
+    assert call(app, "POST", "/head-only", content=b"x" * 1000).status_code == 200
+    # a Content-Length that lies is counted all the same; one that is no number is refused
+    lying = asyncio.run(raw_call(app, "/echo", [(b"content-length", b"10")],
+                                 [{"type": "http.request", "body": b"x" * 60, "more_body": True},
+                                  {"type": "http.request", "body": b"x" * 60, "more_body": False}]))
+    assert lying[0]["status"] == 413
+    garbled = asyncio.run(raw_call(app, "/echo", [(b"content-length", b"ten")],
+                                   [{"type": "http.request", "body": b"x", "more_body": False}]))
+    assert garbled[0]["status"] == 400
+
+
+def test_a_body_that_stops_arriving_is_408_and_the_connection_closed():
+    app = tiny_app(body_timeout=0.2)
+    sent = asyncio.run(raw_call(app, "/echo", [(b"content-length", b"50")],
+                                [{"type": "http.request", "body": b"x" * 10, "more_body": True}]))
+    assert sent[0]["status"] == 408
+    assert (b"connection", b"close") in sent[0]["headers"]
+    assert json.loads(sent[1]["body"])["reason"] == "timeout"
+
+
+def test_bad_limits_are_usage_errors():
+    with pytest.raises(UsageError):
+        tiny_app(body_timeout=0)
+    with pytest.raises(UsageError):
+        tiny_app(max_body=-1)
+
+
+#: Calls of :func:`recording_factory` (it is named by import path in the AppSpecs below).
+BUILT: list[dict[str, Any]] = []
+
+
+def recording_factory(settings: dict[str, Any], *, clock: Any, progress: Any = None) -> Any:
+    BUILT.append({"settings": settings, "clock": clock})
+    return tiny_app()
+
+
+def test_an_app_spec_goes_to_the_workers_as_json_in_one_variable(monkeypatch):
+    spec = AppSpec("test_serving:recording_factory", {"name": "x", "limits": [1, 2]})
+    assert AppSpec.from_json(spec.to_json()) == spec
+    assert AppSpec.from_json(json.dumps(spec.to_json())) == spec
+    monkeypatch.setenv(ENV_APP, json.dumps(spec.to_json()))
+    BUILT.clear()
+    assert call(app_from_environment(), "POST", "/echo", content=b"hi").content == b"hi"
+    assert BUILT[0]["settings"] == {"name": "x", "limits": [1, 2]}
+    # the clock of a worker is the one of $JPKI_NOW (conftest sets it to FIXED_NOW)
+    assert abs((BUILT[0]["clock"].now() - FIXED_NOW).total_seconds()) < 60
+    for bad in ("no-colon", "pkg.mod:", ":function", "pkg.mod:not an identifier"):
+        with pytest.raises(UsageError):
+            AppSpec(bad)
+    with pytest.raises(UsageError, match="not JSON"):
+        AppSpec("pkg.mod:f", {"when": FIXED_NOW}).to_json()
+    with pytest.raises(UsageError, match="cannot import"):
+        AppSpec("jpki.nothing_here:f").build(clock=FixedClock(FIXED_NOW))
+    monkeypatch.delenv(ENV_APP)
+    with pytest.raises(UsageError, match=ENV_APP):
+        app_from_environment()
+
+
+def test_serve_checks_its_arguments_and_the_port_before_building_anything():
+    spec = AppSpec("test_serving:recording_factory")
+    BUILT.clear()
+    with pytest.raises(UsageError, match="at least 1"):
+        serve(spec, "127.0.0.1", free_port(), workers=0)
+    with pytest.raises(UsageError, match="AppSpec"):
+        serve(tiny_app(), "127.0.0.1", free_port(), workers=2)
+    with pytest.raises(UsageError, match="JPKI_NOW"):
+        serve(spec, "127.0.0.1", free_port(), workers=2, clock=FixedClock(FIXED_NOW))
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        said: list[str] = []
+        with pytest.raises(PortInUseError):
+            serve(spec, "127.0.0.1", port, progress=said.append, on_ready=lambda: said.append("serving"))
+    assert BUILT == [] and said == []
+
+
+def test_a_server_thread_takes_a_free_port_answers_and_stops_cleanly():
+    events: list[str] = []
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Any) -> Any:
+        events.append("start")
+        yield
+        events.append("stop")
+
+    with serve_in_thread(tiny_app(lifespan=lifespan)) as server:
+        assert server.port != 0 and server.url == f"http://127.0.0.1:{server.port}"
+        assert httpx.post(f"{server.url}/echo", content=b"up").content == b"up"
+        assert events == ["start"]
+    assert events == ["start", "stop"] and not server._thread.is_alive()
+
+
+def test_a_server_thread_on_a_busy_port_fails_at_once_with_the_port_named():
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        with pytest.raises(PortInUseError, match=f"port {port} is in use") as raised:
+            ServerThread(tiny_app(), "127.0.0.1", port).start()
+    assert isinstance(raised.value, UsageError) and fail_for(raised.value).exit_code == 1
+
+
+def test_a_server_thread_whose_app_cannot_start_says_so():
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Any) -> Any:
+        raise RuntimeError("no database")
+        yield
+
+    with pytest.raises(UsageError, match="did not start"):
+        serve_in_thread(tiny_app(lifespan=lifespan))

@@ -22,15 +22,22 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding
 from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 
-from jpki.errors import (FileNotFoundOnCardError, PinBlockedError, PinIncorrectError,
-                         ProtocolError, SecurityStatusError, UsageError)
+from jpki.errors import (
+    FileNotFoundOnCardError,
+    PinBlockedError,
+    PinIncorrectError,
+    ProtocolError,
+    SecurityStatusError,
+    UsageError,
+)
 from jpki.identity import Sex, is_valid_mynumber
+from jpki.pins import PINS
 from jpki.pki import CertificateDB
-from jpki.session import (JPKI_AID, TEXT_AID, BasicInfo, CardInfoSession, JpkiSession,
-                          parse_basic_info)
+from jpki.session import JPKI_AID, TEXT_AID, BasicInfo, CardInfoSession, JpkiSession, parse_basic_info
 from jpki.transport import open_transport
+from jpki.transport.emu import emulated_card_info
 
-TRANSPORTS = ["emu", "pcsc"]
+TRANSPORTS = ["emu", pytest.param("pcsc", marks=pytest.mark.pcsc)]
 
 AUTH_PIN, SIGN_PIN, CARD_PIN = "1234", "ABC123", "1234"
 MAX_TRIES = {"auth": 3, "sign": 5}
@@ -741,3 +748,11 @@ def test_my_number_from_a_fake_card_with_a_valid_number():
     s = CardInfoSession(fake)
     s.verify("card", CARD_PIN)
     assert s.read_my_number() == "123456789018"
+
+
+def test_the_host_pin_table_agrees_with_the_card(card_dir):
+    """jpki.pins, the host's one table of PINs (the host may not import card_emulator), has the
+    maximum tries the emulator provisions for each PIN."""
+    provisioned = emulated_card_info(card_dir)["pins"]
+    assert {kind: provisioned[kind][1] for kind in PINS} == {k: p.max_tries for k, p in PINS.items()}
+    assert {k: p.max_tries for k, p in PINS.items() if k in MAX_TRIES} == MAX_TRIES

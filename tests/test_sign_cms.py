@@ -8,9 +8,7 @@ Signing times come from fixed clocks one hour after the fixture's certificates w
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import dataclasses
 import datetime as dt
 import hashlib
 import json
@@ -24,13 +22,21 @@ from pathlib import Path
 import httpx
 import pytest
 from asn1crypto import cms
-from click.testing import CliRunner
-from conftest import FIXED_NOW
+from cli_support import Cli
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from fixed import FIXED_NOW
+from sign_support import (
+    ALICE,
+    CHECKED_AT,
+    SIGNED_AT,
+    asgi_fetch,
+    card_signer,
+    sign_doc,
+    validator,
+)
 
-from jpki.cli import main
 from jpki.clock import FixedClock
 from jpki.errors import PinIncorrectError, SecurityStatusError, UsageError
 from jpki.identity import SAMPLE_PERSONAS
@@ -40,70 +46,22 @@ from jpki.session import JpkiSession
 from jpki.sign import CardSigner, sign_file, verify_cms
 from jpki.sign.cms import CHUNK_SIZE, hash_stream, read_cms
 from jpki.transport import open_transport
-from jpki.verify import TrustStore, Validator
 
 REPO = Path(__file__).resolve().parents[1]
-SIGNED_AT = FIXED_NOW + dt.timedelta(hours=1)
-CHECKED_AT = FIXED_NOW + dt.timedelta(hours=2)
-ALICE = SAMPLE_PERSONAS["alice"]
 
 
 # --------------------------------------------------------------------------- helpers
 
-@dataclasses.dataclass
-class Outcome:
-    code: int
-    stdout: str
-    stderr: str
 
 
-def run_main(home: Path, *args: str, card: str = "emu:alice", input: str | None = None) -> Outcome:
-    """``jpki --home HOME --card CARD ARGS`` through jpki.cli.main (errors → exit codes)."""
-    with CliRunner().isolation(input=input) as (out, err, _):
-        code = main(["--home", str(home), "--card", card, *args])
-    return Outcome(code, out.getvalue().decode(), err.getvalue().decode())
 
 
-@contextlib.contextmanager
-def card_signer(home: Path, key: str = "sign", card: str = "alice", pin: str | None = None):
-    """A CardSigner on an emulated card of ``home`` (default PINs)."""
-    value = pin or ("ABC123" if key == "sign" else "1234")
-    with open_transport(f"emu:{card}", home=home) as t:
-        yield CardSigner.from_session(JpkiSession(t), key, pin=lambda: value)
 
 
-def asgi_fetch(app):
-    """A jpki.verify Fetch that calls the revocation server's ASGI app in process."""
-    def fetch(url: str, data: bytes | None = None, content_type: str | None = None) -> bytes:
-        async def go() -> bytes:
-            transport = httpx.ASGITransport(app=app)
-            async with httpx.AsyncClient(transport=transport) as client:
-                headers = {"Content-Type": content_type} if content_type else {}
-                r = await client.request("GET" if data is None else "POST", url, content=data,
-                                         headers=headers)
-                if r.status_code != 200:
-                    raise RuntimeError(f"HTTP {r.status_code}")
-                return r.content
-        return asyncio.run(go())
-    return fetch
 
 
-def validator(home: Path, *, revocation: str = "none", fetch=None, at: dt.datetime = CHECKED_AT,
-              trust_test_ca: bool = True) -> Validator:
-    trust = TrustStore.jlis()
-    if trust_test_ca:
-        trust = trust + TrustStore.from_ca_dir(home / "ca")
-    return Validator(trust, clock=FixedClock(at), revocation=revocation, fetch=fetch)  # type: ignore[arg-type]
 
 
-def sign_doc(home: Path, tmp_path: Path, content: bytes = b"contract: 1 yen\n", *, key: str = "sign",
-             attached: bool = False, digest: str = "sha256", when: dt.datetime = SIGNED_AT,
-             name: str = "doc.txt") -> tuple[Path, Path]:
-    doc = tmp_path / name
-    doc.write_bytes(content)
-    with card_signer(home, key) as signer:
-        done = sign_file(doc, None, signer, digest=digest, attached=attached, clock=FixedClock(when))
-    return doc, done.output
 
 
 def leftovers(folder: Path) -> list[str]:
@@ -310,32 +268,32 @@ def test_the_password_is_verified_right_before_each_signature(home, tmp_path):
         assert verify_cms(tmp_path / name, data=doc, validator=validator(home)).ok
 
 
-def test_cli_asks_for_the_password_once(home, tmp_path):
+def test_cli_asks_for_the_password_once(cli, tmp_path):
     doc = tmp_path / "doc.txt"
     doc.write_text("hello\n")
-    r = run_main(home, "sign", str(doc), input="ABC123\n")  # one line on stdin, one prompt
-    assert r.code == 0, r.stderr
+    r = cli("sign", str(doc), input="ABC123\n")  # one line on stdin, one prompt
+    assert r.exit_code == 0, r.stderr
     assert "signed" in r.stdout and (tmp_path / "doc.txt.p7s").is_file()
     assert "ABC123" not in r.stdout + r.stderr
-    v = run_main(home, "verify", str(tmp_path / "doc.txt.p7s"), "--revocation", "none")
-    assert v.code == 0, v.stdout + v.stderr
+    v = cli("verify", str(tmp_path / "doc.txt.p7s"), "--revocation", "none")
+    assert v.exit_code == 0, v.stdout + v.stderr
     assert ALICE.name in v.stdout and "1990-04-15" in v.stdout and ALICE.address in v.stdout
     assert "female" in v.stdout and "VALID" in v.stdout
     assert f"data:         {doc}" in v.stdout, "the data file is found beside the .p7s"
 
 
-def test_cli_json_is_one_document_with_the_identity(home, tmp_path):
+def test_cli_json_is_one_document_with_the_identity(cli, tmp_path):
     doc = tmp_path / "doc.txt"
     doc.write_text("hello\n")
-    s = run_main(home, "--json", "sign", str(doc), "--attached", "--digest", "sha384",
-                 input="abc123\n")
-    assert s.code == 0, s.stderr
-    signed = json.loads(s.stdout)
+    s = cli("--json", "sign", str(doc), "--attached", "--digest", "sha384",
+            input="abc123\n")
+    assert s.exit_code == 0, s.stderr
+    signed = s.json()
     assert signed["attached"] is True and signed["digest_algorithm"] == "sha384"
     assert signed["signature"] == str(tmp_path / "doc.txt.p7m") and signed["key"] == "sign"
-    v = run_main(home, "--json", "verify", signed["signature"], "--revocation", "none")
-    assert v.code == 0, v.stderr
-    doc_json = json.loads(v.stdout)
+    v = cli("--json", "verify", signed["signature"], "--revocation", "none")
+    assert v.exit_code == 0, v.stderr
+    doc_json = v.json()
     assert doc_json["ok"] is True and doc_json["format"] == "cms"
     (sig,) = doc_json["signatures"]
     assert sig["identity"]["birth_date"] == "1990-04-15" and sig["identity"]["sex"] == "female"
@@ -370,7 +328,7 @@ def test_untrusted_without_the_test_ca(home, tmp_path):
 
 @pytest.fixture
 def revocation_app(home):
-    from jpki.revocation.server import create_app
+    from jpki.pki.server import create_app
 
     app = create_app(home / "ca", clock=FixedClock(CHECKED_AT))
     yield app
@@ -405,7 +363,7 @@ def test_revoked_before_signing(home, tmp_path, revocation_app):
     assert "revoked at" in report.message
 
 
-def test_cli_revocation_unreachable_is_untrusted(home, tmp_path):
+def test_cli_revocation_unreachable_is_untrusted(cli, home, tmp_path):
     _, p7s = sign_doc(home, tmp_path, when=dt.datetime.now(dt.UTC))
     with TestCA.open(home / "ca") as ca:
         url = ca.ocsp_url("sign")
@@ -414,10 +372,10 @@ def test_cli_revocation_unreachable_is_untrusted(home, tmp_path):
     with contextlib.suppress(httpx.HTTPError):
         httpx.get(url, timeout=0.5)
         pytest.skip(f"something listens on {url}")
-    r = run_main(home, "verify", str(p7s), "--revocation", "crl")
-    assert r.code == 3 and "INVALID (untrusted)" in r.stdout and "revocation-unavailable" in r.stdout
-    r = run_main(home, "verify", str(p7s), "--revocation", "crl", "--soft-fail")
-    assert r.code == 0, r.stdout
+    r = cli("verify", str(p7s), "--revocation", "crl")
+    assert r.exit_code == 3 and "INVALID (untrusted)" in r.stdout and "revocation-unavailable" in r.stdout
+    r = cli("verify", str(p7s), "--revocation", "crl", "--soft-fail")
+    assert r.exit_code == 0, r.stdout
     assert "soft-fail" in r.stdout
 
 
@@ -437,32 +395,32 @@ def test_auth_key_signature_is_not_a_legal_signature(home, tmp_path):
         == "wrong-key-usage"
 
 
-def test_cli_auth_key_sign_and_verify(home, tmp_path):
+def test_cli_auth_key_sign_and_verify(cli, tmp_path):
     doc = tmp_path / "login.txt"
     doc.write_text("nonce 42\n")
-    s = run_main(home, "sign", str(doc), "--key", "auth", input="1234\n")
-    assert s.code == 0, s.stderr
+    s = cli("sign", str(doc), "--key", "auth", input="1234\n")
+    assert s.exit_code == 0, s.stderr
     assert "not a legal signature" in s.stderr
-    v = run_main(home, "verify", str(tmp_path / "login.txt.p7s"), "--revocation", "none")
-    assert v.code == 3 and "wrong-key-usage" in v.stdout
+    v = cli("verify", str(tmp_path / "login.txt.p7s"), "--revocation", "none")
+    assert v.exit_code == 3 and "wrong-key-usage" in v.stdout
     assert v.stderr.startswith("error: ")
-    v = run_main(home, "verify", str(tmp_path / "login.txt.p7s"), "--revocation", "none",
-                 "--key", "auth")
-    assert v.code == 0, v.stdout
+    v = cli("verify", str(tmp_path / "login.txt.p7s"), "--revocation", "none",
+            "--key", "auth")
+    assert v.exit_code == 0, v.stdout
 
 
 # --------------------------------------------------------------------------- bad input
 
-def _reason(home: Path, sig: Path, data: Path | None = None) -> tuple[int, str | None, str]:
+def _reason(cli: Cli, sig: Path, data: Path | None = None) -> tuple[int, str | None, str]:
     args = ["--json", "verify", str(sig), "--revocation", "none"]
     if data is not None:
         args += ["--data", str(data)]
-    r = run_main(home, *args)
-    doc = json.loads(r.stdout)
-    return r.code, doc["reason"], doc["message"]
+    r = cli(*args)
+    doc = r.json()
+    return r.exit_code, doc["reason"], doc["message"]
 
 
-def test_truncated_and_garbled_signature_files_are_malformed(home, tmp_path):
+def test_truncated_and_garbled_signature_files_are_malformed(cli, home, tmp_path):
     doc, p7s = sign_doc(home, tmp_path)
     raw = p7s.read_bytes()
     cases = {
@@ -478,12 +436,12 @@ def test_truncated_and_garbled_signature_files_are_malformed(home, tmp_path):
     for name, body in cases.items():
         bad = tmp_path / f"{name}.p7s"
         bad.write_bytes(body)
-        code, reason, message = _reason(home, bad, doc)
+        code, reason, message = _reason(cli, bad, doc)
         assert (code, reason) == (3, "malformed"), (name, message)
         assert message
 
 
-def test_a_changed_signature_or_certificate_is_tampered(home, tmp_path):
+def test_a_changed_signature_or_certificate_is_tampered(cli, home, tmp_path):
     doc, p7s = sign_doc(home, tmp_path)
     info = cms.ContentInfo.load(p7s.read_bytes())
     si = info["content"]["signer_infos"][0]
@@ -492,7 +450,7 @@ def test_a_changed_signature_or_certificate_is_tampered(home, tmp_path):
     si["signature"] = bytes(sig)
     flipped = tmp_path / "flipped.p7s"
     flipped.write_bytes(info.dump(force=True))
-    assert _reason(home, flipped, doc)[:2] == (3, "tampered")
+    assert _reason(cli, flipped, doc)[:2] == (3, "tampered")
     # bob's certificate swapped in: the signature no longer verifies
     with card_signer(home, card="bob") as bob:
         bob_cert = bob.asn1_certificate
@@ -503,71 +461,71 @@ def test_a_changed_signature_or_certificate_is_tampered(home, tmp_path):
         "issuer": bob_cert.issuer, "serial_number": bob_cert.serial_number}})
     swapped = tmp_path / "swapped.p7s"
     swapped.write_bytes(info.dump(force=True))
-    assert _reason(home, swapped, doc)[:2] == (3, "tampered")
+    assert _reason(cli, swapped, doc)[:2] == (3, "tampered")
 
 
-def test_changed_data_is_wrong_data_and_changed_content_is_tampered(home, tmp_path):
+def test_changed_data_is_wrong_data_and_changed_content_is_tampered(cli, home, tmp_path):
     _, p7s = sign_doc(home, tmp_path)
     other = tmp_path / "other.txt"
     other.write_bytes(b"contract: 1000000 yen\n")
-    assert _reason(home, p7s, other)[:2] == (3, "wrong-data")
+    assert _reason(cli, p7s, other)[:2] == (3, "wrong-data")
     _, p7m = sign_doc(home, tmp_path, b"A" * 1000, attached=True, name="att.txt")
     raw = bytearray(p7m.read_bytes())
     at = raw.find(b"A" * 1000)
     raw[at + 500] = ord("B")
     changed = tmp_path / "changed.p7m"
     changed.write_bytes(bytes(raw))
-    assert _reason(home, changed)[:2] == (3, "tampered")
-    assert _reason(home, p7m, other)[:2] == (3, "wrong-data"), "--data must match the embedded content"
+    assert _reason(cli, changed)[:2] == (3, "tampered")
+    assert _reason(cli, p7m, other)[:2] == (3, "wrong-data"), "--data must match the embedded content"
 
 
-def test_several_signers_or_none(home, tmp_path):
+def test_several_signers_or_none(cli, home, tmp_path):
     doc, p7s = sign_doc(home, tmp_path)
     info = cms.ContentInfo.load(p7s.read_bytes())
     si = info["content"]["signer_infos"][0]
     info["content"]["signer_infos"] = [si, si]
     two = tmp_path / "two.p7s"
     two.write_bytes(info.dump(force=True))
-    code, reason, message = _reason(home, two, doc)
+    code, reason, message = _reason(cli, two, doc)
     assert (code, reason) == (3, "several-signers") and "2 signers" in message
     info["content"]["signer_infos"] = []
     none = tmp_path / "none.p7s"
     none.write_bytes(info.dump(force=True))
-    assert _reason(home, none, doc)[:2] == (3, "no-signer")
+    assert _reason(cli, none, doc)[:2] == (3, "no-signer")
 
 
-def test_missing_or_directory_data_file_is_a_usage_error(home, tmp_path):
+def test_missing_or_directory_data_file_is_a_usage_error(cli, home, tmp_path):
     _, p7s = sign_doc(home, tmp_path)
-    r = run_main(home, "verify", str(p7s), "--data", str(tmp_path / "nope.txt"))
-    assert r.code == 2 and "nope.txt: no such file" in r.stderr
-    r = run_main(home, "verify", str(p7s), "--data", str(tmp_path))
-    assert r.code == 2 and "is a directory" in r.stderr
+    r = cli("verify", str(p7s), "--data", str(tmp_path / "nope.txt"))
+    assert r.exit_code == 2 and "nope.txt: no such file" in r.stderr
+    r = cli("verify", str(p7s), "--data", str(tmp_path))
+    assert r.exit_code == 2 and "is a directory" in r.stderr
     lone = tmp_path / "lone.p7s"
     shutil.copy(p7s, lone)
-    r = run_main(home, "verify", str(lone))
-    assert r.code == 2 and "detached signature: give the signed file with --data" in r.stderr
-    r = run_main(home, "verify", str(tmp_path / "missing.p7s"))
-    assert r.code == 2 and "no such file" in r.stderr
+    r = cli("verify", str(lone))
+    assert r.exit_code == 2 and "detached signature: give the signed file with --data" in r.stderr
+    r = cli("verify", str(tmp_path / "missing.p7s"))
+    assert r.exit_code == 2 and "no such file" in r.stderr
     with pytest.raises(UsageError, match="is a directory"):
         verify_cms(p7s, data=tmp_path)
 
 
-def test_sign_never_leaves_a_partial_file(home, tmp_path):
+def test_sign_never_leaves_a_partial_file(cli, home, tmp_path):
     tmp_path = tmp_path / "work"  # the home lives beside it
     tmp_path.mkdir()
     doc = tmp_path / "doc.txt"
     doc.write_bytes(b"x" * 5000)
     # wrong password: exit 4, nothing written
-    r = run_main(home, "sign", str(doc), "--attached", input="WRONG1\n")
-    assert r.code == 4 and "tries left" in r.stderr
+    r = cli("sign", str(doc), "--attached", input="WRONG1\n")
+    assert r.exit_code == 4 and "tries left" in r.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["doc.txt"]
     # missing file, a directory, an output into a missing folder: exit 2 before any PIN
-    r = run_main(home, "sign", str(tmp_path / "nope.txt"))
-    assert r.code == 2 and "no such file" in r.stderr
-    r = run_main(home, "sign", str(tmp_path))
-    assert r.code == 2 and "is a directory" in r.stderr
-    r = run_main(home, "sign", str(doc), "-o", str(tmp_path / "no" / "x.p7s"), input="ABC123\n")
-    assert r.code == 2 and "does not exist" in r.stderr
+    r = cli("sign", str(tmp_path / "nope.txt"))
+    assert r.exit_code == 2 and "no such file" in r.stderr
+    r = cli("sign", str(tmp_path))
+    assert r.exit_code == 2 and "is a directory" in r.stderr
+    r = cli("sign", str(doc), "-o", str(tmp_path / "no" / "x.p7s"), input="ABC123\n")
+    assert r.exit_code == 2 and "does not exist" in r.stderr
     # the card fails after the content was streamed into the output: the temp file goes away
     with card_signer(home) as signer:
         def broken(algorithm: str, digest: bytes) -> bytes:
@@ -580,18 +538,18 @@ def test_sign_never_leaves_a_partial_file(home, tmp_path):
     assert not leftovers(tmp_path)
     # an existing output is replaced whole, never half-written
     (tmp_path / "doc.txt.p7s").write_bytes(b"old")
-    assert run_main(home, "sign", str(doc), input="ABC123\n").code == 0
+    assert cli("sign", str(doc), input="ABC123\n").exit_code == 0
     with open(tmp_path / "doc.txt.p7s", "rb") as fh:
         assert read_cms(fh).signer_infos
 
 
-def test_pdf_options_need_pdf(home, tmp_path):
+def test_pdf_options_need_pdf(cli, tmp_path):
     doc = tmp_path / "doc.txt"
     doc.write_text("x")
-    r = run_main(home, "sign", str(doc), "--reason", "ok")
-    assert r.code == 2 and "--reason: only with --pdf" in r.stderr
-    r = run_main(home, "sign", "--pdf", str(doc), input="ABC123\n")
-    assert r.code == 2 and "not a PDF" in r.stderr
+    r = cli("sign", str(doc), "--reason", "ok")
+    assert r.exit_code == 2 and "--reason: only with --pdf" in r.stderr
+    r = cli("sign", "--pdf", str(doc), input="ABC123\n")
+    assert r.exit_code == 2 and "not a PDF" in r.stderr
 
 
 # --------------------------------------------------------------------------- streaming
@@ -616,6 +574,7 @@ def test_hashing_reads_a_small_chunk_at_a_time():
     assert digests["sha256"] == hashlib.sha256(bytes(total)).digest()
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs Linux /proc")
 def test_memory_stays_flat_for_a_large_file(home, tmp_path):
     """Sign (detached and attached) and verify a 300 MiB file in a child process: its peak RSS
@@ -671,17 +630,17 @@ def test_verification_modules_import_no_card_library():
 # --------------------------------------------------------------------------- a card in a reader
 
 @pytest.mark.pcsc
-def test_sign_with_the_card_in_a_reader(served_card, home, tmp_path):
+def test_sign_with_the_card_in_a_reader(cli, served_card, home, tmp_path):
     """alice's card behind pcscd + vpcd: the CLI asks for --force before spending a try, then
     signs (the password verified right before the signature) and the signature verifies."""
     doc = tmp_path / "doc.txt"
     doc.write_bytes(b"signed over PC/SC\n")
     card = f"pcsc:{served_card}"
-    r = run_main(home, "sign", str(doc), card=card, input="ABC123\n")
-    assert r.code == 2 and "--force" in r.stderr
+    r = cli("sign", str(doc), card=card, input="ABC123\n")
+    assert r.exit_code == 2 and "--force" in r.stderr
     assert not (tmp_path / "doc.txt.p7s").exists()
-    r = run_main(home, "--force", "sign", str(doc), "--attached", card=card, input="ABC123\n")
-    assert r.code == 0, r.stderr
+    r = cli("--force", "sign", str(doc), "--attached", card=card, input="ABC123\n")
+    assert r.exit_code == 0, r.stderr
     report = verify_cms(tmp_path / "doc.txt.p7m", validator=validator(
         home, at=dt.datetime.now(dt.UTC)))
     assert report.ok, report.summary()

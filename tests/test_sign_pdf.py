@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import datetime as dt
 import http.server
-import json
 import shutil
 import subprocess
 import threading
@@ -29,35 +28,11 @@ from pyhanko.pdf_utils.reader import PdfFileReader
 from pyhanko.sign.timestamps import DummyTimeStamper
 from pyhanko.sign.validation import validate_pdf_signature
 from pyhanko_certvalidator import ValidationContext
-from test_sign_cms import ALICE, SIGNED_AT, card_signer, run_main, validator
+from sign_support import ALICE, SIGNED_AT, card_signer, make_pdf, validator
 
 from jpki.clock import FixedClock
 from jpki.errors import JpkiError, UsageError
 from jpki.sign.pdf import parse_visible, sign_pdf, verify_pdf
-
-
-def make_pdf(pages: int = 1, text: str = "Contract") -> bytes:
-    """A minimal PDF (Helvetica text on A4 pages) with a correct cross-reference table."""
-    objs = [b"<< /Type /Catalog /Pages 2 0 R >>",
-            f"<< /Type /Pages /Kids [{' '.join(f'{3 + 2 * i} 0 R' for i in range(pages))}] "
-            f"/Count {pages} >>".encode()]
-    font = 3 + 2 * pages
-    for i in range(pages):
-        objs.append(f"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 595 842] /Resources "
-                    f"<< /Font << /F1 {font} 0 R >> >> /Contents {4 + 2 * i} 0 R >>".encode())
-        stream = f"BT /F1 24 Tf 72 720 Td ({text}, page {i + 1}) Tj ET".encode()
-        objs.append(b"<< /Length %d >>\nstream\n" % len(stream) + stream + b"\nendstream")
-    objs.append(b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>")
-    out = bytearray(b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n")
-    offsets = []
-    for n, body in enumerate(objs, 1):
-        offsets.append(len(out))
-        out += b"%d 0 obj\n" % n + body + b"\nendobj\n"
-    xref = len(out)
-    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objs) + 1)
-    out += b"".join(b"%010d 00000 n \n" % off for off in offsets)
-    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objs) + 1, xref)
-    return bytes(out)
 
 
 @pytest.fixture
@@ -119,11 +94,11 @@ def pdfsig():
     return "pdfsig"
 
 
-def test_pdfsig_reports_a_valid_signature(home, pdf, tmp_path, pdfsig):
+def test_pdfsig_reports_a_valid_signature(cli, pdf, tmp_path, pdfsig):
     out = tmp_path / "signed.pdf"
-    r = run_main(home, "sign", "--pdf", str(pdf), "-o", str(out), "--visible", "1,360,40,560,100",
-                 "--reason", "approved", input="ABC123\n")
-    assert r.code == 0, r.stderr
+    r = cli("sign", "--pdf", str(pdf), "-o", str(out), "--visible", "1,360,40,560,100",
+            "--reason", "approved", input="ABC123\n")
+    assert r.exit_code == 0, r.stderr
     p = subprocess.run([pdfsig, str(out)], capture_output=True, text=True, timeout=60, check=False)
     assert p.returncode == 0, p.stderr
     assert "Signature Validation: Signature is Valid." in p.stdout, p.stdout
@@ -151,20 +126,20 @@ def test_visible_signature_on_the_chosen_page(home, pdf, tmp_path):
     assert not (tmp_path / "x.pdf").exists()
 
 
-def test_cli_pdf_sign_and_verify_json(home, pdf, tmp_path):
-    r = run_main(home, "--json", "sign", "--pdf", str(pdf), "--field", "Sig-A",
-                 input="ABC123\n")
-    assert r.code == 0, r.stderr
-    done = json.loads(r.stdout)
+def test_cli_pdf_sign_and_verify_json(cli, pdf, tmp_path):
+    r = cli("--json", "sign", "--pdf", str(pdf), "--field", "Sig-A",
+            input="ABC123\n")
+    assert r.exit_code == 0, r.stderr
+    done = r.json()
     assert done["output"] == str(tmp_path / "contract-signed.pdf") and done["field"] == "Sig-A"
-    v = run_main(home, "--json", "verify", done["output"], "--revocation", "none")
-    assert v.code == 0, v.stdout
-    doc = json.loads(v.stdout)
+    v = cli("--json", "verify", done["output"], "--revocation", "none")
+    assert v.exit_code == 0, v.stdout
+    doc = v.json()
     assert doc["ok"] and doc["format"] == "pdf"
     (sig,) = doc["signatures"]
     assert sig["field"] == "Sig-A" and sig["identity"]["sex"] == "female"
     assert sig["identity"]["address"] == ALICE.address
-    h = run_main(home, "verify", done["output"], "--revocation", "none")
+    h = cli("verify", done["output"], "--revocation", "none")
     assert "VALID" in h.stdout and ALICE.name in h.stdout and "1990-04-15" in h.stdout
 
 
@@ -230,12 +205,12 @@ def tsa_url():
     thread.join(5)
 
 
-def test_pades_b_t_with_a_timestamp_authority(home, pdf, tmp_path, tsa_url):
+def test_pades_b_t_with_a_timestamp_authority(cli, home, pdf, tmp_path, tsa_url):
     out = tmp_path / "b-t.pdf"
-    r = run_main(home, "--json", "sign", "--pdf", str(pdf), "-o", str(out), "--tsa", tsa_url,
-                 input="ABC123\n")
-    assert r.code == 0, r.stderr
-    assert json.loads(r.stdout)["profile"] == "PAdES-B-T"
+    r = cli("--json", "sign", "--pdf", str(pdf), "-o", str(out), "--tsa", tsa_url,
+            input="ABC123\n")
+    assert r.exit_code == 0, r.stderr
+    assert r.json()["profile"] == "PAdES-B-T"
     unsigned = {a["type"].native for a in signer_info(out)["unsigned_attrs"]}
     assert "signature_time_stamp_token" in unsigned
     report = verify_pdf(out, validator=validator(home, at=dt.datetime.now(dt.UTC)))
@@ -248,17 +223,17 @@ def test_pades_b_t_with_a_timestamp_authority(home, pdf, tmp_path, tsa_url):
         assert "Signature Validation: Signature is Valid." in p.stdout, p.stdout
 
 
-def test_unreachable_tsa_leaves_no_output(home, pdf, tmp_path):
+def test_unreachable_tsa_leaves_no_output(cli, pdf, tmp_path):
     out = tmp_path / "b-t.pdf"
-    r = run_main(home, "sign", "--pdf", str(pdf), "-o", str(out), "--tsa",
-                 "http://127.0.0.1:9/tsr", input="ABC123\n")
-    assert r.code == 1 and "error:" in r.stderr
+    r = cli("sign", "--pdf", str(pdf), "-o", str(out), "--tsa",
+            "http://127.0.0.1:9/tsr", input="ABC123\n")
+    assert r.exit_code == 1 and "error:" in r.stderr
     assert not out.exists()
 
 
 # --------------------------------------------------------------------------- bad input
 
-def test_an_update_after_signing_is_tampering(home, pdf, tmp_path):
+def test_an_update_after_signing_is_tampering(cli, home, pdf, tmp_path):
     signed = tmp_path / "signed.pdf"
     sign(home, pdf, signed)
     changed = tmp_path / "changed.pdf"
@@ -274,8 +249,8 @@ def test_an_update_after_signing_is_tampering(home, pdf, tmp_path):
     report = verify_pdf(changed, validator=validator(home))
     assert (report.ok, report.reason) == (False, "tampered"), report.summary()
     assert "changed after it was signed" in report.message
-    r = run_main(home, "verify", str(changed), "--revocation", "none")
-    assert r.code == 3 and "INVALID (tampered)" in r.stdout
+    r = cli("verify", str(changed), "--revocation", "none")
+    assert r.exit_code == 3 and "INVALID (tampered)" in r.stdout
     # bytes appended inside the signed range are tampering of another kind
     raw = bytearray(signed.read_bytes())
     at = raw.find(b"Contract, page 1")
@@ -293,32 +268,32 @@ def test_auth_key_pdf_signature_is_wrong_key_usage(home, pdf, tmp_path):
     assert verify_pdf(out, validator=validator(home), expected="auth").ok
 
 
-def test_unsigned_broken_and_encrypted_files(home, pdf, tmp_path):
-    r = run_main(home, "--json", "verify", str(pdf), "--revocation", "none")
-    assert r.code == 3 and json.loads(r.stdout)["reason"] == "no-signer"
+def test_unsigned_broken_and_encrypted_files(cli, home, pdf, tmp_path):
+    r = cli("--json", "verify", str(pdf), "--revocation", "none")
+    assert r.exit_code == 3 and r.json()["reason"] == "no-signer"
     broken = tmp_path / "broken.pdf"
     broken.write_bytes(b"%PDF-1.7\n1 0 obj\n<< /Type /Catalog\nthis is not a pdf")
-    r = run_main(home, "--json", "verify", str(broken), "--revocation", "none")
-    assert r.code == 3 and json.loads(r.stdout)["reason"] == "malformed"
+    r = cli("--json", "verify", str(broken), "--revocation", "none")
+    assert r.exit_code == 3 and r.json()["reason"] == "malformed"
     signed = tmp_path / "signed.pdf"
     sign(home, pdf, signed)
     truncated = tmp_path / "truncated.pdf"
     truncated.write_bytes(signed.read_bytes()[: signed.stat().st_size // 2])
-    r = run_main(home, "--json", "verify", str(truncated), "--revocation", "none")
-    assert r.code == 3 and json.loads(r.stdout)["reason"] in ("malformed", "no-signer")
-    r = run_main(home, "sign", "--pdf", str(broken), "-o", str(tmp_path / "o.pdf"), input="ABC123\n")
-    assert r.code == 1 and "not a readable PDF" in r.stderr
+    r = cli("--json", "verify", str(truncated), "--revocation", "none")
+    assert r.exit_code == 3 and r.json()["reason"] in ("malformed", "no-signer")
+    r = cli("sign", "--pdf", str(broken), "-o", str(tmp_path / "o.pdf"), input="ABC123\n")
+    assert r.exit_code == 1 and "not a readable PDF" in r.stderr
     assert not (tmp_path / "o.pdf").exists()
-    r = run_main(home, "verify", str(signed), "--data", str(pdf))
-    assert r.code == 2 and "--data is for detached CMS" in r.stderr
+    r = cli("verify", str(signed), "--data", str(pdf))
+    assert r.exit_code == 2 and "--data is for detached CMS" in r.stderr
 
 
-def test_pdf_signing_never_leaves_a_partial_file(home, pdf, tmp_path):
+def test_pdf_signing_never_leaves_a_partial_file(cli, pdf, tmp_path):
     out = tmp_path / "out.pdf"
-    r = run_main(home, "sign", "--pdf", str(pdf), "-o", str(out), input="WRONG1\n")
-    assert r.code == 4
+    r = cli("sign", "--pdf", str(pdf), "-o", str(out), input="WRONG1\n")
+    assert r.exit_code == 4
     assert not out.exists() and not list(tmp_path.glob("*.part"))
-    r = run_main(home, "sign", "--pdf", str(pdf), "-o", str(pdf), input="ABC123\n")
-    assert r.code == 2 and "the PDF being signed" in r.stderr
-    r = run_main(home, "sign", "--pdf", str(pdf), "--attached", input="ABC123\n")
-    assert r.code == 2 and "always embedded" in r.stderr
+    r = cli("sign", "--pdf", str(pdf), "-o", str(pdf), input="ABC123\n")
+    assert r.exit_code == 2 and "the PDF being signed" in r.stderr
+    r = cli("sign", "--pdf", str(pdf), "--attached", input="ABC123\n")
+    assert r.exit_code == 2 and "always embedded" in r.stderr

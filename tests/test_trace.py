@@ -4,20 +4,15 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 from cryptography import x509
 
-from jpki.cli import cli
 from jpki.errors import PinIncorrectError
-from jpki.session import CardInfoSession, JpkiSession, TEXT_AID
+from jpki.session import TEXT_AID, CardInfoSession, JpkiSession
 from jpki.transport import TracingTransport, open_transport
 
-REPO = Path(__file__).resolve().parents[1]
 JPKI_AID_HEX = "D3 92 F0 00 26 01 00 00 00 01"
 TEXT_AID_HEX = "D3 92 10 00 31 00 01 01 04 08"
 TWELVE_DIGITS = re.compile(rb"(?<![0-9])[0-9]{12}(?![0-9])")
@@ -148,7 +143,7 @@ def test_signing_certificate_answers_are_redacted_and_auth_certificate_is_shown(
             shown += bytes.fromhex("".join(resp[:-2]))
     assert len(shown) == len(auth)
     assert bytes(shown) == TWELVE_DIGITS.sub(b"*" * 12, auth)
-    differ = sum(a != b for a, b in zip(shown, auth))
+    differ = sum(a != b for a, b in zip(shown, auth, strict=True))
     assert differ <= 2 * 12, "only the two validity dates may be masked"
     cert = x509.load_der_x509_certificate(auth)
     assert auth.count(cert.not_valid_before_utc.strftime("%y%m%d%H%M%S").encode()) >= 1
@@ -373,11 +368,6 @@ def test_card_info_data_returned_through_get_response_is_redacted():
 
 # --------------------------------------------------------------------------- the CLI's --trace
 
-def _cli(home, *args, input=None):
-    return CliRunner().invoke(cli, ["--home", str(home), "--card", "emu:alice", "--trace", *args],
-                              input=input)
-
-
 @pytest.mark.parametrize("args", [
     ["pin", "verify", "auth", "--pin", "1234"],
     ["pin", "verify", "sign", "--pin", "ABC123"],
@@ -388,40 +378,38 @@ def _cli(home, *args, input=None):
     ["mynumber", "--pin", "1234"],
     ["pkey", "sign", "sign", "DATA", "-o", "SIG", "--pin", "ABC123"],
 ])
-def test_cli_trace_holds_no_pin_and_no_personal_data(home, tmp_path, args):
+def test_cli_trace_holds_no_pin_and_no_personal_data(cli, home, tmp_path, args):
     h = holder(home)["persona"]
     (tmp_path / "data.txt").write_text("hello")
     args = [str(tmp_path / "data.txt") if a == "DATA" else str(tmp_path / "sig") if a == "SIG" else a
             for a in args]
-    r = _cli(home, *args)
+    r = cli("--trace", *args)
     assert r.exit_code == 0, (r.output, r.exception)
     assert "C> 00 A4 04 0C" in r.stderr, "the trace goes to stderr"
     assert "C> " not in r.stdout and "R< " not in r.stdout
     assert_absent(r.stderr, "1234", "ABC123", "9876", h["my_number"], h["name"], h["address"])
 
 
-def test_cli_trace_with_reveal_shows_the_number_only_on_stdout(home):
+def test_cli_trace_with_reveal_shows_the_number_only_on_stdout(cli, home):
     number = holder(home)["persona"]["my_number"]
-    r = _cli(home, "mynumber", "--reveal", "--pin", "1234")
+    r = cli("--trace", "mynumber", "--reveal", "--pin", "1234")
     assert r.exit_code == 0, r.output
     assert r.stdout.strip() == number
     assert "C> " in r.stderr
     assert_absent(r.stderr, number, "1234")
 
 
-def test_cli_trace_with_the_pin_from_stdin(home):
-    r = _cli(home, "pin", "verify", "sign", input="abc123\n")
+def test_cli_trace_with_the_pin_from_stdin(cli):
+    r = cli("--trace", "pin", "verify", "sign", input="abc123\n")
     assert r.exit_code == 0, r.output
     assert_absent(r.stderr, "ABC123", "abc123")
 
 
-def test_real_process_trace_holds_no_pin_and_no_my_number(home):
+def test_real_process_trace_holds_no_pin_and_no_my_number(cli, home):
     number = holder(home)["persona"]["my_number"]
-    p = subprocess.run([sys.executable, "-m", "jpki", "--home", str(home), "--card", "emu:alice",
-                        "--trace", "mynumber", "--reveal"], input=b"1234\n", capture_output=True,
-                       cwd=REPO, timeout=120)
-    assert p.returncode == 0, p.stderr.decode()
-    out, err = p.stdout.decode(), p.stderr.decode()
+    p = cli.process("--trace", "mynumber", "--reveal", input=b"1234\n")
+    assert p.exit_code == 0, p.stderr
+    out, err = p.stdout, p.stderr
     assert out.strip() == number
     assert "C> 00 A4 04 0C 0A " + TEXT_AID_HEX in err
     assert_absent(err, number, "1234")

@@ -1,14 +1,12 @@
 """The validator (jpki.verify): trust stores, path and kind checks, validity, OCSP with CRL
 fallback, hard and soft fail, caches, and every failure's reason code.
 
-Revocation is served by the real revocation server (jpki.revocation.server): in process through
+Revocation is served by the real revocation server (jpki.pki.server): in process through
 an injected fetch that calls its ASGI app, and once under uvicorn with the default HTTP fetcher.
 Forged OCSP responses are built with cryptography's OCSPResponseBuilder. Clocks are fixed.
 """
 
 from __future__ import annotations
-
-from conftest import TEMPLATE_BASE_URL
 
 import asyncio
 import dataclasses
@@ -21,12 +19,12 @@ from pathlib import Path
 import httpx
 import pytest
 from asn1crypto import x509 as asn1_x509
-from conftest import FIXED_NOW
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509 import ocsp
 from cryptography.x509.oid import NameOID
+from fixed import FIXED_NOW, TEMPLATE_BASE_URL
 
 import jpki.verify
 from jpki.clock import FixedClock
@@ -37,8 +35,8 @@ from jpki.pki.responder import (
     ensure_responder,
     load_responder,
 )
+from jpki.pki.server import create_app, serve_in_thread
 from jpki.revocation import build_crl
-from jpki.revocation.server import create_app, serve_in_thread
 from jpki.verify import (
     CrlCache,
     HttpFetcher,
@@ -298,7 +296,7 @@ def test_the_ocsp_request_carries_a_fresh_nonce_unless_disabled(validator, alice
     validator.invalidate(alice_auth)
     validator.validate(alice_auth, kind="auth")
     nonces = []
-    for url, body in net.calls:
+    for _url, body in net.calls:
         request = ocsp.load_der_ocsp_request(body)
         assert request.serial_number == alice_auth.serial_number
         assert isinstance(request.hash_algorithm, hashes.SHA1)
@@ -314,13 +312,13 @@ def test_result_is_frozen_and_serialises(validator, alice_auth):
     result = validator.validate(alice_auth, kind="auth")
     with pytest.raises(dataclasses.FrozenInstanceError):
         result.ok = False  # type: ignore[misc]
-    doc = json.loads(result.to_json())
+    doc = result.to_json()
     assert doc["ok"] is True and doc["reason"] is None
     assert doc["serial"] == format(alice_auth.serial_number, "X")
     assert doc["revocation"]["method"] == "ocsp" and doc["revocation"]["status"] == "good"
     assert doc["checked_at"] == "2026-11-27T03:00:00+00:00"
     assert set(doc) == {f.name for f in dataclasses.fields(ValidationResult)}
-    assert json.loads(result.to_json(indent=2)) == doc
+    assert json.loads(json.dumps(doc)) == doc  # JSON-ready as it is
 
 
 def test_every_reason_code_is_documented():
@@ -486,11 +484,28 @@ def test_another_ca_with_the_same_name_is_untrusted(validator, ca, tmp_path, clo
         other.close()
 
 
+def test_the_trust_store_of_a_home(home, tmp_path, ca):
+    """TrustStore.for_home: the J-LIS roots, the home's test CA when there is one, extra PEMs."""
+    jlis = {a.fingerprint for a in TrustStore.jlis()}
+    test_ca = {a.fingerprint for a in TrustStore.from_ca_dir(home / "ca")}
+    assert {a.fingerprint for a in TrustStore.for_home(tmp_path / "no-ca-here")} == jlis
+    assert {a.fingerprint for a in TrustStore.for_home(home)} == jlis | test_ca
+    extra = tmp_path / "roots"
+    extra.mkdir()
+    (extra / "auth_extra.pem").write_bytes((home / "ca" / "auth_ca.pem").read_bytes())
+    assert {a.fingerprint for a in TrustStore.for_home(tmp_path / "none", extra_pem=[extra])} == (
+        jlis | {a.fingerprint for a in TrustStore.from_ca_dir(home / "ca").anchors("auth")})
+    (home / "ca" / "sign_ca.pem").unlink()
+    with pytest.raises(UsageError, match=r"sign_ca\.pem"):
+        TrustStore.for_home(home)  # a damaged test CA is an error, not a smaller store
+
+
 def test_same_name_without_aki_is_a_bad_signature(validator, ca, key_pool):
     leaf = auth_leaf(ca)
     der = leaf.public_bytes(DER)
     parsed = asn1_x509.Certificate.load(der)
-    extensions = [e for e in parsed["tbs_certificate"]["extensions"] if e["extn_id"].native != "authority_key_identifier"]
+    extensions = [e for e in parsed["tbs_certificate"]["extensions"]
+                  if e["extn_id"].native != "authority_key_identifier"]
     forged = resign(der, key_pool[0], extensions=extensions)  # the sign root's key, the auth root's name
     result = validator.validate(forged, kind="auth")
     assert result.reason == Reason.BAD_SIGNATURE
@@ -525,9 +540,8 @@ def test_truncated_and_padded_der(validator, alice_auth):
 def test_unknown_critical_extension(validator, ca):
     leaf = auth_leaf(ca)
     parsed = asn1_x509.Certificate.load(leaf.public_bytes(DER))
-    extensions = list(parsed["tbs_certificate"]["extensions"]) + [
-        {"extn_id": "1.2.3.4.5", "critical": True, "extn_value": b"\x05\x00"}
-    ]
+    extensions = [*parsed["tbs_certificate"]["extensions"],
+                  {"extn_id": "1.2.3.4.5", "critical": True, "extn_value": b"\x05\x00"}]
     result = validator.validate(resign(leaf.public_bytes(DER), ca.auth_ca_key, extensions=extensions), kind="auth")
     assert result.reason == Reason.UNSUPPORTED_CRITICAL_EXTENSION and "1.2.3.4.5" in result.message
 
@@ -1217,19 +1231,10 @@ def test_over_http_with_the_default_fetcher(home, ca, trust, clock, alice_auth, 
         assert result.reason == Reason.REVOKED and result.revocation_reason == "keyCompromise"
         crl = Validator(trust, clock=clock, fetch=fetch, revocation="crl").validate(alice_sign, kind="sign")
         assert crl.reason == Reason.REVOKED
-        # urllib stands in when httpx is not installed
+        # closed, the fetcher opens a new pool on its next use
         fetcher.close()
-        original = HttpFetcher._httpx_client
-
-        def no_httpx(self):
-            raise ImportError("no httpx")
-
-        HttpFetcher._httpx_client = no_httpx  # type: ignore[method-assign]
-        try:
-            validator.invalidate()
-            assert validator.validate(alice_auth, kind="auth").ok
-        finally:
-            HttpFetcher._httpx_client = original  # type: ignore[method-assign]
+        validator.invalidate()
+        assert validator.validate(alice_auth, kind="auth").ok
     fetcher.close()
 
 

@@ -90,7 +90,7 @@ def build_app(home: Path = HOME, origin: str = ORIGIN, *, validator: Validator |
         with lock:
             state.clear()
             state["challenge"] = challenge.id
-            waiting[challenge.id] = (sid, challenge.to_dict())
+            waiting[challenge.id] = (sid, challenge.to_json())
         response = RedirectResponse("/login", status_code=303)
         response.set_cookie("sid", sid, httponly=True, samesite="lax")
         return response
@@ -136,7 +136,7 @@ def build_app(home: Path = HOME, origin: str = ORIGIN, *, validator: Validator |
                 state.clear()
                 state["refused"] = str(result.reason)
         status = 200 if result.ok else 400 if result.reason == "malformed" else 403
-        return JSONResponse(result.as_dict(), status_code=status)
+        return JSONResponse(result.to_json(), status_code=status)
 
     async def logout(request: Request) -> Response:
         _, state = session_of(request)

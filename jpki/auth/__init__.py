@@ -13,7 +13,7 @@ Modules: :mod:`~jpki.auth.protocol` (the signed encoding and the JSON documents)
 :mod:`~jpki.auth.rp` (:class:`RelyingParty`), :mod:`~jpki.auth.result` (results, reason codes,
 accounts), :mod:`~jpki.auth.links` (renewal links: which account a certificate belongs to),
 :mod:`~jpki.auth.store` (challenge stores: memory, SQLite, Redis), :mod:`~jpki.auth.board` and
-:mod:`~jpki.auth.service` (the HTTP service; needs starlette), :mod:`~jpki.auth.client` (the card
+:mod:`~jpki.auth.service` (the HTTP service, on Starlette), :mod:`~jpki.auth.client` (the card
 holder's side: the only module here that drives a card).
 
 The relying-party side of this package imports no card library (no ``jpki.session``,

@@ -135,7 +135,8 @@ class MemoryBoard:
         current = self._items.get(challenge_id)
         if current is None or current[0] <= time.monotonic():
             return None
-        return json.loads(current[1])
+        entry: dict[str, Any] = json.loads(current[1])
+        return entry
 
     def close(self) -> None:
         """Forget everything."""

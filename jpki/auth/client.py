@@ -19,17 +19,18 @@ asked (``confirm`` can stop before a try is spent) and verified.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import hashlib
 import json
 import tempfile
-import urllib.error
 import urllib.parse
-import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final, Protocol, cast
+from typing import Any, Final, Protocol, Self, cast
+
+import httpx
 
 from jpki.auth.protocol import (
     ClientData,
@@ -48,6 +49,7 @@ from jpki.sign.signer import CardKeySession
 __all__ = [
     "ChallengeRefusedError",
     "HttpJson",
+    "HttpxJson",
     "ServiceAnswer",
     "ServiceClient",
     "ServiceError",
@@ -73,8 +75,6 @@ class ChallengeRefusedError(JpkiError):
     """The client refused to have the card sign a challenge (``reason``: ``wrong-rp``,
     ``wrong-purpose`` or ``expired``)."""
 
-    exit_code = 3
-
     def __init__(self, reason: str, message: str) -> None:
         self.reason = reason
         super().__init__(message)
@@ -89,7 +89,6 @@ class ServiceRefusedError(ServiceError):
     (``not-found`` for an unknown or expired challenge, ``rate-limited``…)."""
 
     code = "refused"
-    exit_code = 3
 
     def __init__(self, status: int, reason: str | None, message: str) -> None:
         self.status = status
@@ -190,33 +189,55 @@ class HttpJson(Protocol):
         ...
 
 
-class UrllibJson:
-    """The default :class:`HttpJson`: the standard library's urllib, with a timeout, no proxy
-    for loopback addresses, and any status (4xx answers carry the refusal as JSON)."""
+_LOOPBACK = ("127.0.0.1", "::1", "localhost")
+
+
+class HttpxJson:
+    """The default :class:`HttpJson`: httpx, with a timeout, no proxy for loopback addresses
+    (the environment's proxy settings apply to others), no redirects, and any status (4xx
+    answers carry the refusal as JSON). ``close()`` (or ``with``) frees its connections."""
 
     def __init__(self, timeout: float = 30.0) -> None:
         self.timeout = timeout
-        self._default = urllib.request.build_opener()
-        self._direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        self._clients: dict[bool, httpx.Client] = {}
+
+    def _client(self, host: str) -> httpx.Client:
+        direct = host in _LOOPBACK
+        client = self._clients.get(direct)
+        if client is None:
+            client = self._clients[direct] = httpx.Client(
+                timeout=self.timeout, trust_env=not direct, follow_redirects=False,
+                headers={"Accept": "application/json", "User-Agent": "jpki-auth-client"})
+        return client
 
     def __call__(self, method: str, url: str, body: Mapping[str, Any] | None = None) -> tuple[int, Any]:
         data = None if body is None else json.dumps(body).encode("utf-8")
-        request = urllib.request.Request(url, data=data, method=method, headers={
-            "Accept": "application/json", "User-Agent": "jpki-auth-client",
-            **({"Content-Type": "application/json"} if data is not None else {})})
-        host = urllib.parse.urlsplit(url).hostname or ""
-        opener = self._direct if host in ("127.0.0.1", "::1", "localhost") else self._default
+        headers = {"Content-Type": "application/json"} if data is not None else {}
         try:
-            with opener.open(request, timeout=self.timeout) as answer:
-                status, raw = answer.status, answer.read()
-        except urllib.error.HTTPError as exc:
-            status, raw = exc.code, exc.read()
-        except (urllib.error.URLError, OSError) as exc:
-            raise ServiceError(f"cannot reach {url}: {getattr(exc, 'reason', exc)}") from None
+            answer = self._client(urllib.parse.urlsplit(url).hostname or "").request(
+                method, url, content=data, headers=headers)
+        except httpx.HTTPError as exc:
+            raise ServiceError(f"cannot reach {url}: {exc or type(exc).__name__}") from None
         try:
-            return status, json.loads(raw.decode("utf-8"))
+            return answer.status_code, json.loads(answer.content.decode("utf-8"))
         except (UnicodeDecodeError, ValueError):
-            raise ServiceError(f"{url} answered HTTP {status} without a JSON document") from None
+            raise ServiceError(f"{url} answered HTTP {answer.status_code} without a JSON "
+                               "document") from None
+
+    def close(self) -> None:
+        clients, self._clients = list(self._clients.values()), {}
+        for client in clients:
+            client.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+#: The former name of :class:`HttpxJson` (it used urllib), kept for callers.
+UrllibJson = HttpxJson
 
 
 @dataclass(frozen=True)
@@ -246,7 +267,7 @@ class ServiceClient:
     def __init__(self, base_url: str, *, http: HttpJson | None = None) -> None:
         origin_of(base_url)  # validates
         self.base_url = base_url.rstrip("/")
-        self.http: HttpJson = http if http is not None else UrllibJson()
+        self.http: HttpJson = http if http is not None else HttpxJson()
 
     def _challenge(self, status: int, document: Any, what: str) -> Challenge:
         if status != 200:
@@ -272,7 +293,7 @@ class ServiceClient:
 
     def complete(self, purpose: Purpose, response: LoginResponse | EkycResponse) -> ServiceAnswer:
         """``POST /api/{purpose}/complete`` with the card's response."""
-        status, document = self.http("POST", f"{self.base_url}/api/{purpose}/complete", response.to_dict())
+        status, document = self.http("POST", f"{self.base_url}/api/{purpose}/complete", response.to_json())
         if not isinstance(document, Mapping):
             raise ServiceError(f"the service answered HTTP {status} without a JSON object")
         return ServiceAnswer(status, document)
@@ -282,14 +303,19 @@ def _run(purpose: Purpose, base_url: str, session: JpkiSession, *, pin: PinSourc
          confirm: Confirm | None, challenge_id: str | None, transaction_text: str | None,
          expected_rp_id: str | None, http: HttpJson | None, clock: Clock | None,
          clock_skew: _dt.timedelta) -> ServiceAnswer:
-    service = ServiceClient(base_url, http=http)
-    challenge = (service.pending(challenge_id) if challenge_id is not None
-                 else service.begin(purpose, transaction_text))
-    check_challenge(challenge, purpose=purpose, expected_rp_id=expected_rp_id or origin_of(base_url),
-                    now=(clock or SystemClock()).now(), clock_skew=clock_skew)
-    if purpose == "login":
-        return service.complete("login", answer_login(challenge, session, pin=pin, confirm=confirm))
-    return service.complete("ekyc", answer_ekyc(challenge, session, pin=pin, confirm=confirm, clock=clock))
+    with contextlib.ExitStack() as stack:
+        if http is None:  # ours: closed when done
+            http = stack.enter_context(HttpxJson())
+        service = ServiceClient(base_url, http=http)
+        challenge = (service.pending(challenge_id) if challenge_id is not None
+                     else service.begin(purpose, transaction_text))
+        check_challenge(challenge, purpose=purpose,
+                        expected_rp_id=expected_rp_id or origin_of(base_url),
+                        now=(clock or SystemClock()).now(), clock_skew=clock_skew)
+        if purpose == "login":
+            return service.complete("login", answer_login(challenge, session, pin=pin, confirm=confirm))
+        return service.complete("ekyc", answer_ekyc(challenge, session, pin=pin, confirm=confirm,
+                                                    clock=clock))
 
 
 def login(base_url: str, session: JpkiSession, *, pin: PinSource, confirm: Confirm | None = None,

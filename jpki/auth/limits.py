@@ -249,7 +249,8 @@ class SqliteLimiter:
         now = self._timer()
         with self._transaction() as conn:
             row = conn.execute("SELECT tokens, at FROM buckets WHERE client = ?", (client,)).fetchone()
-            tokens = _refill(*(row if row else (float(burst), now)), now, rate, burst)
+            held, at = row if row else (float(burst), now)
+            tokens = _refill(held, at, now, rate, burst)
             wait = 0.0 if tokens >= 1 else (1 - tokens) / rate
             conn.execute("INSERT OR REPLACE INTO buckets (client, tokens, at) VALUES (?, ?, ?)",
                          (client, tokens - 1 if wait == 0 else tokens, now))
@@ -355,7 +356,8 @@ class RedisLimiter:
         with self._guard():
             client = self._client.getdel(owner_key)
             if client is not None:
-                self._client.zrem(f"{self.prefix}pending:{client.decode()}", owner_key)
+                name = client.decode() if isinstance(client, bytes) else client  # bytes: no decode_responses
+                self._client.zrem(f"{self.prefix}pending:{name}", owner_key)
 
     def close(self) -> None:
         with contextlib.suppress(*self._errors):

@@ -32,7 +32,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterable, MutableMapping
 from pathlib import Path
-from typing import Protocol, cast, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 from cryptography import x509
 
@@ -246,14 +246,14 @@ class TestCALinks:
         """The certificate ``ref`` renewed (the most recently linked one), or None."""
         if ref.issuer not in self._issuers:
             return None
-        found = cast("list[str]", self._database().predecessors(ref.serial))
+        found = self._database().predecessors(ref.serial)
         return CertRef(ref.issuer, int(found[-1], 16)) if found else None
 
     def successors(self, ref: CertRef) -> list[CertRef]:
         """The certificates that renewed ``ref``."""
         if ref.issuer not in self._issuers:
             return []
-        found = cast("list[str]", self._database().successors(ref.serial))
+        found = self._database().successors(ref.serial)
         return [CertRef(ref.issuer, int(serial, 16)) for serial in found]
 
     def close(self) -> None:

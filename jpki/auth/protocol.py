@@ -2,7 +2,7 @@
 
 See ``docs/auth-protocol.md`` for the full description. In short:
 
-1. The relying party issues a :class:`~jpki.auth.store.Challenge` (``Challenge.to_dict()`` is
+1. The relying party issues a :class:`~jpki.auth.store.Challenge` (``Challenge.to_json()`` is
    its JSON form): a random id and nonce, the relying party's id, the purpose (``login`` or
    ``ekyc``), an expiry and, for eKYC, an optional transaction text.
 2. The client builds the :class:`ClientData` for it and encodes it canonically
@@ -96,7 +96,6 @@ class MalformedMessageError(JpkiError, ValueError):
     """
 
     reason = "malformed"
-    exit_code = 3
 
 
 # --------------------------------------------------------------------------- encodings
@@ -297,7 +296,7 @@ class ClientData:
             raise MalformedMessageError("client data: expires_at out of range") from None
         if text is not None and purpose != "ekyc":
             raise MalformedMessageError("client data: a login carries no transaction text")
-        return cls(purpose=purpose, rp_id=rp_id, challenge_id=challenge_id,  # type: ignore[arg-type]
+        return cls(purpose=purpose, rp_id=rp_id, challenge_id=challenge_id,
                    nonce=nonce, expires_at=expires, transaction_text=text)
 
 
@@ -318,19 +317,15 @@ class LoginResponse:
     certificate: bytes
     signature: bytes
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, Any]:
         """The JSON document POSTed to the relying party (binary fields in base64url)."""
         return {"v": PROTOCOL_VERSION, "challenge_id": self.challenge_id,
                 "client_data": b64url_encode(self.client_data),
                 "certificate": b64url_encode(self.certificate),
                 "signature": b64url_encode(self.signature)}
 
-    def to_json(self) -> str:
-        """Compact JSON of :meth:`to_dict`."""
-        return json.dumps(self.to_dict(), separators=(",", ":"))
-
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any] | bytes | str) -> LoginResponse:
+    def from_json(cls, data: Mapping[str, Any] | bytes | str) -> LoginResponse:
         """Parse a login response document (a mapping, or JSON bytes or text)."""
         data = parse_json_object(data, "login response")
         _check_fields(data, "login response", {"challenge_id", "client_data", "certificate", "signature"})
@@ -353,17 +348,13 @@ class EkycResponse:
     client_data: bytes
     cms: bytes
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, Any]:
         """The JSON document POSTed to the relying party."""
         return {"v": PROTOCOL_VERSION, "challenge_id": self.challenge_id,
                 "client_data": b64url_encode(self.client_data), "cms": b64url_encode(self.cms)}
 
-    def to_json(self) -> str:
-        """Compact JSON of :meth:`to_dict`."""
-        return json.dumps(self.to_dict(), separators=(",", ":"))
-
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any] | bytes | str) -> EkycResponse:
+    def from_json(cls, data: Mapping[str, Any] | bytes | str) -> EkycResponse:
         """Parse an eKYC response document (a mapping, or JSON bytes or text)."""
         data = parse_json_object(data, "eKYC response")
         _check_fields(data, "eKYC response", {"challenge_id", "client_data", "cms"})
@@ -374,9 +365,9 @@ class EkycResponse:
 
 def parse_challenge(data: Mapping[str, Any] | bytes | str) -> Challenge:
     """A challenge document as the relying party's begin endpoint returns it
-    (``Challenge.to_dict()``); :class:`MalformedMessageError` when it is not one."""
+    (``Challenge.to_json()``); :class:`MalformedMessageError` when it is not one."""
     obj = parse_json_object(data, "challenge")
     try:
-        return Challenge.from_dict(obj)
+        return Challenge.from_json(obj)
     except MalformedChallengeError as exc:
         raise MalformedMessageError(str(exc)) from None

@@ -55,7 +55,6 @@ import dataclasses
 import datetime as _dt
 import enum
 import hashlib
-import json
 from typing import Any, Literal
 
 from cryptography import x509
@@ -173,7 +172,7 @@ class Account:
         digest = hashlib.sha256(self.origin.issuer.encode("utf-8")).hexdigest()[:16]
         return f"jpki1:{digest}:{self.origin.serial_hex}"
 
-    def as_dict(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict."""
         return {"key": self.key, "issuer": self.origin.issuer, "serial": self.origin.serial_hex,
                 "renewals": self.renewals}
@@ -200,9 +199,9 @@ class VerifiedIdentity:
     def from_signing_identity(cls, ident: SigningIdentity) -> VerifiedIdentity:
         """From :func:`jpki.certinfo.signing_identity`'s result."""
         return cls(name=ident.name, address=ident.address, birth_date=ident.birth_date,
-                   sex=ident.sex.value, substituted=ident.has_substitutes)  # type: ignore[arg-type]
+                   sex=ident.sex.value, substituted=ident.has_substitutes)
 
-    def as_dict(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, Any]:
         """The 4 info as JSON: ``name``, ``address``, ``birth_date`` (ISO 8601 or None), ``sex``."""
         return {"name": self.name, "address": self.address,
                 "birth_date": None if self.birth_date is None else self.birth_date.isoformat(),
@@ -231,7 +230,7 @@ def _validation_dict(validation: ValidationResult | None) -> dict[str, Any] | No
         "detected_kind": validation.detected_kind,
         "anchor": validation.anchor,
         "not_after": _iso(validation.not_after),
-        "revocation": None if validation.revocation is None else validation.revocation.as_dict(),
+        "revocation": None if validation.revocation is None else validation.revocation.to_json(),
         "warnings": list(validation.warnings),
     }
 
@@ -273,9 +272,9 @@ class AuthResult:
             "validation": _validation_dict(self.validation),
         }
 
-    def to_json(self, *, indent: int | None = None) -> str:
-        """The result as one JSON document (see ``as_dict`` of the subclass)."""
-        return json.dumps(self.as_dict(), ensure_ascii=False, indent=indent)  # type: ignore[attr-defined]
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict of the fields common to both results (each subclass adds its own)."""
+        return self._common()
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -293,10 +292,10 @@ class LoginResult(AuthResult):
                     f"{renewed})")
         return f"{self._head()}: {self.message}"
 
-    def as_dict(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict (no personal data: a login carries none)."""
         out = self._common()
-        out["account"] = None if self.account is None else self.account.as_dict()
+        out["account"] = None if self.account is None else self.account.to_json()
         return out
 
 
@@ -315,10 +314,10 @@ class EkycResult(AuthResult):
             return f"{self._head()}: basic 4 info verified (signing certificate {self.certificate.serial_hex})"
         return f"{self._head()}: {self.message}"
 
-    def as_dict(self, *, include_identity: bool = True) -> dict[str, Any]:
+    def to_json(self, *, include_identity: bool = True) -> dict[str, Any]:
         """A JSON-ready dict; the identity (personal data) only with ``include_identity``."""
         out = self._common()
-        out["identity"] = (self.identity.as_dict() if include_identity and self.identity is not None
+        out["identity"] = (self.identity.to_json() if include_identity and self.identity is not None
                            else None)
         out["transaction_text"] = self.transaction_text
         out["signed_at"] = _iso(self.signed_at)

@@ -5,7 +5,7 @@ from jpki.auth import RelyingParty, open_store
 from jpki.verify import TrustStore, Validator
 
 rp = RelyingParty("https://shop.example.jp", Validator(TrustStore.jlis()), open_store("memory"))
-challenge = rp.begin_login()                 # send challenge.to_dict() to the client
+challenge = rp.begin_login()                 # send challenge.to_json() to the client
 result = rp.complete_login(response_json)    # the client's LoginResponse (JSON or object)
 if result.ok:
     user = accounts.get_or_create(result.account.key)
@@ -45,8 +45,8 @@ import logging
 import re
 import threading
 import unicodedata
-from collections.abc import Mapping
-from typing import Any, Final
+from collections.abc import Callable, Mapping
+from typing import Any, Final, Literal, TypeVar
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -112,6 +112,10 @@ DEFAULT_PURGE_INTERVAL: Final = _dt.timedelta(minutes=1)
 _TAG_RE: Final = re.compile(r"[A-Za-z0-9]{1,16}")
 _SHA256 = hashes.SHA256()
 _PKCS1 = padding.PKCS1v15()
+
+
+def _purpose(result_type: type[LoginResult | EkycResult]) -> Literal["login", "ekyc"]:
+    return "login" if result_type is LoginResult else "ekyc"
 
 
 def _short(challenge_id: str | None) -> str:
@@ -212,6 +216,9 @@ def _check_cms(der: bytes, content: bytes) -> SignerCheck | tuple[AuthReason, st
 #: How each flow is named in log lines and messages.
 _FLOW_NAMES = {"login": "login", "ekyc": "eKYC"}
 
+_Result = TypeVar("_Result", LoginResult, EkycResult)
+_Response = TypeVar("_Response")
+
 
 class RelyingParty:
     """Begin and complete card logins and eKYCs for the relying party ``rp_id``.
@@ -310,7 +317,7 @@ class RelyingParty:
         return challenge
 
     def begin_login(self, *, tag: str | None = None) -> Challenge:
-        """Issue and store a login challenge; send ``challenge.to_dict()`` to the client.
+        """Issue and store a login challenge; send ``challenge.to_json()`` to the client.
 
         ``tag`` (1-16 letters or digits) is put in front of the random id (``TAG-…``), so that
         the caller can tell its own kinds of challenges apart when they are answered without a
@@ -362,30 +369,32 @@ class RelyingParty:
         """Check a client's answer to a login challenge (a :class:`LoginResponse`, or its JSON
         document as bytes, text or a parsed mapping). Never raises for a bad answer: the
         result says what failed. On success ``result.account`` is the stable account."""
-        return self._fail_closed("login", self._complete_login, response)  # type: ignore[return-value]
+        return self._fail_closed(LoginResult, self._complete_login, response)
 
-    def _fail_closed(self, purpose: str, check: Any, response: Any) -> LoginResult | EkycResult:
+    def _fail_closed(self, result_type: type[_Result], check: Callable[[_Response, _dt.datetime], _Result],
+                     response: _Response) -> _Result:
         """Run ``check(response, now)``; any unexpected exception (the clock's included) is a
         refusal with ``internal-error``, never an acceptance."""
+        flow = _FLOW_NAMES[_purpose(result_type)]
         try:
             now = self._now()
         except Exception as exc:  # noqa: BLE001 - fail closed
-            return self._failed(purpose, _dt.datetime.now(_dt.UTC), AuthReason.INTERNAL_ERROR,
+            return self._failed(result_type, _dt.datetime.now(_dt.UTC), AuthReason.INTERNAL_ERROR,
                                 f"the clock failed: {exc}")
         try:
             return check(response, now)
         except Exception as exc:  # fail closed, whatever happened
-            log.exception("%s check failed unexpectedly", _FLOW_NAMES[purpose])
-            return self._failed(purpose, now, AuthReason.INTERNAL_ERROR,
-                                f"the {_FLOW_NAMES[purpose]} check failed unexpectedly: {type(exc).__name__}")
+            log.exception("%s check failed unexpectedly", flow)
+            return self._failed(result_type, now, AuthReason.INTERNAL_ERROR,
+                                f"the {flow} check failed unexpectedly: {type(exc).__name__}")
 
-    def _failed(self, purpose: str, now: _dt.datetime, reason: AuthReason, message: str, *,
+    def _failed(self, result_type: type[_Result], now: _dt.datetime, reason: AuthReason, message: str, *,
                 challenge_id: str | None = None, cert: CertRef | None = None,
-                validation: Any = None) -> Any:
+                validation: ValidationResult | None = None) -> _Result:
         """The refusal result of a flow, logged without personal data."""
+        purpose = _purpose(result_type)
         log.info("%s refused: reason=%s challenge=%s serial=%s", _FLOW_NAMES[purpose], reason,
                  _short(challenge_id), "-" if cert is None else cert.serial_hex)
-        result_type = LoginResult if purpose == "login" else EkycResult
         return result_type(ok=False, reason=reason, message=message, purpose=purpose, checked_at=now,
                            challenge_id=challenge_id, certificate=cert, validation=validation)
 
@@ -393,37 +402,37 @@ class RelyingParty:
                         now: _dt.datetime) -> LoginResult:
         try:
             if not isinstance(response, LoginResponse):
-                response = LoginResponse.from_dict(response)
+                response = LoginResponse.from_json(response)
             data = ClientData.decode(response.client_data)
         except MalformedMessageError as exc:
             challenge_id = response.challenge_id if isinstance(response, LoginResponse) else None
-            return self._failed("login", now, AuthReason.MALFORMED, str(exc), challenge_id=challenge_id)
+            return self._failed(LoginResult, now, AuthReason.MALFORMED, str(exc), challenge_id=challenge_id)
         cid = response.challenge_id
         checked = self._challenge_checks("login", cid, data, now)
         if not isinstance(checked, Challenge):
-            return self._failed("login", now, checked[0], checked[1], challenge_id=cid)
+            return self._failed(LoginResult, now, checked[0], checked[1], challenge_id=cid)
         try:
             parsed, known = self._certs.get(response.certificate)
         except ValueError:
-            return self._failed("login", now, AuthReason.MALFORMED, "the certificate is not DER X.509",
-                                      challenge_id=cid)
+            return self._failed(LoginResult, now, AuthReason.MALFORMED, "the certificate is not DER X.509",
+                                challenge_id=cid)
         cert, ref = parsed
         if not self._signature_ok(cert, response.signature, response.client_data):
-            return self._failed("login", now, AuthReason.BAD_SIGNATURE,
-                                      "the signature does not verify with the certificate's key",
-                                      challenge_id=cid, cert=ref)
+            return self._failed(LoginResult, now, AuthReason.BAD_SIGNATURE,
+                                "the signature does not verify with the certificate's key",
+                                challenge_id=cid, cert=ref)
         validation = self._validate(response.certificate, "auth", now)
         if not validation.ok:
             reason = reason_from_validation(validation.reason)
-            return self._failed("login", now, reason, f"certificate refused: {validation.reason}",
-                                      challenge_id=cid, cert=ref, validation=validation)
+            return self._failed(LoginResult, now, reason, f"certificate refused: {validation.reason}",
+                                challenge_id=cid, cert=ref, validation=validation)
         if not known:
             self._certs.keep(response.certificate, parsed)
         try:
             account = self.account_resolver.account_for(ref)
         except LinkError as exc:
-            return self._failed("login", now, AuthReason.ACCOUNT_UNAVAILABLE, str(exc),
-                                      challenge_id=cid, cert=ref, validation=validation)
+            return self._failed(LoginResult, now, AuthReason.ACCOUNT_UNAVAILABLE, str(exc),
+                                challenge_id=cid, cert=ref, validation=validation)
         log.info("login ok: challenge=%s serial=%s account=%s", _short(cid), ref.serial_hex, account.key)
         return LoginResult(ok=True, reason=None, message="logged in", purpose="login", checked_at=now,
                            challenge_id=cid, certificate=ref, validation=validation, account=account)
@@ -435,39 +444,39 @@ class RelyingParty:
         document). Never raises for a bad answer. On success ``result.identity`` is the
         verified basic 4 info of the signing certificate and ``result.transaction_text`` the
         text the card holder signed."""
-        return self._fail_closed("ekyc", self._complete_ekyc, response)  # type: ignore[return-value]
+        return self._fail_closed(EkycResult, self._complete_ekyc, response)
 
     def _complete_ekyc(self, response: EkycResponse | Mapping[str, Any] | bytes | str,
                        now: _dt.datetime) -> EkycResult:
         try:
             if not isinstance(response, EkycResponse):
-                response = EkycResponse.from_dict(response)
+                response = EkycResponse.from_json(response)
             data = ClientData.decode(response.client_data)
         except MalformedMessageError as exc:
             challenge_id = response.challenge_id if isinstance(response, EkycResponse) else None
-            return self._failed("ekyc", now, AuthReason.MALFORMED, str(exc), challenge_id=challenge_id)
+            return self._failed(EkycResult, now, AuthReason.MALFORMED, str(exc), challenge_id=challenge_id)
         cid = response.challenge_id
         checked = self._challenge_checks("ekyc", cid, data, now)
         if not isinstance(checked, Challenge):
-            return self._failed("ekyc", now, checked[0], checked[1], challenge_id=cid)
+            return self._failed(EkycResult, now, checked[0], checked[1], challenge_id=cid)
         signed = _check_cms(response.cms, response.client_data)
         if isinstance(signed, tuple):
             reason, message, cert = signed
-            return self._failed("ekyc", now, reason, message, challenge_id=cid,
-                                     cert=None if cert is None else CertRef.of(cert))
+            return self._failed(EkycResult, now, reason, message, challenge_id=cid,
+                                cert=None if cert is None else CertRef.of(cert))
         cert = signed.certificate
         ref = CertRef.of(cert)
         validation = self._validate(cert.public_bytes(Encoding.DER), "sign", now)
         if not validation.ok:
             reason = reason_from_validation(validation.reason)
-            return self._failed("ekyc", now, reason, f"certificate refused: {validation.reason}",
-                                     challenge_id=cid, cert=ref, validation=validation)
+            return self._failed(EkycResult, now, reason, f"certificate refused: {validation.reason}",
+                                challenge_id=cid, cert=ref, validation=validation)
         try:
             identity = VerifiedIdentity.from_signing_identity(signing_identity(cert))
         except VerificationError as exc:
-            return self._failed("ekyc", now, AuthReason.IDENTITY_UNREADABLE,
-                                     f"the basic 4 info cannot be read ({exc.reason})",
-                                     challenge_id=cid, cert=ref, validation=validation)
+            return self._failed(EkycResult, now, AuthReason.IDENTITY_UNREADABLE,
+                                f"the basic 4 info cannot be read ({exc.reason})",
+                                challenge_id=cid, cert=ref, validation=validation)
         log.info("eKYC ok: challenge=%s serial=%s", _short(cid), ref.serial_hex)
         return EkycResult(ok=True, reason=None, message="identity verified", purpose="ekyc",
                           checked_at=now, challenge_id=cid, certificate=ref, validation=validation,

@@ -6,6 +6,10 @@ app = create_service(ServiceConfig(home=Path("~/.jpki").expanduser(), store="mem
 # uvicorn: serve(config, "127.0.0.1", 8480, workers=2)   (workers > 1 need sqlite: or redis://)
 ```
 
+The :class:`RelyingParty` knows no HTTP; this module maps it onto routes, and
+:mod:`jpki.serving` runs them (body limits, refusals rendered by exception handlers, uvicorn,
+workers, a thread for tests).
+
 Endpoints (JSON unless said otherwise; ``GET /openapi.json`` describes them):
 
 =====================================  ==========================================================
@@ -59,13 +63,13 @@ import math
 import os
 import socket
 import urllib.parse
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Final
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
@@ -86,35 +90,41 @@ from jpki.auth.protocol import (
     parse_json_object,
 )
 from jpki.auth.result import AuthReason, AuthResult, LoginResult
-from jpki.auth.rp import DEFAULT_CHALLENGE_TTL, DEFAULT_REVOCATION_MAX_AGE, RelyingParty
+from jpki.auth.rp import (
+    DEFAULT_CHALLENGE_TTL,
+    DEFAULT_REVOCATION_MAX_AGE,
+    RelyingParty,
+    check_transaction_text,
+)
 from jpki.auth.store import ChallengeStore, ChallengeStoreError, RedisStore, open_store
-from jpki.clock import Clock, clock_from_environment
+from jpki.clock import Clock
 from jpki.errors import UsageError
 from jpki.serving import (
     DEFAULT_BODY_TIMEOUT,
     DEFAULT_IDLE_TIMEOUT,
-    check_port,
-    listen,
-    uvicorn_options,
+    AppSpec,
+    Refusal,
+    http_app,
+    serve_in_thread,
 )
+from jpki.serving import serve as _serve
 from jpki.verify import Fetch, HttpFetcher, TrustStore, Validator
 from jpki.verify.fetch import DEFAULT_DEADLINE
+from jpki.verify.validator import RevocationMode
 
 __all__ = [
     "DEFAULT_MAX_BODY",
     "DEFAULT_PORT",
     "DEFAULT_VERIFY_THREADS",
-    "ENV_CONFIG",
     "RunningService",
     "ServiceConfig",
-    "app_from_environment",
+    "app_from_settings",
     "build_relying_party",
     "create_app",
     "create_service",
     "openapi_document",
     "running_service",
     "serve",
-    "serve_in_thread",
     "status_for",
 ]
 
@@ -129,12 +139,12 @@ DEFAULT_THREADS: Final = 4
 #: Threads verifying answers (possibly waiting on OCSP responders) in each server process; at
 #: most twice as many verifications are admitted at a time (the rest: 503 ``busy``).
 DEFAULT_VERIFY_THREADS: Final = 4
-#: Environment variable through which :func:`serve` hands the configuration to workers.
-ENV_CONFIG: Final = "JPKI_RP_CONFIG"
 
 #: Tag of the challenges displayed on the page's board (``page-…`` ids).
 DISPLAY_TAG: Final = "page"
 _NO_STORE = {"Cache-Control": "no-store"}
+#: The challenge store failed (outside the token bucket, whose failures count as refusals).
+_STORE_UNAVAILABLE = "the challenge store is unavailable"
 _STATUS: dict[AuthReason, int] = {
     AuthReason.MALFORMED: 400,
     AuthReason.TOO_LARGE: 413,
@@ -153,65 +163,16 @@ def status_for(reason: AuthReason | str | None) -> int:
         return 403
 
 
-class _TooLarge(Exception):
-    pass
+def _store_unavailable(exc: ChallengeStoreError) -> Refusal:
+    log.warning("the challenge store failed: %s", exc)
+    return Refusal(503, AuthReason.STORE_UNAVAILABLE, _STORE_UNAVAILABLE)
 
 
-class _SlowBody(Exception):
-    pass
-
-
-class _Gone(Exception):
-    pass
-
-
-def _refusal(reason: AuthReason | str, message: str, status: int | None = None, *,
-             retry_after: float | None = None, close: bool = False) -> JSONResponse:
-    headers = dict(_NO_STORE)
-    if retry_after is not None:
-        headers["Retry-After"] = str(max(1, math.ceil(retry_after)))
-    if close:
-        headers["Connection"] = "close"
-    return JSONResponse({"ok": False, "reason": str(reason), "message": message},
-                        status_code=status if status is not None else status_for(reason), headers=headers)
-
-
-async def _read_body(request: Request, limit: int, timeout: float) -> bytes:
-    """The request body, refusing (``_TooLarge``) a declared or actual size over ``limit``,
-    (``_SlowBody``) a body not complete within ``timeout`` seconds (a slowloris sending a byte
-    now and then would hold the connection for ever), (``_Gone``) a client that went away."""
-    declared = request.headers.get("content-length")
-    if declared is not None:
-        try:
-            if int(declared) > limit:
-                raise _TooLarge
-        except ValueError:
-            pass
-    chunks: list[bytes] = []
-    size = 0
-    try:
-        async with asyncio.timeout(timeout):
-            async for chunk in request.stream():
-                size += len(chunk)
-                if size > limit:
-                    raise _TooLarge
-                chunks.append(chunk)
-    except TimeoutError:
-        raise _SlowBody from None
-    except ClientDisconnect:
-        raise _Gone from None
-    return b"".join(chunks)
-
-
-def _body_refusal(exc: Exception, max_body: int, timeout: float) -> Response:
-    """The answer to a body that could not be read (see :func:`_read_body`)."""
-    if isinstance(exc, _TooLarge):
-        return _refusal(AuthReason.TOO_LARGE, f"the body is larger than {max_body} bytes")
-    if isinstance(exc, _SlowBody):
-        return _refusal("timeout", f"the body did not arrive within {timeout:g} s", 408, close=True)
-    # The client went away mid-body: nobody reads this answer; one debug line, no traceback.
-    log.debug("client disconnected before sending its whole body")
-    return Response(status_code=400)
+#: Library exceptions an endpoint lets through, and the refusal each becomes.
+_REFUSALS: dict[type[Exception], Callable[[Any], Refusal]] = {
+    MalformedMessageError: lambda exc: Refusal(400, AuthReason.MALFORMED, str(exc)),
+    ChallengeStoreError: _store_unavailable,
+}
 
 
 def _board_entry(result: AuthResult) -> dict[str, Any]:
@@ -230,7 +191,11 @@ def _board_entry(result: AuthResult) -> dict[str, Any]:
 def openapi_document(rp_id: str, max_body: int) -> dict[str, Any]:
     """The OpenAPI 3.1 description of the service's JSON endpoints."""
     b64 = {"type": "string", "pattern": "^[A-Za-z0-9_-]*$", "description": "unpadded base64url"}
-    refusal = {"description": "refused", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Refusal"}}}}
+    def schema(name: str) -> dict[str, Any]:
+        return {"application/json": {"schema": {"$ref": f"#/components/schemas/{name}"}}}
+
+    id_parameter = [{"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}]
+    refusal = {"description": "refused", "content": schema("Refusal")}
     retry_after = {"Retry-After": {"description": "seconds to wait before trying again",
                                    "schema": {"type": "integer"}}}
     responses = {
@@ -252,14 +217,14 @@ def openapi_document(rp_id: str, max_body: int) -> dict[str, Any]:
 
     def challenge_op(summary: str, body_schema: str) -> dict[str, Any]:
         return {"summary": summary,
-                "requestBody": {"required": False, "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{body_schema}"}}}},
-                "responses": {"200": {"description": "the challenge to sign", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Challenge"}}}},
+                "requestBody": {"required": False, "content": schema(body_schema)},
+                "responses": {"200": {"description": "the challenge to sign", "content": schema("Challenge")},
                               **{k: v for k, v in responses.items() if k in ("400", "408", "413", "429", "503")}}}
 
     def complete_op(summary: str, body_schema: str, result_schema: str) -> dict[str, Any]:
         return {"summary": summary,
-                "requestBody": {"required": True, "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{body_schema}"}}}},
-                "responses": {"200": {"description": "accepted", "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{result_schema}"}}}},
+                "requestBody": {"required": True, "content": schema(body_schema)},
+                "responses": {"200": {"description": "accepted", "content": schema(result_schema)},
                               **responses, "503": busy}}
 
     return {
@@ -271,57 +236,72 @@ def openapi_document(rp_id: str, max_body: int) -> dict[str, Any]:
             "/api/login/complete": {"post": complete_op("Complete a login", "LoginResponse", "LoginResult")},
             "/api/ekyc/begin": {"post": challenge_op("Begin an eKYC", "EkycBegin")},
             "/api/ekyc/complete": {"post": complete_op("Complete an eKYC", "EkycResponse", "EkycResult")},
-            "/api/challenges/{id}": {"get": {"summary": "A displayed challenge while pending",
-                                             "parameters": [{"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}],
-                                             "responses": {"200": {"description": "the challenge", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Challenge"}}}},
-                                                           "404": {"description": "not displayed, finished or expired"}}}},
-            "/api/challenges/{id}/result": {"get": {"summary": "The state of a displayed challenge",
-                                                    "parameters": [{"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}],
-                                                    "responses": {"200": {"description": "pending or done", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/BoardEntry"}}}},
-                                                                  "404": {"description": "unknown or expired"}}}},
-            "/api/info": {"get": {"summary": "The relying-party id and limits", "responses": {"200": {"description": "info"}}}},
+            "/api/challenges/{id}": {"get": {
+                "summary": "A displayed challenge while pending",
+                "parameters": id_parameter,
+                "responses": {"200": {"description": "the challenge", "content": schema("Challenge")},
+                              "404": {"description": "not displayed, finished or expired"}}}},
+            "/api/challenges/{id}/result": {"get": {
+                "summary": "The state of a displayed challenge",
+                "parameters": id_parameter,
+                "responses": {"200": {"description": "pending or done", "content": schema("BoardEntry")},
+                              "404": {"description": "unknown or expired"}}}},
+            "/api/info": {"get": {"summary": "The relying-party id and limits",
+                                  "responses": {"200": {"description": "info"}}}},
             "/api/stats": {"get": {"summary": "Refusals counted by reason (rate limits, quotas, timeouts, busy) "
                                               "and verifications in flight, for this server process",
-                                   "responses": {"200": {"description": "the counters", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Stats"}}}}}}},
+                                   "responses": {"200": {"description": "the counters", "content": schema("Stats")}}}},
         },
         "components": {"schemas": {
-            "Challenge": {"type": "object", "required": ["v", "id", "nonce", "rp_id", "purpose", "created_at", "expires_at"],
-                          "properties": {"v": {"const": 1}, "id": {"type": "string", "pattern": "^[A-Za-z0-9_-]{22,128}$"},
+            "Challenge": {"type": "object",
+                          "required": ["v", "id", "nonce", "rp_id", "purpose", "created_at", "expires_at"],
+                          "properties": {"v": {"const": 1},
+                                         "id": {"type": "string", "pattern": "^[A-Za-z0-9_-]{22,128}$"},
                                          "nonce": {**b64, "description": "32 random bytes, base64url"},
                                          "rp_id": {"type": "string"}, "purpose": {"enum": ["login", "ekyc"]},
                                          "created_at": {"type": "string", "format": "date-time"},
                                          "expires_at": {"type": "string", "format": "date-time"},
                                          "transaction_text": {"type": "string", "maxLength": MAX_TRANSACTION_TEXT}}},
             "LoginBegin": {"type": "object", "additionalProperties": False,
-                           "properties": {"display": {"type": "boolean", "description": "show the challenge on the page's board"}}},
+                           "properties": {"display": {"type": "boolean",
+                                                      "description": "show the challenge on the page's board"}}},
             "EkycBegin": {"type": "object", "additionalProperties": False,
                           "properties": {"display": {"type": "boolean"},
                                          "transaction_text": {"type": "string", "maxLength": MAX_TRANSACTION_TEXT}}},
             "LoginResponse": {"type": "object", "additionalProperties": False,
                               "required": ["challenge_id", "client_data", "certificate", "signature"],
                               "properties": {"v": {"const": 1}, "challenge_id": {"type": "string"},
-                                             "client_data": {**b64, "description": "the canonical encoding the card signed"},
-                                             "certificate": {**b64, "description": "user-authentication certificate, DER"},
-                                             "signature": {**b64, "description": "RSASSA-PKCS1-v1_5 SHA-256 over client_data"}}},
+                                             "client_data": {**b64,
+                                                             "description": "the canonical encoding the card signed"},
+                                             "certificate": {**b64,
+                                                             "description": "user-authentication certificate, DER"},
+                                             "signature": {**b64, "description":
+                                                           "RSASSA-PKCS1-v1_5 SHA-256 over client_data"}}},
             "EkycResponse": {"type": "object", "additionalProperties": False, "required": ["challenge_id", "cms"],
                              "properties": {"v": {"const": 1}, "challenge_id": {"type": "string"},
-                                            "cms": {**b64, "description": "CMS SignedData (CAdES-BES), content = client data, DER"}}},
-            "Account": {"type": "object", "properties": {"key": {"type": "string"}, "issuer": {"type": "string"},
-                                                        "serial": {"type": "string"}, "renewals": {"type": "integer"}}},
-            "Identity": {"type": "object", "properties": {"name": {"type": "string"}, "address": {"type": "string"},
-                                                         "birth_date": {"type": ["string", "null"], "format": "date"},
-                                                         "sex": {"enum": ["male", "female", "unknown"]},
-                                                         "substituted": {"type": "boolean"}}},
-            "LoginResult": {"type": "object", "properties": {"ok": {"const": True}, "account": {"$ref": "#/components/schemas/Account"},
-                                                            "challenge_id": {"type": "string"}, "certificate": {"type": "object"},
-                                                            "checked_at": {"type": "string", "format": "date-time"}}},
-            "EkycResult": {"type": "object", "properties": {"ok": {"const": True}, "identity": {"$ref": "#/components/schemas/Identity"},
-                                                           "transaction_text": {"type": ["string", "null"]},
-                                                           "challenge_id": {"type": "string"}, "certificate": {"type": "object"}}},
+                                            "cms": {**b64, "description":
+                                                    "CMS SignedData (CAdES-BES), content = client data, DER"}}},
+            "Account": {"type": "object",
+                        "properties": {"key": {"type": "string"}, "issuer": {"type": "string"},
+                                       "serial": {"type": "string"}, "renewals": {"type": "integer"}}},
+            "Identity": {"type": "object",
+                         "properties": {"name": {"type": "string"}, "address": {"type": "string"},
+                                        "birth_date": {"type": ["string", "null"], "format": "date"},
+                                        "sex": {"enum": ["male", "female", "unknown"]},
+                                        "substituted": {"type": "boolean"}}},
+            "LoginResult": {"type": "object",
+                            "properties": {"ok": {"const": True}, "account": {"$ref": "#/components/schemas/Account"},
+                                           "challenge_id": {"type": "string"}, "certificate": {"type": "object"},
+                                           "checked_at": {"type": "string", "format": "date-time"}}},
+            "EkycResult": {"type": "object",
+                           "properties": {"ok": {"const": True}, "identity": {"$ref": "#/components/schemas/Identity"},
+                                          "transaction_text": {"type": ["string", "null"]},
+                                          "challenge_id": {"type": "string"}, "certificate": {"type": "object"}}},
             "Refusal": {"type": "object", "required": ["ok", "reason", "message"],
-                        "properties": {"ok": {"const": False}, "reason": {"type": "string"}, "message": {"type": "string"}}},
-            "BoardEntry": {"type": "object", "properties": {"state": {"enum": ["pending", "done"]},
-                                                           "result": {"type": "object"}}},
+                        "properties": {"ok": {"const": False}, "reason": {"type": "string"},
+                                       "message": {"type": "string"}}},
+            "BoardEntry": {"type": "object",
+                           "properties": {"state": {"enum": ["pending", "done"]}, "result": {"type": "object"}}},
             "Stats": {"type": "object", "required": ["pid", "refused", "verifications", "limits"],
                       "properties": {"pid": {"type": "integer", "description": "the server process counting"},
                                      "refused": {"type": "object", "additionalProperties": {"type": "integer"},
@@ -384,28 +364,28 @@ def create_app(rp: RelyingParty, *, board: Board | None = None, max_body: int = 
     def client_of(request: Request) -> str:
         return client_key(request.client.host if request.client is not None else None)
 
-    def refuse(reason: str, client: str, message: str, status: int, retry_after: float | None = None) -> Response:
+    def refuse(reason: str, client: str, message: str, status: int, retry_after: float | None = None) -> Refusal:
+        """A refusal of a per-client limit (counted for ``/api/stats`` and the log summary)."""
         refusals.refused(reason, client)
-        return _refusal(reason, message, status, retry_after=retry_after)
+        return Refusal(status, reason, message, retry_after=retry_after)
 
-    async def admit(client: str) -> Response | None:
-        """The token bucket of ``client``: None when admitted, else the 429 to send."""
+    async def admit(client: str) -> None:
+        """Take a token from the bucket of ``client``, or refuse (429)."""
         if not limits.rate:
-            return None
+            return
         try:
             if limiter.blocking:
                 wait = await offload(limiter.take, client, limits.rate, limits.burst)
             else:
                 wait = limiter.take(client, limits.rate, limits.burst)
         except ChallengeStoreError:
-            return refuse(str(AuthReason.STORE_UNAVAILABLE), client, "the challenge store is unavailable", 503)
+            raise refuse(str(AuthReason.STORE_UNAVAILABLE), client, _STORE_UNAVAILABLE, 503) from None
         if wait:
-            return refuse("rate-limited", client, f"too many requests from {client}: retry in {math.ceil(wait)} s",
-                          429, retry_after=wait)
-        return None
+            raise refuse("rate-limited", client, f"too many requests from {client}: retry in {math.ceil(wait)} s",
+                         429, retry_after=wait)
 
     async def body_object(request: Request, allowed: set[str]) -> dict[str, Any]:
-        raw = await _read_body(request, max_body, body_timeout)
+        raw = await request.body()  # limited in size and time by jpki.serving.BodyLimits
         if not raw.strip():
             return {}
         data = dict(parse_json_object(raw, "request body"))
@@ -414,52 +394,40 @@ def create_app(rp: RelyingParty, *, board: Board | None = None, max_body: int = 
             raise MalformedMessageError(f"unknown field(s): {', '.join(sorted(k[:40] for k in unknown))}")
         return data
 
-    class _TooMany(Exception):
-        pass
-
     def begin(purpose: str) -> Callable[[Request], Awaitable[Response]]:
         allowed = {"display"} | ({"transaction_text"} if purpose == "ekyc" else set())
 
         async def endpoint(request: Request) -> Response:
             client = client_of(request)
-            refused = await admit(client)
-            if refused is not None:
-                return refused
+            await admit(client)
+            data = await body_object(request, allowed)
+            display = data.get("display", False)
+            if not isinstance(display, bool):
+                raise MalformedMessageError("display must be true or false")
             try:
-                data = await body_object(request, allowed)
-                display = data.get("display", False)
-                text = data.get("transaction_text")
-                if not isinstance(display, bool):
-                    raise MalformedMessageError("display must be true or false")
-            except (_TooLarge, _SlowBody, _Gone) as exc:
-                return _body_refusal(exc, max_body, body_timeout)
-            except MalformedMessageError as exc:
-                return _refusal(AuthReason.MALFORMED, str(exc))
+                text = check_transaction_text(data.get("transaction_text"))
+            except UsageError as exc:
+                raise MalformedMessageError(str(exc)) from None
 
-            def issue() -> dict[str, Any]:
+            def issue() -> dict[str, Any] | None:
+                """The challenge document, or None when ``client`` has too many pending."""
                 tag = DISPLAY_TAG if display else None
                 challenge = rp.begin_login(tag=tag) if purpose == "login" else rp.begin_ekyc(text, tag=tag)
                 if limits.max_pending and not limiter.reserve(
                         client, challenge.id, now=challenge.created_at.timestamp(),
                         until=challenge.expires_at.timestamp(), cap=limits.max_pending):
                     rp.store.take(challenge.id, now=challenge.created_at)  # withdrawn: never sent
-                    raise _TooMany
-                document = challenge.to_dict()
+                    return None
+                document = challenge.to_json()
                 if display:
                     board.show(challenge.id, {"state": "pending", "challenge": document}, result_ttl, owner=client)
                 return document
 
-            try:
-                document = await offload(issue)
-            except _TooMany:
-                return refuse("too-many-challenges", client,
-                              f"{limits.max_pending} challenges issued to {client} are still unanswered: "
-                              "answer or let them expire first", 429, retry_after=rp.challenge_ttl.total_seconds())
-            except UsageError as exc:
-                return _refusal(AuthReason.MALFORMED, str(exc))
-            except ChallengeStoreError as exc:
-                log.warning("%s begin failed: %s", purpose, exc)
-                return _refusal(AuthReason.STORE_UNAVAILABLE, "the challenge store is unavailable")
+            document = await offload(issue)
+            if document is None:
+                raise refuse("too-many-challenges", client,
+                             f"{limits.max_pending} challenges issued to {client} are still unanswered: "
+                             "answer or let them expire first", 429, retry_after=rp.challenge_ttl.total_seconds())
             return JSONResponse(document, headers=_NO_STORE)
 
         return endpoint
@@ -492,36 +460,30 @@ def create_app(rp: RelyingParty, *, board: Board | None = None, max_body: int = 
         async def endpoint(request: Request) -> Response:
             nonlocal in_flight
             client = client_of(request)
-            refused = await admit(client)
-            if refused is not None:
-                return refused
-            try:
-                raw = await _read_body(request, max_body, body_timeout)
-            except (_TooLarge, _SlowBody, _Gone) as exc:
-                return _body_refusal(exc, max_body, body_timeout)
+            await admit(client)
+            raw = await request.body()  # limited in size and time by jpki.serving.BodyLimits
             if in_flight >= capacity:
-                return refuse("busy", client, "every verification slot is taken: retry shortly", 503, retry_after=1)
+                raise refuse("busy", client, "every verification slot is taken: retry shortly", 503, retry_after=1)
             in_flight += 1
             try:
                 result = await asyncio.get_running_loop().run_in_executor(verifier, run, raw)
             finally:
                 in_flight -= 1
-            return JSONResponse(result.as_dict(), status_code=status_for(result.reason), headers=_NO_STORE)
+            # A verdict (ok or refused) is a result document, not a Refusal: it says more.
+            return JSONResponse(result.to_json(), status_code=status_for(result.reason), headers=_NO_STORE)
 
         return endpoint
 
     async def displayed(request: Request) -> Response:
         entry = await offload(board.get, request.path_params["challenge_id"])
         if entry is None or entry.get("state") != "pending":
-            return JSONResponse({"ok": False, "reason": "not-found", "message": "no such pending challenge"},
-                                status_code=404, headers=_NO_STORE)
+            raise Refusal(404, "not-found", "no such pending challenge")
         return JSONResponse(entry["challenge"], headers=_NO_STORE)
 
     async def displayed_result(request: Request) -> Response:
         entry = await offload(board.get, request.path_params["challenge_id"])
         if entry is None:
-            return JSONResponse({"ok": False, "reason": "not-found", "message": "unknown or expired challenge"},
-                                status_code=404, headers=_NO_STORE)
+            raise Refusal(404, "not-found", "unknown or expired challenge")
         if entry.get("state") == "pending":
             return JSONResponse({"state": "pending"}, headers=_NO_STORE)
         return JSONResponse({"state": "done", "result": entry.get("result")}, headers=_NO_STORE)
@@ -588,7 +550,7 @@ def create_app(rp: RelyingParty, *, board: Board | None = None, max_body: int = 
             ticker.cancel()
             await run_in_threadpool(shutdown)
 
-    app = Starlette(routes=routes, lifespan=lifespan)
+    app = http_app(routes, lifespan=lifespan, max_body=max_body, body_timeout=body_timeout, refusals=_REFUSALS)
     app.state.rp = rp
     app.state.board = board
     app.state.limiter = limiter
@@ -622,7 +584,7 @@ class ServiceConfig:
     store: str = "memory"
     challenge_ttl: float = DEFAULT_CHALLENGE_TTL.total_seconds()
     max_body: int = DEFAULT_MAX_BODY
-    revocation: str = "ocsp"
+    revocation: RevocationMode = "ocsp"
     revocation_max_age: float = DEFAULT_REVOCATION_MAX_AGE.total_seconds()
     fetch_deadline: float = DEFAULT_DEADLINE
     rate_limit: float = ClientLimits.rate
@@ -638,16 +600,25 @@ class ServiceConfig:
         return ClientLimits(rate=self.rate_limit, burst=self.rate_burst, max_pending=self.max_pending,
                             board_quota=self.board_quota)
 
-    def to_json(self) -> str:
-        """The configuration as JSON (how :func:`serve` hands it to worker processes)."""
-        return json.dumps({**dataclasses.asdict(self), "home": str(self.home)})
+    def to_json(self) -> dict[str, Any]:
+        """The configuration as a JSON-ready dict (how :func:`serve` hands it to worker processes)."""
+        return {**dataclasses.asdict(self), "home": str(self.home)}
 
     @classmethod
-    def from_json(cls, text: str) -> ServiceConfig:
-        """Read :meth:`to_json`'s output."""
-        data = json.loads(text)
-        data["home"] = Path(data["home"])
-        return cls(**data)
+    def from_json(cls, data: Mapping[str, Any] | str) -> ServiceConfig:
+        """Read :meth:`to_json`'s output (the dict, or its JSON text)."""
+        if isinstance(data, str):
+            try:
+                data = json.loads(data)
+            except ValueError as exc:
+                raise UsageError(f"bad relying-party settings: not JSON ({exc})") from None
+        if not isinstance(data, Mapping):
+            raise UsageError("bad relying-party settings: not a JSON object")
+        fields = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - fields
+        if unknown or "home" not in data or "rp_id" not in data:
+            raise UsageError(f"bad relying-party settings: unknown {sorted(unknown)} or no home / rp_id")
+        return cls(**{**data, "home": Path(data["home"])})
 
 
 def _redis_url_without_prefix(spec: str) -> str:
@@ -667,14 +638,13 @@ def build_relying_party(config: ServiceConfig, *, clock: Clock | None = None, fe
     if fetch is None:
         fetch = HttpFetcher(deadline=config.fetch_deadline)
     ca_dir = Path(config.home).expanduser() / "ca"
-    trust = TrustStore.jlis()
+    trust = TrustStore.for_home(config.home)
     links: TestCALinks | None = None
     resolver: AccountResolver = NoLinks()
     if (ca_dir / "auth_ca.pem").is_file():
-        trust = trust + TrustStore.from_ca_dir(ca_dir)
         links = TestCALinks(ca_dir)
         resolver = FollowPredecessors(links.predecessor)
-    validator = Validator(trust, clock=clock, fetch=fetch, revocation=config.revocation)  # type: ignore[arg-type]
+    validator = Validator(trust, clock=clock, fetch=fetch, revocation=config.revocation)
     own_store = store is None
     store = open_store(config.store) if store is None else store
     try:
@@ -719,72 +689,30 @@ def create_service(config: ServiceConfig, *, clock: Clock | None = None, fetch: 
         raise
 
 
-def app_from_environment() -> Starlette:
-    """The app for the configuration in ``$JPKI_RP_CONFIG``: what uvicorn workers import."""
-    text = os.environ.get(ENV_CONFIG)
-    if not text:
-        raise UsageError(f"${ENV_CONFIG} is not set")
-    return create_service(ServiceConfig.from_json(text), clock=clock_from_environment())
-
-
-def _log_config(log_level: str) -> dict[str, Any]:
-    """uvicorn's logging configuration plus the ``jpki`` loggers on its console handler, so that
-    the relying party's outcome lines (no personal data) appear beside uvicorn's."""
-    import copy
-
-    from uvicorn.config import LOGGING_CONFIG
-
-    config = copy.deepcopy(LOGGING_CONFIG)
-    config["loggers"]["jpki"] = {"handlers": ["default"], "level": log_level.upper(), "propagate": False}
-    return config
-
-
-def _uvicorn_config(app: Any, host: str, port: int, log_level: str,
-                    idle_timeout: float = DEFAULT_IDLE_TIMEOUT) -> Any:
-    import uvicorn
-
-    return uvicorn.Config(app, host=host, port=port, log_level=log_level,
-                          log_config=_log_config(log_level), **uvicorn_options(idle_timeout=idle_timeout))
+def app_from_settings(settings: dict[str, Any], *, clock: Clock,
+                      progress: Callable[[str], None] | None = None) -> Starlette:
+    """The app of a :class:`ServiceConfig` given as a dict (:meth:`ServiceConfig.to_json`):
+    the factory :func:`serve` names for :func:`jpki.serving.serve` and its worker processes."""
+    return create_service(ServiceConfig.from_json(settings), clock=clock)
 
 
 def serve(config: ServiceConfig, host: str = "127.0.0.1", port: int = DEFAULT_PORT, *,
           workers: int = 1, log_level: str = "info", idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
           on_ready: Callable[[], None] | None = None) -> None:
-    """Serve under uvicorn until interrupted (blocks). ``workers`` > 1 runs that many processes
-    on the port; they must share the challenge store, so a ``memory`` store is refused then.
+    """Serve under uvicorn until interrupted (blocks; see :func:`jpki.serving.serve`).
+    ``workers`` > 1 runs that many processes on the port; they must share the challenge store,
+    so a ``memory`` store is refused then.
 
-    Checks first that the port is free (:class:`jpki.serving.PortInUseError`), then calls
-    ``on_ready`` (to say "serving"). A connection must deliver a request's headers within
-    ``idle_timeout`` seconds (see :mod:`jpki.serving`)."""
-    import uvicorn
-
-    if workers < 1:
-        raise UsageError("workers must be at least 1")
+    Checks first that the port is free (:class:`jpki.serving.PortInUseError`), then builds the
+    app (with workers, once in this process: a store that cannot be opened fails here, not in
+    every worker), then calls ``on_ready`` (to say "serving"). A connection must deliver a
+    request's headers within ``idle_timeout`` seconds."""
     if workers > 1 and config.store.strip() == "memory":
         raise UsageError("several workers need a shared challenge store: use --store sqlite:PATH "
                          "or --store redis://HOST:PORT/DB (memory is per process)")
     config.limits  # noqa: B018 - a bad limit is a usage error before anything starts
-    check_port(host, port)
-    if workers == 1:
-        app = create_service(config, clock=clock_from_environment())
-        try:
-            sock = listen(host, port)  # listening before "serving" is said
-        except BaseException:
-            app.state.close()
-            raise
-        with sock:
-            if on_ready is not None:
-                on_ready()
-            uvicorn.Server(_uvicorn_config(app, host, port, log_level, idle_timeout)).run(sockets=[sock])
-        return
-    # Fail here, in the parent, if the store cannot be opened, rather than in every worker.
-    open_store(config.store).close()
-    os.environ[ENV_CONFIG] = config.to_json()
-    if on_ready is not None:
-        on_ready()
-    uvicorn.run(f"{__name__}:app_from_environment", factory=True, host=host, port=port,
-                workers=workers, log_level=log_level, log_config=_log_config(log_level),
-                **uvicorn_options(idle_timeout=idle_timeout))
+    _serve(AppSpec(f"{__name__}:app_from_settings", config.to_json()), host, port, workers=workers,
+           log_level=log_level, idle_timeout=idle_timeout, on_ready=on_ready)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -798,7 +726,8 @@ class RunningService:
     @property
     def rp(self) -> RelyingParty:
         """The relying party the app serves."""
-        return self.app.state.rp  # type: ignore[no-any-return]
+        rp: RelyingParty = self.app.state.rp
+        return rp
 
 
 @contextlib.contextmanager
@@ -822,14 +751,3 @@ def running_service(home: Path | str, *, clock: Clock | None = None, fetch: Fetc
             yield RunningService(url, app)
     finally:
         app.state.close()
-
-
-def serve_in_thread(app: Starlette, host: str = "127.0.0.1", port: int = 0, *,
-                    log_level: str = "warning", idle_timeout: float = DEFAULT_IDLE_TIMEOUT) -> Any:
-    """Run ``app`` under uvicorn in a background thread (``port=0``: any free port); returns a
-    started :class:`jpki.revocation.server.ServerThread` (``.url``, ``.stop()``, context
-    manager)."""
-    from jpki.revocation.server import ServerThread
-
-    return ServerThread(app, host, port, log_level=log_level, idle_timeout=idle_timeout).start()
-

@@ -72,19 +72,19 @@ __all__ = [
 
 Purpose = Literal["login", "ekyc"]
 #: The purposes a challenge can be issued for.
-PURPOSES: Final[tuple[str, ...]] = ("login", "ekyc")
+PURPOSES: Final[tuple[Purpose, ...]] = ("login", "ekyc")
 #: Random bytes behind a challenge id (192 bits; the id is their base64url form, 32 characters).
 CHALLENGE_ID_BYTES: Final = 24
 #: Size of the random nonce the card signs.
 NONCE_SIZE: Final = 32
-#: Version tag written into :meth:`Challenge.to_dict`.
+#: Version tag written into :meth:`Challenge.to_json`.
 FORMAT_VERSION: Final = 1
 
 # An id is URL-safe base64 text carrying at least 128 bits (22 characters); the upper bound keeps
 # a hostile id from becoming a huge database or Redis key.
 _ID_RE: Final = re.compile(r"[A-Za-z0-9_-]{22,128}")
 _B64URL_RE: Final = re.compile(r"[A-Za-z0-9_-]*")
-_EPOCH: Final = _dt.datetime(1970, 1, 1, tzinfo=_dt.timezone.utc)
+_EPOCH: Final = _dt.datetime(1970, 1, 1, tzinfo=_dt.UTC)
 _MICROSECOND: Final = _dt.timedelta(microseconds=1)
 
 
@@ -220,7 +220,7 @@ class Challenge:
         """True when ``now`` is at or past ``expires_at``."""
         return _require_aware("now", now) >= self.expires_at
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict: the nonce in unpadded base64url, datetimes in ISO 8601."""
         out: dict[str, Any] = {
             "v": FORMAT_VERSION,
@@ -235,13 +235,20 @@ class Challenge:
             out["transaction_text"] = self.transaction_text
         return out
 
-    def to_json(self) -> str:
-        """Compact JSON text of :meth:`to_dict` (keys sorted); :meth:`from_json` reads it back."""
-        return json.dumps(self.to_dict(), ensure_ascii=False, separators=(",", ":"), sort_keys=True)
+    def encode(self) -> str:
+        """Compact JSON text of :meth:`to_json` (keys sorted): how the stores keep a challenge;
+        :meth:`from_json` reads it back."""
+        return json.dumps(self.to_json(), ensure_ascii=False, separators=(",", ":"), sort_keys=True)
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Challenge:
-        """The challenge :meth:`to_dict` described; :class:`MalformedChallengeError` otherwise."""
+    def from_json(cls, data: Mapping[str, Any] | str | bytes) -> Challenge:
+        """The challenge :meth:`to_json` described (the dict, or its JSON text as :meth:`encode`
+        writes it); :class:`MalformedChallengeError` otherwise."""
+        if isinstance(data, (str, bytes)):
+            try:
+                data = json.loads(data)
+            except (ValueError, TypeError) as exc:
+                raise MalformedChallengeError(f"challenge is not valid JSON: {exc}") from None
         if not isinstance(data, Mapping):
             raise MalformedChallengeError("challenge data must be a JSON object")
         if type(data.get("v")) is not int or data["v"] != FORMAT_VERSION:
@@ -272,15 +279,6 @@ class Challenge:
                        transaction_text=text)
         except UsageError as exc:
             raise MalformedChallengeError(f"invalid challenge: {exc}") from None
-
-    @classmethod
-    def from_json(cls, text: str | bytes) -> Challenge:
-        """The challenge :meth:`to_json` wrote; :class:`MalformedChallengeError` otherwise."""
-        try:
-            data = json.loads(text)
-        except (ValueError, TypeError) as exc:
-            raise MalformedChallengeError(f"challenge is not valid JSON: {exc}") from None
-        return cls.from_dict(data)
 
 
 # --------------------------------------------------------------------------- the protocol
@@ -527,7 +525,7 @@ class SqliteStore(_StoreBase):
         with self._connection() as conn:
             try:
                 conn.execute("INSERT INTO challenges (id, expires_us, data) VALUES (?, ?, ?)",
-                             (challenge.id, _to_micros(challenge.expires_at), challenge.to_json()))
+                             (challenge.id, _to_micros(challenge.expires_at), challenge.encode()))
             except sqlite3.IntegrityError:
                 raise DuplicateChallengeError(
                     f"challenge {challenge.id} is already stored") from None
@@ -687,7 +685,7 @@ class RedisStore(_StoreBase):
         challenge = _check_challenge(challenge)
         px = max(1, math.ceil((challenge.ttl + self.expiry_grace) / _dt.timedelta(milliseconds=1)))
         with self._errors("write to"):
-            stored = self._client.set(self._key(challenge.id), challenge.to_json(), nx=True, px=px)
+            stored = self._client.set(self._key(challenge.id), challenge.encode(), nx=True, px=px)
         if not stored:
             raise DuplicateChallengeError(f"challenge {challenge.id} is already stored")
 
@@ -698,10 +696,7 @@ class RedisStore(_StoreBase):
             return None
         key = self._key(challenge_id)
         with self._errors("read from"):
-            if self.take_method == "getdel":
-                raw = self._client.getdel(key)
-            else:
-                raw = self._getdel_script(keys=[key])
+            raw = self._client.getdel(key) if self.take_method == "getdel" else self._getdel_script(keys=[key])
         if raw is None:
             return None
         challenge = Challenge.from_json(raw)
@@ -734,7 +729,7 @@ class RedisStore(_StoreBase):
 
     def _purge_batch(self, keys: list[bytes], now: _dt.datetime) -> int:
         expired = []
-        for key, raw in zip(keys, self._client.mget(keys)):
+        for key, raw in zip(keys, self._client.mget(keys), strict=True):
             if raw is None:
                 continue
             try:

@@ -8,13 +8,13 @@ import json
 import os
 import sys
 import traceback
+from collections.abc import Callable
 
 import click
 
 from ..errors import JpkiError
 from ._common import Ctx, environment_clock, home_from
-from ._fail import (EXIT_ERROR, EXIT_INTERRUPTED, EXIT_USAGE, CliFail, fail_for,
-                    fail_for_os_error)
+from ._fail import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_USAGE, CliFail, fail_for, fail_for_os_error
 
 #: command name -> (module in jpki.cli, attribute). Modules are imported only when their command
 #: runs (or for --help), so that ``jpki sign`` does not pay for the CA, the servers or pyHanko.
@@ -103,13 +103,18 @@ def _click_failure(exc: click.ClickException) -> CliFail:
     return CliFail(exc.format_message(), code="error", exit_code=exc.exit_code)
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, *,
+         on_exception: Callable[[BaseException], None] | None = None) -> int:
     """Entry point: run the CLI, turn every failure into a message and an exit code.
 
     Never a traceback: library errors (JpkiError) and the commands' CliFail are mapped by
     :mod:`jpki.cli._fail`, click's usage errors exit 2, an OSError nothing else caught is one
     line with its errno name, anything else an ``internal`` error (``JPKI_DEBUG=1`` prints
     the traceback too).
+
+    ``on_exception`` is called with the exception the command raised, before it is mapped:
+    the mapping keeps its data but not its class, and the tests' in-process runner
+    (``tests/cli_support.py``) checks the class. It changes nothing of what main() does.
     """
     args = list(sys.argv[1:] if argv is None else argv)
     seen = _Seen()
@@ -121,7 +126,12 @@ def main(argv: list[str] | None = None) -> int:
                               obj.emitted if obj is not None else False)
 
     try:
-        rc = cli.main(args=args, prog_name="jpki", standalone_mode=False, obj=seen)
+        try:
+            rc = cli.main(args=args, prog_name="jpki", standalone_mode=False, obj=seen)
+        except BaseException as exc:
+            if on_exception is not None:
+                on_exception(exc)
+            raise  # to the handlers below
         return rc if isinstance(rc, int) else 0
     except CliFail as failure:
         return report(failure)

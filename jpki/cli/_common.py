@@ -1,8 +1,11 @@
-"""Shared plumbing of the CLI: global options, output, PIN sources, opening the card."""
+"""Shared plumbing of the CLI: global options, output, PIN sources, opening the card, and the
+options and parameter types several commands share (``--pin``, the revocation options, a
+date-time), each defined once here."""
 
 from __future__ import annotations
 
 import contextlib
+import datetime as _dt
 import json
 import os
 import sys
@@ -10,23 +13,22 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NoReturn, Self, TextIO
+from typing import TYPE_CHECKING, Any, NoReturn, Self, TextIO, TypeVar
 
 import click
 
-from ..clock import Clock, SystemClock, clock_from_environment
+from ..clock import Clock, SystemClock, clock_from_environment, parse_instant
 from ..errors import UsageError
 from ..home import Home, check_card_name, check_home_path
+from ..pins import PINS, USER_PINS
 from ..transport import Transport, is_pcsc_uri, open_transport
-from ._fail import EXIT_USAGE, PIN_NAMES, CliFail
+from ._fail import EXIT_USAGE, CliFail, pin_name
 
-__all__ = ["CARD_NAME", "PIN_NAMES", "CliFail", "Ctx", "Progress", "pass_ctx"]
+__all__ = ["CARD_NAME", "INSTANT", "PIN_KINDS", "CliFail", "Ctx", "Progress", "pass_ctx",
+           "pin_name", "pin_option", "revocation_options"]
 
-PIN_ENV = {"auth": "JPKI_AUTH_PIN", "sign": "JPKI_SIGN_PIN", "card": "JPKI_CARD_PIN"}
-PIN_LABEL = {"auth": "user-authentication PIN (4 digits)",
-             "sign": "signature password (6-16 characters)",
-             "card": "card-info PIN (4 digits)"}
-PIN_KINDS = click.Choice(["auth", "sign", "card"])
+#: A PIN KIND argument: the PINs a user has (jpki.pins.USER_PINS).
+PIN_KINDS = click.Choice(list(USER_PINS))
 
 #: Seconds a long task runs before its progress line appears, and between redraws.
 PROGRESS_DELAY = 0.5
@@ -183,20 +185,22 @@ class Ctx:
 
     def pin(self, kind: str, given: str | None, prompt: str | None = None,
             env: bool = True) -> str:
-        """A PIN from the option, then the environment, then stdin (not a TTY), then a hidden prompt."""
+        """A PIN from the option (:func:`pin_option`), then its environment variable, then stdin
+        (not a TTY), then a hidden prompt."""
         if given:
             return given
-        if env and os.environ.get(PIN_ENV[kind]):
-            return os.environ[PIN_ENV[kind]]
+        spec = PINS[kind]
+        if env and spec.env and os.environ.get(spec.env):
+            return os.environ[spec.env]
         if not sys.stdin.isatty():
             line = self._next_stdin_line()
             if line:
                 return line.strip()
-            raise CliFail(f"no {PIN_LABEL[kind]} given, and stdin is not a terminal to ask on",
+            raise CliFail(f"no {spec.label} given, and stdin is not a terminal to ask on",
                           code="no_pin", exit_code=EXIT_USAGE,
-                          hint=f"pass --pin, set ${PIN_ENV[kind]}, or pipe it on stdin "
-                               "(echo VALUE | jpki …)")
-        return click.prompt(prompt or f"Enter the {PIN_LABEL[kind]}", hide_input=True, err=True)
+                          hint=f"pass --pin, {f'set ${spec.env}, ' if spec.env else ''}or pipe it "
+                               "on stdin (echo VALUE | jpki …)")
+        return click.prompt(prompt or f"Enter the {spec.label}", hide_input=True, err=True)
 
     # ------------------------------------------------------------------ card
     def card_name(self, name: str) -> str:
@@ -240,7 +244,14 @@ def environment_clock() -> Clock:
 pass_ctx = click.make_pass_decorator(Ctx)
 
 
-class CardNameType(click.ParamType):
+if TYPE_CHECKING:  # newer clicks type a ParamType by its value and input; older ones are not generic
+    _TextParam = click.ParamType[str, Any]
+    _InstantParam = click.ParamType[_dt.datetime, Any]
+else:
+    _TextParam = _InstantParam = click.ParamType
+
+
+class CardNameType(_TextParam):
     """A card NAME argument, checked when the command line is parsed (jpki.home.check_card_name):
     a path such as ``../../other/cards/dave`` is an InvalidNameError (exit 2) before any file
     is touched."""
@@ -252,3 +263,79 @@ class CardNameType(click.ParamType):
 
 
 CARD_NAME = CardNameType()
+
+
+class InstantType(_InstantParam):
+    """An ISO 8601 date or date-time (``--at``, ``--invalidity-date``), read by
+    :func:`jpki.clock.parse_instant`: without an offset it is UTC. Anything else is a
+    usage error (exit 2) naming the option, before the command runs."""
+
+    name = "DATETIME"
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> _dt.datetime:
+        if isinstance(value, _dt.datetime):
+            return value
+        try:
+            return parse_instant(str(value))
+        except ValueError:
+            self.fail(f"{value!r} is not an ISO 8601 date-time (e.g. 2027-01-01T09:00:00+09:00 "
+                      "or 2027-01-01; UTC when no offset is given)", param, ctx)
+
+
+INSTANT = InstantType()
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _one_of(words: list[str]) -> str:
+    return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} or {words[-1]}"
+
+
+def pin_option(*kinds: str, chosen_by: str | None = None,
+               note: str | None = None) -> Callable[[_F], _F]:
+    """The one ``--pin`` option (parameter ``pin_value``) of every command that uses a PIN or
+    password; :meth:`Ctx.pin` reads it, then the environment, stdin, a prompt.
+
+    ``kinds`` are the PINs it may be (jpki.pins.PINS); with several, ``chosen_by`` says what
+    picks one (``KIND``, ``--key``). The help names the PIN and its environment variable.
+    """
+    specs = [PINS[kind] for kind in kinds]
+    if len(specs) == 1:
+        what = f"the {specs[0].label}"
+    else:
+        what = f"the PIN {chosen_by or 'the command'} names ({_one_of([s.name for s in specs])})"
+    if note:
+        what += f", {note}"
+    sources = [f"${s.env}" for s in specs if s.env]
+    help_text = f"{what} [else {_one_of(sources)}, stdin or a prompt]" if sources else what
+    return click.option("--pin", "pin_value", metavar="PIN", help=help_text)
+
+
+#: ``--revocation``: how a certificate's revocation is checked (jpki.verify.Validator's modes).
+REVOCATION_MODES = click.Choice(["ocsp", "crl", "none"])
+
+
+def revocation_options(*, soft_fail: bool = True, max_age: bool = False) -> Callable[[_F], _F]:
+    """The revocation options, defined once: ``--revocation ocsp|crl|none`` (parameter
+    ``revocation``), and where the command allows them ``--soft-fail`` (``soft_fail``; not for a
+    relying party, which always fails closed) and ``--revocation-max-age`` (seconds,
+    ``revocation_max_age``; for a service that caches answers)."""
+
+    def decorate(command: _F) -> _F:
+        if max_age:
+            command = click.option(
+                "--revocation-max-age", type=click.FloatRange(0, 86400), default=300.0,
+                show_default=True,
+                help="seconds a cached OCSP answer is relied on (a lost card is refused at most "
+                     "this late)")(command)
+        if soft_fail:
+            command = click.option(
+                "--soft-fail", is_flag=True,
+                help="accept the certificate when no revocation source answers")(command)
+        return click.option(
+            "--revocation", type=REVOCATION_MODES, default="ocsp", show_default=True,
+            help="ocsp: OCSP, then the CRL if OCSP does not answer; crl: the CRL only; "
+                 "none: no check (testing only)")(command)
+
+    return decorate

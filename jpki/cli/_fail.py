@@ -1,7 +1,8 @@
 """The CLI's error policy, in one place: what a failure prints, with which code and exit code.
 
-Library exceptions carry data (``code``, ``tries_left``, ``pin``, ``sw``, ``reason``) and no
-wording for the terminal; :func:`fail_for` turns one into a :class:`CliFail`, the one exception
+Library exceptions carry data (``code``, ``tries_left``, ``pin``, ``sw``, ``reason``), neither an
+exit code nor wording for the terminal; :func:`fail_for` turns one into a :class:`CliFail` (exit
+code from :data:`EXIT_CODES`, the table of this module alone), the one exception
 ``main()`` catches (as ykman's ``CliFail``). A command that has its own failure to report (a
 document that did not verify, a refused login) raises a CliFail itself, through
 ``Ctx.fail``. ``main()`` then prints:
@@ -21,16 +22,20 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import JpkiError
+from ..pins import PINS
 
 #: Exit codes of ``jpki`` (documented in the README).
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INVALID, EXIT_PIN, EXIT_NO_CARD = 0, 1, 2, 3, 4, 5
 EXIT_INTERRUPTED = 130
 
-#: Exit code by error code. An exception takes the entry of the first class of its MRO whose
-#: ``code`` is listed (``pin_incorrect`` → ``pin`` → 4, ``ca_exists`` → ``usage`` → 2); any
-#: other error exits 1.
+#: Exit code by exception class, through the class's stable ``code``: an exception takes the entry
+#: of the first class of its MRO whose ``code`` is listed (``pin_incorrect`` → ``pin`` → 4,
+#: ``ca_exists`` → ``usage`` → 2); any other error exits 1. Keyed by code rather than by class
+#: object so that the table imports none of the modules that define them (``jpki.auth``,
+#: ``jpki.serving``…): a failing ``jpki pin verify`` does not load the relying party.
 EXIT_CODES: dict[str, int] = {
     "usage": EXIT_USAGE,
+    "port_in_use": EXIT_ERROR,  # a UsageError (choose another --port), documented as exit 1
     "transport": EXIT_NO_CARD,
     "pin": EXIT_PIN,
     "pin_not_verified": EXIT_PIN,
@@ -39,10 +44,6 @@ EXIT_CODES: dict[str, int] = {
     "malformed_message": EXIT_INVALID,
     "refused": EXIT_INVALID,
 }
-
-#: What the PINs are called in messages (the card layer's PIN references).
-PIN_NAMES: dict[str, str] = {"auth": "user-authentication PIN", "sign": "signature password",
-                             "card": "card-info PIN", "card_a": "照合番号A", "card_b": "照合番号B"}
 
 #: Data attributes of an exception copied into its JSON document (``sw`` as 4 hex digits).
 _DATA_ATTRIBUTES = ("reason", "pin", "tries_left", "sw", "status", "path")
@@ -100,7 +101,9 @@ def unblock_hint(pin: str | None, card_uri: str | None) -> str:
 
 
 def pin_name(pin: str | None) -> str:
-    return PIN_NAMES.get(pin or "", "PIN")
+    """What PIN ``pin`` is called in messages (jpki.pins), or just "PIN"."""
+    spec = PINS.get(pin or "")
+    return spec.name if spec is not None else "PIN"
 
 
 def _tries(n: int) -> str:

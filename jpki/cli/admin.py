@@ -6,18 +6,22 @@ import datetime as _dt
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from cryptography import x509
 
 from ..errors import UsageError
 from ..fileio import write_atomic
-from ..identity import SAMPLE_PERSONAS, Persona, Sex, mask_mynumber
 from ..home import DEFAULT_AUTH_PIN, DEFAULT_SIGN_PIN
+from ..identity import SAMPLE_PERSONAS, Persona, Sex, mask_mynumber
 from ..transport import emu
-from ._common import CARD_NAME, CliFail, Ctx, pass_ctx
+from ._common import CARD_NAME, INSTANT, CliFail, Ctx, pass_ctx
 from ._fail import EXIT_NO_CARD, EXIT_USAGE
+
+if TYPE_CHECKING:
+    from ..lifecycle import LifeEvent
+    from ..pki import CaKind
 
 
 def existing_card(obj: Ctx, name: str) -> str:
@@ -281,20 +285,15 @@ def _stream_listing(obj: Ctx, rows: Any, progress: Any, chunk: int = 2000) -> in
 @ca.command("revoke")
 @click.argument("serial")
 @click.option("--reason", type=REASONS, default="unspecified", show_default=True)
-@click.option("--invalidity-date", help="ISO date-time when the key was (or may have been) compromised")
+@click.option("--invalidity-date", type=INSTANT,
+              help="when the key was (or may have been) compromised (ISO 8601)")
 @pass_ctx
-def ca_revoke(obj: Ctx, serial: str, reason: str, invalidity_date: str | None) -> None:
+def ca_revoke(obj: Ctx, serial: str, reason: str, invalidity_date: _dt.datetime | None) -> None:
     """Revoke a certificate by its serial number (hex), or by a start of it that only one
     serial has (as 'jpki card create' and 'jpki ca list' show them)."""
-    try:
-        invalid = _dt.datetime.fromisoformat(invalidity_date) if invalidity_date else None
-    except ValueError as exc:
-        raise UsageError(f"--invalidity-date: {exc}") from None
-    if invalid is not None and invalid.tzinfo is None:
-        invalid = invalid.replace(tzinfo=_dt.timezone.utc)
     with obj.jhome.open_ca() as test_ca:
         number = _resolve_serial(test_ca.db, serial)
-        row = test_ca.revoke(number, reason, invalidity_date=invalid)
+        row = test_ca.revoke(number, reason, invalidity_date=invalidity_date)
     obj.emit({"serial": row.serial, "status": row.status, "reason": row.reason,
               "revoked_at": row.revoked_at.isoformat() if row.revoked_at else None},
              f"revoked {row.serial} ({row.reason})")
@@ -325,7 +324,7 @@ def _resolve_serial(db: Any, text: str) -> int:
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True)
 @click.option("--next-update-hours", type=float, default=24, show_default=True)
 @pass_ctx
-def ca_crl(obj: Ctx, kind: str, output: Path, next_update_hours: float) -> None:
+def ca_crl(obj: Ctx, kind: CaKind, output: Path, next_update_hours: float) -> None:
     """Write the CA's current CRL (DER), signed now."""
     with obj.jhome.open_ca() as test_ca, obj.progress(f"{kind} CRL entries") as progress:
         der = test_ca.crl(kind, next_update_in=_dt.timedelta(hours=next_update_hours),
@@ -354,7 +353,7 @@ def ca_serve(obj: Ctx, host: str | None, port: int | None, workers: int, respond
     import urllib.parse
 
     from ..pki.responder import check_key_type
-    from ..revocation.server import serve
+    from ..pki.server import serve
 
     with obj.jhome.open_ca() as test_ca:  # a clear error when there is no CA
         base = urllib.parse.urlsplit(test_ca.base_url)
@@ -368,7 +367,7 @@ def ca_serve(obj: Ctx, host: str | None, port: int | None, workers: int, respond
           responder_key=check_key_type(responder_key), progress=obj.note)
 
 
-def _event(obj: Ctx, result) -> None:
+def _event(obj: Ctx, result: LifeEvent) -> None:
     d = result.to_json()
     obj.emit(d, lambda: "\n".join(
         [f"{d['card']}: {d['event']}"]

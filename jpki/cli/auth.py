@@ -3,13 +3,19 @@ side (``jpki login URL``, ``jpki ekyc URL``)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from ..errors import UsageError
-from ._common import PIN_NAMES, CliFail, Ctx, pass_ctx
+from ._common import CliFail, Ctx, pass_ctx, pin_name, pin_option, revocation_options
 from ._fail import EXIT_ERROR, EXIT_INVALID
+
+if TYPE_CHECKING:
+    from ..auth.client import ServiceAnswer
+    from ..verify.validator import RevocationMode
 
 
 @click.group()
@@ -38,10 +44,7 @@ def rp() -> None:
                    "[default: http://HOST:PORT]")
 @click.option("--challenge-ttl", type=click.FloatRange(1, 3600), default=180.0, show_default=True,
               help="seconds a challenge may be answered")
-@click.option("--revocation", type=click.Choice(["ocsp", "crl", "none"]), default="ocsp", show_default=True,
-              help="OCSP with CRL fallback (hard-fail), CRL only, or none (testing only)")
-@click.option("--revocation-max-age", type=click.FloatRange(0, 86400), default=300.0, show_default=True,
-              help="seconds a cached OCSP answer is relied on (a lost card is refused at most this late)")
+@revocation_options(soft_fail=False, max_age=True)
 @click.option("--fetch-deadline", type=click.FloatRange(0.1, 600), default=5.0, show_default=True,
               help="seconds one OCSP or CRL fetch may take in all (a trickling responder is cut off)")
 @click.option("--rate-limit", type=click.FloatRange(0), default=5.0, show_default=True,
@@ -54,7 +57,7 @@ def rp() -> None:
               default="info", show_default=True)
 @pass_ctx
 def rp_serve(obj: Ctx, store: str, workers: int, host: str, port: int, rp_id: str | None,
-             challenge_ttl: float, revocation: str, revocation_max_age: float, fetch_deadline: float,
+             challenge_ttl: float, revocation: RevocationMode, revocation_max_age: float, fetch_deadline: float,
              rate_limit: float, rate_burst: int, max_pending: int, log_level: str) -> None:
     """Serve login and eKYC over HTTP (JSON API, OpenAPI at /openapi.json, a page at /).
 
@@ -83,14 +86,14 @@ def rp_serve(obj: Ctx, store: str, workers: int, host: str, port: int, rp_id: st
         f"store {store.split('@')[-1] if store.startswith('redis') else store})"))
 
 
-def _confirm(obj: Ctx, url: str):  # the client's Confirm callable
+def _confirm(obj: Ctx, url: str) -> Callable[[str, int], None]:  # the client's Confirm callable
     def confirm(kind: str, tries_left: int) -> None:
-        obj.confirm_try(f"Answering {url} with the {PIN_NAMES[kind]}", tries_left)
+        obj.confirm_try(f"Answering {url} with the {pin_name(kind)}", tries_left)
 
     return confirm
 
 
-def _finish(obj: Ctx, answer, what: str) -> None:  # jpki.auth.client.ServiceAnswer
+def _finish(obj: Ctx, answer: ServiceAnswer, what: str) -> None:
     """Return when the service accepted; else print its answer and fail: exit 3 when it
     refused (4xx: revoked, expired, replayed…), 1 when it failed (5xx)."""
     document = dict(answer.document)
@@ -111,7 +114,7 @@ def _finish(obj: Ctx, answer, what: str) -> None:  # jpki.auth.client.ServiceAns
 @click.argument("url")
 @click.option("--challenge", "challenge_id", help="answer this pending challenge (shown on the service's page)")
 @click.option("--rp-id", "rp_id", help="the relying-party id to accept [default: the URL's origin]")
-@click.option("--pin", "pin_value", help="user-authentication PIN (else $JPKI_AUTH_PIN, stdin or a prompt)")
+@pin_option("auth")
 @pass_ctx
 def login_command(obj: Ctx, url: str, challenge_id: str | None, rp_id: str | None, pin_value: str | None) -> None:
     """Log in to a relying-party service with the card (user-authentication key, 4-digit PIN).
@@ -144,7 +147,7 @@ def login_command(obj: Ctx, url: str, challenge_id: str | None, rp_id: str | Non
 @click.option("--text", "transaction_text", help="a transaction text to sign along (shown to the service)")
 @click.option("--challenge", "challenge_id", help="answer this pending challenge")
 @click.option("--rp-id", "rp_id", help="the relying-party id to accept [default: the URL's origin]")
-@click.option("--pin", "pin_value", help="signature password (else $JPKI_SIGN_PIN, stdin or a prompt)")
+@pin_option("sign")
 @pass_ctx
 def ekyc_command(obj: Ctx, url: str, transaction_text: str | None, challenge_id: str | None,
                  rp_id: str | None, pin_value: str | None) -> None:

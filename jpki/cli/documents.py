@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime
-import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -12,7 +11,7 @@ import click
 
 from ..errors import UsageError
 from ..hashing import BackgroundHash
-from ._common import PIN_NAMES, CliFail, Ctx, pass_ctx
+from ._common import CliFail, Ctx, pass_ctx, pin_name, pin_option, revocation_options
 from ._fail import EXIT_INVALID
 
 # jpki.sign (asn1crypto's CMS modules), jpki.verify and pyHanko are imported by the commands
@@ -57,7 +56,7 @@ def _is_pdf(path: Path) -> bool:
 @click.option("--reason", help="PDF: the reason for signing")
 @click.option("--location", help="PDF: where the document was signed")
 @click.option("--tsa", metavar="URL", help="PDF: an RFC 3161 timestamp authority (PAdES B-T)")
-@click.option("--pin", "pin_value", help="the key's PIN (prefer $JPKI_SIGN_PIN or stdin)")
+@pin_option("sign", "auth", chosen_by="--key")
 @pass_ctx
 def sign(obj: Ctx, file: Path, output: Path | None, key: str, digest: str, attached: bool,
          is_pdf: bool, field: str | None, visible: str | None, reason: str | None,
@@ -104,7 +103,7 @@ def _sign(obj: Ctx, file: Path, output: Path | None, key: str, digest: str, atta
 
     box = None
     if is_pdf:
-        from ..sign.pdf import parse_visible  # pyHanko is needed for PDFs only
+        from ..sign.pdf import parse_visible  # imports pyHanko: for PDFs only
 
         box = parse_visible(visible) if visible is not None else None
         if not _is_pdf(file):
@@ -147,11 +146,11 @@ def _sign(obj: Ctx, file: Path, output: Path | None, key: str, digest: str, atta
 
 def _card_signer(obj: Ctx, transport: object, key: str, value: str) -> CardSigner:
     """The card's signer for ``key`` (confirming first on a card in a reader)."""
-    from ..sign import CardSigner
     from ..session import JpkiSession
+    from ..sign import CardSigner
 
     session = JpkiSession(transport)  # type: ignore[arg-type]
-    obj.confirm_try(f"Signing with the {PIN_NAMES[key]}", session.tries_left(key))
+    obj.confirm_try(f"Signing with the {pin_name(key)}", session.tries_left(key))
     return CardSigner.from_session(session, key, pin=lambda: value)  # type: ignore[arg-type]
 
 
@@ -159,12 +158,7 @@ def _validator(obj: Ctx, revocation: str, soft_fail: bool, trust: tuple[Path, ..
     """The path/revocation validator: the shipped J-LIS roots, the home's test CA, --trust."""
     from ..verify import TrustStore, Validator
 
-    store = TrustStore.jlis()
-    ca_dir = obj.home / "ca"
-    if (ca_dir / "sign_ca.pem").is_file() or (ca_dir / "auth_ca.pem").is_file():
-        store = store + TrustStore.from_ca_dir(ca_dir)
-    if trust:
-        store = store + TrustStore.from_pem(*trust)
+    store = TrustStore.for_home(obj.home, extra_pem=trust)
     return Validator(store, clock=obj.clock, revocation=revocation, soft_fail=soft_fail)  # type: ignore[arg-type]
 
 
@@ -178,7 +172,8 @@ class _ValidatorInBackground:
     def validate(self, cert: x509.Certificate, *, kind: Literal["sign", "auth"],
                  at: datetime.datetime) -> ValidatorAnswer:
         """Wait for the validator, then validate ``cert`` as a ``kind`` certificate at ``at``."""
-        return self._future.result().validate(cert, kind=kind, at=at)
+        answer: ValidatorAnswer = self._future.result().validate(cert, kind=kind, at=at)
+        return answer
 
 
 @click.command("verify")
@@ -187,10 +182,7 @@ class _ValidatorInBackground:
               help="the signed file of a detached .p7s (default: FILE without .p7s, if present)")
 @click.option("--key", "expected", type=KEYS, default="sign", show_default=True,
               help="sign: check a legal signature; auth: a user-authentication key signature")
-@click.option("--revocation", type=click.Choice(["ocsp", "crl", "none"]), default="ocsp",
-              show_default=True, help="ocsp (then the CRL), crl only, or none")
-@click.option("--soft-fail", is_flag=True,
-              help="accept the certificate when no revocation source can be reached")
+@revocation_options()
 @click.option("--trust", type=click.Path(exists=True, path_type=Path), multiple=True,
               help="more trust anchors (PEM file or folder); the J-LIS roots and the home's "
                    "test CA are always trusted")

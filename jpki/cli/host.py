@@ -7,6 +7,7 @@ import datetime as _dt
 import hashlib
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
 
 import click
 from cryptography import x509
@@ -17,19 +18,23 @@ from ..certinfo import cert_kind, signing_identity
 from ..errors import UsageError, VerificationError
 from ..fileio import write_atomic
 from ..identity import mask_mynumber
-from ..session import CardInfoSession, JpkiSession
-from ._common import PIN_KINDS, PIN_NAMES, CliFail, Ctx, pass_ctx
+from ..pins import PINS, USER_PINS
+from ..session import CardInfoSession, CertKind, JpkiSession, KeyKind
+from ._common import INSTANT, PIN_KINDS, CliFail, Ctx, pass_ctx, pin_name, pin_option, revocation_options
 from ._fail import EXIT_INVALID
 
+if TYPE_CHECKING:
+    from ..transport import Transport
 
-def _session_for(t, kind: str):
+
+def _session_for(t: Transport, kind: str) -> CardInfoSession | JpkiSession:
     return CardInfoSession(t) if kind == "card" else JpkiSession(t)
 
 
-def verify_pin(obj: Ctx, session, kind: str, given: str | None) -> None:
+def verify_pin(obj: Ctx, session: CardInfoSession | JpkiSession, kind: str, given: str | None) -> None:
     """Verify a PIN with the usual sources and the real-reader confirmation."""
     value = obj.pin(kind, given)
-    obj.confirm_try(f"Verifying the {PIN_NAMES[kind]}", session.tries_left(kind))
+    obj.confirm_try(f"Verifying the {pin_name(kind)}", session.tries_left(kind))
     session.verify(kind, value)
 
 
@@ -49,14 +54,14 @@ def info(obj: Ctx) -> None:
     """Card type, ATR and the tries left of every PIN (spends none)."""
     with obj.card() as t:
         j = JpkiSession(t)
-        data = {"reader": t.description, "atr": t.atr.hex().upper(), "card_type": j.card_type(),
-                "token_label": j.token_label(),
-                "pins": {"auth": j.tries_left("auth"), "sign": j.tries_left("sign")}}
+        data: dict[str, Any] = {"reader": t.description, "atr": t.atr.hex().upper(), "card_type": j.card_type(),
+                                "token_label": j.token_label(),
+                                "pins": {"auth": j.tries_left("auth"), "sign": j.tries_left("sign")}}
         data["pins"]["card"] = CardInfoSession(t).tries_left("card")
     obj.emit(data, lambda: "\n".join([
         f"Reader:      {data['reader']}", f"ATR:         {data['atr']}",
         f"Card type:   {data['card_type']} ({data['token_label']})",
-        *(f"{PIN_NAMES[k] + ':':<30} {v} tries left" for k, v in data["pins"].items())]))
+        *(f"{pin_name(k) + ':':<30} {v} tries left" for k, v in data["pins"].items())]))
 
 
 @click.group()
@@ -75,57 +80,57 @@ def pin() -> None:
 @pin.command("status")
 @pass_ctx
 def pin_status(obj: Ctx) -> None:
-    """Tries left for each PIN, spending none."""
+    """Tries left for each PIN (of its maximum), spending none."""
     with obj.card() as t:
         j = JpkiSession(t)
         status = {"auth": j.tries_left("auth"), "sign": j.tries_left("sign"),
                   "card": CardInfoSession(t).tries_left("card")}
-    maxima = {"auth": 3, "sign": 5, "card": 3}
+    # a card tells the tries left, not the maximum: that is the spec's (jpki.pins)
     obj.emit({k: {"tries_left": v, "blocked": v == 0} for k, v in status.items()},
-             lambda: "\n".join(f"{PIN_NAMES[k] + ':':<30} {v}/{maxima[k]}"
+             lambda: "\n".join(f"{pin_name(k) + ':':<30} {v}/{PINS[k].max_tries}"
                                + ("  BLOCKED" if v == 0 else "") for k, v in status.items()))
 
 
 @pin.command("verify")
 @click.argument("kind", type=PIN_KINDS)
-@click.option("--pin", "pin_value", help="the PIN (prefer the environment or stdin)")
+@pin_option(*USER_PINS, chosen_by="KIND")
 @pass_ctx
 def pin_verify(obj: Ctx, kind: str, pin_value: str | None) -> None:
     """Verify a PIN (a wrong one costs a try)."""
     with obj.card() as t:
         verify_pin(obj, _session_for(t, kind), kind, pin_value)
-    obj.emit({"pin": kind, "verified": True}, f"{PIN_NAMES[kind]}: verified")
+    obj.emit({"pin": kind, "verified": True}, f"{pin_name(kind)}: verified")
 
 
 @pin.command("change")
 @click.argument("kind", type=PIN_KINDS)
-@click.option("--pin", "pin_value", help="the current PIN")
-@click.option("--new-pin", help="the new PIN")
+@pin_option(*USER_PINS, chosen_by="KIND", note="the current one")
+@click.option("--new-pin", help="the new PIN (else stdin or a prompt; never the environment)")
 @pass_ctx
 def pin_change(obj: Ctx, kind: str, pin_value: str | None, new_pin: str | None) -> None:
     """Change a PIN (verifies the current one first)."""
-    old = obj.pin(kind, pin_value, f"Current {PIN_NAMES[kind]}")
-    new = new_pin or obj.pin(kind, None, f"New {PIN_NAMES[kind]}", env=False)
+    old = obj.pin(kind, pin_value, f"Current {pin_name(kind)}")
+    new = new_pin or obj.pin(kind, None, f"New {pin_name(kind)}", env=False)
     if new_pin is None and sys.stdin.isatty():
-        again = click.prompt(f"Repeat the new {PIN_NAMES[kind]}", hide_input=True, err=True)
+        again = click.prompt(f"Repeat the new {pin_name(kind)}", hide_input=True, err=True)
         if again != new:
             raise UsageError("the two new PINs differ")
     with obj.card() as t:
         session = _session_for(t, kind)
-        obj.confirm_try(f"Changing the {PIN_NAMES[kind]}", session.tries_left(kind))
+        obj.confirm_try(f"Changing the {pin_name(kind)}", session.tries_left(kind))
         session.change_pin(kind, old, new)
-    obj.emit({"pin": kind, "changed": True}, f"{PIN_NAMES[kind]}: changed")
+    obj.emit({"pin": kind, "changed": True}, f"{pin_name(kind)}: changed")
 
 
 CERT_KINDS = click.Choice(["auth", "sign", "auth-ca", "sign-ca"])
 
 
-def read_cert(obj: Ctx, kind: str, pin_value: str | None = None) -> bytes:
+def read_cert(obj: Ctx, kind: CertKind, pin_value: str | None = None) -> bytes:
     with obj.card() as t:
         j = JpkiSession(t)
         if kind == "sign":
             verify_pin(obj, j, "sign", pin_value)
-        return j.read_certificate(kind)  # type: ignore[arg-type]
+        return j.read_certificate(kind)
 
 
 @click.group()
@@ -147,9 +152,9 @@ def cert() -> None:
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--der", "fmt", flag_value="der", help="DER (default when writing a file)")
 @click.option("--pem", "fmt", flag_value="pem", help="PEM (default on stdout)")
-@click.option("--pin", "pin_value", help="signature password (for the signing certificate)")
+@pin_option("sign", note="for the signing certificate")
 @pass_ctx
-def cert_read(obj: Ctx, kind: str, output: Path | None, fmt: str | None, pin_value: str | None) -> None:
+def cert_read(obj: Ctx, kind: CertKind, output: Path | None, fmt: str | None, pin_value: str | None) -> None:
     """Write a certificate from the card to a file or stdout."""
     der = read_cert(obj, kind, pin_value)
     fmt = fmt or ("der" if output else "pem")
@@ -168,13 +173,13 @@ def cert_read(obj: Ctx, kind: str, output: Path | None, fmt: str | None, pin_val
         click.echo(blob.decode().rstrip())
 
 
-def describe_certificate(der: bytes) -> dict:
+def describe_certificate(der: bytes) -> dict[str, Any]:
     c = x509.load_der_x509_certificate(der)
-    out = {"kind": cert_kind(c), "subject": c.subject.rfc4514_string(),
-           "issuer": c.issuer.rfc4514_string(), "serial": f"{c.serial_number:X}",
-           "not_before": c.not_valid_before_utc.isoformat(),
-           "not_after": c.not_valid_after_utc.isoformat(),
-           "sha256_fingerprint": c.fingerprint(hashes.SHA256()).hex()}
+    out: dict[str, Any] = {"kind": cert_kind(c), "subject": c.subject.rfc4514_string(),
+                           "issuer": c.issuer.rfc4514_string(), "serial": f"{c.serial_number:X}",
+                           "not_before": c.not_valid_before_utc.isoformat(),
+                           "not_after": c.not_valid_after_utc.isoformat(),
+                           "sha256_fingerprint": c.fingerprint(hashes.SHA256()).hex()}
     if out["kind"] == "sign":
         ident = signing_identity(c)
         out["holder"] = {"name": ident.name, "address": ident.address,
@@ -185,9 +190,9 @@ def describe_certificate(der: bytes) -> dict:
 
 @cert.command("show")
 @click.argument("kind", type=CERT_KINDS)
-@click.option("--pin", "pin_value", help="signature password (for the signing certificate)")
+@pin_option("sign", note="for the signing certificate")
 @pass_ctx
-def cert_show(obj: Ctx, kind: str, pin_value: str | None) -> None:
+def cert_show(obj: Ctx, kind: CertKind, pin_value: str | None) -> None:
     """Decode a certificate from the card (the signing certificate shows the holder)."""
     d = describe_certificate(read_cert(obj, kind, pin_value))
 
@@ -202,7 +207,7 @@ def cert_show(obj: Ctx, kind: str, pin_value: str | None) -> None:
 
 @click.command()
 @click.option("--reveal", is_flag=True, help="show the whole number (it is specific personal information)")
-@click.option("--pin", "pin_value", help="card-info PIN")
+@pin_option("card")
 @pass_ctx
 def mynumber(obj: Ctx, reveal: bool, pin_value: str | None) -> None:
     """The My Number from the card-info AP, masked unless --reveal."""
@@ -217,7 +222,7 @@ def mynumber(obj: Ctx, reveal: bool, pin_value: str | None) -> None:
 
 
 @click.command()
-@click.option("--pin", "pin_value", help="card-info PIN")
+@pin_option("card")
 @pass_ctx
 def attrs(obj: Ctx, pin_value: str | None) -> None:
     """The basic 4 info (name, address, birth date, sex) from the card-info AP."""
@@ -247,9 +252,9 @@ def pkey() -> None:
 @click.option("--digest", type=click.Choice(["sha1", "sha256", "sha384", "sha512"]), default="sha256",
               show_default=True)
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True)
-@click.option("--pin", "pin_value", help="the key's PIN")
+@pin_option("auth", "sign", chosen_by="KEY")
 @pass_ctx
-def pkey_sign(obj: Ctx, key: str, file: Path, digest: str, output: Path, pin_value: str | None) -> None:
+def pkey_sign(obj: Ctx, key: KeyKind, file: Path, digest: str, output: Path, pin_value: str | None) -> None:
     """A PKCS#1 v1.5 signature over FILE's hash, made by the card."""
     h = hashlib.new(digest)
     with open(file, "rb") as fh:
@@ -258,7 +263,7 @@ def pkey_sign(obj: Ctx, key: str, file: Path, digest: str, output: Path, pin_val
     with obj.card() as t:
         j = JpkiSession(t)
         verify_pin(obj, j, key, pin_value)
-        signature = j.sign_digest(key, digest, h.digest())  # type: ignore[arg-type]
+        signature = j.sign_digest(key, digest, h.digest())
     write_atomic(output, signature)
     obj.emit({"key": key, "digest": digest, "file": str(file), "signature": str(output),
               "bytes": len(signature)}, f"signed {file} ({digest}) with the {key} key: {output}")
@@ -292,17 +297,7 @@ def apdu(obj: Ctx, apdus: tuple[str, ...]) -> None:
         f"C> {r['command']}\nR< {r['response'] + ' ' if r['response'] else ''}{r['sw']}" for r in results))
 
 
-__all__ = ["info", "pin", "cert", "mynumber", "attrs", "pkey", "apdu"]
-
-
-def trust_for(obj: Ctx):
-    """Trust anchors: the real J-LIS roots, plus this home's test CA when there is one."""
-    from ..verify import TrustStore
-
-    trust = TrustStore.jlis()
-    if (obj.jhome.ca_dir / "sign_ca.pem").exists():
-        trust = trust + TrustStore.from_ca_dir(obj.jhome.ca_dir)
-    return trust
+__all__ = ["apdu", "attrs", "cert", "info", "mynumber", "pin", "pkey"]
 
 
 @cert.command("verify")
@@ -311,14 +306,13 @@ def trust_for(obj: Ctx):
               help="verify the card's own certificate instead of a FILE")
 @click.option("--kind", type=click.Choice(["auth", "sign"]),
               help="what the certificate must be (default: what it says it is)")
-@click.option("--at", "at_text", help="validate at this ISO time (default: now)")
-@click.option("--revocation", type=click.Choice(["ocsp", "crl", "none"]), default="ocsp", show_default=True,
-              help="OCSP with CRL fallback, CRL only, or no revocation check")
-@click.option("--soft-fail", is_flag=True, help="accept when no revocation source answers")
-@click.option("--pin", "pin_value", help="signature password (for --from-card sign)")
+@click.option("--at", type=INSTANT, help="validate at this time (ISO 8601; default: now)")
+@revocation_options()
+@pin_option("sign", note="for --from-card sign")
 @pass_ctx
-def cert_verify(obj: Ctx, file: Path | None, from_card: str | None, kind: str | None, at_text: str | None,
-                revocation: str, soft_fail: bool, pin_value: str | None) -> None:
+def cert_verify(obj: Ctx, file: Path | None, from_card: KeyKind | None, kind: str | None,
+                at: _dt.datetime | None, revocation: Literal["ocsp", "crl", "none"], soft_fail: bool,
+                pin_value: str | None) -> None:
     """Validate a certificate: path to the trust anchors, validity, kind, revocation. Exit 3 if not valid.
 
     \b
@@ -326,46 +320,40 @@ def cert_verify(obj: Ctx, file: Path | None, from_card: str | None, kind: str | 
       jpki cert verify --from-card auth
       jpki cert verify sign.der --at 2027-01-01T00:00:00+09:00 --revocation crl
     """
-    from ..verify import Validator
+    from ..verify import TrustStore, Validator
 
-    if (file is None) == (from_card is None):
-        raise UsageError("give a certificate FILE or --from-card auth|sign")
-    if file is not None:
+    if file is not None and from_card is None:
         data = file.read_bytes()
+    elif file is None and from_card is not None:
+        data = read_cert(obj, from_card, pin_value)
     else:
-        data = read_cert(obj, from_card, pin_value)  # type: ignore[arg-type]
-    at = None
-    if at_text:
-        try:
-            at = _dt.datetime.fromisoformat(at_text)
-        except ValueError:
-            raise UsageError(f"--at must be an ISO date-time, not {at_text!r}") from None
-        if at.tzinfo is None:
-            at = at.replace(tzinfo=_dt.timezone.utc)
+        raise UsageError("give a certificate FILE or --from-card auth|sign")
     if kind is None:
         kind = from_card
     if kind is None:
         try:
             c = x509.load_der_x509_certificate(data) if data[:1] == b"\x30" else x509.load_pem_x509_certificate(data)
         except ValueError:
-            raise VerificationError("malformed-certificate", "malformed-certificate: not an X.509 certificate") from None
+            raise VerificationError("malformed-certificate",
+                                    "malformed-certificate: not an X.509 certificate") from None
         kind = cert_kind(c)
         if kind not in ("auth", "sign"):
             raise VerificationError("wrong-kind", "wrong-kind: not a JPKI signing or user-authentication certificate")
-    validator = Validator(trust_for(obj), clock=obj.clock, revocation=revocation, soft_fail=soft_fail)
+    validator = Validator(TrustStore.for_home(obj.home), clock=obj.clock, revocation=revocation,
+                          soft_fail=soft_fail)
     result = validator.validate(data, kind=kind, at=at)
     if result.ok:
-        obj.emit(result.as_dict(), result.summary())
+        obj.emit(result.to_json(), result.summary())
         return
     reason = str(result.reason)
     if reason == "revocation-unavailable":
         obj.fail(CliFail("the certificate's revocation could not be checked (revocation-unavailable)",
                          code="verification_failed", exit_code=EXIT_INVALID,
                          hint=revocation_hint(obj), data={"reason": reason}),
-                 result.as_dict(), result.summary())
+                 result.to_json(), result.summary())
     obj.fail(CliFail(f"the certificate is not valid ({reason})", code="verification_failed",
                      exit_code=EXIT_INVALID, data={"reason": reason}),
-             result.as_dict(), result.summary())
+             result.to_json(), result.summary())
 
 
 def revocation_hint(obj: Ctx) -> str:

@@ -20,15 +20,14 @@ from jpki.pki.profiles import (
     CA_KINDS,
     CaKind,
     birthday_in,
-    card_expiry_for,
     ca_name,
+    card_expiry_for,
     end_of_day_jst,
     leaf_not_after,
     nth_birthday_after,
 )
 
 __all__ = [
-    "free_port",
     "CA_KINDS",
     "CAExistsError",
     "CANotFoundError",
@@ -42,6 +41,7 @@ __all__ = [
     "ca_name",
     "card_expiry_for",
     "end_of_day_jst",
+    "free_port",
     "leaf_not_after",
     "nth_birthday_after",
     "reason_value",

@@ -181,7 +181,7 @@ class TestCA:
         config = {
             "format": FORMAT_VERSION,
             "base_url": base_url.rstrip("/"),
-            "created_at": now.astimezone(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "created_at": now.astimezone(_dt.UTC).isoformat(timespec="seconds"),
         }
         _write_new(
             directory / CONFIG_FILE, (json.dumps(config, indent=2) + "\n").encode(), 0o644
@@ -221,7 +221,9 @@ class TestCA:
                 raise CANotFoundError(f"incomplete test CA in {directory}: {exc}") from None
             if not isinstance(key, rsa.RSAPrivateKey):
                 raise CANotFoundError(f"{_key_file(kind)} is not an RSA key")
-            if key.public_key().public_numbers() != certs[kind].public_key().public_numbers():  # type: ignore[union-attr]
+            cert_key = certs[kind].public_key()
+            if not isinstance(cert_key, rsa.RSAPublicKey) \
+                    or key.public_key().public_numbers() != cert_key.public_numbers():
                 raise CANotFoundError(f"{_key_file(kind)} does not match {_cert_file(kind)}")
             keys[kind] = key
         return cls(
@@ -284,7 +286,7 @@ class TestCA:
         when = issued_at if issued_at is not None else self.clock.now()
         if when.tzinfo is None or when.utcoffset() is None:
             raise UsageError("issued_at must be timezone-aware")
-        return when.astimezone(_dt.timezone.utc).replace(microsecond=0)
+        return when.astimezone(_dt.UTC).replace(microsecond=0)
 
     def _check_window(self, kind: CaKind, issued_at: _dt.datetime) -> _dt.datetime:
         ca = self.ca_cert(kind)
@@ -393,7 +395,7 @@ class TestCA:
         def utc(when: _dt.datetime, what: str) -> _dt.datetime:
             if not isinstance(when, _dt.datetime) or when.tzinfo is None or when.utcoffset() is None:
                 raise UsageError(f"{what} must be a timezone-aware datetime")
-            return when.astimezone(_dt.timezone.utc).replace(microsecond=0)
+            return when.astimezone(_dt.UTC).replace(microsecond=0)
 
         when = utc(revoked_at if revoked_at is not None else self.clock.now(), "revoked_at")
         invalid = None if invalidity_date is None else utc(invalidity_date, "invalidity_date")

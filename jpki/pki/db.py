@@ -157,7 +157,7 @@ def reason_value(reason: str | x509.ReasonFlags) -> str:
 def _iso(when: _dt.datetime) -> str:
     if when.tzinfo is None or when.utcoffset() is None:
         raise UsageError("timestamps must be timezone-aware")
-    return when.astimezone(_dt.timezone.utc).isoformat(timespec="seconds")
+    return when.astimezone(_dt.UTC).isoformat(timespec="seconds")
 
 
 def _parse(text: str | None) -> _dt.datetime | None:
@@ -203,13 +203,13 @@ class CertRecord:
             kind=row["kind"],
             card=row["card"],
             subject=row["subject"],
-            not_before=_parse(row["not_before"]),  # type: ignore[arg-type]
-            not_after=_parse(row["not_after"]),  # type: ignore[arg-type]
+            not_before=_dt.datetime.fromisoformat(row["not_before"]),
+            not_after=_dt.datetime.fromisoformat(row["not_after"]),
             status=row["status"],
             revoked_at=_parse(row["revoked_at"]),
             reason=row["reason"],
             der=bytes(row["der"]),
-            issued_at=_parse(row["issued_at"]),  # type: ignore[arg-type]
+            issued_at=_dt.datetime.fromisoformat(row["issued_at"]),
             invalidity_date=_parse(row["invalidity_date"]),
         )
 
@@ -375,7 +375,8 @@ class CertificateDB:
     def serials_with_prefix(self, prefix: str, *, limit: int = 10) -> builtins.list[str]:
         """Up to ``limit`` stored serials (lowercase hex) that start with the hex ``prefix``
         (case, colons and a ``0x`` ignored), in order; UsageError if it is not hex."""
-        text = prefix.strip().lower().replace(":", "").removeprefix("0x").lstrip("0")  # stored serials have no leading zeros
+        # stored serials have no leading zeros
+        text = prefix.strip().lower().replace(":", "").removeprefix("0x").lstrip("0")
         if not text or any(c not in "0123456789abcdef" for c in text):
             raise UsageError(f"not a hexadecimal serial number (prefix): {prefix!r}")
         with self._lock:
@@ -417,6 +418,7 @@ class CertificateDB:
             )
             if status not in _ALLOWED[current] and not releasing_hold:
                 raise CertificateStatusError(f"certificate {key} is {current}; cannot make it {status}")
+            values: tuple[str, str | None, str | None]
             if status == "revoked":
                 if revoked_at is None:
                     raise UsageError("revoking needs revoked_at")
@@ -455,7 +457,7 @@ class CertificateDB:
         except sqlite3.IntegrityError as exc:  # pragma: no cover - guarded above
             raise UsageError(str(exc)) from None
 
-    def successors(self, serial: int | str) -> list[str]:
+    def successors(self, serial: int | str) -> builtins.list[str]:  # (``list`` is a method here)
         """Serials that renew ``serial`` (oldest link first)."""
         with self._lock:
             rows = self._conn.execute(
@@ -464,7 +466,7 @@ class CertificateDB:
             ).fetchall()
         return [r[0] for r in rows]
 
-    def predecessors(self, serial: int | str) -> list[str]:
+    def predecessors(self, serial: int | str) -> builtins.list[str]:
         """Serials that ``serial`` renews (oldest link first)."""
         with self._lock:
             rows = self._conn.execute(

@@ -22,6 +22,7 @@ import datetime as _dt
 import secrets
 from typing import Literal
 
+from asn1crypto import core as _core
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -42,11 +43,11 @@ from jpki.errors import UsageError
 from jpki.identity import Persona, age_on, encode_era_date
 
 __all__ = [
+    "AUTH_POLICY",
     "CA_KINDS",
-    "CaKind",
     "JPKI_SERVICE_DIRNAME",
     "SIGN_POLICY",
-    "AUTH_POLICY",
+    "CaKind",
     "birthday_in",
     "build_auth_certificate",
     "build_ca_certificate",
@@ -106,7 +107,7 @@ def key_usage(*, digital_signature: bool = False, content_commitment: bool = Fal
 def _check_kind(kind: str) -> CaKind:
     if kind not in CA_KINDS:
         raise UsageError(f"CA kind must be 'sign' or 'auth', not {kind!r}")
-    return kind  # type: ignore[return-value]
+    return kind
 
 
 def ca_name(kind: CaKind) -> x509.Name:
@@ -147,7 +148,7 @@ def new_issuance_id() -> str:
 def _utc(when: _dt.datetime) -> _dt.datetime:
     if when.tzinfo is None or when.utcoffset() is None:
         raise UsageError("times must be timezone-aware")
-    return when.astimezone(_dt.timezone.utc).replace(microsecond=0)
+    return when.astimezone(_dt.UTC).replace(microsecond=0)
 
 
 def birthday_in(birth_date: _dt.date, year: int) -> _dt.date:
@@ -180,7 +181,7 @@ def card_expiry_for(birth_date: _dt.date, issued_on: _dt.date) -> _dt.date:
 def end_of_day_jst(day: _dt.date) -> _dt.datetime:
     """23:59:59 JST of ``day``, as an aware UTC datetime."""
     return _dt.datetime(day.year, day.month, day.day, 23, 59, 59, tzinfo=JST).astimezone(
-        _dt.timezone.utc
+        _dt.UTC
     )
 
 
@@ -336,14 +337,7 @@ def _leaf_builder(
 
 def _utf8_other_name(oid: x509.ObjectIdentifier, text: str) -> x509.OtherName:
     """otherName whose value is ``[0] EXPLICIT UTF8String`` (cryptography adds the ``[0]``)."""
-    data = text.encode("utf-8")
-    if len(data) < 0x80:
-        header = bytes([0x0C, len(data)])
-    elif len(data) < 0x100:
-        header = bytes([0x0C, 0x81, len(data)])
-    else:
-        header = bytes([0x0C, 0x82]) + len(data).to_bytes(2, "big")
-    return x509.OtherName(oid, header + data)
+    return x509.OtherName(oid, _core.UTF8String(text).dump())
 
 
 def signing_san(persona: Persona) -> x509.SubjectAlternativeName:

@@ -167,7 +167,7 @@ def responder_key_path(ca_dir: Path | str, kind: CaKind) -> Path:
 def responder_name(kind: CaKind) -> x509.Name:
     """The CA's DN plus ``CN=OCSP responder (TEST …)``."""
     return x509.Name(
-        list(profiles.ca_name(kind)) + [x509.NameAttribute(NameOID.COMMON_NAME, RESPONDER_CN)]
+        [*profiles.ca_name(kind), x509.NameAttribute(NameOID.COMMON_NAME, RESPONDER_CN)]
     )
 
 

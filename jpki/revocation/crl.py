@@ -55,7 +55,7 @@ import bisect
 import datetime as _dt
 import hashlib
 from collections.abc import Iterable, Iterator
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 from asn1crypto import x509 as _ax
 from cryptography import x509
@@ -64,11 +64,18 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from jpki.der import DerError as _Malformed
+from jpki.der import decode_integer as _integer
+from jpki.der import decode_oid as _object_identifier
+from jpki.der import decode_time as _decode_time
+from jpki.der import encode_integer as der_integer
+from jpki.der import encode_length as der_length
+from jpki.der import encode_oid as _oid
+from jpki.der import expect as _expect
+from jpki.der import read_header as _header
+from jpki.der import read_time as _read_time
+from jpki.der import tlv as _tlv
 from jpki.errors import UsageError, VerificationError
-from jpki.revocation._der import DerError as _Malformed
-from jpki.revocation._der import der_length
-from jpki.revocation._der import header as _header
-from jpki.revocation._der import tlv as _tlv
 
 __all__ = [
     "CRL_EXPIRED",
@@ -90,7 +97,7 @@ __all__ = [
     "der_time",
 ]
 
-UTC = _dt.timezone.utc
+UTC = _dt.UTC
 
 CRL_MALFORMED = "crl-malformed"
 CRL_ISSUER_MISMATCH = "crl-issuer-mismatch"
@@ -149,18 +156,8 @@ class RevokedEntry(NamedTuple):
 
 
 # --------------------------------------------------------------------------- DER encoding
-
-
-def _integer_content(value: int) -> bytes:
-    """Minimal two's complement: ``00`` before a high bit of a positive value, ``0`` is ``00``."""
-    if value >= 0:
-        return value.to_bytes((value.bit_length() + 8) // 8, "big")
-    return value.to_bytes((~value).bit_length() // 8 + 1, "big", signed=True)
-
-
-def der_integer(value: int) -> bytes:
-    """A DER INTEGER (tag, length, minimal two's complement content)."""
-    return _tlv(0x02, _integer_content(value))
+# The generic pieces (lengths, TLVs, INTEGERs, OIDs, times) are jpki.der's; what is here is the
+# CRL's own layout and its hot loops.
 
 
 def _utc_seconds(when: _dt.datetime, what: str) -> _dt.datetime:
@@ -177,23 +174,6 @@ def der_time(when: _dt.datetime) -> bytes:
     """A DER ``Time`` (RFC 5280): UTCTime for 1950..2049, else GeneralizedTime; UTC, whole
     seconds (fractions are dropped)."""
     return _TimeEncoder().encode(when, "time")
-
-
-def _oid_content(dotted: str) -> bytes:
-    arcs = [int(a) for a in dotted.split(".")]
-    out = bytearray()
-    for arc in [arcs[0] * 40 + arcs[1], *arcs[2:]]:
-        chunk = [arc & 0x7F]
-        arc >>= 7
-        while arc:
-            chunk.append(0x80 | (arc & 0x7F))
-            arc >>= 7
-        out.extend(reversed(chunk))
-    return bytes(out)
-
-
-def _oid(dotted: str) -> bytes:
-    return _tlv(0x06, _oid_content(dotted))
 
 
 def _extension(oid: str, value: bytes, *, critical: bool = False) -> bytes:
@@ -223,13 +203,14 @@ def _key_identifier(cert: x509.Certificate) -> bytes:
     try:
         return cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest
     except x509.ExtensionNotFound:
-        return x509.SubjectKeyIdentifier.from_public_key(cert.public_key()).digest  # type: ignore[arg-type]
+        return x509.SubjectKeyIdentifier.from_public_key(cert.public_key()).digest
 
 
 def _subject_der(cert: x509.Certificate) -> bytes:
     """The subject Name of ``cert`` exactly as encoded in the certificate."""
     parsed = _ax.Certificate.load(cert.public_bytes(Encoding.DER))
-    return parsed["tbs_certificate"]["subject"].dump()
+    subject: bytes = parsed["tbs_certificate"]["subject"].dump()
+    return subject
 
 
 _EPOCH = _dt.datetime(1970, 1, 1, tzinfo=UTC)
@@ -419,79 +400,7 @@ def build_crl(
 
 
 # --------------------------------------------------------------------------- DER decoding
-
-
-def _expect(buf: bytes, pos: int, end: int, tag: int, what: str) -> tuple[int, int]:
-    got, start, stop = _header(buf, pos, end)
-    if got != tag:
-        raise _Malformed(f"{what}: expected tag {tag:#04x}, found {got:#04x}")
-    return start, stop
-
-
-def _integer(buf: bytes, start: int, stop: int) -> int:
-    if start == stop:
-        raise _Malformed("empty INTEGER")
-    if stop - start > 1 and (
-        (buf[start] == 0 and buf[start + 1] < 0x80) or (buf[start] == 0xFF and buf[start + 1] >= 0x80)
-    ):
-        raise _Malformed("non-minimal INTEGER")
-    return int.from_bytes(buf[start:stop], "big", signed=True)
-
-
-def _decode_time(tag: int, text: bytes) -> _dt.datetime:
-    """UTCTime ``YYMMDDHHMMSSZ`` or GeneralizedTime ``YYYYMMDDHHMMSS[.f]Z`` → aware UTC."""
-    try:
-        if tag == 0x17:
-            if len(text) != 13 or text[12] != 0x5A or not text[:12].isdigit():
-                raise _Malformed("bad UTCTime")
-            year = int(text[0:2])
-            year += 2000 if year < 50 else 1900
-            rest = text[2:12]
-        elif tag == 0x18:
-            if len(text) < 15 or text[-1] != 0x5A or not text[:14].isdigit():
-                raise _Malformed("bad GeneralizedTime")
-            fraction = text[14:-1]
-            if fraction and (
-                fraction[:1] != b"." or not fraction[1:].isdigit() or fraction.endswith(b"0")
-            ):
-                raise _Malformed("bad GeneralizedTime fraction")
-            year = int(text[0:4])
-            rest = text[4:14]
-        else:
-            raise _Malformed(f"expected a time, found tag {tag:#04x}")
-        return _dt.datetime(
-            year,
-            int(rest[0:2]),
-            int(rest[2:4]),
-            int(rest[4:6]),
-            int(rest[6:8]),
-            int(rest[8:10]),
-            tzinfo=UTC,
-        )
-    except ValueError as exc:
-        raise _Malformed(f"bad time: {exc}") from None
-
-
-def _read_time(buf: bytes, pos: int, end: int) -> tuple[_dt.datetime, int]:
-    tag, start, stop = _header(buf, pos, end)
-    return _decode_time(tag, buf[start:stop]), stop
-
-
-def _object_identifier(content: bytes) -> str:
-    if not content or content[-1] & 0x80:
-        raise _Malformed("bad OBJECT IDENTIFIER")
-    arcs: list[int] = []
-    value = 0
-    for octet in content:
-        if value == 0 and octet == 0x80:
-            raise _Malformed("non-minimal OBJECT IDENTIFIER arc")
-        value = (value << 7) | (octet & 0x7F)
-        if not octet & 0x80:
-            arcs.append(value)
-            value = 0
-    first = arcs[0]
-    head = [0, first] if first < 40 else [1, first - 40] if first < 80 else [2, first - 80]
-    return ".".join(str(a) for a in head + arcs[1:])
+# Strict DER through jpki.der (read_header, expect, decode_integer, decode_oid, decode_time).
 
 
 def _extensions(buf: bytes, start: int, stop: int) -> dict[str, tuple[bool, bytes]]:
@@ -649,11 +558,11 @@ class _EntryDecoder:
             offset = self.clocks.get(buf[pos + 8 : pos + 14])
             if midnight is not None and offset is not None:
                 if size == 15:
-                    return _new_entry(RevokedEntry, (serial, midnight + offset, _UNSPECIFIED, None))  # type: ignore[arg-type]
+                    return _new_entry(RevokedEntry, (serial, midnight + offset, _UNSPECIFIED, None))
                 if size == 29 and buf.startswith(_EXT_REASON, pos + 15):
                     reason = _REASON_BY_CODE.get(buf[pos + 28])
                     if reason is not None:
-                        return _new_entry(RevokedEntry, (serial, midnight + offset, reason, None))  # type: ignore[arg-type]
+                        return _new_entry(RevokedEntry, (serial, midnight + offset, reason, None))
         return self.decode_general(serial, pos, pos + size)
 
     def decode_general(self, serial: int, pos: int, end: int) -> RevokedEntry:
@@ -663,21 +572,21 @@ class _EntryDecoder:
         time_end = pos + 2 + buf[pos + 1]
         revoked_at = self.time(buf[pos:time_end])
         if time_end == end:
-            return _new_entry(RevokedEntry, (serial, revoked_at, _UNSPECIFIED, None))  # type: ignore[arg-type]
+            return _new_entry(RevokedEntry, (serial, revoked_at, _UNSPECIFIED, None))
         ext = buf[time_end:end]
         size = len(ext)
         if size == 14 and ext.startswith(_EXT_REASON):
             reason = _REASON_BY_CODE.get(ext[13])
             if reason is not None:
-                return _new_entry(RevokedEntry, (serial, revoked_at, reason, None))  # type: ignore[arg-type]
+                return _new_entry(RevokedEntry, (serial, revoked_at, reason, None))
         elif size == 28 and ext.startswith(_EXT_INVALIDITY):
-            return _new_entry(  # type: ignore[arg-type]
+            return _new_entry(
                 RevokedEntry, (serial, revoked_at, _UNSPECIFIED, self.time(ext[11:28]))
             )
         elif size == 40 and ext.startswith(_EXT_BOTH) and ext[14:25] == _INVALIDITY_PREFIX_FULL:
             reason = _REASON_BY_CODE.get(ext[13])
             if reason is not None:
-                return _new_entry(  # type: ignore[arg-type]
+                return _new_entry(
                     RevokedEntry, (serial, revoked_at, reason, self.time(ext[23:40]))
                 )
         return _decode_entry_tail(buf, serial, pos, end)
@@ -686,12 +595,13 @@ class _EntryDecoder:
         """Replace every packed offset in ``index`` by its decoded entry, in CRL order."""
         decode = self.decode
         for serial, packed in index.items():
-            index[serial] = decode(serial, packed)  # type: ignore[arg-type]
+            if isinstance(packed, int):
+                index[serial] = decode(serial, packed)
 
 
 def _scan_entries(
     buf: bytes, start: int, stop: int
-) -> tuple[dict[int, int], list[tuple[int, int]]]:
+) -> tuple[dict[int, int | RevokedEntry], list[tuple[int, int]]]:
     """Index the revokedCertificates SEQUENCE content ``start:stop``.
 
     Maps each serial to ``time_offset << 24 | length`` where ``time_offset:time_offset+length``
@@ -702,7 +612,7 @@ def _scan_entries(
     bytes ``01 01 FF``, DER's TRUE, occur in them): the caller decodes those in full, so that
     one this loader does not process rejects the CRL. Hot loop: a million iterations.
     """
-    index: dict[int, int] = {}
+    index: dict[int, int | RevokedEntry] = {}  # packed offsets for now: decoded on demand
     count = 0
     pos = start
     from_bytes = int.from_bytes
@@ -751,7 +661,8 @@ def _scan_entries(
     hit = buf.find(b"\x01\x01\xff", start, stop)
     if hit >= 0:
         serials = list(index)
-        packed = list(index.values())  # in CRL order, so sorted by offset
+        # in CRL order, so sorted by offset; nothing is decoded yet: every value is an offset
+        packed = cast("list[int]", list(index.values()))
         while hit >= 0:
             i = bisect.bisect_right(packed, (hit << 24) | 0xFFFFFF) - 1
             if i >= 0 and (not suspects or suspects[-1][0] != serials[i]):
@@ -824,7 +735,7 @@ class LoadedCRL:
         next_update: _dt.datetime | None,
         crl_number: int | None,
         authority_key_identifier: bytes | None,
-        index: dict[int, int],
+        index: dict[int, int | RevokedEntry],
     ) -> None:
         """Use :meth:`from_der`."""
         self.der = der
@@ -834,7 +745,7 @@ class LoadedCRL:
         self.crl_number = crl_number
         self.authority_key_identifier = authority_key_identifier
         # serial -> packed offset of the entry (see _scan_entries), or the decoded entry.
-        self._index: dict[int, int | RevokedEntry] = index  # type: ignore[assignment]
+        self._index = index
         self._decoder = _EntryDecoder(der)
 
     @property
@@ -1044,10 +955,14 @@ class LoadedCRL:
         only when the CRL's signer wrote a bad entry: loading checks every entry's framing).
         """
         found = self._index.get(serial)
-        if found is None or type(found) is not int:
-            return found  # type: ignore[return-value]
+        if found is None or not isinstance(found, int):
+            return found
+        return self._decode(serial, found)
+
+    def _decode(self, serial: int, packed: int) -> RevokedEntry:
+        """Decode the entry of ``serial`` and keep it in place of its offset."""
         try:
-            entry = self._decoder.decode(serial, found)
+            entry = self._decoder.decode(serial, packed)
         except _Malformed as exc:
             raise CRLError(CRL_MALFORMED, f"malformed CRL entry {serial:#x}: {exc}") from None
         self._index[serial] = entry
@@ -1055,9 +970,9 @@ class LoadedCRL:
 
     def __iter__(self) -> Iterator[RevokedEntry]:
         """Every entry, decoded, in CRL order."""
-        lookup = self.lookup
-        for serial in self._index:
-            yield lookup(serial)  # type: ignore[misc]
+        decode = self._decode
+        for serial, found in self._index.items():  # (replacing a value keeps the dict's order and size)
+            yield decode(serial, found) if isinstance(found, int) else found
 
     def fingerprint(self) -> str:
         """SHA-256 of the DER, hex (to tell CRLs apart in logs and caches)."""

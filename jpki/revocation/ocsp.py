@@ -1,6 +1,6 @@
 """An OCSP responder core (RFC 6960, RFC 5019 profile): request bytes in, response bytes out.
 
-No HTTP here (see :mod:`jpki.revocation.server`), no files: the certificate statuses come from an
+No HTTP here (see :mod:`jpki.pki.server`), no files: the certificate statuses come from an
 injected look-up, the time from an injected clock, and the signing keys are given.
 
 ```python
@@ -33,13 +33,15 @@ Status mapping from the database: ``revoked`` is revoked; ``superseded`` is revo
 otherwise it is answered ``good`` — a superseded certificate without a revocation time has not
 been revoked, and a CRL could not list it either.
 
-Errors are OCSP responses, never exceptions: ``malformedRequest`` for anything that does not
-parse (trailing bytes, wrong version, no CertID, a critical request extension we do not know, a
-bad nonce), for requests larger than ``max_request_size`` bytes or naming more than
-``max_certids`` CertIDs; ``unauthorized`` when a CertID names an issuer this responder does not
-serve (another CA, even one with the same DN, an unknown hash algorithm, a CertID of the other
-kind on a kind-specific endpoint, CertIDs of two different CAs in one request); ``tryLater``
-when the database is busy or unavailable; ``internalError`` for anything unexpected.
+Errors are OCSP responses, never exceptions: ``malformedRequest`` for anything that is not a
+DER OCSPRequest as ``cryptography`` reads it (trailing bytes, BER lengths, an encoded DEFAULT
+such as an explicit v1 version or ``critical FALSE``, a non-minimal INTEGER), a wrong version,
+no CertID, a critical request extension we do not know, a bad nonce, for requests larger than
+``max_request_size`` bytes or naming more than ``max_certids`` CertIDs; ``unauthorized`` when
+a CertID names an issuer this responder does not serve (another CA, even one with the same DN,
+an unknown hash algorithm, a CertID of the other kind on a kind-specific endpoint, CertIDs of two
+different CAs in one request); ``tryLater`` when the database is busy or unavailable;
+``internalError`` for anything unexpected.
 
 Caching (RFC 5019 §2.1.1, §6): a response to a request without a nonce is kept per list of
 CertIDs (usually one) and returned again, byte for byte and without signing, until its
@@ -68,19 +70,26 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
+from asn1crypto import keys as _asn1_keys
+from asn1crypto import ocsp as _asn1_ocsp
+from asn1crypto import x509 as _asn1_x509
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.x509 import ocsp as _x509_ocsp
+from cryptography.x509.oid import OCSPExtensionOID
 
 from jpki.clock import Clock
+from jpki.der import DerError as _DerError
+from jpki.der import encode_integer as _integer
+from jpki.der import encode_oid as _oid
+from jpki.der import generalized_time as _gtime
+from jpki.der import read_header as _tlv_at
+from jpki.der import seq as _seq
+from jpki.der import tlv as _tlv
 from jpki.errors import UsageError
-from jpki.revocation._der import DerError as _DerError
-from jpki.revocation._der import der_length as _len
-from jpki.revocation._der import header as _tlv_at
-from jpki.revocation._der import seq as _seq
-from jpki.revocation._der import tlv as _tlv
 
 __all__ = [
     "DEFAULT_CACHE_SIZE",
@@ -112,14 +121,16 @@ DEFAULT_MAX_CERTIDS = 64
 #: RFC 9654: a nonce has 1 to 128 octets.
 MAX_NONCE_LENGTH = 128
 
-#: CertID hash algorithms: the DER of their OIDs and the hashlib name that computes them.
-_HASH_OIDS = {
-    bytes.fromhex("06052b0e03021a"): "sha1",
-    bytes.fromhex("0609608648016503040204"): "sha224",
-    bytes.fromhex("0609608648016503040201"): "sha256",
-    bytes.fromhex("0609608648016503040202"): "sha384",
-    bytes.fromhex("0609608648016503040203"): "sha512",
+#: CertID hash algorithms we answer for: hashlib name → OID. A CertID of any other algorithm
+#: names no issuer served here (``unauthorized``).
+_HASH_ALGORITHMS = {
+    "sha1": "1.3.14.3.2.26",
+    "sha224": "2.16.840.1.101.3.4.2.4",
+    "sha256": "2.16.840.1.101.3.4.2.1",
+    "sha384": "2.16.840.1.101.3.4.2.2",
+    "sha512": "2.16.840.1.101.3.4.2.3",
 }
+_HASH_BY_OID = {oid: name for name, oid in _HASH_ALGORITHMS.items()}
 
 #: CRLReason codes (RFC 5280 §5.3.1) by the database's reason text (x509.ReasonFlags values).
 _REASON_CODES = {
@@ -154,80 +165,43 @@ def unsuccessful_response(status: ResponseStatus) -> bytes:
     return bytes([0x30, 0x03, 0x0A, 0x01, int(status)])
 
 
-# --------------------------------------------------------------------------- DER, by hand
-# Requests and responses are small and fixed in shape. Walking and writing the DER directly is
-# about 30 times faster than going through asn1crypto objects (~650 µs to parse a request there),
-# and the walk is strict: definite minimal lengths, low tag numbers, every byte accounted for.
-
-
-def _gtime(when: _dt.datetime) -> bytes:
-    return _tlv(0x18, when.astimezone(_dt.UTC).strftime("%Y%m%d%H%M%SZ").encode())
-
-
-def _extensions(buf: bytes, pos: int, end: int) -> list[tuple[bytes, bool, bytes]]:
-    """Parse ``Extensions`` (a SEQUENCE OF Extension) spanning exactly ``buf[pos:end]``:
-    a list of (DER of the extnID OID, critical, extnValue contents)."""
-    tag, pos, seq_end = _tlv_at(buf, pos, end)
-    if tag != 0x30 or seq_end != end:
-        raise _DerError("Extensions is not a SEQUENCE")
-    found = []
-    while pos < end:
-        tag, epos, eend = _tlv_at(buf, pos, end)
-        if tag != 0x30:
-            raise _DerError("Extension is not a SEQUENCE")
-        pos = eend
-        tag, opos, oend = _tlv_at(buf, epos, eend)
-        if tag != 0x06 or opos == oend:
-            raise _DerError("extnID is not an OID")
-        critical = False
-        tag, vpos, vend = _tlv_at(buf, oend, eend)
-        if tag == 0x01:
-            if vend - vpos != 1:
-                raise _DerError("bad BOOLEAN")
-            critical = buf[vpos] != 0
-            tag, vpos, vend = _tlv_at(buf, vend, eend)
-        if tag != 0x04 or vend != eend:
-            raise _DerError("bad extnValue")
-        found.append((buf[epos:oend], critical, buf[vpos:vend]))
-    return found
-
-
-def _oid_text(der: bytes) -> str:
-    """Dotted text of an OID given as its DER (for messages); ``?`` when undecodable."""
-    try:
-        tag, pos, end = _tlv_at(der, 0, len(der))
-        if tag != 0x06 or pos == end:
-            return "?"
-        arcs: list[int] = []
-        value = 0
-        for byte in der[pos:end]:
-            value = (value << 7) | (byte & 0x7F)
-            if not byte & 0x80:
-                arcs.append(value)
-                value = 0
-        first = arcs[0]
-        head = [min(first // 40, 2), first - 40 * min(first // 40, 2)]
-        return ".".join(str(a) for a in head + arcs[1:])
-    except (_DerError, IndexError):
-        return "?"
-
+# --------------------------------------------------------------------------- DER
+# Requests are read by cryptography (strict DER, about 2 µs for the usual one-CertID request),
+# and by asn1crypto for the shapes cryptography does not expose (several CertIDs, single request
+# extensions, hash parameters left out, a bare nonce). Responses are written with jpki.der:
+# cryptography's builder takes one SingleResponse, no singleExtensions and the system clock.
 
 _DER_NULL = b"\x05\x00"
-_DER_OID_NONCE = bytes.fromhex("06092b0601050507300102")
-_DER_OID_INVALIDITY_DATE = bytes.fromhex("0603551d18")
-_DER_OID_SERVICE_LOCATOR = bytes.fromhex("06092b0601050507300107")
+_OID_NONCE = OCSPExtensionOID.NONCE.dotted_string
+_DER_OID_NONCE = _oid(_OID_NONCE)
+_DER_OID_INVALIDITY_DATE = _oid("2.5.29.24")
+_OID_SERVICE_LOCATOR = "1.3.6.1.5.5.7.48.1.7"
 #: Request extensions we understand (a critical one we do not is a malformedRequest): nonce,
 #: acceptable responses (we only make basic responses), preferred signature algorithms.
-_KNOWN_REQUEST_EXTENSIONS = {
-    _DER_OID_NONCE,
-    bytes.fromhex("06092b0601050507300104"),
-    bytes.fromhex("06092b0601050507300108"),
-}
-_DER_OID_OCSP_BASIC = bytes.fromhex("06092b0601050507300101")
-_DER_SHA256_RSA = _seq(bytes.fromhex("06092a864886f70d01010b"), _DER_NULL)
-_DER_ECDSA_SHA256 = _seq(bytes.fromhex("06082a8648ce3d040302"))
+_KNOWN_REQUEST_EXTENSIONS = {_OID_NONCE, "1.3.6.1.5.5.7.48.1.4", "1.3.6.1.5.5.7.48.1.8"}
+_DER_OID_OCSP_BASIC = _oid("1.3.6.1.5.5.7.48.1.1")
+_DER_SHA256_RSA = _seq(_oid("1.2.840.113549.1.1.11"), _DER_NULL)
+_DER_ECDSA_SHA256 = _seq(_oid("1.2.840.10045.4.3.2"))
 _DER_STATUS_GOOD = b"\x80\x00"
 _DER_STATUS_UNKNOWN = b"\x82\x00"
+#: The AlgorithmIdentifier of each CertID hash as OpenSSL, cryptography and Go write it (NULL
+#: parameters): the usual request is checked against its re-encoding with these.
+_DER_HASH_IDS = {name: _seq(_oid(oid), _DER_NULL) for name, oid in _HASH_ALGORITHMS.items()}
+_HASH_BY_SIZE = {hashlib.new(name).digest_size: name for name in _HASH_ALGORITHMS}
+
+
+def _raw_extensions(extensions: Any) -> list[tuple[str, bool, bytes]]:
+    """(OID, critical, extnValue octets) of each Extension of an asn1crypto Extensions value
+    (a falsy Void when the field is absent).
+
+    Each is read again as asn1crypto's X.509 Extension, which leaves the value of an extension
+    it does not know (the nonce among them) as octets: the OCSP module's own would decode a
+    nonce's extnValue as an OCTET STRING, and refuse the bare nonce of old clients."""
+    found = []
+    for ext in extensions or ():
+        raw = _asn1_x509.Extension.load(ext.dump(), strict=True)
+        found.append((raw["extn_id"].dotted, bool(raw["critical"].native), bytes(raw["extn_value"].contents)))
+    return found
 
 
 # --------------------------------------------------------------------------- statuses
@@ -462,12 +436,7 @@ def _spki_bits(cert: x509.Certificate) -> bytes:
     spki = cert.public_key().public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )
-    _, pos, end = _tlv_at(spki, 0, len(spki))  # SubjectPublicKeyInfo
-    _, _, alg_end = _tlv_at(spki, pos, end)  # algorithm
-    tag, bits, bits_end = _tlv_at(spki, alg_end, end)  # subjectPublicKey
-    if tag != 0x03 or bits == bits_end:
-        raise UsageError("unexpected SubjectPublicKeyInfo")
-    return spki[bits + 1 : bits_end]
+    return bytes(_asn1_keys.PublicKeyInfo.load(spki)["public_key"].contents[1:])
 
 
 # --------------------------------------------------------------------------- the responder
@@ -570,7 +539,7 @@ class OcspResponder:
         key_bits = _spki_bits(issuer)
         with self._lock:
             self._issuer_index = {k: v for k, v in self._issuer_index.items() if v != kind}
-            for algorithm in _HASH_OIDS.values():
+            for algorithm in _HASH_ALGORITHMS:
                 index_key = (
                     algorithm,
                     hashlib.new(algorithm, name_der).digest(),
@@ -714,115 +683,105 @@ class OcspResponder:
             raise _Refused(malformed, f"request of {len(der)} bytes (limit {self.max_request_size})")
         if not der:
             raise _Refused(malformed, "empty request")
-        try:
-            return self._parse_der(der)
-        except _DerError as exc:
-            raise _Refused(malformed, f"not an OCSPRequest: {exc}") from None
+        return self._parse_der(der)
 
     def _parse_der(self, der: bytes) -> _Request:
-        """Strict DER walk of an OCSPRequest (RFC 6960 §4.1.1); raises _DerError or _Refused."""
+        """Read an OCSPRequest (RFC 6960 §4.1.1); raises _Refused.
+
+        cryptography reads it (strict DER: definite minimal lengths, every byte accounted for)
+        and refuses a request list of other than one Request with NotImplementedError, after
+        reading all of it. A request that is exactly the encoding of what cryptography read
+        (one CertID with NULL hash parameters, at most a nonce) is answered from that; any
+        other well-formed request is read again with asn1crypto."""
         malformed = ResponseStatus.MALFORMED_REQUEST
-        tag, pos, end = _tlv_at(der, 0, len(der))
-        if tag != 0x30 or end != len(der):
-            raise _DerError("not a single SEQUENCE")
-        # tbsRequest
-        tag, tpos, tend = _tlv_at(der, pos, end)
-        if tag != 0x30:
-            raise _DerError("tbsRequest is not a SEQUENCE")
-        after_tbs = tend
-        tag, vpos, vend = _tlv_at(der, tpos, tend)
-        if tag == 0xA0:  # version [0] EXPLICIT INTEGER (DEFAULT v1, but accept it written)
-            itag, ipos, iend = _tlv_at(der, vpos, vend)
-            if itag != 0x02 or iend != vend or der[ipos:iend] != b"\x00":
-                raise _Refused(malformed, "unsupported request version")
-            tpos = vend
-            tag, vpos, vend = _tlv_at(der, tpos, tend)
-        if tag == 0xA1:  # requestorName [1] EXPLICIT GeneralName: not used
-            _tlv_at(der, vpos, vend)
-            tpos = vend
-            tag, vpos, vend = _tlv_at(der, tpos, tend)
-        if tag != 0x30:
-            raise _DerError("requestList is not a SEQUENCE")
-        list_pos, list_end = vpos, vend
-        tpos = vend
+        try:
+            request = _x509_ocsp.load_der_ocsp_request(der)
+        except NotImplementedError:  # no Request, or several
+            return self._parse_general(der)
+        except ValueError as exc:
+            raise _Refused(malformed, f"not an OCSPRequest: {exc}") from None
+        plain = self._parse_plain(request, der)
+        return plain if plain is not None else self._parse_general(der)
+
+    def _parse_plain(self, request: _x509_ocsp.OCSPRequest, der: bytes) -> _Request | None:
+        """The request if ``der`` is the plain encoding of what cryptography read, else None."""
+        try:
+            extensions = request.extensions
+        except (ValueError, x509.DuplicateExtension):
+            return None
+        name_hash, key_hash, serial = request.issuer_name_hash, request.issuer_key_hash, request.serial_number
+        # The algorithm that makes hashes of this size; the comparison below checks the OID.
+        algorithm = _HASH_BY_SIZE.get(len(name_hash))
+        if algorithm is None:
+            return None
         nonce_ext = None
-        if tpos < tend:
-            tag, epos, eend = _tlv_at(der, tpos, tend)
-            if tag != 0xA2 or eend != tend:
-                raise _DerError("unexpected field after requestList")
-            nonce_ext = self._request_extensions(der, epos, eend)
-        # requestList: SEQUENCE OF Request
-        cert_ids: list[_CertId] = []
-        pos_r = list_pos
-        while pos_r < list_end:
-            if len(cert_ids) >= self.max_certids:
-                raise _Refused(malformed, f"more than {self.max_certids} CertIDs in one request")
-            tag, rpos, rend = _tlv_at(der, pos_r, list_end)
-            if tag != 0x30:
-                raise _DerError("Request is not a SEQUENCE")
-            pos_r = rend
-            tag, cpos, cend = _tlv_at(der, rpos, rend)
-            if tag != 0x30:
-                raise _DerError("CertID is not a SEQUENCE")
-            cert_id_der = der[rpos:cend]
-            if cend < rend:  # singleRequestExtensions [0] EXPLICIT Extensions
-                tag, xpos, xend = _tlv_at(der, cend, rend)
-                if tag != 0xA0 or xend != rend:
-                    raise _DerError("unexpected field in Request")
-                for oid, critical, _ in _extensions(der, xpos, xend):
-                    if critical and oid != _DER_OID_SERVICE_LOCATOR:
-                        raise _Refused(malformed, f"critical single extension {_oid_text(oid)}")
-            # CertID ::= SEQUENCE { hashAlgorithm, issuerNameHash, issuerKeyHash, serialNumber }
-            tag, apos, aend = _tlv_at(der, cpos, cend)
-            if tag != 0x30:
-                raise _DerError("hashAlgorithm is not a SEQUENCE")
-            otag, _, oend = _tlv_at(der, apos, aend)
-            if otag != 0x06:
-                raise _DerError("hashAlgorithm without an OID")
-            if oend < aend and der[oend:aend] != _DER_NULL:  # parameters: absent or NULL
-                raise _Refused(malformed, "hash algorithm with parameters")
-            oid = der[apos:oend]
-            tag, npos, nend = _tlv_at(der, aend, cend)
-            if tag != 0x04:
-                raise _DerError("issuerNameHash is not an OCTET STRING")
-            tag, kpos, kend = _tlv_at(der, nend, cend)
-            if tag != 0x04:
-                raise _DerError("issuerKeyHash is not an OCTET STRING")
-            tag, spos, send = _tlv_at(der, kend, cend)
-            if tag != 0x02 or send != cend or spos == send:
-                raise _DerError("bad serialNumber")
-            cert_ids.append(
-                _CertId(
-                    der=cert_id_der,
-                    algorithm=_HASH_OIDS.get(oid) or _oid_text(oid),
-                    name_hash=der[npos:nend],
-                    key_hash=der[kpos:kend],
-                    serial=int.from_bytes(der[spos:send], "big", signed=True),
-                )
+        request_extensions = b""
+        if len(extensions):
+            nonce = extensions[0].value
+            if len(extensions) != 1 or extensions[0].critical or not isinstance(nonce, x509.OCSPNonce):
+                return None
+            nonce_ext = _seq(_DER_OID_NONCE, _tlv(0x04, _tlv(0x04, nonce.nonce)))
+            request_extensions = _tlv(0xA2, _seq(nonce_ext))
+        cert_id = _tlv(
+            0x30, _DER_HASH_IDS[algorithm] + _tlv(0x04, name_hash) + _tlv(0x04, key_hash) + _integer(serial)
+        )
+        # OCSPRequest { TBSRequest { requestList { Request { CertID } } [, requestExtensions] } }
+        if der != _tlv(0x30, _tlv(0x30, _tlv(0x30, _tlv(0x30, cert_id)) + request_extensions)):
+            return None
+        if nonce_ext is not None and not 1 <= len(nonce.nonce) <= MAX_NONCE_LENGTH:
+            raise _Refused(
+                ResponseStatus.MALFORMED_REQUEST,
+                f"nonce of {len(nonce.nonce)} octets (1..{MAX_NONCE_LENGTH})",
             )
+        return _Request((_CertId(cert_id, algorithm, name_hash, key_hash, serial),), nonce_ext)
+
+    def _parse_general(self, der: bytes) -> _Request:
+        """Read with asn1crypto a request that cryptography found well formed (strict DER) but
+        does not fully expose: several CertIDs, singleRequestExtensions, a CertID without hash
+        parameters (echoed as sent), a bare nonce, other request extensions."""
+        malformed = ResponseStatus.MALFORMED_REQUEST
+        try:
+            tbs = _asn1_ocsp.OCSPRequest.load(der, strict=True)["tbs_request"]
+            if tbs["version"].native != "v1":
+                raise _Refused(malformed, "unsupported request version")
+            nonce_ext = self._request_extensions(tbs["request_extensions"])
+            cert_ids: list[_CertId] = []
+            for request in tbs["request_list"]:
+                if len(cert_ids) >= self.max_certids:
+                    raise _Refused(malformed, f"more than {self.max_certids} CertIDs in one request")
+                for oid, critical, _ in _raw_extensions(request["single_request_extensions"]):
+                    if critical and oid != _OID_SERVICE_LOCATOR:
+                        raise _Refused(malformed, f"critical single extension {oid}")
+                cid = request["req_cert"]
+                hash_algorithm = cid["hash_algorithm"]
+                if hash_algorithm["parameters"].dump() not in (b"", _DER_NULL):
+                    raise _Refused(malformed, "hash algorithm with parameters")
+                oid = hash_algorithm["algorithm"].dotted
+                cert_ids.append(
+                    _CertId(
+                        der=cid.dump(),  # as received: asn1crypto keeps the bytes it parsed
+                        algorithm=_HASH_BY_OID.get(oid, oid),
+                        name_hash=cid["issuer_name_hash"].native,
+                        key_hash=cid["issuer_key_hash"].native,
+                        serial=cid["serial_number"].native,
+                    )
+                )
+        except ValueError as exc:
+            raise _Refused(malformed, f"not an OCSPRequest: {exc}") from None
         if not cert_ids:
             raise _Refused(malformed, "the request names no certificate")
-        # optionalSignature [0] EXPLICIT Signature: not required (RFC 5019 §2.1.2), not checked,
-        # but it must be well formed.
-        if after_tbs < end:
-            tag, spos, send = _tlv_at(der, after_tbs, end)
-            if tag != 0xA0 or send != end:
-                raise _DerError("unexpected field after tbsRequest")
-            stag, _, ssend = _tlv_at(der, spos, send)
-            if stag != 0x30 or ssend != send:
-                raise _DerError("optionalSignature is not a SEQUENCE")
         return _Request(tuple(cert_ids), nonce_ext)
 
-    def _request_extensions(self, der: bytes, pos: int, end: int) -> bytes | None:
+    def _request_extensions(self, extensions: Any) -> bytes | None:
         """Check the requestExtensions; the nonce Extension to echo (DER), if any."""
         malformed = ResponseStatus.MALFORMED_REQUEST
         nonce_ext = None
-        seen: set[bytes] = set()
-        for oid, critical, raw in _extensions(der, pos, end):
+        seen: set[str] = set()
+        for oid, critical, raw in _raw_extensions(extensions):
             if oid in seen:
-                raise _Refused(malformed, f"duplicate request extension {_oid_text(oid)}")
+                raise _Refused(malformed, f"duplicate request extension {oid}")
             seen.add(oid)
-            if oid == _DER_OID_NONCE:
+            if oid == _OID_NONCE:
                 # extnValue holds the DER of Nonce ::= OCTET STRING; some old clients put the
                 # bare nonce there instead. Either way the extension is echoed as received.
                 nonce_len = len(raw)
@@ -836,7 +795,7 @@ class OcspResponder:
                     raise _Refused(malformed, f"nonce of {nonce_len} octets (1..{MAX_NONCE_LENGTH})")
                 nonce_ext = _seq(_DER_OID_NONCE, _tlv(0x04, raw))
             elif critical and oid not in _KNOWN_REQUEST_EXTENSIONS:
-                raise _Refused(malformed, f"critical request extension {_oid_text(oid)} not understood")
+                raise _Refused(malformed, f"critical request extension {oid} not understood")
         return nonce_ext
 
     def _signer_for(self, request: _Request, kind: str | None) -> _Signer:
@@ -909,7 +868,7 @@ class OcspResponder:
         times = _gtime(this_update) + _tlv(0xA0, _gtime(next_update))
         singles = b"".join(
             _seq(cid.der, answer.der(), times, answer.extensions_der())
-            for cid, answer in zip(request.cert_ids, answers)
+            for cid, answer in zip(request.cert_ids, answers, strict=True)
         )
         tbs = _seq(
             signer.responder_id,

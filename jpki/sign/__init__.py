@@ -8,7 +8,7 @@ with open_transport("emu:alice", home=home) as t:
 report = verify_cms("contract.txt.p7s", data="contract.txt", validator=validator)
 report.ok, report.reason, report.summary(), report.to_json()
 
-from jpki.sign.pdf import sign_pdf, verify_pdf                # needs pyHanko
+from jpki.sign.pdf import sign_pdf, verify_pdf                # imports pyHanko
 sign_pdf("in.pdf", "out.pdf", signer, reason="承認")
 verify_pdf("out.pdf", validator=validator)
 ```

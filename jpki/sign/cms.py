@@ -28,7 +28,7 @@ import os
 import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import IO, Any, BinaryIO, Literal, Protocol
+from typing import IO, Any, Literal, Protocol
 
 from asn1crypto import algos, cms, core, tsp
 from asn1crypto import x509 as asn1_x509
@@ -38,12 +38,14 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 
+from .. import der
 from ..clock import Clock, SystemClock
 from ..errors import UsageError, VerificationError
 from ..fileio import atomic_output
 from ..hashing import (  # (re-exported: the streaming half of signing)
     CHUNK_SIZE,
     SIGN_DIGESTS,
+    BinarySource,
     HashedFile,
     HashingCancelled,
     hash_file,
@@ -177,8 +179,9 @@ def _signing_certificate_v2(cert: asn1_x509.Certificate) -> tsp.SigningCertifica
 def _attribute(kind: str, value_der: bytes) -> bytes:
     """DER of one CMS attribute with a single value (built from bytes: asn1crypto copies values
     put into an attribute the slow way, re-encoding them field by field)."""
-    body = cms.CMSAttributeType(kind).dump() + _der_header(0x31, len(value_der)) + value_der
-    return _der_header(0x30, len(body)) + body
+    kind_der: bytes = cms.CMSAttributeType(kind).dump()
+    body = kind_der + der.encode_header(0x31, len(value_der)) + value_der
+    return der.encode_header(0x30, len(body)) + body
 
 
 def signed_attributes(content_digest: bytes, cert: asn1_x509.Certificate,
@@ -192,7 +195,7 @@ def signed_attributes(content_digest: bytes, cert: asn1_x509.Certificate,
         _attribute("signing_certificate_v2", _signing_certificate_v2(cert).dump()),
     ])
     body = b"".join(encoded)
-    return cms.CMSAttributes.load(_der_header(0x31, len(body)) + body)
+    return cms.CMSAttributes.load(der.encode_header(0x31, len(body)) + body)
 
 
 def _signer_info(cert: asn1_x509.Certificate, algorithm: str, attrs: cms.CMSAttributes,
@@ -219,13 +222,6 @@ def _signed_data(cert: asn1_x509.Certificate, algorithm: str,
         "certificates": [cert],
         "signer_infos": [signer_info],
     })
-
-
-def _der_header(tag: int, length: int) -> bytes:
-    if length < 0x80:
-        return bytes((tag, length))
-    body = length.to_bytes((length.bit_length() + 7) // 8, "big")
-    return bytes((tag, 0x80 | len(body))) + body
 
 
 @dataclasses.dataclass(frozen=True)
@@ -319,7 +315,7 @@ def sign_file(path: str | os.PathLike[str], output: str | os.PathLike[str] | Non
                        signer.certificate.subject.rfc4514_string(), signer.certificate.serial_number)
 
 
-def _write_attached(fh: BinaryIO, size: int, sink: IO[bytes], signer: DigestSigner,
+def _write_attached(fh: BinarySource, size: int, sink: IO[bytes], signer: DigestSigner,
                     cert: asn1_x509.Certificate, digest: str,
                     now: _dt.datetime) -> tuple[bytes, int]:
     """Write ContentInfo(SignedData) with the content inside, in one pass over ``fh``.
@@ -337,17 +333,17 @@ def _write_attached(fh: BinaryIO, size: int, sink: IO[bytes], signer: DigestSign
 
     version, algs, template = tail(bytes(digest_len), bytes(signer.key_size))
     data_oid = core.ObjectIdentifier(OID_DATA).dump()
-    octets_header = _der_header(0x04, size)
+    octets_header = der.encode_header(0x04, size)
     explicit_len = len(octets_header) + size
-    explicit_header = _der_header(0xA0, explicit_len)
+    explicit_header = der.encode_header(0xA0, explicit_len)
     encap_len = len(data_oid) + len(explicit_header) + explicit_len
-    encap_header = _der_header(0x30, encap_len)
+    encap_header = der.encode_header(0x30, encap_len)
     sd_len = len(version) + len(algs) + len(encap_header) + encap_len + len(template)
-    sd_header = _der_header(0x30, sd_len)
-    outer_explicit = _der_header(0xA0, len(sd_header) + sd_len)
+    sd_header = der.encode_header(0x30, sd_len)
+    outer_explicit = der.encode_header(0xA0, len(sd_header) + sd_len)
     signed_data_oid = core.ObjectIdentifier(OID_SIGNED_DATA).dump()
     ci_len = len(signed_data_oid) + len(outer_explicit) + len(sd_header) + sd_len
-    sink.write(_der_header(0x30, ci_len) + signed_data_oid + outer_explicit + sd_header
+    sink.write(der.encode_header(0x30, ci_len) + signed_data_oid + outer_explicit + sd_header
                + version + algs + encap_header + data_oid + explicit_header + octets_header)
     digests, done = hash_stream(fh, [digest], sink=sink, limit=size)
     if done != size or fh.read(1):
@@ -364,28 +360,13 @@ def _write_attached(fh: BinaryIO, size: int, sink: IO[bytes], signer: DigestSign
 
 # --------------------------------------------------------------------------- parsing
 
-class _Input:
-    """A byte source with a small look-ahead buffer and a position, for the DER walker."""
+class _Input(der.ByteStream):
+    """A byte source with a small look-ahead buffer and a position, for the DER walker; it can
+    also feed a run of bytes to hashers without keeping them."""
 
-    def __init__(self, fh: _Chain) -> None:
-        self.fh = fh
-        self.buf = b""
-        self.pos = 0
-
-    def peek(self, n: int) -> bytes:
-        if len(self.buf) < n:
-            self.buf += self.fh.read(max(n - len(self.buf), 4096))
-        return self.buf[:n]
-
-    def read(self, n: int) -> bytes:
-        while len(self.buf) < n:
-            more = self.fh.read(n - len(self.buf))
-            if not more:
-                raise _malformed("the file is truncated")
-            self.buf += more
-        data, self.buf = self.buf[:n], self.buf[n:]
-        self.pos += n
-        return data
+    def __init__(self, fh: BinarySource) -> None:
+        super().__init__(fh)
+        self.source = fh
 
     def stream(self, n: int, hashers: dict[str, Any]) -> None:
         """Feed the next ``n`` bytes to every hasher, in chunks, without keeping them."""
@@ -399,7 +380,7 @@ class _Input:
         buf = bytearray(CHUNK_SIZE)
         view = memoryview(buf)
         while n > 0:
-            got = self.fh.readinto(view[:min(CHUNK_SIZE, n)])  # type: ignore[attr-defined]
+            got = self.source.readinto(view[:min(CHUNK_SIZE, n)])
             if not got:
                 raise _malformed("the file is truncated inside the signed content")
             for h in hashers.values():
@@ -408,68 +389,14 @@ class _Input:
             self.pos += got
 
 
-class _Tlv:
-    """A DER/BER header read from an :class:`_Input`: tag byte, length (None: indefinite)."""
-
-    __slots__ = ("end", "header", "length", "tag")
-
-    def __init__(self, src: _Input) -> None:
-        first = src.read(1)[0]
-        raw = bytes((first,))
-        if first & 0x1F == 0x1F:  # high tag number: skip its bytes (never one of ours)
-            for _ in range(4):
-                b = src.read(1)
-                raw += b
-                if not b[0] & 0x80:
-                    break
-            else:
-                raise _malformed("tag number too long")
-        lb = src.read(1)[0]
-        raw += bytes((lb,))
-        if lb < 0x80:
-            length: int | None = lb
-        elif lb == 0x80:
-            if not first & 0x20:
-                raise _malformed("indefinite length on a primitive value")
-            length = None
-        elif lb <= 0x84:
-            more = src.read(lb & 0x7F)
-            raw += more
-            length = int.from_bytes(more, "big")
-        else:
-            raise _malformed("length field too long")
-        self.tag = first
-        self.length = length
-        self.header = raw
-        self.end = None if length is None else src.pos + length
-
-    @property
-    def constructed(self) -> bool:
-        return bool(self.tag & 0x20)
-
-
-def _more(src: _Input, tlv: _Tlv) -> bool:
-    """True while the constructed value ``tlv`` has more elements (consumes an EOC)."""
-    if tlv.end is not None:
-        if src.pos > tlv.end:
-            raise _malformed("an element overruns its enclosing structure")
-        return src.pos < tlv.end
-    if src.peek(2) == b"\x00\x00":
-        src.read(2)
-        return False
-    if not src.peek(1):
-        raise _malformed("the file is truncated (missing end of contents)")
-    return True
-
-
-def _expect(src: _Input, tag: int, what: str) -> _Tlv:
-    tlv = _Tlv(src)
+def _expect(src: _Input, tag: int, what: str) -> der.StreamHeader:
+    tlv = der.read_stream_header(src)
     if tlv.tag != tag:
         raise _malformed(f"expected {what} (tag {tag:02X}), found tag {tlv.tag:02X}")
     return tlv
 
 
-def _read_raw(src: _Input, tlv: _Tlv, depth: int, budget: int = MAX_META_SIZE) -> bytes:
+def _read_raw(src: _Input, tlv: der.StreamHeader, depth: int, budget: int = MAX_META_SIZE) -> bytes:
     """The whole encoding of ``tlv`` (header included), indefinite lengths resolved by walking;
     ``depth`` is how many values enclose ``tlv`` in the file. The encoding is checked against
     :data:`MAX_NESTING` here, before any decoder sees it."""
@@ -483,8 +410,8 @@ def _read_raw(src: _Input, tlv: _Tlv, depth: int, budget: int = MAX_META_SIZE) -
         return raw
     parts = [tlv.header]
     used = len(tlv.header)
-    while _more(src, tlv):
-        child = _Tlv(src)
+    while der.has_more(src, tlv):
+        child = der.read_stream_header(src)
         raw = _read_raw(src, child, depth + 1, budget - used)
         parts.append(raw)
         used += len(raw)
@@ -513,8 +440,12 @@ def _scan_nesting(data: memoryview, pos: int, end: int, depth: int) -> bool:
     """Scan ``data[pos:end]``; False when it is not a sequence of BER values."""
     ends: list[int | None] = []  # the open constructed values: end offset, None if indefinite
     while True:
-        while ends and ends[-1] is not None and pos >= ends[-1]:  # type: ignore[operator]
-            if pos > ends.pop():  # type: ignore[operator]
+        while ends:
+            top = ends[-1]
+            if top is None or pos < top:
+                break
+            ends.pop()
+            if pos > top:
                 return False
         if pos >= end:
             return not ends
@@ -562,7 +493,7 @@ def _scan_nesting(data: memoryview, pos: int, end: int, depth: int) -> bool:
         pos += length
 
 
-def _hash_content(src: _Input, tlv: _Tlv, hashers: dict[str, Any], depth: int = 0) -> int:
+def _hash_content(src: _Input, tlv: der.StreamHeader, hashers: dict[str, Any], depth: int = 0) -> int:
     """Stream an OCTET STRING's bytes (primitive, or constructed of OCTET STRINGs) into the
     hashers; returns how many content bytes went in."""
     if depth > 8:
@@ -574,8 +505,8 @@ def _hash_content(src: _Input, tlv: _Tlv, hashers: dict[str, Any], depth: int = 
     if tlv.tag != 0x24:
         raise _malformed(f"the signed content is not an OCTET STRING (tag {tlv.tag:02X})")
     total = 0
-    while _more(src, tlv):
-        total += _hash_content(src, _Tlv(src), hashers, depth + 1)
+    while der.has_more(src, tlv):
+        total += _hash_content(src, der.read_stream_header(src), hashers, depth + 1)
     return total
 
 
@@ -594,15 +525,15 @@ class ParsedCms:
 
 def _oid(raw: bytes, what: str) -> str:
     try:
-        return core.ObjectIdentifier.load(raw).dotted
-    except (ValueError, TypeError) as exc:
+        return der.read_oid(raw)
+    except der.DerError as exc:
         raise _malformed(f"bad {what}: {exc}") from None
 
 
 _PEM = re.compile(rb"-----BEGIN (?:PKCS7|CMS)-----(.*?)-----END (?:PKCS7|CMS)-----", re.DOTALL)
 
 
-def read_cms(fh: BinaryIO) -> ParsedCms:
+def read_cms(fh: BinarySource) -> ParsedCms:
     """Parse a CMS SignedData (DER, BER or PEM) from ``fh``; hash any embedded content with
     every digest algorithm it lists. Raises ``VerificationError('malformed')`` for anything
     that does not decode (and OSError when ``fh`` cannot be read), nothing else. Every
@@ -625,6 +556,8 @@ def read_cms(fh: BinaryIO) -> ParsedCms:
         return _read_signed_data(src)
     except VerificationError:
         raise
+    except der.DerError as exc:
+        raise _malformed(str(exc)) from None
     except DECODE_ERRORS as exc:
         raise decode_failure("cannot decode the CMS structure", exc) from None
 
@@ -632,7 +565,7 @@ def read_cms(fh: BinaryIO) -> ParsedCms:
 class _Chain:
     """``head`` then the rest of ``fh``, as one readable stream."""
 
-    def __init__(self, head: bytes, fh: BinaryIO) -> None:
+    def __init__(self, head: bytes, fh: BinarySource) -> None:
         self.head = head
         self.fh = fh
 
@@ -647,17 +580,17 @@ class _Chain:
             return data
         return self.fh.read(n)
 
-    def readinto(self, view: Any) -> int:
+    def readinto(self, view: memoryview, /) -> int | None:
         if self.head:
             n = min(len(view), len(self.head))
             view[:n] = self.head[:n]
             self.head = self.head[n:]
             return n
-        return self.fh.readinto(view)  # type: ignore[attr-defined]
+        return self.fh.readinto(view)
 
 
 def _read_signed_data(src: _Input) -> ParsedCms:
-    ci = _Tlv(src)
+    ci = der.read_stream_header(src)
     if ci.tag != 0x30:
         raise _malformed("not a CMS file (it does not start with a SEQUENCE)")
     ctype = _oid(_read_raw(src, _expect(src, 0x06, "the content type"), 1), "content type")
@@ -673,21 +606,21 @@ def _read_signed_data(src: _Input) -> ParsedCms:
     attached = False
     digests: dict[str, bytes] = {}
     size: int | None = None
-    if _more(src, encap):
+    if der.has_more(src, encap):
         econtent = _expect(src, 0xA0, "[0] eContent")
-        if _more(src, econtent):
+        if der.has_more(src, econtent):
             hashers = {a: hashlib.new(a) for a in digest_algorithms if a in VERIFY_DIGESTS}
-            size = _hash_content(src, _Tlv(src), hashers)
+            size = _hash_content(src, der.read_stream_header(src), hashers)
             digests = {a: h.digest() for a, h in hashers.items()}
             attached = True
-            if _more(src, econtent):
+            if der.has_more(src, econtent):
                 raise _malformed("extra data after the signed content")
-        if _more(src, encap):
+        if der.has_more(src, encap):
             raise _malformed("extra data in the encapsulated content info")
     certificates: list[asn1_x509.Certificate] = []
     signer_infos: list[cms.SignerInfo] | None = None
-    while _more(src, sd):
-        tlv = _Tlv(src)
+    while der.has_more(src, sd):
+        tlv = der.read_stream_header(src)
         raw = _read_raw(src, tlv, 3)
         if tlv.tag == 0xA0:  # [0] IMPLICIT CertificateSet
             for choice in cms.CertificateSet.load(b"\x31" + raw[1:]):
@@ -702,7 +635,7 @@ def _read_signed_data(src: _Input) -> ParsedCms:
     if signer_infos is None:
         raise _malformed("SignedData without signer infos")
     for outer in (explicit, ci):
-        if _more(src, outer):
+        if der.has_more(src, outer):
             raise _malformed("extra data after the SignedData")
     if src.peek(1):
         raise _malformed("extra bytes after the end of the CMS structure")
@@ -773,7 +706,7 @@ def _verify_raw_signature(cert: x509.Certificate, algo: algos.SignedDigestAlgori
     """Check ``signature`` over ``data`` (whose ``digest_algorithm`` digest is ``digest``).
     Returns the mechanism name; raises VerificationError('tampered'/'malformed')."""
     try:
-        mech = algo.signature_algo
+        mech: str = algo.signature_algo
     except ValueError:
         raise _malformed(f"unsupported signature algorithm {algo['algorithm'].dotted}") from None
     try:

@@ -12,7 +12,8 @@ checks the CMS with the same code as ``.p7s`` files (:func:`jpki.sign.cms.check_
 pyHanko's difference analysis decides whether updates after a signature are harmless (more
 signatures, form filling, document timestamps) or change the document (``tampered``).
 
-Needs pyHanko (``pip install pyHanko``); imported only when a PDF is signed or verified.
+pyHanko (a dependency of jpki) is imported only when a PDF is signed or verified: this module is
+not imported by the rest of :mod:`jpki.sign`.
 """
 
 from __future__ import annotations
@@ -27,19 +28,29 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
+from pyhanko.pdf_utils import misc as _pdf_misc
+from pyhanko.pdf_utils.incremental_writer import IncrementalPdfFileWriter
+from pyhanko.pdf_utils.reader import PdfFileReader
+from pyhanko.sign import fields, signers
+from pyhanko.sign.diff_analysis import ModificationLevel
+from pyhanko.sign.general import SigningError
+from pyhanko.sign.signers.pdf_cms import PdfCMSSignedAttributes
+from pyhanko.sign.timestamps import HTTPTimeStamper, TimestampRequestError
+from pyhanko.sign.validation.status import SignatureCoverageLevel
+from pyhanko_certvalidator.registry import SimpleCertificateStore
+
 from ..clock import Clock, SystemClock
 from ..errors import JpkiError, UsageError, VerificationError
 from ..fileio import write_atomic
+from ..hashing import SIGN_DIGESTS, regular_file
 from .cms import (
     OID_DATA,
-    SIGN_DIGESTS,
     DigestSigner,
     SignerCheck,
     _signature_report,
     check_nesting,
     check_signer_info,
     decode_failure,
-    regular_file,
 )
 from .report import (
     CertificateValidator,
@@ -47,20 +58,6 @@ from .report import (
     VerificationReport,
     identity_of,
 )
-
-try:
-    from pyhanko.pdf_utils import misc as _pdf_misc
-    from pyhanko.pdf_utils.incremental_writer import IncrementalPdfFileWriter
-    from pyhanko.pdf_utils.reader import PdfFileReader
-    from pyhanko.sign import fields, signers
-    from pyhanko.sign.diff_analysis import ModificationLevel
-    from pyhanko.sign.general import SigningError
-    from pyhanko.sign.signers.pdf_cms import PdfCMSSignedAttributes
-    from pyhanko.sign.timestamps import HTTPTimeStamper, TimestampRequestError
-    from pyhanko.sign.validation.status import SignatureCoverageLevel
-    from pyhanko_certvalidator.registry import SimpleCertificateStore
-except ImportError as _exc:  # pragma: no cover - the optional dependency is missing
-    raise UsageError("PDF signatures need pyHanko: pip install pyHanko") from _exc
 
 # pyHanko logs what it skips in a broken PDF as warnings with a traceback; with no logging set
 # up, Python would print them on stderr. A NullHandler keeps them for applications that set up

@@ -61,11 +61,16 @@ _VALIDATOR_REASONS: dict[str, str] = {
 
 
 class ValidatorAnswer(Protocol):
-    """What a validator returns (``jpki.verify.ValidationResult`` fits)."""
+    """What a validator returns (``jpki.verify.ValidationResult`` fits): read-only fields."""
 
-    ok: bool
-    reason: Any
-    message: str
+    @property
+    def ok(self) -> bool: ...
+
+    @property
+    def reason(self) -> object: ...
+
+    @property
+    def message(self) -> str: ...
 
 
 class CertificateValidator(Protocol):
@@ -111,8 +116,8 @@ def check_certificate(cert: x509.Certificate, validator: CertificateValidator | 
         return CertificateCheck(False, True, None,
                                 "certificate path and revocation not checked (no validator)", at)
     answer = validator.validate(cert, kind=kind, at=at)
-    as_dict = getattr(answer, "as_dict", None)
-    details = as_dict() if callable(as_dict) else None
+    to_json = getattr(answer, "to_json", None)
+    details = to_json() if callable(to_json) else None
     summary = getattr(answer, "summary", None)
     message = summary() if callable(summary) else str(answer.message)
     if answer.ok:
@@ -253,7 +258,8 @@ class SignatureReport:
             out.append(f"  {'birth date:':<14}{i['birth_date'] or 'unknown'}")
             out.append(f"  {'sex:':<14}{i['sex']}")
         if self.key:
-            out.append(f"  {'key:':<14}{'signing key (署名用)' if self.key == 'sign' else 'user-authentication key (利用者証明用)'}")
+            key = "signing key (署名用)" if self.key == "sign" else "user-authentication key (利用者証明用)"
+            out.append(f"  {'key:':<14}{key}")
         if self.signing_time is not None:
             out.append(f"  {'signing time:':<14}{_iso(self.signing_time)} ({self.time_source})")
         if self.timestamp is not None:

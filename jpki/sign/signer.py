@@ -55,11 +55,11 @@ class CardKeySession(Protocol):
         """VERIFY the PIN of ``pin`` (``'auth'`` or ``'sign'``)."""
         ...
 
-    def read_certificate(self, kind: str) -> bytes:
+    def read_certificate(self, kind: KeyKind) -> bytes:
         """The DER of a certificate on the card (``'sign'`` needs the password verified)."""
         ...
 
-    def sign_digest(self, key: str, algorithm: str, digest: bytes) -> bytes:
+    def sign_digest(self, key: KeyKind, algorithm: str, digest: bytes) -> bytes:
         """COMPUTE DIGITAL SIGNATURE over the DigestInfo of ``digest``."""
         ...
 

@@ -8,14 +8,14 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from ..errors import UsageError
 from .base import Transport, TransportBase
 from .trace import TracingTransport
 
-__all__ = ["Transport", "TransportBase", "TracingTransport", "open_transport", "is_pcsc_uri"]
+__all__ = ["TracingTransport", "Transport", "TransportBase", "is_pcsc_uri", "open_transport"]
 
 
 def is_pcsc_uri(uri: str) -> bool:

@@ -81,7 +81,7 @@ def _code(hresult: int) -> int:
 def _message(sc: ModuleType, hresult: int) -> str:
     try:
         text = sc.SCardGetErrorMessage(hresult)
-    except Exception:  # pragma: no cover - pyscard always has it
+    except Exception:  # noqa: BLE001  # pragma: no cover - pyscard always has it; only the wording is lost
         text = "PC/SC error"
     return f"{text.rstrip('. ')} (0x{_code(hresult):08X})"
 

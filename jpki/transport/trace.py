@@ -85,8 +85,8 @@ class TracingTransport(TransportBase):
         self.sink = sink
         #: the card's current application (AID) and EF (FID) as far as the card's answers show;
         #: None = none selected; UNKNOWN = cannot tell (redact).
-        self._aid: bytes | None | _Unknown = None
-        self._fid: int | None | _Unknown = None
+        self._aid: bytes | _Unknown | None = None
+        self._fid: int | _Unknown | None = None
         self._redacting = False  # the last read was private: so is its GET RESPONSE chain
 
     @property

@@ -43,9 +43,9 @@ DirName CRL DP, the user-authentication certificate without a subjectAltName).
   it processes policies, it checks the authority key identifier) but is asyncio-only, works on
   asn1crypto objects in pure Python, and manages about 1,500 plain path validations per second
   on one core (``benchmarks/revocation.py --section validation``); its revocation machinery
-  would read a J-LIS-sized CRL (about a million entries) with asn1crypto, its failures are
-  exception classes and messages rather than the reason codes below, and it is not a
-  dependency of jpki's core.
+  would read a J-LIS-sized CRL (about a million entries) with asn1crypto, and its failures are
+  exception classes and messages rather than the reason codes below (it is installed with
+  jpki, as pyHanko's validator, but this package does not use it).
 
 Decision: ``cryptography.x509.verification`` (JPKI leaf profile as above) as the RFC 5280
 second opinion on the one-step path, run once per certificate and cached; jpki's own checks

@@ -12,6 +12,7 @@ trust = TrustStore.jlis()                          # the real J-LIS roots (packa
 trust = TrustStore.from_ca_dir(home / "ca")        # the emulator's test CA
 trust = TrustStore.jlis() + TrustStore.from_ca_dir(home / "ca")
 trust = TrustStore.from_pem("roots/", "extra_auth_root.pem", kind="auth")
+trust = TrustStore.for_home(home, extra_pem=["more_roots/"])   # what a jpki home trusts
 ```
 
 Every anchor is checked when it is loaded: a CA certificate (basicConstraints CA) whose key
@@ -44,6 +45,9 @@ __all__ = ["Anchor", "TrustStore", "infer_kind", "key_hash", "public_key_bits"]
 
 #: File names of a test CA directory's roots (``jpki.pki.TestCA`` layout).
 _CA_DIR_FILES: dict[Kind, str] = {"sign": "sign_ca.pem", "auth": "auth_ca.pem"}
+#: The test CA's folder in a jpki home (``jpki.home.Home.ca_dir``; not imported from there, as
+#: jpki.home reaches the card layers that verification must not import).
+HOME_CA_DIR = "ca"
 #: Words of the OU that names a JPKI root's purpose (real and test roots alike).
 _OU_WORDS: dict[Kind, str] = {"sign": "digital signature", "auth": "user authentication"}
 
@@ -176,7 +180,7 @@ class TrustStore:
         self._by_name: dict[tuple[str, bytes], tuple[Anchor, ...]] = {}
         for anchor in kept:
             key = (anchor.kind, anchor.subject_der)
-            self._by_name[key] = self._by_name.get(key, ()) + (anchor,)
+            self._by_name[key] = (*self._by_name.get(key, ()), anchor)
 
     # -- construction
 
@@ -250,6 +254,24 @@ class TrustStore:
                 raise UsageError(f"no test CA root in {directory}: {exc}") from None
             anchors += [Anchor.from_certificate(c, kind, str(file)) for c in _load_pem(data, str(file))]
         return cls(anchors)
+
+    @classmethod
+    def for_home(cls, home: Path | str, extra_pem: Iterable[Path | str] = ()) -> TrustStore:
+        """What a jpki home trusts, the one rule of ``jpki cert verify``, ``jpki verify`` and the
+        relying party (``jpki rp serve``): the J-LIS roots, the home's test CA (``home/ca``)
+        when it has one, and ``extra_pem`` (files or folders, as :meth:`from_pem`).
+
+        A test CA folder holding only one of its two roots is a UsageError (a damaged home), not
+        a smaller store that would refuse the other kind for a reason nobody could find.
+        """
+        store = cls.jlis()
+        ca_dir = Path(home).expanduser() / HOME_CA_DIR
+        if any((ca_dir / name).exists() for name in _CA_DIR_FILES.values()):
+            store = store + cls.from_ca_dir(ca_dir)
+        extra = tuple(extra_pem)
+        if extra:
+            store = store + cls.from_pem(*extra)
+        return store
 
     # -- use
 

@@ -15,6 +15,7 @@ take a lock. What to cache is the caller's business: refusals a client can make 
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
@@ -55,10 +56,8 @@ class LruCache(Generic[K, V]):
         found = self._data.get(key)
         if found is None:
             return None
-        try:
+        with contextlib.suppress(KeyError):  # evicted by a writer meanwhile: the value read is still good
             self._data.move_to_end(key)
-        except KeyError:  # evicted by a writer meanwhile: the value read is still good
-            pass
         return found[0]
 
     def put(self, key: K, value: V, *, weight: int | None = None) -> bool:

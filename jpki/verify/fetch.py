@@ -7,9 +7,9 @@ be reached" (``revocation-unavailable`` when nothing else answers). Tests inject
 calls the revocation server's ASGI app in process; servers may inject one with their own proxy,
 pool or retry settings.
 
-:class:`HttpFetcher` is the default: httpcore (the connection pool under httpx, the ``server``
-extra) when it is installed, else the standard library's http.client. No redirects, http/https
-only, a 200 status required, a size limit, and an **overall deadline** per fetch.
+:class:`HttpFetcher` is the default: httpcore (the connection pool under httpx, a core
+dependency). No redirects, http/https only, a 200 status required, a size limit, and an
+**overall deadline** per fetch.
 
 Why a deadline and not only timeouts: a timeout bounds one socket operation, so a responder that
 sends one byte every few seconds never trips it and holds the caller for minutes (a slow OCSP
@@ -22,8 +22,6 @@ line, the headers and the body are all covered and a fetch never lasts much long
 
 from __future__ import annotations
 
-import http.client
-import socket
 import ssl
 import threading
 import time
@@ -31,6 +29,8 @@ import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from typing import Any, Protocol
+
+import httpcore
 
 from jpki.errors import JpkiError
 
@@ -55,7 +55,6 @@ DEFAULT_DEADLINE = 5.0
 DEFAULT_MAX_SIZE = 128 * 1024 * 1024
 
 _USER_AGENT = "jpki-verify"
-_CHUNK = 64 * 1024
 
 
 class FetchError(JpkiError):
@@ -94,14 +93,14 @@ def _time_left(cap: float | None) -> float | None:
     return left if cap is None else min(cap, left)
 
 
-class _DeadlineStream:
+class _DeadlineStream(httpcore.NetworkStream):
     """An httpcore network stream whose every read and write ends by the thread's deadline."""
 
-    def __init__(self, inner: Any) -> None:
+    def __init__(self, inner: httpcore.NetworkStream) -> None:
         self._inner = inner
 
     def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
-        return self._inner.read(max_bytes, _time_left(timeout))  # type: ignore[no-any-return]
+        return self._inner.read(max_bytes, _time_left(timeout))
 
     def write(self, buffer: bytes, timeout: float | None = None) -> None:
         self._inner.write(buffer, _time_left(timeout))
@@ -117,12 +116,10 @@ class _DeadlineStream:
         return self._inner.get_extra_info(info)
 
 
-class _DeadlineBackend:
+class _DeadlineBackend(httpcore.NetworkBackend):
     """httpcore's sync network backend with :class:`_DeadlineStream` streams."""
 
     def __init__(self) -> None:
-        import httpcore
-
         self._inner = httpcore.SyncBackend()
 
     def connect_tcp(self, host: str, port: int, timeout: float | None = None,
@@ -138,43 +135,11 @@ class _DeadlineBackend:
         self._inner.sleep(seconds)
 
 
-class _DeadlineSocket(socket.socket):
-    """A socket for the http.client fallback: each send and receive ends by the deadline."""
-
-    def recv_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> int:
-        self.settimeout(_time_left(self._cap()))
-        return super().recv_into(buffer, nbytes, flags)
-
-    def recv(self, bufsize: int, flags: int = 0) -> bytes:
-        self.settimeout(_time_left(self._cap()))
-        return super().recv(bufsize, flags)
-
-    def sendall(self, data: Any, flags: int = 0) -> None:
-        self.settimeout(_time_left(self._cap()))
-        super().sendall(data, flags)
-
-    @staticmethod
-    def _cap() -> float | None:
-        return getattr(_current, "timeout", None)
-
-
-class _DeadlineSSLSocket(ssl.SSLSocket):
-    """The TLS counterpart of :class:`_DeadlineSocket` (through ``SSLContext.sslsocket_class``)."""
-
-    def recv_into(self, buffer: Any, nbytes: int | None = None, flags: int = 0) -> int:
-        self.settimeout(_time_left(getattr(_current, "timeout", None)))
-        return super().recv_into(buffer, nbytes, flags)  # type: ignore[arg-type]
-
-    def sendall(self, data: Any, flags: int = 0) -> None:
-        self.settimeout(_time_left(getattr(_current, "timeout", None)))
-        super().sendall(data, flags)
-
-
 # --------------------------------------------------------------------------- the fetcher
 
 
 class HttpFetcher:
-    """The default :class:`Fetch`: httpcore (or http.client) with timeouts, an overall
+    """The default :class:`Fetch`: httpcore with timeouts, an overall
     ``deadline`` per fetch (seconds; see the module docstring) and a size limit.
 
     ``timeout`` bounds each read or write and ``connect_timeout`` the connection, within the
@@ -202,8 +167,7 @@ class HttpFetcher:
         self._lock = threading.Lock()
 
     def _httpx_client(self) -> Any:
-        """The connection pool of httpx's transport layer (httpcore), made on first use;
-        ImportError when httpx is not installed."""
+        """The connection pool of httpx's transport layer (httpcore), made on first use."""
         with self._lock:
             if self._client is None:
                 import httpcore
@@ -233,13 +197,8 @@ class HttpFetcher:
             raise FetchError(f"not an http(s) URL: {url!r}")
         headers = {"User-Agent": _USER_AGENT, **({"Content-Type": content_type} if content_type else {})}
         _current.deadline = time.monotonic() + self.deadline
-        _current.timeout = self.timeout
         try:
-            try:
-                pool = self._pool_for(url)
-            except ImportError:
-                return self._collect(url, self._http_client(url, data, headers))
-            return self._collect(url, self._httpcore(pool, url, data, headers))
+            return self._collect(url, self._httpcore(self._pool_for(url), url, data, headers))
         except FetchError as exc:
             if isinstance(exc, FetchTimeoutError):
                 raise FetchTimeoutError(f"{url}: no complete answer within {self.deadline:g} s") from None
@@ -252,7 +211,6 @@ class HttpFetcher:
             raise
         finally:
             _current.deadline = None
-            _current.timeout = None
 
     def _collect(self, url: str, chunks: Iterator[bytes]) -> bytes:
         body = bytearray()
@@ -278,37 +236,6 @@ class HttpFetcher:
             for chunk in response.iter_stream():
                 yield chunk
                 _time_left(None)  # a body that never ends still ends at the deadline
-
-    def _http_client(self, url: str, data: bytes | None, headers: dict[str, str]) -> Iterator[bytes]:
-        """The fallback without httpx: http.client over :class:`_DeadlineSocket`."""
-        parts = urllib.parse.urlsplit(url)
-        host, port = parts.hostname or "", parts.port
-        conn: http.client.HTTPConnection
-        if parts.scheme.lower() == "https":
-            context = ssl.create_default_context()
-            context.sslsocket_class = _DeadlineSSLSocket
-            conn = http.client.HTTPSConnection(host, port, timeout=self.connect_timeout, context=context)
-        else:
-            conn = http.client.HTTPConnection(host, port, timeout=self.connect_timeout)
-
-        def connect(address: tuple[str, int], timeout: Any = None, source: Any = None) -> socket.socket:
-            plain = socket.create_connection(address, _time_left(self.connect_timeout), source)
-            sock = _DeadlineSocket(fileno=plain.detach())
-            sock.settimeout(_time_left(self.connect_timeout))  # also for the TLS handshake
-            return sock
-
-        conn._create_connection = connect  # type: ignore[attr-defined]  # http.client's hook
-        try:
-            target = parts.path or "/"
-            if parts.query:
-                target += "?" + parts.query
-            conn.request("GET" if data is None else "POST", target, body=data, headers=headers)
-            response = conn.getresponse()
-            self._check_head(url, response.status, response.getheader("content-length"))
-            while chunk := response.read(_CHUNK):
-                yield chunk
-        finally:
-            conn.close()
 
     def close(self) -> None:
         """Close the connection pools (if any were opened)."""

@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 import datetime as _dt
 import enum
-import json
 from typing import Any, Literal
 
 __all__ = [
@@ -102,7 +101,7 @@ class RevocationInfo:
     crl_number: int | None = None
     cached: bool = False
 
-    def as_dict(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict (times in ISO 8601, UTC)."""
         return {
             "method": self.method,
@@ -181,7 +180,7 @@ class ValidationResult:
             return line
         return f"FAILED ({self.reason}): {what} at {when}: {self.message}"
 
-    def as_dict(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict: times in ISO 8601 (UTC), the serial in upper-case hex."""
         return {
             "ok": self.ok,
@@ -197,11 +196,7 @@ class ValidationResult:
             "not_before": _iso(self.not_before),
             "not_after": _iso(self.not_after),
             "checked_at": _iso(self.checked_at),
-            "revocation": None if self.revocation is None else self.revocation.as_dict(),
+            "revocation": None if self.revocation is None else self.revocation.to_json(),
             "revocation_reason": self.revocation_reason,
             "warnings": list(self.warnings),
         }
-
-    def to_json(self, *, indent: int | None = None) -> str:
-        """The result as one JSON document (see :meth:`as_dict`)."""
-        return json.dumps(self.as_dict(), ensure_ascii=False, indent=indent)

@@ -1,11 +1,15 @@
 """The test CA's revocation server: OCSP (RFC 6960 Appendix A, RFC 5019) and CRLs over HTTP.
 
-An ASGI app (Starlette) and the code to run it under uvicorn::
+An ASGI app (Starlette) over a :class:`RevocationService` (the CA, its OCSP responder and
+CRLs; no HTTP), run by :mod:`jpki.serving` like every jpki app::
 
     app = create_app(ca_dir)                  # for any ASGI server or httpx.ASGITransport
     serve(ca_dir, "127.0.0.1", port)          # blocks; for ``jpki ca serve`` (workers=N too)
     with serve_in_thread(ca_dir) as srv:      # port 0: a free port; for the demo and tests
         srv.url                               # http://127.0.0.1:PORT
+
+It sits above both :mod:`jpki.pki` (the CA, an issuer) and :mod:`jpki.revocation` (the CRL
+codec and the OCSP responder core, which know no CA and no HTTP).
 
 Routes:
 
@@ -41,7 +45,7 @@ client always gets something it can parse when it did reach the OCSP layer):
   GET request text longer than ``MAX_GET_LENGTH`` (8 KiB) → 414, a body not complete within
   ``body_timeout`` seconds → 408 (and the connection closed); a client that disconnects
   mid-body gets nothing and costs no log line. Connections must complete a request's headers
-  within ``idle_timeout`` (see :mod:`jpki.serving`).
+  within ``idle_timeout`` (see :mod:`jpki.serving`, which also renders these refusals).
 
 Responses to GET carry RFC 5019 §6.2 caching headers (``Cache-Control: max-age=<seconds until
 nextUpdate>, public, no-transform, must-revalidate``, ``Last-Modified``, ``Expires``, ``ETag``)
@@ -60,7 +64,6 @@ start (a new key and certificate).
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import contextlib
@@ -70,25 +73,24 @@ import email.utils
 import hashlib
 import json
 import logging
-import os
 import sqlite3
 import threading
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any, Self
+from typing import Any
 from urllib.parse import unquote
 
 from cryptography.hazmat.primitives.serialization import Encoding
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from jpki.clock import Clock, SystemClock, clock_from_environment
+from jpki.clock import Clock, SystemClock
 from jpki.errors import UsageError
 from jpki.fileio import write_atomic
 from jpki.pki.ca import TestCA
@@ -115,21 +117,23 @@ from jpki.revocation.ocsp import (
 from jpki.serving import (
     DEFAULT_BODY_TIMEOUT,
     DEFAULT_IDLE_TIMEOUT,
-    check_port,
-    listen,
-    uvicorn_options,
+    AppSpec,
+    Refusal,
+    ServerThread,
+    http_app,
+    http_url,
+    text_refusal,
 )
+from jpki.serving import serve as _serve
+from jpki.serving import serve_in_thread as _serve_in_thread
 
 __all__ = [
-    "ENV_CA_DIR",
-    "ENV_FRESHNESS",
-    "ENV_RESPONDER_KEY",
     "MAX_GET_LENGTH",
     "OCSP_REQUEST_TYPE",
     "OCSP_RESPONSE_TYPE",
     "RevocationService",
-    "ServerThread",
-    "app_from_environment",
+    "app_from_settings",
+    "app_spec",
     "create_app",
     "serve",
     "serve_in_thread",
@@ -440,10 +444,6 @@ async def _send(
     await send({"type": "http.response.body", "body": body})
 
 
-async def _send_text(send: Send, status: int, text: str) -> None:
-    await _send(send, status, (text + "\n").encode(), "text/plain; charset=utf-8", [])
-
-
 class _AsgiEndpoint:
     """Marks an ``async (scope, receive, send)`` function as a raw ASGI endpoint for Starlette
     (which would otherwise call a plain function with a Request)."""
@@ -455,9 +455,11 @@ class _AsgiEndpoint:
         await self._handler(scope, receive, send)
 
 
-def _kind_or_404(request: Request) -> str | None:
-    kind = request.path_params.get("kind")
-    return kind if kind in CA_KINDS else None
+def _kind(kind: Any) -> str:
+    """``kind`` when it names a CA, else the 404 refusal."""
+    if kind not in CA_KINDS:
+        raise Refusal(404, "unknown-kind", "unknown CA kind (use sign or auth)")
+    return str(kind)
 
 
 # --------------------------------------------------------------------------- the app
@@ -485,7 +487,7 @@ def create_app(
     the CRLs here too, telling ``progress``. A POST body must arrive within ``body_timeout``
     seconds (else 408).
     The CA is closed when the ASGI lifespan ends (or call ``app.state.service.close()`` when no
-    lifespan runs).
+    lifespan runs, or ``app.state.close()``).
     """
     if not body_timeout > 0:
         raise UsageError("body_timeout must be positive")
@@ -518,87 +520,51 @@ def create_app(
         result = responder.respond_cached(der, kind=kind)
         if result is None:
             result = await run_in_threadpool(responder.process, der, kind=kind)
-        if result.status is not ResponseStatus.SUCCESSFUL:
-            _log.info("OCSP %s %s: %s", "GET" if get else "POST", kind, result.detail)
+        if result.status is not ResponseStatus.SUCCESSFUL:  # the client's fault: not logged at info
+            _log.debug("OCSP %s %s: %s", "GET" if get else "POST", kind, result.detail)
         await _send(send, 200, result.der, OCSP_RESPONSE_TYPE,
                     _ocsp_headers(result, now=service.clock.now(), get=get))
 
     async def ocsp_get(scope: Scope, receive: Receive, send: Send) -> None:
-        kind = scope["path_params"].get("kind")
-        if kind not in CA_KINDS:
-            await _send_text(send, 404, "unknown CA kind (use sign or auth)")
-            return
+        kind = _kind(scope["path_params"].get("kind"))
         encoded = scope["path_params"].get("request", "")
         if len(encoded) > MAX_GET_LENGTH:
-            await _send_text(send, 414, "request URL too long")
-            return
+            raise Refusal(414, "too-long", "request URL too long")
         der = _decode_get_request(encoded)
         if der is None:
-            _log.info("OCSP GET %s: the URL does not hold base64", kind)
+            _log.debug("OCSP GET %s: the URL does not hold base64", kind)
             await _send(send, 200, _MALFORMED, OCSP_RESPONSE_TYPE, _NO_STORE)
             return
         await answer(send, der, kind, get=True)
 
     async def ocsp_post(scope: Scope, receive: Receive, send: Send) -> None:
-        kind = scope["path_params"].get("kind")
-        if kind not in CA_KINDS:
-            await _send_text(send, 404, "unknown CA kind (use sign or auth)")
-            return
+        kind = _kind(scope["path_params"].get("kind"))
         content_type = b""
-        declared: bytes | None = None
         for name, value in scope["headers"]:
             if name == b"content-type":
                 content_type = value
-            elif name == b"content-length":
-                declared = value
         if content_type.split(b";")[0].strip().lower() != OCSP_REQUEST_TYPE.encode():
-            await _send_text(send, 415, f"Content-Type must be {OCSP_REQUEST_TYPE}")
-            return
-        if declared is not None:
-            try:
-                too_large = int(declared) > MAX_REQUEST_SIZE
-            except ValueError:
-                await _send_text(send, 400, "bad Content-Length")
-                return
-            if too_large:
-                await _send_text(send, 413, "request too large")
-                return
+            raise Refusal(415, "unsupported-media-type", f"Content-Type must be {OCSP_REQUEST_TYPE}")
         chunks: list[bytes] = []
-        size = 0
-        try:
-            async with asyncio.timeout(body_timeout):
-                while True:
-                    message = await receive()
-                    if message["type"] == "http.disconnect":
-                        return  # gone mid-body: nothing to answer, nothing to log
-                    chunk = message.get("body", b"")
-                    size += len(chunk)
-                    if size > MAX_REQUEST_SIZE:
-                        await _send_text(send, 413, "request too large")
-                        return
-                    chunks.append(chunk)
-                    if not message.get("more_body", False):
-                        break
-        except TimeoutError:
-            await _send(send, 408, b"the request body did not arrive in time\n", "text/plain; charset=utf-8",
-                        [(b"connection", b"close")])
-            return
+        while True:  # receive() refuses a body too large or too slow (jpki.serving.BodyLimits)
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return  # gone mid-body: nothing to answer, nothing to log
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                break
         await answer(send, b"".join(chunks), kind, get=False)
 
     async def crl(request: Request) -> Response:
-        kind = _kind_or_404(request)
-        if kind is None:
-            return PlainTextResponse("unknown CA kind (use sign or auth)\n", status_code=404)
+        kind = _kind(request.path_params.get("kind"))
         try:
             built = await run_in_threadpool(service.crl, kind)
         except Exception:  # noqa: BLE001 - reported as a 500, the server keeps serving
             _log.exception("building the %s CRL failed", kind)
-            return PlainTextResponse("the CRL could not be built\n", status_code=500)
+            raise Refusal(500, "internal-error", "the CRL could not be built") from None
         if built is None:
-            return PlainTextResponse(
-                "CRLs are not available: this version of the test CA has no TestCA.crl()\n",
-                status_code=503,
-            )
+            raise Refusal(503, "unavailable",
+                          "CRLs are not available: this version of the test CA has no TestCA.crl()")
         der, built_at = built
         return Response(
             der,
@@ -631,48 +597,45 @@ def create_app(
         finally:
             service.close()
 
-    app = Starlette(
-        routes=[
-            Route("/ocsp/{kind}/{request:path}", _AsgiEndpoint(ocsp_get), methods=["GET"]),
-            Route("/ocsp/{kind}", _AsgiEndpoint(ocsp_post), methods=["POST"]),
-            Route("/crl/{kind}.crl", crl, methods=["GET"]),
-            Route("/healthz", healthz, methods=["GET"]),
-        ],
-        lifespan=lifespan,
-    )
+    routes = [
+        Route("/ocsp/{kind}/{request:path}", _AsgiEndpoint(ocsp_get), methods=["GET"]),
+        Route("/ocsp/{kind}", _AsgiEndpoint(ocsp_post), methods=["POST"]),
+        Route("/crl/{kind}.crl", crl, methods=["GET"]),
+        Route("/healthz", healthz, methods=["GET"]),
+    ]
+    # OCSP clients read no error documents: refusals are a line of text.
+    app = http_app(routes, lifespan=lifespan, max_body=MAX_REQUEST_SIZE, body_timeout=body_timeout,
+                   render=text_refusal)
     app.state.service = service
+    app.state.close = service.close
     return app
 
 
 # --------------------------------------------------------------------------- running it
 
 
-def _config(app: Starlette, host: str, port: int, log_level: str,
-            idle_timeout: float = DEFAULT_IDLE_TIMEOUT) -> Any:
-    import uvicorn
-
-    return uvicorn.Config(app, host=host, port=port, log_level=log_level,
-                          **uvicorn_options(idle_timeout=idle_timeout))
-
-
-#: Environment variables through which :func:`serve` hands its settings to worker processes.
-ENV_CA_DIR = "JPKI_REVOCATION_CA_DIR"
-ENV_FRESHNESS = "JPKI_REVOCATION_FRESHNESS"
-ENV_RESPONDER_KEY = "JPKI_REVOCATION_RESPONDER_KEY"
+def app_spec(ca_dir: Path | str, *, freshness: _dt.timedelta = DEFAULT_FRESHNESS,
+             responder_key: ResponderKeyType = DEFAULT_RESPONDER_KEY_TYPE) -> AppSpec:
+    """The server of the CA in ``ca_dir`` as :func:`jpki.serving.serve` (and its worker
+    processes) builds it: :func:`app_from_settings` with these settings."""
+    return AppSpec(f"{__name__}:app_from_settings",
+                   {"ca_dir": str(Path(ca_dir).resolve()), "freshness": freshness.total_seconds(),
+                    "responder_key": check_key_type(responder_key)})
 
 
-def app_from_environment() -> Starlette:
-    """The app for the CA named by ``$JPKI_REVOCATION_CA_DIR`` (freshness in seconds from
-    ``$JPKI_REVOCATION_FRESHNESS``, responder key type from ``$JPKI_REVOCATION_RESPONDER_KEY``):
-    the factory uvicorn worker processes import."""
-    ca_dir = os.environ.get(ENV_CA_DIR)
-    if not ca_dir:
-        raise UsageError(f"{ENV_CA_DIR} is not set")
-    seconds = float(os.environ.get(ENV_FRESHNESS, DEFAULT_FRESHNESS.total_seconds()))
-    key_type = check_key_type(os.environ.get(ENV_RESPONDER_KEY) or DEFAULT_RESPONDER_KEY_TYPE)
-    # The parent built the CRLs (serve): this loads them from the CA's crl-cache folder.
-    return create_app(ca_dir, clock=clock_from_environment(), freshness=_dt.timedelta(seconds=seconds),
-                      responder_key=key_type, prepare_crls=True)
+def app_from_settings(settings: dict[str, Any], *, clock: Clock,
+                      progress: Callable[[str], None] | None = None) -> Starlette:
+    """The app of :func:`app_spec`'s settings (``ca_dir``; ``freshness`` in seconds and
+    ``responder_key``, both optional), its CRLs built or loaded at once (``progress`` is told):
+    in worker processes, loaded from the CA's crl-cache folder where the parent left them."""
+    try:
+        ca_dir = settings["ca_dir"]
+        freshness = _dt.timedelta(seconds=float(settings.get("freshness", DEFAULT_FRESHNESS.total_seconds())))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise UsageError(f"bad revocation server settings: {exc!r}") from None
+    key_type = check_key_type(settings.get("responder_key") or DEFAULT_RESPONDER_KEY_TYPE)
+    return create_app(ca_dir, clock=clock, freshness=freshness, responder_key=key_type, prepare_crls=True,
+                      progress=progress)
 
 
 def serve(
@@ -688,121 +651,26 @@ def serve(
     idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
     progress: Callable[[str], None] | None = None,
 ) -> None:
-    """Serve OCSP and CRLs for the CA in ``ca_dir`` under uvicorn until interrupted (blocks).
+    """Serve OCSP and CRLs for the CA in ``ca_dir`` under uvicorn until interrupted (blocks);
+    see :func:`jpki.serving.serve`.
 
     ``responder_key`` is the delegated responders' key type: ``rsa`` (RSA-2048, about 0.9 ms per
     signed response) or ``ec`` (ECDSA P-256, about 40 µs); stored responders of the other type
-    are replaced. ``workers`` > 1 runs that many processes on the same port (one Python process
-    uses one core). They share nothing but the database, the responder certificates and the
-    CRLs, which are issued and built here first so that the workers find them; each keeps its
-    own response cache. Workers take their clock from the environment (``$JPKI_NOW``, see
-    :func:`jpki.clock.clock_from_environment`), so ``clock`` must be None then. uvicorn
-    picks httptools and uvloop when they are installed (``uvicorn[standard]``), which cuts the
-    HTTP cost per request about five-fold compared with h11.
+    are replaced. ``workers`` > 1 runs that many processes on the same port. They share
+    nothing but the database, the responder certificates and the CRLs, which the parent issues
+    and builds first so that the workers find them; each keeps its own response cache. Workers
+    take their clock from the environment (``$JPKI_NOW``, see
+    :func:`jpki.clock.clock_from_environment`), so ``clock`` must be None then.
 
     In order: the port is checked (:class:`jpki.serving.PortInUseError`), the CRLs are built
     or loaded, then ``progress`` is told ``serving … on http://HOST:PORT`` and the server
     listens. ``progress`` gets these lines (for stderr); None: silent.
     """
-    import uvicorn
-
-    key_type = check_key_type(responder_key)
-    if workers < 1:
-        raise UsageError("workers must be at least 1")
-    if workers > 1 and clock is not None:
-        raise UsageError("worker processes take their clock from $JPKI_NOW: pass no clock with workers > 1")
-    check_port(host, port)
-    serving = (f"serving OCSP ({key_type} responder key) and CRLs for {ca_dir} on "
-               f"http://{'[' + host + ']' if ':' in host else host}:{port}")
-    if workers == 1:
-        app = create_app(ca_dir, clock=clock or clock_from_environment(), freshness=freshness,
-                         responder_key=key_type, prepare_crls=True, progress=progress)
-        try:
-            sock = listen(host, port)  # listening before "serving" is said
-        except BaseException:
-            app.state.service.close()
-            raise
-        with sock:
-            if progress:
-                progress(serving)
-            uvicorn.Server(_config(app, host, port, log_level, idle_timeout)).run(sockets=[sock])
-        return
-    service = RevocationService(ca_dir, clock=clock_from_environment(), freshness=freshness,
-                                responder_key=key_type)
-    try:
-        service.prepare_crls(progress)  # issues the responders too (in the constructor)
-    finally:
-        service.close()
-    os.environ[ENV_CA_DIR] = str(Path(ca_dir).resolve())
-    os.environ[ENV_FRESHNESS] = str(freshness.total_seconds())
-    os.environ[ENV_RESPONDER_KEY] = key_type
-    if progress:
-        progress(serving)
-    uvicorn.run(
-        f"{__name__}:app_from_environment",
-        factory=True,
-        host=host,
-        port=port,
-        workers=workers,
-        log_level=log_level,
-        **uvicorn_options(idle_timeout=idle_timeout),
-    )
-
-
-class ServerThread:
-    """A uvicorn server running the app in a background thread (see :func:`serve_in_thread`)."""
-
-    def __init__(self, app: Starlette, host: str, port: int, *, log_level: str = "warning",
-                 idle_timeout: float = DEFAULT_IDLE_TIMEOUT) -> None:
-        import uvicorn
-
-        self.app = app
-        self.host = host
-        self._server = uvicorn.Server(_config(app, host, port, log_level, idle_timeout))
-        self._thread = threading.Thread(target=self._run, name="jpki-revocation-server", daemon=True)
-        self._error: BaseException | None = None
-        self.port = port
-
-    def _run(self) -> None:
-        try:
-            asyncio.run(self._server.serve())
-        except BaseException as exc:  # noqa: BLE001 - reported by start() (uvicorn may sys.exit)
-            self._error = exc
-
-    def start(self, timeout: float = 10.0) -> Self:
-        """Start and wait until the server listens; raises UsageError if it cannot."""
-        self._thread.start()
-        deadline = _dt.datetime.now() + _dt.timedelta(seconds=timeout)
-        while not self._server.started:
-            if not self._thread.is_alive() or _dt.datetime.now() > deadline:
-                self.stop()
-                raise UsageError(
-                    f"the revocation server did not start on {self.host}:{self.port}"
-                    + (f": {self._error}" if self._error else "")
-                )
-            self._thread.join(0.01)
-        for server in getattr(self._server, "servers", []):
-            for sock in server.sockets:
-                self.port = sock.getsockname()[1]
-                break
-        return self
-
-    @property
-    def url(self) -> str:
-        """``http://HOST:PORT`` (the base URL the CA's certificates should name)."""
-        return f"http://{self.host}:{self.port}"
-
-    def stop(self, timeout: float = 10.0) -> None:
-        """Ask the server to exit and wait for the thread (the lifespan closes the CA)."""
-        self._server.should_exit = True
-        if self._thread.is_alive():
-            self._thread.join(timeout)
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+    spec = app_spec(ca_dir, freshness=freshness, responder_key=responder_key)
+    serving = (f"serving OCSP ({spec.settings['responder_key']} responder key) and CRLs for {ca_dir} on "
+               f"{http_url(host, port)}")
+    _serve(spec, host, port, workers=workers, log_level=log_level, idle_timeout=idle_timeout, clock=clock,
+           progress=progress, on_ready=(lambda: progress(serving)) if progress else None)
 
 
 def serve_in_thread(
@@ -815,11 +683,12 @@ def serve_in_thread(
     log_level: str = "warning",
     responder_key: ResponderKeyType = DEFAULT_RESPONDER_KEY_TYPE,
 ) -> ServerThread:
-    """Start the server in a background thread (``port=0``: any free port) and return it once
-    it listens. Use as a context manager, or call ``stop()``."""
+    """The server of the CA in ``ca_dir`` in a background thread (``port=0``: any free port),
+    returned once it listens (:func:`jpki.serving.serve_in_thread`). Use as a context manager,
+    or call ``stop()``."""
     app = create_app(ca_dir, clock=clock, freshness=freshness, responder_key=responder_key)
     try:
-        return ServerThread(app, host, port, log_level=log_level).start()
+        return _serve_in_thread(app, host, port, log_level=log_level)
     except BaseException:
-        app.state.service.close()
+        app.state.close()
         raise
