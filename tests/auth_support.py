@@ -1,7 +1,7 @@
 """Shared fixtures and helpers of the jpki.auth tests (login and eKYC). Not a test module.
 
-``conftest.py`` makes the fixtures (``net``, ``links``, ``rp``, ``alice``) available to every
-test; test modules import the helpers from here. Revocation is answered by the
+``conftest.py`` makes the fixtures (``net``, ``links``, ``rp``, ``alice``, ``live_home``)
+available to every test; test modules import the helpers from here. Revocation is answered by the
 test CA's revocation server: in process through its ASGI app (``net``), or under uvicorn on a
 free port with the CA's base URL rewritten to it (``served_revocation``).
 """
@@ -30,9 +30,12 @@ from jpki.auth import (
 from jpki.auth.protocol import ClientData, LoginResponse
 from jpki.auth.service import ServiceConfig, create_service
 from jpki.auth.store import Challenge
+from jpki.clock import clock_from_environment
+from jpki.identity import SAMPLE_PERSONAS
+from jpki.pki import TestCA, free_port
 from jpki.pki.server import create_app as revocation_app
 from jpki.pki.server import serve_in_thread
-from jpki.provision import Home, read_holder
+from jpki.provision import Home, create_card, read_holder
 from jpki.serving import ServerThread
 from jpki.session import JpkiSession
 from jpki.transport import open_transport
@@ -74,6 +77,23 @@ def net(home: Path, clock) -> Iterator[InProcessFetch]:
     app = revocation_app(home / "ca", clock=clock)
     yield InProcessFetch(app)
     app.state.service.close()
+
+
+@pytest.fixture
+def live_home(tmp_path: Path, key_pool: list[rsa.RSAPrivateKey]) -> Iterator[Path]:
+    """A home whose test CA names a free port, where its revocation server runs (the clock of
+    $JPKI_NOW, as the CLI has): what a person gets with `jpki ca init --base-url …` and `jpki ca serve`.
+    For the tests that run servers (`jpki rp serve`, `jpki idp serve`) as processes."""
+    port = free_port()
+    path = tmp_path / "live"
+    path.mkdir(mode=0o700)
+    home = Home(path)
+    clock = clock_from_environment()
+    TestCA.init(home.ca_dir, clock=clock, base_url=f"http://127.0.0.1:{port}",
+                keys={"sign": key_pool[0], "auth": key_pool[1]}).close()
+    create_card(home, "alice", SAMPLE_PERSONAS["alice"], clock=clock, keys=(key_pool[2], key_pool[3]))
+    with serve_in_thread(home.ca_dir, "127.0.0.1", port, clock=clock):
+        yield path
 
 
 @contextlib.contextmanager

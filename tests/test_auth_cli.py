@@ -4,11 +4,9 @@ revocation answered for real by the test CA's revocation server over HTTP."""
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
@@ -17,34 +15,10 @@ from auth_support import AUTH_PIN, SIGN_PIN, assert_no_personal_data
 from jpki.auth.client import HttpxJson, ServiceError
 from jpki.auth.service import ServiceConfig, create_service
 from jpki.clock import clock_from_environment
-from jpki.identity import SAMPLE_PERSONAS
 from jpki.lifecycle import lost
-from jpki.pki import TestCA
-from jpki.pki.server import serve_in_thread as serve_revocation
-from jpki.provision import Home, create_card, read_holder
+from jpki.pki import free_port
+from jpki.provision import Home, read_holder
 from jpki.serving import serve_in_thread
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture
-def live_home(tmp_path, key_pool) -> Iterator[Path]:
-    """A home whose test CA names a free port, where its revocation server runs (the clock of
-    $JPKI_NOW, as the CLI has): what a person gets with `jpki ca init --base-url …` and `jpki ca serve`."""
-    port = free_port()
-    path = tmp_path / "live"
-    path.mkdir(mode=0o700)
-    home = Home(path)
-    clock = clock_from_environment()
-    TestCA.init(home.ca_dir, clock=clock, base_url=f"http://127.0.0.1:{port}",
-                keys={"sign": key_pool[0], "auth": key_pool[1]}).close()
-    create_card(home, "alice", SAMPLE_PERSONAS["alice"], clock=clock, keys=(key_pool[2], key_pool[3]))
-    with serve_revocation(home.ca_dir, "127.0.0.1", port, clock=clock):
-        yield path
 
 
 @pytest.fixture

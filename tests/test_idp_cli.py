@@ -1,53 +1,55 @@
-# ruff: noqa: F811  (pytest fixtures imported by name)
-"""``jpki idp client add|list|remove`` (CliRunner: one JSON document, one-line errors with a
-code) and ``jpki idp serve`` as a real process: two uvicorn workers on a SQLite store, test
-cards, a whole code flow over HTTP, a client assertion replayed to the workers."""
+"""``jpki idp client add|list|remove`` (through the ``cli`` fixture: one JSON document,
+one-line errors with a code) and ``jpki idp serve`` as a real process: two uvicorn workers on a
+SQLite store, test cards, a whole code flow over HTTP, a client assertion replayed to the
+workers."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import secrets
 import socket
 import subprocess
-import sys
 import time
 import urllib.parse
 from pathlib import Path
 
 import httpx
+import pytest
+from auth_support import assert_no_personal_data
 from joserfc import jwt
 from joserfc.jwk import ECKey
-from test_auth_cli import REPO, free_port, live_home, run, wait_up  # noqa: F401  (fixture)
-from test_auth_support import assert_no_personal_data
 
 from jpki.clock import clock_from_environment
+from jpki.pki import free_port
 
 
-def test_client_add_list_remove(home, tmp_path):
+def test_client_add_list_remove(cli, home, tmp_path):
     key = ECKey.generate_key("P-256", auto_kid=True)
     jwks = tmp_path / "shop.jwks.json"
     jwks.write_text(json.dumps({"keys": [key.as_dict(private=False)]}))
-    r = run(home, "--json", "idp", "client", "add", "Example shop", "--redirect-uri",
+    r = cli("--json", "idp", "client", "add", "Example shop", "--redirect-uri",
             "https://shop.example.jp/callback", "--redirect-uri", "https://shop.example.jp/cb2", "--jwks", str(jwks))
-    assert r.exit_code == 0, r.stderr
-    added = json.loads(r.output)
+    assert r.exit_code == 0, r
+    added = r.json()
     assert added["auth_methods"] == ["private_key_jwt"] and added["sector"] == "shop.example.jp"
     assert "client_secret" not in added and added["keys"] == 1
-    r = run(home, "idp", "client", "add", "CI", "--redirect-uri", "http://127.0.0.1:8000/callback", "--secret")
-    assert r.exit_code == 0 and "client_secret:" in r.output and "shown once" in r.output
-    secret = r.output.split("client_secret:")[1].split()[0]
-    r = run(home, "--json", "idp", "client", "list")
-    listed = json.loads(r.output)
+    r = cli("idp", "client", "add", "CI", "--redirect-uri", "http://127.0.0.1:8000/callback", "--secret")
+    assert r.exit_code == 0 and "client_secret:" in r.stdout and "shown once" in r.stdout
+    secret = r.stdout.split("client_secret:")[1].split()[0]
+    r = cli("--json", "idp", "client", "list")
+    listed = r.json()
     assert [c["name"] for c in listed] == ["Example shop", "CI"]
     assert secret not in r.output and "secret_hash" not in r.output
-    r = run(home, "--json", "idp", "client", "remove", added["client_id"])
-    assert r.exit_code == 0 and json.loads(r.output)["removed"]["client_id"] == added["client_id"]
-    r = run(home, "idp", "client", "list")
-    assert "Example shop" not in r.output and "CI" in r.output
+    r = cli("--json", "idp", "client", "remove", added["client_id"])
+    assert r.exit_code == 0 and r.json()["removed"]["client_id"] == added["client_id"]
+    r = cli("idp", "client", "list")
+    assert "Example shop" not in r.stdout and "CI" in r.stdout
     assert oct((home / "idp" / "clients.db").stat().st_mode & 0o777) == "0o600"
 
 
-def test_client_add_errors_are_one_line_with_a_code(home, tmp_path):
+def test_client_add_errors_are_one_line_with_a_code(cli, tmp_path):
     private = tmp_path / "private.json"
     private.write_text(json.dumps(ECKey.generate_key("P-256").as_dict(private=True)))
     notjson = tmp_path / "not.json"
@@ -63,33 +65,33 @@ def test_client_add_errors_are_one_line_with_a_code(home, tmp_path):
         (["", "--redirect-uri", "https://shop.example.jp/cb", "--secret"], "client name"),
     ]
     for args, words in cases:
-        r = run(home, "--json", "idp", "client", "add", *args)
-        assert r.exit_code == 2, (args, r.stderr)
-        document = json.loads(r.output)
+        r = cli("--json", "idp", "client", "add", *args)
+        assert r.exit_code == 2, r
+        document = r.json()
         assert document["ok"] is False and document["error"] == "usage" and words in document["message"]
         assert r.stderr.startswith("error: ") and "Traceback" not in r.stderr
-    r = run(home, "--json", "idp", "client", "remove", "no-such-client")
-    assert r.exit_code == 2 and json.loads(r.output)["error"] == "unknown_client"
-    r = run(home, "idp", "client", "add", "Shop", "--redirect-uri", "https://a.example/cb", "--jwks", "/nonexistent")
+    r = cli("--json", "idp", "client", "remove", "no-such-client")
+    assert r.exit_code == 2 and r.json()["error"] == "unknown_client"
+    r = cli("idp", "client", "add", "Shop", "--redirect-uri", "https://a.example/cb", "--jwks", "/nonexistent")
     assert r.exit_code == 2
 
 
-def test_serve_refuses_bad_settings(home):
-    r = run(home, "idp", "serve", "--workers", "2")
+def test_serve_refuses_bad_settings(cli):
+    r = cli("idp", "serve", "--workers", "2")
     assert r.exit_code == 2 and "shared store" in r.stderr
-    r = run(home, "idp", "serve", "--host", "0.0.0.0")
+    r = cli("idp", "serve", "--host", "0.0.0.0")
     assert r.exit_code == 2 and "--issuer" in r.stderr
-    r = run(home, "idp", "serve", "--store", "bogus:x", "--port", str(free_port()))
+    r = cli("idp", "serve", "--store", "bogus:x", "--port", str(free_port()))
     assert r.exit_code == 2 and "unknown store" in r.stderr
-    r = run(home, "idp", "serve", "--issuer", "ftp://idp.example.jp")
+    r = cli("idp", "serve", "--issuer", "ftp://idp.example.jp")
     assert r.exit_code == 2 and "issuer" in r.stderr
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        r = run(home, "--json", "idp", "serve", "--port", str(port))
+        r = cli("--json", "idp", "serve", "--port", str(port))
     assert r.exit_code == 1 and f"port {port} is in use" in r.stderr
-    assert json.loads(r.output)["error"] == "port_in_use"
+    assert r.json()["error"] == "port_in_use"
 
 
 def _assertion(client_id: str, key: ECKey, audience: str, jti: str) -> str:
@@ -98,20 +100,21 @@ def _assertion(client_id: str, key: ECKey, audience: str, jti: str) -> str:
                                                          "iat": now, "exp": now + 60, "jti": jti}, key)
 
 
-def test_serve_as_a_process_with_two_workers_and_test_cards(live_home, tmp_path):
+@pytest.mark.slow
+def test_serve_as_a_process_with_two_workers_and_test_cards(cli, live_home, tmp_path):
     key = ECKey.generate_key("P-256", auto_kid=True)
     jwks = tmp_path / "jwks.json"
     jwks.write_text(json.dumps({"keys": [key.as_dict(private=False)]}))
     redirect = "http://127.0.0.1:9/callback"
-    r = run(live_home, "--json", "idp", "client", "add", "Example shop", "--redirect-uri", redirect,
+    cli = cli.bind(home=live_home, card=None)
+    r = cli("--json", "idp", "client", "add", "Example shop", "--redirect-uri", redirect,
             "--jwks", str(jwks), "--secret")
-    client = json.loads(r.output)
+    client = r.json()
     port = free_port()
     issuer = f"http://127.0.0.1:{port}"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "jpki", "--home", str(live_home), "idp", "serve", "--port", str(port),
-         "--workers", "2", "--store", f"sqlite:{tmp_path / 'idp.db'}", "--test-cards", "--revocation-max-age", "0"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
+    process = cli.spawn("idp", "serve", "--port", str(port), "--workers", "2", "--store",
+                        f"sqlite:{tmp_path / 'idp.db'}", "--test-cards", "--revocation-max-age", "0",
+                        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 30
         while True:
@@ -125,9 +128,6 @@ def test_serve_as_a_process_with_two_workers_and_test_cards(live_home, tmp_path)
         doc = httpx.get(f"{issuer}/api/realms/main/.well-known/openid-configuration").json()
         assert doc["issuer"] == issuer and doc["jpki_test_cards"] is True
         verifier = secrets.token_urlsafe(48)
-        import base64
-        import hashlib
-
         challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
         for scope in ("openid", "openid name gender"):
             with httpx.Client(base_url=issuer) as browser:
@@ -153,8 +153,9 @@ def test_serve_as_a_process_with_two_workers_and_test_cards(live_home, tmp_path)
         for _ in range(6):   # fresh connections: both workers see it; only the first use passes
             with httpx.Client() as fresh:
                 statuses.append(fresh.post(doc["token_endpoint"], data={
-                    "grant_type": "client_credentials", "client_assertion_type":
-                    "urn:ietf:params:oauth:client-assertion-type:jwt-bearer", "client_assertion": assertion}).status_code)
+                    "grant_type": "client_credentials",
+                    "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+                    "client_assertion": assertion}).status_code)
         assert statuses == [200] + [401] * 5
     finally:
         process.terminate()

@@ -1,4 +1,3 @@
-# ruff: noqa: F811  (pytest fixtures imported by name)
 """The OpenID Provider's protocol with a standard client (Authlib's AsyncOAuth2Client) and
 test cards signing for real: discovery, the code flow with PKCE, private_key_jwt (ES256 and
 RS256, both audiences) and client_secret_basic, ID tokens checked with joserfc, userinfo with
@@ -12,7 +11,8 @@ import logging
 from typing import Any
 
 import httpx
-from idp_env import (  # noqa: F401  (fixtures)
+from auth_support import assert_no_personal_data
+from idp_support import (
     AUTH,
     BANK,
     CERTS,
@@ -21,10 +21,8 @@ from idp_env import (  # noqa: F401  (fixtures)
     TOKEN,
     USERINFO,
     Registered,
-    idp,
     login,
     make_idp,
-    net,
     oauth_client,
     query,
     register,
@@ -33,12 +31,11 @@ from idp_env import (  # noqa: F401  (fixtures)
     verified_id_token,
 )
 from joserfc.jwk import ECKey, KeySet
-from test_auth_support import assert_no_personal_data
 
 from jpki.identity import SAMPLE_PERSONAS
-from jpki.idp.app import serve_in_thread
 from jpki.lifecycle import move, renew
 from jpki.provision import Home
+from jpki.serving import serve_in_thread
 
 
 def run(coro: Any) -> Any:

@@ -1,4 +1,3 @@
-# ruff: noqa: F811  (pytest fixtures imported by name)
 """Every refusal of the OpenID Provider, each with its OAuth error code: the authorization
 request (unknown client, wrong redirect URI, missing or plain PKCE, missing state or nonce…),
 the card's answer (revoked or lost card, sign/auth confusion, an answer for another
@@ -13,9 +12,11 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
+from auth_support import AUTH_PIN, credentials, forged_login
 from authlib.integrations.base_client.errors import OAuthError as ClientOAuthError
-from idp_env import (  # noqa: F401  (fixtures)
+from idp_support import (
     AUTH,
     BANK,
     ISSUER,
@@ -23,10 +24,8 @@ from idp_env import (  # noqa: F401  (fixtures)
     TOKEN,
     USERINFO,
     code_for,
-    idp,
     login,
     make_idp,
-    net,
     oauth_client,
     query,
     register,
@@ -35,11 +34,12 @@ from idp_env import (  # noqa: F401  (fixtures)
     tokens,
 )
 from redis_env import redis_url  # noqa: F401  (session fixture)
-from test_auth_support import AUTH_PIN, credentials, forged_login
 
 from jpki.auth.client import answer_ekyc
 from jpki.auth.protocol import ClientData, EkycResponse
 from jpki.auth.store import Challenge
+from jpki.idp.app import create_app
+from jpki.idp.kv import KVError
 from jpki.lifecycle import lost
 from jpki.provision import Home
 from jpki.sign import CardSigner, sign_file
@@ -161,28 +161,28 @@ def test_sign_auth_confusion_is_refused(idp):
     a login answered with an eKYC document."""
     reg = register(idp)
     started = _started(idp, reg)
-    challenge = Challenge.from_dict(idp.provider.pending(started.pending).data)
+    challenge = Challenge.from_json(idp.provider.pending(started.pending).data)
     key, der = credentials(idp.home, "alice", "sign")
-    answer = _complete(idp, started.pending, forged_login(challenge, key, der).to_dict())
+    answer = _complete(idp, started.pending, forged_login(challenge, key, der).to_json())
     assert answer.status_code == 403 and answer.json()["reason"] == "wrong-key-kind"
 
     started = _started(idp, reg, "openid name")
-    challenge = Challenge.from_dict(idp.provider.pending(started.pending).data)
+    challenge = Challenge.from_json(idp.provider.pending(started.pending).data)
     data = ClientData.for_challenge(challenge).encode()
-    from test_auth_support import card_session
+    from auth_support import card_session
 
     with card_session(idp.home) as session, tempfile.TemporaryDirectory() as folder:
         signer = CardSigner.from_session(session, "auth", pin=lambda: AUTH_PIN)
         path = Path(folder) / "d"
         path.write_bytes(data)
         cms = sign_file(path, None, signer).output.read_bytes()
-    answer = _complete(idp, started.pending, EkycResponse(challenge.id, data, cms).to_dict())
+    answer = _complete(idp, started.pending, EkycResponse(challenge.id, data, cms).to_json())
     assert answer.status_code == 403 and answer.json()["reason"] == "wrong-key-kind"
 
     started = _started(idp, reg)                     # a login: an eKYC document does not parse
     with card_session(idp.home) as session:
         ekyc_challenge = idp.provider.rp.begin_ekyc()
-        document = answer_ekyc(ekyc_challenge, session, pin=lambda: "ABC123", clock=idp.clock).to_dict()
+        document = answer_ekyc(ekyc_challenge, session, pin=lambda: "ABC123", clock=idp.clock).to_json()
     answer = _complete(idp, started.pending, document)
     assert answer.status_code == 400 and answer.json()["reason"] == "malformed"
     assert idp.provider.pending(started.pending).status == "pending"   # still waiting for a good one
@@ -191,12 +191,12 @@ def test_sign_auth_confusion_is_refused(idp):
 def test_an_answer_for_another_authorization_does_not_complete_this_one(idp):
     reg = register(idp)
     first, second = _started(idp, reg), _started(idp, reg)
-    challenge = Challenge.from_dict(idp.provider.pending(second.pending).data)
+    challenge = Challenge.from_json(idp.provider.pending(second.pending).data)
     key, der = credentials(idp.home, "alice", "auth")
-    answer = _complete(idp, first.pending, forged_login(challenge, key, der).to_dict())
+    answer = _complete(idp, first.pending, forged_login(challenge, key, der).to_json())
     assert answer.status_code == 400 and "another challenge" in answer.json()["message"]
     assert idp.provider.pending(first.pending).status == "pending"
-    assert _complete(idp, second.pending, forged_login(challenge, key, der).to_dict()).status_code == 200
+    assert _complete(idp, second.pending, forged_login(challenge, key, der).to_json()).status_code == 200
     again = _complete(idp, second.pending, {"cancel": True})
     assert again.status_code == 409 and again.json()["reason"] == "not-pending"
     assert _complete(idp, "x" * 32, {"cancel": True}).status_code == 404
@@ -414,3 +414,110 @@ def test_of_answers_arriving_at_once_exactly_one_decides(idp):
     assert pending.status is PendingState.REFUSED
     with pytest.raises(StateError):
         pending.moved(PendingState.APPROVED)          # no way out of an end state
+
+
+# --------------------------------------------------------------------------- error shapes, bodies, store failures
+
+
+def _rfc6749(answer: Any, status: int, error: str) -> None:
+    """An RFC 6749 §5.2 error document: exactly ``error`` and ``error_description``, not cached."""
+    assert answer.status_code == status, answer.text
+    assert set(answer.json()) == {"error", "error_description"} and answer.json()["error"] == error
+    assert answer.headers["cache-control"] == "no-store"
+
+
+def test_each_endpoint_keeps_its_error_shape_for_bodies_too_large(idp):
+    """The token endpoint answers RFC 6749 JSON, the agent's API jpki's refusal document, the
+    authorization page HTML, whether the endpoint refused or the body limit (jpki.serving) did."""
+    reg = register(idp, alg=None, secret=True)
+    big = "x" * (65 * 1024)
+
+    async def go() -> None:
+        async with idp.http() as http:
+            form = {"Content-Type": "application/x-www-form-urlencoded"}
+            _rfc6749(await http.post(TOKEN, content=f"grant_type={big}", headers=form), 413, "invalid_request")
+            _rfc6749(await http.post(TOKEN, json={"grant_type": "client_credentials"}), 400, "invalid_request")
+            _rfc6749(await http.post(TOKEN, data={"grant_type": "client_credentials"}), 401, "invalid_client")
+            _rfc6749(await http.post(TOKEN, data={"grant_type": "password"}, auth=(reg.id, reg.secret)), 400,
+                     "unsupported_grant_type")
+            _rfc6749(await http.get(USERINFO, headers={"Authorization": "Bearer nope"}), 401, "invalid_token")
+
+            pending = (await http.get(AUTH, params=auth_query(reg))).headers["x-jpki-pending"]
+            too_large = await http.post(f"/api/pending/{pending}/complete", content=big)
+            assert too_large.status_code == 413
+            assert too_large.json() == {"ok": False, "reason": "too-large",
+                                        "message": "the body is larger than 65536 bytes"}
+            assert (await http.get(f"/api/pending/{pending}")).json()["state"] == "pending"   # still
+            unknown = await http.get("/api/pending/" + "A" * 32)
+            assert unknown.status_code == 404 and unknown.json()["reason"] == "not-found"
+            assert unknown.json()["ok"] is False
+            malformed = await http.post(f"/api/pending/{pending}/complete", content=b"[1]")
+            assert malformed.status_code == 400 and malformed.json()["reason"] == "malformed"
+
+            page = await http.post(AUTH, content=big, headers={**form, "Accept-Language": "en"})
+            assert page.status_code == 413 and page.headers["content-type"].startswith("text/html")
+            assert "This request cannot be processed" in page.text and "too-large" in page.text
+
+    run(go())
+
+
+class _BrokenStore:
+    """The provider's store, failing (a Redis server gone, a SQLite file unwritable)."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    def __getattr__(self, name: str) -> Any:
+        if name in ("close", "purge_expired"):
+            return getattr(self.inner, name)
+
+        def fail(*args: Any, **kwargs: Any) -> Any:
+            raise KVError("the store is gone")
+
+        return fail
+
+
+def test_a_failing_store_is_503_in_each_endpoints_shape(idp):
+    reg = register(idp, alg=None, secret=True)
+
+    async def go() -> None:
+        async with oauth_client(idp, reg) as client:
+            started = await start(idp, client)
+            code = await code_for(started)
+        idp.provider.kv = _BrokenStore(idp.provider.kv)
+        async with idp.http() as http:
+            _rfc6749(await http.post(TOKEN, data={"grant_type": "authorization_code", "code": code,
+                                                  "redirect_uri": SHOP, "code_verifier": started.verifier},
+                                     auth=(reg.id, reg.secret)), 503, "temporarily_unavailable")
+            _rfc6749(await http.get(USERINFO, headers={"Authorization": "Bearer " + "t" * 43}), 503,
+                     "temporarily_unavailable")
+            pending = await http.get(f"/api/pending/{started.pending}")
+            assert pending.status_code == 503 and pending.json()["reason"] == "store-unavailable"
+            assert pending.headers["retry-after"] == "1"
+            answer = await test_card(http, started.pending)
+            assert answer.status_code == 503 and answer.json()["reason"] == "store-unavailable"
+            page = await http.get(AUTH, params=auth_query(reg), headers={"Accept-Language": "en"})
+            assert page.status_code == 302 and query(page.headers["location"])["error"] == "temporarily_unavailable"
+
+    run(go())
+
+
+def test_a_stalled_body_is_408_and_closes_the_connection_in_each_shape(idp):
+    app = create_app(idp.provider, body_timeout=0.2)   # the same provider, a short body deadline
+    stalled = asyncio.Event()   # never set: the client sends a first chunk and then nothing
+
+    async def body() -> Any:
+        yield b"grant_type="
+        await stalled.wait()
+
+    async def go() -> None:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=ISSUER) as http:
+            form = {"Content-Type": "application/x-www-form-urlencoded", "Accept-Language": "en"}
+            token = await http.post(TOKEN, content=body(), headers=form)
+            _rfc6749(token, 408, "invalid_request")
+            assert token.headers["connection"] == "close"
+            page = await http.post(AUTH, content=body(), headers=form)
+            assert page.status_code == 408 and page.headers["connection"] == "close"
+            assert "This request cannot be processed" in page.text
+
+    run(go())

@@ -1,4 +1,3 @@
-# ruff: noqa: F811  (pytest fixtures imported by name)
 """Test-card mode: every outcome through the JSON API and through the page's form, each made
 real (the card signs, the CA revoked the twin, the validator sees the certificate expired, the
 card counts the wrong PINs on a copy), the banner on every page, the pages in Japanese and
@@ -13,13 +12,12 @@ import urllib.parse
 from typing import Any
 
 import pytest
-from idp_env import (  # noqa: F401  (fixtures)
+from auth_support import card_session
+from idp_support import (
     ISSUER,
     SHOP,
     USERINFO,
-    idp,
     make_idp,
-    net,
     oauth_client,
     query,
     register,
@@ -27,7 +25,6 @@ from idp_env import (  # noqa: F401  (fixtures)
     test_card,
     tokens,
 )
-from test_auth_support import card_session
 
 from jpki.auth.result import Account, CertRef
 from jpki.provision import Home, read_holder
@@ -205,8 +202,9 @@ def test_the_page_in_both_languages_names_the_claims_and_hides_keys_and_serials(
     async def go() -> None:
         async with oauth_client(idp, reg, scope="openid name address") as client:
             for headers, extra, words in (
-                    ({"Accept-Language": "en"}, {}, ["<strong>Example &lt;Shop&gt;</strong> will receive", "Name", "Address",
-                                                     "signature password", "Use the card on this computer"]),
+                    ({"Accept-Language": "en"}, {}, ["<strong>Example &lt;Shop&gt;</strong> will receive", "Name",
+                                                     "Address", "signature password",
+                                                     "Use the card on this computer"]),
                     ({"Accept-Language": "ja,en;q=0.8"}, {}, ["氏名", "住所", "署名用電子証明書の暗証番号",
                                                               "このコンピューターのカードを使う"]),
                     ({"Accept-Language": "en"}, {"ui_locales": "ja"}, ["氏名"])):
@@ -283,5 +281,6 @@ def test_a_renewed_test_card_keeps_its_account(idp):
     first = read_holder(Home(idp.home), "alice").auth_serial
     renew(Home(idp.home), "alice", clock=idp.clock)
     issuer = idp.provider.linkage._auth_issuer
-    account = idp.provider.rp.account_resolver.account_for(CertRef(issuer, read_holder(Home(idp.home), "alice").auth_serial))
+    renewed = read_holder(Home(idp.home), "alice").auth_serial
+    account = idp.provider.rp.account_resolver.account_for(CertRef(issuer, renewed))
     assert account == Account(CertRef(issuer, first), renewals=1)

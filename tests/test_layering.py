@@ -4,9 +4,9 @@
 - Only ``jpki/transport/emu.py`` imports ``card_emulator``.
 - The verification side (``jpki.verify``, ``jpki.revocation``, ``jpki.pki``, ``jpki.identity``,
   ``jpki.certinfo``, ``jpki.clock``, ``jpki.errors``, the relying-party modules of
-  ``jpki.auth`` and the OpenID Provider ``jpki.idp``) imports none of ``jpki.session``, ``jpki.transport``, ``jpki.apdu``,
-  ``jpki.cli`` — neither directly nor through another jpki module — so that a server can verify
-  with no card library installed.
+  ``jpki.auth`` and the OpenID Provider ``jpki.idp``) imports none of ``jpki.session``,
+  ``jpki.transport``, ``jpki.apdu``, ``jpki.cli`` — neither directly nor through another jpki
+  module — so that a server can verify with no card library installed.
 - ``jpki.idp.testcards`` (the provider's test-card mode, which drives emulated cards) is the one
   exception in ``jpki.idp``: only ``jpki.idp.app`` imports it, inside a function (lazily, when
   that mode is on), and the scan of the provider stops at that import.
@@ -49,7 +49,7 @@ CARD_SIDE = ("jpki.session", "jpki.transport", "jpki.apdu", "jpki.cli")
 #: relying party's and must stand without any card library.
 AUTH_CLIENT_NAMES = {"client"}
 #: The HTTP apps (a Starlette app over a service object that knows no HTTP), run by jpki.serving.
-APP_MODULES = ("jpki.pki.server", "jpki.auth.service")
+APP_MODULES = ("jpki.pki.server", "jpki.auth.service", "jpki.idp.app")
 #: What runs the apps; no other module imports an app module (nor another app's pieces).
 APP_RUNNERS = ("jpki.cli", "jpki.demo")
 #: Packages of the verification side that ``jpki.revocation`` must not import: it is below them.
@@ -460,8 +460,8 @@ def test_the_serving_module_imports_no_application():
 
 def test_no_test_module_imports_another():
     """Shared fixtures live in conftest.py, shared helpers in the support modules (``fixed``,
-    ``auth_support``, ``sign_support``, ``cli_support``, ``pcsc_env``, ``redis_env``): a test
-    module imports neither another test module nor conftest."""
+    ``auth_support``, ``sign_support``, ``idp_support``, ``cli_support``, ``pcsc_env``,
+    ``redis_env``): a test module imports neither another test module nor conftest."""
     import ast
 
     offenders = []

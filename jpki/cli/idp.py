@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from ..errors import UsageError
-from ._common import Ctx, pass_ctx
+from ._common import Ctx, pass_ctx, revocation_options
+
+if TYPE_CHECKING:
+    from ..verify.validator import RevocationMode
 
 
 @click.group()
@@ -38,10 +41,7 @@ def idp() -> None:
                    "redis://HOST[:PORT][/DB][?prefix=P]")
 @click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True,
               help="server processes (more than one needs a sqlite: or redis:// store)")
-@click.option("--revocation", type=click.Choice(["ocsp", "crl", "none"]), default="ocsp", show_default=True,
-              help="OCSP with CRL fallback (hard-fail), CRL only, or none (testing only)")
-@click.option("--revocation-max-age", type=click.FloatRange(0, 86400), default=300.0, show_default=True,
-              help="seconds a cached OCSP answer or CRL is relied on")
+@revocation_options(soft_fail=False, max_age=True)
 @click.option("--fetch-deadline", type=click.FloatRange(0.1, 600), default=5.0, show_default=True,
               help="seconds one OCSP, CRL or client-JWKS fetch may take in all")
 @click.option("--test-cards", is_flag=True,
@@ -51,9 +51,9 @@ def idp() -> None:
 @click.option("--log-level", type=click.Choice(["critical", "error", "warning", "info", "debug"]),
               default="info", show_default=True)
 @pass_ctx
-def idp_serve(obj: Ctx, issuer: str | None, host: str, port: int, store: str, workers: int, revocation: str,
-              revocation_max_age: float, fetch_deadline: float, test_cards: bool, agent_url: str,
-              log_level: str) -> None:
+def idp_serve(obj: Ctx, issuer: str | None, host: str, port: int, store: str, workers: int,
+              revocation: RevocationMode, revocation_max_age: float, fetch_deadline: float, test_cards: bool,
+              agent_url: str, log_level: str) -> None:
     """Serve the OpenID Provider (discovery at ISSUER/.well-known/openid-configuration).
 
     Trusts the J-LIS roots and the test CA of --home, follows its renewal links; revocation is
@@ -134,7 +134,7 @@ def client_add(obj: Ctx, name: str, redirect_uris: tuple[str, ...], jwks_file: s
                                     secret=secret, sector=sector)
     finally:
         registry.close()
-    document = {**added.as_dict(), **({"client_secret": plain} if plain else {})}
+    document = {**added.to_json(), **({"client_secret": plain} if plain else {})}
     lines = [f"client {added.name!r} registered", f"  client_id:     {added.client_id}"]
     if plain:
         lines.append(f"  client_secret: {plain}   (shown once: keep it now)")
@@ -161,7 +161,7 @@ def client_list(obj: Ctx) -> None:
         return "\n".join(f"{c.client_id}  {c.name}  {' '.join(c.redirect_uris)}  [{', '.join(c.auth_methods)}]"
                          for c in clients)
 
-    obj.emit([c.as_dict() for c in clients], human)
+    obj.emit([c.to_json() for c in clients], human)
 
 
 @client.command("remove")
@@ -176,7 +176,7 @@ def client_remove(obj: Ctx, client_id: str) -> None:
         removed = registry.remove(client_id)
     finally:
         registry.close()
-    obj.emit({"removed": removed.as_dict()}, f"client {removed.name!r} ({removed.client_id}) removed")
+    obj.emit({"removed": removed.to_json()}, f"client {removed.name!r} ({removed.client_id}) removed")
 
 
 __all__ = ["idp"]

@@ -27,32 +27,43 @@ Pages are sent with a CSP that allows no script, no framing (``frame-ancestors '
 no referrer. Provider work (stores, card checks, OCSP) runs in the thread pool, never on the
 event loop.
 
-Serving: :func:`serve` (``jpki idp serve``: port check, listening before "serving", uvicorn
-workers sharing a SQLite or Redis store) and :func:`serve_in_thread` for tests, through
-:mod:`jpki.serving`.
+Errors: the token and userinfo endpoints answer RFC 6749 JSON (``{"error": …,
+"error_description": …}``, with ``WWW-Authenticate`` where RFC 6750 wants it) through the app's
+exception handler for :class:`~jpki.idp.provider.OAuthError`; the agent's and the test cards' JSON
+API answer jpki's refusal document ``{"ok": false, "reason": …, "message": …}`` through
+:mod:`jpki.serving`'s handlers (404 ``not-found``, 409 ``not-pending``, 400 ``malformed``, 503
+``store-unavailable``); the pages answer HTML. Bodies are limited by :mod:`jpki.serving`
+(``max_body`` bytes within ``body_timeout`` seconds): the token endpoint says so as an
+``invalid_request``, a page as an error page.
+
+Serving: :func:`serve` (``jpki idp serve``) hands :func:`app_from_settings` and the
+configuration to :func:`jpki.serving.serve` as an :class:`~jpki.serving.AppSpec` (the port
+checked first, the key, salt and store made once in the parent, listening before "serving",
+uvicorn workers sharing a SQLite or Redis store); tests run :func:`create_app` under
+:func:`jpki.serving.serve_in_thread`.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import datetime as _dt
 import json
 import logging
-import os
 import urllib.parse
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any, Final, Protocol
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from jpki.clock import Clock, clock_from_environment
+from jpki.auth.store import ChallengeStoreError
+from jpki.clock import Clock
 from jpki.errors import JpkiError, UsageError
 from jpki.idp import pages
+from jpki.idp.clients import ClientRegistryError
 from jpki.idp.pending import PendingAuthorization, PendingState, StateError
 from jpki.idp.provider import (
     REALM_PATH,
@@ -64,11 +75,12 @@ from jpki.idp.provider import (
     ProviderUnavailableError,
     build_provider,
 )
-from jpki.serving import DEFAULT_BODY_TIMEOUT, DEFAULT_IDLE_TIMEOUT, check_port, listen
+from jpki.serving import DEFAULT_BODY_TIMEOUT, DEFAULT_IDLE_TIMEOUT, AppSpec, Refusal, http_app
+from jpki.serving import serve as _serve
 from jpki.verify import Fetch
 
-__all__ = ["COOKIE", "DEFAULT_PORT", "ENV_CONFIG", "TestCardsPlugin", "app_from_environment", "create_app",
-           "create_service", "serve", "serve_in_thread"]
+__all__ = ["COOKIE", "DEFAULT_MAX_BODY", "DEFAULT_PORT", "TestCardsPlugin", "app_from_settings", "create_app",
+           "create_service", "serve"]
 
 log = logging.getLogger("jpki.idp")
 
@@ -76,8 +88,7 @@ log = logging.getLogger("jpki.idp")
 DEFAULT_PORT: Final = 8600
 #: The browser-binding cookie.
 COOKIE: Final = "jpki_idp_browser"
-#: Environment variable through which :func:`serve` hands the configuration to workers.
-ENV_CONFIG: Final = "JPKI_IDP_CONFIG"
+#: Largest request body (the card's answer, a token request) in bytes.
 DEFAULT_MAX_BODY: Final = 64 * 1024
 
 _NO_STORE: Final = {"Cache-Control": "no-store", "Pragma": "no-cache"}
@@ -94,33 +105,8 @@ class TestCardsPlugin(Protocol):
 
     def cards(self) -> list[str]: ...
 
-    def authenticate(self, pending_id: str, card: str, outcome: str, pin: str | None = None) -> PendingAuthorization: ...
-
-
-class _BodyError(Exception):
-    def __init__(self, status: int, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.status, self.reason, self.message = status, reason, message
-
-
-async def _read_body(request: Request, limit: int, timeout: float) -> bytes:
-    """The body, at most ``limit`` bytes, complete within ``timeout`` seconds."""
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise _BodyError(413, "too-large", f"the body is larger than {limit} bytes")
-    chunks, size = [], 0
-    try:
-        async with asyncio.timeout(timeout):
-            async for chunk in request.stream():
-                size += len(chunk)
-                if size > limit:
-                    raise _BodyError(413, "too-large", f"the body is larger than {limit} bytes")
-                chunks.append(chunk)
-    except TimeoutError:
-        raise _BodyError(408, "timeout", "the body did not arrive in time") from None
-    except ClientDisconnect:
-        raise _BodyError(400, "gone", "the client went away") from None
-    return b"".join(chunks)
+    def authenticate(self, pending_id: str, card: str, outcome: str,
+                     pin: str | None = None) -> PendingAuthorization: ...
 
 
 def _form_pairs(raw: bytes) -> list[tuple[str, str]]:
@@ -140,17 +126,38 @@ def _answer_by(pending: PendingAuthorization) -> _dt.datetime:
         return pending.expires_at
 
 
-def _json_refusal(reason: str, message: str, status: int) -> JSONResponse:
-    return JSONResponse({"ok": False, "reason": reason, "message": message}, status_code=status, headers=_NO_STORE)
+async def _oauth_error(request: Request, exc: Exception) -> Response:
+    """The app's handler of :class:`OAuthError`: RFC 6749 §5.2's error document, exactly
+    ``error`` and ``error_description`` (RFC 6750's ``WWW-Authenticate`` where the error has one)."""
+    assert isinstance(exc, OAuthError)
+    return JSONResponse(exc.to_json(), status_code=exc.status, headers={**_NO_STORE, **exc.headers})
+
+
+def _unavailable(exc: JpkiError) -> Refusal:
+    log.warning("the provider's store failed: %s", exc)
+    return Refusal(503, "store-unavailable", "the store is unavailable: try again shortly", retry_after=1)
+
+
+#: How the library's exceptions become jpki refusal documents (the agent's and test cards' API).
+_REFUSALS: Final[Mapping[type[Exception], Callable[[Any], Refusal]]] = {
+    PendingNotFoundError: lambda exc: Refusal(404, "not-found", str(exc)),
+    StateError: lambda exc: Refusal(409, "not-pending", str(exc)),
+    MalformedAnswerError: lambda exc: Refusal(400, "malformed", str(exc)),
+    ProviderUnavailableError: _unavailable,
+    ChallengeStoreError: _unavailable,
+    ClientRegistryError: _unavailable,
+}
 
 
 def create_app(provider: Provider, *, test_cards: TestCardsPlugin | None = None, max_body: int = DEFAULT_MAX_BODY,
                body_timeout: float = DEFAULT_BODY_TIMEOUT,
                on_shutdown: Sequence[Callable[[], None]] = ()) -> Starlette:
-    """The ASGI app of ``provider`` (``test_cards``: the test-card plug-in, else none);
-    ``app.state.close()`` closes the provider (also done by the lifespan)."""
+    """The ASGI app of ``provider`` (``test_cards``: the test-card plug-in, else none), made by
+    :func:`jpki.serving.http_app` (bodies of at most ``max_body`` bytes within ``body_timeout``
+    seconds); ``app.state.close()`` closes the provider (also done by the lifespan)."""
     prefix = urllib.parse.urlsplit(provider.issuer).path.rstrip("/")
-    oidc = prefix + REALM_PATH + "/protocol/openid-connect"
+    oidc = prefix + REALM_PATH + "/protocol/openid-connect"   # the routes' paths
+    oidc_url = provider.issuer + REALM_PATH + "/protocol/openid-connect"   # and their URLs
     secure = provider.issuer.startswith("https://")
     testing = test_cards is not None
 
@@ -161,12 +168,9 @@ def create_app(provider: Provider, *, test_cards: TestCardsPlugin | None = None,
         return HTMLResponse(text, status_code=status, headers={**_PAGE_HEADERS, **(headers or {})})
 
     def message(request: Request, kind: str, status: int, *, retry: str | None = None, reason: str | None = None,
-                ui_locales: Sequence[str] = ()) -> HTMLResponse:
+                ui_locales: Sequence[str] = (), headers: dict[str, str] | None = None) -> HTMLResponse:
         return html(pages.message_page(language(request, ui_locales), kind, test_cards=testing, retry_url=retry,
-                                       reason=reason), status)
-
-    async def body(request: Request) -> bytes:
-        return await _read_body(request, max_body, body_timeout)
+                                       reason=reason), status, headers)
 
     # ---------------------------------------------------------------- discovery, JWKS
 
@@ -190,23 +194,21 @@ def create_app(provider: Provider, *, test_cards: TestCardsPlugin | None = None,
             language(request, pending.ui_locales), client_name=pending.client_name, claims=pending.claims,
             pin=action.pin if action is not None else None, pending_id=pending.id,
             agent_link=provider.agent_link(pending.id), agent_url=provider.config.agent_url,
-            resume_url=provider.resume_url(pending.id), cancel_url=provider.issuer + REALM_PATH
-            + "/protocol/openid-connect/auth/cancel",
+            resume_url=provider.resume_url(pending.id), cancel_url=oidc_url + "/auth/cancel",
             expires=_answer_by(pending).astimezone(_dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
             test_cards=test_cards.cards() if test_cards is not None else None,
-            test_card_url=provider.issuer + REALM_PATH + "/protocol/openid-connect/auth/test-card"
-            if testing else None)
+            test_card_url=oidc_url + "/auth/test-card" if testing else None)
 
     async def authorize(request: Request) -> Response:
         try:
             if request.method == "POST":
-                pairs = _form_pairs(await body(request))
+                pairs = _form_pairs(await request.body())
             else:
                 pairs = urllib.parse.parse_qsl(request.url.query, keep_blank_values=True, max_num_fields=100)
             pending, cookie = await run_in_threadpool(provider.authorize, pairs, request.cookies.get(COOKIE))
             page = await run_in_threadpool(auth_page, request, pending)
-        except _BodyError as exc:
-            return message(request, "error", exc.status, reason=exc.reason)
+        except Refusal as exc:  # the body: too large, too slow (then the connection is closed)
+            return message(request, "error", exc.status, reason=exc.reason, headers=exc.headers())
         except ValueError:
             return message(request, "error", 400, reason="invalid_request")
         except OAuthError as exc:
@@ -244,8 +246,10 @@ def create_app(provider: Provider, *, test_cards: TestCardsPlugin | None = None,
     async def own_pending(request: Request) -> tuple[dict[str, str], PendingAuthorization | Response]:
         """A form POST of the page: its fields and the pending authorization, if this browser's."""
         try:
-            fields = dict(_form_pairs(await body(request)))
-        except (_BodyError, OAuthError):
+            fields = dict(_form_pairs(await request.body()))
+        except Refusal as exc:
+            return {}, message(request, "error", 400, reason="invalid_request", headers=exc.headers())
+        except OAuthError:
             return {}, message(request, "error", 400, reason="invalid_request")
         try:
             pending = await run_in_threadpool(provider.pending, fields.get("pending", ""))
@@ -280,46 +284,42 @@ def create_app(provider: Provider, *, test_cards: TestCardsPlugin | None = None,
             return message(request, "error", 400, reason=str(exc)[:200], ui_locales=found.ui_locales)
         return RedirectResponse(provider.resume_url(found.id), status_code=303, headers=_NO_STORE)
 
-    # ---------------------------------------------------------------- token, userinfo
-
-    def oauth_error(exc: OAuthError) -> JSONResponse:
-        return JSONResponse(exc.as_dict(), status_code=exc.status, headers={**_NO_STORE, **exc.headers})
+    # ---------------------------------------------------------------- token, userinfo (OAuthError: RFC 6749)
 
     async def token(request: Request) -> Response:
+        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if content_type != "application/x-www-form-urlencoded":
+            raise OAuthError("invalid_request", "the body must be application/x-www-form-urlencoded")
         try:
-            content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-            if content_type != "application/x-www-form-urlencoded":
-                raise OAuthError("invalid_request", "the body must be application/x-www-form-urlencoded")
-            pairs = _form_pairs(await body(request))
+            raw = await request.body()
+        except Refusal as exc:  # too large, too slow: still an OAuth error document
+            raise OAuthError("invalid_request", exc.message, status=exc.status, headers=exc.headers()) from None
+        pairs = _form_pairs(raw)
+        try:
             document = await run_in_threadpool(provider.token, pairs, request.headers.get("authorization"))
-        except _BodyError as exc:
-            return oauth_error(OAuthError("invalid_request", exc.message, status=exc.status))
-        except OAuthError as exc:
-            return oauth_error(exc)
+        except OAuthError:
+            raise
         except JpkiError as exc:
             log.warning("token request failed: %s", exc)
-            return oauth_error(OAuthError("temporarily_unavailable", "try again shortly", status=503))
+            raise OAuthError("temporarily_unavailable", "try again shortly", status=503) from None
         return JSONResponse(document, headers=_NO_STORE)
 
     async def userinfo(request: Request) -> Response:
         try:
             claims = await run_in_threadpool(provider.userinfo, request.headers.get("authorization"))
-        except OAuthError as exc:
-            return oauth_error(exc)
+        except OAuthError:
+            raise
         except JpkiError as exc:
             log.warning("userinfo failed: %s", exc)
-            return oauth_error(OAuthError("temporarily_unavailable", "try again shortly", status=503))
+            raise OAuthError("temporarily_unavailable", "try again shortly", status=503) from None
         return JSONResponse(claims, headers=_NO_STORE)
 
-    # ---------------------------------------------------------------- the agent's API
+    # ---------------------------------------------------------------- the agent's API (refusals: jpki.serving)
 
     async def pending_get(request: Request) -> Response:
-        try:
-            pending = await run_in_threadpool(provider.pending, request.path_params["pending_id"])
-        except JpkiError:
-            return _json_refusal("store-unavailable", "the store is unavailable", 503)
+        pending = await run_in_threadpool(provider.pending, request.path_params["pending_id"])
         if pending is None:
-            return _json_refusal("not-found", "no such pending authorization (unknown, finished or expired)", 404)
+            raise PendingNotFoundError("no such pending authorization (unknown, finished or expired)")
         return JSONResponse(provider.pending_document(pending), headers=_NO_STORE)
 
     def decided(pending: PendingAuthorization) -> JSONResponse:
@@ -329,20 +329,8 @@ def create_app(provider: Provider, *, test_cards: TestCardsPlugin | None = None,
                             status_code=403 if refused else 200, headers=_NO_STORE)
 
     async def pending_complete(request: Request) -> Response:
-        try:
-            raw = await body(request)
-            pending = await run_in_threadpool(provider.complete, request.path_params["pending_id"], raw)
-        except _BodyError as exc:
-            return _json_refusal(exc.reason, exc.message, exc.status)
-        except MalformedAnswerError as exc:
-            return _json_refusal("malformed", str(exc), 400)
-        except PendingNotFoundError as exc:
-            return _json_refusal("not-found", str(exc), 404)
-        except StateError as exc:
-            return _json_refusal("not-pending", str(exc), 409)
-        except ProviderUnavailableError as exc:
-            log.warning("completion failed: %s", exc)
-            return _json_refusal("store-unavailable", "try again shortly", 503)
+        raw = await request.body()
+        pending = await run_in_threadpool(provider.complete, request.path_params["pending_id"], raw)
         return decided(pending)
 
     # ---------------------------------------------------------------- test cards
@@ -355,28 +343,22 @@ def create_app(provider: Provider, *, test_cards: TestCardsPlugin | None = None,
     async def test_card_api(request: Request) -> Response:
         assert test_cards is not None
         try:
-            data = json.loads(await body(request))
-        except _BodyError as exc:
-            return _json_refusal(exc.reason, exc.message, exc.status)
+            data = json.loads(await request.body())
         except ValueError:
-            return _json_refusal("malformed", "the body must be a JSON object", 400)
+            raise Refusal(400, "malformed", "the body must be a JSON object") from None
         if not isinstance(data, dict) or set(data) - {"pending", "card", "outcome", "pin"} \
                 or not all(isinstance(data.get(k), str) for k in ("pending", "card", "outcome")) \
                 or not isinstance(data.get("pin", ""), str):
-            return _json_refusal("malformed", 'expected {"pending": ID, "card": NAME, "outcome": OUTCOME}', 400)
+            raise Refusal(400, "malformed", 'expected {"pending": ID, "card": NAME, "outcome": OUTCOME}')
         try:
             pending = await run_in_threadpool(test_cards.authenticate, data["pending"], data["card"],
                                               data["outcome"], data.get("pin"))
             url = provider.resume_url(pending.id) if pending.status is PendingState.APPROVED else \
                 await run_in_threadpool(provider.refusal_redirect, pending.id)
-        except PendingNotFoundError as exc:
-            return _json_refusal("not-found", str(exc), 404)
-        except StateError as exc:
-            return _json_refusal("not-pending", str(exc), 409)
-        except ProviderUnavailableError as exc:
-            return _json_refusal("store-unavailable", str(exc), 503)
-        except JpkiError as exc:
-            return _json_refusal(getattr(exc, "code", "error"), str(exc), 400)
+        except tuple(_REFUSALS):
+            raise  # jpki.serving's handlers answer them
+        except JpkiError as exc:  # an unknown card or outcome, a card that cannot do it
+            raise Refusal(400, getattr(exc, "code", "error"), str(exc)) from None
         return JSONResponse({"redirect": url, "state": str(pending.status), "reason": pending.reason},
                             headers=_NO_STORE)
 
@@ -420,7 +402,8 @@ def create_app(provider: Provider, *, test_cards: TestCardsPlugin | None = None,
         finally:
             await run_in_threadpool(close)
 
-    app = Starlette(routes=routes, lifespan=lifespan)
+    app = http_app(routes, lifespan=lifespan, max_body=max_body, body_timeout=body_timeout, refusals=_REFUSALS)
+    app.add_exception_handler(OAuthError, _oauth_error)
     app.state.provider = provider
     app.state.test_cards = test_cards
     app.state.close = close
@@ -447,59 +430,27 @@ def create_service(config: ProviderConfig, *, clock: Clock | None = None, fetch:
         raise
 
 
-def app_from_environment() -> Starlette:
-    """The app for ``$JPKI_IDP_CONFIG``: what uvicorn workers import."""
-    text = os.environ.get(ENV_CONFIG)
-    if not text:
-        raise UsageError(f"${ENV_CONFIG} is not set")
-    return create_service(ProviderConfig.from_json(text), clock=clock_from_environment())
+def app_from_settings(settings: dict[str, Any], *, clock: Clock,
+                      progress: Callable[[str], None] | None = None) -> Starlette:
+    """The app of a :class:`ProviderConfig` given as a dict (:meth:`ProviderConfig.to_json`):
+    the factory :func:`serve` names for :func:`jpki.serving.serve` and its worker processes."""
+    return create_service(ProviderConfig.from_json(settings), clock=clock)
 
 
 def serve(config: ProviderConfig, host: str = "127.0.0.1", port: int = DEFAULT_PORT, *, workers: int = 1,
           log_level: str = "info", idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
           on_ready: Callable[[], None] | None = None) -> None:
-    """Serve under uvicorn until interrupted (blocks), like :func:`jpki.auth.service.serve`:
-    the port checked first, the key and salt made and the store opened in this process, the
-    socket listening before ``on_ready`` says "serving"; ``workers`` > 1 need a shared store."""
-    import uvicorn
+    """Serve under uvicorn until interrupted (blocks; see :func:`jpki.serving.serve`).
+    ``workers`` > 1 runs that many processes on the port; they share the store of pending
+    authorizations, codes, tokens and assertion ids, so a ``memory`` store is refused then.
 
-    from jpki.auth.service import _log_config, _uvicorn_config
-    from jpki.idp.keys import ProviderKey, load_salt
-    from jpki.idp.kv import open_kv
-    from jpki.serving import uvicorn_options
-
-    if workers < 1:
-        raise UsageError("workers must be at least 1")
+    The port is checked first (:class:`jpki.serving.PortInUseError`); then the app is built
+    once in this process, so that the provider's key and pairwise salt are made before any
+    worker reads them and a store that cannot be opened fails here, not in every worker; then
+    ``on_ready`` says "serving". A connection must deliver a request's headers within
+    ``idle_timeout`` seconds."""
     if workers > 1 and config.store.strip() == "memory":
         raise UsageError("several workers need a shared store: use --store sqlite:PATH or --store "
                          "redis://HOST:PORT/DB (memory is per process)")
-    check_port(host, port)
-    ProviderKey.load_or_create(config.home)  # made once, here, before any worker reads it
-    load_salt(config.home)
-    if workers == 1:
-        app = create_service(config, clock=clock_from_environment())
-        try:
-            sock = listen(host, port)
-        except BaseException:
-            app.state.close()
-            raise
-        with sock:
-            if on_ready is not None:
-                on_ready()
-            uvicorn.Server(_uvicorn_config(app, host, port, log_level, idle_timeout)).run(sockets=[sock])
-        return
-    open_kv(config.store).close()  # fail here, not in every worker
-    os.environ[ENV_CONFIG] = config.to_json()
-    if on_ready is not None:
-        on_ready()
-    uvicorn.run(f"{__name__}:app_from_environment", factory=True, host=host, port=port, workers=workers,
-                log_level=log_level, log_config=_log_config(log_level), **uvicorn_options(idle_timeout=idle_timeout))
-
-
-def serve_in_thread(app: Starlette, host: str = "127.0.0.1", port: int = 0, *, log_level: str = "warning") -> Any:
-    """Run ``app`` under uvicorn in a background thread (``port=0``: a free port); returns a
-    started :class:`jpki.revocation.server.ServerThread` (``.url``, ``.stop()``, a context
-    manager)."""
-    from jpki.revocation.server import ServerThread
-
-    return ServerThread(app, host, port, log_level=log_level).start()
+    _serve(AppSpec(f"{__name__}:app_from_settings", config.to_json()), host, port, workers=workers,
+           log_level=log_level, idle_timeout=idle_timeout, on_ready=on_ready)

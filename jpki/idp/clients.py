@@ -66,6 +66,8 @@ _CLIENT_ID_RE: Final = re.compile(r"[A-Za-z0-9_-]{8,64}")
 class ClientRegistryError(JpkiError):
     """The client database cannot be opened or holds something unreadable."""
 
+    code = "client_registry"
+
 
 class UnknownClientError(UsageError):
     """No client with that id."""
@@ -139,7 +141,7 @@ def check_jwks(document: object) -> dict[str, Any]:
                 ECKey.import_key(dict(jwk))
             elif jwk.get("kty") == "RSA":
                 rsa_key = RSAKey.import_key(dict(jwk))
-                if rsa_key.raw_value.key_size < 2048:  # type: ignore[union-attr]
+                if rsa_key.raw_value.key_size < 2048:
                     raise UsageError(f"key {index}: RSA keys need at least 2048 bits")
             else:
                 raise UsageError(f"key {index}: kty must be EC or RSA, not {jwk.get('kty')!r}")
@@ -188,10 +190,10 @@ class Client:
         """The inline JWKS's signature keys (None for a ``jwks_uri`` client)."""
         if self.jwks is None:
             return None
-        return KeySet.import_key_set({"keys": [k for k in self.jwks["keys"] if k.get("use") in (None, "sig")]})  # type: ignore[arg-type,typeddict-item]
+        return KeySet.import_key_set({"keys": [k for k in self.jwks["keys"] if k.get("use") in (None, "sig")]})
 
-    def as_dict(self) -> dict[str, Any]:
-        """What ``client list`` shows (no secret, not even its hash)."""
+    def to_json(self) -> dict[str, Any]:
+        """What ``client list`` shows, JSON-ready (no secret, not even its hash)."""
         return {"client_id": self.client_id, "name": self.name, "redirect_uris": list(self.redirect_uris),
                 "sector": self.sector, "auth_methods": list(self.auth_methods),
                 "jwks_uri": self.jwks_uri, "keys": len(self.jwks["keys"]) if self.jwks else 0,

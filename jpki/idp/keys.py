@@ -38,6 +38,8 @@ ID_TOKEN_ALG: Final = "ES256"
 class ProviderKeyError(JpkiError):
     """The provider's key or salt file is unreadable or not what it should be."""
 
+    code = "provider_key"
+
 
 def idp_dir(home: Path) -> Path:
     """HOME/idp (created 0700 if missing)."""

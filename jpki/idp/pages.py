@@ -29,7 +29,8 @@ _T: Final[dict[str, dict[str, str]]] = {
     "ja": {
         "lang": "ja",
         "title": "マイナンバーカードでログイン",
-        "banner": "テストカードモード：本物の利用者向けではありません。誰でも任意のテストカードとしてログインできます。",
+        "banner": ("テストカードモード：本物の利用者向けではありません。"
+                   "誰でも任意のテストカードとしてログインできます。"),
         "asks": "{client} がマイナンバーカードによる認証を求めています。",
         "receives": "{client} に提供される情報：",
         "no_personal": "個人情報は提供されません（このサービス専用の識別子のみ）。",
@@ -37,23 +38,28 @@ _T: Final[dict[str, dict[str, str]]] = {
         "pin_sign": "署名用電子証明書の暗証番号（英数字6〜16文字）を使います。",
         "pin_other": "カードの暗証番号を使います。",
         "use_card": "このコンピューターのカードを使う",
-        "agent_note": "カードリーダーとローカルエージェント（jpki agent、{agent}）が必要です。暗証番号はエージェントの画面でのみ入力します。",
+        "agent_note": ("カードリーダーとローカルエージェント（jpki agent、{agent}）が必要です。"
+                       "暗証番号はエージェントの画面でのみ入力します。"),
         "done": "カードの操作が終わったら",
         "continue": "続ける",
         "cancel": "キャンセル",
         "expires": "この要求の有効期限：{when}",
         "name": "氏名", "address": "住所", "birthdate": "生年月日", "gender": "性別",
         "waiting_title": "カードの応答を待っています",
-        "waiting": "カードの操作がまだ完了していません。エージェントの画面で操作を終えてから、もう一度お試しください。",
+        "waiting": ("カードの操作がまだ完了していません。"
+                    "エージェントの画面で操作を終えてから、もう一度お試しください。"),
         "retry": "もう一度確認する",
         "gone_title": "この要求は無効です",
-        "gone": "この認証要求は有効期限が切れたか、すでに使用されています。元のサイトに戻って、最初からやり直してください。",
+        "gone": ("この認証要求は有効期限が切れたか、すでに使用されています。"
+                 "元のサイトに戻って、最初からやり直してください。"),
         "wrong_browser_title": "別のブラウザーで開始された要求です",
-        "wrong_browser": "この認証は別のブラウザー（またはプライベートウィンドウ）で開始されました。開始したブラウザーで続けるか、元のサイトからやり直してください。",
+        "wrong_browser": ("この認証は別のブラウザー（またはプライベートウィンドウ）で開始されました。"
+                          "開始したブラウザーで続けるか、元のサイトからやり直してください。"),
         "refused_title": "認証できませんでした",
         "back": "{client} に戻る",
         "error_title": "この要求を処理できません",
-        "error": "要求に問題があります（{reason}）。元のサイトに戻って、もう一度お試しください。問題が続く場合はサイトの管理者にお問い合わせください。",
+        "error": ("要求に問題があります（{reason}）。元のサイトに戻って、もう一度お試しください。"
+                  "問題が続く場合はサイトの管理者にお問い合わせください。"),
         "test_title": "テストカード",
         "test_card": "カード", "test_outcome": "結果", "test_submit": "テストカードで認証",
         "success": "成功", "wrong_pin": "暗証番号の誤り", "blocked_pin": "暗証番号ロック",
@@ -72,7 +78,8 @@ _T: Final[dict[str, dict[str, str]]] = {
         "pin_sign": "You will use the signature password (6-16 letters and digits).",
         "pin_other": "You will use a PIN of your card.",
         "use_card": "Use the card on this computer",
-        "agent_note": "Needs a card reader and the local agent (jpki agent, {agent}). You type your PIN only in the agent's window.",
+        "agent_note": ("Needs a card reader and the local agent (jpki agent, {agent}). "
+                       "You type your PIN only in the agent's window."),
         "done": "When you have finished with your card:",
         "continue": "Continue",
         "cancel": "Cancel",
@@ -82,13 +89,16 @@ _T: Final[dict[str, dict[str, str]]] = {
         "waiting": "Your card has not answered yet. Finish in the agent's window, then check again.",
         "retry": "Check again",
         "gone_title": "This request is no longer valid",
-        "gone": "This login request has expired or was already used. Go back to the site you came from and start again.",
+        "gone": ("This login request has expired or was already used. Go back to the site you came from "
+                 "and start again."),
         "wrong_browser_title": "Started in another browser",
-        "wrong_browser": "This login was started in another browser (or a private window). Continue there, or start again from the site.",
+        "wrong_browser": ("This login was started in another browser (or a private window). Continue there, "
+                          "or start again from the site."),
         "refused_title": "Authentication failed",
         "back": "Return to {client}",
         "error_title": "This request cannot be processed",
-        "error": "The request is not valid ({reason}). Go back to the site and try again; if it keeps happening, contact the site's operator.",
+        "error": ("The request is not valid ({reason}). Go back to the site and try again; if it keeps happening, "
+                  "contact the site's operator."),
         "test_title": "Test cards",
         "test_card": "Card", "test_outcome": "Outcome", "test_submit": "Authenticate with the test card",
         "success": "Success", "wrong_pin": "Wrong PIN", "blocked_pin": "Blocked PIN",
@@ -100,8 +110,10 @@ _T: Final[dict[str, dict[str, str]]] = {
 
 #: Why an authorization was refused, in words a person understands, and what to do.
 _REASONS: Final[dict[str, tuple[str, str]]] = {
-    "revoked": ("この電子証明書は失効しています（カードの紛失届・更新・記載事項の変更など）。新しいカードをお持ちの場合はそのカードで、そうでなければお住まいの市区町村の窓口にご相談ください。",
-                "The card's certificate has been revoked (the card was reported lost, renewed, or its details changed). Use your current card, or ask your municipal office."),
+    "revoked": ("この電子証明書は失効しています（カードの紛失届・更新・記載事項の変更など）。"
+                "新しいカードをお持ちの場合はそのカードで、そうでなければお住まいの市区町村の窓口にご相談ください。",
+                "The card's certificate has been revoked (the card was reported lost, renewed, or its details "
+                "changed). Use your current card, or ask your municipal office."),
     "expired-certificate": ("この電子証明書は有効期限が切れています。市区町村の窓口で電子証明書を更新してください。",
                             "The card's certificate has expired. Renew it at your municipal office."),
     "certificate-not-yet-valid": ("この電子証明書はまだ有効になっていません。しばらくしてからお試しください。",
@@ -130,9 +142,11 @@ _OTHER: Final = ("カードによる認証ができませんでした（{reason}
                  "The card authentication did not succeed ({reason}). Start again from the site.")
 
 _STYLE: Final = """
-body{font-family:system-ui,"Hiragino Sans","Noto Sans JP",sans-serif;max-width:40rem;margin:2rem auto;padding:0 1rem;color:#222;line-height:1.6}
+body{font-family:system-ui,"Hiragino Sans","Noto Sans JP",sans-serif;max-width:40rem;margin:2rem auto;
+padding:0 1rem;color:#222;line-height:1.6}
 .banner{background:#b00020;color:#fff;font-weight:bold;padding:.8rem 1rem;margin:-1rem -1rem 1.5rem;border-radius:4px}
-.button{display:inline-block;background:#0a5ad4;color:#fff;padding:.6rem 1.2rem;border-radius:4px;text-decoration:none;border:0;font-size:1rem;cursor:pointer}
+.button{display:inline-block;background:#0a5ad4;color:#fff;padding:.6rem 1.2rem;border-radius:4px;
+text-decoration:none;border:0;font-size:1rem;cursor:pointer}
 .secondary{background:#666}
 .note{color:#555;font-size:.9rem}
 fieldset{border:2px dashed #b00020;margin-top:2rem}
@@ -209,7 +223,8 @@ def authorization_page(lang: str, *, client_name: str, claims: Sequence[str], pi
     if test_cards is not None and test_card_url is not None:
         cards = "".join(f'<option value="{_e(c)}">{_e(c)}</option>' for c in test_cards)
         outcomes = "".join(f'<option value="{o}">{_e(t.get(o, t["cancel"]))}</option>' for o in OUTCOMES)
-        parts.append(f'<fieldset><legend>{_e(t["test_title"])}</legend><form method="post" action="{_e(test_card_url)}" '
+        parts.append(f'<fieldset><legend>{_e(t["test_title"])}</legend><form method="post" '
+                     f'action="{_e(test_card_url)}" '
                      f'id="test-card-form"><input type="hidden" name="pending" value="{_e(pending_id)}">'
                      f'<label>{_e(t["test_card"])} <select name="card">{cards}</select></label> '
                      f'<label>{_e(t["test_outcome"])} <select name="outcome">{outcomes}</select></label> '

@@ -9,12 +9,12 @@
                                                                      │ taken from the store
     any state ── its lifetime passes ──▶ gone (expired)              ▼ → redirect to the client
 
-Each record lives in the provider's store under ``pending:ID`` as JSON. A transition out of
-``pending`` is a compare-and-set on the stored text (:meth:`jpki.idp.kv.KV.swap`), so of two
-answers arriving at once (two workers, an agent and a test-card request) exactly one decides.
-``resume`` *takes* the record (atomic get-and-delete): a finished authorization gives at most
-one code. :data:`TRANSITIONS` lists the allowed moves; :meth:`PendingAuthorization.moved`
-refuses any other.
+Each record lives in the provider's store under ``pending:ID`` as JSON text
+(:meth:`PendingAuthorization.encode`). A transition out of ``pending`` is a compare-and-set on
+the stored text (:meth:`jpki.idp.kv.KV.swap`), so of two answers arriving at once (two
+workers, an agent and a test-card request) exactly one decides. ``resume`` *takes* the record
+(atomic get-and-delete): a finished authorization gives at most one code. :data:`TRANSITIONS`
+lists the allowed moves; :meth:`PendingAuthorization.moved` refuses any other.
 
 What the card must do is the record's ``action``: ``login`` (user-authentication key and PIN,
 no personal data), ``ekyc`` (signing key and password, the basic 4 info) or an action a plug-in
@@ -30,6 +30,7 @@ import dataclasses
 import datetime as _dt
 import enum
 import json
+from collections.abc import Mapping
 from typing import Any, Final
 
 from jpki.errors import JpkiError
@@ -97,21 +98,27 @@ class PendingAuthorization:
             raise StateError(self.status, to)
         return dataclasses.replace(self, status=to, **changes)
 
-    def to_json(self) -> str:
-        """The stored form (compact JSON, keys sorted: compare-and-set compares this text)."""
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict (datetimes in ISO 8601)."""
         data = dataclasses.asdict(self)
         data["created_at"] = self.created_at.isoformat()
         data["expires_at"] = self.expires_at.isoformat()
         data["status"] = str(self.status)
-        return json.dumps(data, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
+        return data
+
+    def encode(self) -> str:
+        """The stored form: compact JSON text of :meth:`to_json`, keys sorted (compare-and-set
+        compares this text); :meth:`from_json` reads it back."""
+        return json.dumps(self.to_json(), ensure_ascii=False, separators=(",", ":"), sort_keys=True)
 
     @classmethod
-    def from_json(cls, text: str) -> PendingAuthorization:
-        """What :meth:`to_json` wrote (a record this provider stored: trusted)."""
-        data = json.loads(text)
-        data["created_at"] = _dt.datetime.fromisoformat(data["created_at"])
-        data["expires_at"] = _dt.datetime.fromisoformat(data["expires_at"])
-        data["status"] = PendingState(data["status"])
+    def from_json(cls, data: Mapping[str, Any] | str) -> PendingAuthorization:
+        """What :meth:`to_json` gave (the dict, or its text as :meth:`encode` writes it): a
+        record this provider stored, hence trusted."""
+        fields = dict(json.loads(data) if isinstance(data, str) else data)
+        fields["created_at"] = _dt.datetime.fromisoformat(fields["created_at"])
+        fields["expires_at"] = _dt.datetime.fromisoformat(fields["expires_at"])
+        fields["status"] = PendingState(fields["status"])
         for name in ("scopes", "claims", "acr_values", "ui_locales"):
-            data[name] = tuple(data[name])
-        return cls(**data)
+            fields[name] = tuple(fields[name])
+        return cls(**fields)

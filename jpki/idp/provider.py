@@ -92,7 +92,7 @@ from jpki.idp.clients import Client, ClientRegistry, check_jwks
 from jpki.idp.keys import ProviderKey, load_salt
 from jpki.idp.kv import KV, RedisKV, open_kv, split_redis_prefix
 from jpki.idp.pending import PendingAuthorization, PendingState, StateError
-from jpki.verify import Fetch, HttpFetcher, TrustStore, Validator
+from jpki.verify import Fetch, HttpFetcher, RevocationMode, TrustStore, Validator
 from jpki.verify.fetch import DEFAULT_DEADLINE
 
 __all__ = [
@@ -159,8 +159,8 @@ class OAuthError(JpkiError):
         self.ui_locales: tuple[str, ...] = ()
         super().__init__(f"{error}: {self.description}")
 
-    def as_dict(self) -> dict[str, str]:
-        """The JSON body of the token and userinfo endpoints."""
+    def to_json(self) -> dict[str, str]:
+        """The JSON body of the token and userinfo endpoints (RFC 6749 §5.2)."""
         return {"error": self.error, "error_description": self.description}
 
 
@@ -202,7 +202,7 @@ class ProviderConfig:
     home: Path
     issuer: str
     store: str = "memory"
-    revocation: str = "ocsp"
+    revocation: RevocationMode = "ocsp"
     revocation_max_age: float = DEFAULT_REVOCATION_MAX_AGE.total_seconds()
     fetch_deadline: float = DEFAULT_DEADLINE
     test_cards: bool = False
@@ -228,15 +228,30 @@ class ProviderConfig:
         if self.challenge_ttl > self.authorization_ttl:
             raise UsageError("challenge_ttl must not exceed authorization_ttl")
 
-    def to_json(self) -> str:
-        """The configuration as JSON (how the workers receive it)."""
-        return json.dumps({**dataclasses.asdict(self), "home": str(self.home)})
+    def to_json(self) -> dict[str, Any]:
+        """The configuration as a JSON-ready dict (how :func:`jpki.idp.app.serve` hands it to
+        worker processes)."""
+        return {**dataclasses.asdict(self), "home": str(self.home)}
 
     @classmethod
-    def from_json(cls, text: str) -> ProviderConfig:
-        data = json.loads(text)
-        data["home"] = Path(data["home"])
-        return cls(**data)
+    def from_json(cls, data: Mapping[str, Any] | str) -> ProviderConfig:
+        """Read :meth:`to_json`'s output (the dict, or its JSON text); :class:`UsageError`
+        for anything else."""
+        if isinstance(data, str):
+            try:
+                data = json.loads(data)
+            except ValueError as exc:
+                raise UsageError(f"bad provider settings: not JSON ({exc})") from None
+        if not isinstance(data, Mapping):
+            raise UsageError("bad provider settings: not a JSON object")
+        fields = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - fields
+        if unknown or "home" not in data or "issuer" not in data:
+            raise UsageError(f"bad provider settings: unknown {sorted(unknown)} or no home / issuer")
+        try:
+            return cls(**{**data, "home": Path(data["home"])})
+        except TypeError as exc:
+            raise UsageError(f"bad provider settings: {exc}") from None
 
 
 def check_issuer(issuer: object) -> str:
@@ -316,12 +331,12 @@ class LoginAction:
 
     def begin(self, provider: Provider, client: Client, scopes: tuple[str, ...],
               params: Mapping[str, str]) -> dict[str, Any]:
-        return provider.rp.begin_login().to_dict()
+        return provider.rp.begin_login().to_json()
 
     def complete(self, provider: Provider, pending: PendingAuthorization, answer: Mapping[str, Any],
                  relying_party: RelyingParty) -> Completion:
         try:
-            response = LoginResponse.from_dict(answer)
+            response = LoginResponse.from_json(answer)
         except MalformedMessageError as exc:
             raise MalformedAnswerError(f"not a login response: {exc}") from None
         _challenge_id(pending.data, response.challenge_id)
@@ -341,12 +356,12 @@ class EkycAction:
               params: Mapping[str, str]) -> dict[str, Any]:
         claims = [s for s in CLAIM_SCOPES if s in scopes]
         text = f"{client.name}: {' '.join(claims)}"
-        return provider.rp.begin_ekyc(text).to_dict()
+        return provider.rp.begin_ekyc(text).to_json()
 
     def complete(self, provider: Provider, pending: PendingAuthorization, answer: Mapping[str, Any],
                  relying_party: RelyingParty) -> Completion:
         try:
-            response = EkycResponse.from_dict(answer)
+            response = EkycResponse.from_json(answer)
         except MalformedMessageError as exc:
             raise MalformedAnswerError(f"not an eKYC response: {exc}") from None
         _challenge_id(pending.data, response.challenge_id)
@@ -609,7 +624,7 @@ class Provider:
             ui_locales=tuple(params.get("ui_locales", "").split())[:8],
             params={k: params[k] for k in action.params if k in params})
         try:
-            self.kv.put(self._pending_key(pending.id), pending.to_json(), now=now, expires_at=pending.expires_at)
+            self.kv.put(self._pending_key(pending.id), pending.encode(), now=now, expires_at=pending.expires_at)
         except ChallengeStoreError as exc:
             log.warning("authorization not stored: %s", exc)
             raise OAuthError("temporarily_unavailable", "the store is unavailable: try again shortly") from None
@@ -677,7 +692,7 @@ class Provider:
     def _move(self, pending: PendingAuthorization, new: PendingAuthorization) -> PendingAuthorization:
         """Compare-and-set ``pending`` → ``new`` in the store: exactly one mover wins."""
         try:
-            moved = self.kv.swap(self._pending_key(pending.id), pending.to_json(), new.to_json(), now=self._now(),
+            moved = self.kv.swap(self._pending_key(pending.id), pending.encode(), new.encode(), now=self._now(),
                                  expires_at=pending.expires_at)
         except ChallengeStoreError as exc:
             raise ProviderUnavailableError(str(exc)) from exc
@@ -719,14 +734,15 @@ class Provider:
         return self._decide(pending, completion)
 
     def _decide(self, pending: PendingAuthorization, completion: Completion) -> PendingAuthorization:
-        if completion.ok and completion.account is not None:
+        account = completion.account
+        if completion.ok and account is not None:
             client = self.clients.get(pending.client_id)
             if client is None:
                 completion = Completion(False, "unknown-client", "the client was removed meanwhile")
             else:
                 claims = claims_of(completion.identity, pending.claims) if completion.identity is not None else {}
                 auth_time = int((completion.checked_at or self._now()).timestamp())
-                result = {"sub": self.pairwise_sub(client.sector, completion.account.key), "claims": claims,
+                result = {"sub": self.pairwise_sub(client.sector, account.key), "claims": claims,
                           "auth_time": auth_time, "acr": ACR, "amr": list(AMR), "extra": completion.extra}
                 new = self._move(pending, pending.moved(PendingState.APPROVED, result=result))
                 log.info("authorization approved: client=%s pending=%s action=%s", pending.client_id,
@@ -880,7 +896,8 @@ class Provider:
             raise OAuthError("invalid_client", "client_id differs from the authenticated client", status=401)
         return client
 
-    def _client_keys(self, client: Client, kid: str | None, now: _dt.datetime, *, refresh: bool = False) -> KeySet | None:
+    def _client_keys(self, client: Client, kid: str | None, now: _dt.datetime, *,
+                     refresh: bool = False) -> KeySet | None:
         """The client's signature keys: inline, or from its ``jwks_uri`` (cached 5 minutes;
         fetched again sooner for an unknown ``kid`` or when ``refresh``, but at most every 10
         seconds). None when a refresh is asked for and not due."""
@@ -902,10 +919,10 @@ class Provider:
             cached = self._jwks_cache.get(client.client_id)
         if cached is not None:
             age = now - cached[0]
-            known = kid is None or any(k.kid == kid for k in cached[1].keys)
+            kid_known = kid is None or any(k.kid == kid for k in cached[1].keys)
             if age < _dt.timedelta(seconds=10):
                 return None if refresh else cached[1]  # fetched a moment ago: not again
-            if age < _dt.timedelta(minutes=5) and known and not refresh:
+            if age < _dt.timedelta(minutes=5) and kid_known and not refresh:
                 return cached[1]
         fetch = self._fetch if self._fetch is not None else HttpFetcher()
         try:
@@ -913,7 +930,7 @@ class Provider:
         except Exception as exc:  # noqa: BLE001 - any failure of the client's key URL
             log.warning("client %s: JWKS at its jwks_uri unusable: %s", client.client_id, exc)
             raise OAuthError("invalid_client", "the client's jwks_uri gave no usable keys", status=401) from None
-        keys = KeySet.import_key_set({"keys": [k for k in document["keys"] if k.get("use") in (None, "sig")]})  # type: ignore[arg-type,typeddict-item]
+        keys = KeySet.import_key_set({"keys": [k for k in document["keys"] if k.get("use") in (None, "sig")]})
         with self._jwks_lock:
             self._jwks_cache[client.client_id] = (now, keys)
         return keys
@@ -1063,7 +1080,7 @@ class Provider:
             text = self.kv.get("token:" + _digest(token), now=self._now())
         except ChallengeStoreError as exc:
             raise OAuthError("temporarily_unavailable", f"the store is unavailable: {exc}", status=503) from None
-        record = json.loads(text) if text is not None else None
+        record: dict[str, Any] | None = json.loads(text) if text is not None else None
         if record is None or self.clients.get(record["client_id"]) is None:
             raise OAuthError("invalid_token", "the access token is invalid, expired or revoked", status=401,
                              headers={"WWW-Authenticate": realm + ', error="invalid_token"'})
@@ -1074,7 +1091,8 @@ class Provider:
         record = self.access_token(authorization)
         if record.get("kind") != "user" or "openid" not in record.get("scopes", ()):
             raise OAuthError("insufficient_scope", "this access token is not for userinfo (no openid scope)",
-                             status=403, headers={"WWW-Authenticate": 'Bearer realm="jpki-idp", error="insufficient_scope"'})
+                             status=403,
+                             headers={"WWW-Authenticate": 'Bearer realm="jpki-idp", error="insufficient_scope"'})
         granted, claims = set(record["scopes"]), record["claims"]
         return {"sub": record["sub"], **{k: claims[k] for k in CLAIM_SCOPES if k in granted and k in claims}}
 
@@ -1113,43 +1131,42 @@ def build_provider(config: ProviderConfig, *, clock: Clock | None = None, fetch:
     ``kv`` are injectable for tests."""
     clock = clock if clock is not None else SystemClock()
     home = Path(config.home).expanduser()
+    trust = TrustStore.for_home(home)  # the J-LIS roots and the home's test CA, as the relying party's
     own_fetch = fetch is None
     fetch = fetch if fetch is not None else HttpFetcher(deadline=config.fetch_deadline)
+    # Closed by Provider.close beside its stores and clients (all of them, in reverse, if
+    # building fails).
     closers: list[Callable[[], None]] = []
+    opened: list[Callable[[], None]] = []
     if own_fetch:
         closers.append(getattr(fetch, "close", lambda: None))
-    trust = TrustStore.jlis()
-    resolver: AccountResolver = NoLinks()
-    linkage: CardLinkage | None = None
-    ca_dir = home / "ca"
-    if (ca_dir / "auth_ca.pem").is_file():
-        trust = trust + TrustStore.from_ca_dir(ca_dir)
-        links = TestCALinks(ca_dir)
-        resolver = FollowPredecessors(links.predecessor)
-        linkage = CardLinkage(ca_dir, links, resolver)
-        closers += [links.close, linkage.close]
-    validator = Validator(trust, clock=clock, fetch=fetch, revocation=config.revocation)  # type: ignore[arg-type]
-    own_kv = kv is None
-    kv = kv if kv is not None else open_kv(config.store)
     try:
+        resolver: AccountResolver = NoLinks()
+        linkage: CardLinkage | None = None
+        ca_dir = home / "ca"
+        if (ca_dir / "auth_ca.pem").is_file():
+            links = TestCALinks(ca_dir)
+            closers.append(links.close)
+            resolver = FollowPredecessors(links.predecessor)
+            linkage = CardLinkage(ca_dir, links, resolver)
+            closers.append(linkage.close)
+        validator = Validator(trust, clock=clock, fetch=fetch, revocation=config.revocation)
+        if kv is None:
+            kv = open_kv(config.store)
+            opened.append(kv.close)
         store = open_challenge_store(config.store)
-    except BaseException:
-        if own_kv:
-            kv.close()
-        raise
-    try:
+        opened.append(store.close)
         rp = RelyingParty(config.issuer, validator, store, clock,
                           challenge_ttl=_dt.timedelta(seconds=config.challenge_ttl), account_resolver=resolver,
                           revocation_max_age=_dt.timedelta(seconds=config.revocation_max_age))
-        provider = Provider(issuer=config.issuer, rp=rp, kv=kv, clients=ClientRegistry(home),
+        clients = ClientRegistry(home)
+        opened.append(clients.close)
+        provider = Provider(issuer=config.issuer, rp=rp, kv=kv, clients=clients,
                             key=key if key is not None else ProviderKey.load_or_create(home),
                             salt=load_salt(home), clock=clock, linkage=linkage, fetch=fetch, config=config,
                             on_close=closers)
     except BaseException:
-        store.close()
-        if own_kv:
-            kv.close()
-        for close in closers:
+        for close in reversed(closers + opened):
             close()
         raise
     return provider

@@ -58,6 +58,7 @@ from jpki.idp.pages import OUTCOMES
 from jpki.idp.pending import PendingAuthorization, PendingState, StateError
 from jpki.idp.provider import PendingNotFoundError, Provider
 from jpki.lifecycle import lost
+from jpki.pins import PINS
 from jpki.provision import create_card, read_holder
 from jpki.session import JpkiSession
 from jpki.transport import open_transport
@@ -69,7 +70,6 @@ __all__ = ["SHADOW_DIR", "TestCards"]
 SHADOW_DIR: Final = Path("idp") / "test-cards"
 _DEFAULT_PINS: Final = {"auth": DEFAULT_AUTH_PIN, "sign": DEFAULT_SIGN_PIN}
 _WRONG_PINS: Final = {"auth": ("0000", "9999"), "sign": ("WRONG000", "WRONG999")}
-_PIN_NAMES: Final = {"auth": "user-authentication PIN", "sign": "signature password"}
 
 #: Makes the card's answer for a pending authorization: (session, pending, PIN) → answer document.
 Answerer = Callable[[JpkiSession, PendingAuthorization, str], Mapping[str, Any]]
@@ -122,11 +122,11 @@ class TestCards:
 
     @staticmethod
     def _answer_login(session: JpkiSession, pending: PendingAuthorization, pin: str) -> Mapping[str, Any]:
-        return answer_login(Challenge.from_dict(pending.data), session, pin=lambda: pin).to_dict()
+        return answer_login(Challenge.from_json(pending.data), session, pin=lambda: pin).to_json()
 
     def _answer_ekyc(self, session: JpkiSession, pending: PendingAuthorization, pin: str) -> Mapping[str, Any]:
-        return answer_ekyc(Challenge.from_dict(pending.data), session, pin=lambda: pin,
-                           clock=self.provider.clock).to_dict()
+        return answer_ekyc(Challenge.from_json(pending.data), session, pin=lambda: pin,
+                           clock=self.provider.clock).to_json()
 
     # ------------------------------------------------------------------ cards
 
@@ -178,7 +178,7 @@ class TestCards:
         kind = action.pin
         right = pin or _DEFAULT_PINS.get(kind, "")
         directory = self._revoked_twin(card) if outcome == "revoked" else self.home.card_dir(card)
-        label = _PIN_NAMES.get(kind, "PIN")
+        label = PINS[kind].name if kind in PINS else "PIN"
         with self._session(directory) as session:
             if outcome in ("wrong_pin", "blocked_pin"):
                 return self._wrong_pin(session, pending_id, kind, right, label, block=outcome == "blocked_pin")

@@ -1,4 +1,5 @@
-"""Shared fixtures and helpers of the OpenID Provider tests (not a test module).
+"""Helpers of the OpenID Provider tests, and their ``idp`` fixture (conftest.py imports it).
+Not a test module.
 
 The provider runs in process (its ASGI app through ``httpx.ASGITransport``) on the ``home``
 fixture (test CA, alice and bob), the ``clock`` fixture's fixed time, and the test CA's
@@ -13,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import secrets
 import urllib.parse
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,7 +25,10 @@ from authlib.oauth2.rfc7523 import PrivateKeyJWT
 from authlib.oauth2.rfc7523.assertion import private_key_jwt_sign
 from joserfc import jwt
 from joserfc.jwk import ECKey, KeySet, RSAKey
-from test_auth_support import net  # noqa: F401  (fixture)
+
+with warnings.catch_warnings():  # Authlib 1.9 prefers httpx2 and warns when on httpx
+    warnings.filterwarnings("ignore", message=".*httpx module is deprecated.*")
+    from authlib.integrations.httpx_client import AsyncOAuth2Client
 
 from jpki.clock import FixedClock
 from jpki.idp.app import create_app
@@ -39,15 +44,6 @@ USERINFO = OIDC + "/userinfo"
 CERTS = OIDC + "/certs"
 SHOP = "https://shop.example.jp/callback"
 BANK = "https://bank.example.jp/cb"
-
-def _filter_authlib_httpx_warning() -> None:  # Authlib 1.9 prefers httpx2 and warns when on httpx
-    import warnings
-
-    warnings.filterwarnings("ignore", message=".*httpx module is deprecated.*")
-
-
-_filter_authlib_httpx_warning()
-from authlib.integrations.httpx_client import AsyncOAuth2Client
 
 
 @dataclasses.dataclass
@@ -73,7 +69,7 @@ def make_idp(home: Path, clock: FixedClock, fetch: Any, **config: Any) -> Idp:
 
 
 @pytest.fixture
-def idp(home: Path, clock: FixedClock, net: Any) -> Iterator[Idp]:  # noqa: F811
+def idp(home: Path, clock: FixedClock, net: Any) -> Iterator[Idp]:
     """The provider of ``home`` in test-card mode (memory store, OCSP asked at every check)."""
     found = make_idp(home, clock, net)
     yield found
@@ -204,7 +200,8 @@ async def tokens(client: AsyncOAuth2Client, code: str, verifier: str, **extra: A
     return dict(await client.fetch_token(TOKEN, code=code, code_verifier=verifier, **extra))
 
 
-async def login(idp: Idp, client: AsyncOAuth2Client, card: str = "alice", **extra: str) -> tuple[Started, dict[str, Any]]:
+async def login(idp: Idp, client: AsyncOAuth2Client, card: str = "alice",
+                **extra: str) -> tuple[Started, dict[str, Any]]:
     """The whole flow: authorize, test card, code, tokens."""
     started = await start(idp, client, **extra)
     try:
