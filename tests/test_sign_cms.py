@@ -37,7 +37,7 @@ from sign_support import (
     validator,
 )
 
-from jpki.clock import FixedClock
+from jpki.clock import FixedClock, SystemClock, clock_from_environment
 from jpki.errors import PinIncorrectError, SecurityStatusError, UsageError
 from jpki.identity import SAMPLE_PERSONAS
 from jpki.pki import CertificateDB, TestCA
@@ -46,6 +46,7 @@ from jpki.session import JpkiSession
 from jpki.sign import CardSigner, sign_file, verify_cms
 from jpki.sign.cms import CHUNK_SIZE, hash_stream, read_cms
 from jpki.transport import open_transport
+from jpki.verify import TrustStore, Validator
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -79,8 +80,10 @@ def openssl():
 
 def openssl_verify(sig: Path, ca_pem: Path, content: Path | None = None,
                    *extra: str) -> subprocess.CompletedProcess:
+    """``openssl cms -verify`` at CHECKED_AT (``-attime``), whatever today's date is."""
     args = ["openssl", "cms", "-verify", "-binary", "-inform", "DER", "-in", str(sig),
-            "-CAfile", str(ca_pem), "-out", os.devnull, *extra]
+            "-CAfile", str(ca_pem), "-out", os.devnull, "-attime", str(int(CHECKED_AT.timestamp())),
+            *extra]
     if content is not None:
         args += ["-content", str(content)]
     return subprocess.run(args, capture_output=True, text=True, timeout=60, check=False)
@@ -167,10 +170,16 @@ def test_openssl_refuses_changed_data_and_another_root(home, tmp_path, openssl):
 # --------------------------------------------------------------------------- openssl → us
 
 @pytest.fixture
-def openssl_signer(home, tmp_path):
-    """A fresh key and a signing certificate for carol issued by the test CA, as PEM files."""
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    with TestCA.open(home / "ca", clock=FixedClock(FIXED_NOW)) as ca:
+def openssl_signer(tmp_path, key_pool):
+    """A fresh key and a signing certificate for carol, as PEM files, and the CA that issued it.
+
+    ``openssl cms -sign`` stamps today's date as the signing time, and the verifier validates at
+    the signing time: so this CA and certificate are made today (of all the tests', the one
+    clock that is the system's), which keeps the test independent of the date it runs on."""
+    key = key_pool[-1]
+    ca_dir = tmp_path / "today-ca"
+    made = FixedClock(SystemClock().now() - dt.timedelta(minutes=5))  # openssl signs after this
+    with TestCA.init(ca_dir, clock=made, keys={"sign": key_pool[0], "auth": key_pool[1]}) as ca:
         persona = SAMPLE_PERSONAS["carol"]
         cert = ca.issue_sign_cert(key.public_key(), persona, card_id="openssl-carol",
                                   card_expiry=ca.card_expiry_for(persona))
@@ -180,7 +189,7 @@ def openssl_signer(home, tmp_path):
                                           serialization.PrivateFormat.PKCS8,
                                           serialization.NoEncryption()))
     cert_pem.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    return key_pem, cert_pem
+    return key_pem, cert_pem, ca_dir
 
 
 @pytest.mark.parametrize("options", [
@@ -194,7 +203,7 @@ def openssl_signer(home, tmp_path):
 ], ids=["detached", "attached", "ber-stream", "cades-sha512", "keyid-noattr", "pss", "pem"])
 def test_our_verifier_accepts_what_openssl_cms_sign_makes(home, tmp_path, openssl, openssl_signer,
                                                          options):
-    key_pem, cert_pem = openssl_signer
+    key_pem, cert_pem, ca_dir = openssl_signer
     doc = tmp_path / "memo.txt"
     doc.write_bytes(b"approved\n" * 5000)
     sig = tmp_path / "memo.txt.p7s"
@@ -203,8 +212,9 @@ def test_our_verifier_accepts_what_openssl_cms_sign_makes(home, tmp_path, openss
                        capture_output=True, text=True, timeout=60, check=False)
     assert p.returncode == 0, p.stderr
     detached = "-nodetach" not in options
-    at = dt.datetime.now(dt.UTC)
-    report = verify_cms(sig, data=doc if detached else None, validator=validator(home, at=at))
+    at = SystemClock().now() + dt.timedelta(minutes=1)
+    today = Validator(TrustStore.from_ca_dir(ca_dir), clock=FixedClock(at), revocation="none")
+    report = verify_cms(sig, data=doc if detached else None, validator=today)
     assert report.ok, report.summary()
     (s,) = report.signatures
     carol = SAMPLE_PERSONAS["carol"]
@@ -217,7 +227,7 @@ def test_our_verifier_accepts_what_openssl_cms_sign_makes(home, tmp_path, openss
     # and a changed data file is told apart from a changed signature
     if detached:
         doc.write_bytes(doc.read_bytes() + b"x")
-        bad = verify_cms(sig, data=doc, validator=validator(home, at=at))
+        bad = verify_cms(sig, data=doc, validator=today)
         assert (bad.ok, bad.reason) == (False, "wrong-data")
 
 
@@ -364,7 +374,7 @@ def test_revoked_before_signing(home, tmp_path, revocation_app):
 
 
 def test_cli_revocation_unreachable_is_untrusted(cli, home, tmp_path):
-    _, p7s = sign_doc(home, tmp_path, when=dt.datetime.now(dt.UTC))
+    _, p7s = sign_doc(home, tmp_path, when=clock_from_environment().now())  # the CLI's time
     with TestCA.open(home / "ca") as ca:
         url = ca.ocsp_url("sign")
     # the fixture's CA points at a port that was free when the run started; with nothing there the
