@@ -25,7 +25,7 @@ from asn1crypto import cms
 from cli_support import Cli
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.hazmat.primitives.asymmetric import padding
 from fixed import FIXED_NOW
 from sign_support import (
     ALICE,
