@@ -22,13 +22,14 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from fixed import FIXED_NOW
 from pyhanko.pdf_utils import generic
 from pyhanko.pdf_utils.incremental_writer import IncrementalPdfFileWriter
 from pyhanko.pdf_utils.reader import PdfFileReader
 from pyhanko.sign.timestamps import DummyTimeStamper
 from pyhanko.sign.validation import validate_pdf_signature
 from pyhanko_certvalidator import ValidationContext
-from sign_support import ALICE, SIGNED_AT, card_signer, make_pdf, validator
+from sign_support import ALICE, CHECKED_AT, SIGNED_AT, card_signer, make_pdf, validator
 
 from jpki.clock import FixedClock
 from jpki.errors import JpkiError, UsageError
@@ -76,11 +77,11 @@ def test_pades_b_b_signed_by_the_card(home, pdf, tmp_path):
 def test_pyhanko_validator_accepts_our_pdf(home, pdf, tmp_path):
     out = tmp_path / "signed.pdf"
     with card_signer(home) as signer:
-        sign_pdf(pdf, out, signer)  # system clock: pyHanko validates now
+        sign_pdf(pdf, out, signer, clock=FixedClock(SIGNED_AT))
     root = asn1_x509.Certificate.load(x509.load_pem_x509_certificate(
         (home / "ca" / "sign_ca.pem").read_bytes()).public_bytes(serialization.Encoding.DER))
     context = ValidationContext(trust_roots=[root], allow_fetching=False,
-                                revocation_mode="soft-fail")
+                                revocation_mode="soft-fail", moment=CHECKED_AT)  # any date
     with open(out, "rb") as fh:
         status = validate_pdf_signature(PdfFileReader(fh).embedded_signatures[0], context)
     assert status.intact and status.valid and status.trusted, status.pretty_print_details()
@@ -186,14 +187,14 @@ class TsaHandler(http.server.BaseHTTPRequestHandler):
 def tsa_url():
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "jpki test TSA")])
-    now = dt.datetime.now(dt.UTC)
+    now = FIXED_NOW  # the TSA stamps the fixtures' time, not today's: the test runs on any date
     cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
             .public_key(key.public_key()).serial_number(x509.random_serial_number())
             .not_valid_before(now - dt.timedelta(days=1)).not_valid_after(now + dt.timedelta(days=30))
             .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.TIME_STAMPING]), critical=True)
             .sign(key, hashes.SHA256()))
     handler = type("Handler", (TsaHandler,), {"stamper": DummyTimeStamper(
-        tsa_cert=asn1_x509.Certificate.load(cert.public_bytes(serialization.Encoding.DER)),
+        fixed_dt=SIGNED_AT, tsa_cert=asn1_x509.Certificate.load(cert.public_bytes(serialization.Encoding.DER)),
         tsa_key=keys.PrivateKeyInfo.load(key.private_bytes(
             serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
             serialization.NoEncryption())))})
@@ -213,7 +214,7 @@ def test_pades_b_t_with_a_timestamp_authority(cli, home, pdf, tmp_path, tsa_url)
     assert r.json()["profile"] == "PAdES-B-T"
     unsigned = {a["type"].native for a in signer_info(out)["unsigned_attrs"]}
     assert "signature_time_stamp_token" in unsigned
-    report = verify_pdf(out, validator=validator(home, at=dt.datetime.now(dt.UTC)))
+    report = verify_pdf(out, validator=validator(home, at=CHECKED_AT))
     assert report.ok, report.summary()
     (sig,) = report.signatures
     assert sig.profile == "PAdES-B-T" and sig.time_source == "signature timestamp"
