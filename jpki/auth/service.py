@@ -108,6 +108,7 @@ from jpki.serving import (
     serve_in_thread,
 )
 from jpki.serving import serve as _serve
+from jpki.settings import settings_from_json, settings_to_json
 from jpki.verify import Fetch, HttpFetcher, TrustStore, Validator
 from jpki.verify.fetch import DEFAULT_DEADLINE
 from jpki.verify.validator import RevocationMode
@@ -602,23 +603,12 @@ class ServiceConfig:
 
     def to_json(self) -> dict[str, Any]:
         """The configuration as a JSON-ready dict (how :func:`serve` hands it to worker processes)."""
-        return {**dataclasses.asdict(self), "home": str(self.home)}
+        return settings_to_json(self)
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any] | str) -> ServiceConfig:
         """Read :meth:`to_json`'s output (the dict, or its JSON text)."""
-        if isinstance(data, str):
-            try:
-                data = json.loads(data)
-            except ValueError as exc:
-                raise UsageError(f"bad relying-party settings: not JSON ({exc})") from None
-        if not isinstance(data, Mapping):
-            raise UsageError("bad relying-party settings: not a JSON object")
-        fields = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(data) - fields
-        if unknown or "home" not in data or "rp_id" not in data:
-            raise UsageError(f"bad relying-party settings: unknown {sorted(unknown)} or no home / rp_id")
-        return cls(**{**data, "home": Path(data["home"])})
+        return settings_from_json(cls, data, what="relying-party", required=("home", "rp_id"))
 
 
 def _redis_url_without_prefix(spec: str) -> str:

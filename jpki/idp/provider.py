@@ -92,6 +92,7 @@ from jpki.idp.clients import Client, ClientRegistry, check_jwks
 from jpki.idp.keys import ProviderKey, load_salt
 from jpki.idp.kv import KV, RedisKV, open_kv, split_redis_prefix
 from jpki.idp.pending import PendingAuthorization, PendingState, StateError
+from jpki.settings import settings_from_json, settings_to_json
 from jpki.verify import Fetch, HttpFetcher, RevocationMode, TrustStore, Validator
 from jpki.verify.fetch import DEFAULT_DEADLINE
 
@@ -231,27 +232,13 @@ class ProviderConfig:
     def to_json(self) -> dict[str, Any]:
         """The configuration as a JSON-ready dict (how :func:`jpki.idp.app.serve` hands it to
         worker processes)."""
-        return {**dataclasses.asdict(self), "home": str(self.home)}
+        return settings_to_json(self)
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any] | str) -> ProviderConfig:
         """Read :meth:`to_json`'s output (the dict, or its JSON text); :class:`UsageError`
         for anything else."""
-        if isinstance(data, str):
-            try:
-                data = json.loads(data)
-            except ValueError as exc:
-                raise UsageError(f"bad provider settings: not JSON ({exc})") from None
-        if not isinstance(data, Mapping):
-            raise UsageError("bad provider settings: not a JSON object")
-        fields = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(data) - fields
-        if unknown or "home" not in data or "issuer" not in data:
-            raise UsageError(f"bad provider settings: unknown {sorted(unknown)} or no home / issuer")
-        try:
-            return cls(**{**data, "home": Path(data["home"])})
-        except TypeError as exc:
-            raise UsageError(f"bad provider settings: {exc}") from None
+        return settings_from_json(cls, data, what="provider", required=("home", "issuer"))
 
 
 def check_issuer(issuer: object) -> str:
