@@ -316,6 +316,26 @@ def pin_option(*kinds: str, chosen_by: str | None = None,
 REVOCATION_MODES = click.Choice(["ocsp", "crl", "none"])
 
 
+def server_options(*, port: int, store: str) -> Callable[[_F], _F]:
+    """``--host``, ``--port``, ``--store`` and ``--workers`` of a served app (``rp serve``, ``idp
+    serve``): loopback by default, a shared store for several worker processes."""
+
+    def decorate(f: _F) -> _F:
+        for option in reversed([
+            click.option("--host", default="127.0.0.1", show_default=True, help="address to listen on"),
+            click.option("--port", type=click.IntRange(1, 65535), default=port, show_default=True,
+                         help="port to listen on"),
+            click.option("--store", default="memory", show_default=True,
+                         help=f"{store}: memory, sqlite:PATH or redis://HOST[:PORT][/DB][?prefix=P]"),
+            click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True,
+                         help="server processes (more than one needs a sqlite: or redis:// store)"),
+        ]):
+            f = option(f)
+        return f
+
+    return decorate
+
+
 def revocation_options(*, soft_fail: bool = True, max_age: bool = False) -> Callable[[_F], _F]:
     """The revocation options, defined once: ``--revocation ocsp|crl|none`` (parameter
     ``revocation``), and where the command allows them ``--soft-fail`` (``soft_fail``; not for a

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import click
 
 from ..errors import UsageError
-from ._common import CliFail, Ctx, pass_ctx, pin_name, pin_option, revocation_options
+from ._common import CliFail, Ctx, pass_ctx, pin_name, pin_option, revocation_options, server_options
 from ._fail import EXIT_ERROR, EXIT_INVALID
 
 if TYPE_CHECKING:
@@ -33,12 +33,7 @@ def rp() -> None:
 
 
 @rp.command("serve")
-@click.option("--store", default="memory", show_default=True,
-              help="challenge store: memory, sqlite:PATH or redis://HOST[:PORT][/DB][?prefix=P]")
-@click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True,
-              help="server processes (more than one needs a sqlite: or redis:// store)")
-@click.option("--host", default="127.0.0.1", show_default=True, help="address to listen on")
-@click.option("--port", type=click.IntRange(1, 65535), default=8480, show_default=True, help="port to listen on")
+@server_options(port=8480, store="challenge store")
 @click.option("--rp-id", "rp_id",
               help="the relying-party id clients sign for: the origin they reach the service at "
                    "[default: http://HOST:PORT]")

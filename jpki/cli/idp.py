@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from ..errors import UsageError
-from ._common import Ctx, pass_ctx, revocation_options
+from ._common import Ctx, pass_ctx, revocation_options, server_options
 
 if TYPE_CHECKING:
     from ..verify.validator import RevocationMode
@@ -34,13 +34,7 @@ def idp() -> None:
 
 @idp.command("serve")
 @click.option("--issuer", help="the issuer URL clients use [default: http://HOST:PORT]")
-@click.option("--host", default="127.0.0.1", show_default=True, help="address to listen on")
-@click.option("--port", type=click.IntRange(1, 65535), default=8600, show_default=True, help="port to listen on")
-@click.option("--store", default="memory", show_default=True,
-              help="pending authorizations, codes, tokens and assertion ids: memory, sqlite:PATH or "
-                   "redis://HOST[:PORT][/DB][?prefix=P]")
-@click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True,
-              help="server processes (more than one needs a sqlite: or redis:// store)")
+@server_options(port=8600, store="pending authorizations, codes, tokens and assertion ids")
 @revocation_options(soft_fail=False, max_age=True)
 @click.option("--fetch-deadline", type=click.FloatRange(0.1, 600), default=5.0, show_default=True,
               help="seconds one OCSP, CRL or client-JWKS fetch may take in all")
