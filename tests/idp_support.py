@@ -86,6 +86,7 @@ class Registered:
     client: Client
     key: ECKey | RSAKey | None = None
     secret: str | None = None
+    enc_key: ECKey | RSAKey | None = None   # the private half of its "use": "enc" key, if any
 
     @property
     def id(self) -> str:
@@ -93,19 +94,25 @@ class Registered:
 
 
 def register(idp: Idp, *, name: str = "Example Shop", redirect: str = SHOP, alg: str | None = "ES256",
-             secret: bool = False, sector: str | None = None) -> Registered:
-    """A client: an ES256 or RS256 key (inline JWKS) unless ``alg`` is None, a secret if asked."""
+             secret: bool = False, sector: str | None = None, enc: str | None = None) -> Registered:
+    """A client: an ES256 or RS256 key (inline JWKS) unless ``alg`` is None, a secret if asked,
+    and with ``enc`` (``EC`` or ``RSA``) also an encryption key (``"use": "enc"``: sign results)."""
     key: ECKey | RSAKey | None = None
-    jwks = None
+    keys = []
     if alg == "ES256":
         key = ECKey.generate_key("P-256", auto_kid=True)
     elif alg == "RS256":
         key = RSAKey.generate_key(2048, auto_kid=True)
     if key is not None:
-        jwks = {"keys": [key.as_dict(private=False)]}
-    client, plain = idp.provider.clients.add(name, [redirect], now=idp.clock.now(), jwks=jwks, secret=secret,
-                                             sector=sector)
-    return Registered(client, key, plain)
+        keys.append(key.as_dict(private=False))
+    enc_key: ECKey | RSAKey | None = None
+    if enc is not None:
+        enc_key = (ECKey.generate_key("P-256", auto_kid=True) if enc == "EC"
+                   else RSAKey.generate_key(2048, auto_kid=True))
+        keys.append({**enc_key.as_dict(private=False), "use": "enc"})
+    client, plain = idp.provider.clients.add(name, [redirect], now=idp.clock.now(),
+                                             jwks={"keys": keys} if keys else None, secret=secret, sector=sector)
+    return Registered(client, key, plain, enc_key)
 
 
 class ClockedPrivateKeyJWT(PrivateKeyJWT):

@@ -54,7 +54,7 @@ def test_discovery_names_the_keycloak_style_endpoints(idp):
                 assert doc["subject_types_supported"] == ["pairwise"]
                 assert doc["id_token_signing_alg_values_supported"] == ["ES256"]
                 assert set(doc["token_endpoint_auth_methods_supported"]) == {"private_key_jwt", "client_secret_basic"}
-                assert doc["scopes_supported"] == ["openid", "name", "address", "birthdate", "gender"]
+                assert doc["scopes_supported"] == ["openid", "name", "address", "birthdate", "gender", "sign"]
             keys = KeySet.import_key_set((await http.get(CERTS)).json())
             assert [k.key_type for k in keys.keys] == ["EC"]
             assert all("d" not in k.as_dict(private=False) for k in keys.keys)

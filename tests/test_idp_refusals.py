@@ -87,7 +87,8 @@ def test_unknown_client_and_wrong_redirect_uri_get_a_page_not_a_redirect(idp):
     ({"response_type": "code id_token"}, "unsupported_response_type"),
     ({"scope": "name"}, "invalid_scope"),                                         # no openid
     ({"scope": "openid profile"}, "invalid_scope"),
-    ({"scope": "openid sign"}, "invalid_scope"),                                  # no sign action here
+    ({"scope": "openid sign"}, "invalid_request"),                                # no sign_transaction_id
+    ({"scope": "sign"}, "invalid_scope"),                                         # no openid
     ({"prompt": "none"}, "login_required"),
     ({"request": "eyJ..."}, "request_not_supported"),
     ({"response_mode": "fragment"}, "invalid_request"),

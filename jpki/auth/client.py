@@ -15,10 +15,16 @@ service it talks to (its ``rp_id`` must be the origin of the service URL, or the
 ``expected_rp_id`` given — so that a page relaying another service's challenge is refused), and
 that it has not expired by the local clock (allowing ``clock_skew``). Only then is the PIN
 asked (``confirm`` can stop before a try is spent) and verified.
+
+For an OpenID Provider's sign transaction (:mod:`jpki.idp.signtx`) the card holder's side reads
+the pending authorization document, shows :class:`SignRequest` (the text and the hash) and
+calls :func:`answer_sign_transaction`: the signing key signs the transaction's DigestInfo.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import contextlib
 import datetime as _dt
 import hashlib
@@ -42,7 +48,7 @@ from jpki.auth.protocol import (
 from jpki.auth.store import Challenge, Purpose
 from jpki.clock import Clock, SystemClock
 from jpki.errors import JpkiError, UsageError
-from jpki.session import JpkiSession
+from jpki.session import JpkiSession, digest_info
 from jpki.sign import CardSigner, sign_file
 from jpki.sign.signer import CardKeySession
 
@@ -54,9 +60,11 @@ __all__ = [
     "ServiceClient",
     "ServiceError",
     "ServiceRefusedError",
+    "SignRequest",
     "UrllibJson",
     "answer_ekyc",
     "answer_login",
+    "answer_sign_transaction",
     "check_challenge",
     "ekyc",
     "login",
@@ -73,7 +81,7 @@ Confirm = Callable[[str, int], None]
 
 class ChallengeRefusedError(JpkiError):
     """The client refused to have the card sign a challenge (``reason``: ``wrong-rp``,
-    ``wrong-purpose`` or ``expired``)."""
+    ``wrong-purpose``, ``expired``, or ``malformed`` for a sign transaction it cannot read)."""
 
     def __init__(self, reason: str, message: str) -> None:
         self.reason = reason
@@ -338,3 +346,83 @@ def ekyc(base_url: str, session: JpkiSession, *, pin: PinSource, confirm: Confir
     return _run("ekyc", base_url, session, pin=pin, confirm=confirm, challenge_id=challenge_id,
                 transaction_text=transaction_text, expected_rp_id=expected_rp_id, http=http,
                 clock=clock, clock_skew=clock_skew)
+
+
+# --------------------------------------------------------------------------- sign transactions
+
+#: Hash names of a sign transaction (jpki.idp.signtx) → the session's digest names.
+_SIGN_HASHES: Final = {"SHA-256": "sha256", "SHA-384": "sha384", "SHA-512": "sha512"}
+
+
+@dataclass(frozen=True)
+class SignRequest:
+    """What an OpenID Provider's sign transaction asks the card to sign, read from its pending
+    authorization document (``GET ISSUER/api/pending/{id}`` with ``"action": "sign"``) and
+    checked: show ``display_text``, ``hash_algorithm`` and ``hash`` to the card holder before
+    asking for the signature password."""
+
+    transaction_id: str
+    display_text: str
+    hash_algorithm: str
+    hash: bytes
+    digest_info: bytes
+    expires_at: _dt.datetime
+    client_name: str
+    issuer: str
+    complete_url: str
+
+    @classmethod
+    def from_pending(cls, document: Mapping[str, Any]) -> SignRequest:
+        """Read a pending document; :class:`ChallengeRefusedError` ``wrong-purpose`` for
+        another action or a decided authorization, ``malformed`` for a document whose
+        DigestInfo is not the DER DigestInfo of the hash it shows (the card must sign exactly
+        what the person was shown)."""
+        if not isinstance(document, Mapping) or document.get("action") != "sign":
+            raise ChallengeRefusedError("wrong-purpose", "the authorization is not a sign transaction")
+        if document.get("state") != "pending" or not isinstance(document.get("data"), Mapping):
+            raise ChallengeRefusedError("wrong-purpose", "the authorization is no longer pending")
+        data = document["data"]
+        try:
+            algorithm = str(data["hash_algorithm"])
+            digest = base64.b64decode(str(data["hash"]), validate=True)
+            der = base64.b64decode(str(data["digest_info"]), validate=True)
+            expires_at = _dt.datetime.fromisoformat(str(data["expires_at"]))
+            request = cls(transaction_id=str(data["sign_transaction_id"]), display_text=str(data["display_text"]),
+                          hash_algorithm=algorithm, hash=digest, digest_info=der, expires_at=expires_at,
+                          client_name=str(document["client"]["name"]), issuer=str(document["issuer"]),
+                          complete_url=str(document["complete"]))
+            expected = digest_info(_SIGN_HASHES[algorithm], digest)
+        except (KeyError, TypeError, ValueError, binascii.Error, UsageError) as exc:
+            raise ChallengeRefusedError("malformed", f"the sign transaction cannot be read: {exc}") from None
+        if expires_at.tzinfo is None:
+            raise ChallengeRefusedError("malformed", "the sign transaction's expires_at has no time zone")
+        if expected != der:
+            raise ChallengeRefusedError("malformed", "the DigestInfo to sign is not the one of the hash shown")
+        return request
+
+
+def answer_sign_transaction(session: JpkiSession, pending_document: Mapping[str, Any], password: str, *,
+                            confirm: Confirm | None = None, clock: Clock | None = None,
+                            clock_skew: _dt.timedelta = DEFAULT_CLOCK_SKEW) -> dict[str, str]:
+    """Have the card sign a sign transaction of an OpenID Provider (:mod:`jpki.idp.signtx`)
+    with its **signing** key; the answer document to POST to the document's ``complete`` URL.
+
+    Reads and checks the request (:meth:`SignRequest.from_pending`; an expired one, by
+    ``clock`` with ``clock_skew``, is refused before a password try is spent), then
+    ``confirm("sign", tries_left)``, verifies the signature ``password``, reads the signing
+    certificate and has the card sign the transaction's DigestInfo (RSA PKCS#1 v1.5). The
+    user-authentication key is never used. Returns ``{"sign_transaction_id", "signature",
+    "certificate"}`` (base64). Card errors (a wrong or blocked password) propagate: answer
+    the provider with ``{"cancel": true, "reason": "wrong-pin" | "pin-blocked"}`` then.
+    """
+    request = SignRequest.from_pending(pending_document)
+    if (clock or SystemClock()).now() - clock_skew >= request.expires_at:
+        raise ChallengeRefusedError("expired", "the sign transaction has expired")
+    if confirm is not None:
+        confirm("sign", session.tries_left("sign"))
+    session.verify("sign", password)
+    certificate = session.read_certificate("sign")
+    signature = session.sign("sign", request.digest_info)
+    return {"sign_transaction_id": request.transaction_id,
+            "signature": base64.b64encode(signature).decode("ascii"),
+            "certificate": base64.b64encode(certificate).decode("ascii")}

@@ -483,6 +483,12 @@ class RelyingParty:
                           identity=identity, transaction_text=data.transaction_text,
                           signed_at=signed.signing_time)
 
+    def validate_certificate(self, der: bytes, kind: str) -> ValidationResult:
+        """The validator's answer for a certificate now, exactly as login and eKYC check theirs
+        (kind, path, validity, revocation no older than ``revocation_max_age``): for answers
+        this class does not parse itself, such as the OpenID Provider's sign transactions."""
+        return self._validate(der, kind, self._now())
+
     def _validate(self, der: bytes, kind: str, now: _dt.datetime) -> ValidationResult:
         """The validator's answer for a certificate (given as its DER: the validator's cache key is
         the SHA-256 of the DER, cheaper from bytes), relying on no cached revocation answer —

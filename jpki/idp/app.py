@@ -16,6 +16,10 @@ Endpoints (``ISSUER`` is the issuer URL; its path, if any, prefixes every route)
                                                                       challenge
 ``POST ISSUER/api/pending/{id}/complete``                             the card's answer (jpki.auth
                                                                       wire format) or a cancel
+``POST ISSUER/api/sign-transactions``                                  a sign transaction (client
+                                                                      credentials, scope sign)
+``GET ISSUER/api/sign-transactions/{id}/result``                      its result: a JWE to the
+                                                                      client's encryption key
 ``GET ISSUER/api/test-cards``, ``POST ISSUER/api/test-cards/authenticate``   test-card mode only
 ===================================================================  ===============================
 
@@ -27,7 +31,7 @@ Pages are sent with a CSP that allows no script, no framing (``frame-ancestors '
 no referrer. Provider work (stores, card checks, OCSP) runs in the thread pool, never on the
 event loop.
 
-Errors: the token and userinfo endpoints answer RFC 6749 JSON (``{"error": …,
+Errors: the token, userinfo and sign-transaction endpoints answer RFC 6749 JSON (``{"error": …,
 "error_description": …}``, with ``WWW-Authenticate`` where RFC 6750 wants it) through the app's
 exception handler for :class:`~jpki.idp.provider.OAuthError`; the agent's and the test cards' JSON
 API answer jpki's refusal document ``{"ok": false, "reason": …, "message": …}`` through
@@ -75,6 +79,7 @@ from jpki.idp.provider import (
     ProviderUnavailableError,
     build_provider,
 )
+from jpki.idp.signtx import SignTransactions
 from jpki.serving import DEFAULT_BODY_TIMEOUT, DEFAULT_IDLE_TIMEOUT, AppSpec, Refusal, http_app
 from jpki.serving import serve as _serve
 from jpki.verify import Fetch
@@ -197,7 +202,8 @@ def create_app(provider: Provider, *, test_cards: TestCardsPlugin | None = None,
             resume_url=provider.resume_url(pending.id), cancel_url=oidc_url + "/auth/cancel",
             expires=_answer_by(pending).astimezone(_dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
             test_cards=test_cards.cards() if test_cards is not None else None,
-            test_card_url=oidc_url + "/auth/test-card" if testing else None)
+            test_card_url=oidc_url + "/auth/test-card" if testing else None,
+            sign=pending.data if pending.action == "sign" else None)
 
     async def authorize(request: Request) -> Response:
         try:
@@ -333,6 +339,36 @@ def create_app(provider: Provider, *, test_cards: TestCardsPlugin | None = None,
         pending = await run_in_threadpool(provider.complete, request.path_params["pending_id"], raw)
         return decided(pending)
 
+    # ---------------------------------------------------------------- sign transactions (OAuthError: RFC 6750)
+
+    sign = provider.actions.get("sign")
+
+    async def sign_call(call: Callable[..., Any], *args: Any) -> Any:
+        try:
+            return await run_in_threadpool(call, *args)
+        except OAuthError:
+            raise
+        except JpkiError as exc:
+            log.warning("sign transaction request failed: %s", exc)
+            raise OAuthError("temporarily_unavailable", "try again shortly", status=503) from None
+
+    async def sign_create(request: Request) -> Response:
+        assert isinstance(sign, SignTransactions)
+        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if content_type != "application/json":
+            raise OAuthError("invalid_request", "the body must be application/json")
+        try:
+            raw = await request.body()
+        except Refusal as exc:  # too large, too slow: still an OAuth error document
+            raise OAuthError("invalid_request", exc.message, status=exc.status, headers=exc.headers()) from None
+        document = await sign_call(sign.create, request.headers.get("authorization"), raw)
+        return JSONResponse(document, status_code=201, headers=_NO_STORE)
+
+    async def sign_result(request: Request) -> Response:
+        assert isinstance(sign, SignTransactions)
+        token = await sign_call(sign.result, request.headers.get("authorization"), request.path_params["tx_id"])
+        return Response(token, media_type="application/jose", headers=_NO_STORE)
+
     # ---------------------------------------------------------------- test cards
 
     async def test_card_list(request: Request) -> Response:
@@ -375,6 +411,11 @@ def create_app(provider: Provider, *, test_cards: TestCardsPlugin | None = None,
         Route(prefix + "/api/pending/{pending_id}", pending_get, methods=["GET"]),
         Route(prefix + "/api/pending/{pending_id}/complete", pending_complete, methods=["POST"]),
     ]
+    if isinstance(sign, SignTransactions):
+        routes += [
+            Route(prefix + "/api/sign-transactions", sign_create, methods=["POST"]),
+            Route(prefix + "/api/sign-transactions/{tx_id}/result", sign_result, methods=["GET"]),
+        ]
     if testing:
         routes += [
             Route(oidc + "/auth/test-card", test_card_form, methods=["POST"]),

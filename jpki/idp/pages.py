@@ -6,8 +6,9 @@ shows an account key, a certificate serial number, a code or a token; the only p
 a page could show would come from the card, and none does.
 
 States a person meets: the authorization page (who asks, what they will receive, which PIN,
-"use the card on this computer"), waiting (the card has not answered yet), refused (why, in
-plain words, and what to do, with a button back to the site), expired or already used,
+"use the card on this computer"; for a sign transaction the text to sign and its hash),
+waiting (the card has not answered yet), refused (why, in plain words, and what to do, with a
+button back to the site), expired or already used,
 another browser, and an error page for a request that cannot go back to the site (unknown
 client, unregistered redirect URI). In test-card mode a red banner on every page says that
 anyone can log in as any test card.
@@ -17,8 +18,8 @@ from __future__ import annotations
 
 import html
 import re
-from collections.abc import Iterable, Sequence
-from typing import Final
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Final
 
 __all__ = ["OUTCOMES", "choose_language", "page"]
 
@@ -66,6 +67,8 @@ _T: Final[dict[str, dict[str, str]]] = {
         "revoked": "失効した証明書", "expired": "期限切れの証明書",
         "index_title": "マイナンバーカード OpenID Provider（jpki）",
         "index": "OpenID Connect の設定：",
+        "sign_asks": "{client} がマイナンバーカードによる電子署名を求めています。署名する内容：",
+        "sign_hash": "署名するハッシュ値（{alg}、Base64）：",
     },
     "en": {
         "lang": "en",
@@ -105,6 +108,8 @@ _T: Final[dict[str, dict[str, str]]] = {
         "revoked": "Revoked certificate", "expired": "Expired certificate",
         "index_title": "My Number Card OpenID Provider (jpki)",
         "index": "OpenID Connect configuration:",
+        "sign_asks": "{client} asks you to sign with your My Number Card:",
+        "sign_hash": "The hash to be signed ({alg}, base64):",
     },
 }
 
@@ -151,6 +156,8 @@ text-decoration:none;border:0;font-size:1rem;cursor:pointer}
 .note{color:#555;font-size:.9rem}
 fieldset{border:2px dashed #b00020;margin-top:2rem}
 form{display:inline}
+blockquote{white-space:pre-wrap;border-left:4px solid #0a5ad4;margin:1rem 0;padding:.5rem 1rem;background:#f4f7fc}
+code{word-break:break-all}
 """
 
 
@@ -202,11 +209,19 @@ def page(lang: str, title_key: str, body: str, *, test_cards: bool) -> str:
 
 def authorization_page(lang: str, *, client_name: str, claims: Sequence[str], pin: str | None, pending_id: str,
                        agent_link: str, agent_url: str, resume_url: str, cancel_url: str, expires: str,
-                       test_cards: Iterable[str] | None, test_card_url: str | None) -> str:
-    """The page of a pending authorization (see the module docstring)."""
+                       test_cards: Iterable[str] | None, test_card_url: str | None,
+                       sign: Mapping[str, Any] | None = None) -> str:
+    """The page of a pending authorization (see the module docstring). ``sign``: a sign
+    transaction's public data (its ``display_text`` and ``hash`` are shown)."""
     t = _T[lang]
     client = f"<strong>{_e(client_name)}</strong>"
-    parts = [f"<p>{t['asks'].format(client=client)}</p>"]
+    if sign is not None:
+        parts = [f"<p>{t['sign_asks'].format(client=client)}</p>",
+                 f'<blockquote id="display-text">{_e(sign.get("display_text", ""))}</blockquote>',
+                 f'<p class="note">{_e(t["sign_hash"].format(alg=sign.get("hash_algorithm", "?")))} '
+                 f'<code id="sign-hash">{_e(sign.get("hash", ""))}</code></p>']
+    else:
+        parts = [f"<p>{t['asks'].format(client=client)}</p>"]
     if claims:
         items = "".join(f"<li>{_e(t[c])}</li>" for c in claims)
         parts.append(f"<p>{t['receives'].format(client=client)}</p><ul>{items}</ul>")

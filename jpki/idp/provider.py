@@ -32,7 +32,8 @@ Connect as the Digital Authentication App (デジタル認証アプリ) does the
 
 Card actions are plug-ins (:class:`CardAction`): ``login`` and ``ekyc`` are built in; the
 ``sign`` scope (sign transactions) is offered once an action named ``sign`` is registered with
-:meth:`Provider.register_action`. Errors are typed: :class:`OAuthError` (RFC 6749 codes; the app
+:meth:`Provider.register_action` (:func:`build_provider` registers
+:class:`jpki.idp.signtx.SignTransactions`). Errors are typed: :class:`OAuthError` (RFC 6749 codes; the app
 turns them into JSON or redirects), :class:`PendingNotFoundError`, :class:`MalformedAnswerError`,
 :class:`jpki.idp.pending.StateError`.
 
@@ -282,7 +283,9 @@ class CardAction(Protocol):
     authorization-request parameters the action reads (e.g. ``sign_transaction_id``).
     :meth:`begin` returns the action's public data for the agent (and may raise
     :class:`OAuthError` with ``redirect=True``); :meth:`complete` checks an answer
-    (:class:`MalformedAnswerError` keeps the authorization pending).
+    (:class:`MalformedAnswerError` keeps the authorization pending). An action may also have a
+    ``decided(provider, pending)`` method: it is called once the authorization has moved to
+    approved or refused, whoever decided it (the card's answer, a cancellation, a test card).
     """
 
     name: str
@@ -439,7 +442,8 @@ class Provider:
         self.actions: dict[str, CardAction] = {}
         for action in (LoginAction(), EkycAction()):
             self.register_action(action)
-        self._jwks_cache: dict[str, tuple[_dt.datetime, KeySet]] = {}
+        # client_id -> (fetched at, its signature keys, the whole checked JWKS document)
+        self._jwks_cache: dict[str, tuple[_dt.datetime, KeySet, dict[str, Any]]] = {}
         self._inline_keys: dict[str, tuple[str, KeySet]] = {}
         self._jwks_lock = threading.Lock()
         self._next_purge: _dt.datetime | None = None
@@ -734,6 +738,7 @@ class Provider:
                 new = self._move(pending, pending.moved(PendingState.APPROVED, result=result))
                 log.info("authorization approved: client=%s pending=%s action=%s", pending.client_id,
                          pending.id[:8], pending.action)
+                self._decided(new)
                 return new
         reason = completion.reason or "refused"
         if reason in (str(AuthReason.MALFORMED),):
@@ -743,7 +748,20 @@ class Provider:
         new = self._move(pending, pending.moved(PendingState.REFUSED, reason=reason,
                                                 message=_DESCRIPTION_BAD.sub("?", completion.message)[:300]))
         log.info("authorization refused: client=%s pending=%s reason=%s", pending.client_id, pending.id[:8], reason)
+        self._decided(new)
         return new
+
+    def _decided(self, pending: PendingAuthorization) -> None:
+        """Tell the card action of a decided authorization (its optional ``decided`` hook: a sign
+        transaction learns that its authorization was refused or cancelled). The decision stands
+        whatever the hook does; a failing hook is logged."""
+        hook = getattr(self.actions.get(pending.action), "decided", None)
+        if hook is None:
+            return
+        try:
+            hook(self, pending)
+        except Exception as exc:  # noqa: BLE001 - the authorization is decided already
+            log.warning("the %s action's decided hook failed: pending=%s: %s", pending.action, pending.id[:8], exc)
 
     def cancel(self, pending_id: str, reason: str = "cancelled", message: str | None = None) -> PendingAuthorization:
         """Refuse a pending authorization for a reason of the card holder's side
@@ -911,6 +929,11 @@ class Provider:
                 return None if refresh else cached[1]  # fetched a moment ago: not again
             if age < _dt.timedelta(minutes=5) and kid_known and not refresh:
                 return cached[1]
+        return self._fetch_jwks(client, now)[0]
+
+    def _fetch_jwks(self, client: Client, now: _dt.datetime) -> tuple[KeySet, dict[str, Any]]:
+        """Fetch and check the client's ``jwks_uri``; cache its signature keys and the document."""
+        assert client.jwks_uri is not None
         fetch = self._fetch if self._fetch is not None else HttpFetcher()
         try:
             document = check_jwks(json.loads(fetch(client.jwks_uri)))
@@ -919,8 +942,28 @@ class Provider:
             raise OAuthError("invalid_client", "the client's jwks_uri gave no usable keys", status=401) from None
         keys = KeySet.import_key_set({"keys": [k for k in document["keys"] if k.get("use") in (None, "sig")]})
         with self._jwks_lock:
-            self._jwks_cache[client.client_id] = (now, keys)
-        return keys
+            self._jwks_cache[client.client_id] = (now, keys, document)
+        return keys, document
+
+    def client_encryption_keys(self, client: Client) -> list[dict[str, Any]]:
+        """The client's public keys marked ``"use": "enc"`` (checked: EC P-256 or RSA of 2048
+        bits or more), inline or from its ``jwks_uri`` (the cached document while it is under 5
+        minutes old, as for its signature keys); ``[]`` when it has none. :class:`OAuthError`
+        ``invalid_client`` when its ``jwks_uri`` gives no usable keys. For results encrypted to
+        the client (sign transactions)."""
+        if client.jwks is not None:
+            document = client.jwks
+        elif client.jwks_uri is not None:
+            now = self._now()
+            with self._jwks_lock:
+                cached = self._jwks_cache.get(client.client_id)
+            if cached is not None and now - cached[0] < _dt.timedelta(minutes=5):
+                document = cached[2]
+            else:
+                document = self._fetch_jwks(client, now)[1]
+        else:
+            return []
+        return [dict(k) for k in document["keys"] if k.get("use") == "enc"]
 
     @staticmethod
     def _verified(assertion: str, alg: str, kid: str | None, keys: KeySet) -> dict[str, Any] | None:
@@ -1114,8 +1157,8 @@ def build_provider(config: ProviderConfig, *, clock: Clock | None = None, fetch:
                    kv: KV | None = None, key: ProviderKey | None = None) -> Provider:
     """The provider for ``config``: trust = J-LIS roots + the home's test CA (renewal links and
     card linkage from its database), revocation as configured, the stores the spec names, the
-    clients and key of the home. ``clock``, ``fetch`` (revocation and client JWKS URLs) and
-    ``kv`` are injectable for tests."""
+    clients and key of the home, and the ``sign`` action (:mod:`jpki.idp.signtx`). ``clock``,
+    ``fetch`` (revocation and client JWKS URLs) and ``kv`` are injectable for tests."""
     clock = clock if clock is not None else SystemClock()
     home = Path(config.home).expanduser()
     trust = TrustStore.for_home(home)  # the J-LIS roots and the home's test CA, as the relying party's
@@ -1152,6 +1195,10 @@ def build_provider(config: ProviderConfig, *, clock: Clock | None = None, fetch:
                             key=key if key is not None else ProviderKey.load_or_create(home),
                             salt=load_salt(home), clock=clock, linkage=linkage, fetch=fetch, config=config,
                             on_close=closers)
+        # Sign transactions are a card action built on this module's types (hence imported here).
+        from jpki.idp.signtx import SignTransactions
+
+        provider.register_action(SignTransactions(provider))
     except BaseException:
         for close in reversed(closers + opened):
             close()

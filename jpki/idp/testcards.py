@@ -2,9 +2,10 @@
 
 A relying party's CI chooses an emulated card of the provider's home and an outcome; the card
 does what a card holder would do, for real, through the client side of :mod:`jpki.auth`
-(:func:`jpki.auth.client.answer_login` / :func:`~jpki.auth.client.answer_ekyc` over an
-``emu:`` transport), and the provider checks the answer exactly as it checks an agent's. No
-outcome is faked inside the provider:
+(:func:`jpki.auth.client.answer_login` / :func:`~jpki.auth.client.answer_ekyc` /
+:func:`~jpki.auth.client.answer_sign_transaction` over an ``emu:`` transport), and the
+provider checks the answer exactly as it checks an agent's. No outcome is faked inside the
+provider:
 
 ``success``
     the card signs the challenge with the right PIN (the home's default PINs, ``1234`` and
@@ -49,7 +50,7 @@ from typing import Any, Final
 
 from cryptography import x509
 
-from jpki.auth.client import answer_ekyc, answer_login
+from jpki.auth.client import answer_ekyc, answer_login, answer_sign_transaction
 from jpki.auth.rp import RelyingParty
 from jpki.auth.store import Challenge
 from jpki.errors import PinBlockedError, PinIncorrectError, UsageError
@@ -112,7 +113,8 @@ class TestCards:
             rp.rp_id, rp.validator, rp.store, rp.clock, challenge_ttl=rp.challenge_ttl,
             account_resolver=rp.account_resolver, revocation_max_age=rp.revocation_max_age, purge_interval=None)
         #: How each card action answers (a plug-in adds its own, e.g. ``sign``).
-        self.answerers: dict[str, Answerer] = {"login": self._answer_login, "ekyc": self._answer_ekyc}
+        self.answerers: dict[str, Answerer] = {"login": self._answer_login, "ekyc": self._answer_ekyc,
+                                               "sign": self._answer_sign}
 
     def cards(self) -> list[str]:
         """The emulated cards of the home."""
@@ -127,6 +129,12 @@ class TestCards:
     def _answer_ekyc(self, session: JpkiSession, pending: PendingAuthorization, pin: str) -> Mapping[str, Any]:
         return answer_ekyc(Challenge.from_json(pending.data), session, pin=lambda: pin,
                            clock=self.provider.clock).to_json()
+
+    def _answer_sign(self, session: JpkiSession, pending: PendingAuthorization, pin: str) -> Mapping[str, Any]:
+        # Exactly what an agent does: read the pending document, sign its DigestInfo with the
+        # signing key (the signature password), answer with the signature and the certificate.
+        return answer_sign_transaction(session, self.provider.pending_document(pending), pin,
+                                       clock=self.provider.clock)
 
     # ------------------------------------------------------------------ cards
 
