@@ -26,7 +26,7 @@ Guards (:mod:`jpki.agent.guards`), every one tested in ``tests/test_agent_guards
 - bodies of at most :data:`DEFAULT_MAX_BODY` bytes, arriving within ``body_timeout`` seconds
   (:func:`jpki.serving.http_app`); requests to the provider bounded in size and time;
 - pages: no script, no framing (CSP ``frame-ancestors 'none'``, ``X-Frame-Options``), no
-  referrer, not stored.
+  referrer to other origins, not stored.
 
 The PIN is read from the form, given to :meth:`Agent.answer` and dropped: never logged, never
 echoed into a page. Card and provider work runs in the thread pool, never on the event loop.
@@ -85,10 +85,14 @@ log = logging.getLogger("jpki.agent")
 #: Largest request body: a form with a token, the issuer, the pending id and a PIN.
 DEFAULT_MAX_BODY: Final = 8 * 1024
 
+#: Headers of every page. ``Referrer-Policy: same-origin`` rather than ``no-referrer``: under
+#: ``no-referrer`` a browser sends ``Origin: null`` with the page's own form POST (Fetch,
+#: "serializing a request origin"), which the Origin guard must refuse; ``same-origin`` still
+#: gives the provider no referrer when the browser goes back to it.
 _PAGE_HEADERS: Final = {
     "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; "
                                "base-uri 'none'",
-    "X-Frame-Options": "DENY", "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY", "X-Content-Type-Options": "nosniff", "Referrer-Policy": "same-origin",
     "Cache-Control": "no-store", "Cross-Origin-Opener-Policy": "same-origin",
     "Cross-Origin-Resource-Policy": "same-origin",
 }
