@@ -373,8 +373,9 @@ def test_a_sign_transaction_shows_its_text_and_hash_and_the_card_signs_that_hash
     page = browser.open(ISSUER, PENDING, lang="ja")
     assert "電子署名を求めています" in text_of(page)
     assert '<div class="signed" id="sign-text">契約書に署名します\n&lt;b&gt;not bold&lt;/b&gt;</div>' in page.text
-    grouped = " ".join(digest.hex()[i:i + 4] for i in range(0, 64, 4))
-    assert f'<span class="hash" id="sign-hash">{grouped}</span>' in page.text
+    groups = [digest.hex()[i:i + 4] for i in range(0, 64, 4)]
+    rows = " ".join(groups[:8]) + "<br>" + " ".join(groups[8:])
+    assert f'ハッシュ値（SHA-256）：<br><span class="hash" id="sign-hash">{rows}</span>' in page.text
     assert "署名用電子証明書の暗証番号" in page.text and "カードで署名する" in page.text
     done = browser.submit(page, do="answer", pin="ABC123")
     assert done.status_code == 303 and done.headers["location"] == pending_document()["resume"]

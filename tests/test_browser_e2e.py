@@ -53,7 +53,7 @@ def test_login_in_chromium_with_the_emulated_card(driver, home, clock, net):
         click(driver, "#trust")
         type_into(driver, "#pin", "WRONG999")                             # a wrong password first
         click(driver, "#submit")
-        assert "The PIN was wrong." in wait_for(driver, "#notice").text
+        assert "The password was wrong." in wait_for(driver, "#notice").text
         assert wait_for(driver, "#tries").text == "4 tries left."
         type_into(driver, "#pin", "abc123")
         click(driver, "#submit")

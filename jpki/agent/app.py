@@ -267,8 +267,8 @@ def create_app(agent: Agent, *, max_body: int = DEFAULT_MAX_BODY, body_timeout: 
             return trust_page(request, issuer, pending)
         except PinFormatError as exc:
             return await show(request, issuer, pending, say("pin_format", kind=exc.kind))
-        except PinIncorrectError:
-            return await show(request, issuer, pending, say("wrong_pin"))
+        except PinIncorrectError as exc:
+            return await show(request, issuer, pending, say("wrong_pin", kind=exc.pin))
         except NoReaderError:
             return await show(request, issuer, pending, say("no_reader"))
         except (TransportError, PinBlockedError) as exc:  # a blocked PIN is reported, not raised

@@ -33,6 +33,7 @@ _T: Final[dict[str, dict[str, str]]] = {
         "title": "マイナンバーカードを使う",
         "asks": "{client} が、{issuer} を通じて、マイナンバーカードによる認証を求めています。",
         "asks_sign": "{client} が、{issuer} を通じて、マイナンバーカードによる電子署名を求めています。",
+        "asks_ekyc": "{client} が、{issuer} を通じて、マイナンバーカードによる本人確認を求めています。",
         "receives": "{client} に提供される情報：",
         "no_personal": "個人情報は提供されません（このサービス専用の識別子のみ）。",
         "sign_text": "署名する内容：",
@@ -44,11 +45,12 @@ _T: Final[dict[str, dict[str, str]]] = {
         "submit": "カードで認証する",
         "submit_sign": "カードで署名する",
         "cancel": "キャンセル",
-        "pin_stays": "暗証番号はカードだけに渡され、このコンピューターの外には送られません。",
+        "pin_stays": "ここで入力した暗証番号はカードだけに渡され、このコンピューターの外には送られません。",
+        "needs": "必要なもの：{pin}",
         "valid_until": "この要求の有効期限：{when}",
         "test_cards": "この認証サーバーはテストカードモードで動いています（本番の利用者向けではありません）。",
         "name": "氏名", "address": "住所", "birthdate": "生年月日", "gender": "性別",
-        "wrong_pin": "暗証番号が違います。",
+        "wrong_pin": "暗証番号が違います。", "wrong_pin_sign": "暗証番号が違います。",
         "pin_format": "暗証番号の形式が違います（{rule}）。カードには送っていないので、回数は減っていません。",
         "rule_auth": "数字4桁", "rule_sign": "英字と数字の6〜16文字",
         "no_reader": "カードリーダーが見つかりません。リーダーを接続してカードを置き、「もう一度」を押してください。",
@@ -92,6 +94,7 @@ _T: Final[dict[str, dict[str, str]]] = {
         "title": "Use your My Number Card",
         "asks": "{client} asks you, through {issuer}, to authenticate with your My Number Card.",
         "asks_sign": "{client} asks you, through {issuer}, to sign with your My Number Card.",
+        "asks_ekyc": "{client} asks you, through {issuer}, to prove who you are with your My Number Card.",
         "receives": "{client} will receive:",
         "no_personal": "No personal information: only an identifier for this service.",
         "sign_text": "What you sign:",
@@ -103,11 +106,12 @@ _T: Final[dict[str, dict[str, str]]] = {
         "submit": "Authenticate with the card",
         "submit_sign": "Sign with the card",
         "cancel": "Cancel",
-        "pin_stays": "Your PIN goes to the card only; it never leaves this computer.",
+        "pin_stays": "What you type here goes to the card only; it never leaves this computer.",
+        "needs": "You will need: {pin}",
         "valid_until": "This request is valid until {when}.",
         "test_cards": "This provider runs in test-card mode (not for real users).",
         "name": "Name", "address": "Address", "birthdate": "Date of birth", "gender": "Gender",
-        "wrong_pin": "The PIN was wrong.",
+        "wrong_pin": "The PIN was wrong.", "wrong_pin_sign": "The password was wrong.",
         "pin_format": "That is not the form of this PIN ({rule}). Nothing was sent to the card: no try was used.",
         "rule_auth": "4 digits", "rule_sign": "6-16 letters and digits",
         "no_reader": "No card reader found. Connect the reader, put the card on it and press Try again.",
@@ -226,7 +230,9 @@ def notice(lang: str, key: str, level: str = "error", *, pin: str | None = None)
     """A notice above the PIN form: (``error``/``warn``/``info``, the text of ``key``); for
     ``pin_format`` the rule of the ``pin`` in words."""
     t = _T[lang]
-    return level, t[key].format(rule=t.get(f"rule_{pin}", "")) if key == "pin_format" else t[key]
+    if key == "pin_format":
+        return level, t[key].format(rule=t.get(f"rule_{pin}", ""))
+    return level, t.get(f"{key}_{pin}", t[key])
 
 
 def _e(text: object) -> str:
@@ -261,15 +267,18 @@ def request_page(lang: str, origin: str, request: PendingRequest, *, token: str,
     client = f"<strong>{_e(request.client_name)}</strong>"
     issuer = f'<span class="issuer">{_e(request.issuer)}</span>'
     signing = request.sign is not None
-    asks = t["asks_sign" if signing else "asks"].format(client=client, issuer=issuer)
+    asks = t["asks_sign" if signing else "asks_ekyc" if request.claims else "asks"].format(client=client, issuer=issuer)
     parts = [f'<p class="who" id="who">{asks}</p>']
     if request.test_cards:
         parts.append(f'<div class="notice warn">{_e(t["test_cards"])}</div>')
     if request.sign is not None:
         if request.sign.text:
             parts.append(f'<p>{_e(t["sign_text"])}</p><div class="signed" id="sign-text">{_e(request.sign.text)}</div>')
-        parts.append(f'<p>{_e(t["sign_hash"].format(algorithm=request.sign.algorithm.upper()))}<br>'
-                     f'<span class="hash" id="sign-hash">{_e(request.sign.digest_hex)}</span></p>')
+        groups = request.sign.digest_hex.split()
+        rows = "<br>".join(" ".join(groups[i:i + 8]) for i in range(0, len(groups), 8))   # 16 bytes a row
+        algorithm = request.sign.algorithm.upper().replace("SHA", "SHA-")
+        parts.append(f'<p>{_e(t["sign_hash"].format(algorithm=algorithm))}<br>'
+                     f'<span class="hash" id="sign-hash">{rows}</span></p>')
     elif request.claims:
         items = "".join(f"<li>{_e(t.get(c, c))}</li>" for c in request.claims)
         parts.append(f'<p>{t["receives"].format(client=client)}</p><ul id="claims">{items}</ul>')
@@ -302,7 +311,8 @@ def request_page(lang: str, origin: str, request: PendingRequest, *, token: str,
                 f'<button class="button" type="submit" name="do" value="answer" id="submit">'
                 f'{_e(t["submit_sign" if signing else "submit"])}</button>')
     else:
-        form = (f'<p>{_e(pin_label)}</p><button class="button" type="submit" name="do" value="retry" id="retry">'
+        form = (f'<p class="note">{_e(t["needs"].format(pin=pin_label))}</p>'
+                f'<button class="button" type="submit" name="do" value="retry" id="retry">'
                 f'{_e(t["again"])}</button>')
     if not blocked:
         form += (f'<button class="button secondary" type="submit" name="do" value="cancel" id="cancel">'
