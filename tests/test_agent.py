@@ -252,9 +252,17 @@ def test_status_page_names_the_card_and_the_approved_providers(agent_browser, se
     assert page.status_code == 200 and "Card: emu:alice" in text_of(page) and served_idp.issuer in page.text
 
 
-def test_the_pin_is_never_logged_nor_echoed(agent_browser, served_idp, caplog):
+def test_the_pin_is_never_logged_nor_echoed_nor_sent(agent_browser, served_idp, caplog):
     caplog.set_level(logging.DEBUG)
     wrong, right = "ZQXW9731", "ABC123"
+    sent: list[str] = []
+    real = agent_browser.agent.http
+
+    def spy(method: str, url: str, body: Mapping[str, Any] | None = None) -> tuple[int, Any]:
+        sent.append(url + json.dumps(body))
+        return real(method, url, body)
+
+    agent_browser.agent.http = spy
     _, pending = served_idp.begin("openid name")
     page = agent_browser.open(served_idp.issuer, pending)
     answers = [agent_browser.submit(page, do="answer", pin=wrong)]
@@ -265,6 +273,9 @@ def test_the_pin_is_never_logged_nor_echoed(agent_browser, served_idp, caplog):
         assert wrong not in record.getMessage() and right not in record.getMessage()
     for answer in answers:
         assert wrong not in answer.text and right not in answer.text and right not in str(answer.headers)
+    assert any("/complete{" in request for request in sent)
+    for request in sent:   # to the provider: the card's signature, never the PIN
+        assert wrong not in request and right not in request and right.lower() not in request
 
 
 # --------------------------------------------------------------------------- what the provider sends
