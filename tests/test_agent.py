@@ -466,3 +466,32 @@ def test_jpki_agent_serves_its_pages_and_refuses_other_hosts(cli, home):
     finally:
         process.terminate()
         process.wait(10)
+
+
+def test_a_provider_that_cannot_be_reached_is_said_with_a_way_to_try_again(home, clock):
+    from jpki.pki import free_port
+
+    issuer = f"http://127.0.0.1:{free_port()}"    # nothing listens there
+    browser = AgentBrowser(make_agent(home, clock, trust=(issuer,)))
+    try:
+        page = browser.open(issuer, PENDING)
+        assert page.status_code == 502 and "did not answer as expected (unreachable)" in text_of(page)
+        assert hidden_link(page.text, "next").startswith("/authorize?issuer=http%3A%2F%2F127.0.0.1%3A")
+    finally:
+        browser.close()
+
+
+def test_a_provider_failing_the_answer_keeps_the_form(home, clock):
+    challenge = challenge_for(ISSUER, "login", clock)
+    agent, fake = fake_agent(home, clock, pending_document(challenge=challenge, data=challenge))
+
+    def down(method: str, url: str, body: Mapping[str, Any] | None = None) -> tuple[int, Any]:
+        if method == "POST":
+            return 503, {"ok": False, "reason": "store-unavailable", "message": "try again shortly"}
+        return fake(method, url, body)
+
+    agent.http = down
+    browser = AgentBrowser(agent)
+    page = browser.submit(browser.open(ISSUER, PENDING), do="answer", pin="1234")
+    assert page.status_code == 200 and "The provider could not be reached" in text_of(page)
+    assert 'id="pin"' in page.text   # the card holder may send it again

@@ -56,6 +56,7 @@ from jpki.agent.service import (
     AgentConfig,
     CardBusyError,
     CardStatus,
+    PendingRequest,
     PinFormatError,
     ProviderError,
     RequestDecidedError,
@@ -181,18 +182,18 @@ def create_app(agent: Agent, *, max_body: int = DEFAULT_MAX_BODY, body_timeout: 
             return message(request, "decided", 200, link=exc.resume)
         if isinstance(exc, ChallengeRefusedError):
             return message(request, "challenge", 400, reason=exc.reason)
-        if isinstance(exc, ProviderError):
+        if isinstance(exc, ProviderError):   # unreachable, or an answer that makes no sense: try again later
             log.warning("provider failed: %s", exc)
-            return message(request, "provider", 502, reason=exc.reason)
+            again = authorize_url(request.query_params.get("issuer", ""), request.query_params.get("pending", ""))
+            return message(request, "provider", 502, reason=exc.reason,
+                           link=again if request.method == "GET" else None, link_text="again")
         return message(request, "bad_link", 400, reason=getattr(exc, "code", "error"))
-
-    _Loaded = tuple[Any, CardStatus]
 
     async def show(request: Request, issuer: str, pending: str,
                    notice: Callable[[str], tuple[str, str]] | None = None) -> Response:
         """The request page, fresh from the provider and the card."""
 
-        def load() -> _Loaded:
+        def load() -> tuple[PendingRequest, CardStatus]:
             found = agent.fetch(issuer, pending)
             return found, agent.card_status(found.pin)
 
