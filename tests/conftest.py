@@ -168,9 +168,10 @@ def served_card(_served_slot, card_dir):
     return _served_slot.serve(MyNumberCard.open(card_dir))
 
 
-# --- shared fixtures of the jpki.auth tests (login, eKYC): net, links, rp, alice, live_home -----
+# --- shared fixtures of the jpki.auth tests (login, eKYC): net, links, rp, alice, live_home; ------
+# --- the OpenID Provider in process, in test-card mode: idp; the provider served for real and ---
+# --- the local agent before it: served_idp, agent_browser ---------------------------------------
 
+from agent_support import agent_browser, served_idp  # noqa: E402,F401
 from auth_support import alice, links, live_home, net, rp  # noqa: E402,F401
-
-# --- the OpenID Provider in process, in test-card mode: idp ------------------------------------
 from idp_support import idp  # noqa: E402,F401

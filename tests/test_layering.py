@@ -19,6 +19,9 @@
   with that codec, and its server, which serves both).
 - One way to serve: only ``jpki.serving`` imports uvicorn; Starlette is imported only there and
   in the HTTP app modules (``APP_MODULES``), which only the CLI and the demo import.
+- The local agent (``jpki.agent``, the one HTTP app that talks to a card) is on the card side:
+  the verification side never reaches it; and it knows the OpenID Provider by its HTTP API only
+  (no ``jpki.idp`` import), so it can face any provider that speaks that API.
 
 Imports inside functions count too (a lazy import is still an import); so do
 ``importlib.import_module("...")`` / ``__import__("...")`` with a literal name.
@@ -42,14 +45,14 @@ VERIFY_SIDE = ("jpki.verify", "jpki.revocation", "jpki.pki", "jpki.identity", "j
                "jpki.clock", "jpki.errors", "jpki.idp")
 #: Card-driving plug-ins of verification-side packages, imported lazily by one module each.
 PLUGINS = {"jpki.idp.testcards": "jpki.idp.app"}
-CARD_SIDE = ("jpki.session", "jpki.transport", "jpki.apdu", "jpki.cli")
+CARD_SIDE = ("jpki.session", "jpki.transport", "jpki.apdu", "jpki.cli", "jpki.agent")
 #: Modules of a ``jpki.auth`` package that form the relying party's side (the server that checks a
 #: login); the card-holder side (signing a challenge with the card) may use the session.
 #: The card-holder side of jpki.auth (it drives a card); every other jpki.auth module is the
 #: relying party's and must stand without any card library.
 AUTH_CLIENT_NAMES = {"client"}
 #: The HTTP apps (a Starlette app over a service object that knows no HTTP), run by jpki.serving.
-APP_MODULES = ("jpki.pki.server", "jpki.auth.service", "jpki.idp.app")
+APP_MODULES = ("jpki.pki.server", "jpki.auth.service", "jpki.idp.app", "jpki.agent.app")
 #: What runs the apps; no other module imports an app module (nor another app's pieces).
 APP_RUNNERS = ("jpki.cli", "jpki.demo")
 #: Packages of the verification side that ``jpki.revocation`` must not import: it is below them.
@@ -424,6 +427,19 @@ def test_jpki_packages_import_one_another_without_cycles():
                                                    for i in graph[a][b][:2])
                  for c in cycles(graph)]
     report(offenders, "packages that import each other (pick a direction; see docs/design.md)")
+
+
+def test_the_agent_talks_to_the_provider_over_http_only():
+    """jpki.agent drives the card (session, transport, the client side of jpki.auth) and reads
+    the provider's pending API over HTTP: it imports nothing of jpki.idp, and jpki.idp nothing
+    of it (the provider's test cards answer through jpki.auth.client, not through the agent)."""
+    agent = [m for m in MODULES if under(m, "jpki.agent")]
+    assert {"jpki.agent.app", "jpki.agent.service"} <= set(agent)
+    offenders = [str(i) for m in agent for i in imports_of(m) if under(i.target, "jpki.idp")]
+    offenders += [str(i) for m in MODULES if under(m, "jpki.idp")
+                  for i in imports_of(m) if under(i.target, "jpki.agent")]
+    report(offenders, "the agent and the provider meet over HTTP only")
+    assert "jpki.session" in {i.target for m in agent for i in imports_of(m)}, "the agent drives the card"
 
 
 def test_revocation_sits_below_the_ca_and_the_validator():

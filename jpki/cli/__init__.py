@@ -25,7 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "pkey": ("host", "pkey"), "apdu": ("host", "apdu"),
     "sign": ("documents", "sign"), "verify": ("documents", "verify"),
     "rp": ("auth", "rp"), "login": ("auth", "login_command"), "ekyc": ("auth", "ekyc_command"),
-    "demo": ("demo", "demo"), "idp": ("idp", "idp"),
+    "demo": ("demo", "demo"), "idp": ("idp", "idp"), "agent": ("agent", "agent_command"),
 }
 
 

@@ -1,0 +1,219 @@
+"""A real browser for the end-to-end tests and the screenshots: headless Chromium (Debian's
+``chromium`` and ``chromium-driver``) driven by Selenium, and the servers it visits. Not a test
+module; ``tests/test_browser_e2e.py`` and ``docs/screenshots/make_screenshots.py`` use it.
+
+- :func:`missing_reason` says why no browser can run here (None when one can);
+  ``test_browser_e2e.py`` fails on it with ``CI=true`` and skips otherwise (``pcsc_env.unavailable``).
+- :func:`chromium` starts a fresh headless Chromium (its own ``--user-data-dir``, no network
+  besides what the test serves: no sync, no component updates, no QUIC, no proxy) on
+  ``/usr/bin/chromium`` through ``/usr/bin/chromedriver`` (Selenium Manager is never asked to
+  download anything).
+- :func:`relying_party_app` is a tiny relying party: a page with "log in with My Number Card",
+  an Authlib client (authorization code, PKCE S256, ``private_key_jwt`` ES256) and a result page
+  showing the verified name from userinfo (or the error the provider sent back). The example of
+  ``examples/oidc_login`` may replace it.
+- :class:`Flow` runs the three servers (provider, agent, relying party) in threads on free
+  ports, the provider's "use the card on this computer" link naming the agent.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import html
+import os
+import secrets
+import shutil
+import tempfile
+import threading
+import warnings
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from idp_support import ClockedPrivateKeyJWT
+from joserfc import jwt
+from joserfc.jwk import ECKey, KeySet
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, RedirectResponse, Response
+from starlette.routing import Route
+
+from jpki.agent.app import create_app as agent_app
+from jpki.agent.service import Agent, AgentConfig
+from jpki.clock import Clock
+from jpki.idp.app import create_app as idp_app
+from jpki.idp.provider import Provider, ProviderConfig, build_provider
+from jpki.pki import free_port
+from jpki.serving import ServerThread
+
+with warnings.catch_warnings():  # Authlib 1.9 prefers httpx2 and warns when on httpx
+    warnings.filterwarnings("ignore", message=".*httpx module is deprecated.*")
+    from authlib.integrations.httpx_client import OAuth2Client
+
+CHROMIUM = Path(os.environ.get("JPKI_CHROMIUM", "/usr/bin/chromium"))
+CHROMEDRIVER = Path(os.environ.get("JPKI_CHROMEDRIVER", "/usr/bin/chromedriver"))
+CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                  "--no-proxy-server", "--disable-dev-shm-usage", "--window-size=900,1000")
+#: Seconds a page may take to appear (a card signing an eKYC CMS, OCSP in process).
+PAGE_TIMEOUT = 30.0
+
+
+def missing_reason() -> str | None:
+    """Why Chromium cannot be driven here, or None."""
+    if not CHROMIUM.exists():
+        return f"{CHROMIUM} is missing (apt-get install chromium chromium-driver)"
+    if not CHROMEDRIVER.exists():
+        return f"{CHROMEDRIVER} is missing (apt-get install chromium-driver)"
+    try:
+        import selenium  # noqa: F401
+    except ImportError:
+        return "selenium is not installed (pip install 'jpki[test]')"
+    return None
+
+
+@contextlib.contextmanager
+def chromium(language: str = "en") -> Iterator[Any]:
+    """A fresh headless Chromium (Selenium WebDriver) asking for pages in ``language``."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    profile = tempfile.mkdtemp(prefix="jpki-chromium-")
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for flag in (*CHROMIUM_FLAGS, f"--user-data-dir={profile}", f"--lang={language}"):
+        options.add_argument(flag)
+    options.add_experimental_option("prefs", {"intl.accept_languages": language})
+    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+    driver.set_page_load_timeout(PAGE_TIMEOUT)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+def wait_for(driver: Any, css: str, timeout: float = PAGE_TIMEOUT) -> Any:
+    """The element ``css`` once the page shows it (Selenium's explicit wait: an event, not a
+    sleep); else an AssertionError naming the page the browser is on and its text."""
+    from selenium.common.exceptions import TimeoutException
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    try:
+        return WebDriverWait(driver, timeout).until(
+            expected_conditions.presence_of_element_located((By.CSS_SELECTOR, css)))
+    except TimeoutException:
+        text = driver.find_element(By.TAG_NAME, "body").text if driver.find_elements(By.TAG_NAME, "body") else ""
+        raise AssertionError(f"no {css} within {timeout:g} s on {driver.current_url}: {text[:600]!r}") from None
+
+
+# --------------------------------------------------------------------------- the relying party
+
+
+def _rp_page(title: str, body: str) -> HTMLResponse:
+    return HTMLResponse(f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}'
+                        '</title><style>body{font-family:system-ui,"IPAGothic",sans-serif;max-width:36rem;'
+                        'margin:2rem auto;padding:0 1rem;line-height:1.6}.button{display:inline-block;'
+                        'background:#0a5ad4;color:#fff;padding:.6rem 1.2rem;border-radius:4px;text-decoration:none}'
+                        '.ok{background:#e6f4ea;border-left:4px solid #2e7d32;padding:.8rem 1rem}'
+                        '.err{background:#fdecea;border-left:4px solid #c0392b;padding:.8rem 1rem}</style></head>'
+                        f'<body><h1>{html.escape(title)}</h1>{body}</body></html>')
+
+
+def relying_party_app(*, issuer: str, client_id: str, key: ECKey, redirect_uri: str, clock: Clock,
+                      scope: str = "openid name") -> Starlette:
+    """A relying party using Authlib and nothing of jpki: ``/`` (the login button), ``/login``
+    (to the provider), ``/callback`` (code → tokens → ID token checked → userinfo → the name)."""
+    oidc = issuer + "/api/realms/main/protocol/openid-connect"
+    started: dict[str, tuple[str, str]] = {}   # state -> (PKCE verifier, nonce)
+    lock = threading.Lock()
+
+    def client() -> OAuth2Client:
+        made = OAuth2Client(client_id, key, token_endpoint_auth_method="private_key_jwt", scope=scope,
+                            redirect_uri=redirect_uri, code_challenge_method="S256", trust_env=False)
+        made.register_client_auth_method(ClockedPrivateKeyJWT(clock, "ES256", lifetime=60))  # type: ignore[arg-type]
+        return made
+
+    def index(request: Request) -> Response:
+        return _rp_page("Example Shop", '<p>Welcome to the Example Shop.</p>'
+                                        '<p><a class="button" id="login" href="/login">Log in with My Number Card'
+                                        '</a></p>')
+
+    def login(request: Request) -> Response:
+        verifier, nonce = secrets.token_urlsafe(48), secrets.token_urlsafe(16)
+        with client() as oauth:
+            url, state = oauth.create_authorization_url(oidc + "/auth", code_verifier=verifier, nonce=nonce)
+        with lock:
+            started[state] = (verifier, nonce)
+        return RedirectResponse(url, status_code=302)
+
+    def callback(request: Request) -> Response:
+        params = request.query_params
+        with lock:
+            found = started.pop(params.get("state", ""), None)
+        if found is None:
+            return _rp_page("Example Shop", '<p class="err" id="error">unknown state</p>')
+        if "error" in params:
+            return _rp_page("Example Shop", f'<p class="err" id="error">{html.escape(params["error"])}: '
+                                            f'{html.escape(params.get("error_description", ""))}</p>')
+        verifier, nonce = found
+        with client() as oauth:
+            token = oauth.fetch_token(oidc + "/token", code=params["code"], code_verifier=verifier)
+            keys = KeySet.import_key_set(oauth.get(oidc + "/certs").json())
+            id_token = jwt.decode(token["id_token"], keys, algorithms=["ES256"])
+            jwt.JWTClaimsRegistry(now=int(clock.now().timestamp()), iss={"essential": True, "value": issuer},
+                                  aud={"essential": True, "value": client_id},
+                                  nonce={"essential": True, "value": nonce}).validate(id_token.claims)
+            info = oauth.get(oidc + "/userinfo").json()
+        name = info.get("name")
+        body = (f'<p class="ok">Logged in with My Number Card.</p><p>Verified name: <strong id="name">'
+                f'{html.escape(name or "")}</strong></p>' if name else '<p class="ok">Logged in.</p>')
+        return _rp_page("Example Shop", body + f'<p>Your id here: <code id="sub">{html.escape(info["sub"])}</code></p>')
+
+    return Starlette(routes=[Route("/", index), Route("/login", login), Route("/callback", callback)])
+
+
+# --------------------------------------------------------------------------- the three servers
+
+
+@dataclasses.dataclass
+class Flow:
+    """Provider, agent and relying party under uvicorn on free ports (see :func:`flow`)."""
+
+    issuer: str
+    agent_url: str
+    rp_url: str
+    provider: Provider
+    agent: Agent
+    client_id: str
+
+
+@contextlib.contextmanager
+def flow(home: Path, clock: Clock, fetch: Callable[..., bytes] | None, *, card: str = "emu:alice",
+         trust: bool = True, scope: str = "openid name", test_cards: bool = False) -> Iterator[Flow]:
+    """Serve the provider of ``home`` (``fetch``: its revocation fetch), the agent on ``card``
+    (``trust``: the provider approved beforehand) and the relying party asking for ``scope``."""
+    idp_port, agent_port, rp_port = free_port(), free_port(), free_port()
+    issuer, agent_url, rp_url = (f"http://127.0.0.1:{p}" for p in (idp_port, agent_port, rp_port))
+    provider = build_provider(ProviderConfig(home=home, issuer=issuer, agent_url=agent_url, revocation_max_age=0.0,
+                                             test_cards=test_cards), clock=clock, fetch=fetch)
+    key = ECKey.generate_key("P-256", auto_kid=True)
+    client, _ = provider.clients.add("Example Shop", [rp_url + "/callback"], now=clock.now(),
+                                     jwks={"keys": [key.as_dict(private=False)]})
+    plugin = None
+    if test_cards:
+        from jpki.idp.testcards import TestCards
+
+        plugin = TestCards(provider, home)
+    agent = Agent(AgentConfig(home=home, card=card), clock=clock)
+    if trust:
+        agent.trust(issuer)
+    rp = relying_party_app(issuer=issuer, client_id=client.client_id, key=key, redirect_uri=rp_url + "/callback",
+                           clock=clock, scope=scope)
+    with ServerThread(idp_app(provider, test_cards=plugin), port=idp_port).start(), \
+            ServerThread(agent_app(agent), port=agent_port).start(), \
+            ServerThread(rp, port=rp_port).start():
+        yield Flow(issuer, agent_url, rp_url, provider, agent, client.client_id)

@@ -1,0 +1,91 @@
+"""A real browser, end to end: headless Chromium goes from a relying party (an Authlib client) to
+the provider's authorization page, follows "use the card on this computer" to the agent, where
+the password is typed into the agent's page, the card signs (in process, or behind pcscd +
+vpcd), and the browser lands back on the relying party, which shows the verified name.
+
+Needs Debian's ``chromium`` and ``chromium-driver`` and Selenium (``.ci/setup`` installs them):
+without them these tests skip, and fail with ``CI=true``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from browser_support import chromium, flow, missing_reason, wait_for
+from pcsc_env import unavailable
+
+pytestmark = pytest.mark.browser
+
+
+@pytest.fixture
+def driver(request: pytest.FixtureRequest) -> Iterator[Any]:
+    """A fresh headless Chromium asking for pages in English (or the language the test names
+    with ``@pytest.mark.parametrize("driver", ["ja"], indirect=True)``)."""
+    reason = missing_reason()
+    if reason is not None:
+        unavailable(reason)
+    with chromium(getattr(request, "param", "en")) as browser:
+        yield browser
+
+
+def click(driver: Any, css: str) -> None:
+    wait_for(driver, css).click()
+
+
+def type_into(driver: Any, css: str, text: str) -> None:
+    field = wait_for(driver, css)
+    field.clear()
+    field.send_keys(text)
+
+
+def test_login_in_chromium_with_the_emulated_card(driver, home, clock, net):
+    with flow(home, clock, net, trust=False) as f:
+        driver.get(f.rp_url + "/")
+        click(driver, "#login")
+        wait_for(driver, "#use-card")                                    # the provider's page
+        assert driver.current_url.startswith(f.issuer + "/api/realms/main/protocol/openid-connect/auth?")
+        assert "Example Shop" in driver.page_source
+        click(driver, "#use-card")
+        issuer = wait_for(driver, "#issuer")                             # the agent: first use of this provider
+        assert driver.current_url.startswith(f.agent_url + "/authorize?") and issuer.text == f.issuer
+        click(driver, "#trust")
+        type_into(driver, "#pin", "WRONG999")                             # a wrong password first
+        click(driver, "#submit")
+        assert "The password was wrong." in wait_for(driver, "#notice").text
+        assert wait_for(driver, "#tries").text == "4 tries left."
+        type_into(driver, "#pin", "abc123")
+        click(driver, "#submit")
+        name = wait_for(driver, "#name")                                 # back at the relying party
+        assert driver.current_url.startswith(f.rp_url + "/callback?")
+        assert name.text == "山田　花子"
+        assert "ABC123" not in driver.page_source and "abc123" not in driver.page_source
+        assert f.agent.is_trusted(f.issuer)
+
+
+def test_login_in_chromium_over_pcsc(driver, home, clock, net, served_card):
+    with flow(home, clock, net, card=f"pcsc:{served_card}") as f:
+        driver.get(f.rp_url + "/")
+        click(driver, "#login")
+        click(driver, "#use-card")
+        assert wait_for(driver, "#tries").text == "5 tries left."           # read from the card in the reader
+        type_into(driver, "#pin", "ABC123")
+        click(driver, "#submit")
+        assert wait_for(driver, "#name").text == "山田　花子"
+
+
+@pytest.mark.parametrize("driver", ["ja"], indirect=True)
+def test_cancel_in_chromium_goes_back_to_the_relying_party_with_the_reason(driver, home, clock, net):
+    with flow(home, clock, net, scope="openid") as f:
+        driver.get(f.rp_url + "/")
+        click(driver, "#login")
+        click(driver, "#use-card")
+        assert "利用者証明用電子証明書の暗証番号（数字4桁）" in wait_for(driver, "#card-form").text
+        click(driver, "#cancel")
+        wait_for(driver, "#back")                                         # the provider's refusal page
+        assert driver.current_url.startswith(f.issuer) and "認証はキャンセルされました。" in driver.page_source
+        click(driver, "#back")
+        error = wait_for(driver, "#error")
+        assert driver.current_url.startswith(f.rp_url + "/callback?")
+        assert error.text.startswith("access_denied: cancelled")
