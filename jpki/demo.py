@@ -147,6 +147,7 @@ def run_demo(home_path: Path, *, card_name: str = "alice", clock: Clock | None =
         confused = validator.validate(sign, kind="auth")
         step("a signing certificate is no login certificate", confused.reason == "wrong-kind",
              f"refused: {confused.reason}")
+        _openid_connect(home_path, card_name, clock, step)
         _online_identity(home_path, card_name, clock, step)
         validator.clear_caches()
         result = validator.validate(auth, kind="auth")
@@ -214,6 +215,63 @@ def _online_identity(home_path: Path, card_name: str, clock: Clock,
             answer = login(service.url, JpkiSession(t), pin=lambda: DEFAULT_AUTH_PIN, clock=clock)
         step("lost card: the login is refused", not answer.ok and answer.reason == "revoked",
              f"refused: {answer.reason}")
+
+
+def _openid_connect(home_path: Path, card_name: str, clock: Clock,
+                    step: Callable[[str, bool, str], None]) -> None:
+    """A relying party logs in through the OpenID Provider (test-card mode): the code flow with
+    PKCE S256 and client_secret_basic over plain HTTP, the ID token checked against the JWKS
+    (joserfc), the basic 4 info from userinfo. (The standard clients, Authlib and Node's
+    openid-client, are in the tests and examples/oidc_login.)"""
+    import base64
+    import secrets
+    import urllib.parse
+
+    import httpx
+    from joserfc import jwt
+    from joserfc.jwk import KeySet
+
+    from .idp.app import create_app as idp_app
+    from .idp.provider import ProviderConfig, build_provider
+    from .idp.testcards import TestCards
+    from .serving import serve_in_thread as serve_app
+
+    port = _free_port()
+    issuer = f"http://127.0.0.1:{port}"
+    provider = build_provider(ProviderConfig(home=home_path, issuer=issuer, test_cards=True,
+                                             revocation_max_age=0.0), clock=clock)
+    app = idp_app(provider, test_cards=TestCards(provider, home_path))
+    shop = "http://127.0.0.1/callback"
+    client, secret = provider.clients.add("jpki demo shop", [shop], now=clock.now(), secret=True)
+    oidc = f"{issuer}/api/realms/main/protocol/openid-connect"
+    verifier, nonce, state = (secrets.token_urlsafe(48), secrets.token_urlsafe(12),
+                              secrets.token_urlsafe(12))
+    challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+    query = urllib.parse.urlencode({
+        "response_type": "code", "client_id": client.client_id, "redirect_uri": shop,
+        "scope": "openid name address birthdate gender", "state": state, "nonce": nonce,
+        "code_challenge": challenge, "code_challenge_method": "S256"})
+    try:
+        with serve_app(app, port=port), httpx.Client(timeout=30) as browser:
+            pending = browser.get(f"{oidc}/auth?{query}").headers["x-jpki-pending"]
+            answer = browser.post(f"{issuer}/api/test-cards/authenticate",
+                                  json={"pending": pending, "card": card_name, "outcome": "success"}).json()
+            back = urllib.parse.parse_qs(urllib.parse.urlsplit(
+                browser.get(answer["redirect"]).headers["location"]).query)
+            token = browser.post(f"{oidc}/token", auth=(client.client_id, secret or ""), data={
+                "grant_type": "authorization_code", "code": back["code"][0], "redirect_uri": shop,
+                "code_verifier": verifier}).json()
+            keys = KeySet.import_key_set(browser.get(f"{oidc}/certs").json())
+            claims = jwt.decode(token["id_token"], keys).claims
+            info = browser.get(f"{oidc}/userinfo",
+                               headers={"Authorization": f"Bearer {token['access_token']}"}).json()
+        ok = (back["state"] == [state] and claims["iss"] == issuer and claims["aud"] == client.client_id
+              and claims["nonce"] == nonce and info["sub"] == claims["sub"] and bool(info.get("name")))
+        step("log in through OpenID Connect (code flow + PKCE, test card)", ok,
+             f"ID token ES256 verified, pairwise sub {str(claims['sub'])[:10]}…, userinfo name "
+             f"{mask_text(str(info.get('name', '')))}, born {info.get('birthdate')}")
+    finally:
+        app.state.close()
 
 
 def _verdict(report: VerificationReport) -> str:
