@@ -10,17 +10,23 @@ module; ``tests/test_browser_e2e.py`` and ``docs/screenshots/make_screenshots.py
   download anything).
 - :func:`relying_party_app` is a tiny relying party: a page with "log in with My Number Card",
   an Authlib client (authorization code, PKCE S256, ``private_key_jwt`` ES256) and a result page
-  showing the verified name from userinfo (or the error the provider sent back). The example of
-  ``examples/oidc_login`` may replace it.
+  showing the verified name from userinfo (or the error the provider sent back); and "sign the
+  contract": a sign transaction (``client_credentials`` token, ``POST /api/sign-transactions``
+  with the hash of :data:`SIGN_DOCUMENT`, the browser sent to authorize it), whose result the
+  callback decrypts (joserfc, the client's ``"use": "enc"`` key) and verifies (cryptography).
+  The example of ``examples/oidc_login`` may replace it.
 - :class:`Flow` runs the three servers (provider, agent, relying party) in threads on free
   ports, the provider's "use the card on this computer" link naming the agent.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import dataclasses
+import hashlib
 import html
+import json
 import os
 import secrets
 import shutil
@@ -31,8 +37,12 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 from idp_support import ClockedPrivateKeyJWT
-from joserfc import jwt
+from joserfc import jwe, jwt
 from joserfc.jwk import ECKey, KeySet
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -58,6 +68,10 @@ CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic
                   "--no-proxy-server", "--disable-dev-shm-usage", "--window-size=900,1000")
 #: Seconds a page may take to appear (a card signing an eKYC CMS, OCSP in process).
 PAGE_TIMEOUT = 30.0
+#: What the relying party's "sign the contract" has the card holder sign: the text shown, and
+#: the document whose SHA-256 the card signs.
+SIGN_TEXT = "住宅ローン契約書（契約番号 2026-117）に署名します。"
+SIGN_DOCUMENT = "住宅ローン契約書 2026-117 本文".encode()
 
 
 def missing_reason() -> str | None:
@@ -124,15 +138,18 @@ def _rp_page(title: str, body: str) -> HTMLResponse:
 
 
 def relying_party_app(*, issuer: str, client_id: str, key: ECKey, redirect_uri: str, clock: Clock,
-                      scope: str = "openid name") -> Starlette:
-    """A relying party using Authlib and nothing of jpki: ``/`` (the login button), ``/login``
-    (to the provider), ``/callback`` (code → tokens → ID token checked → userinfo → the name)."""
+                      scope: str = "openid name", enc_key: ECKey | None = None) -> Starlette:
+    """A relying party using Authlib and nothing of jpki: ``/`` (the buttons), ``/login`` (to the
+    provider), ``/sign`` (a sign transaction, then to the provider; needs ``enc_key``, the private
+    half of the client's encryption key), ``/callback`` (code → tokens → ID token checked →
+    userinfo → the name; for a sign transaction also its result, decrypted and verified)."""
     oidc = issuer + "/api/realms/main/protocol/openid-connect"
-    started: dict[str, tuple[str, str]] = {}   # state -> (PKCE verifier, nonce)
+    transactions = issuer + "/api/sign-transactions"
+    started: dict[str, tuple[str, str, str | None]] = {}   # state -> (PKCE verifier, nonce, sign transaction)
     lock = threading.Lock()
 
-    def client() -> OAuth2Client:
-        made = OAuth2Client(client_id, key, token_endpoint_auth_method="private_key_jwt", scope=scope,
+    def client(asked: str = scope) -> OAuth2Client:
+        made = OAuth2Client(client_id, key, token_endpoint_auth_method="private_key_jwt", scope=asked,
                             redirect_uri=redirect_uri, code_challenge_method="S256", trust_env=False)
         made.register_client_auth_method(ClockedPrivateKeyJWT(clock, "ES256", lifetime=60))  # type: ignore[arg-type]
         return made
@@ -140,15 +157,46 @@ def relying_party_app(*, issuer: str, client_id: str, key: ECKey, redirect_uri: 
     def index(request: Request) -> Response:
         return _rp_page("Example Shop", '<p>Welcome to the Example Shop.</p>'
                                         '<p><a class="button" id="login" href="/login">Log in with My Number Card'
-                                        '</a></p>')
+                                        '</a></p><p><a class="button" id="sign" href="/sign">Sign the contract'
+                                        ' with My Number Card</a></p>')
+
+    def to_provider(asked: str, transaction: str | None = None) -> Response:
+        verifier, nonce = secrets.token_urlsafe(48), secrets.token_urlsafe(16)
+        extra = {} if transaction is None else {"sign_transaction_id": transaction}
+        with client(asked) as oauth:
+            url, state = oauth.create_authorization_url(oidc + "/auth", code_verifier=verifier, nonce=nonce, **extra)
+        with lock:
+            started[state] = (verifier, nonce, transaction)
+        return RedirectResponse(url, status_code=302)
 
     def login(request: Request) -> Response:
-        verifier, nonce = secrets.token_urlsafe(48), secrets.token_urlsafe(16)
-        with client() as oauth:
-            url, state = oauth.create_authorization_url(oidc + "/auth", code_verifier=verifier, nonce=nonce)
-        with lock:
-            started[state] = (verifier, nonce)
-        return RedirectResponse(url, status_code=302)
+        return to_provider(scope)
+
+    def sign(request: Request) -> Response:
+        with client("sign") as api:
+            api.fetch_token(oidc + "/token", grant_type="client_credentials")
+            created = api.post(transactions, json={
+                "hash": base64.b64encode(hashlib.sha256(SIGN_DOCUMENT).digest()).decode(), "display_text": SIGN_TEXT})
+        if created.status_code != 201:
+            return _rp_page("Example Shop", f'<p class="err" id="error">{html.escape(created.text)}</p>')
+        return to_provider("openid sign", created.json()["id"])
+
+    def signed(oauth: OAuth2Client, transaction: str) -> str:
+        """The sign transaction's result: decrypted with the client's key, the signature verified
+        over the document's hash with the certificate inside."""
+        assert enc_key is not None
+        result = oauth.get(f"{transactions}/{transaction}/result")
+        if result.status_code != 200:
+            return f'<p class="err" id="error">{html.escape(result.text)}</p>'
+        payload = json.loads(jwe.decrypt_compact(result.content, enc_key,
+                                                 algorithms=["ECDH-ES+A256KW", "A256GCM"]).plaintext)
+        der = base64.b64decode(payload["certificate"])
+        public = x509.load_der_x509_certificate(der).public_key()
+        assert isinstance(public, rsa.RSAPublicKey)
+        public.verify(base64.b64decode(payload["signature"]), hashlib.sha256(SIGN_DOCUMENT).digest(),
+                      padding.PKCS1v15(), Prehashed(hashes.SHA256()))
+        return (f'<p class="ok" id="signed">Signed with My Number Card: {html.escape(SIGN_TEXT)}</p>'
+                f'<p>Signing certificate (SHA-256): <code id="signer">{hashlib.sha256(der).hexdigest()}</code></p>')
 
     def callback(request: Request) -> Response:
         params = request.query_params
@@ -159,7 +207,7 @@ def relying_party_app(*, issuer: str, client_id: str, key: ECKey, redirect_uri: 
         if "error" in params:
             return _rp_page("Example Shop", f'<p class="err" id="error">{html.escape(params["error"])}: '
                                             f'{html.escape(params.get("error_description", ""))}</p>')
-        verifier, nonce = found
+        verifier, nonce, transaction = found
         with client() as oauth:
             token = oauth.fetch_token(oidc + "/token", code=params["code"], code_verifier=verifier)
             keys = KeySet.import_key_set(oauth.get(oidc + "/certs").json())
@@ -168,12 +216,15 @@ def relying_party_app(*, issuer: str, client_id: str, key: ECKey, redirect_uri: 
                                   aud={"essential": True, "value": client_id},
                                   nonce={"essential": True, "value": nonce}).validate(id_token.claims)
             info = oauth.get(oidc + "/userinfo").json()
+            body = signed(oauth, transaction) if transaction is not None else ""
         name = info.get("name")
-        body = (f'<p class="ok">Logged in with My Number Card.</p><p>Verified name: <strong id="name">'
-                f'{html.escape(name or "")}</strong></p>' if name else '<p class="ok">Logged in.</p>')
+        if transaction is None:
+            body = (f'<p class="ok">Logged in with My Number Card.</p><p>Verified name: <strong id="name">'
+                    f'{html.escape(name or "")}</strong></p>' if name else '<p class="ok">Logged in.</p>')
         return _rp_page("Example Shop", body + f'<p>Your id here: <code id="sub">{html.escape(info["sub"])}</code></p>')
 
-    return Starlette(routes=[Route("/", index), Route("/login", login), Route("/callback", callback)])
+    return Starlette(routes=[Route("/", index), Route("/login", login), Route("/sign", sign),
+                             Route("/callback", callback)])
 
 
 # --------------------------------------------------------------------------- the three servers
@@ -201,8 +252,10 @@ def flow(home: Path, clock: Clock, fetch: Callable[..., bytes] | None, *, card: 
     provider = build_provider(ProviderConfig(home=home, issuer=issuer, agent_url=agent_url, revocation_max_age=0.0,
                                              test_cards=test_cards), clock=clock, fetch=fetch)
     key = ECKey.generate_key("P-256", auto_kid=True)
+    enc_key = ECKey.generate_key("P-256", auto_kid=True)   # sign transactions' results are encrypted to it
     client, _ = provider.clients.add("Example Shop", [rp_url + "/callback"], now=clock.now(),
-                                     jwks={"keys": [key.as_dict(private=False)]})
+                                     jwks={"keys": [key.as_dict(private=False),
+                                                    {**enc_key.as_dict(private=False), "use": "enc"}]})
     plugin = None
     if test_cards:
         from jpki.idp.testcards import TestCards
@@ -212,7 +265,7 @@ def flow(home: Path, clock: Clock, fetch: Callable[..., bytes] | None, *, card: 
     if trust:
         agent.trust(issuer)
     rp = relying_party_app(issuer=issuer, client_id=client.client_id, key=key, redirect_uri=rp_url + "/callback",
-                           clock=clock, scope=scope)
+                           clock=clock, scope=scope, enc_key=enc_key)
     with ServerThread(idp_app(provider, test_cards=plugin), port=idp_port).start(), \
             ServerThread(agent_app(agent), port=agent_port).start(), \
             ServerThread(rp, port=rp_port).start():

@@ -18,14 +18,22 @@ import logging
 import os
 import stat
 import subprocess
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
 import pytest
 from agent_support import REDIRECT, AgentBrowser, make_agent, query, text_of
+from auth_support import credentials
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, utils
+from joserfc import jwe
+from joserfc.jwk import ECKey
+
+with warnings.catch_warnings():  # Authlib 1.9 prefers httpx2 and warns when on httpx
+    warnings.filterwarnings("ignore", message=".*httpx module is deprecated.*")
+    from authlib.integrations.httpx_client import OAuth2Client
 
 from jpki.agent.app import check_loopback, serve
 from jpki.agent.service import (
@@ -35,7 +43,6 @@ from jpki.agent.service import (
     RequestDecidedError,
     RequestGoneError,
     UntrustedProviderError,
-    parse_sign_data,
 )
 from jpki.agent.trust import TRUST_FILE, TrustedProviders
 from jpki.auth.client import ChallengeRefusedError
@@ -376,10 +383,21 @@ def test_provider_answers_gone_and_decided(home, clock):
     assert caught.value.resume == decided["resume"] and caught.value.reason == "revoked"
 
 
-def test_a_sign_transaction_shows_its_text_and_hash_and_the_card_signs_that_hash(home, clock):
+def sign_document(digest: bytes, clock: Any, **data: Any) -> dict[str, Any]:
+    """A sign transaction's pending document in the provider's format (docs/oidc.md)."""
+    fields = {"sign_transaction_id": "t" * 36, "display_text": "契約書に署名します\n<b>not bold</b>",
+              "hash_algorithm": "SHA-256", "hash": base64.b64encode(digest).decode(),
+              "digest_info": base64.b64encode(SHA256_PREFIX + digest).decode(),
+              "expires_at": (clock.now() + dt.timedelta(minutes=10)).isoformat(), **data}
+    return pending_document(action="sign", pin="sign", scopes=["openid", "sign"], data=fields)
+
+
+SHA256_PREFIX = bytes.fromhex("3031300d060960864801650304020105000420")
+
+
+def test_a_sign_transaction_shows_the_checked_text_and_hash(home, clock):
     digest = hashlib.sha256(b"the contract").digest()
-    data = {"display_text": "契約書に署名します\n<b>not bold</b>", "hash": base64.b64encode(digest).decode()}
-    agent, fake = fake_agent(home, clock, pending_document(action="sign", pin="sign", data=data))
+    agent, fake = fake_agent(home, clock, sign_document(digest, clock))
     browser = AgentBrowser(agent)
     page = browser.open(ISSUER, PENDING, lang="ja")
     assert "電子署名を求めています" in text_of(page)
@@ -391,6 +409,7 @@ def test_a_sign_transaction_shows_its_text_and_hash_and_the_card_signs_that_hash
     done = browser.submit(page, do="answer", pin="ABC123")
     assert done.status_code == 303 and done.headers["location"] == pending_document()["resume"]
     (answer,) = fake.posted
+    assert answer["sign_transaction_id"] == "t" * 36
     certificate = x509.load_der_x509_certificate(base64.b64decode(answer["certificate"]))
     key = certificate.public_key()
     key.verify(base64.b64decode(answer["signature"]), digest, padding.PKCS1v15(), utils.Prehashed(hashes.SHA256()))
@@ -398,17 +417,75 @@ def test_a_sign_transaction_shows_its_text_and_hash_and_the_card_signs_that_hash
     assert key.public_numbers() == sign_key.public_key().public_numbers()   # alice's signing key
 
 
-def test_sign_data_takes_a_hash_or_a_digest_info_and_nothing_else():
-    digest = hashlib.sha384(b"x").digest()
-    der = bytes.fromhex("3041300d060960864801650304020205000430") + digest
-    parsed = parse_sign_data({"digest_info": base64.b64encode(der).decode()})
-    assert (parsed.algorithm, parsed.digest, parsed.digest_info) == ("sha384", digest, der)
-    assert parse_sign_data({"hash": base64.urlsafe_b64encode(digest[:32]).decode().rstrip("=")}).digest == digest[:32]
-    for bad in ({"hash": "AAAA"}, {"digest_info": base64.b64encode(b"\x30\x00").decode()}, {},
-                {"hash": base64.b64encode(digest[:32]).decode(), "display_text": "x" * 1001},
-                {"hash": "not base64!"}):
-        with pytest.raises(ValueError):
-            parse_sign_data(bad)
+@pytest.mark.parametrize(("data", "reason"), [
+    # the card would sign another hash than the one shown
+    ({"digest_info": base64.b64encode(SHA256_PREFIX + hashlib.sha256(b"other").digest()).decode()}, "malformed"),
+    ({"hash_algorithm": "SHA-1"}, "malformed"),
+    ({"display_text": None}, "malformed"),
+    ({"expires_at": "2026-11-27T02:57:59+00:00"}, "expired"),   # 2 minutes of skew allowed
+])
+def test_a_sign_transaction_that_does_not_check_is_not_signed(home, clock, data, reason):
+    digest = hashlib.sha256(b"the contract").digest()
+    document = sign_document(digest, clock)
+    document["data"] = {k: v for k, v in {**document["data"], **data}.items() if v is not None}
+    agent, fake = fake_agent(home, clock, document)
+    with pytest.raises(ChallengeRefusedError) as caught:
+        agent.fetch(ISSUER, PENDING)
+    assert caught.value.reason == reason
+    page = AgentBrowser(agent).open(ISSUER, PENDING)
+    assert page.status_code == 400 and f"will not sign this request ({reason})" in text_of(page)
+    assert 'id="pin"' not in page.text and fake.posted == []
+
+
+def test_a_sign_transaction_end_to_end_through_the_agent(agent_browser, served_idp, clock):
+    """A relying party's sign transaction against the real provider: a client_credentials token
+    (Authlib, client_secret_basic), the transaction, the browser sent to authorize it, the
+    agent (a wrong password, then the right one) and the emulated card, and the result: a JWE
+    the client decrypts with its own key (joserfc), holding alice's signing certificate and
+    its signature over the hash."""
+    enc = ECKey.generate_key("P-256", auto_kid=True)
+    client, secret = served_idp.provider.clients.add(
+        "Example Bank", [REDIRECT], now=clock.now(), secret=True,
+        jwks={"keys": [{**enc.as_dict(private=False), "use": "enc"}]})
+    digest = hashlib.sha256("住宅ローン契約書".encode()).digest()
+    text = "住宅ローン契約書（契約番号 2026-117）に署名します。"
+    with OAuth2Client(client.client_id, secret, token_endpoint_auth_method="client_secret_basic", scope="sign",
+                      trust_env=False) as api:
+        api.fetch_token(served_idp.oidc + "/token", grant_type="client_credentials")
+        created = api.post(served_idp.issuer + "/api/sign-transactions",
+                           json={"hash": base64.b64encode(digest).decode(), "display_text": text})
+        assert created.status_code == 201, created.text
+        tx = created.json()["id"]
+        result_url = f"{served_idp.issuer}/api/sign-transactions/{tx}/result"
+        assert api.get(result_url).status_code == 409    # authorization_pending
+
+        browser, pending = served_idp.begin("openid sign", client_id=client.client_id, sign_transaction_id=tx)
+        page = agent_browser.open(served_idp.issuer, pending)
+        assert page.status_code == 200, text_of(page)
+        assert f"Example Bank asks you, through {served_idp.issuer} , to sign with" in text_of(page)
+        assert f'<div class="signed" id="sign-text">{text}</div>' in page.text
+        assert digest.hex()[:4] + " " + digest.hex()[4:8] in page.text and "Hash (SHA-256):" in page.text
+        assert "Example Bank will receive the signature and your signing certificate" in text_of(page)
+        assert "Signature password" in page.text and "5 tries left" in text_of(page)
+        wrong = agent_browser.submit(page, do="answer", pin="WRONG999")
+        assert "The password was wrong." in text_of(wrong) and "4 tries left" in text_of(wrong)
+        assert served_idp.state(pending)["state"] == "pending"
+        done = agent_browser.submit(wrong, do="answer", pin="abc123")
+        assert done.status_code == 303, text_of(done)
+        back = browser.get(done.headers["location"])
+        assert back.status_code == 302 and back.headers["location"].startswith(REDIRECT + "?code=")
+
+        result = api.get(result_url)
+    assert result.status_code == 200 and result.headers["content-type"] == "application/jose"
+    plain = jwe.decrypt_compact(result.content, enc, algorithms=["ECDH-ES+A256KW", "A256GCM"])
+    assert plain.protected["kid"] == enc.kid
+    payload = json.loads(plain.plaintext)
+    assert payload["id"] == tx and payload["hash_algorithm"] == "SHA-256"
+    assert base64.b64decode(payload["digest_info"]) == SHA256_PREFIX + digest
+    certificate = x509.load_der_x509_certificate(base64.b64decode(payload["certificate"]))
+    certificate.public_key().verify(base64.b64decode(payload["signature"]), digest, padding.PKCS1v15(),
+                                    utils.Prehashed(hashes.SHA256()))
+    assert certificate.public_bytes(serialization.Encoding.DER) == credentials(served_idp.home, "alice", "sign")[1]
 
 
 # --------------------------------------------------------------------------- command line and serving

@@ -1,7 +1,9 @@
 """A real browser, end to end: headless Chromium goes from a relying party (an Authlib client) to
 the provider's authorization page, follows "use the card on this computer" to the agent, where
 the password is typed into the agent's page, the card signs (in process, or behind pcscd +
-vpcd), and the browser lands back on the relying party, which shows the verified name.
+vpcd), and the browser lands back on the relying party, which shows the verified name; and a
+sign transaction the relying party starts, the text and the hash shown on the agent's page,
+whose result the relying party decrypts and verifies.
 
 Needs Debian's ``chromium`` and ``chromium-driver`` and Selenium (``.ci/setup`` installs them):
 without them these tests skip, and fail with ``CI=true``.
@@ -9,11 +11,13 @@ without them these tests skip, and fail with ``CI=true``.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from browser_support import chromium, flow, missing_reason, wait_for
+from auth_support import credentials
+from browser_support import SIGN_DOCUMENT, SIGN_TEXT, chromium, flow, missing_reason, wait_for
 from pcsc_env import unavailable
 
 pytestmark = pytest.mark.browser
@@ -89,3 +93,30 @@ def test_cancel_in_chromium_goes_back_to_the_relying_party_with_the_reason(drive
         error = wait_for(driver, "#error")
         assert driver.current_url.startswith(f.rp_url + "/callback?")
         assert error.text.startswith("access_denied: cancelled")
+
+
+def test_a_sign_transaction_in_chromium_with_the_emulated_card(driver, home, clock, net):
+    with flow(home, clock, net) as f:
+        driver.get(f.rp_url + "/")
+        click(driver, "#sign")                                           # the RP creates the transaction
+        wait_for(driver, "#use-card")                                    # the provider's page
+        assert SIGN_TEXT in wait_for(driver, "#display-text").text
+        continue_, cancel = wait_for(driver, "#continue"), wait_for(driver, "#cancel")
+        assert abs(continue_.rect["y"] - cancel.rect["y"]) < 2          # the choices on one line
+        assert cancel.rect["x"] > continue_.rect["x"] + continue_.rect["width"]
+        shown = wait_for(driver, "#sign-hash").text
+        click(driver, "#use-card")
+        assert wait_for(driver, "#sign-text").text == SIGN_TEXT          # the agent: what is signed
+        digest = hashlib.sha256(SIGN_DOCUMENT).hexdigest()
+        assert wait_for(driver, "#sign-hash").text == shown              # as the provider showed it
+        assert shown.replace(" ", "").replace("\n", "") == digest
+        assert "your signing certificate" in wait_for(driver, "#sign-receives").text
+        assert wait_for(driver, "#submit").text == "Sign with the card"
+        type_into(driver, "#pin", "abc123")
+        click(driver, "#submit")
+        done = wait_for(driver, "#signed")                               # back at the RP: decrypted, verified
+        assert driver.current_url.startswith(f.rp_url + "/callback?")
+        assert done.text == f"Signed with My Number Card: {SIGN_TEXT}"
+        signer = hashlib.sha256(credentials(home, "alice", "sign")[1]).hexdigest()
+        assert wait_for(driver, "#signer").text == signer
+        assert "ABC123" not in driver.page_source and "abc123" not in driver.page_source

@@ -442,7 +442,10 @@ def test_the_page_shows_the_text_and_the_hash_escaped(idp):
             started = await start(idp, rp, sign_transaction_id=tx, ui_locales="en")
             page = started.page.text
             assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page and "<script>" not in page
-            assert "asks you to sign" in page and b64(hashlib.sha256(DOCUMENT).digest()) in page
+            hex_digest = hashlib.sha256(DOCUMENT).hexdigest()   # in hex, as the agent shows it
+            assert "asks you to sign" in page and f'<code id="sign-hash">{hex_digest[:4]} {hex_digest[4:8]}' in page
+            assert "<title>Sign with My Number Card</title>" in page and "your signing certificate" in page
+            assert "No personal information" not in page      # the signing certificate holds the 4 info
             assert "TEST-CARD MODE" in page
             await started.browser.aclose()
         async with idp.http() as http:

@@ -284,3 +284,39 @@ def test_a_renewed_test_card_keeps_its_account(idp):
     renewed = read_holder(Home(idp.home), "alice").auth_serial
     account = idp.provider.rp.account_resolver.account_for(CertRef(issuer, renewed))
     assert account == Account(CertRef(issuer, first), renewals=1)
+
+
+def test_the_page_has_no_form_inside_a_paragraph(idp):
+    """A <form> closes an open <p> (HTML's parser), which put Cancel on a line of its own and left
+    an empty paragraph: the choices are in one <div>, the forms outside any <p>."""
+    from html.parser import HTMLParser
+
+    class Nesting(HTMLParser):
+        def __init__(self) -> None:
+            super().__init__()
+            self.open: list[str] = []
+            self.forms_in_p = 0
+
+        def handle_starttag(self, tag: str, attrs: Any) -> None:
+            if tag == "form" and "p" in self.open:
+                self.forms_in_p += 1
+            if tag not in ("input", "br", "meta", "option"):
+                self.open.append(tag)
+
+        def handle_endtag(self, tag: str) -> None:
+            if tag in self.open:
+                del self.open[len(self.open) - 1 - self.open[::-1].index(tag):]
+
+    reg = register(idp)
+
+    async def go() -> None:
+        async with oauth_client(idp, reg) as client:
+            started = await start(idp, client)
+            await started.browser.aclose()
+        nesting = Nesting()
+        nesting.feed(started.page.text)
+        assert nesting.forms_in_p == 0
+        choices = re.search(r'<div class="choices" id="choices">(.*?)</div>', started.page.text)
+        assert choices is not None and 'id="continue"' in choices.group(1) and 'id="cancel"' in choices.group(1)
+
+    run(go())

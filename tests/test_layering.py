@@ -12,8 +12,9 @@
   that mode is on), and the scan of the provider stops at that import.
 - No library module (outside ``jpki/cli`` and the ``__main__`` entry points) calls ``print(``,
   ``sys.exit(`` or ``logging.basicConfig(``.
-- ``jpki.der``, the one module of hand-written DER, imports the standard library only (every
-  layer may use it, the card side and the verification side alike).
+- ``jpki.der``, the one module of hand-written DER, and ``jpki.i18n``, the page language and
+  style shared by the provider's and the agent's pages (which must not import each other),
+  import the standard library only (every layer may use them).
 - The packages of ``jpki`` import one another without cycles; in particular ``jpki.revocation``
   (the CRL codec, the OCSP responder core) sits below ``jpki.pki`` (the CA, which builds CRLs
   with that codec, and its server, which serves both).
@@ -287,11 +288,16 @@ def test_the_verification_side_imports_with_no_card_library():
            "verification-side modules that cannot be imported without the card layers")
 
 
-def test_the_der_module_imports_the_standard_library_only():
-    assert "jpki.der" in MODULES
-    offenders = [str(i) for i in imports_of("jpki.der")
+#: Leaf modules that import the standard library only.
+STDLIB_LEAVES = ("jpki.der", "jpki.i18n")
+
+
+@pytest.mark.parametrize("leaf", STDLIB_LEAVES)
+def test_the_standard_library_leaves_import_nothing_else(leaf):
+    assert leaf in MODULES
+    offenders = [str(i) for i in imports_of(leaf)
                  if i.target.partition(".")[0] not in sys.stdlib_module_names]
-    report(offenders, "jpki.der is a leaf: the standard library only")
+    report(offenders, f"{leaf} is a leaf: the standard library only")
 
 
 def _call_name(func: ast.expr) -> tuple[str, ...] | None:

@@ -15,8 +15,9 @@ page (cut to the page's height):
 ``agent-trust``           the agent's first use of a provider: "trust this provider?"
 ``agent-request-{ja,en}`` who asks, what, the password field, tries left
 ``agent-login``           a login (openid only): no personal data, the 4-digit PIN
-``agent-sign``            a sign transaction: the text and the hash to be signed (a stand-in
-                          provider serves the pending document until the provider has them)
+``idp-sign``              the provider's page of a sign transaction the relying party started
+``agent-sign``            the agent's page of it: the text and the hash to be signed
+``rp-signed``             the relying party with the result: decrypted, the signature verified
 ``agent-wrong-pin``       after a wrong password
 ``agent-last-try``        one try left
 ``agent-blocked``         the last try blocked the PIN: what to do, the way back
@@ -33,7 +34,6 @@ from __future__ import annotations
 import argparse
 import base64
 import datetime as dt
-import hashlib
 import sys
 import tempfile
 from pathlib import Path
@@ -49,10 +49,9 @@ from jpki.clock import FixedClock  # noqa: E402
 from jpki.home import Home  # noqa: E402
 from jpki.identity import SAMPLE_PERSONAS  # noqa: E402
 from jpki.lifecycle import lost  # noqa: E402
-from jpki.pki import TestCA, free_port  # noqa: E402
+from jpki.pki import TestCA  # noqa: E402
 from jpki.pki.server import create_app as revocation_app  # noqa: E402
 from jpki.provision import create_card  # noqa: E402
-from jpki.serving import ServerThread  # noqa: E402
 
 NOW = dt.datetime(2026, 11, 27, 3, 0, tzinfo=dt.UTC)
 
@@ -106,27 +105,6 @@ def main() -> int:
     return 0
 
 
-def sign_provider(issuer: str, pending: str) -> Any:
-    """A stand-in provider whose pending authorization is a sign transaction."""
-    from starlette.applications import Starlette
-    from starlette.responses import JSONResponse
-    from starlette.routing import Route
-
-    digest = hashlib.sha256(b"contract 2026-117").digest()
-
-    async def document(request: Any) -> Any:
-        return JSONResponse({
-            "id": pending, "issuer": issuer, "state": "pending", "action": "sign", "pin": "sign",
-            "client": {"id": "c", "name": "Example Bank"}, "scopes": ["openid", "sign"], "claims": [],
-            "expires_at": (NOW + dt.timedelta(minutes=10)).isoformat(), "test_cards": False,
-            "complete": f"{issuer}/api/pending/{pending}/complete",
-            "resume": f"{issuer}/api/realms/main/protocol/openid-connect/auth/resume?pending={pending}",
-            "data": {"display_text": "住宅ローン契約書（契約番号 2026-117）に署名します。",
-                     "hash": base64.b64encode(digest).decode()}})
-
-    return Starlette(routes=[Route("/api/pending/{id}", document)])
-
-
 def take_all(home: Path, clock: FixedClock, fetch: Any, out: Path) -> None:
     # Japanese pages: the provider's authorization page and the agent's request
     with chromium("ja") as driver, flow(home, clock, fetch) as f:
@@ -170,15 +148,17 @@ def take_all(home: Path, clock: FixedClock, fetch: Any, out: Path) -> None:
         type_pin(driver, "0002")
         wait_for(driver, "#back")
         shoot(driver, out, "agent-blocked")
-    # a sign transaction (ja), from a stand-in provider
-    port, pending = free_port(), "s" * 32
-    issuer = f"http://127.0.0.1:{port}"
-    with ServerThread(sign_provider(issuer, pending), port=port).start(), \
-            chromium("ja") as driver, flow(home, clock, fetch) as f:
-        f.agent.trust(issuer)
-        driver.get(f"{f.agent_url}/authorize?issuer={issuer}&pending={pending}")
+    # a sign transaction (ja) the relying party starts: the provider's page, the agent's, the result
+    with chromium("ja") as driver, flow(home, clock, fetch) as f:
+        driver.get(f.rp_url + "/sign")
+        wait_for(driver, "#use-card")
+        shoot(driver, out, "idp-sign")
+        click(driver, "#use-card")
         wait_for(driver, "#sign-hash")
         shoot(driver, out, "agent-sign")
+        type_pin(driver, "ABC123")
+        wait_for(driver, "#signed")
+        shoot(driver, out, "rp-signed")
     # no card on the reader
     with chromium("en") as driver, flow(home, clock, fetch, card="emu:nobody") as f:
         driver.get(f.rp_url + "/login")

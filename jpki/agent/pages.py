@@ -17,15 +17,13 @@ from __future__ import annotations
 
 import datetime as _dt
 import html
-import re
 from collections.abc import Sequence
 from typing import Final
 
 from jpki.agent.service import CardStatus, PendingRequest
+from jpki.i18n import BASE_STYLE, LANGUAGES, choose_language, hash_rows
 
 __all__ = ["choose_language", "message_page", "notice", "refused_page", "request_page", "status_page", "trust_page"]
-
-LANGUAGES: Final = ("ja", "en")
 
 _T: Final[dict[str, dict[str, str]]] = {
     "ja": {
@@ -38,6 +36,8 @@ _T: Final[dict[str, dict[str, str]]] = {
         "no_personal": "個人情報は提供されません（このサービス専用の識別子のみ）。",
         "sign_text": "署名する内容：",
         "sign_hash": "ハッシュ値（{algorithm}）：",
+        "sign_receives": ("{client} には、署名と署名用電子証明書（氏名・住所・生年月日・性別が記載されています）"
+                          "が提供されます。"),
         "pin_auth": "利用者証明用電子証明書の暗証番号（数字4桁）",
         "pin_sign": "署名用電子証明書の暗証番号（英数字6〜16文字）",
         "tries": "残り {n} 回まで入力できます。", "tries_one": "残り 1 回です。",
@@ -99,6 +99,8 @@ _T: Final[dict[str, dict[str, str]]] = {
         "no_personal": "No personal information: only an identifier for this service.",
         "sign_text": "What you sign:",
         "sign_hash": "Hash ({algorithm}):",
+        "sign_receives": ("{client} will receive the signature and your signing certificate, which holds your "
+                          "name, address, date of birth and gender."),
         "pin_auth": "User-authentication PIN (4 digits)",
         "pin_sign": "Signature password (6-16 letters and digits)",
         "tries": "{n} tries left.", "tries_one": "1 try left.",
@@ -183,9 +185,8 @@ _REASONS: Final[dict[str, tuple[str, str]]] = {
 _OTHER: Final = ("認証サーバーが認証を拒否しました（{reason}）。元のサイトからやり直してください。",
                  "The provider refused the authentication ({reason}). Start again from the site.")
 
-_STYLE: Final = """
-body{font-family:system-ui,"Hiragino Sans","Noto Sans JP",sans-serif;margin:0;color:#222;line-height:1.6;
-background:#f4f6f8}
+_STYLE: Final = BASE_STYLE + """
+body{margin:0;background:#f4f6f8}
 .bar{background:#1d3557;color:#fff;font-size:.85rem;padding:.5rem 1rem}
 main{max-width:38rem;margin:1.5rem auto;padding:1.2rem 1.5rem;background:#fff;border-radius:8px;
 box-shadow:0 1px 4px rgba(0,0,0,.12)}
@@ -202,28 +203,9 @@ word-break:break-all}
 label{display:block;font-weight:600;margin-top:1rem}
 input[type=password]{font-size:1.3rem;padding:.4rem .6rem;width:14rem;letter-spacing:.2rem;margin:.3rem 0;
 border:1px solid #999;border-radius:4px}
-.button{display:inline-block;background:#0a5ad4;color:#fff;padding:.6rem 1.2rem;border-radius:4px;
-text-decoration:none;border:0;font-size:1rem;cursor:pointer;margin:.8rem .5rem 0 0}
-.secondary{background:#666}
-.note{color:#555;font-size:.9rem}
+.button{margin:.8rem .5rem 0 0}
 form{margin:0}
 """
-
-
-def choose_language(accept_language: str | None) -> str:
-    """``ja`` or ``en``: the highest-weighted of them in ``Accept-Language``, else Japanese."""
-    best, best_q = "ja", -1.0
-    for index, item in enumerate((accept_language or "").split(",")[:20]):
-        tag, _, params = item.strip().partition(";")
-        match = re.search(r"q=([0-9.]+)", params)
-        try:
-            q = float(match.group(1)) if match else 1.0
-        except ValueError:
-            q = 0.0
-        base = tag.strip().split("-")[0].lower()
-        if base in LANGUAGES and q > 0 and q - index * 1e-6 > best_q:
-            best, best_q = base, q - index * 1e-6
-    return best
 
 
 def notice(lang: str, key: str, level: str = "error", *, pin: str | None = None) -> tuple[str, str]:
@@ -272,13 +254,11 @@ def request_page(lang: str, origin: str, request: PendingRequest, *, token: str,
     if request.test_cards:
         parts.append(f'<div class="notice warn">{_e(t["test_cards"])}</div>')
     if request.sign is not None:
-        if request.sign.text:
-            parts.append(f'<p>{_e(t["sign_text"])}</p><div class="signed" id="sign-text">{_e(request.sign.text)}</div>')
-        groups = request.sign.digest_hex.split()
-        rows = "<br>".join(" ".join(groups[i:i + 8]) for i in range(0, len(groups), 8))   # 16 bytes a row
-        algorithm = request.sign.algorithm.upper().replace("SHA", "SHA-")
-        parts.append(f'<p>{_e(t["sign_hash"].format(algorithm=algorithm))}<br>'
-                     f'<span class="hash" id="sign-hash">{rows}</span></p>')
+        parts.append(f'<p>{_e(t["sign_text"])}</p>'
+                     f'<div class="signed" id="sign-text">{_e(request.sign.display_text)}</div>')
+        parts.append(f'<p>{_e(t["sign_hash"].format(algorithm=request.sign.hash_algorithm))}<br>'
+                     f'<span class="hash" id="sign-hash">{hash_rows(request.sign.hash)}</span></p>')
+        parts.append(f'<p class="note" id="sign-receives">{t["sign_receives"].format(client=client)}</p>')
     elif request.claims:
         items = "".join(f"<li>{_e(t.get(c, c))}</li>" for c in request.claims)
         parts.append(f'<p>{t["receives"].format(client=client)}</p><ul id="claims">{items}</ul>')

@@ -12,9 +12,11 @@ The agent is the card holder's side of the provider's pending-authorization API
 (``docs/oidc.md``): it reads ``GET ISSUER/api/pending/ID`` (only for a provider the card
 holder approved: :mod:`jpki.agent.trust`), checks what it is asked to sign — the document is
 about this pending authorization of this issuer, a login or eKYC challenge is meant for the
-issuer (its ``rp_id``), has that purpose and has not expired (:func:`jpki.auth.client.check_challenge`)
+issuer (its ``rp_id``), has that purpose and has not expired (:func:`jpki.auth.client.check_challenge`);
+a sign transaction's DigestInfo is the one of the hash shown (:meth:`jpki.auth.client.SignRequest.from_pending`)
 —, has the card answer with the PIN the card holder typed (:func:`jpki.auth.client.answer_login`,
-:func:`~jpki.auth.client.answer_ekyc`, or a plug-in's answer), posts the answer to
+:func:`~jpki.auth.client.answer_ekyc`, :func:`~jpki.auth.client.answer_sign_transaction`, or a
+plug-in's answer), posts the answer to
 ``…/complete`` and says where the browser goes next (the provider's ``resume`` URL, which must be
 under the issuer: the agent is no open redirect).
 
@@ -31,8 +33,6 @@ seconds for the whole answer) and size (:data:`MAX_PROVIDER_ANSWER` bytes).
 
 from __future__ import annotations
 
-import base64
-import binascii
 import contextlib
 import dataclasses
 import datetime as _dt
@@ -49,7 +49,16 @@ from typing import Any, Final, Literal, Self
 import httpx
 
 from jpki.agent.trust import TrustedProviders, check_issuer, is_loopback_host
-from jpki.auth.client import HttpJson, answer_ekyc, answer_login, check_challenge
+from jpki.auth.client import (
+    DEFAULT_CLOCK_SKEW,
+    ChallengeRefusedError,
+    HttpJson,
+    SignRequest,
+    answer_ekyc,
+    answer_login,
+    answer_sign_transaction,
+    check_challenge,
+)
 from jpki.auth.protocol import MalformedMessageError, parse_challenge
 from jpki.auth.store import Challenge
 from jpki.clock import Clock, SystemClock
@@ -64,7 +73,7 @@ from jpki.errors import (
     TransportError,
     UsageError,
 )
-from jpki.session import DIGEST_INFO_PREFIX, DIGEST_SIZES, JpkiSession, KeyKind, normalise_pin
+from jpki.session import JpkiSession, KeyKind, normalise_pin
 from jpki.transport import Transport, open_transport
 
 __all__ = [
@@ -83,9 +92,7 @@ __all__ = [
     "ProviderError",
     "RequestDecidedError",
     "RequestGoneError",
-    "SignRequest",
     "UntrustedProviderError",
-    "parse_sign_data",
 ]
 
 log = logging.getLogger("jpki.agent")
@@ -101,7 +108,6 @@ DEFAULT_PROVIDER_TIMEOUT: Final = 10.0
 DEFAULT_CARD_TIMEOUT: Final = 30.0
 
 _PENDING_ID: Final = re.compile(r"[A-Za-z0-9_-]{1,128}")
-_MAX_TEXT: Final = 1000
 
 Answerer = Callable[[JpkiSession, "PendingRequest", str, Clock], Mapping[str, Any]]
 
@@ -208,26 +214,6 @@ class AgentConfig:
 
 
 @dataclasses.dataclass(frozen=True)
-class SignRequest:
-    """What a sign transaction asks the card to sign: the text shown to the card holder and the
-    hash (``algorithm``, ``digest``); ``digest_info`` is what the card signs."""
-
-    text: str | None
-    algorithm: str
-    digest: bytes
-
-    @property
-    def digest_info(self) -> bytes:
-        return DIGEST_INFO_PREFIX[self.algorithm] + self.digest
-
-    @property
-    def digest_hex(self) -> str:
-        """The hash in hex, in groups of four (for a person to compare)."""
-        text = self.digest.hex()
-        return " ".join(text[i:i + 4] for i in range(0, len(text), 4))
-
-
-@dataclasses.dataclass(frozen=True)
 class PendingRequest:
     """A pending authorization as the agent shows it and answers it (from the provider's
     ``GET /api/pending/{id}``, checked)."""
@@ -244,7 +230,10 @@ class PendingRequest:
     resume_url: str
     expires_at: _dt.datetime | None
     test_cards: bool
+    #: the provider's pending document as read (a sign transaction's answer reads it again)
+    document: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     challenge: Challenge | None = None
+    #: a sign transaction's text and hash, checked (:meth:`jpki.auth.client.SignRequest.from_pending`)
     sign: SignRequest | None = None
 
 
@@ -277,8 +266,9 @@ class CardAction:
 
     pin: KeyKind
     answer: Answerer
-    #: reads what the action needs from the pending document's ``data`` (raises ValueError)
-    parse: Callable[[Mapping[str, Any], PendingRequest], PendingRequest] | None = None
+    #: reads and checks what the action needs from the pending document (``data``, the request,
+    #: now); raises ValueError, or :class:`jpki.auth.client.ChallengeRefusedError`
+    parse: Callable[[Mapping[str, Any], PendingRequest, _dt.datetime], PendingRequest] | None = None
 
 
 # --------------------------------------------------------------------------- HTTP to the provider
@@ -352,51 +342,20 @@ def _answer_ekyc(session: JpkiSession, request: PendingRequest, pin: str, clock:
 
 
 def _answer_sign(session: JpkiSession, request: PendingRequest, pin: str, clock: Clock) -> Mapping[str, Any]:
-    """A sign transaction: the signing key signs the DigestInfo of the hash shown to the card
-    holder; the answer carries the signature and the signing certificate (base64)."""
-    assert request.sign is not None
-    session.verify("sign", pin)
-    certificate = session.read_certificate("sign")
-    signature = session.sign("sign", request.sign.digest_info)
-    return {"signature": base64.b64encode(signature).decode("ascii"),
-            "certificate": base64.b64encode(certificate).decode("ascii")}
+    """A sign transaction: :func:`jpki.auth.client.answer_sign_transaction` reads the pending
+    document again (the DigestInfo checked against the hash shown, not expired), has the signing
+    key sign the DigestInfo and gives ``{"sign_transaction_id", "signature", "certificate"}``."""
+    return answer_sign_transaction(session, request.document, pin, clock=clock)
 
 
-def _b64(value: object, what: str) -> bytes:
-    if not isinstance(value, str) or len(value) > 4096:
-        raise ValueError(f"{what} is not base64 text")
-    text = value.strip()
-    try:
-        if "-" in text or "_" in text:
-            return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-        return base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
-    except (binascii.Error, ValueError):
-        raise ValueError(f"{what} is not base64") from None
-
-
-def parse_sign_data(data: Mapping[str, Any]) -> SignRequest:
-    """A sign transaction's public data: ``display_text`` and ``hash`` (base64 SHA-256) or
-    ``digest_info`` (base64 DER DigestInfo of SHA-1/256/384/512). ValueError otherwise."""
-    text = data.get("display_text")
-    if text is not None and (not isinstance(text, str) or len(text) > _MAX_TEXT):
-        raise ValueError("display_text is not a text of at most 1000 characters")
-    if data.get("digest_info") is not None:
-        der = _b64(data["digest_info"], "digest_info")
-        for algorithm, prefix in DIGEST_INFO_PREFIX.items():
-            if der.startswith(prefix) and len(der) == len(prefix) + DIGEST_SIZES[algorithm]:
-                return SignRequest(text, algorithm, der[len(prefix):])
-        raise ValueError("digest_info is not a DigestInfo of SHA-1, SHA-256, SHA-384 or SHA-512")
-    algorithm = str(data.get("hash_algorithm", "sha256")).lower().replace("-", "")
-    if algorithm not in DIGEST_SIZES:
-        raise ValueError(f"unknown hash algorithm {algorithm!r}")
-    digest = _b64(data.get("hash"), "hash")
-    if len(digest) != DIGEST_SIZES[algorithm]:
-        raise ValueError(f"a {algorithm} hash is {DIGEST_SIZES[algorithm]} bytes, not {len(digest)}")
-    return SignRequest(text, algorithm, digest)
-
-
-def _with_sign(data: Mapping[str, Any], request: PendingRequest) -> PendingRequest:
-    return dataclasses.replace(request, sign=parse_sign_data(data))
+def _with_sign(data: Mapping[str, Any], request: PendingRequest, now: _dt.datetime) -> PendingRequest:
+    """The checked :class:`jpki.auth.client.SignRequest` of the document (what the page shows is
+    what the card signs); an expired transaction is refused before a password is asked."""
+    sign = SignRequest.from_pending(request.document)
+    if now - DEFAULT_CLOCK_SKEW >= sign.expires_at:
+        raise ChallengeRefusedError("expired", "the sign transaction has expired")
+    expires = sign.expires_at if request.expires_at is None else min(request.expires_at, sign.expires_at)
+    return dataclasses.replace(request, sign=sign, expires_at=expires)
 
 
 #: The card actions the agent knows: login (auth key, PIN), eKYC (signing key, password), and
@@ -516,14 +475,14 @@ class Agent:
             client_name=_text(client.get("name"), "the client's name"),
             claims=tuple(_text(c, "a claim", 64) for c in claims), data=data,
             complete_url=_under(doc.get("complete"), issuer, "complete"), resume_url=resume,
-            expires_at=expires, test_cards=doc.get("test_cards") is True)
+            expires_at=expires, test_cards=doc.get("test_cards") is True, document=doc)
         if name in ("login", "ekyc"):
             challenge = parse_challenge(doc.get("challenge", data))
             check_challenge(challenge, purpose="login" if name == "login" else "ekyc", expected_rp_id=issuer,
                             now=self.clock.now())
             request = dataclasses.replace(request, challenge=challenge, expires_at=challenge.expires_at)
         if action.parse is not None:
-            request = action.parse(data, request)
+            request = action.parse(data, request, self.clock.now())
         return request
 
     # ------------------------------------------------------------------ the card

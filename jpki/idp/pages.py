@@ -16,10 +16,13 @@ anyone can log in as any test card.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import html
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Final
+
+from jpki.i18n import BASE_STYLE, choose_language, hash_rows
 
 __all__ = ["OUTCOMES", "choose_language", "page"]
 
@@ -68,7 +71,10 @@ _T: Final[dict[str, dict[str, str]]] = {
         "index_title": "マイナンバーカード OpenID Provider（jpki）",
         "index": "OpenID Connect の設定：",
         "sign_asks": "{client} がマイナンバーカードによる電子署名を求めています。署名する内容：",
-        "sign_hash": "署名するハッシュ値（{alg}、Base64）：",
+        "sign_hash": "署名するハッシュ値（{alg}）：",
+        "sign_title": "マイナンバーカードで署名",
+        "sign_receives": ("{client} には、署名と署名用電子証明書（氏名・住所・生年月日・性別が記載されています）"
+                          "が提供されます。"),
     },
     "en": {
         "lang": "en",
@@ -109,7 +115,10 @@ _T: Final[dict[str, dict[str, str]]] = {
         "index_title": "My Number Card OpenID Provider (jpki)",
         "index": "OpenID Connect configuration:",
         "sign_asks": "{client} asks you to sign with your My Number Card:",
-        "sign_hash": "The hash to be signed ({alg}, base64):",
+        "sign_hash": "The hash to be signed ({alg}):",
+        "sign_title": "Sign with My Number Card",
+        "sign_receives": ("{client} will receive the signature and your signing certificate, which holds your "
+                          "name, address, date of birth and gender."),
     },
 }
 
@@ -146,42 +155,15 @@ _REASONS: Final[dict[str, tuple[str, str]]] = {
 _OTHER: Final = ("カードによる認証ができませんでした（{reason}）。元のサイトからやり直してください。",
                  "The card authentication did not succeed ({reason}). Start again from the site.")
 
-_STYLE: Final = """
-body{font-family:system-ui,"Hiragino Sans","Noto Sans JP",sans-serif;max-width:40rem;margin:2rem auto;
-padding:0 1rem;color:#222;line-height:1.6}
+_STYLE: Final = BASE_STYLE + """
+body{max-width:40rem;margin:2rem auto;padding:0 1rem}
 .banner{background:#b00020;color:#fff;font-weight:bold;padding:.8rem 1rem;margin:-1rem -1rem 1.5rem;border-radius:4px}
-.button{display:inline-block;background:#0a5ad4;color:#fff;padding:.6rem 1.2rem;border-radius:4px;
-text-decoration:none;border:0;font-size:1rem;cursor:pointer}
-.secondary{background:#666}
-.note{color:#555;font-size:.9rem}
+.choices{display:flex;flex-wrap:wrap;align-items:center;gap:.6rem;margin:1rem 0}
 fieldset{border:2px dashed #b00020;margin-top:2rem}
-form{display:inline}
+form{display:inline;margin:0}
 blockquote{white-space:pre-wrap;border-left:4px solid #0a5ad4;margin:1rem 0;padding:.5rem 1rem;background:#f4f7fc}
 code{word-break:break-all}
 """
-
-
-def choose_language(accept_language: str | None, ui_locales: Sequence[str] = ()) -> str:
-    """``ja`` or ``en``: the first of ``ui_locales`` that is one, else the highest-weighted
-    language of ``Accept-Language``, else Japanese."""
-    for tag in ui_locales:
-        base = tag.split("-")[0].lower()
-        if base in _T:
-            return base
-    best, best_q = "ja", -1.0
-    for index, item in enumerate((accept_language or "").split(",")[:20]):
-        tag, _, params = item.strip().partition(";")
-        q = 1.0
-        match = re.search(r"q=([0-9.]+)", params)
-        if match:
-            try:
-                q = float(match.group(1))
-            except ValueError:
-                q = 0.0
-        base = tag.strip().split("-")[0].lower()
-        if base in _T and q > best_q:
-            best, best_q = base, q - index * 1e-6
-    return best
 
 
 def reason_text(reason: str | None, lang: str) -> str:
@@ -216,24 +198,31 @@ def authorization_page(lang: str, *, client_name: str, claims: Sequence[str], pi
     t = _T[lang]
     client = f"<strong>{_e(client_name)}</strong>"
     if sign is not None:
+        try:
+            digest = hash_rows(base64.b64decode(str(sign.get("hash", "")), validate=True))
+        except (binascii.Error, ValueError):
+            digest = "?"
         parts = [f"<p>{t['sign_asks'].format(client=client)}</p>",
                  f'<blockquote id="display-text">{_e(sign.get("display_text", ""))}</blockquote>',
-                 f'<p class="note">{_e(t["sign_hash"].format(alg=sign.get("hash_algorithm", "?")))} '
-                 f'<code id="sign-hash">{_e(sign.get("hash", ""))}</code></p>']
+                 f'<p class="note">{_e(t["sign_hash"].format(alg=sign.get("hash_algorithm", "?")))}<br>'
+                 f'<code id="sign-hash">{digest}</code></p>',
+                 f'<p id="sign-receives">{t["sign_receives"].format(client=client)}</p>']
     else:
         parts = [f"<p>{t['asks'].format(client=client)}</p>"]
     if claims:
         items = "".join(f"<li>{_e(t[c])}</li>" for c in claims)
         parts.append(f"<p>{t['receives'].format(client=client)}</p><ul>{items}</ul>")
-    else:
+    elif sign is None:
         parts.append(f"<p>{_e(t['no_personal'])}</p>")
     parts.append(f"<p>{_e(t['pin_' + pin] if pin in ('auth', 'sign') else t['pin_other'])}</p>")
     parts.append(f'<p><a class="button" id="use-card" href="{_e(agent_link)}">{_e(t["use_card"])}</a></p>')
     parts.append(f'<p class="note">{_e(t["agent_note"].format(agent=agent_url))}</p>')
-    parts.append(f'<p>{_e(t["done"])} <a class="button secondary" href="{_e(resume_url)}">{_e(t["continue"])}</a> '
-                 f'<form method="post" action="{_e(cancel_url)}"><input type="hidden" name="pending" '
-                 f'value="{_e(pending_id)}"><button class="button secondary" type="submit">{_e(t["cancel"])}'
-                 f'</button></form></p>')
+    # A <div>, not a <p>: a <form> closes an open <p>, which put Cancel on a line of its own.
+    parts.append(f'<div class="choices" id="choices"><span>{_e(t["done"])}</span> '
+                 f'<a class="button secondary" id="continue" href="{_e(resume_url)}">{_e(t["continue"])}</a> '
+                 f'<form method="post" action="{_e(cancel_url)}" id="cancel-form"><input type="hidden" '
+                 f'name="pending" value="{_e(pending_id)}"><button class="button secondary" type="submit" '
+                 f'id="cancel">{_e(t["cancel"])}</button></form></div>')
     parts.append(f'<p class="note">{_e(t["expires"].format(when=expires))}</p>')
     if test_cards is not None and test_card_url is not None:
         cards = "".join(f'<option value="{_e(c)}">{_e(c)}</option>' for c in test_cards)
@@ -244,7 +233,7 @@ def authorization_page(lang: str, *, client_name: str, claims: Sequence[str], pi
                      f'<label>{_e(t["test_card"])} <select name="card">{cards}</select></label> '
                      f'<label>{_e(t["test_outcome"])} <select name="outcome">{outcomes}</select></label> '
                      f'<button class="button" type="submit">{_e(t["test_submit"])}</button></form></fieldset>')
-    return page(lang, "title", "".join(parts), test_cards=test_cards is not None)
+    return page(lang, "title" if sign is None else "sign_title", "".join(parts), test_cards=test_cards is not None)
 
 
 def message_page(lang: str, kind: str, *, test_cards: bool, retry_url: str | None = None,
