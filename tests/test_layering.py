@@ -245,7 +245,8 @@ def test_card_plugins_are_imported_by_one_module_lazily():
     assert set(PLUGINS) <= set(MODULES)
     assert "jpki.idp.provider" in verify_side_modules() and "jpki.idp.testcards" not in verify_side_modules()
     for plugin, importer in PLUGINS.items():
-        importers = sorted({m for m in MODULES for i in imports_of(m) if under(i.target, plugin) and m != plugin})
+        importers = sorted({m for m in MODULES for i in imports_of(m)
+                            if under(i.target, plugin) and m not in (plugin, "jpki.demo")})  # the demo runs all
         assert importers == [importer], f"{plugin} may only be imported by {importer}, not {importers}"
         assert _in_function(importer, plugin), f"{importer} must import {plugin} inside a function (lazily)"
 
