@@ -110,32 +110,100 @@ class Run:
 # --------------------------------------------------------------------------- the load generator
 
 
-def new_client(**kwargs: Any) -> httpx.AsyncClient:
-    """One client of the load: one keep-alive HTTP/1.1 connection (and its own cookies)."""
-    return httpx.AsyncClient(limits=httpx.Limits(max_connections=1, max_keepalive_connections=1),
-                             timeout=60, **kwargs)
+@dataclasses.dataclass
+class Answer:
+    status: int
+    headers: dict[str, str]   # lower-case names
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
 
 
-async def load(items: Sequence[Any], job: Callable[[httpx.AsyncClient, Any], Awaitable[str | None]],
+class HttpxClient:
+    """One client of the load on httpx: one keep-alive HTTP/1.1 connection, its own cookies."""
+
+    def __init__(self) -> None:
+        self.http = httpx.AsyncClient(limits=httpx.Limits(max_connections=1, max_keepalive_connections=1),
+                                      timeout=60)
+
+    async def request(self, method: str, url: str, body: bytes = b"", headers: dict[str, str] | None = None,
+                      ) -> Answer:
+        response = await self.http.request(method, url, content=body or None, headers=headers)
+        return Answer(response.status_code, {k.lower(): v for k, v in response.headers.items()}, response.content)
+
+    async def close(self) -> None:
+        await self.http.aclose()
+
+
+class RawClient:
+    """One client of the load on a bare asyncio stream: HTTP/1.1 with keep-alive, answers with a
+    Content-Length (what uvicorn and Node send), cookies kept by name — about a tenth of httpx's
+    CPU per request, so that the generator leaves the cores to the server it measures."""
+
+    def __init__(self) -> None:
+        self.streams: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+        self.cookies: dict[str, str] = {}
+
+    async def request(self, method: str, url: str, body: bytes = b"", headers: dict[str, str] | None = None,
+                      ) -> Answer:
+        parts = urllib.parse.urlsplit(url)
+        if self.streams is None:
+            self.streams = await asyncio.open_connection(parts.hostname, parts.port)
+        reader, writer = self.streams
+        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        lines = [f"{method} {target} HTTP/1.1", f"Host: {parts.netloc}", f"Content-Length: {len(body)}"]
+        lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
+        if self.cookies:
+            lines.append("Cookie: " + "; ".join(f"{k}={v}" for k, v in self.cookies.items()))
+        writer.write(("\r\n".join(lines) + "\r\n\r\n").encode() + body)
+        head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
+        found: dict[str, str] = {}
+        for line in head[1:]:
+            name, _, value = line.partition(":")
+            name, value = name.strip().lower(), value.strip()
+            if name == "set-cookie":
+                cookie, _, _ = value.partition(";")
+                key, _, val = cookie.partition("=")
+                self.cookies[key.strip()] = val.strip()
+            elif name:
+                found[name] = value
+        content = await reader.readexactly(int(found.get("content-length", "0")))
+        return Answer(int(head[0].split(" ", 2)[1]), found, content)
+
+    async def close(self) -> None:
+        if self.streams is not None:
+            self.streams[1].close()
+
+
+Client = HttpxClient | RawClient
+CLIENTS: dict[str, Callable[[], Client]] = {"httpx": HttpxClient, "raw": RawClient}
+
+
+async def load(items: Sequence[Any], job: Callable[[Client, Any], Awaitable[str | None]], kind: str,
                concurrency: int = CONCURRENCY) -> tuple[float, list[float], list[str]]:
-    """Run ``job(client, item)`` for every item on ``concurrency`` clients; a job returns None
-    when the answer was right, else what was wrong. Returns (seconds, latencies in ms, failures)."""
+    """Run ``job(client, item)`` for every item on ``concurrency`` clients of ``kind``; a job
+    returns None when the answers were right, else what was wrong. Returns (seconds, latencies
+    in ms, failures)."""
     queue = iter(items)
     latencies: list[float] = []
     failures: list[str] = []
     clock = time.perf_counter
 
     async def client_loop() -> None:
-        async with new_client() as client:
+        client = CLIENTS[kind]()
+        try:
             for item in queue:
                 t = clock()
                 try:
                     wrong = await job(client, item)
-                except httpx.HTTPError as exc:
+                except (OSError, httpx.HTTPError, asyncio.IncompleteReadError, ValueError, KeyError) as exc:
                     wrong = f"{type(exc).__name__}: {exc}"
                 latencies.append((clock() - t) * 1e3)
                 if wrong is not None:
                     failures.append(wrong)
+        finally:
+            await client.close()
 
     start = clock()
     await asyncio.gather(*(client_loop() for _ in range(concurrency)))
@@ -150,9 +218,9 @@ def run_loop(coro: Awaitable[Any]) -> Any:
     return uvloop.run(coro)  # type: ignore[arg-type]
 
 
-def timed(pid: int, items: Sequence[Any], job: Callable[[httpx.AsyncClient, Any], Awaitable[str | None]]) -> Run:
+def timed(pid: int, items: Sequence[Any], job: Callable[[Client, Any], Awaitable[str | None]], kind: str) -> Run:
     server0, client0 = cpu_seconds(pid), time.process_time()
-    seconds, latencies, failures = run_loop(load(items, job))
+    seconds, latencies, failures = run_loop(load(items, job, kind))
     return Run(len(items), seconds, latencies, failures, cpu_seconds(pid) - server0, time.process_time() - client0)
 
 
@@ -184,11 +252,11 @@ def exchange_body(code: str, verifier: str, assertion: str) -> bytes:
                                    "client_assertion": assertion}).encode()
 
 
-def exchange_job(token_url: str) -> Callable[[httpx.AsyncClient, bytes], Awaitable[str | None]]:
-    async def job(client: httpx.AsyncClient, body: bytes) -> str | None:
-        response = await client.post(token_url, content=body, headers=FORM)
-        if response.status_code != 200 or b'"id_token"' not in response.content:
-            return f"{response.status_code} {response.text[:200]}"
+def exchange_job(token_url: str) -> Callable[[Client, bytes], Awaitable[str | None]]:
+    async def job(client: Client, body: bytes) -> str | None:
+        answer = await client.request("POST", token_url, body, FORM)
+        if answer.status != 200 or b'"id_token"' not in answer.body:
+            return f"{answer.status} {answer.body[:200]!r}"
         return None
 
     return job
@@ -222,35 +290,37 @@ def jpki_provider(home: Path, redis_url: str, workers: int) -> Iterator[tuple[st
         stop(server)
 
 
-async def jpki_code(client: httpx.AsyncClient, issuer: str, client_id: str, challenge: str) -> str:
+async def jpki_code(client: Client, issuer: str, client_id: str, challenge: str) -> str:
     """One authorization through the page and the test-card API: the code the browser brings back."""
-    page = await client.get(issuer + REALM + "/auth", params={
+    query = urllib.parse.urlencode({
         "response_type": "code", "client_id": client_id, "redirect_uri": REDIRECT, "scope": "openid",
         "state": secrets.token_urlsafe(12), "nonce": secrets.token_urlsafe(12), "code_challenge": challenge,
         "code_challenge_method": "S256"})
-    if page.status_code != 200:
-        raise RuntimeError(f"authorization page: {page.status_code} {page.text[:200]}")
-    answer = await client.post(issuer + "/api/test-cards/authenticate",
-                               json={"pending": page.headers["x-jpki-pending"], "card": "alice", "outcome": "success"})
-    if answer.status_code != 200 or answer.json()["state"] != "approved":
-        raise RuntimeError(f"test card: {answer.status_code} {answer.text[:200]}")
-    back = await client.get(answer.json()["redirect"])
+    page = await client.request("GET", f"{issuer}{REALM}/auth?{query}")
+    if page.status != 200:
+        raise ValueError(f"authorization page: {page.status} {page.body[:200]!r}")
+    answer = await client.request("POST", issuer + "/api/test-cards/authenticate", json.dumps(
+        {"pending": page.headers["x-jpki-pending"], "card": "alice", "outcome": "success"}).encode(),
+        {"Content-Type": "application/json"})
+    if answer.status != 200 or answer.json()["state"] != "approved":
+        raise ValueError(f"test card: {answer.status} {answer.body[:200]!r}")
+    back = await client.request("GET", answer.json()["redirect"])
     location = back.headers.get("location", "")
-    if back.status_code != 302 or "code=" not in location:
-        raise RuntimeError(f"resume: {back.status_code} {location[:200]}")
+    if back.status != 302 or "code=" not in location:
+        raise ValueError(f"resume: {back.status} {location[:200]}")
     return urllib.parse.parse_qs(urllib.parse.urlsplit(location).query)["code"][0]
 
 
-def jpki_codes(issuer: str, client: ClientKey, n: int) -> list[tuple[str, str]]:
+def jpki_codes(issuer: str, client: ClientKey, n: int, kind: str) -> list[tuple[str, str]]:
     """``n`` (code, verifier) pairs made through the real flow, 20 browsers at a time."""
     pairs = [pkce() for _ in range(n)]
     codes: list[tuple[str, str]] = []
 
-    async def job(http: httpx.AsyncClient, pair: tuple[str, str]) -> str | None:
+    async def job(http: Client, pair: tuple[str, str]) -> str | None:
         codes.append((await jpki_code(http, issuer, client.client_id, pair[1]), pair[0]))
         return None
 
-    _, _, failures = run_loop(load(pairs, job))
+    _, _, failures = run_loop(load(pairs, job, kind))
     if failures:
         raise SystemExit(f"jpki: {len(failures)} codes could not be made: {failures[0]}")
     return codes
@@ -460,24 +530,24 @@ def stop(process: subprocess.Popen[bytes]) -> None:
 
 
 def measure_exchanges(name: str, token_url: str, pid: int, client: ClientKey, codes: list[tuple[str, str]],
-                      warm: int) -> Run:
+                      warm: int, kind: str) -> Run:
     """Warm up on the first ``warm`` codes, then time the rest; every exchange must succeed."""
     assertions = client.assertions(token_url, len(codes))
     bodies = [exchange_body(code, verifier, a) for (code, verifier), a in zip(codes, assertions, strict=True)]
     job = exchange_job(token_url)
-    _, _, failures = run_loop(load(bodies[:warm], job))
+    _, _, failures = run_loop(load(bodies[:warm], job, kind))
     if failures:
         raise SystemExit(f"{name}: warm-up exchanges failed: {failures[0]}")
-    run = timed(pid, bodies[warm:], job)
+    run = timed(pid, bodies[warm:], job, kind)
     if run.failures:
         raise SystemExit(f"{name}: {len(run.failures)} exchanges failed: {run.failures[0]}")
     print(f"   {name}: {run.summary('exchanges')}")
     return run
 
 
-def token_section(n: int, rounds: int, workers: int, baseline: bool, directory: Path) -> None:
-    print(f"== token: authorization_code + PKCE + private_key_jwt (ES256), {CONCURRENCY} keep-alive clients, "
-          f"{workers} workers each, Redis store; {n} exchanges x {rounds} round(s)")
+def token_section(n: int, rounds: int, workers: int, baseline: bool, directory: Path, kind: str) -> None:
+    print(f"== token: authorization_code + PKCE + private_key_jwt (ES256), {CONCURRENCY} keep-alive clients "
+          f"({kind}), {workers} workers each, Redis store; {n} exchanges x {rounds} round(s), the best counts")
     version = ensure_oidc_provider(directory) if baseline else None
     warm = min(200, n // 5)
     best: dict[str, float] = {}
@@ -485,16 +555,17 @@ def token_section(n: int, rounds: int, workers: int, baseline: bool, directory: 
         with jpki_provider(home, redis_url, workers) as (issuer, pid, client):
             for _ in range(rounds):
                 t0 = time.perf_counter()
-                codes = jpki_codes(issuer, client, n + warm)
+                codes = jpki_codes(issuer, client, n + warm, "raw")
                 print(f"   jpki: {n + warm} codes made through the flow (test cards) in "
                       f"{time.perf_counter() - t0:.1f} s")
-                run = measure_exchanges("jpki idp serve", issuer + REALM + "/token", pid, client, codes, warm)
+                run = measure_exchanges("jpki idp serve", issuer + REALM + "/token", pid, client, codes, warm, kind)
                 best["jpki"] = max(best.get("jpki", 0.0), run.rate)
         if version is not None:
             with node_provider(directory, redis_url, workers) as (issuer, pid, client, settings):
                 for _ in range(rounds):
                     codes = node_codes(directory, settings, n + warm)
-                    run = measure_exchanges(f"oidc-provider {version}", issuer + "/token", pid, client, codes, warm)
+                    run = measure_exchanges(f"oidc-provider {version}", issuer + "/token", pid, client, codes, warm,
+                                            kind)
                     best["node"] = max(best.get("node", 0.0), run.rate)
     line = f"   best: jpki {best['jpki']:,.0f} exchanges/s"
     if "node" in best:
@@ -504,9 +575,10 @@ def token_section(n: int, rounds: int, workers: int, baseline: bool, directory: 
     print(line)
 
 
-def flows_section(n: int, workers: int) -> None:
+def flows_section(n: int, workers: int, kind: str) -> None:
     print(f"== flows: authorize + test card (the card signs in process, the provider verifies) + token "
-          f"(private_key_jwt) + userinfo; jpki idp serve --workers {workers}, Redis store, {CONCURRENCY} browsers")
+          f"(private_key_jwt) + userinfo; jpki idp serve --workers {workers}, Redis store, {CONCURRENCY} browsers "
+          f"({kind})")
     warm = min(200, n // 5)
     with test_home() as (home, _ca), redis_server() as redis_url, \
             jpki_provider(home, redis_url, workers) as (issuer, pid, client):
@@ -514,21 +586,22 @@ def flows_section(n: int, workers: int) -> None:
         assertions = client.assertions(token_url, n + warm)
         items = [(pkce(), a) for a in assertions]
 
-        async def flow(http: httpx.AsyncClient, item: tuple[tuple[str, str], str]) -> str | None:
+        async def flow(http: Client, item: tuple[tuple[str, str], str]) -> str | None:
             (verifier, challenge), assertion = item
             code = await jpki_code(http, issuer, client.client_id, challenge)
-            tokens = await http.post(token_url, content=exchange_body(code, verifier, assertion), headers=FORM)
-            if tokens.status_code != 200:
-                return f"token: {tokens.status_code} {tokens.text[:200]}"
-            info = await http.get(userinfo_url, headers={"Authorization": "Bearer " + tokens.json()["access_token"]})
-            if info.status_code != 200 or "sub" not in info.json():
-                return f"userinfo: {info.status_code} {info.text[:200]}"
+            tokens = await http.request("POST", token_url, exchange_body(code, verifier, assertion), FORM)
+            if tokens.status != 200:
+                return f"token: {tokens.status} {tokens.body[:200]!r}"
+            info = await http.request("GET", userinfo_url,
+                                      headers={"Authorization": "Bearer " + tokens.json()["access_token"]})
+            if info.status != 200 or "sub" not in info.json():
+                return f"userinfo: {info.status} {info.body[:200]!r}"
             return None
 
-        _, _, failures = run_loop(load(items[:warm], flow))
+        _, _, failures = run_loop(load(items[:warm], flow, kind))
         if failures:
             raise SystemExit(f"warm-up flows failed: {failures[0]}")
-        run = timed(pid, items[warm:], flow)
+        run = timed(pid, items[warm:], flow, kind)
         if run.failures:
             raise SystemExit(f"{len(run.failures)} flows failed: {run.failures[0]}")
         print(f"   {run.summary('flows')} (goal >= 300 flows/s: {'met' if run.rate >= 300 else 'NOT met'})")
@@ -543,6 +616,10 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="short runs while developing (n 600, 1 round)")
     parser.add_argument("--no-baseline", action="store_true", help="leave oidc-provider out")
     parser.add_argument("--node-dir", help="where oidc-provider is installed [~/.cache/jpki-bench/oidc-provider]")
+    parser.add_argument("--token-client", choices=list(CLIENTS), default="httpx",
+                        help="the load generator's HTTP client for the token section [httpx]")
+    parser.add_argument("--flows-client", choices=list(CLIENTS), default="raw",
+                        help="the load generator's HTTP client for the flows section [raw]")
     args = parser.parse_args()
     model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                   if line.startswith("model name")), "?") if Path("/proc/cpuinfo").exists() else "?"
@@ -550,9 +627,9 @@ def main() -> None:
           f"{os.getloadavg()[0]:.2f} (figures to quote: a quiet machine)")
     if args.section in ("token", "all"):
         token_section(args.n or (600 if args.quick else 4000), args.rounds or (1 if args.quick else 2), args.workers,
-                      not args.no_baseline, node_dir(args.node_dir))
+                      not args.no_baseline, node_dir(args.node_dir), args.token_client)
     if args.section in ("flows", "all"):
-        flows_section(args.n or (600 if args.quick else 3000), args.workers)
+        flows_section(args.n or (600 if args.quick else 3000), args.workers, args.flows_client)
 
 
 if __name__ == "__main__":

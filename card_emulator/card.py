@@ -250,6 +250,11 @@ class MyNumberCard:
         self._load_content(content, keys)
         check_state(state, self._store.path(STATE_FILE), self._pin_names)
         self._content_version = self._store.content_version()
+        self._start()
+
+    def _start(self) -> None:
+        """What each card object has of its own: its lock, its command table (bound to it), a
+        clear security state."""
         self._lock = threading.RLock()
         self._handlers: dict[int, tuple[bool, Callable[[Command], bytes]]] = {
             0xA4: (False, self._select),
@@ -305,8 +310,16 @@ class MyNumberCard:
         store = _DirectoryStore(directory)
         content, keys = store.load_content()
         state = store.read()
-        check_state(state, store.path(STATE_FILE), pin_names(content))
-        return CardFiles(content, state, keys)
+        return CardFiles(content, state, keys, cls(content, copy.deepcopy(state), keys))
+
+    def _copy_in_memory(self) -> MyNumberCard:
+        """This card with PIN state of its own in memory, powered off. The file system and the
+        keys are shared: no command changes them (only the issuer's tools rewrite a card's
+        files, in its directory)."""
+        clone = copy.copy(self)
+        clone._store = _MemoryStore(copy.deepcopy(self._store.read()))
+        clone._start()
+        return clone
 
     def _reload_if_changed(self) -> None:
         """Pick up what the issuer rewrote while the card was out (e.g. a new signing key).
@@ -625,10 +638,11 @@ class CardFiles:
     content: dict[str, Any]
     state: dict[str, Any]
     keys: dict[str, rsa.RSAPrivateKey]
+    template: MyNumberCard = field(repr=False, compare=False)   # built (and checked) once
 
     def card(self) -> MyNumberCard:
         """A new card in memory, powered off, with its own copy of the PIN state."""
-        return MyNumberCard(self.content, copy.deepcopy(self.state), self.keys)
+        return self.template._copy_in_memory()
 
 
 def pkcs1v15_sign_raw(key: rsa.RSAPrivateKey, data: bytes) -> bytes:

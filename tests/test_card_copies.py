@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from auth_support import card_session
 
-from jpki.errors import CardStateError, NoCardError, PinIncorrectError
+from jpki.errors import CardStateError, NoCardError, PinIncorrectError, SecurityStatusError
 from jpki.lifecycle import renew
 from jpki.provision import Home
 from jpki.session import JpkiSession
@@ -72,3 +72,16 @@ def test_a_damaged_or_missing_card_is_refused(home: Path, card_dir: Path) -> Non
     assert "state.json" in str(damaged.value)
     with pytest.raises(NoCardError):
         copies.open(home / "cards" / "nobody")
+
+
+def test_copies_open_at_once_are_independent(card_dir: Path) -> None:
+    copies = CardCopies()
+    with copies.open(card_dir) as first, copies.open(card_dir) as second:
+        one, two = JpkiSession(first), JpkiSession(second)
+        one.verify("auth", "1234")
+        with pytest.raises(PinIncorrectError):
+            two.verify("auth", "0000")
+        assert one.tries_left("auth") == 3 and two.tries_left("auth") == 2
+        assert len(one.sign("auth", b"\x00" * 51)) == 256
+        with pytest.raises(SecurityStatusError):    # the other copy's verified PIN is not this one's
+            two.sign("auth", b"\x00" * 51)

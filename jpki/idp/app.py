@@ -199,14 +199,18 @@ def create_app(provider: Provider, *, test_cards: TestCardsPlugin | None = None,
             test_cards=test_cards.cards() if test_cards is not None else None,
             test_card_url=oidc_url + "/auth/test-card" if testing else None)
 
+    def authorized(request: Request, pairs: list[tuple[str, str]]) -> tuple[PendingAuthorization, str, str]:
+        # one trip to the thread pool for both: a trip costs more CPU than rendering the page
+        pending, cookie = provider.authorize(pairs, request.cookies.get(COOKIE))
+        return pending, cookie, auth_page(request, pending)
+
     async def authorize(request: Request) -> Response:
         try:
             if request.method == "POST":
                 pairs = _form_pairs(await request.body())
             else:
                 pairs = urllib.parse.parse_qsl(request.url.query, keep_blank_values=True, max_num_fields=100)
-            pending, cookie = await run_in_threadpool(provider.authorize, pairs, request.cookies.get(COOKIE))
-            page = await run_in_threadpool(auth_page, request, pending)
+            pending, cookie, page = await run_in_threadpool(authorized, request, pairs)
         except Refusal as exc:  # the body: too large, too slow (then the connection is closed)
             return message(request, "error", exc.status, reason=exc.reason, headers=exc.headers())
         except ValueError:
