@@ -435,8 +435,7 @@ for (const [i, challenge] of challenges.entries()) {
   });
   codes.push(await code.save());
 }
-process.stdout.write(JSON.stringify(codes));
-process.exit(0);
+process.stdout.write(JSON.stringify(codes), () => process.exit(0));   // exit once written (a pipe)
 """
 
 

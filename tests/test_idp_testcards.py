@@ -284,3 +284,28 @@ def test_a_renewed_test_card_keeps_its_account(idp):
     renewed = read_holder(Home(idp.home), "alice").auth_serial
     account = idp.provider.rp.account_resolver.account_for(CertRef(issuer, renewed))
     assert account == Account(CertRef(issuer, first), renewals=1)
+
+
+def test_an_answer_to_an_authorization_decided_meanwhile_does_not_apply(idp):
+    """The test cards hand the provider the authorization they read (no second read of the store);
+    if it was decided in between, the compare-and-set refuses the late answer."""
+    from jpki.auth.client import answer_login
+    from jpki.auth.store import Challenge
+    from jpki.idp.pending import PendingState, StateError
+
+    reg = register(idp)
+
+    async def go() -> str:
+        async with oauth_client(idp, reg) as client:
+            started = await start(idp, client)
+            await started.browser.aclose()
+            return started.pending
+
+    pending_id = run(go())
+    stale = idp.provider.pending(pending_id)
+    idp.provider.cancel(pending_id, "cancelled")              # decided meanwhile
+    with card_session(idp.home) as session:
+        answer = answer_login(Challenge.from_json(stale.data), session, pin=lambda: "1234").to_json()
+    with pytest.raises(StateError):
+        idp.provider.complete(pending_id, answer, loaded=stale)
+    assert idp.provider.pending(pending_id).status is PendingState.REFUSED

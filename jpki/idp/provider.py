@@ -702,7 +702,8 @@ class Provider:
         return new
 
     def complete(self, pending_id: str, answer: Mapping[str, Any] | bytes | str, *,
-                 relying_party: RelyingParty | None = None) -> PendingAuthorization:
+                 relying_party: RelyingParty | None = None,
+                 loaded: PendingAuthorization | None = None) -> PendingAuthorization:
         """Decide a pending authorization with the card's answer (jpki.auth's login or eKYC
         response document, as the action needs), or ``{"cancel": true, "reason": …}``.
 
@@ -711,9 +712,11 @@ class Provider:
         :class:`MalformedAnswerError` (unreadable, or for another challenge: it stays pending),
         :class:`ProviderUnavailableError`. ``relying_party`` replaces the provider's own for this
         check (the test cards' "expired" outcome validates after the certificate's end); the
-        HTTP API never passes it.
+        HTTP API never passes it. ``loaded``: the authorization as the caller just read it (the
+        test cards), saving a read of the store; if it changed since, the compare-and-set that
+        decides it fails (:class:`StateError`), as for any answer arriving second.
         """
-        pending = self._load_pending(pending_id)
+        pending = loaded if loaded is not None and loaded.id == pending_id else self._load_pending(pending_id)
         if pending.status is not PendingState.PENDING:
             raise StateError(pending.status, PendingState.APPROVED)
         if isinstance(answer, (bytes, str)):

@@ -188,7 +188,7 @@ class TestCards:
             except PinBlockedError:
                 return self.provider.cancel(pending_id, "pin-blocked", f"the {label} of test card {card} is blocked")
         rp = self._after_expiry if outcome == "expired" else None
-        return self.provider.complete(pending_id, answer, relying_party=rp)
+        return self.provider.complete(pending_id, answer, relying_party=rp, loaded=pending)
 
     def _wrong_pin(self, session: JpkiSession, pending_id: str, kind: str, right: str, label: str, *,
                    block: bool) -> PendingAuthorization:
