@@ -44,6 +44,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
+import contextvars
 import dataclasses
 import datetime as _dt
 import hashlib
@@ -54,7 +56,7 @@ import re
 import secrets
 import threading
 import urllib.parse
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final, Protocol
 
@@ -90,7 +92,7 @@ from jpki.errors import JpkiError, UsageError
 from jpki.idp.accounts import CardLinkage, signing_account
 from jpki.idp.clients import Client, ClientRegistry, check_jwks
 from jpki.idp.keys import ProviderKey, load_salt
-from jpki.idp.kv import KV, RedisKV, open_kv, split_redis_prefix
+from jpki.idp.kv import KV, MemoryKV, RedisKV, open_kv, split_redis_prefix
 from jpki.idp.pending import PendingAuthorization, PendingState, StateError
 from jpki.verify import Fetch, HttpFetcher, RevocationMode, TrustStore, Validator
 from jpki.verify.fetch import DEFAULT_DEADLINE
@@ -180,6 +182,28 @@ class ProviderUnavailableError(JpkiError):
     """A store or the relying party's checks failed: try again (HTTP 503); nothing was decided."""
 
     code = "provider_unavailable"
+
+
+class WouldBlockError(JpkiError):
+    """The call needs the network (a client's ``jwks_uri``) inside :func:`network_forbidden` (the
+    app runs it on the event loop). Raised before anything changed: run the call again where it
+    may wait (a thread)."""
+
+    code = "would_block"
+
+
+_NETWORK: Final[contextvars.ContextVar[bool]] = contextvars.ContextVar("jpki_idp_network", default=True)
+
+
+@contextlib.contextmanager
+def network_forbidden() -> Iterator[None]:
+    """Within the block, a provider call that would fetch from the network raises
+    :class:`WouldBlockError` instead (before changing anything)."""
+    token = _NETWORK.set(False)
+    try:
+        yield
+    finally:
+        _NETWORK.reset(token)
 
 
 # --------------------------------------------------------------------------- configuration
@@ -470,6 +494,12 @@ class Provider:
         if not isinstance(action.name, str) or not re.fullmatch(r"[a-z][a-z0-9_-]{0,31}", action.name):
             raise UsageError("an action name is a short lower-case word")
         self.actions[action.name] = action
+
+    @property
+    def fast_store(self) -> bool:
+        """Whether every store operation is a memory access or a Redis round trip (no SQLite
+        write waiting on the disk): the app then runs the store-only endpoints on the event loop."""
+        return isinstance(self.kv, (MemoryKV, RedisKV)) and isinstance(self.rp.store, (MemoryStore, RedisStore))
 
     @property
     def scopes_supported(self) -> tuple[str, ...]:
@@ -927,6 +957,8 @@ class Provider:
                 return None if refresh else cached[1]  # fetched a moment ago: not again
             if age < _dt.timedelta(minutes=5) and kid_known and not refresh:
                 return cached[1]
+        if not _NETWORK.get():
+            raise WouldBlockError(f"client {client.client_id}: its keys are to be fetched from its jwks_uri")
         fetch = self._fetch if self._fetch is not None else HttpFetcher()
         try:
             document = check_jwks(json.loads(fetch(client.jwks_uri)))
