@@ -60,7 +60,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final, Protocol
 
-from joserfc import jws, jwt
+from joserfc import jws
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 
@@ -127,6 +127,8 @@ DEFAULT_AGENT_URL: Final = "http://127.0.0.1:24780"
 REALM_PATH: Final = "/api/realms/main"
 JWT_BEARER: Final = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 ASSERTION_ALGS: Final = ("ES256", "RS256")
+#: One signature registry per assertion algorithm (made once: building one per request costs).
+_ASSERTION_REGISTRIES: Final = {alg: jws.JWSRegistry(algorithms=[alg]) for alg in ASSERTION_ALGS}
 #: Reasons a card holder's side may give when it stops (POST …/complete ``{"cancel": true}``).
 CANCEL_REASONS: Final = frozenset({"cancelled", "wrong-pin", "pin-blocked", "card-unavailable"})
 
@@ -477,7 +479,7 @@ class Provider:
         for action in (LoginAction(), EkycAction()):
             self.register_action(action)
         self._jwks_cache: dict[str, tuple[_dt.datetime, KeySet]] = {}
-        self._inline_keys: dict[str, tuple[str, KeySet]] = {}
+        self._inline_keys: dict[str, tuple[dict[str, Any], KeySet]] = {}
         self._jwks_lock = threading.Lock()
         self._next_purge: _dt.datetime | None = None
         base = self.issuer + REALM_PATH + "/protocol/openid-connect"
@@ -937,11 +939,10 @@ class Provider:
         if client.jwks is not None:
             if refresh:
                 return None
-            marker = json.dumps(client.jwks, sort_keys=True)
             with self._jwks_lock:
                 known = self._inline_keys.get(client.client_id)
-            if known is None or known[0] != marker:  # parsed once per client and key set
-                known = (marker, client.signing_keys() or KeySet([]))
+            if known is None or known[0] != client.jwks:  # parsed once per client and key set
+                known = (client.jwks, client.signing_keys() or KeySet([]))
                 with self._jwks_lock:
                     if len(self._inline_keys) >= 10_000:
                         self._inline_keys.clear()
@@ -971,16 +972,18 @@ class Provider:
         return keys
 
     @staticmethod
-    def _verified(assertion: str, alg: str, kid: str | None, keys: KeySet) -> dict[str, Any] | None:
+    def _verified(compact: jws.CompactSignature, alg: str, kid: str | None, keys: KeySet) -> bool:
+        """Whether the assertion (already parsed) is signed by one of ``keys`` with ``alg``."""
         kty = "EC" if alg == "ES256" else "RSA"
         for key in keys.keys:
             if key.key_type != kty or (kid is not None and key.kid != kid):
                 continue
             try:
-                return dict(jwt.decode(assertion, key, algorithms=[alg]).claims)
+                if jws.validate_compact(compact, key, registry=_ASSERTION_REGISTRIES[alg]):
+                    return True
             except (JoseError, ValueError):
                 continue
-        return None
+        return False
 
     def _private_key_jwt(self, assertion: str, form_client_id: str | None, now: _dt.datetime) -> Client:
         def refuse(why: str, client_id: str = "-") -> OAuthError:
@@ -1009,12 +1012,13 @@ class Provider:
         kid = header.get("kid") if isinstance(header.get("kid"), str) else None
         keys = self._client_keys(client, kid, now)
         assert keys is not None
-        claims = self._verified(assertion, alg, kid, keys)
-        if claims is None:  # the client may have rotated its keys: look at its jwks_uri again
+        verified = self._verified(compact, alg, kid, keys)
+        if not verified:  # the client may have rotated its keys: look at its jwks_uri again
             fresh = self._client_keys(client, kid, now, refresh=True)
-            claims = self._verified(assertion, alg, kid, fresh) if fresh is not None else None
-        if claims is None:
+            verified = fresh is not None and self._verified(compact, alg, kid, fresh)
+        if not verified:
             raise refuse("the signature does not verify with the client's keys", client_id)
+        claims = unverified   # verified now: the payload parsed above is the signed one
         skew = self.config.clock_skew
         now_s = now.timestamp()
         audience = claims.get("aud")
@@ -1076,10 +1080,12 @@ class Provider:
         access_token = secrets.token_urlsafe(32)
         token_key = _digest(access_token)
         ttl = _dt.timedelta(seconds=self.config.access_token_ttl)
-        self.kv.put("token:" + token_key, json.dumps({
-            "kind": "user", "client_id": client.client_id, "scopes": record["scopes"], "sub": record["sub"],
-            "claims": record["claims"]}, ensure_ascii=False), now=now, expires_at=now + ttl)
-        self.kv.put("used:" + code_key, token_key, now=now, expires_at=now + ttl)
+        self.kv.put_many({
+            "token:" + token_key: json.dumps({
+                "kind": "user", "client_id": client.client_id, "scopes": record["scopes"], "sub": record["sub"],
+                "claims": record["claims"]}, ensure_ascii=False),
+            "used:" + code_key: token_key,
+        }, now=now, expires_at=now + ttl)
         iat = int(now.timestamp())
         id_token = self.key.sign({
             "iss": self.issuer, "aud": client.client_id, "sub": record["sub"], "iat": iat,
