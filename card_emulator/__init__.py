@@ -4,8 +4,8 @@ This package imports nothing from ``jpki``: the wire bytes are the only contract
 """
 
 from .apdu import SW, CardStatus
-from .card import MyNumberCard
+from .card import CardFiles, MyNumberCard
 from .profile import CardProfile
 from .state import CardStateError
 
-__all__ = ["SW", "CardProfile", "CardStateError", "CardStatus", "MyNumberCard"]
+__all__ = ["SW", "CardFiles", "CardProfile", "CardStateError", "CardStatus", "MyNumberCard"]

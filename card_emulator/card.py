@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import copy
 import hashlib
 import hmac
 import json
@@ -249,6 +250,11 @@ class MyNumberCard:
         self._load_content(content, keys)
         check_state(state, self._store.path(STATE_FILE), self._pin_names)
         self._content_version = self._store.content_version()
+        self._start()
+
+    def _start(self) -> None:
+        """What each card object has of its own: its lock, its command table (bound to it), a
+        clear security state."""
         self._lock = threading.RLock()
         self._handlers: dict[int, tuple[bool, Callable[[Command], bytes]]] = {
             0xA4: (False, self._select),
@@ -293,6 +299,27 @@ class MyNumberCard:
         store.remove_stale_temporaries()
         content, keys = store.load_content()
         return cls(content, store.read(), keys, store)
+
+    @classmethod
+    def read_files(cls, directory: str | os.PathLike[str]) -> CardFiles:
+        """The files of a card directory, read and checked as :meth:`open` checks them, to make
+        private copies of the card in memory from (:meth:`CardFiles.card`)."""
+        directory = Path(directory)
+        if not (directory / CARD_FILE).is_file():
+            raise CardStateError(directory / CARD_FILE, "the file is missing (no card here)")
+        store = _DirectoryStore(directory)
+        content, keys = store.load_content()
+        state = store.read()
+        return CardFiles(content, state, keys, cls(content, copy.deepcopy(state), keys))
+
+    def _copy_in_memory(self) -> MyNumberCard:
+        """This card with PIN state of its own in memory, powered off. The file system and the
+        keys are shared: no command changes them (only the issuer's tools rewrite a card's
+        files, in its directory)."""
+        clone = copy.copy(self)
+        clone._store = _MemoryStore(copy.deepcopy(self._store.read()))
+        clone._start()
+        return clone
 
     def _reload_if_changed(self) -> None:
         """Pick up what the issuer rewrote while the card was out (e.g. a new signing key).
@@ -598,6 +625,24 @@ class MyNumberCard:
             rec = pin_record(state, name)
             out[name] = (rec["remaining"], rec["max"]) if rec is not None else (0, 0)
         return out
+
+
+@dataclass(frozen=True)
+class CardFiles:
+    """A card directory's files (card.json, state.json, the keys), read and checked once by
+    :meth:`MyNumberCard.read_files`. :meth:`card` makes a private copy of that card in memory,
+    as often as needed and without touching a disk: each starts with the PIN tries the
+    directory had, and nothing done on it (a wrong PIN, a signature) is written anywhere —
+    what jpki's test cards sign with, so that the directory's card never moves."""
+
+    content: dict[str, Any]
+    state: dict[str, Any]
+    keys: dict[str, rsa.RSAPrivateKey]
+    template: MyNumberCard = field(repr=False, compare=False)   # built (and checked) once
+
+    def card(self) -> MyNumberCard:
+        """A new card in memory, powered off, with its own copy of the PIN state."""
+        return self.template._copy_in_memory()
 
 
 def pkcs1v15_sign_raw(key: rsa.RSAPrivateKey, data: bytes) -> bytes:

@@ -8,9 +8,11 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import threading
 from typing import Any
 
 import httpx
+import pytest
 from auth_support import assert_no_personal_data
 from idp_support import (
     AUTH,
@@ -187,6 +189,8 @@ def test_a_client_publishing_its_keys_at_a_jwks_uri_and_rotating_them(home, cloc
 
     def fetch(url: str, data: bytes | None = None, content_type: str | None = None) -> bytes:
         if url == "https://shop.example.jp/jwks.json":
+            # never on the event loop (the token endpoint runs there with a memory store)
+            assert threading.current_thread() is not threading.main_thread()
             fetched.append(url)
             return json.dumps(published).encode()
         return net(url, data, content_type)
@@ -257,3 +261,38 @@ def test_served_in_a_thread_on_a_free_port(home, clock, net):
             assert httpx.get(f"{server.url}/api/realms/main/protocol/openid-connect/certs").json()["keys"]
     finally:
         idp.app.state.close()
+
+
+@pytest.mark.parametrize("store", ["memory", "sqlite"])
+def test_store_only_endpoints_run_on_the_event_loop_with_a_fast_store(home, clock, net, tmp_path, store):
+    """Memory (or Redis): authorize, resume, token and userinfo run on the event loop (a trip to
+    the thread pool costs more than they do); SQLite (writes wait on the disk): in threads. The
+    card's answer is checked in a thread either way (its checks may fetch OCSP responses)."""
+    idp = make_idp(home, clock, net, store="memory" if store == "memory" else f"sqlite:{tmp_path / 'idp.db'}")
+    seen: dict[str, bool] = {}
+
+    def on_loop(name: str) -> None:
+        method = getattr(idp.provider, name)
+
+        def recorded(*args: Any, **kwargs: Any) -> Any:
+            seen[name] = threading.current_thread() is threading.main_thread()  # asyncio.run's loop is here
+            return method(*args, **kwargs)
+
+        setattr(idp.provider, name, recorded)
+
+    for name in ("authorize", "resume", "token", "userinfo", "complete"):
+        on_loop(name)
+    try:
+        reg = register(idp)
+
+        async def go() -> None:
+            async with oauth_client(idp, reg) as client:
+                _, tokens = await login(idp, client)
+                assert tokens["access_token"] and (await client.get(USERINFO)).status_code == 200
+
+        run(go())
+    finally:
+        idp.app.state.close()
+    fast = store == "memory"
+    assert idp.provider.fast_store is fast
+    assert seen == {"authorize": fast, "resume": fast, "token": fast, "userinfo": fast, "complete": False}

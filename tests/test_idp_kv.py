@@ -104,3 +104,14 @@ def test_specs():
             open_kv(bad)
     with pytest.raises(KVError):
         RedisKV("redis://127.0.0.1:1/0", socket_timeout=0.5)     # unreachable: fails at once
+
+
+def test_put_many_stores_every_record_at_once(pair):
+    a, b = pair
+    a.put("old", "x", now=NOW, expires_at=LATER)
+    a.put_many({"old": "replaced", "new": "日本語 | bar"}, now=NOW, expires_at=LATER)
+    assert b.get("old", now=NOW) == "replaced" and b.get("new", now=NOW) == "日本語 | bar"
+    assert b.get("new", now=LATER) is None                             # the given expiry
+    with pytest.raises(UsageError):
+        a.put_many({"ok": "v", "": "bad key"}, now=NOW, expires_at=LATER)
+    assert b.get("ok", now=NOW) is None                                # nothing stored: all or none

@@ -320,3 +320,28 @@ def test_the_page_has_no_form_inside_a_paragraph(idp):
         assert choices is not None and 'id="continue"' in choices.group(1) and 'id="cancel"' in choices.group(1)
 
     run(go())
+
+
+def test_an_answer_to_an_authorization_decided_meanwhile_does_not_apply(idp):
+    """The test cards hand the provider the authorization they read (no second read of the store);
+    if it was decided in between, the compare-and-set refuses the late answer."""
+    from jpki.auth.client import answer_login
+    from jpki.auth.store import Challenge
+    from jpki.idp.pending import PendingState, StateError
+
+    reg = register(idp)
+
+    async def go() -> str:
+        async with oauth_client(idp, reg) as client:
+            started = await start(idp, client)
+            await started.browser.aclose()
+            return started.pending
+
+    pending_id = run(go())
+    stale = idp.provider.pending(pending_id)
+    idp.provider.cancel(pending_id, "cancelled")              # decided meanwhile
+    with card_session(idp.home) as session:
+        answer = answer_login(Challenge.from_json(stale.data), session, pin=lambda: "1234").to_json()
+    with pytest.raises(StateError):
+        idp.provider.complete(pending_id, answer, loaded=stale)
+    assert idp.provider.pending(pending_id).status is PendingState.REFUSED

@@ -28,8 +28,12 @@ that binds the authorization to the browser: ``resume``, ``cancel`` and the test
 need it, so a pending id seen elsewhere cannot finish someone else's login in another browser.
 The page's response also carries the pending id in ``X-JPKI-Pending`` (for scripts and CI).
 Pages are sent with a CSP that allows no script, no framing (``frame-ancestors 'none'``) and
-no referrer. Provider work (stores, card checks, OCSP) runs in the thread pool, never on the
-event loop.
+no referrer. Card answers (their checks fetch OCSP responses and CRLs) and the test cards run
+in the thread pool; so does all provider work when a store is a SQLite file (writes wait on the
+disk). With a memory or Redis store the endpoints that only use the store (authorize, resume,
+token, userinfo) run on the event loop: a Redis round trip costs less than a trip to the thread
+pool, and the store's socket timeout (5 s) bounds a stall; a token request that must fetch a
+client's ``jwks_uri`` goes to the thread pool (:class:`~jpki.idp.provider.WouldBlockError`).
 
 Errors: the token, userinfo and sign-transaction endpoints answer RFC 6749 JSON (``{"error": …,
 "error_description": …}``, with ``WWW-Authenticate`` where RFC 6750 wants it) through the app's
@@ -77,7 +81,9 @@ from jpki.idp.provider import (
     Provider,
     ProviderConfig,
     ProviderUnavailableError,
+    WouldBlockError,
     build_provider,
+    network_forbidden,
 )
 from jpki.idp.signtx import SignTransactions
 from jpki.serving import DEFAULT_BODY_TIMEOUT, DEFAULT_IDLE_TIMEOUT, AppSpec, Refusal, http_app
@@ -166,6 +172,21 @@ def create_app(provider: Provider, *, test_cards: TestCardsPlugin | None = None,
     secure = provider.issuer.startswith("https://")
     testing = test_cards is not None
 
+    inline = provider.fast_store
+
+    async def store_work(fn: Callable[..., Any], *args: Any) -> Any:
+        """Provider work that only reads and writes the store (authorize, resume, token,
+        userinfo): on the event loop when the store is in memory or Redis — a trip to the thread
+        pool costs more CPU than such a call (a quarter of a token request's) —, else, or when it
+        needs the network after all (a client's jwks_uri), in the thread pool."""
+        if inline:
+            try:
+                with network_forbidden():
+                    return fn(*args)
+            except WouldBlockError:
+                pass
+        return await run_in_threadpool(fn, *args)
+
     def language(request: Request, ui_locales: Sequence[str] = ()) -> str:
         return pages.choose_language(request.headers.get("accept-language"), ui_locales)
 
@@ -205,14 +226,18 @@ def create_app(provider: Provider, *, test_cards: TestCardsPlugin | None = None,
             test_card_url=oidc_url + "/auth/test-card" if testing else None,
             sign=pending.data if pending.action == "sign" else None)
 
+    def authorized(request: Request, pairs: list[tuple[str, str]]) -> tuple[PendingAuthorization, str, str]:
+        # one trip to the thread pool for both: a trip costs more CPU than rendering the page
+        pending, cookie = provider.authorize(pairs, request.cookies.get(COOKIE))
+        return pending, cookie, auth_page(request, pending)
+
     async def authorize(request: Request) -> Response:
         try:
             if request.method == "POST":
                 pairs = _form_pairs(await request.body())
             else:
                 pairs = urllib.parse.parse_qsl(request.url.query, keep_blank_values=True, max_num_fields=100)
-            pending, cookie = await run_in_threadpool(provider.authorize, pairs, request.cookies.get(COOKIE))
-            page = await run_in_threadpool(auth_page, request, pending)
+            pending, cookie, page = await store_work(authorized, request, pairs)
         except Refusal as exc:  # the body: too large, too slow (then the connection is closed)
             return message(request, "error", exc.status, reason=exc.reason, headers=exc.headers())
         except ValueError:
@@ -231,7 +256,7 @@ def create_app(provider: Provider, *, test_cards: TestCardsPlugin | None = None,
     async def resume(request: Request) -> Response:
         pending_id = request.query_params.get("pending", "")
         try:
-            outcome = await run_in_threadpool(provider.resume, pending_id, request.cookies.get(COOKIE))
+            outcome = await store_work(provider.resume, pending_id, request.cookies.get(COOKIE))
         except JpkiError as exc:
             log.warning("resume failed: %s", exc)
             return message(request, "error", 503, reason="temporarily_unavailable")
@@ -302,7 +327,7 @@ def create_app(provider: Provider, *, test_cards: TestCardsPlugin | None = None,
             raise OAuthError("invalid_request", exc.message, status=exc.status, headers=exc.headers()) from None
         pairs = _form_pairs(raw)
         try:
-            document = await run_in_threadpool(provider.token, pairs, request.headers.get("authorization"))
+            document = await store_work(provider.token, pairs, request.headers.get("authorization"))
         except OAuthError:
             raise
         except JpkiError as exc:
@@ -312,7 +337,7 @@ def create_app(provider: Provider, *, test_cards: TestCardsPlugin | None = None,
 
     async def userinfo(request: Request) -> Response:
         try:
-            claims = await run_in_threadpool(provider.userinfo, request.headers.get("authorization"))
+            claims = await store_work(provider.userinfo, request.headers.get("authorization"))
         except OAuthError:
             raise
         except JpkiError as exc:

@@ -34,7 +34,7 @@ import os
 import sqlite3
 import threading
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, Final, Protocol, Self, runtime_checkable
 
@@ -79,6 +79,10 @@ class KV(Protocol):
 
     def put(self, key: str, value: str, *, now: _dt.datetime, expires_at: _dt.datetime) -> None:
         """Store ``value``, replacing any."""
+
+    def put_many(self, values: Mapping[str, str], *, now: _dt.datetime, expires_at: _dt.datetime) -> None:
+        """:meth:`put` each of ``values`` (key → value), all together: one round trip to Redis,
+        one SQLite transaction."""
 
     def get(self, key: str, *, now: _dt.datetime) -> str | None:
         """The live value, or None."""
@@ -161,6 +165,14 @@ class MemoryKV(_Base):
             self._check_open()
             self._room(key, now_us)
             self._items[key] = (exp_us, value)
+
+    def put_many(self, values: Mapping[str, str], *, now: _dt.datetime, expires_at: _dt.datetime) -> None:
+        checked, now_us, exp_us = [(_check_key(k), v) for k, v in values.items()], _micros(now), _micros(expires_at)
+        with self._lock:
+            self._check_open()
+            for key, value in checked:
+                self._room(key, now_us)
+                self._items[key] = (exp_us, value)
 
     def get(self, key: str, *, now: _dt.datetime) -> str | None:
         key, now_us = _check_key(key), _micros(now)
@@ -284,6 +296,19 @@ class SqliteKV(_Base):
         with self._connection() as conn:
             conn.execute("INSERT OR REPLACE INTO idp_kv (key, expires_us, value) VALUES (?, ?, ?)",
                          (key, exp_us, value))
+
+    def put_many(self, values: Mapping[str, str], *, now: _dt.datetime, expires_at: _dt.datetime) -> None:
+        rows, exp_us = [(_check_key(k), v) for k, v in values.items()], _micros(expires_at)
+        _micros(now)
+        with self._connection() as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.executemany("INSERT OR REPLACE INTO idp_kv (key, expires_us, value) VALUES (?, ?, ?)",
+                                 [(key, exp_us, value) for key, value in rows])
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
 
     def get(self, key: str, *, now: _dt.datetime) -> str | None:
         key, now_us = _check_key(key), _micros(now)
@@ -433,6 +458,14 @@ class RedisKV(_Base):
         key, now_us, exp_us = _check_key(key), _micros(now), _micros(expires_at)
         with self._errors("write to"):
             self._client.set(self.prefix + key, f"{exp_us}|{value}", px=self._px(exp_us, now_us))
+
+    def put_many(self, values: Mapping[str, str], *, now: _dt.datetime, expires_at: _dt.datetime) -> None:
+        rows, now_us, exp_us = [(_check_key(k), v) for k, v in values.items()], _micros(now), _micros(expires_at)
+        with self._errors("write to"):
+            pipe = self._client.pipeline(transaction=True)   # MULTI … EXEC: one round trip, all or none
+            for key, value in rows:
+                pipe.set(self.prefix + key, f"{exp_us}|{value}", px=self._px(exp_us, now_us))
+            pipe.execute()
 
     def get(self, key: str, *, now: _dt.datetime) -> str | None:
         key, now_us = _check_key(key), _micros(now)

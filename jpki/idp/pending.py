@@ -26,6 +26,7 @@ agent; ``result`` is filled on approval (the pairwise ``sub``, the granted claim
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import datetime as _dt
 import enum
@@ -99,8 +100,13 @@ class PendingAuthorization:
         return dataclasses.replace(self, status=to, **changes)
 
     def to_json(self) -> dict[str, Any]:
-        """A JSON-ready dict (datetimes in ISO 8601)."""
-        data = dataclasses.asdict(self)
+        """A JSON-ready dict (datetimes in ISO 8601). Built field by field: ``dataclasses.asdict``
+        deep-copies every value and was a tenth of the provider's CPU per login (it runs at each
+        store write and compare-and-set)."""
+        data = {name: getattr(self, name) for name in _FIELDS}
+        for name in ("data", "params", "result"):
+            if data[name] is not None:
+                data[name] = copy.deepcopy(data[name]) if _nested(data[name]) else dict(data[name])
         data["created_at"] = self.created_at.isoformat()
         data["expires_at"] = self.expires_at.isoformat()
         data["status"] = str(self.status)
@@ -122,3 +128,11 @@ class PendingAuthorization:
         for name in ("scopes", "claims", "acr_values", "ui_locales"):
             fields[name] = tuple(fields[name])
         return cls(**fields)
+
+
+_FIELDS: Final = tuple(f.name for f in dataclasses.fields(PendingAuthorization))
+
+
+def _nested(value: Mapping[str, Any]) -> bool:
+    """Whether a dict holds containers (then it is copied deeply, as ``asdict`` did)."""
+    return any(isinstance(v, (dict, list, tuple)) for v in value.values())

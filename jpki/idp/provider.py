@@ -45,6 +45,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
+import contextvars
 import dataclasses
 import datetime as _dt
 import hashlib
@@ -55,11 +57,11 @@ import re
 import secrets
 import threading
 import urllib.parse
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final, Protocol
 
-from joserfc import jws, jwt
+from joserfc import jws
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 
@@ -91,7 +93,7 @@ from jpki.errors import JpkiError, UsageError
 from jpki.idp.accounts import CardLinkage, signing_account
 from jpki.idp.clients import Client, ClientRegistry, check_jwks
 from jpki.idp.keys import ProviderKey, load_salt
-from jpki.idp.kv import KV, RedisKV, open_kv, split_redis_prefix
+from jpki.idp.kv import KV, MemoryKV, RedisKV, open_kv, split_redis_prefix
 from jpki.idp.pending import PendingAuthorization, PendingState, StateError
 from jpki.settings import settings_from_json, settings_to_json
 from jpki.verify import Fetch, HttpFetcher, RevocationMode, TrustStore, Validator
@@ -127,6 +129,8 @@ DEFAULT_AGENT_URL: Final = "http://127.0.0.1:24780"
 REALM_PATH: Final = "/api/realms/main"
 JWT_BEARER: Final = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 ASSERTION_ALGS: Final = ("ES256", "RS256")
+#: One signature registry per assertion algorithm (made once: building one per request costs).
+_ASSERTION_REGISTRIES: Final = {alg: jws.JWSRegistry(algorithms=[alg]) for alg in ASSERTION_ALGS}
 #: Reasons a card holder's side may give when it stops (POST …/complete ``{"cancel": true}``).
 CANCEL_REASONS: Final = frozenset({"cancelled", "wrong-pin", "pin-blocked", "card-unavailable"})
 
@@ -182,6 +186,28 @@ class ProviderUnavailableError(JpkiError):
     """A store or the relying party's checks failed: try again (HTTP 503); nothing was decided."""
 
     code = "provider_unavailable"
+
+
+class WouldBlockError(JpkiError):
+    """The call needs the network (a client's ``jwks_uri``) inside :func:`network_forbidden` (the
+    app runs it on the event loop). Raised before anything changed: run the call again where it
+    may wait (a thread)."""
+
+    code = "would_block"
+
+
+_NETWORK: Final[contextvars.ContextVar[bool]] = contextvars.ContextVar("jpki_idp_network", default=True)
+
+
+@contextlib.contextmanager
+def network_forbidden() -> Iterator[None]:
+    """Within the block, a provider call that would fetch from the network raises
+    :class:`WouldBlockError` instead (before changing anything)."""
+    token = _NETWORK.set(False)
+    try:
+        yield
+    finally:
+        _NETWORK.reset(token)
 
 
 # --------------------------------------------------------------------------- configuration
@@ -444,7 +470,7 @@ class Provider:
             self.register_action(action)
         # client_id -> (fetched at, its signature keys, the whole checked JWKS document)
         self._jwks_cache: dict[str, tuple[_dt.datetime, KeySet, dict[str, Any]]] = {}
-        self._inline_keys: dict[str, tuple[str, KeySet]] = {}
+        self._inline_keys: dict[str, tuple[dict[str, Any], KeySet]] = {}
         self._jwks_lock = threading.Lock()
         self._next_purge: _dt.datetime | None = None
         base = self.issuer + REALM_PATH + "/protocol/openid-connect"
@@ -461,6 +487,12 @@ class Provider:
         if not isinstance(action.name, str) or not re.fullmatch(r"[a-z][a-z0-9_-]{0,31}", action.name):
             raise UsageError("an action name is a short lower-case word")
         self.actions[action.name] = action
+
+    @property
+    def fast_store(self) -> bool:
+        """Whether every store operation is a memory access or a Redis round trip (no SQLite
+        write waiting on the disk): the app then runs the store-only endpoints on the event loop."""
+        return isinstance(self.kv, (MemoryKV, RedisKV)) and isinstance(self.rp.store, (MemoryStore, RedisStore))
 
     @property
     def scopes_supported(self) -> tuple[str, ...]:
@@ -693,7 +725,8 @@ class Provider:
         return new
 
     def complete(self, pending_id: str, answer: Mapping[str, Any] | bytes | str, *,
-                 relying_party: RelyingParty | None = None) -> PendingAuthorization:
+                 relying_party: RelyingParty | None = None,
+                 loaded: PendingAuthorization | None = None) -> PendingAuthorization:
         """Decide a pending authorization with the card's answer (jpki.auth's login or eKYC
         response document, as the action needs), or ``{"cancel": true, "reason": …}``.
 
@@ -702,9 +735,11 @@ class Provider:
         :class:`MalformedAnswerError` (unreadable, or for another challenge: it stays pending),
         :class:`ProviderUnavailableError`. ``relying_party`` replaces the provider's own for this
         check (the test cards' "expired" outcome validates after the certificate's end); the
-        HTTP API never passes it.
+        HTTP API never passes it. ``loaded``: the authorization as the caller just read it (the
+        test cards), saving a read of the store; if it changed since, the compare-and-set that
+        decides it fails (:class:`StateError`), as for any answer arriving second.
         """
-        pending = self._load_pending(pending_id)
+        pending = loaded if loaded is not None and loaded.id == pending_id else self._load_pending(pending_id)
         if pending.status is not PendingState.PENDING:
             raise StateError(pending.status, PendingState.APPROVED)
         if isinstance(answer, (bytes, str)):
@@ -909,11 +944,10 @@ class Provider:
         if client.jwks is not None:
             if refresh:
                 return None
-            marker = json.dumps(client.jwks, sort_keys=True)
             with self._jwks_lock:
                 known = self._inline_keys.get(client.client_id)
-            if known is None or known[0] != marker:  # parsed once per client and key set
-                known = (marker, client.signing_keys() or KeySet([]))
+            if known is None or known[0] != client.jwks:  # parsed once per client and key set
+                known = (client.jwks, client.signing_keys() or KeySet([]))
                 with self._jwks_lock:
                     if len(self._inline_keys) >= 10_000:
                         self._inline_keys.clear()
@@ -932,8 +966,11 @@ class Provider:
         return self._fetch_jwks(client, now)[0]
 
     def _fetch_jwks(self, client: Client, now: _dt.datetime) -> tuple[KeySet, dict[str, Any]]:
-        """Fetch and check the client's ``jwks_uri``; cache its signature keys and the document."""
+        """Fetch and check the client's ``jwks_uri``; cache its signature keys and the document.
+        :class:`WouldBlockError` on the event loop (the caller runs it again in a thread)."""
         assert client.jwks_uri is not None
+        if not _NETWORK.get():
+            raise WouldBlockError(f"client {client.client_id}: its keys are to be fetched from its jwks_uri")
         fetch = self._fetch if self._fetch is not None else HttpFetcher()
         try:
             document = check_jwks(json.loads(fetch(client.jwks_uri)))
@@ -966,16 +1003,18 @@ class Provider:
         return [dict(k) for k in document["keys"] if k.get("use") == "enc"]
 
     @staticmethod
-    def _verified(assertion: str, alg: str, kid: str | None, keys: KeySet) -> dict[str, Any] | None:
+    def _verified(compact: jws.CompactSignature, alg: str, kid: str | None, keys: KeySet) -> bool:
+        """Whether the assertion (already parsed) is signed by one of ``keys`` with ``alg``."""
         kty = "EC" if alg == "ES256" else "RSA"
         for key in keys.keys:
             if key.key_type != kty or (kid is not None and key.kid != kid):
                 continue
             try:
-                return dict(jwt.decode(assertion, key, algorithms=[alg]).claims)
+                if jws.validate_compact(compact, key, registry=_ASSERTION_REGISTRIES[alg]):
+                    return True
             except (JoseError, ValueError):
                 continue
-        return None
+        return False
 
     def _private_key_jwt(self, assertion: str, form_client_id: str | None, now: _dt.datetime) -> Client:
         def refuse(why: str, client_id: str = "-") -> OAuthError:
@@ -1004,12 +1043,13 @@ class Provider:
         kid = header.get("kid") if isinstance(header.get("kid"), str) else None
         keys = self._client_keys(client, kid, now)
         assert keys is not None
-        claims = self._verified(assertion, alg, kid, keys)
-        if claims is None:  # the client may have rotated its keys: look at its jwks_uri again
+        verified = self._verified(compact, alg, kid, keys)
+        if not verified:  # the client may have rotated its keys: look at its jwks_uri again
             fresh = self._client_keys(client, kid, now, refresh=True)
-            claims = self._verified(assertion, alg, kid, fresh) if fresh is not None else None
-        if claims is None:
+            verified = fresh is not None and self._verified(compact, alg, kid, fresh)
+        if not verified:
             raise refuse("the signature does not verify with the client's keys", client_id)
+        claims = unverified   # verified now: the payload parsed above is the signed one
         skew = self.config.clock_skew
         now_s = now.timestamp()
         audience = claims.get("aud")
@@ -1071,10 +1111,12 @@ class Provider:
         access_token = secrets.token_urlsafe(32)
         token_key = _digest(access_token)
         ttl = _dt.timedelta(seconds=self.config.access_token_ttl)
-        self.kv.put("token:" + token_key, json.dumps({
-            "kind": "user", "client_id": client.client_id, "scopes": record["scopes"], "sub": record["sub"],
-            "claims": record["claims"]}, ensure_ascii=False), now=now, expires_at=now + ttl)
-        self.kv.put("used:" + code_key, token_key, now=now, expires_at=now + ttl)
+        self.kv.put_many({
+            "token:" + token_key: json.dumps({
+                "kind": "user", "client_id": client.client_id, "scopes": record["scopes"], "sub": record["sub"],
+                "claims": record["claims"]}, ensure_ascii=False),
+            "used:" + code_key: token_key,
+        }, now=now, expires_at=now + ttl)
         iat = int(now.timestamp())
         id_token = self.key.sign({
             "iss": self.issuer, "aud": client.client_id, "sub": record["sub"], "iat": iat,

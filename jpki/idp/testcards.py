@@ -30,8 +30,10 @@ provider:
 ``cancel``
     the card holder cancels (``cancelled``).
 
-Every outcome works on a private copy of the card's folder, so a wrong or blocking PIN never
-touches the home's card and tests stay repeatable. This is the one module of :mod:`jpki.idp`
+Every outcome works on a private copy of the card in memory
+(:class:`jpki.transport.emu.CardCopies`: the card folder is read once, and again when it
+changes), so a wrong or blocking PIN never touches the home's card, tests stay repeatable, and
+an authentication costs no disk work. This is the one module of :mod:`jpki.idp`
 that drives cards; :mod:`jpki.idp.app` imports it only in test-card mode.
 """
 
@@ -41,8 +43,6 @@ import contextlib
 import dataclasses
 import datetime as _dt
 import fcntl
-import shutil
-import tempfile
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -62,7 +62,7 @@ from jpki.lifecycle import lost
 from jpki.pins import PINS
 from jpki.provision import create_card, read_holder
 from jpki.session import JpkiSession
-from jpki.transport import open_transport
+from jpki.transport.emu import CardCopies
 from jpki.verify import ValidationResult
 
 __all__ = ["SHADOW_DIR", "TestCards"]
@@ -108,6 +108,7 @@ class TestCards:
         self.home = Home(Path(home).expanduser(), clock=provider.clock)
         self.shadow = _ShadowHome(self.home.path / SHADOW_DIR, clock=provider.clock, ca_home=self.home.path)
         self._lock = threading.Lock()
+        self._copies = CardCopies()
         rp = provider.rp
         self._after_expiry = _ValidateAfterExpiry(
             rp.rp_id, rp.validator, rp.store, rp.clock, challenge_ttl=rp.challenge_ttl,
@@ -140,12 +141,9 @@ class TestCards:
 
     @contextlib.contextmanager
     def _session(self, directory: Path) -> Iterator[JpkiSession]:
-        """A session on a private copy of the card folder ``directory``."""
-        with tempfile.TemporaryDirectory(prefix="jpki-test-card-") as tmp:
-            copy = Path(tmp) / "card"
-            shutil.copytree(directory, copy)
-            with open_transport(f"emu:{copy}") as transport:
-                yield JpkiSession(transport)
+        """A session on a private copy in memory of the card folder ``directory``."""
+        with self._copies.open(directory) as transport:
+            yield JpkiSession(transport)
 
     def _revoked_twin(self, card: str) -> Path:
         """The folder of ``card``'s revoked twin, issued and reported lost on first use."""
@@ -198,7 +196,7 @@ class TestCards:
             except PinBlockedError:
                 return self.provider.cancel(pending_id, "pin-blocked", f"the {label} of test card {card} is blocked")
         rp = self._after_expiry if outcome == "expired" else None
-        return self.provider.complete(pending_id, answer, relying_party=rp)
+        return self.provider.complete(pending_id, answer, relying_party=rp, loaded=pending)
 
     def _wrong_pin(self, session: JpkiSession, pending_id: str, kind: str, right: str, label: str, *,
                    block: bool) -> PendingAuthorization:

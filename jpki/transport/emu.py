@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import CardStateError, NoCardError
 from .base import TransportBase
+
+if TYPE_CHECKING:
+    from card_emulator import CardFiles, MyNumberCard
 
 #: PINs that ``jpki card reset-pin`` can reset (and so repair).
 _RESETTABLE_PINS = ("auth", "sign", "card")
@@ -50,17 +54,20 @@ def card_path(home: Path, name: str) -> Path:
 
 
 class EmulatorTransport(TransportBase):
-    """Transmit straight into a software card in this process."""
+    """Transmit straight into a software card in this process: the card of ``directory``, or
+    ``card`` (a copy in memory of that directory's card, see :class:`CardCopies`)."""
 
-    def __init__(self, directory: str | os.PathLike[str]) -> None:
+    def __init__(self, directory: str | os.PathLike[str], *, card: MyNumberCard | None = None) -> None:
         from card_emulator import MyNumberCard
 
         directory = Path(directory)
-        if not (directory / "card.json").is_file():
-            raise NoCardError(f"no emulated card at {directory} (create one with 'jpki card create')")
         self.directory = directory
-        with card_files(directory):
-            self.card = MyNumberCard.open(directory)
+        if card is None:
+            if not (directory / "card.json").is_file():
+                raise NoCardError(f"no emulated card at {directory} (create one with 'jpki card create')")
+            with card_files(directory):
+                card = MyNumberCard.open(directory)
+        self.card = card
         self.card.power_on()
 
     def transmit(self, apdu: bytes) -> bytes:
@@ -76,6 +83,53 @@ class EmulatorTransport(TransportBase):
 
     def close(self) -> None:
         self.card.close()  # clears the security state, like a power-off, and lets go of its files
+
+
+def _files_version(directory: Path) -> tuple[tuple[int, int, int], ...]:
+    """What changes when a card directory's files do: each file's (mtime, size, inode) — the
+    files are replaced whole, so a rewrite always moves one of them."""
+    found = []
+    for folder in (directory, directory / "keys"):
+        with contextlib.suppress(FileNotFoundError), os.scandir(folder) as entries:
+            for entry in entries:
+                if entry.is_file() and not entry.name.startswith("."):
+                    st = entry.stat()
+                    found.append((entry.name, (st.st_mtime_ns, st.st_size, st.st_ino)))
+    return tuple(version for _, version in sorted(found))
+
+
+class CardCopies:
+    """Private copies in memory of emulated cards (the test cards of ``jpki idp serve``).
+
+    :meth:`open` gives a transport to a new card that is the directory's card as it is now —
+    same keys, certificates and PIN tries — but whose PIN tries and signatures never reach the
+    directory. The files are read once and again only when they change (a renewal, a lost card's
+    new state, a PIN reset), so a copy costs no disk work: no folder copied, nothing fsynced.
+    Thread-safe."""
+
+    def __init__(self) -> None:
+        self._files: dict[Path, tuple[tuple[tuple[int, int, int], ...], CardFiles]] = {}
+        self._lock = threading.Lock()
+
+    def open(self, directory: str | os.PathLike[str]) -> EmulatorTransport:
+        """A fresh in-memory copy of the card of ``directory``; :class:`NoCardError` when there
+        is none, :class:`CardStateError` when its files are damaged."""
+        from card_emulator import MyNumberCard
+
+        directory = Path(directory)
+        if not (directory / "card.json").is_file():
+            raise NoCardError(f"no emulated card at {directory} (create one with 'jpki card create')")
+        version = _files_version(directory)
+        with self._lock:
+            cached = self._files.get(directory)
+        if cached is None or cached[0] != version:
+            with card_files(directory):
+                cached = (version, MyNumberCard.read_files(directory))
+            with self._lock:
+                self._files[directory] = cached
+        with card_files(directory):
+            card = cached[1].card()
+        return EmulatorTransport(directory, card=card)
 
 
 # --- card factory (used by provisioning and the CLI's admin commands) -------------------------
