@@ -14,7 +14,10 @@ module; ``tests/test_browser_e2e.py`` and ``docs/screenshots/make_screenshots.py
   contract": a sign transaction (``client_credentials`` token, ``POST /api/sign-transactions``
   with the hash of :data:`SIGN_DOCUMENT`, the browser sent to authorize it), whose result the
   callback decrypts (joserfc, the client's ``"use": "enc"`` key) and verifies (cryptography).
-  The example of ``examples/oidc_login`` may replace it.
+  Kept for the sign transaction, which the example has no button for.
+- :func:`example_app` is the real example, ``examples/oidc_login/app.py`` (Authlib's Starlette
+  client, nothing from jpki): "log in" (``openid``, the PIN) and "verify my identity" (the basic
+  4 info, the signature password); ``flow(..., app="example")`` serves it as the relying party.
 - :class:`Flow` runs the three servers (provider, agent, relying party) in threads on free
   ports, the provider's "use the card on this computer" link naming the agent.
 """
@@ -26,6 +29,7 @@ import contextlib
 import dataclasses
 import hashlib
 import html
+import importlib.util
 import json
 import os
 import secrets
@@ -35,8 +39,9 @@ import threading
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
+import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
@@ -61,6 +66,7 @@ with warnings.catch_warnings():  # Authlib 1.9 prefers httpx2 and warns when on 
     warnings.filterwarnings("ignore", message=".*httpx module is deprecated.*")
     from authlib.integrations.httpx_client import OAuth2Client
 
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "oidc_login" / "app.py"
 CHROMIUM = Path(os.environ.get("JPKI_CHROMIUM", "/usr/bin/chromium"))
 CHROMEDRIVER = Path(os.environ.get("JPKI_CHROMEDRIVER", "/usr/bin/chromedriver"))
 CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -227,6 +233,32 @@ def relying_party_app(*, issuer: str, client_id: str, key: ECKey, redirect_uri: 
                              Route("/callback", callback)])
 
 
+def example_app(*, issuer: str, client_id: str, key: ECKey, app_url: str) -> Starlette:
+    """``examples/oidc_login/app.py``'s shop, loaded from its file as a user runs it (it is no
+    package) and built as its ``main`` builds it from OIDC_BASE_URL, OIDC_CLIENT_ID, the key and
+    APP_URL. Authlib and joserfc read the system time: :func:`flow` gives them the test clock's."""
+    spec = importlib.util.spec_from_file_location("oidc_login_example", EXAMPLE)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    app: Starlette = module.build_app(base_url=issuer, client_id=client_id, key=key, app_url=app_url)
+    return app
+
+
+@contextlib.contextmanager
+def _authlib_on(clock: Clock) -> Iterator[None]:
+    """Authlib's client assertions (``iat``/``exp``) and joserfc's ID token checks on ``clock``,
+    the provider's, instead of the system time (as ``tests/test_oidc_example.py`` does)."""
+    import authlib.oauth2.rfc7523.assertion
+    import joserfc._rfc7519.claims
+
+    shim = type("ClockTime", (), {"time": staticmethod(lambda: clock.now().timestamp())})
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(authlib.oauth2.rfc7523.assertion, "time", shim)
+        patch.setattr(joserfc._rfc7519.claims, "time", shim)
+        yield
+
+
 # --------------------------------------------------------------------------- the three servers
 
 
@@ -244,9 +276,12 @@ class Flow:
 
 @contextlib.contextmanager
 def flow(home: Path, clock: Clock, fetch: Callable[..., bytes] | None, *, card: str = "emu:alice",
-         trust: bool = True, scope: str = "openid name", test_cards: bool = False) -> Iterator[Flow]:
+         trust: bool = True, scope: str = "openid name", test_cards: bool = False,
+         app: Literal["test", "example"] = "test") -> Iterator[Flow]:
     """Serve the provider of ``home`` (``fetch``: its revocation fetch), the agent on ``card``
-    (``trust``: the provider approved beforehand) and the relying party asking for ``scope``."""
+    (``trust``: the provider approved beforehand) and the relying party: ``app="test"`` the one
+    above, asking for ``scope``; ``app="example"`` the example shop (:func:`example_app`), whose
+    buttons choose the scope."""
     idp_port, agent_port, rp_port = free_port(), free_port(), free_port()
     issuer, agent_url, rp_url = (f"http://127.0.0.1:{p}" for p in (idp_port, agent_port, rp_port))
     provider = build_provider(ProviderConfig(home=home, issuer=issuer, agent_url=agent_url, revocation_max_age=0.0,
@@ -264,9 +299,13 @@ def flow(home: Path, clock: Clock, fetch: Callable[..., bytes] | None, *, card: 
     agent = Agent(AgentConfig(home=home, card=card), clock=clock)
     if trust:
         agent.trust(issuer)
-    rp = relying_party_app(issuer=issuer, client_id=client.client_id, key=key, redirect_uri=rp_url + "/callback",
-                           clock=clock, scope=scope, enc_key=enc_key)
-    with ServerThread(idp_app(provider, test_cards=plugin), port=idp_port).start(), \
+    if app == "example":
+        rp = example_app(issuer=issuer, client_id=client.client_id, key=key, app_url=rp_url)
+    else:
+        rp = relying_party_app(issuer=issuer, client_id=client.client_id, key=key,
+                               redirect_uri=rp_url + "/callback", clock=clock, scope=scope, enc_key=enc_key)
+    with (_authlib_on(clock) if app == "example" else contextlib.nullcontext()), \
+            ServerThread(idp_app(provider, test_cards=plugin), port=idp_port).start(), \
             ServerThread(agent_app(agent), port=agent_port).start(), \
             ServerThread(rp, port=rp_port).start():
         yield Flow(issuer, agent_url, rp_url, provider, agent, client.client_id)

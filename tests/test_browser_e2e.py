@@ -1,9 +1,12 @@
-"""A real browser, end to end: headless Chromium goes from a relying party (an Authlib client) to
-the provider's authorization page, follows "use the card on this computer" to the agent, where
-the password is typed into the agent's page, the card signs (in process, or behind pcscd +
-vpcd), and the browser lands back on the relying party, which shows the verified name; and a
-sign transaction the relying party starts, the text and the hash shown on the agent's page,
-whose result the relying party decrypts and verifies.
+"""A real browser, end to end: headless Chromium goes from the example shop
+(``examples/oidc_login/app.py``, Authlib's Starlette client) to the provider's authorization page,
+follows "use the card on this computer" to the agent, where the PIN or the signature password is
+typed into the agent's page, the card signs (in process, or behind pcscd + vpcd), and the browser
+lands back on the shop: logged in under its pairwise sub, then after "verify my identity" showing
+the verified name; a cancel, shown by the shop with the reason. And a sign transaction, which
+the example shop has no button for, started by the tests' own relying party
+(``browser_support.relying_party_app``): the text and the hash shown on the agent's page, the
+result decrypted and verified by that relying party.
 
 Needs Debian's ``chromium`` and ``chromium-driver`` and Selenium (``.ci/setup`` installs them):
 without them these tests skip, and fail with ``CI=true``.
@@ -19,6 +22,8 @@ import pytest
 from auth_support import credentials
 from browser_support import SIGN_DOCUMENT, SIGN_TEXT, chromium, flow, missing_reason, wait_for
 from pcsc_env import unavailable
+
+from jpki.identity import SAMPLE_PERSONAS
 
 pytestmark = pytest.mark.browser
 
@@ -44,10 +49,27 @@ def type_into(driver: Any, css: str, text: str) -> None:
     field.send_keys(text)
 
 
-def test_login_in_chromium_with_the_emulated_card(driver, home, clock, net):
-    with flow(home, clock, net, trust=False) as f:
+def shop_button(driver: Any, path: str) -> None:
+    """Press one of the example shop's buttons (its links: ``/login``, ``/verify``)."""
+    click(driver, f'a[href="{path}"]')
+
+
+def shown_info(driver: Any) -> dict[str, str]:
+    """The verified basic 4 info the example shop shows (its ``#info`` table), by claim."""
+    from selenium.webdriver.common.by import By
+
+    rows = wait_for(driver, "#info").find_elements(By.CSS_SELECTOR, "tr")
+    return {row.find_element(By.TAG_NAME, "th").text: row.find_element(By.TAG_NAME, "td").text for row in rows}
+
+
+def test_login_then_verify_in_chromium_with_the_example_app_and_the_emulated_card(driver, home, clock, net):
+    """examples/oidc_login/app.py as the relying party: "log in" (the PIN of the user-authentication
+    key, the shop learns a sub and nothing else), then "verify my identity" (the signature
+    password; the shop shows the name from userinfo under the same sub)."""
+    with flow(home, clock, net, trust=False, app="example") as f:
         driver.get(f.rp_url + "/")
-        click(driver, "#login")
+        assert "Not logged in." in wait_for(driver, "body").text
+        shop_button(driver, "/login")
         wait_for(driver, "#use-card")                                    # the provider's page
         assert driver.current_url.startswith(f.issuer + "/api/realms/main/protocol/openid-connect/auth?")
         assert "Example Shop" in driver.page_source
@@ -55,35 +77,53 @@ def test_login_in_chromium_with_the_emulated_card(driver, home, clock, net):
         issuer = wait_for(driver, "#issuer")                             # the agent: first use of this provider
         assert driver.current_url.startswith(f.agent_url + "/authorize?") and issuer.text == f.issuer
         click(driver, "#trust")
-        type_into(driver, "#pin", "WRONG999")                             # a wrong password first
+        type_into(driver, "#pin", "9999")                                 # a wrong PIN first
         click(driver, "#submit")
-        assert "The password was wrong." in wait_for(driver, "#notice").text
-        assert wait_for(driver, "#tries").text == "4 tries left."
+        assert "The PIN was wrong." in wait_for(driver, "#notice").text
+        assert wait_for(driver, "#tries").text == "2 tries left."
+        type_into(driver, "#pin", "1234")
+        click(driver, "#submit")
+        sub = wait_for(driver, "#sub").text                              # back at the shop: logged in
+        assert driver.current_url == f.rp_url + "/"
+        assert "(login #1)" in driver.page_source and "Identity not verified yet." in driver.page_source
+        assert f.agent.is_trusted(f.issuer)
+        shop_button(driver, "/verify")
+        click(driver, "#use-card")
+        assert "signature" in wait_for(driver, "#card-form").text.lower()
         type_into(driver, "#pin", "abc123")
         click(driver, "#submit")
-        name = wait_for(driver, "#name")                                 # back at the relying party
-        assert driver.current_url.startswith(f.rp_url + "/callback?")
-        assert name.text == "山田　花子"
+        info = shown_info(driver)                                        # back at the shop: verified
+        assert driver.current_url == f.rp_url + "/"
+        assert wait_for(driver, "#sub").text == sub and "(login #2)" in driver.page_source
+        alice = SAMPLE_PERSONAS["alice"]
+        assert info == {"name": "山田　花子", "address": alice.address, "birthdate": alice.birth_date.isoformat(),
+                        "gender": alice.sex.value}
         assert "ABC123" not in driver.page_source and "abc123" not in driver.page_source
-        assert f.agent.is_trusted(f.issuer)
 
 
-def test_login_in_chromium_over_pcsc(driver, home, clock, net, served_card):
-    with flow(home, clock, net, card=f"pcsc:{served_card}") as f:
+def test_login_then_verify_in_chromium_with_the_example_app_over_pcsc(driver, home, clock, net, served_card):
+    with flow(home, clock, net, card=f"pcsc:{served_card}", app="example") as f:
         driver.get(f.rp_url + "/")
-        click(driver, "#login")
+        shop_button(driver, "/login")
         click(driver, "#use-card")
-        assert wait_for(driver, "#tries").text == "5 tries left."           # read from the card in the reader
+        assert wait_for(driver, "#tries").text == "3 tries left."           # read from the card in the reader
+        type_into(driver, "#pin", "1234")
+        click(driver, "#submit")
+        sub = wait_for(driver, "#sub").text
+        shop_button(driver, "/verify")
+        click(driver, "#use-card")
+        assert wait_for(driver, "#tries").text == "5 tries left."
         type_into(driver, "#pin", "ABC123")
         click(driver, "#submit")
-        assert wait_for(driver, "#name").text == "山田　花子"
+        assert shown_info(driver)["name"] == "山田　花子"
+        assert wait_for(driver, "#sub").text == sub and driver.current_url == f.rp_url + "/"
 
 
 @pytest.mark.parametrize("driver", ["ja"], indirect=True)
 def test_cancel_in_chromium_goes_back_to_the_relying_party_with_the_reason(driver, home, clock, net):
-    with flow(home, clock, net, scope="openid") as f:
+    with flow(home, clock, net, app="example") as f:
         driver.get(f.rp_url + "/")
-        click(driver, "#login")
+        shop_button(driver, "/login")
         click(driver, "#use-card")
         assert "利用者証明用電子証明書の暗証番号（数字4桁）" in wait_for(driver, "#card-form").text
         click(driver, "#cancel")
@@ -92,7 +132,9 @@ def test_cancel_in_chromium_goes_back_to_the_relying_party_with_the_reason(drive
         click(driver, "#back")
         error = wait_for(driver, "#error")
         assert driver.current_url.startswith(f.rp_url + "/callback?")
-        assert error.text.startswith("access_denied: cancelled")
+        assert error.text.startswith("Not logged in: access_denied: cancelled")
+        driver.get(f.rp_url + "/")                                        # and nobody is logged in
+        assert "Not logged in." in wait_for(driver, "body").text
 
 
 def test_a_sign_transaction_in_chromium_with_the_emulated_card(driver, home, clock, net):
