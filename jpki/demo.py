@@ -6,7 +6,6 @@ Grows with each capability. Every step checks its result; the report says what p
 from __future__ import annotations
 
 import hashlib
-import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +21,7 @@ from .clock import Clock, SystemClock
 from .home import DEFAULT_AUTH_PIN, DEFAULT_SIGN_PIN, Home
 from .identity import mask_mynumber, mask_text
 from .lifecycle import lost
-from .pki import TestCA
+from .pki import TestCA, free_port
 from .pki.server import serve_in_thread
 from .provision import create_card, sample_persona
 from .session import CardInfoSession, JpkiSession
@@ -93,7 +92,7 @@ def run_demo(home_path: Path, *, card_name: str = "alice", clock: Clock | None =
             progress(s)
 
     home_path.mkdir(mode=0o700, parents=True, exist_ok=True)
-    port = _free_port()
+    port = free_port()
     ca = TestCA.init(home.ca_dir, clock=clock, base_url=f"http://127.0.0.1:{port}")
     ca.close()
     step("test CA", True, f"created in {home.ca_dir}")
@@ -236,7 +235,7 @@ def _openid_connect(home_path: Path, card_name: str, clock: Clock,
     from .idp.testcards import TestCards
     from .serving import serve_in_thread as serve_app
 
-    port = _free_port()
+    port = free_port()
     issuer = f"http://127.0.0.1:{port}"
     provider = build_provider(ProviderConfig(home=home_path, issuer=issuer, test_cards=True,
                                              revocation_max_age=0.0), clock=clock)
@@ -280,8 +279,3 @@ def _verdict(report: VerificationReport) -> str:
     return next((line for line in lines if line.startswith(("VALID", "INVALID"))), lines[0])
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port

@@ -30,6 +30,8 @@ from pathlib import Path
 
 import pytest
 
+from jpki.pki import free_port
+
 START_TIMEOUT = 10.0
 START_ATTEMPTS = 3
 
@@ -68,11 +70,6 @@ def missing_reason() -> str | None:
     return None
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def ping(port: int, timeout: float = 0.5) -> bool:

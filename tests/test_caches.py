@@ -17,7 +17,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509.oid import NameOID
-from fixed import FIXED_NOW
+from fixed import FIXED_NOW, TEMPLATE_BASE_URL
 
 from jpki.auth import CertRef, FollowPredecessors, MemoryStore, RelyingParty
 from jpki.auth.client import answer_login
@@ -101,7 +101,7 @@ def issued_leaf(ca: TestCA, key: rsa.RSAPrivateKey) -> bytes:
     return profiles.build_auth_certificate(
         key.public_key(), issuer_cert=ca.auth_ca_cert, issuer_key=ca.auth_ca_key,
         issuance_id=profiles.new_issuance_id(), serial=profiles.new_serial(),
-        not_before=FIXED_NOW, not_after=FIXED_NOW + dt.timedelta(days=365), base_url="http://127.0.0.1:8470",
+        not_before=FIXED_NOW, not_after=FIXED_NOW + dt.timedelta(days=365), base_url=TEMPLATE_BASE_URL,  # a free port
     ).public_bytes(DER)
 
 

@@ -375,7 +375,8 @@ def test_verify_of_an_auth_key_signature_shows_one_key_kind(cli, tmp_path):
 
 
 def _groups(group=jpki_group, path=("jpki",)):
-    """Every command group under ``group``: (path, group)."""
+    """Every command group under ``group``: (its command words, the group). Only labels: the
+    help itself is read through the ``cli`` fixture (``sys.executable -m jpki``' in-process twin)."""
     ctx = click.Context(group)
     for name in group.list_commands(ctx):
         command = group.get_command(ctx, name)

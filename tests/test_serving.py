@@ -33,6 +33,7 @@ from jpki.auth.service import ServiceConfig, create_service
 from jpki.cli._fail import fail_for
 from jpki.clock import FixedClock
 from jpki.errors import JpkiError, UsageError
+from jpki.pki import free_port
 from jpki.pki.server import RevocationService
 from jpki.serving import (
     ENV_APP,
@@ -52,10 +53,6 @@ from jpki.serving import (
 BASE = "http://testserver"
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 # --------------------------------------------------------------------------- slow verifications

@@ -12,7 +12,6 @@ import asyncio
 import dataclasses
 import datetime as dt
 import json
-import socket
 from collections.abc import Callable
 from pathlib import Path
 
@@ -29,7 +28,7 @@ from fixed import FIXED_NOW, TEMPLATE_BASE_URL
 import jpki.verify
 from jpki.clock import FixedClock
 from jpki.errors import UsageError
-from jpki.pki import TestCA, profiles
+from jpki.pki import TestCA, free_port, profiles
 from jpki.pki.responder import (
     build_responder_certificate,
     ensure_responder,
@@ -1212,10 +1211,6 @@ def test_bad_anchors_are_refused(tmp_path, ca, alice_auth, ec_key):
 # --------------------------------------------------------------------------- over real HTTP
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_over_http_with_the_default_fetcher(home, ca, trust, clock, alice_auth, alice_sign):
@@ -1239,7 +1234,7 @@ def test_over_http_with_the_default_fetcher(home, ca, trust, clock, alice_auth, 
 
 
 def test_default_fetcher_against_a_closed_port(trust, clock, alice_auth):
-    port = _free_port()
+    port = free_port()
     fetcher = HttpFetcher(timeout=2, connect_timeout=1)
 
     def fetch(url, data=None, content_type=None):

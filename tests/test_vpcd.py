@@ -25,6 +25,7 @@ from card_emulator.vpcd import (
     describe_response,
     start_many,
 )
+from jpki.pki import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 DEADLINE = 5.0
@@ -133,10 +134,6 @@ class FakeVpcd:
         self.server.close()
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture

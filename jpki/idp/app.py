@@ -187,6 +187,17 @@ def create_app(provider: Provider, *, test_cards: TestCardsPlugin | None = None,
                 pass
         return await run_in_threadpool(fn, *args)
 
+    async def oauth_work(what: str, fn: Callable[..., Any], *args: Any) -> Any:
+        """:func:`store_work` for an OAuth endpoint: its own errors pass as they are, a store
+        or service failure becomes RFC 6749's ``temporarily_unavailable`` (503)."""
+        try:
+            return await store_work(fn, *args)
+        except OAuthError:
+            raise
+        except JpkiError as exc:
+            log.warning("%s failed: %s", what, exc)
+            raise OAuthError("temporarily_unavailable", "try again shortly", status=503) from None
+
     def language(request: Request, ui_locales: Sequence[str] = ()) -> str:
         return pages.choose_language(request.headers.get("accept-language"), ui_locales)
 
@@ -326,23 +337,11 @@ def create_app(provider: Provider, *, test_cards: TestCardsPlugin | None = None,
         except Refusal as exc:  # too large, too slow: still an OAuth error document
             raise OAuthError("invalid_request", exc.message, status=exc.status, headers=exc.headers()) from None
         pairs = _form_pairs(raw)
-        try:
-            document = await store_work(provider.token, pairs, request.headers.get("authorization"))
-        except OAuthError:
-            raise
-        except JpkiError as exc:
-            log.warning("token request failed: %s", exc)
-            raise OAuthError("temporarily_unavailable", "try again shortly", status=503) from None
+        document = await oauth_work("token request", provider.token, pairs, request.headers.get("authorization"))
         return JSONResponse(document, headers=_NO_STORE)
 
     async def userinfo(request: Request) -> Response:
-        try:
-            claims = await store_work(provider.userinfo, request.headers.get("authorization"))
-        except OAuthError:
-            raise
-        except JpkiError as exc:
-            log.warning("userinfo failed: %s", exc)
-            raise OAuthError("temporarily_unavailable", "try again shortly", status=503) from None
+        claims = await oauth_work("userinfo", provider.userinfo, request.headers.get("authorization"))
         return JSONResponse(claims, headers=_NO_STORE)
 
     # ---------------------------------------------------------------- the agent's API (refusals: jpki.serving)
