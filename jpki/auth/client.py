@@ -61,7 +61,6 @@ __all__ = [
     "ServiceError",
     "ServiceRefusedError",
     "SignRequest",
-    "UrllibJson",
     "answer_ekyc",
     "answer_login",
     "answer_sign_transaction",
@@ -242,10 +241,6 @@ class HttpxJson:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-#: The former name of :class:`HttpxJson` (it used urllib), kept for callers.
-UrllibJson = HttpxJson
 
 
 @dataclass(frozen=True)
