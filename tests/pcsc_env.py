@@ -150,7 +150,7 @@ def wait_ready(
     """
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        readers = pcsc_readers()
+        readers = pcsc_readers() or []  # None while pcscd is still starting
         if any(r.startswith(reader_name(port)) for r in readers) and (not probe_tcp or port_accepts(port)):
             return True
         time.sleep(0.05)

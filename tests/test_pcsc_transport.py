@@ -164,6 +164,20 @@ def test_env_does_not_start_pcscd_without_root(monkeypatch: pytest.MonkeyPatch) 
         assert env == "pcscd is not running and only root can start it here"
 
 
+def test_waiting_for_a_pcscd_that_is_still_starting(monkeypatch: pytest.MonkeyPatch) -> None:
+    """pcscd unreachable for the first polls (its socket not yet made), then serving the slot."""
+    answers: list[list[str] | None] = [None, None, [], [pcsc_env.reader_name(pcsc_env.VPCD_PORTS[0]) + " 00"]]
+    monkeypatch.setattr(pcsc_env, "pcsc_readers", lambda: answers.pop(0) if len(answers) > 1 else answers[0])
+    monkeypatch.setattr(pcsc_env.time, "sleep", lambda s: None)
+    assert pcsc_env.wait_ready(5, probe_tcp=False)
+    assert answers == [[pcsc_env.reader_name(pcsc_env.VPCD_PORTS[0]) + " 00"]]
+
+
+def test_waiting_for_a_pcscd_that_never_answers(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(pcsc_env, "pcsc_readers", lambda: None)
+    assert not pcsc_env.wait_ready(0.2, probe_tcp=False)
+
+
 # -- through pcscd + vpcd -------------------------------------------------------------------
 
 
