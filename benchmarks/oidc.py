@@ -171,6 +171,9 @@ class RawClient:
             elif name:
                 found[name] = value
         content = await reader.readexactly(int(found.get("content-length", "0")))
+        if found.get("connection", "").lower() == "close":   # the server's last answer on this one
+            writer.close()
+            self.streams = None
         return Answer(int(head[0].split(" ", 2)[1]), found, content)
 
     async def close(self) -> None:
@@ -626,10 +629,25 @@ def flows_section(n: int, workers: int, kind: str) -> None:
         _, _, failures = run_loop(load(items[:warm], flow, kind))
         if failures:
             raise SystemExit(f"warm-up flows failed: {failures[0]}")
+        calls0 = redis_calls(redis_url)
         run = timed(pid, items[warm:], flow, kind)
         if run.failures:
             raise SystemExit(f"{len(run.failures)} flows failed: {run.failures[0]}")
+        calls = {name: n - calls0.get(name, 0) for name, n in redis_calls(redis_url).items()}
         print(f"   {run.summary('flows')} (goal >= 300 flows/s: {'met' if run.rate >= 300 else 'NOT met'})")
+        print(f"   Redis commands per flow: {sum(calls.values()) / run.n:.1f} ("
+              + ", ".join(f"{name} {n / run.n:.1f}" for name, n in sorted(calls.items(), key=lambda kv: -kv[1])
+                          if n >= run.n / 10) + ")")
+
+
+def redis_calls(url: str) -> dict[str, int]:
+    """Calls of each Redis command so far (``INFO commandstats``), without the INFO itself."""
+    import redis
+
+    with redis.Redis.from_url(url) as client:
+        stats = client.info("commandstats")
+    return {name.removeprefix("cmdstat_"): int(value["calls"]) for name, value in stats.items()
+            if name != "cmdstat_info"}
 
 
 def main() -> None:

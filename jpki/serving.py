@@ -551,6 +551,75 @@ def _protocol_name() -> str:
     return f"{__name__}:H11Protocol"
 
 
+#: Requests a keep-alive connection serves before the server closes it (``Connection: close`` on
+#: the last response), as Apache's MaxKeepAliveRequests: workers share the listening socket and
+#: a worker takes every connection waiting when it wakes, so long-lived connections stay where a
+#: burst put them; closing now and then lets them come back to the worker that is free.
+KEEPALIVE_REQUESTS = 100
+
+
+def _closing_connection(app: Any) -> Any:
+    """``app`` answering with ``Connection: close`` (uvicorn then closes after the response)."""
+
+    async def closing(scope: Any, receive: Any, send: Any) -> None:
+        async def send_closing(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", ()), (b"connection", b"close")]}
+            await send(message)
+
+        await app(scope, receive, send_closing)
+
+    return closing
+
+
+class _OneSendPerTick:
+    """A transport that sends what one turn of the event loop wrote as one segment.
+
+    uvicorn writes a response's head and its body with two ``write`` calls, and each is a
+    ``send`` of its own on a keep-alive connection with ``TCP_NODELAY``: two segments, and two
+    wake-ups of the client, for every small response. Here the writes of one turn are joined
+    and sent when the loop gets back to its callbacks (a ``call_soon``), before it waits for
+    anything; ``close`` sends what is pending first. Everything else is the transport's own."""
+
+    __slots__ = ("_loop", "_pending", "_transport")
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self._transport = transport
+        self._loop = loop
+        self._pending: list[bytes] | None = None
+
+    def write(self, data: bytes) -> None:
+        if self._pending is None:
+            self._pending = [data]
+            self._loop.call_soon(self._send)
+        else:
+            self._pending.append(data)
+
+    def writelines(self, lines: Any) -> None:
+        for data in lines:
+            self.write(bytes(data))
+
+    def _send(self) -> None:
+        pending, self._pending = self._pending, None
+        if pending and not self._transport.is_closing():
+            self._transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
+
+    def get_write_buffer_size(self) -> int:
+        waiting = sum(map(len, self._pending)) if self._pending else 0
+        return waiting + self._transport.get_write_buffer_size()
+
+    def close(self) -> None:
+        self._send()
+        self._transport.close()
+
+    def abort(self) -> None:
+        self._pending = None
+        self._transport.abort()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+
 if TYPE_CHECKING:  # the mixin goes in front of one of uvicorn's protocols (see __getattr__)
     from uvicorn.protocols.http.h11_impl import H11Protocol as _UvicornProtocol
 else:
@@ -565,6 +634,7 @@ class _HeaderDeadline(_UvicornProtocol):
     the timer fires harmlessly when that happened."""
 
     _header_timer: asyncio.TimerHandle | None = None
+    _responses = 0
 
     def _arm_header_deadline(self) -> None:
         if self._header_timer is not None:
@@ -579,11 +649,14 @@ class _HeaderDeadline(_UvicornProtocol):
 
     # uvicorn's protocols narrow asyncio's BaseTransport to a Transport (and ignore the same error)
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
+        super().connection_made(_OneSendPerTick(transport, asyncio.get_running_loop()))  # type: ignore[arg-type]
         self._arm_header_deadline()
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
+        self._responses += 1
+        if self._responses == KEEPALIVE_REQUESTS - 1:   # the next request is this connection's last
+            self.app = _closing_connection(self.app)
         if self.transport is not None and not self.transport.is_closing():
             self._arm_header_deadline()
 

@@ -49,6 +49,28 @@ def test_client_add_list_remove(cli, home, tmp_path):
     assert oct((home / "idp" / "clients.db").stat().st_mode & 0o777) == "0o600"
 
 
+def test_a_served_registry_sees_a_client_removed_by_the_cli_at_once(tmp_path):
+    # The provider keeps the clients it read; a commit by another connection (the CLI) drops them.
+    from fixed import FIXED_NOW
+
+    from jpki.idp.clients import ClientRegistry
+
+    now = FIXED_NOW
+    served, cli_side = ClientRegistry(tmp_path), ClientRegistry(tmp_path)
+    try:
+        shop, _ = cli_side.add("Shop", ["https://shop.example.jp/cb"], now=now, secret=True)
+        other, _ = cli_side.add("Other", ["https://other.example.jp/cb"], now=now, secret=True)
+        assert served.get(shop.client_id) == shop and served.get(shop.client_id) is served.get(shop.client_id)
+        assert served.get(other.client_id) == other
+        cli_side.remove(shop.client_id)
+        assert served.get(shop.client_id) is None and served.get(other.client_id) == other
+        served.remove(other.client_id)   # its own write
+        assert served.get(other.client_id) is None and cli_side.get(other.client_id) is None
+    finally:
+        served.close()
+        cli_side.close()
+
+
 def test_client_add_errors_are_one_line_with_a_code(cli, tmp_path):
     private = tmp_path / "private.json"
     private.write_text(json.dumps(ECKey.generate_key("P-256").as_dict(private=True)))

@@ -345,3 +345,18 @@ def test_an_answer_to_an_authorization_decided_meanwhile_does_not_apply(idp):
     with pytest.raises(StateError):
         idp.provider.complete(pending_id, answer, loaded=stale)
     assert idp.provider.pending(pending_id).status is PendingState.REFUSED
+
+
+def test_the_card_list_follows_cards_added_and_removed(idp):
+    # Listed on every authorization page, the cards are read again only when their folder changed.
+    import shutil
+
+    before = idp.cards.cards()
+    assert before == ["alice", "bob"] and idp.cards.cards() == before
+    cards_dir = idp.cards.home.cards_dir
+    shutil.copytree(cards_dir / "alice", cards_dir / "carol")
+    try:
+        assert idp.cards.cards() == ["alice", "bob", "carol"]
+    finally:
+        shutil.rmtree(cards_dir / "carol")
+    assert idp.cards.cards() == ["alice", "bob"]

@@ -501,3 +501,90 @@ def test_a_server_thread_whose_app_cannot_start_says_so():
 
     with pytest.raises(UsageError, match="did not start"):
         serve_in_thread(tiny_app(lifespan=lifespan))
+
+
+# --------------------------------------------------------------------------- connections
+
+
+def _raw_request(sock: socket.socket, path: str = "/echo", body: bytes = b"hi") -> tuple[bytes, bytes]:
+    """One request on an open keep-alive connection; returns (head, body) of the answer."""
+    sock.sendall(b"POST " + path.encode() + b" HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: "
+                 + str(len(body)).encode() + b"\r\n\r\n" + body)
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        assert chunk, f"connection closed before an answer: {data!r}"
+        data += chunk
+    head, _, rest = data.partition(b"\r\n\r\n")
+    length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
+                      if line.lower().startswith(b"content-length")))
+    while len(rest) < length:
+        rest += sock.recv(65536)
+    return head, rest
+
+
+def test_a_response_head_and_body_leave_in_one_segment():
+    # uvicorn writes the head and the body separately; joined, the client gets them in one read.
+    with serve_in_thread(tiny_app()) as server, socket.create_connection(("127.0.0.1", server.port)) as sock:
+        for _ in range(3):
+            sock.sendall(b"POST /echo HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 5\r\n\r\nhello")
+            first = sock.recv(65536)
+            assert first.startswith(b"HTTP/1.1 200") and first.endswith(b"\r\n\r\nhello"), first
+
+
+def test_a_keep_alive_connection_is_closed_politely_after_its_last_request():
+    from jpki.serving import KEEPALIVE_REQUESTS
+
+    with serve_in_thread(tiny_app()) as server, socket.create_connection(("127.0.0.1", server.port)) as sock:
+        for i in range(1, KEEPALIVE_REQUESTS):
+            head, body = _raw_request(sock, body=b"n%d" % i)
+            assert body == b"n%d" % i and b"connection: close" not in head.lower()
+        head, body = _raw_request(sock, body=b"last")
+        assert body == b"last" and b"connection: close" in head.lower()
+        sock.settimeout(5)
+        assert sock.recv(1) == b""   # closed by the server after the answer
+        # and a client that keeps its connections (httpx) goes on over a new one
+        with httpx.Client(base_url=server.url) as client:
+            answers = {client.post("/echo", content=b"x%d" % i).content for i in range(KEEPALIVE_REQUESTS + 5)}
+        assert len(answers) == KEEPALIVE_REQUESTS + 5
+
+
+def test_writes_of_one_turn_are_joined_and_close_sends_what_is_pending():
+    from jpki.serving import _OneSendPerTick
+
+    class Recorder:
+        def __init__(self) -> None:
+            self.sent: list[bytes] = []
+            self.closed = False
+
+        def write(self, data: bytes) -> None:
+            assert not self.closed
+            self.sent.append(data)
+
+        def is_closing(self) -> bool:
+            return self.closed
+
+        def close(self) -> None:
+            self.closed = True
+
+        def get_write_buffer_size(self) -> int:
+            return 0
+
+        def get_extra_info(self, name: str) -> Any:
+            return ("127.0.0.1", 1) if name == "peername" else None
+
+    async def scenario() -> tuple[list[bytes], list[bytes], Recorder]:
+        inner = Recorder()
+        transport = _OneSendPerTick(inner, asyncio.get_running_loop())  # type: ignore[arg-type]
+        transport.write(b"head ")
+        transport.write(b"body")
+        assert inner.sent == [] and transport.get_write_buffer_size() == 9
+        await asyncio.sleep(0)
+        joined = list(inner.sent)
+        transport.write(b"bye")
+        transport.close()
+        assert transport.get_extra_info("peername") == ("127.0.0.1", 1)
+        return joined, inner.sent, inner
+
+    joined, sent, inner = asyncio.run(scenario())
+    assert joined == [b"head body"] and sent == [b"head body", b"bye"] and inner.closed

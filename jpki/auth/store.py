@@ -642,10 +642,16 @@ class RedisStore(_StoreBase):
         self.expiry_grace = expiry_grace
         self._redacted_url = _redact_url(url)
         try:
+            # One connection, not a pool (see jpki.idp.kv.RedisKV: the pool's fork checks cost more
+            # than the commands).
             self._client: redis.Redis = redis.Redis.from_url(
-                url, socket_timeout=socket_timeout, socket_connect_timeout=socket_timeout)
+                url, socket_timeout=socket_timeout, socket_connect_timeout=socket_timeout,
+                single_connection_client=True)
         except (ValueError, TypeError) as exc:
             raise UsageError(f"bad Redis URL {self._redacted_url}: {exc}") from None
+        except redis.RedisError as exc:   # the one connection is made here
+            raise ChallengeStoreError(
+                f"cannot connect to the Redis challenge store at {self._redacted_url}: {exc}") from exc
         try:
             with self._errors("connect to"):
                 try:

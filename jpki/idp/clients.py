@@ -220,6 +220,10 @@ def _sector_of(redirect_uris: Sequence[str], sector: str | None) -> str:
     return hosts.pop()
 
 
+#: Client records a registry keeps in memory at most (each a few hundred bytes).
+_KNOWN_CLIENTS = 1024
+
+
 class ClientRegistry:
     """The clients of ``HOME/idp/clients.db``. Thread-safe; closed by :meth:`close`."""
 
@@ -228,6 +232,10 @@ class ClientRegistry:
         self._lock = threading.Lock()
         self._conn: sqlite3.Connection | None = None
         self._pid = os.getpid()
+        # Clients read, valid while SQLite's data_version (other connections' commits) stays the
+        # same; this connection's own writes clear it.
+        self._known: dict[str, Client] = {}
+        self._version: int | None = None
 
     @contextlib.contextmanager
     def _db(self) -> Iterator[sqlite3.Connection]:
@@ -290,8 +298,21 @@ class ClientRegistry:
         if not isinstance(client_id, str) or not _CLIENT_ID_RE.fullmatch(client_id):
             return None
         with self._db() as conn:
+            version = conn.execute("PRAGMA data_version").fetchone()[0]
+            if version != self._version:
+                self._known.clear()
+                self._version = version
+            known = self._known.get(client_id)
+            if known is not None:
+                return known
             row = conn.execute("SELECT * FROM clients WHERE client_id = ?", (client_id,)).fetchone()
-        return None if row is None else self._row(row)
+            if row is None:
+                return None
+            client = self._row(row)
+            if len(self._known) >= _KNOWN_CLIENTS:
+                self._known.clear()
+            self._known[client_id] = client
+            return client
 
     def list(self) -> list[Client]:
         """Every client, oldest first."""
@@ -306,6 +327,7 @@ class ClientRegistry:
             raise UnknownClientError(client_id)
         with self._db() as conn:
             conn.execute("DELETE FROM clients WHERE client_id = ?", (client_id,))
+            self._known.pop(client_id, None)
         return client
 
     def close(self) -> None:

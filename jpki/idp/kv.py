@@ -412,10 +412,15 @@ class RedisKV(_Base):
         self._grace_ms = max(0, math.ceil(expiry_grace / _dt.timedelta(milliseconds=1)))
         self._where = _redact(url)
         try:
+            # One connection, not a pool: the pool's fork check (a getpid() system call, twice per
+            # command) cost a twentieth of a whole code flow; a worker process uses it from its
+            # event loop and the thread pool, under the client's own lock.
             self._client = redis.Redis.from_url(url, socket_timeout=socket_timeout,
-                                                socket_connect_timeout=socket_timeout)
+                                                socket_connect_timeout=socket_timeout, single_connection_client=True)
         except (ValueError, TypeError) as exc:
             raise UsageError(f"bad Redis URL {self._where}: {exc}") from None
+        except redis.RedisError as exc:   # the one connection is made here
+            raise KVError(f"cannot connect to the Redis store at {self._where}: {exc}") from exc
         try:
             with self._errors("connect to"):
                 self._client.ping()

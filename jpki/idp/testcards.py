@@ -43,7 +43,9 @@ import contextlib
 import dataclasses
 import datetime as _dt
 import fcntl
+import os
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Final
@@ -98,6 +100,11 @@ class _ValidateAfterExpiry(RelyingParty):
         return super()._validate(der, kind, max(now, end + _dt.timedelta(seconds=1)))
 
 
+#: Seconds a listing of the test cards is reused while the cards folder looks unchanged (a card
+#: made in place, without a rename, changes only its own folder).
+_CARDS_MAX_AGE: Final = 2.0
+
+
 class TestCards:
     """The test-card plug-in of a provider (see the module docstring)."""
 
@@ -109,6 +116,8 @@ class TestCards:
         self.shadow = _ShadowHome(self.home.path / SHADOW_DIR, clock=provider.clock, ca_home=self.home.path)
         self._lock = threading.Lock()
         self._copies = CardCopies()
+        self._cards_dir = self.home.cards_dir
+        self._card_list: tuple[tuple[int, int], float, tuple[str, ...]] | None = None
         rp = provider.rp
         self._after_expiry = _ValidateAfterExpiry(
             rp.rp_id, rp.validator, rp.store, rp.clock, challenge_ttl=rp.challenge_ttl,
@@ -118,8 +127,18 @@ class TestCards:
                                                "sign": self._answer_sign}
 
     def cards(self) -> list[str]:
-        """The emulated cards of the home."""
-        return self.home.card_names()
+        """The emulated cards of the home (every authorization page lists them): read again when
+        the cards folder changed, and at least every :data:`_CARDS_MAX_AGE` seconds."""
+        try:
+            found = os.stat(self._cards_dir)
+            stamp = (found.st_mtime_ns, found.st_nlink)   # the link count: two changes in one mtime tick
+        except OSError:
+            stamp = (-1, -1)
+        now = time.monotonic()
+        with self._lock:
+            if self._card_list is None or stamp != self._card_list[0] or now > self._card_list[1]:
+                self._card_list = (stamp, now + _CARDS_MAX_AGE, tuple(self.home.card_names()))
+            return list(self._card_list[2])
 
     # ------------------------------------------------------------------ answers
 
