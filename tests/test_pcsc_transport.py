@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -299,6 +300,43 @@ def test_reset_by_another_client_is_retried(plug: Callable[..., VpcdBridge], rea
         assert "reset" in card.events
         assert first.transmit(SELECT_JPKI)[-2:] == b"\x90\x00"  # reconnected and retried
         assert first.card_resets == 1
+
+
+class _FirstExchangeFails:
+    """pyscard's scard module, except that the next SCardTransmit fails as it can while pcscd
+    is still powering up a card just inserted (SCARD_E_NOT_TRANSACTED)."""
+
+    def __init__(self, real: Any) -> None:
+        self._real = real
+        self.failures = 1
+
+    def SCardTransmit(self, *args: Any) -> Any:   # pyscard's name
+        if self.failures:
+            self.failures -= 1
+            return self._real.SCARD_E_NOT_TRANSACTED, []
+        return self._real.SCardTransmit(*args)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
+
+
+@pytest.mark.pcsc
+def test_a_first_select_that_fails_on_a_card_just_inserted_is_sent_again(
+        plug: Callable[..., VpcdBridge], reader: str) -> None:
+    card = EchoCard()
+    plug(card)
+    with PcscTransport(reader) as t:
+        t._sc = flaky = _FirstExchangeFails(t._sc)
+        assert t.transmit(SELECT_JPKI)[-2:] == b"\x90\x00" and flaky.failures == 0
+        # once the card has answered, a failed exchange is an error: nothing is sent twice
+        flaky.failures = 1
+        with pytest.raises(errors.TransportError):
+            t.transmit(SELECT_JPKI)
+        assert t.transmit(SELECT_JPKI)[-2:] == b"\x90\x00"
+    with PcscTransport(reader) as t:   # and only a SELECT is sent again
+        t._sc = flaky = _FirstExchangeFails(t._sc)
+        with pytest.raises(errors.TransportError):
+            t.transmit(bytes.fromhex("00B0000004"))
 
 
 @pytest.mark.pcsc

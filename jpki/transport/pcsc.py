@@ -197,6 +197,7 @@ class PcscTransport(TransportBase):
         self._closed = False
         self._protocol: int = 0
         self._atr = b""
+        self._answered = False   # whether an exchange on this connection succeeded yet
         self.card_resets = 0
         """How often the card was found reset by another program (and reconnected)."""
         self._ctx = _Context(sc)
@@ -253,6 +254,7 @@ class PcscTransport(TransportBase):
             raise self._error(hr, "connect to")
         self._hcard = hcard
         self._protocol = protocol
+        self._answered = False
         self._read_atr()
 
     def _read_atr(self) -> None:
@@ -324,7 +326,15 @@ class PcscTransport(TransportBase):
             self.card_resets += 1
             self._reconnect(sc.SCARD_LEAVE_CARD)
             hr, response = sc.SCardTransmit(self._hcard, self._protocol, list(apdu))
+        elif (_code(hr) == _code(sc.SCARD_E_NOT_TRANSACTED) and not self._answered
+              and apdu[1:2] == b"\xa4" and not self._card_left(_REMOVAL_GRACE)):
+            # Right after a card is inserted, pcscd may still be powering it up and the first
+            # exchange fails. Nothing has reached the card through this connection yet and a
+            # SELECT changes nothing but the selection, so: reset it and send the SELECT again.
+            self._reconnect(sc.SCARD_RESET_CARD)
+            hr, response = sc.SCardTransmit(self._hcard, self._protocol, list(apdu))
         if hr == sc.SCARD_S_SUCCESS:
+            self._answered = True
             if len(response) >= 2:
                 return bytes(response)
             # vpcd answers "success, 0 bytes" when the card hung up mid-command.
@@ -415,6 +425,7 @@ class PcscTransport(TransportBase):
                 )
             if hr == sc.SCARD_S_SUCCESS:
                 self._protocol = protocol
+                self._answered = False
                 self._read_atr()
                 return
             if _code(hr) not in (
