@@ -188,6 +188,8 @@ def _flock(path: Path, mode: int, timeout: float | None = None) -> Iterator[bool
 
 _START_LOCK = LOCK_DIR / "jpki-pcscd.start.lock"
 _USERS_LOCK = LOCK_DIR / "jpki-pcscd.users.lock"
+#: The pid of a pcscd a session of this module started (the last session out stops it).
+_STARTED_FILE = LOCK_DIR / "jpki-pcscd.started"
 
 
 # -- start / stop ---------------------------------------------------------------------------
@@ -256,20 +258,36 @@ def pcscd_running(timeout: float = START_TIMEOUT) -> Iterator[PcscdEnv | str]:
                 except (OSError, RuntimeError) as exc:
                     yield f"cannot start pcscd: {exc}"
                     return
+                _STARTED_FILE.write_text(str(proc.pid))
                 env = PcscdEnv(pid=proc.pid, started=True, process=proc)
         try:
             yield env
         finally:
-            if proc is not None:
-                _release_started(proc)
+            _release(proc)
 
 
-def _release_started(proc: subprocess.Popen[bytes]) -> None:
-    """Stop our pcscd unless another session of this module (a users-lock holder) uses it."""
+def _release(proc: subprocess.Popen[bytes] | None) -> None:
+    """The last session of this module out (no other users-lock holder) stops the pcscd a
+    session of this module started — its own (``proc``) or another's (named in the started
+    file) —, never one that was running before."""
     with _flock(_START_LOCK, fcntl.LOCK_EX):
         if _other_lock_holders(_USERS_LOCK):
             return  # leave it running for them; it runs in its own session
-        stop_pcscd(proc)
+        if proc is not None:
+            stop_pcscd(proc)
+        else:
+            try:
+                pid = int(_STARTED_FILE.read_text())
+            except (OSError, ValueError):
+                return
+            if pid in pcscd_pids():
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGTERM)
+                deadline = time.monotonic() + 5
+                while pid in pcscd_pids() and time.monotonic() < deadline:
+                    time.sleep(0.05)
+        with contextlib.suppress(OSError):
+            _STARTED_FILE.unlink()
 
 
 def _other_lock_holders(path: Path) -> set[int]:
