@@ -372,10 +372,10 @@ def _bytes(text: str, where: Location, what: str) -> tuple[Part, ...]:
             j = i
             while j < n and text[j] in _HEX:
                 j += 1
-            if (j - i) % 2:
-                raise ScriptError(where, f"odd number of hex digits in {text[i:j]!r} ({what})")
             if j < n and not (text[j].isspace() or text[j] in '"$[]'):
                 raise ScriptError(where, f"{text[i:j + 1]!r}: not hex ({what})")
+            if (j - i) % 2:
+                raise ScriptError(where, f"odd number of hex digits in {text[i:j]!r} ({what})")
             stack[-1].append(Lit(bytes.fromhex(text[i:j])))
             i = j
         elif c == '"':
