@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import datetime as _dt
 import hashlib
+import os
 import re
 import sys
 from pathlib import Path
@@ -317,8 +318,6 @@ def script_variables(given: tuple[str, ...]) -> dict[str, bytes]:
     """``--var`` values (as given: a test may send what no command would), over the PINs'
     environment variables (``AUTH_PIN`` from ``$JPKI_AUTH_PIN``…, the names a recording gives
     PINs), which are read as every command reads them (NFKC, the password upper-cased)."""
-    import os
-
     from ..scripts.syntax import NAME
     from ..session import normalise_pin
 
