@@ -46,7 +46,7 @@ VERIFY_SIDE = ("jpki.verify", "jpki.revocation", "jpki.pki", "jpki.identity", "j
                "jpki.clock", "jpki.errors", "jpki.idp")
 #: Card-driving plug-ins of verification-side packages, imported lazily by one module each.
 PLUGINS = {"jpki.idp.testcards": "jpki.idp.app"}
-CARD_SIDE = ("jpki.session", "jpki.transport", "jpki.apdu", "jpki.cli", "jpki.agent")
+CARD_SIDE = ("jpki.session", "jpki.transport", "jpki.apdu", "jpki.cli", "jpki.agent", "jpki.scripts")
 #: Modules of a ``jpki.auth`` package that form the relying party's side (the server that checks a
 #: login); the card-holder side (signing a challenge with the card) may use the session.
 #: The card-holder side of jpki.auth (it drives a card); every other jpki.auth module is the

@@ -9,10 +9,11 @@ import os
 import sys
 import traceback
 from collections.abc import Callable
+from pathlib import Path
 
 import click
 
-from ..errors import JpkiError
+from ..errors import JpkiError, UsageError
 from ._common import Ctx, environment_clock, home_from
 from ._fail import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_USAGE, CliFail, fail_for, fail_for_os_error
 
@@ -53,10 +54,13 @@ class LazyGroup(click.Group):
 @click.option("--force", is_flag=True, help="do not ask before spending a PIN try on a card in a reader")
 @click.option("--wait", type=float, default=0, help="seconds to wait for a card in the reader")
 @click.option("--exclusive", is_flag=True, help="hold the PC/SC reader exclusively for the command")
+@click.option("--record", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
+              help="write the command's APDUs to FILE as a script that replays as a test "
+                   "(jpki apdu --script; PINs and personal data masked)")
 @click.version_option(package_name="jpki")
 @click.pass_context
 def cli(ctx: click.Context, home: str | None, card_uri: str, as_json: bool, trace: bool,
-        force: bool, wait: float, exclusive: bool) -> None:
+        force: bool, wait: float, exclusive: bool, record: Path | None) -> None:
     """My Number Card (個人番号カード) and JPKI: a real or emulated card, a test CA, signatures.
 
     \b
@@ -65,12 +69,21 @@ def cli(ctx: click.Context, home: str | None, card_uri: str, as_json: bool, trac
       jpki ca init && jpki card create alice
       jpki --card emu:alice info
       JPKI_CARD=pcsc jpki cert read auth -o auth.der
+      jpki --record info.apdu info && jpki apdu --script info.apdu
     """
     seen = ctx.obj
-    ctx.obj = Ctx(home=home_from(home), card_uri=card_uri, json=as_json, trace=trace,
-                  force=force, wait=wait, exclusive=exclusive, clock=environment_clock())
+    if record is not None and not record.parent.is_dir():
+        raise UsageError(f"--record {record}: no folder {record.parent}")
+    obj = ctx.obj = Ctx(home=home_from(home), card_uri=card_uri, json=as_json, trace=trace,
+                        force=force, wait=wait, exclusive=exclusive, clock=environment_clock(),
+                        record=record)
     if isinstance(seen, _Seen):
         seen.obj = ctx.obj
+    if record is not None:
+        def nothing_recorded() -> None:
+            if obj.recorder is None and ctx.invoked_subcommand is not None:
+                obj.warn(f"--record: 'jpki {ctx.invoked_subcommand}' talked to no card; {record} not written")
+        ctx.call_on_close(nothing_recorded)
 
 
 class _Seen:

@@ -135,6 +135,10 @@ class Ctx:
     _stdin_lines: Iterator[str] | None = field(default=None, repr=False)
     #: True once the command printed its result (main() then prints no second JSON document)
     emitted: bool = field(default=False, repr=False)
+    #: ``--record FILE``: every card session of the command goes there as an APDU script
+    record: Path | None = None
+    #: the jpki.scripts.Recorder of --record, made when the command first opens a card
+    recorder: Any = field(default=None, repr=False)
 
     @property
     def jhome(self) -> Home:
@@ -217,7 +221,26 @@ class Ctx:
         trace = (lambda line: click.echo(line, err=True)) if self.trace else None
         with open_transport(self.card_uri, home=self.home, wait=self.wait, trace=trace,
                             exclusive=self.exclusive) as t:
-            yield t
+            if self.record is None:
+                yield t
+                return
+            yield from self._recording(t)
+
+    def _recording(self, t: Transport) -> Iterator[Transport]:
+        """--record: the session through a RecordingTransport; the file rewritten (whole, atomically)
+        when the session ends, also when the command fails half-way."""
+        from ..fileio import write_atomic
+        from ..scripts import Recorder
+
+        assert self.record is not None
+        if self.recorder is None:
+            self.recorder = Recorder()
+        context = click.get_current_context(silent=True)
+        label = context.command_path if context is not None else "jpki"
+        try:
+            yield self.recorder.wrap(t, f"{label} on {self.card_uri}")
+        finally:
+            write_atomic(self.record, self.recorder.text().encode("utf-8"))
 
     @property
     def is_real_reader(self) -> bool:

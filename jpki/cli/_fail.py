@@ -40,13 +40,14 @@ EXIT_CODES: dict[str, int] = {
     "pin": EXIT_PIN,
     "pin_not_verified": EXIT_PIN,
     "verification_failed": EXIT_INVALID,
+    "script_mismatch": EXIT_INVALID,  # jpki apdu --script: an answer other than the script's
     "challenge_refused": EXIT_INVALID,
     "malformed_message": EXIT_INVALID,
     "refused": EXIT_INVALID,
 }
 
 #: Data attributes of an exception copied into its JSON document (``sw`` as 4 hex digits).
-_DATA_ATTRIBUTES = ("reason", "pin", "tries_left", "sw", "status", "path")
+_DATA_ATTRIBUTES = ("reason", "pin", "tries_left", "sw", "status", "path", "line")
 
 
 class CliFail(Exception):

@@ -5,6 +5,8 @@ from __future__ import annotations
 import base64
 import datetime as _dt
 import hashlib
+import os
+import re
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -270,16 +272,31 @@ def pkey_sign(obj: Ctx, key: KeyKind, file: Path, digest: str, output: Path, pin
 
 
 @click.command()
-@click.argument("apdus", nargs=-1, required=True)
+@click.argument("apdus", nargs=-1)
+@click.option("--script", "script_file", metavar="FILE",
+              help="run an APDU script (docs/scripts.md): exit 3 at the first answer that differs")
+@click.option("--var", "variables", multiple=True, metavar="NAME=VALUE",
+              help="a script variable: NAME=TEXT (its UTF-8 bytes, e.g. a PIN) or NAME=hex:HEX")
 @pass_ctx
-def apdu(obj: Ctx, apdus: tuple[str, ...]) -> None:
-    """Send raw APDUs (hex) in one card session and print each response.
+def apdu(obj: Ctx, apdus: tuple[str, ...], script_file: str | None, variables: tuple[str, ...]) -> None:
+    """Send raw APDUs (hex) in one card session and print each response, or run a script.
 
     \b
     Examples:
       jpki apdu 00A4040C0AD392F000260100000001 00A4020C02000A 00B0000004
       jpki --json apdu "00 A4 04 0C 0A D3 92 F0 00 26 01 00 00 00 01"
+      jpki apdu --script jpki_ap.apdu --var AUTH_PIN=1234
+      jpki --record info.apdu info && jpki apdu --script info.apdu
     """
+    if script_file is not None:
+        if apdus:
+            raise UsageError("give APDUS or --script FILE, not both")
+        run_apdu_script(obj, script_file, variables)
+        return
+    if variables:
+        raise UsageError("--var is for --script")
+    if not apdus:
+        raise UsageError("give the APDUs to send (hex), or --script FILE")
     commands = []
     for text in apdus:
         try:
@@ -295,6 +312,79 @@ def apdu(obj: Ctx, apdus: tuple[str, ...]) -> None:
                             "sw": f"{r.sw:04X}"})
     obj.emit(results, lambda: "\n".join(
         f"C> {r['command']}\nR< {r['response'] + ' ' if r['response'] else ''}{r['sw']}" for r in results))
+
+
+def script_variables(given: tuple[str, ...]) -> dict[str, bytes]:
+    """``--var`` values (as given: a test may send what no command would), over the PINs'
+    environment variables (``AUTH_PIN`` from ``$JPKI_AUTH_PIN``…, the names a recording gives
+    PINs), which are read as every command reads them (NFKC, the password upper-cased)."""
+    from ..scripts.syntax import NAME
+    from ..session import normalise_pin
+
+    values: dict[str, bytes] = {}
+    for kind, spec in PINS.items():
+        if spec.env and os.environ.get(spec.env):
+            given_pin = os.environ[spec.env]
+            try:
+                values[f"{kind.upper()}_PIN"] = normalise_pin(kind, given_pin)
+            except UsageError:  # not of the PIN's form: sent as it is (the card will say)
+                values[f"{kind.upper()}_PIN"] = given_pin.encode("utf-8")
+    for item in given:
+        name, eq, value = item.partition("=")
+        if not eq or not re.fullmatch(NAME, name):
+            raise UsageError(f"--var {item.split('=')[0]}=…: write NAME=VALUE, NAME letters, digits and _")
+        if value.startswith("hex:"):
+            try:
+                values[name] = bytes.fromhex(value[4:])
+            except ValueError:
+                raise UsageError(f"--var {name}=hex:…: not hex") from None
+        else:
+            values[name] = value.encode("utf-8")
+    return values
+
+
+def run_apdu_script(obj: Ctx, script_file: str, given: tuple[str, ...]) -> None:
+    """``jpki apdu --script``: parse (errors exit 2, with the line), check the variables, then
+    run over the card; the first answer that differs ends it (exit 3), naming the line."""
+    from ..scripts import ScriptMismatchError, StepResult, load_script, parse_script, run_script
+
+    script = parse_script(sys.stdin.read(), "<stdin>") if script_file == "-" else load_script(script_file)
+    values = script_variables(given)
+    script.check(frozenset(values))  # before the card is even opened
+    if not script.commands:
+        raise UsageError(f"{script.name}: no commands")
+    if obj.is_real_reader and not obj.force and any(c.spends_pin_try for c in script.commands):
+        what = f"{script.name} verifies PINs on a card in a reader (a wrong one costs a try)"
+        if not sys.stdin.isatty() or script_file == "-":
+            raise UsageError(f"{what}: pass --force to go on without asking")
+        click.confirm(f"{what}. Go on?", err=True, abort=True)
+
+    def human(results: tuple[StepResult, ...], tail: str) -> str:
+        """One line a command: ok/FAIL, where, the command and the answer as the trace shows them."""
+        out, label = [], None
+        width = max(len(str(r.where)) for r in results)
+        for r in results:
+            if r.label != label and r.label is not None:
+                out.append(f"== {r.label}")
+            label = r.label
+            data = r.response[:-5].strip()
+            size = "" if not data else f" ({data})" if data.startswith("<") else f" ({data.count(' ') + 1} bytes)"
+            out.append(f"{'ok  ' if r.ok else 'FAIL'} {r.where!s:<{width}}  {r.command}  => {r.sw:04X}{size}")
+        return "\n".join([*out, tail])
+
+    try:
+        with obj.card() as t:
+            results = run_script(script, t, variables=values).results
+    except ScriptMismatchError as exc:
+        r, done = exc.result, exc.results
+        doc = {"ok": False, "script": script.name, "commands": len(done), "steps": [x.to_json() for x in done]}
+        obj.fail(CliFail(f"{r.where}: {r.command}: expected {r.expected}, got {r.got} ({r.problem})",
+                         code="script_mismatch", exit_code=EXIT_INVALID,
+                         data={"path": r.where.file, "line": r.where.line, "expected": r.expected,
+                               "got": r.got, "reason": r.problem}),
+                 doc, lambda: human(done, f"{script.name}: stopped at line {r.where.line}"))
+    obj.emit({"ok": True, "script": script.name, "commands": len(results), "steps": [r.to_json() for r in results]},
+             lambda: human(results, f"{script.name}: {len(results)} commands answered as expected"))
 
 
 __all__ = ["apdu", "attrs", "cert", "info", "mynumber", "pin", "pkey"]

@@ -100,6 +100,12 @@ class TracingTransport(TransportBase):
     def close(self) -> None:
         self.inner.close()
 
+    @property
+    def position(self) -> tuple[bytes | _Unknown | None, int | _Unknown | None]:
+        """(AID, FID) where the card is as far as its answers show: None = nothing selected,
+        UNKNOWN = cannot tell (a recorder names a VERIFY's PIN from it)."""
+        return self._aid, self._fid
+
     def transmit(self, apdu: bytes) -> bytes:
         self.sink("C> " + self.redact_command(apdu))
         rapdu = self.inner.transmit(apdu)
