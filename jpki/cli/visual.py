@@ -60,6 +60,7 @@ def visual() -> None:
       jpki visual addr -o address.png
       jpki visual photo -o face.jp2          # JPEG 2000 (opj_decompress -i face.jp2 -o face.png)
       jpki visual birth
+      echo 1234 | jpki visual sex            # the PIN from stdin (or --pin, or $JPKI_CARD_PIN)
       jpki visual read --name name.png --addr address.png --photo face.jp2   # all, one PIN
     """
 
