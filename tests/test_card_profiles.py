@@ -200,3 +200,19 @@ def test_host_sessions_need_their_application(phone):
     for session in (CardInfoSession, SurfaceSession, CommonSession):
         with pytest.raises(FileNotFoundOnCardError):
             session(t)
+
+
+# ----------------------------------------------------------------------------- host flows
+def test_login_and_a_signature_with_a_smartphone(phone, rp, tmp_path):
+    """The host's login and its card signer read the auth certificate after the PIN when the
+    card gives it no sooner (a smartphone), as they did before on a card."""
+    from jpki.auth.client import answer_login
+    from jpki.sign import CardSigner
+
+    session = JpkiSession(transport(phone))
+    response = answer_login(rp.begin_login(), session, pin=lambda: "1234")
+    result = rp.complete_login(response.to_json())
+    assert result.ok, result.message
+    session.select_ap()  # logged out
+    signer = CardSigner.from_session(session, "auth", lambda: "1234")
+    assert signer.certificate_der == response.certificate
