@@ -93,8 +93,10 @@ class EF:
     def content(self) -> bytes:
         """The EF's bytes, made on first use for an EF that is built lazily (and kept: the EF is
         shared by every copy of the card, which then builds it once)."""
-        if self.build is not None:
-            self.data, self.build = self.build(), None
+        build = self.build  # copies of the card in other threads may build it at the same time
+        if build is not None:
+            self.data = build()
+            self.build = None
         return self.data
 
 
