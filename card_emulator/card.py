@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import copy
+import functools
 import hashlib
 import hmac
 import json
@@ -25,6 +26,7 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa, utils
 
+from . import content as C
 from .apdu import SW, CardStatus, Command, parse_class, parse_command
 from .profile import CardProfile
 from .state import (
@@ -79,11 +81,23 @@ def new_pin_record(value: str, fmt: str, max_tries: int) -> dict[str, Any]:
 @dataclass
 class EF:
     fid: int
-    kind: str  # "binary" | "key" | "pin"
+    kind: str  # "binary" | "record" | "key" | "pin"
     data: bytes = b""
     read: tuple[str, ...] = ()  # PIN names any one of which opens the EF; () = free
     key: str | None = None  # key EF: the key's name
     pin: str | None = None  # key EF: PIN that enables it; PIN EF: the PIN's name
+    records: tuple[bytes, ...] = ()  # record EF: its records, record 1 first
+    #: binary EF whose content is made when first read (the card-surface images): see content()
+    build: Callable[[], bytes] | None = field(default=None, repr=False, compare=False)
+
+    def content(self) -> bytes:
+        """The EF's bytes, made on first use for an EF that is built lazily (and kept: the EF is
+        shared by every copy of the card, which then builds it once)."""
+        build = self.build  # copies of the card in other threads may build it at the same time
+        if build is not None:
+            self.data = build()
+            self.build = None
+        return self.data
 
 
 @dataclass
@@ -259,6 +273,7 @@ class MyNumberCard:
         self._handlers: dict[int, tuple[bool, Callable[[Command], bytes]]] = {
             0xA4: (False, self._select),
             0xB0: (False, self._read_binary),
+            0xB2: (False, self._read_record),
             0x20: (False, self._verify),
             0x24: (False, self._change_reference_data),
             0x84: (False, self._get_challenge),
@@ -274,9 +289,13 @@ class MyNumberCard:
             files = {}
             for fid_hex, f in app.get("files", {}).items():
                 fid = int(fid_hex, 16)
+                surface = f.get("surface")
                 files[fid] = EF(fid=fid, kind=f["kind"],
                                 data=base64.b64decode(f.get("data", "")),
-                                read=tuple(f.get("read", ())), key=f.get("key"), pin=f.get("pin"))
+                                read=tuple(f.get("read", ())), key=f.get("key"), pin=f.get("pin"),
+                                records=tuple(base64.b64decode(r) for r in f.get("records", ())),
+                                build=None if surface is None else
+                                functools.partial(build_surface_ef, surface, self.profile))
             aid = bytes.fromhex(app["aid"])
             apps[aid] = Application(app_name, aid, files)
         self.apps = apps
@@ -465,16 +484,50 @@ class MyNumberCard:
             if ef is None:
                 raise CardStatus(SW.NO_CURRENT_EF)
             offset = cmd.p1p2 & 0x7FFF
+        if ef.kind == "record":
+            raise CardStatus(SW.COMMAND_INCOMPATIBLE)  # READ BINARY of a record file
         if ef.kind != "binary":
             raise CardStatus(SW.SECURITY_STATUS_NOT_SATISFIED)
         if ef.read and not any(self._still_verified(name) for name in ef.read):
             raise CardStatus(SW.SECURITY_STATUS_NOT_SATISFIED)
-        if offset >= len(ef.data):
+        data = ef.content()
+        if offset >= len(data):
             raise CardStatus(SW.WRONG_P1P2_OFFSET)
-        out = ef.data[offset:offset + cmd.le]
+        out = data[offset:offset + cmd.le]
         if len(out) < cmd.le and self.profile.short_read_sw != SW.OK:
             raise CardStatus(self.profile.short_read_sw, out)
         return out
+
+    # ----------------------------------------------------------------- READ RECORD
+    def _read_record(self, cmd: Command) -> bytes:
+        """READ RECORD ``00 B2 P1=record P2=(SFI<<3)|04 Le``: one record by its number, of the
+        current EF (SFI 0) or of the EF the SFI names (the common AP's EF 0001 is read this way:
+        ``00 B2 01 0C 00``). Only "the record numbered P1" (P2 b3..b1 = 100) is supported."""
+        if cmd.le is None or cmd.data:
+            raise CardStatus(SW.WRONG_LENGTH)
+        if cmd.p2 & 0x07 != 0x04 or cmd.p1 in (0x00, 0xFF):
+            raise CardStatus(SW.INCORRECT_P1P2)
+        sfi = cmd.p2 >> 3
+        if sfi == 0x1F:
+            raise CardStatus(SW.INCORRECT_P1P2)
+        if sfi:
+            if self._app is None:
+                raise CardStatus(SW.FILE_NOT_FOUND)
+            ef = self._app.by_sfi(sfi)
+            if ef is None:
+                raise CardStatus(SW.FILE_NOT_FOUND)
+            self._ef = ef
+        else:
+            ef = self._ef
+            if ef is None:
+                raise CardStatus(SW.NO_CURRENT_EF)
+        if ef.kind != "record":
+            raise CardStatus(SW.COMMAND_INCOMPATIBLE)
+        if ef.read and not any(self._still_verified(name) for name in ef.read):
+            raise CardStatus(SW.SECURITY_STATUS_NOT_SATISFIED)
+        if cmd.p1 > len(ef.records):
+            raise CardStatus(SW.RECORD_NOT_FOUND)
+        return ef.records[cmd.p1 - 1][:cmd.le]
 
     # ----------------------------------------------------------------- PINs
     def _reference(self, p2: int, kind: str) -> EF:
@@ -643,6 +696,18 @@ class CardFiles:
     def card(self) -> MyNumberCard:
         """A new card in memory, powered off, with its own copy of the PIN state."""
         return self.template._copy_in_memory()
+
+
+def build_surface_ef(recipe: dict[str, str], profile: CardProfile) -> bytes:
+    """The card-surface EF 0002 from what card.json keeps of it (the holder's text, dates, key
+    and signature): the images are rendered now (``card_emulator.images``, cached per holder)."""
+    from .images import surface_images
+
+    images = surface_images(recipe["name"], recipe["address"], recipe["security_code"],
+                            recipe["sex"], bytes.fromhex(recipe["photo_seed"]))
+    return C.surface_ef(recipe["birth"], recipe["sex"], recipe["expiry"],
+                        bytes.fromhex(recipe["signature"]), bytes.fromhex(recipe["key"]), images,
+                        profile.long_length_form, profile.filler)
 
 
 def pkcs1v15_sign_raw(key: rsa.RSAPrivateKey, data: bytes) -> bytes:

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import datetime as _dt
 import hashlib
+import re
+from dataclasses import dataclass
 
 from .profile import TOKEN_LABELS
 
@@ -17,6 +19,20 @@ JUKI_AID = bytes.fromhex("D3921000310001010401")
 COMMON_AID = bytes.fromhex("D3921000310001010100")
 
 SEX_CARD_CODES = {"1", "2", "9"}
+
+#: The highest offset a short READ BINARY reaches (P1P2 with bit 15 clear): EFs read with
+#: offsets stay below this.
+MAX_SHORT_OFFSET = 0x7FFF
+
+
+@dataclass(frozen=True)
+class SurfaceImages:
+    """The images of the card's face that the card-surface AP holds (see :mod:`.images`)."""
+
+    name_png: bytes
+    address_png: bytes
+    photo_jp2: bytes
+    code_png: bytes
 
 
 def encode_length(n: int, form: str = "82") -> bytes:
@@ -146,28 +162,34 @@ def blank_png(width: int, height: int) -> bytes:
             + chunk(b"IDAT", zlib.compress(raw, 9)) + chunk(b"IEND", b""))
 
 
-#: The JPEG 2000 signature and file-type boxes: the photo slot's placeholder (no picture).
-JP2_PLACEHOLDER = (bytes.fromhex("0000000C6A5020200D0A870A")
-                   + bytes.fromhex("00000014667479706A703220000000006A703220"))
+def rsa_public_key_value(n: int, e: int, form: str = "82") -> bytes:
+    """An RSA public key as the card's other APs carry one: ``90`` exponent, ``91`` modulus (the
+    layout of the public key inside the J-LIS CV certificates that soltia48/myna-card dumped;
+    jsapdu's ``decodePublicKey`` reads the exponent's TLV, then the modulus's)."""
+    e_bytes = e.to_bytes((e.bit_length() + 7) // 8, "big")
+    n_bytes = n.to_bytes((n.bit_length() + 7) // 8, "big")
+    return tlv(b"\x90", e_bytes, form) + tlv(b"\x91", n_bytes, form)
 
 
 def surface_ef(birth_yyyymmdd: str, sex_code: str, card_expiry_yyyymmdd: str, signature: bytes,
-               key_id: bytes, form: str = "82") -> bytes:
+               key: bytes, images: SurfaceImages, form: str = "82", filler: int = 0xFF) -> bytes:
     """券面事項確認AP EF 0002: ``FF20{DF21 offsets, DF22 birth, DF23 sex, DF24 key, DF25 name
-    image, DF26 address image, DF27 photo, DF28 signature, DF29 expiry, DF2A code image}``.
+    image, DF26 address image, DF27 photo, DF28 signature, DF29 expiry, DF2A code image}``,
+    then filler to the next 256-byte step (like the other EFs, the file is larger than its TLV).
 
-    The images are blank placeholders of plausible size; the photo slot holds JP2 headers only.
+    The offsets are absolute positions in the EF (u16, like the card-info AP's): the whole TLV
+    must stay below 32 KiB, where short READ BINARY offsets end.
     """
     parts = [
         (b"\xdf\x22", birth_yyyymmdd.encode("ascii")),
         (b"\xdf\x23", sex_code.encode("ascii")),
-        (b"\xdf\x24", key_id),
-        (b"\xdf\x25", blank_png(360, 48)),
-        (b"\xdf\x26", blank_png(360, 96)),
-        (b"\xdf\x27", JP2_PLACEHOLDER),
+        (b"\xdf\x24", key),
+        (b"\xdf\x25", images.name_png),
+        (b"\xdf\x26", images.address_png),
+        (b"\xdf\x27", images.photo_jp2),
         (b"\xdf\x28", signature),
         (b"\xdf\x29", card_expiry_yyyymmdd.encode("ascii")),
-        (b"\xdf\x2a", blank_png(80, 24)),
+        (b"\xdf\x2a", images.code_png),
     ]
     tlvs = [tlv(tag, value, form) for tag, value in parts]
     offsets_len = 2 * len(tlvs)
@@ -178,5 +200,48 @@ def surface_ef(birth_yyyymmdd: str, sex_code: str, card_expiry_yyyymmdd: str, si
     for t in tlvs:
         offsets.append(pos)
         pos += len(t)
+    if pos > MAX_SHORT_OFFSET:
+        raise ValueError(f"the card-surface EF would be {pos} bytes, over {MAX_SHORT_OFFSET}")
     off_t = b"\xdf\x21" + bytes([offsets_len]) + b"".join(o.to_bytes(2, "big") for o in offsets)
-    return tlv(b"\xff\x20", off_t + b"".join(tlvs), form)
+    ef = tlv(b"\xff\x20", off_t + b"".join(tlvs), form)
+    size = min(MAX_SHORT_OFFSET + 1, (len(ef) + 255) // 256 * 256)
+    return ef + bytes([filler]) * (size - len(ef))
+
+
+def surface_basic_info(key_id: bytes, city: str) -> bytes:
+    """券面事項確認AP EF 0003, the AP basic info: ``FF40{DF41 AP id (4 bytes), DF42 key id (16
+    bytes), DF43 version (1 byte), DF44 the issuing municipality (UTF-8)}`` — the four TLVs that
+    jpki/myna's ``VisualAP::basic_info`` reads in order (what DF42 is, and the outer tag, are not
+    public: the emulator uses the card-info AP's EF 0005 layout)."""
+    if len(key_id) != 16:
+        raise ValueError("key id is 16 bytes")
+    body = (tlv(b"\xdf\x41", b"\x00\x01\x00\x00") + tlv(b"\xdf\x42", key_id) + tlv(b"\xdf\x43", b"\x01")
+            + tlv(b"\xdf\x44", city.encode("utf-8")))
+    return tlv(b"\xff\x40", body)
+
+
+_PREFECTURE = re.compile(r"東京都|北海道|(?:京都|大阪)府|.{2,3}県")
+
+
+def municipality_of(address: str) -> str:
+    """The municipality an address names (``東京都千代田区神田…`` → ``千代田区``, ``…郡…町`` whole),
+    or the address's first ten characters when it names none."""
+    m = _PREFECTURE.match(address)
+    rest = address[m.end():] if m else address
+    county = rest.find("郡")
+    if county > 0:
+        ends = [i for i in (rest.find("町", county), rest.find("村", county)) if i > county]
+        if ends:
+            return rest[:min(ends) + 1]
+    ends = [i for i in (rest.find(c) for c in "市区町村") if i > 0]
+    return rest[:min(ends) + 1] if ends else address[:10]
+
+
+def card_id_record(manufacture_number: str, tag: int = 0x30) -> bytes:
+    """共通AP record 1 of EF 0001 (SFI 1): a BER TLV whose value is 2 characters (``00``;
+    UNCERTAIN, not public) then the 13-character card manufacture number — what jpki/myna's
+    ``UnknownAP::read_manufacture`` takes as characters 2..15, and the マイナポータル combination
+    code is computed from (mpa/src/main.rs)."""
+    if len(manufacture_number) != 13 or not manufacture_number.isascii() or not manufacture_number.isalnum():
+        raise ValueError("a card manufacture number is 13 letters or digits")
+    return tlv(bytes([tag]), b"00" + manufacture_number.encode("ascii"))

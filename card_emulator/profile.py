@@ -2,11 +2,16 @@
 
 Every field marked UNCERTAIN in the spec is a switch here, with the spec's default. A profile is
 plain data, stored in the card's ``card.json``.
+
+:data:`PROFILES` names the kinds of card a tester picks from (``jpki card create --profile NAME``,
+the test fixtures' ``profile=``): the plastic My Number Card, the same with the roots of a given
+J-LIS generation, and the Android smartphone JPKI. The names are a public API.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+import re
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 DEFAULT_ATR = bytes.fromhex("3BE000FF8131FE4514")
@@ -26,8 +31,18 @@ TOKEN_LABELS = {
 }
 
 
+#: Generations of the J-LIS roots (spec §8) a card's CA EFs (0002, 000B) can hold: the root in
+#: force when the card (or its certificates) was issued. The issuer must provide a root of that
+#: generation; ``""`` takes whatever root the issuer has.
+ROOT_GENERATIONS = ("", "2015", "2023")
+
+_PROFILE_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,31}")
+
+
 @dataclass(frozen=True)
 class CardProfile:
+    #: what the card is (one of :data:`PROFILES` for the built-in kinds; any short name otherwise)
+    name: str = "card"
     atr_hex: str = DEFAULT_ATR.hex().upper()
     #: which token label EF 0006 carries (``card``, ``juki`` or ``smartphone``)
     token_kind: str = "card"
@@ -51,6 +66,18 @@ class CardProfile:
     certificate_ef_size: int = 2048
     #: Filler byte after a certificate in its EF.
     filler: int = 0xFF
+    #: The card-face applications (券面事項入力補助AP, 券面事項確認AP, 住基AP, 共通AP) are on the
+    #: card. A smartphone's JPKI has none: selecting them answers 6A82.
+    card_face_aps: bool = True
+    #: The user-authentication certificate (EF 000A) is read only after the auth PIN VERIFY
+    #: (Android smartphone JPKI, jpki/myna ``cert_read``); a plastic card gives it freely.
+    auth_cert_needs_pin: bool = False
+    #: The generation of the J-LIS roots whose place the card's CA certificates take (see
+    #: :data:`ROOT_GENERATIONS`).
+    root_generation: str = ""
+    #: UNCERTAIN: the tag of the common AP's record 1 (jpki/myna reads it as any BER TLV whose
+    #: value holds the card manufacture number at characters 2..15).
+    card_id_tag: int = 0x30
 
     @property
     def atr(self) -> bytes:
@@ -67,6 +94,12 @@ class CardProfile:
         if unknown:
             raise ValueError(f"unknown card profile settings: {', '.join(sorted(unknown))}")
         profile = cls(**obj)
+        profile.validate()
+        return profile
+
+    def derive(self, **changes: Any) -> CardProfile:
+        """This profile with some settings changed (checked)."""
+        profile = replace(self, **changes)
         profile.validate()
         return profile
 
@@ -89,9 +122,39 @@ class CardProfile:
             raise ValueError("verification_b_year must be 'era' or 'gregorian'")
         if not 0 <= self.filler <= 0xFF:
             raise ValueError("filler must be a byte")
+        if not _PROFILE_NAME.fullmatch(self.name):
+            raise ValueError("name must be 1-32 lower-case letters, digits or '-'")
+        if self.root_generation not in ROOT_GENERATIONS:
+            raise ValueError(f"root_generation must be one of {', '.join(map(repr, ROOT_GENERATIONS))}")
+        if not 0x01 <= self.card_id_tag <= 0xFE or self.card_id_tag & 0x1F == 0x1F:
+            raise ValueError("card_id_tag must be a one-byte BER tag")
         try:
             atr = bytes.fromhex(self.atr_hex)
         except ValueError:
             raise ValueError("atr_hex is not hex") from None
         if not 2 <= len(atr) <= 33 or atr[0] not in (0x3B, 0x3F):
             raise ValueError("atr_hex is not a plausible ATR")
+
+
+#: The built-in kinds of card, by name (a public API: ``jpki card create --profile NAME`` and the
+#: test fixtures' ``profile=`` take these names).
+PROFILES: dict[str, CardProfile] = {
+    # The plastic My Number Card; its CA EFs hold the issuer's root, whatever its generation.
+    "card": CardProfile(),
+    # The same card issued under the first J-LIS roots (2015-10-20 .. 2025-10-19).
+    "card-2015": CardProfile(name="card-2015", root_generation="2015"),
+    # The same card issued under the current J-LIS roots (2023-07-16 .. 2033-07-15).
+    "card-2023": CardProfile(name="card-2023", root_generation="2023"),
+    # Android smartphone JPKI (2023-): a GlobalPlatform secure element reached over NFC; token
+    # JPKIAPGPSETOKEN, the auth certificate behind the auth PIN, no card-face applications.
+    "smartphone-android": CardProfile(name="smartphone-android", token_kind="smartphone",
+                                      card_face_aps=False, auth_cert_needs_pin=True),
+}
+
+
+def profile_named(name: str) -> CardProfile:
+    """The built-in profile ``name``; ``ValueError`` naming the ones there are otherwise."""
+    try:
+        return PROFILES[name]
+    except KeyError:
+        raise ValueError(f"unknown card profile {name!r}: use one of {', '.join(PROFILES)}") from None

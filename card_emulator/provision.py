@@ -9,7 +9,9 @@ from __future__ import annotations
 import base64
 import contextlib
 import datetime as _dt
+import hashlib
 import os
+import secrets
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,6 +57,8 @@ class CardData:
     card_expiry: _dt.date
     #: key that signs the card-info integrity record (EF 0003); J-LIS's card-issuer key in reality
     issuer_key: rsa.RSAPrivateKey | None = None
+    #: the 13-character card manufacture number of the common AP (random digits if None)
+    manufacture_number: str | None = None
 
 
 def _b64(data: bytes) -> str:
@@ -85,6 +89,31 @@ def _card_info_files(my_number: str, name: str, address: str, birth: _dt.date, s
     }, signature
 
 
+def photo_seed(name: str, birth: _dt.date) -> bytes:
+    """What the synthetic face photo is drawn from: the same holder gets the same face (and the
+    images, rendered lazily, are cached per holder)."""
+    return hashlib.sha256(f"{name}|{birth.isoformat()}".encode()).digest()[:16]
+
+
+def _surface_files(data: CardData, profile: CardProfile, signature: bytes) -> dict[str, Any]:
+    """券面事項確認AP: EF 0002 (built by the card when first read, from this recipe), EF 0003 (AP
+    basic info, free) and the two verification-number PIN EFs."""
+    # DF24: the public key that goes with DF28's signature (the issuer's; the card's auth key
+    # when no issuer key is given, where DF28 is zeros too)
+    public = (data.issuer_key or data.auth_key).public_key().public_numbers()
+    key = C.rsa_public_key_value(public.n, public.e, profile.long_length_form)
+    recipe = {"birth": data.birth_date.strftime("%Y%m%d"), "sex": data.sex_code,
+              "expiry": data.card_expiry.strftime("%Y%m%d"), "name": data.name,
+              "address": data.address, "security_code": data.security_code, "key": key.hex(),
+              "signature": signature.hex(), "photo_seed": photo_seed(data.name, data.birth_date).hex()}
+    return {
+        "0002": {**_binary(b"", ("surface_a", "surface_b")), "surface": recipe},
+        "0003": _binary(C.surface_basic_info(os.urandom(16), C.municipality_of(data.address))),
+        "0012": {"kind": "pin", "pin": "surface_b"},
+        "0013": {"kind": "pin", "pin": "surface_a"},
+    }
+
+
 def _read_content(directory: Path) -> dict[str, Any]:
     """card.json, checked: an admin command never rewrites a card file it cannot trust."""
     return check_content(load_json(directory / CARD_FILE), directory / CARD_FILE)
@@ -93,11 +122,18 @@ def _read_content(directory: Path) -> dict[str, Any]:
 def update_basic_info(directory: str | os.PathLike[str], *, name: str, address: str,
                       birth_date: _dt.date, sex_code: str,
                       issuer_key: rsa.RSAPrivateKey | None = None) -> None:
-    """Rewrite the card-info AP's basic 4 info and integrity record (a move, a new name)."""
+    """Rewrite the card-info AP's basic 4 info and integrity record (a move, a new name).
+
+    The card-surface AP keeps the images of the face as printed at issuance (a move is written
+    on the back of a real card, not reprinted on its face). A card without card-face
+    applications (a smartphone) has nothing to rewrite.
+    """
     directory = Path(directory)
     with locked(directory / LOCK_FILE):
         doc = _read_content(directory)
         profile = CardProfile.from_json(doc["profile"])
+        if not profile.card_face_aps and "text" not in doc["applications"]:
+            return
         files = doc["applications"].get("text", {}).get("files", {})
         if "0001" not in files or files["0001"]["kind"] != "binary":
             raise CardStateError(directory / CARD_FILE, "no card-info AP with a My Number EF")
@@ -109,64 +145,69 @@ def update_basic_info(directory: str | os.PathLike[str], *, name: str, address: 
 
 
 def build_content(data: CardData, profile: CardProfile, serial: str) -> dict[str, Any]:
-    """The card.json document (without PIN state)."""
+    """The card.json document (without PIN state): the JPKI AP, and the card-face APs when the
+    profile has them."""
     size, fill = profile.certificate_ef_size, profile.filler
     jpki_files = {
         "0001": _binary(C.certificate_ef(data.sign_cert, size, fill), ("sign",)),
         "0002": _binary(C.certificate_ef(data.sign_ca_cert, size, fill)),
         "0006": _binary(C.token_info(profile.token_kind, serial)),
         "0008": _binary(bytes.fromhex(profile.ef0008_hex)),
-        "000A": _binary(C.certificate_ef(data.auth_cert, size, fill)),
+        "000A": _binary(C.certificate_ef(data.auth_cert, size, fill),
+                        ("auth",) if profile.auth_cert_needs_pin else ()),
         "000B": _binary(C.certificate_ef(data.auth_ca_cert, size, fill)),
         "0017": {"kind": "key", "key": "auth", "pin": "auth"},
         "0018": {"kind": "pin", "pin": "auth"},
         "001A": {"kind": "key", "key": "sign", "pin": "sign"},
         "001B": {"kind": "pin", "pin": "sign"},
     }
-    form = profile.long_length_form
-    text_files, signature = _card_info_files(data.my_number, data.name, data.address,
-                                             data.birth_date, data.sex_code, profile, data.issuer_key)
-    text_files.update({
-        "0005": _binary(C.ap_basic_info(os.urandom(16))),
-        "0011": {"kind": "pin", "pin": "card"},
-        "0014": {"kind": "pin", "pin": "card_a"},
-        "0015": {"kind": "pin", "pin": "card_b"},
-    })
+    applications: dict[str, Any] = {"jpki": {"aid": C.JPKI_AID.hex().upper(), "files": jpki_files}}
+    if profile.card_face_aps:
+        text_files, signature = _card_info_files(data.my_number, data.name, data.address,
+                                                 data.birth_date, data.sex_code, profile,
+                                                 data.issuer_key)
+        text_files.update({
+            "0005": _binary(C.ap_basic_info(os.urandom(16))),
+            "0011": {"kind": "pin", "pin": "card"},
+            "0014": {"kind": "pin", "pin": "card_a"},
+            "0015": {"kind": "pin", "pin": "card_b"},
+        })
+        number = data.manufacture_number or f"{secrets.randbelow(10 ** 13):013d}"
+        applications.update({
+            "text": {"aid": C.TEXT_AID.hex().upper(), "files": text_files},
+            "surface": {"aid": C.SURFACE_AID.hex().upper(),
+                        "files": _surface_files(data, profile, signature)},
+            "juki": {"aid": C.JUKI_AID.hex().upper(), "files": {}},
+            "common": {"aid": C.COMMON_AID.hex().upper(), "files": {
+                "0001": {"kind": "record",
+                         "records": [_b64(C.card_id_record(number, profile.card_id_tag))]}}},
+        })
     return {
         "format": FORMAT_VERSION,
         "serial": serial,
         "profile": profile.to_json(),
         "card_expiry": data.card_expiry.isoformat(),
         "keys": {"auth": "keys/auth.pem", "sign": "keys/sign.pem"},
-        "applications": {
-            "jpki": {"aid": C.JPKI_AID.hex().upper(), "files": jpki_files},
-            "text": {"aid": C.TEXT_AID.hex().upper(), "files": text_files},
-            "surface": {"aid": C.SURFACE_AID.hex().upper(), "files": {
-                "0002": _binary(C.surface_ef(
-                    data.birth_date.strftime("%Y%m%d"), data.sex_code,
-                    data.card_expiry.strftime("%Y%m%d"), signature, os.urandom(16), form),
-                    ("surface_a", "surface_b")),
-                "0012": {"kind": "pin", "pin": "surface_b"},
-                "0013": {"kind": "pin", "pin": "surface_a"},
-            }},
-            "juki": {"aid": C.JUKI_AID.hex().upper(), "files": {}},
-            "common": {"aid": C.COMMON_AID.hex().upper(), "files": {}},
-        },
+        "applications": applications,
     }
 
 
 def build_pins(data: CardData, profile: CardProfile) -> dict[str, Any]:
-    b = C.verification_number_b(data.birth_date, data.card_expiry.year, data.security_code,
-                                profile.verification_b_year)
-    return {"pins": {
+    pins = {
         "auth": new_pin_record(data.auth_pin, "digits4", 3),
         "sign": new_pin_record(data.sign_pin.upper(), "password", 5),
-        "card": new_pin_record(data.card_pin, "digits4", 3),
-        "card_a": new_pin_record(data.my_number, "digits12", 3),
-        "card_b": new_pin_record(b, "digits14", 3),
-        "surface_a": new_pin_record(data.my_number, "digits12", 3),
-        "surface_b": new_pin_record(b, "digits14", 3),
-    }}
+    }
+    if profile.card_face_aps:
+        b = C.verification_number_b(data.birth_date, data.card_expiry.year, data.security_code,
+                                    profile.verification_b_year)
+        pins.update({
+            "card": new_pin_record(data.card_pin, "digits4", 3),
+            "card_a": new_pin_record(data.my_number, "digits12", 3),
+            "card_b": new_pin_record(b, "digits14", 3),
+            "surface_a": new_pin_record(data.my_number, "digits12", 3),
+            "surface_b": new_pin_record(b, "digits14", 3),
+        })
+    return {"pins": pins}
 
 
 def _key_pem(key: rsa.RSAPrivateKey) -> bytes:

@@ -40,8 +40,17 @@ SALT_BYTES = (8, 64)
 
 _PIN_NAME = re.compile(r"[a-z][a-z0-9_]{0,31}")
 _FID = re.compile(r"[0-9A-Fa-f]{4}")
+_HEX_PATTERN = r"(?:[0-9A-Fa-f]{2}){1,1024}"
 _HEX = re.compile(r"(?:[0-9A-Fa-f]{2})+")
-_EF_KINDS = ("binary", "key", "pin")
+_EF_KINDS = ("binary", "record", "key", "pin")
+#: What card.json keeps of the card-surface EF, which the card builds when first read: field ->
+#: pattern (hex fields as hex, the rest as text).
+_SURFACE_FIELDS = {
+    "birth": re.compile(r"[0-9]{8}"), "sex": re.compile(r"[129]"), "expiry": re.compile(r"[0-9]{8}"),
+    "name": re.compile(r".{1,100}"), "address": re.compile(r".{1,200}"),
+    "security_code": re.compile(r"[0-9]{4}"), "key": re.compile(_HEX_PATTERN),
+    "signature": re.compile(_HEX_PATTERN), "photo_seed": re.compile(_HEX_PATTERN),
+}
 
 
 class CardStateError(ValueError):
@@ -208,9 +217,17 @@ def check_content(content: Any, path: Path) -> dict[str, Any]:
             if not isinstance(ef, dict) or ef.get("kind") not in _EF_KINDS:
                 raise bad(f"{where}: kind is not one of {', '.join(_EF_KINDS)}")
             kind = ef["kind"]
-            if kind == "binary":
-                if not _is_base64(ef.get("data", "")):
+            if kind in ("binary", "record"):
+                if kind == "binary" and not _is_base64(ef.get("data", "")):
                     raise bad(f"{where}: the data is not base64")
+                if kind == "binary" and "surface" in ef:
+                    problem = _surface_problem(ef["surface"])
+                    if problem is not None:
+                        raise bad(f"{where}: surface: {problem}")
+                records = ef.get("records", [])
+                if kind == "record" and (not isinstance(records, list)
+                                         or not all(_is_base64(r) and r for r in records)):
+                    raise bad(f"{where}: 'records' is not a list of base64 records")
                 read = ef.get("read", [])
                 if not isinstance(read, list):
                     raise bad(f"{where}: 'read' is not a list of PIN names")
@@ -228,6 +245,20 @@ def check_content(content: Any, path: Path) -> dict[str, Any]:
         if name not in defined:
             raise bad(f"{where}: needs PIN {_show(name)}, which no PIN EF defines")
     return content
+
+
+def _surface_problem(recipe: Any) -> str | None:
+    """What is wrong with the card-surface recipe of card.json, or None."""
+    if not isinstance(recipe, dict):
+        return "not a JSON object"
+    for name, pattern in _SURFACE_FIELDS.items():
+        value = recipe.get(name)
+        if not isinstance(value, str) or not pattern.fullmatch(value):
+            return f"{name} {_show(value)} is not valid"
+    unknown = set(recipe) - set(_SURFACE_FIELDS)
+    if unknown:
+        return f"unknown field {_show(sorted(unknown)[0])}"
+    return None
 
 
 def key_file(directory: Path, name: str, rel: str) -> Path:

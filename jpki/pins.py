@@ -29,7 +29,7 @@ class PinSpec:
     #: what it is called in messages ("user-authentication PIN")
     name: str
     #: the AP it belongs to and its EF
-    application: Literal["jpki", "text"]
+    application: Literal["jpki", "text", "surface"]
     fid: int
     max_tries: int
     #: the value the card compares (after NFKC, upper-case for the password), and the rule in words
@@ -57,6 +57,11 @@ PINS: dict[str, PinSpec] = {spec.kind: spec for spec in (
     PinSpec("card_a", "照合番号A", "text", 0x0014, 3, re.compile(r"[0-9]{12}"),
             "照合番号A is the 12-digit My Number", "12 digits"),
     PinSpec("card_b", "照合番号B", "text", 0x0015, 3, re.compile(r"[0-9]{14}"),
+            "照合番号B is 14 digits", "14 digits"),
+    # the card-surface AP (券面事項確認AP) has its own two, with their own counters
+    PinSpec("surface_a", "card-surface 照合番号A", "surface", 0x0013, 3, re.compile(r"[0-9]{12}"),
+            "照合番号A is the 12-digit My Number", "12 digits"),
+    PinSpec("surface_b", "card-surface 照合番号B", "surface", 0x0012, 3, re.compile(r"[0-9]{14}"),
             "照合番号B is 14 digits", "14 digits"),
 )}
 #: The PINs the user has and the CLI asks for (``jpki pin …``, ``--pin``).

@@ -29,6 +29,7 @@ from .home import DEFAULT_CARD_PIN as DEFAULT_CARD_PIN
 from .home import DEFAULT_SIGN_PIN as DEFAULT_SIGN_PIN
 from .home import Home as Home
 from .identity import SAMPLE_PERSONAS, Persona, Sex, generate_mynumber
+from .pki.profiles import root_generation
 from .session import normalise_pin
 from .transport import emu
 
@@ -129,11 +130,18 @@ def sample_persona(name: str) -> Persona | None:
 def create_card(home: Home, name: str, persona: Persona, *, auth_pin: str = DEFAULT_AUTH_PIN,
                 sign_pin: str = DEFAULT_SIGN_PIN, card_pin: str | None = None,
                 security_code: str | None = None, clock: Clock | None = None,
-                profile: dict[str, Any] | None = None,
+                profile: str | dict[str, Any] | None = None,
                 keys: tuple[rsa.RSAPrivateKey, rsa.RSAPrivateKey] | None = None) -> Holder:
-    """Issue a card to ``persona``: two fresh key pairs, both certificates, the card-info AP filled."""
+    """Issue a card to ``persona``: two fresh key pairs, both certificates, the card-info AP filled.
+
+    ``profile`` is a card profile's name (``card``, ``card-2015``, ``card-2023``,
+    ``smartphone-android``: card_emulator.profile.PROFILES) or its settings. A profile that
+    names a root generation needs a test CA whose roots are of that generation
+    (``TestCA.init(generation=…)``).
+    """
     if home.card_dir(name).exists():  # card_dir checks the name (jpki.home.check_card_name)
         raise UsageError(f"a card named {name!r} already exists")
+    settings = emu.card_profile(profile)
     card_pin = card_pin or auth_pin
     # the values the card compares (full-width digits NFKC-normalised, the password upper-cased)
     auth_pin = normalise_pin("auth", auth_pin).decode()
@@ -144,6 +152,12 @@ def create_card(home: Home, name: str, persona: Persona, *, auth_pin: str = DEFA
     clock = clock or home.clock
     ca = home.open_ca(clock)
     try:
+        wanted = settings.get("root_generation") or ""
+        if wanted and root_generation(ca.sign_ca_cert) != wanted:
+            have = root_generation(ca.sign_ca_cert) or "no J-LIS"
+            raise UsageError(f"card profile {settings['name']!r} holds {wanted} roots, but this test CA's "
+                             f"roots are of the {have} generation (make one with 'jpki ca init "
+                             f"--generation {wanted}')")
         if persona.my_number is None:
             persona = persona.replace(my_number=generate_mynumber())
         now = clock.now()
@@ -163,7 +177,7 @@ def create_card(home: Home, name: str, persona: Persona, *, auth_pin: str = DEFA
             my_number=persona.my_number, name=persona.name, address=persona.address,
             birth_date=persona.birth_date, sex_code=persona.sex.card_code,
             auth_pin=auth_pin, sign_pin=sign_pin, card_pin=card_pin,
-            security_code=code, card_expiry=expiry, issuer_key=ca.sign_ca_key, profile=profile)
+            security_code=code, card_expiry=expiry, issuer_key=ca.sign_ca_key, profile=settings)
         holder = Holder(name, persona, code, expiry, now, auth_cert.serial_number, sign_cert.serial_number)
         write_holder(home, holder)
         return holder

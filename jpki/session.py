@@ -9,8 +9,9 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import unicodedata
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Literal
 
 from .apdu import ApduProtocol, Response, raise_for_sw
@@ -22,6 +23,8 @@ from .transport.base import Transport
 
 JPKI_AID = bytes.fromhex("D392F000260100000001")
 TEXT_AID = bytes.fromhex("D3921000310001010408")
+SURFACE_AID = bytes.fromhex("D3921000310001010402")
+COMMON_AID = bytes.fromhex("D3921000310001010100")
 
 CertKind = Literal["auth", "sign", "auth-ca", "sign-ca"]
 KeyKind = Literal["auth", "sign"]
@@ -38,6 +41,7 @@ TOKEN_TYPES = {
 
 JPKI_PIN_FIDS: dict[str, int] = {k: p.fid for k, p in PINS.items() if p.application == "jpki"}
 TEXT_PIN_FIDS: dict[str, int] = {k: p.fid for k, p in PINS.items() if p.application == "text"}
+SURFACE_PIN_FIDS: dict[str, int] = {k: p.fid for k, p in PINS.items() if p.application == "surface"}
 
 DIGEST_INFO_PREFIX: dict[str, bytes] = {
     "sha1": bytes.fromhex("3021300906052b0e03021a05000414"),
@@ -96,7 +100,7 @@ def _der_total_length(header: bytes) -> int:
 
 class _ApSession:
     aid: bytes
-    pin_fids: dict[str, int]
+    pin_fids: Mapping[str, int]
 
     def __init__(self, card: Transport | ApduProtocol) -> None:
         self.protocol = card if isinstance(card, ApduProtocol) else ApduProtocol(card)
@@ -296,4 +300,147 @@ class CardInfoSession(_ApSession):
         self.verify("card_b", value)
 
 
-__all__ = ["BasicInfo", "CardInfoSession", "JpkiSession", "digest_info", "normalise_pin"]
+def _read_whole_tlv(session: _ApSession, what: str) -> bytes:
+    """The BER TLV at the start of the current EF, read by the length in its header."""
+    head = session.read_binary(0, 5)
+    try:
+        total = tlv_size(head)
+    except DerError as exc:
+        raise ProtocolError(f"unsupported length in {what}: {exc}") from None
+    return head + session.read_binary(5, total - 5) if total > 5 else head[:total]
+
+
+def _tlv_fields(ef: bytes, outer: bytes, what: str) -> dict[bytes, bytes]:
+    """The TLVs inside the ``outer`` TLV of an EF, by tag."""
+    tag, value, _ = _read_tlv(ef, 0)
+    if tag != outer:
+        raise ProtocolError(f"{what} does not start with {outer.hex().upper()}")
+    fields: dict[bytes, bytes] = {}
+    pos = 0
+    while pos < len(value):
+        t, v, pos = _read_tlv(value, pos)
+        fields[t] = v
+    return fields
+
+
+@dataclass(frozen=True)
+class SurfaceBasicInfo:
+    """The card-surface AP's basic info (EF 0003, free to read)."""
+
+    ap_id: str
+    version: int
+    city: str
+
+    def to_json(self) -> dict[str, str | int]:
+        return {"ap_id": self.ap_id, "version": self.version, "city": self.city}
+
+
+@dataclass(frozen=True)
+class SurfaceEntries:
+    """What the card's face shows, as the card-surface AP holds it (EF 0002): the birth date and
+    sex as text, the name and address as PNG images, the photo as JPEG 2000."""
+
+    birth_date: _dt.date
+    sex: Sex
+    name_png: bytes
+    address_png: bytes
+    photo_jp2: bytes
+    card_expiry: _dt.date | None
+    security_code_png: bytes
+
+    def __repr__(self) -> str:  # the holder's data stay out of logs and tracebacks
+        return (f"SurfaceEntries(name_png=<{len(self.name_png)} bytes>, "
+                f"address_png=<{len(self.address_png)} bytes>, photo_jp2=<{len(self.photo_jp2)} bytes>)")
+
+
+def _date(raw: bytes, what: str) -> _dt.date:
+    try:
+        text = raw.decode("ascii")
+        if len(text) != 8 or not text.isdigit():
+            raise ValueError(text)
+        return _dt.datetime.strptime(text, "%Y%m%d").date()
+    except ValueError:
+        raise ProtocolError(f"the card-surface {what} is not a date YYYYMMDD") from None
+
+
+def parse_surface_entries(ef: bytes) -> SurfaceEntries:
+    """Parse card-surface EF 0002: ``FF20{DF21 offsets, DF22 birth, DF23 sex, DF24 key, DF25 name
+    PNG, DF26 address PNG, DF27 photo JPEG 2000, DF28 signature, DF29 expiry, DF2A code PNG}``."""
+    fields = _tlv_fields(ef, b"\xff\x20", "the card-surface EF")
+    try:
+        name, address, photo = fields[b"\xdf\x25"], fields[b"\xdf\x26"], fields[b"\xdf\x27"]
+        birth, sex_code = fields[b"\xdf\x22"], fields[b"\xdf\x23"]
+    except KeyError as missing:
+        raise ProtocolError(f"the card-surface EF lacks tag {missing.args[0].hex().upper()}") from None
+    try:
+        sex = Sex.from_card_code(sex_code.decode("ascii"))
+    except (ValueError, UnicodeDecodeError):
+        raise ProtocolError("the card-surface sex code is not 1, 2 or 9") from None
+    expiry = fields.get(b"\xdf\x29")
+    return SurfaceEntries(_date(birth, "birth date"), sex, name, address, photo,
+                          None if expiry is None else _date(expiry, "card expiry"),
+                          fields.get(b"\xdf\x2a", b""))
+
+
+class SurfaceSession(_ApSession):
+    """The 券面事項確認AP (card surface): the face of the card as images, behind 照合番号A (the My
+    Number) or 照合番号B. Clients learn the My Number from the card-info AP first (jpki/myna's
+    ``visual`` commands do so): :meth:`unlock_with_card_pin`."""
+
+    aid = SURFACE_AID
+    pin_fids = SURFACE_PIN_FIDS
+
+    def basic_info(self) -> SurfaceBasicInfo:
+        """EF 0003: ``FF40{DF41 AP id, DF42 key id, DF43 version, DF44 municipality}``."""
+        self._select_ef(0x0003)
+        fields = _tlv_fields(_read_whole_tlv(self, "the card-surface basic info"), b"\xff\x40",
+                             "the card-surface basic info")
+        try:
+            return SurfaceBasicInfo(fields[b"\xdf\x41"].hex().upper(),
+                                    fields[b"\xdf\x43"][0] if fields[b"\xdf\x43"] else 0,
+                                    fields[b"\xdf\x44"].decode("utf-8"))
+        except (KeyError, UnicodeDecodeError) as exc:
+            raise ProtocolError(f"the card-surface basic info is malformed ({type(exc).__name__})") from None
+
+    def unlock_with_card_pin(self, card_pin: str) -> None:
+        """Read the My Number with the card-info PIN and VERIFY it as 照合番号A here. The number
+        itself is never returned nor kept."""
+        text = CardInfoSession(self.protocol)
+        text.verify("card", card_pin)
+        number = text.read_my_number()
+        self.select_ap()
+        self.verify("surface_a", number)
+
+    def read_entries(self) -> SurfaceEntries:
+        """EF 0002 (needs 照合番号A or B verified in this session)."""
+        self._select_ef(0x0002)
+        with _naming_pin("surface_a"):
+            return parse_surface_entries(_read_whole_tlv(self, "the card-surface EF"))
+
+
+class CommonSession(_ApSession):
+    """The 共通AP: record 1 of its EF 0001 holds the card manufacture number."""
+
+    aid = COMMON_AID
+    pin_fids = MappingProxyType({})  # no PINs
+
+    def read_card_id(self) -> bytes:
+        """The value of record 1 (``00 B2 01 0C 00``)."""
+        raw = self.protocol.send(0x00, 0xB2, 0x01, 0x0C, le=256)
+        _, value, _ = _read_tlv(raw, 0)
+        return value
+
+    def manufacture_number(self) -> str:
+        """Characters 2..15 of record 1, as jpki/myna's ``read_manufacture`` takes them."""
+        value = self.read_card_id()
+        try:
+            text = value.decode("ascii")
+        except UnicodeDecodeError:
+            raise ProtocolError("the card identifier record is not ASCII") from None
+        if len(text) < 15:
+            raise ProtocolError(f"the card identifier record is {len(text)} characters, not 15 or more")
+        return text[2:15]
+
+
+__all__ = ["BasicInfo", "CardInfoSession", "CommonSession", "JpkiSession", "SurfaceBasicInfo",
+           "SurfaceEntries", "SurfaceSession", "digest_info", "normalise_pin", "parse_surface_entries"]

@@ -303,7 +303,8 @@ TABLE = [
     # --- unknown INS -> 6D00 (CLA 00 and 80)
     *[P([SEL_JPKI], f"00{ins}000000", "6D00", 0, id=f"ins-{ins}")
       for ins in ("CA", "CB", "C0", "22", "2C", "44", "46", "47", "70", "82", "86", "87", "88",
-                  "D6", "E2", "FD", "0E", "B2", "B1", "A5")],
+                  "D6", "E2", "FD", "0E", "B1", "A5")],
+    P([SEL_JPKI], "00B2000000", "6A86", 0, id="read-record-p1-00"),  # READ RECORD: tests/test_card_common.py
     P([], "80CA9F7F00", "6D00", 0, id="gp-get-cplc"),
     P([], "8050000008" + "00" * 8 + "00", "6D00", 0, id="gp-initialize-update"),
     P([], "80F21000024F0000", "6D00", 0, id="gp-get-status"),

@@ -47,7 +47,7 @@ from jpki.auth.protocol import (
 )
 from jpki.auth.store import Challenge, Purpose
 from jpki.clock import Clock, SystemClock
-from jpki.errors import JpkiError, UsageError
+from jpki.errors import JpkiError, SecurityStatusError, UsageError
 from jpki.session import JpkiSession, digest_info
 from jpki.sign import CardSigner, sign_file
 from jpki.sign.signer import CardKeySession
@@ -148,8 +148,13 @@ def answer_login(challenge: Challenge, session: JpkiSession, *, pin: PinSource,
     if challenge.purpose != "login":
         raise ChallengeRefusedError("wrong-purpose", "not a login challenge")
     client_data = ClientData.for_challenge(challenge).encode()
-    certificate = session.read_certificate("auth")
+    try:
+        certificate: bytes | None = session.read_certificate("auth")
+    except SecurityStatusError:  # a smartphone's JPKI gives its certificate after the PIN only
+        certificate = None
     _spend_pin(session, "auth", pin, confirm)
+    if certificate is None:
+        certificate = session.read_certificate("auth")
     signature = session.sign_digest("auth", "sha256", hashlib.sha256(client_data).digest())
     return LoginResponse(challenge_id=challenge.id, client_data=client_data,
                          certificate=certificate, signature=signature)

@@ -23,7 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "ca": ("admin", "ca"), "card": ("admin", "card"), "emulator": ("emulator", "emulator"),
     "readers": ("host", "readers"), "info": ("host", "info"), "pin": ("host", "pin"),
     "cert": ("host", "cert"), "mynumber": ("host", "mynumber"), "attrs": ("host", "attrs"),
-    "pkey": ("host", "pkey"), "apdu": ("host", "apdu"),
+    "pkey": ("host", "pkey"), "apdu": ("host", "apdu"), "visual": ("visual", "visual"),
     "sign": ("documents", "sign"), "verify": ("documents", "verify"),
     "rp": ("auth", "rp"), "login": ("auth", "login_command"), "ekyc": ("auth", "ekyc_command"),
     "demo": ("demo", "demo"), "idp": ("idp", "idp"), "agent": ("agent", "agent_command"),

@@ -55,6 +55,7 @@ def ca() -> None:
     Examples:
       jpki ca init
       jpki ca init --base-url http://127.0.0.1:8470  # else a port free now, kept in the home
+      JPKI_NOW=2022-04-01T09:00:00+09:00 jpki ca init --generation 2015   # roots dated like J-LIS's 2015 roots
       jpki ca list --revoked
       jpki ca list --holder alice                # one card's certificates
       jpki ca revoke 4E3F --reason keyCompromise # a serial, or a unique start of one
@@ -68,13 +69,17 @@ def ca() -> None:
 @click.option("--base-url",
               help="where the CRLs and the OCSP responder will be served (named in certificates)"
                    " [default: http://127.0.0.1:PORT with a port free now, kept in the home]")
+@click.option("--generation", type=click.Choice(["2015", "2023"]),
+              help="date the roots like that generation of the J-LIS roots (2015: valid until "
+                   "2025-10-19, 2023: until 2033-07-15) instead of from now; for cards of profile "
+                   "card-2015 / card-2023")
 @pass_ctx
-def ca_init(obj: Ctx, base_url: str | None) -> None:
+def ca_init(obj: Ctx, base_url: str | None, generation: str | None) -> None:
     """Create the signing and user-authentication root CAs in HOME/ca."""
     from ..pki import TestCA
 
     obj.home.mkdir(mode=0o700, parents=True, exist_ok=True)
-    test_ca = TestCA.init(obj.jhome.ca_dir, base_url=base_url, clock=obj.clock)
+    test_ca = TestCA.init(obj.jhome.ca_dir, base_url=base_url, clock=obj.clock, generation=generation)
     try:
         data = {"directory": str(obj.jhome.ca_dir), "base_url": test_ca.base_url,
                 "sign_ca": test_ca.sign_ca_cert.subject.rfc4514_string(),
@@ -95,6 +100,7 @@ def card() -> None:
     \b
     Examples:
       jpki card create alice                      # a sample persona
+      jpki card create bob --profile smartphone-android   # Android smartphone JPKI
       jpki card create taro --name "佐藤　太郎" --address "大阪府大阪市北区梅田１－１" \\
           --birth 1990-04-01 --sex male --municipality Kita-ku --auth-pin 4321 --sign-pin SECRET42
       jpki card list
@@ -119,11 +125,14 @@ def card() -> None:
 @click.option("--sign-pin", default=DEFAULT_SIGN_PIN, show_default=True)
 @click.option("--card-pin", help="card-info PIN [default: the auth PIN]")
 @click.option("--security-code", help="the 4-digit code printed on the card (random if omitted)")
+@click.option("--profile", type=click.Choice(emu.card_profile_names()), default="card", show_default=True,
+              help="the kind of card: card (plastic), card-2015 / card-2023 (with roots of that "
+                   "generation: needs a CA made with --generation), smartphone-android")
 @pass_ctx
 def card_create(obj: Ctx, name: str, holder_name: str | None, address: str | None, birth: str | None,
                 sex: str | None, my_number: str | None, prefecture: str | None,
                 municipality: str | None, auth_pin: str, sign_pin: str, card_pin: str | None,
-                security_code: str | None) -> None:
+                security_code: str | None, profile: str) -> None:
     """Issue an emulated card NAME with fresh keys and certificates from the test CA.
 
     NAME may be a sample persona (alice, bob, carol, dave): its data are used unless overridden.
@@ -150,13 +159,14 @@ def card_create(obj: Ctx, name: str, holder_name: str | None, address: str | Non
     except (TypeError, ValueError) as exc:
         raise UsageError(str(exc)) from None
     holder = create_card(obj.jhome, name, persona, auth_pin=auth_pin, sign_pin=sign_pin,
-                         card_pin=card_pin, security_code=security_code)
+                         card_pin=card_pin, security_code=security_code, profile=profile)
     warn_unknown_locality(obj, holder.persona)
     data = {"card": name, "uri": f"emu:{name}", "holder": persona.name,
             "my_number": mask_mynumber(holder.persona.my_number or ""),
             "card_expiry": holder.card_expiry.isoformat(),
-            "auth_serial": f"{holder.auth_serial:X}", "sign_serial": f"{holder.sign_serial:X}"}
-    obj.emit(data, lambda: f"created card {name} for {persona.name} (expires {data['card_expiry']})\n"
+            "auth_serial": f"{holder.auth_serial:X}", "sign_serial": f"{holder.sign_serial:X}",
+            "profile": profile}
+    obj.emit(data, lambda: f"created card {name} ({profile}) for {persona.name} (expires {data['card_expiry']})\n"
              f"use it with: jpki --card emu:{name} info")
 
 

@@ -17,11 +17,11 @@ from cryptography.hazmat.primitives import hashes, serialization
 
 from ..apdu import ApduProtocol
 from ..certinfo import cert_kind, signing_identity
-from ..errors import UsageError, VerificationError
+from ..errors import FileNotFoundOnCardError, UsageError, VerificationError
 from ..fileio import write_atomic
 from ..identity import mask_mynumber
 from ..pins import PINS, USER_PINS
-from ..session import CardInfoSession, CertKind, JpkiSession, KeyKind
+from ..session import CardInfoSession, CertKind, JpkiSession, KeyKind, SurfaceSession
 from ._common import INSTANT, PIN_KINDS, CliFail, Ctx, pass_ctx, pin_name, pin_option, revocation_options
 from ._fail import EXIT_INVALID
 
@@ -33,7 +33,17 @@ def _session_for(t: Transport, kind: str) -> CardInfoSession | JpkiSession:
     return CardInfoSession(t) if kind == "card" else JpkiSession(t)
 
 
-def verify_pin(obj: Ctx, session: CardInfoSession | JpkiSession, kind: str, given: str | None) -> None:
+def card_info_tries(t: Transport) -> int | None:
+    """Tries left of the card-info PIN; None when the card has no card-info AP (a smartphone's
+    JPKI has only the JPKI AP)."""
+    try:
+        return CardInfoSession(t).tries_left("card")
+    except FileNotFoundOnCardError:
+        return None
+
+
+def verify_pin(obj: Ctx, session: CardInfoSession | JpkiSession | SurfaceSession, kind: str,
+               given: str | None) -> None:
     """Verify a PIN with the usual sources and the real-reader confirmation."""
     value = obj.pin(kind, given)
     obj.confirm_try(f"Verifying the {pin_name(kind)}", session.tries_left(kind))
@@ -59,7 +69,9 @@ def info(obj: Ctx) -> None:
         data: dict[str, Any] = {"reader": t.description, "atr": t.atr.hex().upper(), "card_type": j.card_type(),
                                 "token_label": j.token_label(),
                                 "pins": {"auth": j.tries_left("auth"), "sign": j.tries_left("sign")}}
-        data["pins"]["card"] = CardInfoSession(t).tries_left("card")
+        card_pin = card_info_tries(t)
+        if card_pin is not None:
+            data["pins"]["card"] = card_pin
     obj.emit(data, lambda: "\n".join([
         f"Reader:      {data['reader']}", f"ATR:         {data['atr']}",
         f"Card type:   {data['card_type']} ({data['token_label']})",
@@ -85,8 +97,10 @@ def pin_status(obj: Ctx) -> None:
     """Tries left for each PIN (of its maximum), spending none."""
     with obj.card() as t:
         j = JpkiSession(t)
-        status = {"auth": j.tries_left("auth"), "sign": j.tries_left("sign"),
-                  "card": CardInfoSession(t).tries_left("card")}
+        status = {"auth": j.tries_left("auth"), "sign": j.tries_left("sign")}
+        card_pin = card_info_tries(t)
+        if card_pin is not None:
+            status["card"] = card_pin
     # a card tells the tries left, not the maximum: that is the spec's (jpki.pins)
     obj.emit({k: {"tries_left": v, "blocked": v == 0} for k, v in status.items()},
              lambda: "\n".join(f"{pin_name(k) + ':':<30} {v}/{PINS[k].max_tries}"
@@ -128,10 +142,14 @@ CERT_KINDS = click.Choice(["auth", "sign", "auth-ca", "sign-ca"])
 
 
 def read_cert(obj: Ctx, kind: CertKind, pin_value: str | None = None) -> bytes:
+    """A certificate of the card: the signing one after the signature password; on a
+    smartphone's JPKI the user-authentication one after the auth PIN (jpki/myna does the same)."""
     with obj.card() as t:
         j = JpkiSession(t)
         if kind == "sign":
             verify_pin(obj, j, "sign", pin_value)
+        elif kind == "auth" and j.card_type() == "smartphone":
+            verify_pin(obj, j, "auth", pin_value)
         return j.read_certificate(kind)
 
 
@@ -154,7 +172,7 @@ def cert() -> None:
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--der", "fmt", flag_value="der", help="DER (default when writing a file)")
 @click.option("--pem", "fmt", flag_value="pem", help="PEM (default on stdout)")
-@pin_option("sign", note="for the signing certificate")
+@pin_option("sign", note="for the signing certificate (a smartphone's auth certificate: the auth PIN)")
 @pass_ctx
 def cert_read(obj: Ctx, kind: CertKind, output: Path | None, fmt: str | None, pin_value: str | None) -> None:
     """Write a certificate from the card to a file or stdout."""

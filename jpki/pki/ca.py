@@ -129,8 +129,14 @@ class TestCA:
         clock: Clock,
         key_size: int = 2048,
         keys: dict[CaKind, rsa.RSAPrivateKey] | None = None,
+        generation: str | None = None,
     ) -> TestCA:
         """Create both roots in ``directory`` (created 0700 if missing; must hold no CA).
+
+        ``generation`` (``"2015"`` or ``"2023"``) dates the roots like that generation of the
+        J-LIS roots (valid 2015-10-20..2025-10-19 or 2023-07-16..2033-07-15) instead of from now:
+        the CA of the cards with 2015-era or 2023-era roots (card profiles ``card-2015`` and
+        ``card-2023``). It issues only while its roots are valid (a clock in that window).
 
         ``base_url`` is where the CRLs and OCSP will be served (it is named in every
         certificate); by default ``http://127.0.0.1:PORT`` with a port free now, kept in the CA's
@@ -145,6 +151,9 @@ class TestCA:
             raise UsageError(f"base_url must be an http(s) URL, not {base_url!r}")
         if key_size < 2048:
             raise UsageError("CA keys must have at least 2048 bits")
+        if generation is not None and generation not in profiles.ROOT_GENERATION_START:
+            raise UsageError(f"root generation must be one of {', '.join(profiles.ROOT_GENERATION_START)}, "
+                             f"not {generation!r}")
         ours = [CONFIG_FILE, DB_FILE] + [f(k) for k in CA_KINDS for f in (_cert_file, _key_file)]
         if directory.exists():
             if not directory.is_dir():
@@ -157,6 +166,7 @@ class TestCA:
         else:
             directory.mkdir(mode=0o700, parents=True)
         now = clock.now()
+        roots_from = profiles.ROOT_GENERATION_START[generation] if generation else now
         certs: dict[CaKind, x509.Certificate] = {}
         ca_keys: dict[CaKind, rsa.RSAPrivateKey] = {}
         for kind in CA_KINDS:
@@ -164,7 +174,7 @@ class TestCA:
             if not isinstance(key, rsa.RSAPrivateKey):
                 raise UsageError("CA keys must be RSA private keys")
             ca_keys[kind] = key
-            certs[kind] = profiles.build_ca_certificate(kind, key, not_before=now)
+            certs[kind] = profiles.build_ca_certificate(kind, key, not_before=roots_from)
         # Keys first (the secret part, 0600 from creation), then certificates, then the config
         # that marks the CA complete.
         for kind in CA_KINDS:

@@ -61,6 +61,7 @@ __all__ = [
     "new_serial",
     "nth_birthday_after",
     "ocsp_url",
+    "root_generation",
 ]
 
 CaKind = Literal["sign", "auth"]
@@ -85,6 +86,25 @@ JPKI_SERVICE_DIRNAME = x509.Name(
 )
 
 CA_VALIDITY_YEARS = 10
+
+#: The generations of the J-LIS roots (spec §8) by the instant the real roots begin: a test root
+#: made for a generation starts then (and so ends when the real one does: 2025-10-19 and
+#: 2033-07-15, 23:59:59 JST). The 2019 roots signed other things and are not modelled.
+ROOT_GENERATION_START: dict[str, _dt.datetime] = {
+    "2015": _dt.datetime(2015, 10, 20, 2, 40, 28, tzinfo=_dt.UTC),
+    "2023": _dt.datetime(2023, 7, 16, 0, 50, 27, tzinfo=_dt.UTC),
+}
+
+
+def root_generation(ca_cert: x509.Certificate) -> str | None:
+    """The J-LIS root generation a (test) root stands for: the latest one that had begun when
+    the root's validity began; None for a root older than the first."""
+    start = ca_cert.not_valid_before_utc
+    found = None
+    for name, begins in sorted(ROOT_GENERATION_START.items(), key=lambda item: item[1]):
+        if start >= begins:
+            found = name
+    return found
 LEAF_VALIDITY_BIRTHDAYS = 5
 ADULT_AGE = 18
 

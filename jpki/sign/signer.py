@@ -30,7 +30,7 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from ..errors import JpkiError, UsageError
+from ..errors import JpkiError, SecurityStatusError, UsageError
 
 __all__ = ["DIGESTS", "CardKeySession", "CardSigner", "KeyKind", "SignerMismatchError"]
 
@@ -97,7 +97,13 @@ class CardSigner:
             session.verify("sign", pin())
         elif key != "auth":
             raise UsageError(f"unknown key {key!r}: use 'sign' or 'auth'")
-        der = session.read_certificate(key)
+        try:
+            der = session.read_certificate(key)
+        except SecurityStatusError:
+            if key != "auth":
+                raise
+            session.verify("auth", pin())  # a smartphone's JPKI: the auth certificate after the PIN
+            der = session.read_certificate(key)
         return cls(session, key, x509.load_der_x509_certificate(der), pin)
 
     # ------------------------------------------------------------------ the certificate

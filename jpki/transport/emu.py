@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import CardStateError, NoCardError
+from ..errors import CardStateError, NoCardError, UsageError
 from .base import TransportBase
 
 if TYPE_CHECKING:
@@ -134,14 +134,33 @@ class CardCopies:
 
 # --- card factory (used by provisioning and the CLI's admin commands) -------------------------
 
+def card_profile_names() -> list[str]:
+    """The built-in card profiles (card_emulator.profile.PROFILES), for ``--profile``."""
+    from card_emulator.profile import PROFILES
+
+    return list(PROFILES)
+
+
+def card_profile(profile: str | dict[str, Any] | None) -> dict[str, Any]:
+    """The settings of a card profile given by name (a built-in one) or as settings; UsageError
+    if there is no such profile or a setting is wrong."""
+    from card_emulator.profile import CardProfile, profile_named
+
+    try:
+        if profile is None or isinstance(profile, str):
+            return profile_named(profile or "card").to_json()
+        return CardProfile.from_json(profile).to_json()
+    except (ValueError, TypeError) as exc:
+        raise UsageError(str(exc)) from None
+
+
 def create_emulated_card(directory: Path, **card_data: Any) -> Path:
-    """Write a new emulated card; ``card_data`` are the fields of card_emulator's CardData."""
+    """Write a new emulated card; ``card_data`` are the fields of card_emulator's CardData, and
+    ``profile``: a built-in profile's name or a profile's settings (default: the plastic card)."""
     from card_emulator.profile import CardProfile
     from card_emulator.provision import CardData, create_card
 
-    profile = card_data.pop("profile", None)
-    if isinstance(profile, dict):
-        profile = CardProfile.from_json(profile)
+    profile = CardProfile.from_json(card_profile(card_data.pop("profile", None)))
     return create_card(directory, CardData(**card_data), profile)
 
 
