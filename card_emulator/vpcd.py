@@ -29,6 +29,14 @@ pcscd notices at its next presence poll (about every 400 ms) and reports the rea
 open PC/SC handles then fail with ``SCARD_W_REMOVED_CARD``. ``insert_card()`` reconnects;
 pcscd accepts the connection at its next poll, reads the ATR and reports a card again.
 
+Faults (``card_emulator.faults``): a bridge given a ``FaultPlan`` (``faults=``, or set
+``bridge.faults`` later) carries it out on every APDU while a fault is set — a card that leaves
+(``remove_on_signature``, ``remove_after``, a tear) is removed as by ``remove_card()``, without an
+answer when it left mid-command; a reader error resets the TCP connection mid-command (vpcd then
+fails that exchange and takes the card back at its next poll). Each fault that fires is logged
+at WARNING (``fault status_word#2: answered 6A82 …``; a latency, which fires on every APDU, at
+INFO). With no fault set, the cost is one attribute test per APDU.
+
 From another process: ``serve()``/``serve_many()`` install ``SIGUSR1`` = remove,
 ``SIGUSR2`` = insert (every bridge they serve) and ``SIGINT``/``SIGTERM`` = stop when called in
 the main thread with ``install_signals=True``, e.g. ``kill -USR1 <pid>``.
@@ -69,6 +77,8 @@ import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Protocol
+
+from .faults import CardLeft, FaultPlan, LinkBroken
 
 __all__ = [
     "DEFAULT_ATR",
@@ -175,6 +185,10 @@ class _PeerClosed(_WireError):
     """vpcd closed the connection cleanly between two frames (pcscd stopping, card ejected)."""
 
 
+class _LinkFault(Exception):
+    """A reader-error fault: reset the connection in the middle of the command, then reconnect."""
+
+
 def describe_command(apdu: bytes) -> str:
     """A log-safe description of a command APDU: header and length only (AID for SELECT)."""
     if len(apdu) < 4:
@@ -213,6 +227,7 @@ class VpcdBridge:
         backoff_initial: float = 0.1,
         backoff_max: float = 2.0,
         connect_timeout: float = 5.0,
+        faults: FaultPlan | None = None,
     ) -> None:
         if backoff_initial <= 0 or backoff_max < backoff_initial:
             raise ValueError("need 0 < backoff_initial <= backoff_max")
@@ -223,6 +238,8 @@ class VpcdBridge:
         self.backoff_initial = backoff_initial
         self.backoff_max = backoff_max
         self.connect_timeout = connect_timeout
+        self.faults = faults
+        """The card's fault plan (``card_emulator.faults``), or None."""
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
@@ -246,11 +263,15 @@ class VpcdBridge:
     def remove_card(self) -> None:
         """Pull the card out: disconnect from vpcd and stay disconnected until ``insert_card``."""
         self._present = False
+        if self.faults is not None and self.faults.present:
+            self.faults.remove()  # lock-free
         self._wake()
 
     def insert_card(self) -> None:
         """Insert the card again: the bridge reconnects to vpcd."""
         self._present = True
+        if self.faults is not None:
+            self.faults.insert()  # lock-free
         self._wake()
 
     @property
@@ -424,6 +445,11 @@ class VpcdBridge:
                 self.log.info("stopping: disconnecting from vpcd at %s:%d", self.host, self.port)
             else:
                 self.log.info("card removed: disconnected from vpcd at %s:%d", self.host, self.port)
+        except _LinkFault:
+            # SO_LINGER 0: close() sends a reset, and vpcd fails the exchange it is waiting on
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            delay = 0.0
         except _PeerClosed as exc:
             self.log.info("vpcd %s:%d: %s; reconnecting", self.host, self.port, exc)
         except _WireError as exc:
@@ -494,6 +520,9 @@ class VpcdBridge:
             else:
                 self.log.warning("unknown vpcd control byte %02X ignored", ctrl)
             return None
+        faults = self.faults
+        if faults is not None and faults.armed:
+            return self._handle_with_faults(payload, faults)
         debug = self.log.isEnabledFor(logging.DEBUG)
         if debug:
             self.log.debug("%s", describe_command(payload))
@@ -511,6 +540,29 @@ class VpcdBridge:
         if debug:
             self.log.debug("%s", describe_response(rapdu))
         return rapdu
+
+    def _handle_with_faults(self, payload: bytes, faults: FaultPlan) -> bytes:
+        """An APDU while a fault is set: the plan decides; the card may leave or the link break."""
+        self.log.debug("%s", describe_command(payload))
+        try:
+            outcome = faults.run(self.card, payload, self._log_fault)
+        except CardLeft:
+            self.remove_card()
+            raise _Interrupted from None  # closes the connection: no answer, the reader is empty
+        except LinkBroken:
+            raise _LinkFault from None
+        except Exception:
+            self.log.exception("card failed on an APDU; answering 6F00")
+            return _SW_INTERNAL_ERROR
+        self.apdus += 1
+        self.log.debug("%s", describe_response(outcome.rapdu))
+        if outcome.leave_after:
+            self.remove_card()  # the answer goes out first: the loop then closes the connection
+        return outcome.rapdu
+
+    def _log_fault(self, line: str) -> None:
+        # a latency fires on every APDU: shown with -v; the others always
+        self.log.log(logging.INFO if line.startswith("fault latency#") else logging.WARNING, "%s", line)
 
     def _card_atr(self) -> bytes:
         try:
@@ -578,9 +630,11 @@ def serve(
     *,
     install_signals: bool = True,
     logger: logging.Logger | None = None,
+    faults: FaultPlan | None = None,
 ) -> None:
-    """Serve ``card`` on one vpcd slot until SIGINT/SIGTERM (blocking; does not close the card)."""
-    bridge = VpcdBridge(card, host, port, logger=logger)
+    """Serve ``card`` on one vpcd slot until SIGINT/SIGTERM (blocking; does not close the card),
+    carrying out the fault plan ``faults`` when given."""
+    bridge = VpcdBridge(card, host, port, logger=logger, faults=faults)
     try:
         with signal_control([bridge]) if install_signals else contextlib.nullcontext():
             bridge.serve_forever()
@@ -608,14 +662,18 @@ def serve_many(
     *,
     install_signals: bool = True,
     logger: logging.Logger | None = None,
+    faults: Sequence[FaultPlan | None] = (),
 ) -> None:
-    """Serve several cards (one per vpcd slot, one thread each) until SIGINT/SIGTERM.
+    """Serve several cards (one per vpcd slot, one thread each) until SIGINT/SIGTERM; the
+    n-th card carries out the n-th fault plan of ``faults`` when there is one.
 
     The signals act on every bridge (SIGUSR1 removes all cards, SIGUSR2 inserts them).
     """
     # Every bridge exists before the signal handlers do: a signal that comes early still
     # reaches all of them.
-    bridges = [VpcdBridge(card, host, port, logger=logger) for card, port in cards]
+    plans = list(faults)
+    bridges = [VpcdBridge(card, host, port, logger=logger, faults=plans[i] if i < len(plans) else None)
+               for i, (card, port) in enumerate(cards)]
     threads: list[threading.Thread] = []
     try:
         with signal_control(bridges) if install_signals else contextlib.nullcontext():

@@ -53,9 +53,11 @@ class InvalidNameError(UsageError):
 
 
 class TransportError(JpkiError):
-    """The reader, the card connection or the emulator could not be reached."""
+    """The reader, the card connection or the emulator could not be reached. ``pcsc_code`` is
+    the PC/SC result code (``0x80100016``…) when a reader's error says what happened."""
 
     code = "transport"
+    pcsc_code: int | None = None
 
 
 class NoReaderError(TransportError):
@@ -80,6 +82,13 @@ class ReaderBusyError(TransportError):
     """Another program holds the reader exclusively."""
 
     code = "reader_busy"
+
+
+class FaultControlError(JpkiError):
+    """A served emulated card's fault plan could not be set: the serving process did not take
+    it (``jpki emulator fault``)."""
+
+    code = "fault_control"
 
 
 class CardStateError(JpkiError):

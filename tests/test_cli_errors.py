@@ -100,6 +100,7 @@ def test_card_show_of_a_path_is_a_usage_error_not_a_traceback(cli):
     ["ca", "list", "--card", "../x"],
     ["emulator", "remove", "../../x"],
     ["emulator", "insert", "../../x"],
+    ["emulator", "fault", "../../x", "list"],
     ["emulator", "serve", "a b"],
 ])
 def test_every_command_taking_a_card_name_checks_it(cli, args):

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from card_emulator.faults import FaultPlan
 from card_emulator.vpcd import (
     DEFAULT_ATR,
     MinimalCard,
@@ -440,6 +441,76 @@ def test_serve_two_slots(run_bridge: Callable[..., VpcdBridge]) -> None:
             bridge.close()
         a.close()
         b.close()
+
+
+# -- faults (card_emulator.faults carried out by the bridge) ---------------------------------
+
+SIGN_APDU = bytes.fromhex("802A00800301020300")
+
+
+def test_fault_card_leaves_mid_signature_without_an_answer(
+    vpcd: FakeVpcd, run_bridge: Callable[..., VpcdBridge], caplog: pytest.LogCaptureFixture
+) -> None:
+    plan = FaultPlan()
+    card = RecordingCard()
+    bridge = run_bridge(card, vpcd.port, faults=plan)
+    vpcd.accept()
+    plan.remove_on_signature()
+    assert vpcd.transact(bytes.fromhex("00B0000008")) == SECRET_DATA + b"\x90\x00"
+    vpcd.send(SIGN_APDU)
+    assert vpcd.peer_closed()  # no answer: the card is gone, as when pulled out
+    assert wait_for(lambda: not bridge.connected)
+    assert not bridge.card_present and not plan.present
+    assert SIGN_APDU not in card.apdus and card.events[-1] == "off"
+    with pytest.raises((TimeoutError, socket.timeout)):
+        vpcd.accept(timeout=0.3)  # stays out until inserted
+    bridge.insert_card()
+    vpcd.accept()
+    assert plan.present and vpcd.transact(b"\x04") == DEFAULT_ATR
+    assert vpcd.transact(SIGN_APDU)[-2:] == b"\x90\x00"  # used up: the next signature goes through
+    assert "fault remove_on_signature#1: the card left the reader before answering" in caplog.text
+
+
+def test_fault_card_leaves_after_n_answers(vpcd: FakeVpcd, run_bridge: Callable[..., VpcdBridge]) -> None:
+    plan = FaultPlan()
+    bridge = run_bridge(RecordingCard(), vpcd.port, faults=plan)
+    vpcd.accept()
+    plan.remove_after(2)
+    assert vpcd.transact(b"\x00\xa4\x00\x0c")[-2:] == b"\x90\x00"
+    assert vpcd.transact(b"\x00\xa4\x00\x0c")[-2:] == b"\x90\x00"  # answered, then out
+    assert vpcd.peer_closed()
+    assert wait_for(lambda: not bridge.connected) and not bridge.card_present
+
+
+def test_fault_reader_error_resets_the_link_and_the_card_stays(
+    vpcd: FakeVpcd, run_bridge: Callable[..., VpcdBridge]
+) -> None:
+    plan = FaultPlan()
+    card = RecordingCard()
+    bridge = run_bridge(card, vpcd.port, faults=plan)
+    conn = vpcd.accept()
+    plan.reader_error(match="read-binary")
+    vpcd.send(bytes.fromhex("00B0000008"))
+    with pytest.raises(ConnectionResetError):  # vpcd sees the exchange fail mid-command
+        conn.recv(1)
+    vpcd.accept()  # back at once: the card never left
+    assert bridge.card_present and plan.present
+    assert vpcd.transact(bytes.fromhex("00B0000008")) == SECRET_DATA + b"\x90\x00"
+    assert card.apdus == [bytes.fromhex("00B0000008")]
+
+
+def test_fault_status_word_and_no_fault_no_plan_run(
+    vpcd: FakeVpcd, run_bridge: Callable[..., VpcdBridge], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    plan = FaultPlan()
+    card = RecordingCard()
+    run_bridge(card, vpcd.port, faults=plan)
+    vpcd.accept()
+    plan.status_word(0x6982, match="read-binary")
+    assert vpcd.transact(bytes.fromhex("00B0000008")) == b"\x69\x82"
+    monkeypatch.setattr(plan, "run", lambda *a: pytest.fail("the plan ran with no fault set"))
+    assert vpcd.transact(bytes.fromhex("00B0000008")) == SECRET_DATA + b"\x90\x00"
+    assert card.apdus == [bytes.fromhex("00B0000008")]
 
 
 # -- logging --------------------------------------------------------------------------------

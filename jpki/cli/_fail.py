@@ -47,7 +47,7 @@ EXIT_CODES: dict[str, int] = {
 }
 
 #: Data attributes of an exception copied into its JSON document (``sw`` as 4 hex digits).
-_DATA_ATTRIBUTES = ("reason", "pin", "tries_left", "sw", "status", "path", "line")
+_DATA_ATTRIBUTES = ("reason", "pin", "tries_left", "sw", "status", "path", "line", "pcsc_code")
 
 
 class CliFail(Exception):
@@ -119,6 +119,8 @@ def _data(exc: BaseException) -> dict[str, Any]:
             continue
         if name == "sw" and isinstance(value, int):
             value = f"{value:04X}"
+        elif name == "pcsc_code" and isinstance(value, int):
+            value = f"0x{value:08X}"
         elif isinstance(value, Path):
             value = str(value)
         out[name] = value
@@ -128,6 +130,7 @@ def _data(exc: BaseException) -> dict[str, Any]:
 def fail_for(exc: JpkiError, card_uri: str | None = None) -> CliFail:
     """The CliFail for a library error: its code and data, the CLI's wording and hint."""
     from ..errors import (
+        CardRemovedError,
         InvalidNameError,
         NoCardError,
         NoReaderError,
@@ -155,6 +158,9 @@ def fail_for(exc: JpkiError, card_uri: str | None = None) -> CliFail:
         hint = "give a folder with --home DIR or $JPKI_HOME (unset, the home is ~/.jpki)"
     elif isinstance(exc, NoReaderError):
         hint = "connect a reader (and start pcscd), or use an emulated card: --card emu:NAME"
+    elif isinstance(exc, CardRemovedError):
+        hint = ("put the card back and run the command again (a card that left forgets its "
+                "verified PINs)")
     elif isinstance(exc, NoCardError) and not (card_uri or "").startswith("emu:"):
         hint = "insert the card (--wait SECONDS waits for it)"
     elif isinstance(exc, NoCardError):

@@ -1,19 +1,34 @@
-"""The in-process emulated card (``emu:NAME``). The one module of jpki that imports card_emulator."""
+"""The in-process emulated card (``emu:NAME``). The one module of jpki that imports card_emulator.
+
+Faults (``card_emulator.faults``, docs/faults.md): every emulated card of a folder has one
+fault plan in this process, :func:`card_faults`, shared by every :class:`EmulatorTransport`
+opened on it (``transport.faults``). The transport carries it out and raises what the PC/SC
+transport raises for the same event: ``CardRemovedError`` once the card left (until
+:meth:`EmulatorTransport.reconnect` after ``faults.insert()``), ``NoCardError`` when opening a card
+that is out, a reader error with its PC/SC code (:func:`jpki.transport.pcsc.transmit_error`).
+Each fault that fires goes to the transport's listeners (:meth:`EmulatorTransport.add_listener`;
+the tracing wrapper prints it). A served card's plan is reached with :func:`served_faults`.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
-from ..errors import CardStateError, NoCardError, UsageError
+from ..errors import CardRemovedError, CardStateError, FaultControlError, NoCardError, UsageError
 from .base import TransportBase
 
 if TYPE_CHECKING:
     from card_emulator import CardFiles, MyNumberCard
+    from card_emulator.faults import Fault, FaultPlan, ServedFaults
+
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
 
 #: PINs that ``jpki card reset-pin`` can reset (and so repair).
 _RESETTABLE_PINS = ("auth", "sign", "card")
@@ -53,6 +68,25 @@ def card_path(home: Path, name: str) -> Path:
     return cards_dir(home) / name
 
 
+#: The fault plan of each emulated card folder in this process (see :func:`card_faults`).
+_PLANS: dict[str, FaultPlan] = {}
+_PLANS_LOCK = threading.Lock()
+
+
+def card_faults(directory: str | os.PathLike[str]) -> FaultPlan:
+    """The fault plan of the emulated card in ``directory`` for this process: set faults on it
+    (``remove_on_signature()``, ``status_word(0x6A82, match="read-binary")``, ``insert()``…)
+    and every :class:`EmulatorTransport` of that card, open or opened later, carries them out."""
+    key = os.path.abspath(directory)
+    plan = _PLANS.get(key)
+    if plan is None:
+        from card_emulator.faults import FaultPlan
+
+        with _PLANS_LOCK:
+            plan = _PLANS.setdefault(key, FaultPlan())
+    return plan
+
+
 class EmulatorTransport(TransportBase):
     """Transmit straight into a software card in this process: the card of ``directory``, or
     ``card`` (a copy in memory of that directory's card, see :class:`CardCopies`)."""
@@ -62,6 +96,11 @@ class EmulatorTransport(TransportBase):
 
         directory = Path(directory)
         self.directory = directory
+        self._faults = card_faults(directory)
+        if not self._faults.present:
+            raise NoCardError(self._out_of_reader())
+        self._removals = self._faults.removals
+        self._listeners: list[Callable[[str], None]] = []
         if card is None:
             if not (directory / "card.json").is_file():
                 raise NoCardError(f"no emulated card at {directory} (create one with 'jpki card create')")
@@ -70,8 +109,60 @@ class EmulatorTransport(TransportBase):
         self.card = card
         self.card.power_on()
 
+    @property
+    def faults(self) -> FaultPlan:
+        """This card's fault plan (:func:`card_faults`)."""
+        return self._faults
+
+    def add_listener(self, listener: Callable[[str], None]) -> None:
+        """Call ``listener`` with one line for each fault that fires here (the trace)."""
+        self._listeners.append(listener)
+
     def transmit(self, apdu: bytes) -> bytes:
+        faults = self._faults
+        if faults.armed or faults.removals != self._removals:  # no fault set: straight through
+            return self._transmit_with_faults(apdu)
         return self.card.transmit(apdu)
+
+    def _emit(self, line: str) -> None:
+        for listener in self._listeners:
+            listener(line)
+
+    def _out_of_reader(self) -> str:
+        why = self._faults.removed_by
+        return (f"no card in the reader of {self.description}"
+                + (f" ({why})" if why else "") + ": faults.insert() puts it back")
+
+    def _transmit_with_faults(self, apdu: bytes) -> bytes:
+        from card_emulator.faults import CardLeft, LinkBroken
+
+        from .pcsc import PCSC_ERRORS, transmit_error
+
+        faults = self._faults
+        if faults.removals != self._removals:
+            if faults.removed_by:
+                self._emit(f"card out of the reader: {faults.removed_by}")
+            raise CardRemovedError(f"the card was removed from the reader of {self.description}")
+        try:
+            outcome = faults.run(self.card, apdu, self._emit)
+        except CardLeft:
+            self._removals = -1  # this connection is over, whatever happens next
+            raise CardRemovedError(f"the card was removed from the reader of {self.description}") from None
+        except LinkBroken as broken:
+            raise transmit_error(PCSC_ERRORS[broken.code][0], self.description) from None
+        if outcome.leave_after:
+            self.card.power_off()
+        return outcome.rapdu
+
+    def reconnect(self, *, reset: bool = True, wait: float = 0) -> None:
+        """Connect again after the card left (as ``PcscTransport.reconnect``): the card powers
+        up with a clear security state; ``NoCardError`` while it is out of its reader. ``reset``
+        and ``wait`` are accepted for the PC/SC transport's signature (an emulated card is back
+        the moment ``faults.insert()`` puts it back)."""
+        if not self._faults.present:
+            raise NoCardError(self._out_of_reader())
+        self._removals = self._faults.removals
+        self.card.power_on()
 
     @property
     def atr(self) -> bytes:
@@ -202,10 +293,12 @@ def serve_emulated_cards(directories: list[Path], host: str = VPCD_DEFAULT_HOST,
                          port: int = VPCD_DEFAULT_PORT, *, ready: Any = None) -> None:
     """Serve cards on consecutive vpcd slots (port, port+1, …) until SIGINT/SIGTERM.
 
-    SIGUSR1 pulls the cards out, SIGUSR2 inserts them again. ``ready`` is called once the
-    cards are open (before the first connection attempt).
+    SIGUSR1 pulls the cards out, SIGUSR2 inserts them again, SIGHUP applies the fault plans of
+    their folders (``faults.json``, see :func:`served_faults`). ``ready`` is called once the
+    cards are open and the signals are handled (before the first connection attempt).
     """
     from card_emulator import MyNumberCard
+    from card_emulator.faults import FaultPlan, watching
     from card_emulator.vpcd import serve, serve_many
 
     cards = []
@@ -214,16 +307,94 @@ def serve_emulated_cards(directories: list[Path], host: str = VPCD_DEFAULT_HOST,
             raise NoCardError(f"no emulated card at {directory}")
         with card_files(directory):
             cards.append(MyNumberCard.open(directory))
+    plans = [FaultPlan() for _ in cards]
     try:
-        if ready is not None:
-            ready()
-        if len(cards) == 1:
-            serve(cards[0], host, port)
-        else:
-            serve_many([(card, port + i) for i, card in enumerate(cards)], host)
+        with watching(list(zip(plans, map(Path, directories), strict=True))) as watcher, \
+                _on_signal(signal.SIGHUP, watcher.request):
+            if ready is not None:
+                ready()
+            if len(cards) == 1:
+                serve(cards[0], host, port, faults=plans[0])
+            else:
+                serve_many([(card, port + i) for i, card in enumerate(cards)], host, faults=plans)
     finally:
         for card in cards:
             card.close()
+
+
+@contextlib.contextmanager
+def _on_signal(signum: int, action: Callable[[], None]) -> Iterator[None]:
+    """Run ``action`` on ``signum`` (main thread only; elsewhere nothing is installed)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signum, lambda _signum, _frame: action())
+    try:
+        yield
+    finally:
+        signal.signal(signum, previous)
+
+
+def served_faults(directory: str | os.PathLike[str], pid: int, *, timeout: float = 5.0) -> ServedCardFaults:
+    """The fault verbs of the card of ``directory`` served by process ``pid`` (``jpki emulator
+    serve``): the same verbs as :func:`card_faults`; each returns once that process applied it.
+    Errors are jpki's: ``UsageError`` for a fault that cannot be set, ``FaultControlError``
+    when the process does not take it."""
+    from card_emulator.faults import ServedFaults
+
+    def notify() -> None:
+        try:
+            os.kill(pid, signal.SIGHUP)
+        except ProcessLookupError:
+            raise FaultControlError(f"the serving process {pid} is gone") from None
+
+    return ServedCardFaults(ServedFaults(directory, notify, timeout=timeout))
+
+
+class ServedCardFaults:
+    """The fault verbs of a served card (:func:`served_faults`), with jpki's errors."""
+
+    def __init__(self, inner: ServedFaults) -> None:
+        self._inner = inner
+
+    def _call(self, verb: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs) -> _T:
+        from card_emulator.faults import FaultControlError as Unapplied
+        from card_emulator.faults import FaultSpecError
+
+        try:
+            return verb(*args, **kwargs)
+        except FaultSpecError as exc:
+            raise UsageError(exc.reason) from None
+        except Unapplied as exc:
+            raise FaultControlError(str(exc)) from None
+        except OSError as exc:
+            raise FaultControlError(f"cannot write the fault plan: {exc}") from None
+
+    def remove_after(self, n: int) -> Fault:
+        return self._call(self._inner.remove_after, n)
+
+    def remove_on_signature(self) -> Fault:
+        return self._call(self._inner.remove_on_signature)
+
+    def status_word(self, sw: int | str, match: str | int | None = None, times: int | None = 1) -> Fault:
+        return self._call(self._inner.status_word, sw, match, times)
+
+    def latency(self, ms: float | None = None, *, profile: str | None = None,
+                bit_rate: int | None = None) -> Fault:
+        return self._call(self._inner.latency, ms, profile=profile, bit_rate=bit_rate)
+
+    def tear(self, during: str, *, after_write: bool = True) -> Fault:
+        return self._call(self._inner.tear, during, after_write=after_write)
+
+    def reader_error(self, code: str | None = None, *, match: str | int | None = None,
+                     times: int | None = 1) -> Fault:
+        return self._call(self._inner.reader_error, code, match=match, times=times)
+
+    def clear(self) -> None:
+        self._call(self._inner.clear)
+
+    def describe(self) -> dict[str, Any]:
+        return self._call(self._inner.describe)
 
 
 def update_emulated_basic_info(directory: Path, **fields: Any) -> None:

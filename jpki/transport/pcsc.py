@@ -51,7 +51,7 @@ from jpki.errors import (
 )
 from jpki.transport.base import TransportBase
 
-__all__ = ["PcscTransport", "list_readers"]
+__all__ = ["PCSC_ERRORS", "PcscTransport", "list_readers", "pcsc_error", "transmit_error"]
 
 _PYSCARD_MISSING = "pcsc card URIs need pyscard: pip install 'jpki[pcsc]'"
 _PNP_NOTIFICATION = "\\\\?PnP?\\Notification"
@@ -78,23 +78,106 @@ def _code(hresult: int) -> int:
     return hresult & 0xFFFFFFFF
 
 
-def _message(sc: ModuleType, hresult: int) -> str:
+#: The PC/SC result codes jpki tells apart, by their winscard.h names: the value (the same in
+#: pcsc-lite, Windows and macOS) and pcsc-lite's wording (``SCardGetErrorMessage``). The errors
+#: below are built from these alone, so that an emulated reader error (``jpki.transport.emu``)
+#: raises exactly what a real reader's does.
+PCSC_ERRORS: dict[str, tuple[int, str]] = {
+    "SCARD_F_INTERNAL_ERROR": (0x80100001, "Internal error."),
+    "SCARD_E_INVALID_HANDLE": (0x80100003, "Invalid handle."),
+    "SCARD_E_UNKNOWN_READER": (0x80100009, "Unknown reader specified."),
+    "SCARD_E_TIMEOUT": (0x8010000A, "Command timeout."),
+    "SCARD_E_SHARING_VIOLATION": (0x8010000B, "Sharing violation."),
+    "SCARD_E_NO_SMARTCARD": (0x8010000C, "No smart card inserted."),
+    "SCARD_E_PROTO_MISMATCH": (0x8010000F, "Card protocol mismatch."),
+    "SCARD_F_COMM_ERROR": (0x80100013, "RPC transport error."),
+    "SCARD_E_NOT_TRANSACTED": (0x80100016, "Transaction failed."),
+    "SCARD_E_READER_UNAVAILABLE": (0x80100017, "Reader is unavailable."),
+    "SCARD_E_NO_SERVICE": (0x8010001D, "Service not available."),
+    "SCARD_E_SERVICE_STOPPED": (0x8010001E, "Service was stopped."),
+    "SCARD_E_NO_READERS_AVAILABLE": (0x8010002E, "Cannot find a smart card reader."),
+    "SCARD_W_UNRESPONSIVE_CARD": (0x80100066, "Card is unresponsive."),
+    "SCARD_W_UNPOWERED_CARD": (0x80100067, "Card is unpowered."),
+    "SCARD_W_RESET_CARD": (0x80100068, "Card was reset."),
+    "SCARD_W_REMOVED_CARD": (0x80100069, "Card was removed."),
+}
+_C = {name: value for name, (value, _) in PCSC_ERRORS.items()}
+_TEXTS = {value: text for value, text in PCSC_ERRORS.values()}
+#: Transmit failures that mean "the card left" when the reader then shows no card (or another).
+_MAYBE_REMOVED = {_C["SCARD_E_NOT_TRANSACTED"], _C["SCARD_F_COMM_ERROR"], _C["SCARD_W_UNRESPONSIVE_CARD"]}
+
+
+def _describe(code: int, text: str | None = None) -> str:
+    """``Transaction failed (0x80100016)``: the wording of a PC/SC code, with the code."""
+    return f"{(text or _TEXTS.get(code) or 'PC/SC error').rstrip('. ')} (0x{code:08X})"
+
+
+def _text(sc: ModuleType, hresult: int) -> str | None:
     try:
-        text = sc.SCardGetErrorMessage(hresult)
+        return str(sc.SCardGetErrorMessage(hresult))
     except Exception:  # noqa: BLE001  # pragma: no cover - pyscard always has it; only the wording is lost
-        text = "PC/SC error"
-    return f"{text.rstrip('. ')} (0x{_code(hresult):08X})"
+        return None
+
+
+def _message(sc: ModuleType, hresult: int) -> str:
+    return _describe(_code(hresult), _text(sc, hresult))
+
+
+def _coded(exc: TransportError, code: int) -> TransportError:
+    exc.pcsc_code = code
+    return exc
+
+
+def service_error(code: int, text: str | None = None) -> TransportError | None:
+    """The error for a PC/SC code that means "no PC/SC service or reader at all", else None."""
+    if code in (_C["SCARD_E_NO_SERVICE"], _C["SCARD_E_SERVICE_STOPPED"]):
+        return _coded(NoReaderError(
+            f"PC/SC service not available: {_describe(code, text)}; is pcscd running?"), code)
+    if code == _C["SCARD_E_NO_READERS_AVAILABLE"]:
+        return _coded(NoReaderError("no PC/SC reader found"), code)
+    return None
+
+
+def pcsc_error(code: int, reader: str, action: str, *, exclusive: bool = False,
+               text: str | None = None) -> TransportError:
+    """The jpki error for PC/SC code ``code`` when trying to ``action`` the card in ``reader``
+    (``pcsc_code`` holds the code)."""
+    service = service_error(code, text)
+    if service is not None:
+        return service
+    msg = _describe(code, text)
+    exc: TransportError
+    if code == _C["SCARD_E_SHARING_VIOLATION"]:
+        exc = ReaderBusyError(f"reader {reader!r} is in use by another program"
+                              + (" (exclusive access requested)" if exclusive else ""))
+    elif code == _C["SCARD_E_NO_SMARTCARD"]:
+        exc = NoCardError(f"no card in {reader!r}")
+    elif code == _C["SCARD_W_REMOVED_CARD"]:
+        exc = CardRemovedError(f"the card was removed from {reader!r}")
+    elif code in (_C["SCARD_E_UNKNOWN_READER"], _C["SCARD_E_READER_UNAVAILABLE"]):
+        exc = NoReaderError(f"reader {reader!r} is not available: {msg}")
+    elif code == _C["SCARD_W_UNRESPONSIVE_CARD"]:
+        exc = TransportError(f"the card in {reader!r} does not respond: {msg}")
+    elif code == _C["SCARD_W_UNPOWERED_CARD"]:
+        exc = TransportError(f"the card in {reader!r} is not powered: {msg}")
+    elif code == _C["SCARD_E_INVALID_HANDLE"]:
+        exc = TransportError(f"the connection to {reader!r} is closed")
+    else:
+        exc = TransportError(f"cannot {action} the card in {reader!r}: {msg}")
+    return _coded(exc, code)
+
+
+def transmit_error(code: int, reader: str, *, card_left: bool = False, exclusive: bool = False,
+                   text: str | None = None) -> TransportError:
+    """The jpki error for a failed SCardTransmit: ``card_left`` says whether the reader showed
+    no card (or another one) right after it."""
+    if (card_left and code in _MAYBE_REMOVED) or code == _C["SCARD_E_NO_SMARTCARD"]:
+        return _coded(CardRemovedError(f"the card was removed from {reader!r}"), code)
+    return pcsc_error(code, reader, "talk to", exclusive=exclusive, text=text)
 
 
 def _service_error(sc: ModuleType, hresult: int) -> TransportError | None:
-    code = _code(hresult)
-    if code in (_code(sc.SCARD_E_NO_SERVICE), _code(sc.SCARD_E_SERVICE_STOPPED)):
-        return NoReaderError(
-            f"PC/SC service not available: {_message(sc, hresult)}; is pcscd running?"
-        )
-    if code == _code(sc.SCARD_E_NO_READERS_AVAILABLE):
-        return NoReaderError("no PC/SC reader found")
-    return None
+    return service_error(_code(hresult), _text(sc, hresult))
 
 
 class _Context:
@@ -266,31 +349,8 @@ class PcscTransport(TransportBase):
 
     def _error(self, hr: int, action: str) -> TransportError:
         """Map a PC/SC error code to a jpki TransportError."""
-        sc = self._sc
-        code = _code(hr)
-        msg = _message(sc, hr)
-        reader = getattr(self, "_reader", "?")
-        service = _service_error(sc, hr)
-        if service is not None:
-            return service
-        if code == _code(sc.SCARD_E_SHARING_VIOLATION):
-            return ReaderBusyError(
-                f"reader {reader!r} is in use by another program"
-                + (" (exclusive access requested)" if self._exclusive else "")
-            )
-        if code in (_code(sc.SCARD_E_NO_SMARTCARD),):
-            return NoCardError(f"no card in {reader!r}")
-        if code == _code(sc.SCARD_W_REMOVED_CARD):
-            return CardRemovedError(f"the card was removed from {reader!r}")
-        if code in (_code(sc.SCARD_E_UNKNOWN_READER), _code(sc.SCARD_E_READER_UNAVAILABLE)):
-            return NoReaderError(f"reader {reader!r} is not available: {msg}")
-        if code == _code(sc.SCARD_W_UNRESPONSIVE_CARD):
-            return TransportError(f"the card in {reader!r} does not respond: {msg}")
-        if code == _code(sc.SCARD_W_UNPOWERED_CARD):
-            return TransportError(f"the card in {reader!r} is not powered: {msg}")
-        if code == _code(sc.SCARD_E_INVALID_HANDLE):
-            return TransportError(f"the connection to {reader!r} is closed")
-        return TransportError(f"cannot {action} the card in {reader!r}: {msg}")
+        return pcsc_error(_code(hr), getattr(self, "_reader", "?"), action,
+                          exclusive=self._exclusive, text=_text(self._sc, hr))
 
     # -- public API ---------------------------------------------------------------------------
 
@@ -346,17 +406,10 @@ class PcscTransport(TransportBase):
         raise self._transmit_error(hr)
 
     def _transmit_error(self, hr: int) -> TransportError:
-        sc = self._sc
         code = _code(hr)
-        if code in (
-            _code(sc.SCARD_E_NOT_TRANSACTED),
-            _code(sc.SCARD_F_COMM_ERROR),
-            _code(sc.SCARD_W_UNRESPONSIVE_CARD),
-        ) and self._card_left(_REMOVAL_GRACE):
-            return CardRemovedError(f"the card was removed from {self._reader!r}")
-        if code == _code(sc.SCARD_E_NO_SMARTCARD):
-            return CardRemovedError(f"the card was removed from {self._reader!r}")
-        return self._error(hr, "talk to")
+        left = code in _MAYBE_REMOVED and self._card_left(_REMOVAL_GRACE)
+        return transmit_error(code, self._reader, card_left=left, exclusive=self._exclusive,
+                              text=_text(self._sc, hr))
 
     def _card_left(self, grace: float) -> bool:
         """True when the reader shows no card, or another card, within ``grace`` seconds.

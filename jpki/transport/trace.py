@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
+from ..errors import TransportError
 from .base import Transport, TransportBase
 
 _JPKI_AID = bytes.fromhex("D392F000260100000001")
@@ -88,6 +89,15 @@ class TracingTransport(TransportBase):
         self._aid: bytes | _Unknown | None = None
         self._fid: int | _Unknown | None = None
         self._redacting = False  # the last read was private: so is its GET RESPONSE chain
+        add_listener = getattr(inner, "add_listener", None)
+        if callable(add_listener):  # an emulated card's faults
+            add_listener(lambda event: self.sink("!! " + event))
+
+    def __getattr__(self, name: str) -> Any:
+        """What the traced transport has beyond the protocol (``reconnect``, ``faults``…)."""
+        if name == "inner":  # not set yet (during __init__): no recursion
+            raise AttributeError(name)
+        return getattr(self.inner, name)
 
     @property
     def atr(self) -> bytes:
@@ -108,7 +118,11 @@ class TracingTransport(TransportBase):
 
     def transmit(self, apdu: bytes) -> bytes:
         self.sink("C> " + self.redact_command(apdu))
-        rapdu = self.inner.transmit(apdu)
+        try:
+            rapdu = self.inner.transmit(apdu)
+        except TransportError as exc:
+            self.sink(f"R! {exc.code}: {exc}")
+            raise
         self.sink("R< " + self.redact_response(apdu, rapdu))
         return rapdu
 
