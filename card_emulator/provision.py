@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from . import content as C
-from .card import CARD_FILE, FORMAT_VERSION, LOCK_FILE, STATE_FILE, new_pin_record
+from .card import CARD_FILE, FORMAT_VERSION, LOCK_FILE, PIN_ITERATIONS, STATE_FILE, new_pin_record
 from .profile import CardProfile
 from .state import (
     MAX_TRIES,
@@ -55,6 +55,8 @@ class CardData:
     card_expiry: _dt.date
     #: key that signs the card-info integrity record (EF 0003); J-LIS's card-issuer key in reality
     issuer_key: rsa.RSAPrivateKey | None = None
+    #: PBKDF2 rounds of the PIN records (test cards lower it: see ``new_pin_record``)
+    pin_iterations: int = PIN_ITERATIONS
 
 
 def _b64(data: bytes) -> str:
@@ -158,14 +160,15 @@ def build_content(data: CardData, profile: CardProfile, serial: str) -> dict[str
 def build_pins(data: CardData, profile: CardProfile) -> dict[str, Any]:
     b = C.verification_number_b(data.birth_date, data.card_expiry.year, data.security_code,
                                 profile.verification_b_year)
+    n = data.pin_iterations
     return {"pins": {
-        "auth": new_pin_record(data.auth_pin, "digits4", 3),
-        "sign": new_pin_record(data.sign_pin.upper(), "password", 5),
-        "card": new_pin_record(data.card_pin, "digits4", 3),
-        "card_a": new_pin_record(data.my_number, "digits12", 3),
-        "card_b": new_pin_record(b, "digits14", 3),
-        "surface_a": new_pin_record(data.my_number, "digits12", 3),
-        "surface_b": new_pin_record(b, "digits14", 3),
+        "auth": new_pin_record(data.auth_pin, "digits4", 3, n),
+        "sign": new_pin_record(data.sign_pin.upper(), "password", 5, n),
+        "card": new_pin_record(data.card_pin, "digits4", 3, n),
+        "card_a": new_pin_record(data.my_number, "digits12", 3, n),
+        "card_b": new_pin_record(b, "digits14", 3, n),
+        "surface_a": new_pin_record(data.my_number, "digits12", 3, n),
+        "surface_b": new_pin_record(b, "digits14", 3, n),
     }}
 
 
@@ -175,8 +178,12 @@ def _key_pem(key: rsa.RSAPrivateKey) -> bytes:
 
 
 def create_card(directory: str | os.PathLike[str], data: CardData,
-                profile: CardProfile | None = None, *, serial: str | None = None) -> Path:
-    """Create a card directory (refuses to overwrite one). Every file is 0600."""
+                profile: CardProfile | None = None, *, serial: str | None = None,
+                durable: bool = True) -> Path:
+    """Create a card directory (refuses to overwrite one). Every file is 0600.
+
+    ``durable=False`` writes without fsync (a throwaway card; see ``storage.atomic_write``).
+    """
     directory = Path(directory)
     if (directory / CARD_FILE).exists():
         raise FileExistsError(f"a card already exists in {directory}")
@@ -185,11 +192,11 @@ def create_card(directory: str | os.PathLike[str], data: CardData,
     serial = serial or os.urandom(8).hex().upper()
     make_private_dir(directory)
     make_private_dir(directory / "keys")
-    atomic_write(directory / "keys" / "auth.pem", _key_pem(data.auth_key))
-    atomic_write(directory / "keys" / "sign.pem", _key_pem(data.sign_key))
-    write_json(directory / STATE_FILE, build_pins(data, profile))
+    atomic_write(directory / "keys" / "auth.pem", _key_pem(data.auth_key), durable=durable)
+    atomic_write(directory / "keys" / "sign.pem", _key_pem(data.sign_key), durable=durable)
+    write_json(directory / STATE_FILE, build_pins(data, profile), durable=durable)
     # card.json last: its presence marks a complete card.
-    write_json(directory / CARD_FILE, build_content(data, profile, serial))
+    write_json(directory / CARD_FILE, build_content(data, profile, serial), durable=durable)
     return directory
 
 
