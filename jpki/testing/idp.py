@@ -2,7 +2,7 @@
 
 ```python
 idp = build_test_provider(home, clock)              # trusts the home's test CA; test cards on
-async with idp.http() as browser:                   # httpx against the ASGI app, base URL = issuer
+async with idp.http() as browser:                   # httpx against the ASGI app (the issuer's origin)
     await browser.post("/api/test-cards/authenticate",
                        json={"pending": pending, "card": "alice", "outcome": "success"})
 idp.close()
@@ -19,6 +19,7 @@ runs in the plugin).
 from __future__ import annotations
 
 import dataclasses
+import urllib.parse
 from pathlib import Path
 from typing import Any, Final
 
@@ -51,8 +52,11 @@ class TestProvider:
     issuer: str = ISSUER
 
     def http(self, **kwargs: Any) -> httpx.AsyncClient:
-        """An HTTP client (a browser, a relying party's server) that reaches the app in process."""
-        return httpx.AsyncClient(transport=httpx.ASGITransport(app=self.app), base_url=self.issuer, **kwargs)
+        """An HTTP client (a browser, a relying party's server) that reaches the app in process;
+        its base URL is the issuer's origin (the routes carry the issuer's path, if any)."""
+        parts = urllib.parse.urlsplit(self.issuer)
+        return httpx.AsyncClient(transport=httpx.ASGITransport(app=self.app),
+                                 base_url=f"{parts.scheme}://{parts.netloc}", **kwargs)
 
     def close(self) -> None:
         self.app.state.close()
