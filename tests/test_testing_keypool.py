@@ -7,6 +7,7 @@ Pools here live in tmp_path; the keys they "generate" are handed over from the s
 
 from __future__ import annotations
 
+import errno
 import json
 import stat
 import subprocess
@@ -17,6 +18,7 @@ import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
+from jpki.testing import keypool
 from jpki.testing.keypool import KeyPool, KeyPoolError, default_directory
 
 REPO = Path(__file__).resolve().parents[1]
@@ -153,3 +155,15 @@ def test_where_the_pool_is():
     assert default_directory({"XDG_CACHE_HOME": "/c"}) == Path("/c/jpki/keypool")
     assert default_directory({"XDG_CACHE_HOME": "relative"}) == Path.home() / ".cache/jpki/keypool"
     assert default_directory({"JPKI_KEYPOOL": "  "}) == Path.home() / ".cache/jpki/keypool"
+
+
+def test_a_file_system_that_cannot_lock_is_an_error_not_a_hang(tmp_path, jpki_keypool, monkeypatch):
+    """Without locks every key would look taken by another process: the search must not go on."""
+    pool = pool_of(tmp_path / "pool", jpki_keypool, spare=0)
+
+    def no_locks(*args):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(keypool.fcntl, "lockf", no_locks)
+    with pytest.raises(KeyPoolError, match=r"cannot lock claims\.lock: No locks available"):
+        pool.key()

@@ -31,6 +31,7 @@ regenerated at the next use.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import hashlib
 import os
@@ -102,6 +103,7 @@ class _Claims:
     it) and the indices taken."""
 
     def __init__(self, path: Path) -> None:
+        self.path = path
         self.pid = os.getpid()
         self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         self.taken: set[int] = set()
@@ -109,11 +111,14 @@ class _Claims:
         self.lock = threading.Lock()
 
     def try_claim(self, index: int) -> bool:
-        """Lock byte ``index`` (never blocks); False when another process holds it."""
+        """Lock byte ``index`` (never blocks); False when another process holds it.
+        KeyPoolError when the file system cannot lock at all (else every key would look taken)."""
         try:
             fcntl.lockf(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, index)
-        except OSError:  # EACCES or EAGAIN: held by another process
-            return False
+        except OSError as exc:
+            if exc.errno in (errno.EACCES, errno.EAGAIN):  # held by another process
+                return False
+            raise KeyPoolError(self.path.parent, f"cannot lock {self.path.name}: {exc.strerror or exc}") from None
         return True
 
     def release(self, index: int) -> None:
@@ -150,6 +155,7 @@ class KeyPool:
         self.directory = Path(directory) if directory is not None else default_directory()
         self._generate = generate
         self.stats = KeyPoolStats()
+        self._stats_lock = threading.Lock()
         self._prepare()
         self.directory = self.directory.resolve()
         self._claims = _claims_for(self.directory)
@@ -223,8 +229,8 @@ class KeyPool:
             return None
         return key
 
-    def _load_or_make(self, index: int) -> rsa.RSAPrivateKey:
-        """Key ``index`` from its file, or a new one written there. Caller holds its claim."""
+    def _load_or_make(self, index: int) -> tuple[rsa.RSAPrivateKey, bool]:
+        """Key ``index`` from its file, or a new one written there (then True). Caller holds its claim."""
         path = self.path(index)
         try:
             data: bytes | None = path.read_bytes()
@@ -237,16 +243,22 @@ class KeyPool:
         if data is not None:
             key = self._decode(data)
             if key is not None:
-                self.stats.loaded += 1
-                return key
-            self.stats.repaired += 1
+                self._count("loaded")
+                return key, False
+            self._count("repaired")
         key = self._generate()
         try:
             self._write(path, self._encode(key), 0o600)
         except OSError as exc:
             raise KeyPoolError(self.directory, f"cannot write {path.name}: {exc.strerror or exc}") from None
-        self.stats.generated += 1
-        return key
+        self._count("generated")
+        return key, True
+
+    def _count(self, what: str, index: int | None = None) -> None:
+        with self._stats_lock:
+            setattr(self.stats, what, getattr(self.stats, what) + 1)
+            if index is not None:
+                self.stats.indices.append(index)
 
     def key(self) -> rsa.RSAPrivateKey:
         """A key that no other card of this run has had (see the module docstring)."""
@@ -257,9 +269,8 @@ class KeyPool:
                 index += 1
             claims.taken.add(index)
             claims.next = index + 1
-        key = self._load_or_make(index)
-        self.stats.handed += 1
-        self.stats.indices.append(index)
+        key, _ = self._load_or_make(index)
+        self._count("handed", index)
         return key
 
     def keys(self, count: int) -> list[rsa.RSAPrivateKey]:
@@ -278,14 +289,12 @@ class KeyPool:
                 if mine:
                     claims.taken.add(index)  # kept from key() while it is being written
             if mine:
-                before = self.stats.generated
                 try:
-                    self._load_or_make(index)
+                    made += self._load_or_make(index)[1]
                 finally:
                     with claims.lock:
                         claims.taken.discard(index)
                         claims.release(index)
-                made += self.stats.generated - before
             if progress is not None:
                 progress(index + 1, count)
         return made
