@@ -52,7 +52,7 @@ import dataclasses
 import datetime as _dt
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Final, Literal, Protocol, get_args
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -83,8 +83,7 @@ MOVED_ADDRESS: Final = "大阪府大阪市北区梅田１丁目１番３号"
 
 State = Literal["active", "expired", "card_expired", "revoked", "lost", "renewed", "moved",
                 "blocked_pin", "blocked_sign_pin", "blocked_card_pin"]
-STATES: Final[tuple[str, ...]] = ("active", "expired", "card_expired", "revoked", "lost", "renewed", "moved",
-                                  "blocked_pin", "blocked_sign_pin", "blocked_card_pin")
+STATES: Final[tuple[str, ...]] = get_args(State)
 _DATED = ("expired", "card_expired")
 _EVENTS = ("revoked", "lost", "renewed", "moved")
 PinKind = Literal["auth", "sign", "card"]

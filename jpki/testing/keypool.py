@@ -158,7 +158,10 @@ class KeyPool:
         self._stats_lock = threading.Lock()
         self._prepare()
         self.directory = self.directory.resolve()
-        self._claims = _claims_for(self.directory)
+        try:
+            self._claims = _claims_for(self.directory)
+        except OSError as exc:
+            raise KeyPoolError(self.directory, f"cannot open {_CLAIMS}: {exc.strerror or exc}") from None
 
     # -- the directory
 
@@ -175,8 +178,6 @@ class KeyPool:
             for name, text in ((".gitignore", _GITIGNORE), ("CACHEDIR.TAG", _CACHEDIR_TAG)):
                 if not (root / name).exists():
                     self._write(root / name, text.encode(), 0o644)
-        except KeyPoolError:
-            raise
         except OSError as exc:
             raise KeyPoolError(root, exc.strerror or type(exc).__name__) from None
 
