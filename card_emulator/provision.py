@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from . import content as C
-from .card import CARD_FILE, FORMAT_VERSION, LOCK_FILE, STATE_FILE, new_pin_record
+from .card import CARD_FILE, FORMAT_VERSION, LOCK_FILE, PIN_ITERATIONS, STATE_FILE, new_pin_record
 from .profile import CardProfile
 from .state import (
     MAX_TRIES,
@@ -59,6 +59,8 @@ class CardData:
     issuer_key: rsa.RSAPrivateKey | None = None
     #: the 13-character card manufacture number of the common AP (random digits if None)
     manufacture_number: str | None = None
+    #: PBKDF2 rounds of the PIN records (test cards lower it: see ``new_pin_record``)
+    pin_iterations: int = PIN_ITERATIONS
 
 
 def _b64(data: bytes) -> str:
@@ -193,19 +195,20 @@ def build_content(data: CardData, profile: CardProfile, serial: str) -> dict[str
 
 
 def build_pins(data: CardData, profile: CardProfile) -> dict[str, Any]:
+    n = data.pin_iterations
     pins = {
-        "auth": new_pin_record(data.auth_pin, "digits4", 3),
-        "sign": new_pin_record(data.sign_pin.upper(), "password", 5),
+        "auth": new_pin_record(data.auth_pin, "digits4", 3, n),
+        "sign": new_pin_record(data.sign_pin.upper(), "password", 5, n),
     }
     if profile.card_face_aps:
         b = C.verification_number_b(data.birth_date, data.card_expiry.year, data.security_code,
                                     profile.verification_b_year)
         pins.update({
-            "card": new_pin_record(data.card_pin, "digits4", 3),
-            "card_a": new_pin_record(data.my_number, "digits12", 3),
-            "card_b": new_pin_record(b, "digits14", 3),
-            "surface_a": new_pin_record(data.my_number, "digits12", 3),
-            "surface_b": new_pin_record(b, "digits14", 3),
+            "card": new_pin_record(data.card_pin, "digits4", 3, n),
+            "card_a": new_pin_record(data.my_number, "digits12", 3, n),
+            "card_b": new_pin_record(b, "digits14", 3, n),
+            "surface_a": new_pin_record(data.my_number, "digits12", 3, n),
+            "surface_b": new_pin_record(b, "digits14", 3, n),
         })
     return {"pins": pins}
 
@@ -216,8 +219,12 @@ def _key_pem(key: rsa.RSAPrivateKey) -> bytes:
 
 
 def create_card(directory: str | os.PathLike[str], data: CardData,
-                profile: CardProfile | None = None, *, serial: str | None = None) -> Path:
-    """Create a card directory (refuses to overwrite one). Every file is 0600."""
+                profile: CardProfile | None = None, *, serial: str | None = None,
+                durable: bool = True) -> Path:
+    """Create a card directory (refuses to overwrite one). Every file is 0600.
+
+    ``durable=False`` writes without fsync (a throwaway card; see ``storage.atomic_write``).
+    """
     directory = Path(directory)
     if (directory / CARD_FILE).exists():
         raise FileExistsError(f"a card already exists in {directory}")
@@ -226,11 +233,11 @@ def create_card(directory: str | os.PathLike[str], data: CardData,
     serial = serial or os.urandom(8).hex().upper()
     make_private_dir(directory)
     make_private_dir(directory / "keys")
-    atomic_write(directory / "keys" / "auth.pem", _key_pem(data.auth_key))
-    atomic_write(directory / "keys" / "sign.pem", _key_pem(data.sign_key))
-    write_json(directory / STATE_FILE, build_pins(data, profile))
+    atomic_write(directory / "keys" / "auth.pem", _key_pem(data.auth_key), durable=durable)
+    atomic_write(directory / "keys" / "sign.pem", _key_pem(data.sign_key), durable=durable)
+    write_json(directory / STATE_FILE, build_pins(data, profile), durable=durable)
     # card.json last: its presence marks a complete card.
-    write_json(directory / CARD_FILE, build_content(data, profile, serial))
+    write_json(directory / CARD_FILE, build_content(data, profile, serial), durable=durable)
     return directory
 
 

@@ -17,6 +17,7 @@ from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from .clock import JST, Clock
 from .errors import UsageError
@@ -51,8 +52,10 @@ def _active(home: Home, name: str) -> Holder:
 
 def move(home: Home, name: str, *, address: str | None = None, holder_name: str | None = None,
          prefecture: str | None = None, municipality: str | None = None,
-         clock: Clock | None = None) -> LifeEvent:
-    """A change of the basic 4 info: new signing certificate, card-info AP updated."""
+         clock: Clock | None = None, key: rsa.RSAPrivateKey | None = None) -> LifeEvent:
+    """A change of the basic 4 info: new signing certificate, card-info AP updated.
+
+    ``key`` is the new signing key (default: a fresh one; tests hand one from their key pool)."""
     if address is None and holder_name is None:
         raise UsageError("a move needs a new address or a new name")
     clock = clock or home.clock
@@ -69,7 +72,7 @@ def move(home: Home, name: str, *, address: str | None = None, holder_name: str 
     with home.open_ca(clock) as ca:
         now = clock.now()
         ca.revoke(holder.sign_serial, x509.ReasonFlags.affiliation_changed, revoked_at=now)
-        key = new_key()
+        key = key or new_key()
         cert = ca.issue_sign_cert(key.public_key(), persona, card_id=name, issued_at=now,
                                   card_expiry=holder.card_expiry)
         directory = home.card_dir(name)
@@ -103,14 +106,17 @@ def lost(home: Home, name: str, *, clock: Clock | None = None) -> LifeEvent:
     return LifeEvent(name, "lost", tuple(revoked), ())
 
 
-def renew(home: Home, name: str, *, clock: Clock | None = None) -> LifeEvent:
-    """New keys and certificates for both; the old ones superseded and linked to the new ones."""
+def renew(home: Home, name: str, *, clock: Clock | None = None,
+          keys: tuple[rsa.RSAPrivateKey, rsa.RSAPrivateKey] | None = None) -> LifeEvent:
+    """New keys and certificates for both; the old ones superseded and linked to the new ones.
+
+    ``keys`` (auth, sign) are the new keys (default: fresh ones; tests hand them from a key pool)."""
     clock = clock or home.clock
     holder = _active(home, name)
     with home.open_ca(clock) as ca:
         now = clock.now()
         expiry = max(holder.card_expiry, ca.card_expiry_for(holder.persona, now.astimezone(JST).date()))
-        auth_key, sign_key = new_key(), new_key()
+        auth_key, sign_key = keys or (new_key(), new_key())
         auth = ca.issue_auth_cert(auth_key.public_key(), card_id=name, issued_at=now,
                                   card_expiry=expiry, birth_date=holder.persona.birth_date)
         sign = ca.issue_sign_cert(sign_key.public_key(), holder.persona, card_id=name, issued_at=now,

@@ -14,7 +14,7 @@ import json
 import os
 import secrets
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -32,6 +32,9 @@ from .identity import SAMPLE_PERSONAS, Persona, Sex, generate_mynumber
 from .pki.profiles import root_generation
 from .session import normalise_pin
 from .transport import emu
+
+if TYPE_CHECKING:
+    from .pki import TestCA
 
 PREFECTURES = {
     "北海道": "Hokkaido", "青森県": "Aomori", "岩手県": "Iwate", "宮城県": "Miyagi", "秋田県": "Akita",
@@ -91,7 +94,8 @@ class Holder:
                    status=obj.get("status", "active"))
 
 
-def write_holder(home: Home, holder: Holder) -> None:
+def write_holder(home: Home, holder: Holder, *, durable: bool = True) -> None:
+    """Write the holder record atomically (``durable=False``: without fsync, for a throwaway home)."""
     path = home.holder_file(holder.card)
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
@@ -99,7 +103,8 @@ def write_holder(home: Home, holder: Holder) -> None:
     with os.fdopen(fd, "w", encoding="utf-8") as fh:
         json.dump(holder.to_json(), fh, ensure_ascii=False, indent=1)
         fh.flush()
-        os.fsync(fh.fileno())
+        if durable:
+            os.fsync(fh.fileno())
     os.replace(tmp, path)
 
 
@@ -131,13 +136,20 @@ def create_card(home: Home, name: str, persona: Persona, *, auth_pin: str = DEFA
                 sign_pin: str = DEFAULT_SIGN_PIN, card_pin: str | None = None,
                 security_code: str | None = None, clock: Clock | None = None,
                 profile: str | dict[str, Any] | None = None,
-                keys: tuple[rsa.RSAPrivateKey, rsa.RSAPrivateKey] | None = None) -> Holder:
+                keys: tuple[rsa.RSAPrivateKey, rsa.RSAPrivateKey] | None = None,
+                ca: TestCA | None = None, card_expiry: _dt.date | None = None,
+                durable: bool = True, pin_iterations: int | None = None) -> Holder:
     """Issue a card to ``persona``: two fresh key pairs, both certificates, the card-info AP filled.
 
     ``profile`` is a card profile's name (``card``, ``card-2015``, ``card-2023``,
     ``smartphone-android``: card_emulator.profile.PROFILES) or its settings. A profile that
     names a root generation needs a test CA whose roots are of that generation
     (``TestCA.init(generation=…)``).
+
+    ``keys`` (auth, sign) replace the fresh key pairs; ``ca`` is the home's CA already open (a
+    caller making many cards opens it once); ``card_expiry`` replaces the expiry the CA derives
+    from the birth date (a card past its expiry, for tests). ``durable=False`` and a low
+    ``pin_iterations`` make a throwaway test card cheap (no fsync; cheaper PIN hashes).
     """
     if home.card_dir(name).exists():  # card_dir checks the name (jpki.home.check_card_name)
         raise UsageError(f"a card named {name!r} already exists")
@@ -150,7 +162,9 @@ def create_card(home: Home, name: str, persona: Persona, *, auth_pin: str = DEFA
     if security_code is not None and not (len(security_code) == 4 and security_code.isdigit()):
         raise UsageError("the security code is 4 digits")
     clock = clock or home.clock
-    ca = home.open_ca(clock)
+    own_ca = ca is None
+    if ca is None:
+        ca = home.open_ca(clock)
     try:
         wanted = settings.get("root_generation") or ""
         if wanted and root_generation(ca.sign_ca_cert) != wanted:
@@ -161,7 +175,7 @@ def create_card(home: Home, name: str, persona: Persona, *, auth_pin: str = DEFA
         if persona.my_number is None:
             persona = persona.replace(my_number=generate_mynumber())
         now = clock.now()
-        expiry = ca.card_expiry_for(persona, now.astimezone(JST).date())
+        expiry = card_expiry or ca.card_expiry_for(persona, now.astimezone(JST).date())
         auth_key, sign_key = keys or (new_key(), new_key())
         auth_cert = ca.issue_auth_cert(auth_key.public_key(), card_id=name, issued_at=now,
                                        card_expiry=expiry, birth_date=persona.birth_date)
@@ -169,8 +183,9 @@ def create_card(home: Home, name: str, persona: Persona, *, auth_pin: str = DEFA
                                        card_expiry=expiry)
         der = serialization.Encoding.DER
         code = security_code or f"{secrets.randbelow(10000):04d}"
+        extra: dict[str, Any] = {} if pin_iterations is None else {"pin_iterations": pin_iterations}
         emu.create_emulated_card(
-            home.card_dir(name),
+            home.card_dir(name), durable=durable, **extra,
             auth_key=auth_key, sign_key=sign_key,
             auth_cert=auth_cert.public_bytes(der), sign_cert=sign_cert.public_bytes(der),
             auth_ca_cert=ca.auth_ca_cert.public_bytes(der), sign_ca_cert=ca.sign_ca_cert.public_bytes(der),
@@ -179,10 +194,11 @@ def create_card(home: Home, name: str, persona: Persona, *, auth_pin: str = DEFA
             auth_pin=auth_pin, sign_pin=sign_pin, card_pin=card_pin,
             security_code=code, card_expiry=expiry, issuer_key=ca.sign_ca_key, profile=settings)
         holder = Holder(name, persona, code, expiry, now, auth_cert.serial_number, sign_cert.serial_number)
-        write_holder(home, holder)
+        write_holder(home, holder, durable=durable)
         return holder
     finally:
-        ca.close()
+        if own_ca:
+            ca.close()
 
 
 def load_certificate(der: bytes) -> x509.Certificate:

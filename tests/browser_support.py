@@ -3,7 +3,7 @@
 module; ``tests/test_browser_e2e.py`` and ``docs/screenshots/make_screenshots.py`` use it.
 
 - :func:`missing_reason` says why no browser can run here (None when one can);
-  ``test_browser_e2e.py`` fails on it with ``CI=true`` and skips otherwise (``pcsc_env.unavailable``).
+  ``test_browser_e2e.py`` fails on it with ``CI=true`` and skips otherwise (``jpki.testing.pcsc.unavailable``).
 - :func:`chromium` starts a fresh headless Chromium (its own ``--user-data-dir``, no network
   besides what the test serves: no sync, no component updates, no QUIC, no proxy) on
   ``/usr/bin/chromium`` through ``/usr/bin/chromedriver`` (Selenium Manager is never asked to

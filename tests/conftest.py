@@ -1,7 +1,10 @@
 """Shared fixtures: fixed clocks, a provisioned home (test CA + emulated cards) per test.
 
-RSA key generation is the slow part, so one template home is built per session and copied for
-each test that wants one (``shutil.copytree`` keeps the 0600 modes).
+The jpki pytest plugin (jpki.testing.plugin) is loaded here, as any project would load it: its
+key pool gives the keys of the template home below and its fixtures (``make_card``,
+``jpki_reader``…) are at hand; ``jpki_clock`` is overridden to the fixed time of every test, so
+``clock`` (the plugin's) is that too. One template home is built per session and copied for each
+test that wants one (``shutil.copytree`` keeps the 0600 modes).
 """
 
 from __future__ import annotations
@@ -13,15 +16,20 @@ from pathlib import Path
 
 import pytest
 from cli_support import DEFAULT_CARD, Cli
-from cryptography.hazmat.primitives.asymmetric import rsa
 from fixed import FIXED_NOW, TEMPLATE_BASE_URL
 
 from jpki.clock import FixedClock
 from jpki.identity import SAMPLE_PERSONAS
 from jpki.pki import TestCA
 from jpki.provision import Home, create_card
+from jpki.testing.keypool import ENV_KEYPOOL, default_directory
+
+# When the package is installed the entry point has loaded the plugin already (same name: no-op).
+pytest_plugins = ["jpki.testing.plugin"]
 
 CARDS = ("alice", "bob")
+#: The machine's key pool, named before the tests move $HOME (test runs inside tests use it too).
+KEYPOOL = default_directory()
 
 
 @pytest.fixture(autouse=True)
@@ -29,6 +37,7 @@ def _isolated_environment(tmp_path_factory, monkeypatch):
     """Never touch the user's home or inherit their card settings."""
     fake_home = tmp_path_factory.mktemp("userhome")
     monkeypatch.setenv("HOME", str(fake_home))
+    monkeypatch.setenv(ENV_KEYPOOL, str(KEYPOOL))
     for var in ("JPKI_HOME", "JPKI_CARD", "JPKI_AUTH_PIN", "JPKI_SIGN_PIN", "JPKI_CARD_PIN"):
         monkeypatch.delenv(var, raising=False)
     # The CLI and the services (also as processes) start their clock where the fixtures' is.
@@ -37,14 +46,15 @@ def _isolated_environment(tmp_path_factory, monkeypatch):
 
 
 @pytest.fixture
-def clock() -> FixedClock:
+def jpki_clock() -> FixedClock:
+    """The plugin's clock (``clock``) at the time every test of this suite is written for."""
     return FixedClock(FIXED_NOW)
 
 
 @pytest.fixture(scope="session")
-def key_pool():
-    """Pre-generated RSA-2048 keys, handed out in order (CA keys first)."""
-    return [rsa.generate_private_key(public_exponent=65537, key_size=2048) for _ in range(2 + 2 * len(CARDS))]
+def key_pool(jpki_keypool):
+    """RSA-2048 keys from the machine's key pool, handed out in order (CA keys first)."""
+    return jpki_keypool.keys(2 + 2 * len(CARDS))
 
 
 @pytest.fixture(scope="session")
@@ -94,7 +104,7 @@ def emu_card(card_dir):
     card.close()
 
 
-PCSC_FIXTURES = {"pcscd", "served_card", "_served_slot"}
+PCSC_FIXTURES = {"pcscd", "served_card"}
 
 
 def pytest_collection_modifyitems(config, items):
@@ -109,63 +119,22 @@ def pytest_report_header(config):
     return f"CI={os.environ.get('CI', '')!r}"
 
 
-# --- PC/SC: pcscd + vpcd ----------------------------------------------------------------------
-
-from pcsc_env import pcscd, reader_has_card, reader_name, vpcd_slot, wait_for  # noqa: E402,F401
+# --- PC/SC: pcscd + vpcd (the plugin's jpki.testing.pcsc) -------------------------------------
 
 
-class _ServedSlot:
-    """One vpcd slot and bridge kept for a test module: each test swaps its own card in.
-
-    Starting a bridge and waiting for pcscd to see the card (and to see it gone) costs about
-    0.8 s; a swap costs nothing. pcscd keeps seeing a card in the reader; the new card object
-    starts powered on with a clear security state, as after a reset.
-    """
-
-    def __init__(self, port: int) -> None:
-        self.port = port
-        self.reader = reader_name(port)
-        self.bridge = None
-        self.thread = None
-
-    def serve(self, card) -> str:
-        from card_emulator.vpcd import VpcdBridge
-
-        card.power_on()
-        if self.bridge is None:
-            self.bridge = VpcdBridge(card, "127.0.0.1", self.port)
-            self.thread = self.bridge.start()
-            assert wait_for(lambda: reader_has_card(self.reader), timeout=15), f"{self.reader} shows no card"
-        else:
-            old, self.bridge.card = self.bridge.card, card
-            old.close()
-        return self.reader
-
-    def close(self) -> None:
-        if self.bridge is not None:
-            self.bridge.stop()
-            self.thread.join(10)
-            self.bridge.close()
-            self.bridge.card.close()
-            wait_for(lambda: not reader_has_card(self.reader), timeout=5)
-
-
-@pytest.fixture(scope="module")
-def _served_slot(pcscd):
-    with vpcd_slot() as port:
-        slot = _ServedSlot(port)
-        try:
-            yield slot
-        finally:
-            slot.close()
+@pytest.fixture(scope="session")
+def pcscd(jpki_pcscd):
+    """pcscd serving the vpcd reader (the plugin's ``jpki_pcscd``: skip, or fail when CI=true)."""
+    return jpki_pcscd
 
 
 @pytest.fixture
-def served_card(_served_slot, card_dir):
-    """alice's card (of this test's home) served through vpcd: yields the PC/SC reader name."""
-    from card_emulator import MyNumberCard
+def served_card(jpki_vpcd_slot, card_dir):
+    """alice's card (of this test's home) served through vpcd: yields the PC/SC reader name.
+    The module keeps one slot (the plugin's ``jpki_vpcd_slot``); each test swaps its card in."""
+    from jpki.transport.emu import EmulatorTransport
 
-    return _served_slot.serve(MyNumberCard.open(card_dir))
+    return jpki_vpcd_slot.serve(EmulatorTransport(card_dir))
 
 
 # --- shared fixtures of the jpki.auth tests (login, eKYC): net, links, rp, alice, live_home; ------

@@ -1,9 +1,9 @@
 """Helpers of the OpenID Provider tests, and their ``idp`` fixture (conftest.py imports it).
 Not a test module.
 
-The provider runs in process (its ASGI app through ``httpx.ASGITransport``) on the ``home``
-fixture (test CA, alice and bob), the ``clock`` fixture's fixed time, and the test CA's
-revocation server in process (``net``). Relying parties are driven by Authlib's
+The provider runs in process (its ASGI app through ``httpx.ASGITransport``; built by the plugin's
+``jpki.testing.idp``) on the ``home`` fixture (test CA, alice and bob), the ``clock`` fixture's
+fixed time, and the test CA's revocation server in process (``net``). Relying parties are driven by Authlib's
 ``AsyncOAuth2Client`` (a standard OAuth 2.0 / OIDC client) with ``private_key_jwt`` through
 ``authlib.oauth2.rfc7523.PrivateKeyJWT`` or ``client_secret_basic``; ID tokens are checked
 with joserfc against the provider's JWKS.
@@ -31,12 +31,9 @@ with warnings.catch_warnings():  # Authlib 1.9 prefers httpx2 and warns when on 
     from authlib.integrations.httpx_client import AsyncOAuth2Client
 
 from jpki.clock import FixedClock
-from jpki.idp.app import create_app
 from jpki.idp.clients import Client
-from jpki.idp.provider import Provider, ProviderConfig, build_provider
-from jpki.idp.testcards import TestCards
+from jpki.testing.idp import ISSUER, TestProvider, build_test_provider
 
-ISSUER = "http://idp.test"
 OIDC = ISSUER + "/api/realms/main/protocol/openid-connect"
 AUTH = OIDC + "/auth"
 TOKEN = OIDC + "/token"
@@ -46,26 +43,13 @@ SHOP = "https://shop.example.jp/callback"
 BANK = "https://bank.example.jp/cb"
 
 
-@dataclasses.dataclass
-class Idp:
-    """The provider under test: its app, the service object, the test cards, the clock."""
-
-    app: Any
-    provider: Provider
-    cards: TestCards
-    clock: FixedClock
-    home: Path
-
-    def http(self, **kwargs: Any) -> httpx.AsyncClient:
-        return httpx.AsyncClient(transport=httpx.ASGITransport(app=self.app), base_url=ISSUER, **kwargs)
+#: The provider under test (the plugin's): its app, the service object, the test cards, the clock.
+Idp = TestProvider
 
 
 def make_idp(home: Path, clock: FixedClock, fetch: Any, **config: Any) -> Idp:
-    settings = {"test_cards": True, "revocation_max_age": 0.0, **config}
-    issuer = settings.pop("issuer", ISSUER)
-    provider = build_provider(ProviderConfig(home=home, issuer=issuer, **settings), clock=clock, fetch=fetch)
-    cards = TestCards(provider, home)
-    return Idp(create_app(provider, test_cards=cards), provider, cards, clock, home)
+    """The provider of ``home`` in test-card mode (jpki.testing.idp); ``config`` overrides settings."""
+    return build_test_provider(home, clock, fetch, **config)
 
 
 @pytest.fixture

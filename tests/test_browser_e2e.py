@@ -21,9 +21,9 @@ from typing import Any
 import pytest
 from auth_support import credentials
 from browser_support import SIGN_DOCUMENT, SIGN_TEXT, chromium, flow, missing_reason, wait_for
-from pcsc_env import unavailable
 
 from jpki.identity import SAMPLE_PERSONAS
+from jpki.testing.pcsc import unavailable
 
 pytestmark = pytest.mark.browser
 

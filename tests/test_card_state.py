@@ -992,3 +992,13 @@ def test_serving_a_damaged_card_is_refused_before_anything_is_served(card_dir):
     assert info.value.code == "card_state_corrupt" and info.value.pin == "auth"
     assert str(info.value).startswith(f"damaged card file {card_dir / 'state.json'} ")
     assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("iterations", [0, 1_000_001, 2.5])
+def test_a_pin_record_with_an_impossible_iteration_count_is_refused(iterations):
+    """Test cards lower the PBKDF2 rounds (jpki.testing); the card's own bounds still hold."""
+    from card_emulator.card import new_pin_record
+
+    with pytest.raises(ValueError, match=r"iterations must be in 1\.\.1000000"):
+        new_pin_record("1234", "digits4", 3, iterations)
+    assert new_pin_record("1234", "digits4", 3, 1)["iterations"] == 1

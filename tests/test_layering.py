@@ -55,7 +55,7 @@ AUTH_CLIENT_NAMES = {"client"}
 #: The HTTP apps (a Starlette app over a service object that knows no HTTP), run by jpki.serving.
 APP_MODULES = ("jpki.pki.server", "jpki.auth.service", "jpki.idp.app", "jpki.agent.app")
 #: What runs the apps; no other module imports an app module (nor another app's pieces).
-APP_RUNNERS = ("jpki.cli", "jpki.demo")
+APP_RUNNERS = ("jpki.cli", "jpki.demo", "jpki.testing")
 #: Packages of the verification side that ``jpki.revocation`` must not import: it is below them.
 ABOVE_REVOCATION = ("jpki.pki", "jpki.verify", "jpki.auth", "jpki.sign", "jpki.serving")
 #: Entry points allowed to print and exit.
@@ -246,7 +246,8 @@ def test_card_plugins_are_imported_by_one_module_lazily():
     assert "jpki.idp.provider" in verify_side_modules() and "jpki.idp.testcards" not in verify_side_modules()
     for plugin, importer in PLUGINS.items():
         importers = sorted({m for m in MODULES for i in imports_of(m)
-                            if under(i.target, plugin) and m not in (plugin, "jpki.demo")})  # the demo runs all
+                            if under(i.target, plugin) and m != plugin
+                            and not under(m, "jpki.demo") and not under(m, "jpki.testing")})  # they run all
         assert importers == [importer], f"{plugin} may only be imported by {importer}, not {importers}"
         assert _in_function(importer, plugin), f"{importer} must import {plugin} inside a function (lazily)"
 
@@ -483,7 +484,7 @@ def test_the_serving_module_imports_no_application():
 
 def test_no_test_module_imports_another():
     """Shared fixtures live in conftest.py, shared helpers in the support modules (``fixed``,
-    ``auth_support``, ``sign_support``, ``idp_support``, ``cli_support``, ``pcsc_env``,
+    ``auth_support``, ``sign_support``, ``idp_support``, ``cli_support``,
     ``redis_env``): a test module imports neither another test module nor conftest."""
     import ast
 

@@ -24,7 +24,7 @@ PKCS11_CANDIDATES = ["/usr/lib/x86_64-linux-gnu/opensc-pkcs11.so", "/usr/lib/aar
 def _tool(name: str) -> str:
     path = shutil.which(name)
     if path is None:
-        from pcsc_env import unavailable
+        from jpki.testing.pcsc import unavailable
 
         unavailable(f"{name} is not installed (apt-get install opensc)")
     return path  # type: ignore[return-value]
@@ -35,7 +35,7 @@ def pkcs11_module() -> str:
     for candidate in PKCS11_CANDIDATES:
         if Path(candidate).exists():
             return candidate
-    from pcsc_env import unavailable
+    from jpki.testing.pcsc import unavailable
 
     unavailable("opensc-pkcs11.so not found (apt-get install opensc-pkcs11)")
     return ""

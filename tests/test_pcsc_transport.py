@@ -1,6 +1,6 @@
 """jpki.transport.pcsc through a real pcscd + vpcd, with software cards plugged in by VpcdBridge.
 
-Needs pcscd, the vpcd driver and pyscard (see tests/pcsc_env.py): skipped without them, failed
+Needs pcscd, the vpcd driver and pyscard (see jpki/testing/pcsc.py): skipped without them, failed
 when CI=true.
 """
 
@@ -19,16 +19,10 @@ import pytest
 
 from card_emulator.vpcd import DEFAULT_ATR, MinimalCard, VpcdBridge
 from jpki import errors
+from jpki.testing import pcsc as pcsc_env
 from jpki.transport import pcsc as pcsc_module
 from jpki.transport.base import TransportBase
 from jpki.transport.pcsc import PcscTransport, list_readers
-
-try:
-    import pcsc_env
-    from pcsc_env import pcscd
-except ImportError:  # tests/ imported as a package
-    from tests import pcsc_env  # type: ignore[no-redef]
-    from tests.pcsc_env import pcscd  # type: ignore[no-redef]  # noqa: F401
 
 ROOT = Path(__file__).resolve().parents[1]
 SELECT_JPKI = bytes.fromhex("00A4040C0AD392F000260100000001")

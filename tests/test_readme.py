@@ -27,7 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from pcsc_env import in_ci, missing_reason
+
+from jpki.testing.pcsc import in_ci, missing_reason
 
 REPO = Path(__file__).resolve().parents[1]
 README = REPO / "README.md"

@@ -130,6 +130,7 @@ class TestCA:
         key_size: int = 2048,
         keys: dict[CaKind, rsa.RSAPrivateKey] | None = None,
         generation: str | None = None,
+        durable: bool = True,
     ) -> TestCA:
         """Create both roots in ``directory`` (created 0700 if missing; must hold no CA).
 
@@ -142,7 +143,8 @@ class TestCA:
         certificate); by default ``http://127.0.0.1:PORT`` with a port free now, kept in the CA's
         configuration for ``jpki ca serve``.
         ``keys`` supplies pre-generated CA keys (tests reuse them; generation is slow);
-        otherwise RSA keys of ``key_size`` bits are generated.
+        otherwise RSA keys of ``key_size`` bits are generated. ``durable=False``: the database
+        does not wait for the disk at each commit (see :class:`CertificateDB`; test fixtures).
         """
         directory = Path(directory)
         if base_url is None:
@@ -187,7 +189,7 @@ class TestCA:
         for kind in CA_KINDS:
             pem = certs[kind].public_bytes(serialization.Encoding.PEM)
             _write_new(directory / _cert_file(kind), pem, 0o644)
-        db = CertificateDB(directory / DB_FILE)
+        db = CertificateDB(directory / DB_FILE, durable=durable)
         config = {
             "format": FORMAT_VERSION,
             "base_url": base_url.rstrip("/"),
@@ -202,8 +204,9 @@ class TestCA:
         )
 
     @classmethod
-    def open(cls, directory: Path | str, *, clock: Clock | None = None) -> TestCA:
-        """Open a CA made by :meth:`init`. ``clock`` defaults to the system clock."""
+    def open(cls, directory: Path | str, *, clock: Clock | None = None, durable: bool = True) -> TestCA:
+        """Open a CA made by :meth:`init`. ``clock`` defaults to the system clock; ``durable``
+        as in :meth:`init`."""
         directory = Path(directory)
         config_path = directory / CONFIG_FILE
         if not config_path.is_file():
@@ -242,7 +245,7 @@ class TestCA:
             clock=clock if clock is not None else SystemClock(),
             certs=certs,
             keys=keys,
-            db=CertificateDB(directory / DB_FILE),
+            db=CertificateDB(directory / DB_FILE, durable=durable),
         )
 
     def close(self) -> None:

@@ -245,14 +245,15 @@ def card_profile(profile: str | dict[str, Any] | None) -> dict[str, Any]:
         raise UsageError(str(exc)) from None
 
 
-def create_emulated_card(directory: Path, **card_data: Any) -> Path:
-    """Write a new emulated card; ``card_data`` are the fields of card_emulator's CardData, and
-    ``profile``: a built-in profile's name or a profile's settings (default: the plastic card)."""
+def create_emulated_card(directory: Path, *, durable: bool = True, **card_data: Any) -> Path:
+    """Write a new emulated card; ``card_data`` are the fields of card_emulator's CardData
+    (``pin_iterations`` among them), and ``profile``: a built-in profile's name or a profile's
+    settings (default: the plastic card); ``durable=False``: no fsync (a throwaway test card)."""
     from card_emulator.profile import CardProfile
     from card_emulator.provision import CardData, create_card
 
     profile = CardProfile.from_json(card_profile(card_data.pop("profile", None)))
-    return create_card(directory, CardData(**card_data), profile)
+    return create_card(directory, CardData(**card_data), profile, durable=durable)
 
 
 def reset_emulated_pin(directory: Path, pin: str, value: str | None = None) -> None:
@@ -403,3 +404,36 @@ def update_emulated_basic_info(directory: Path, **fields: Any) -> None:
 
     with card_files(directory):
         update_basic_info(directory, **fields)
+
+
+class VpcdCardServer:
+    """An emulated card plugged into one vpcd slot from a thread of this process (test
+    fixtures): ``swap`` puts another card into the same slot without reconnecting — pcscd keeps
+    seeing a card, and the new one starts powered on with a clear security state, as after a
+    reset (a reconnection and pcscd noticing it cost ~0.8 s). ``stop`` pulls the card out and
+    closes it."""
+
+    def __init__(self, transport: EmulatorTransport, host: str = VPCD_DEFAULT_HOST,
+                 port: int = VPCD_DEFAULT_PORT) -> None:
+        from card_emulator.vpcd import VpcdBridge
+
+        self.transport = transport
+        self._bridge = VpcdBridge(transport.card, host, port)
+        self._thread = self._bridge.start()
+
+    @property
+    def connected(self) -> bool:
+        """True while the bridge holds its connection to vpcd."""
+        return self._bridge.connected
+
+    def swap(self, transport: EmulatorTransport) -> None:
+        """Serve ``transport``'s card from now on; the previous card is closed."""
+        old, self.transport = self.transport, transport
+        self._bridge.card = transport.card
+        old.close()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._bridge.stop()
+        self._thread.join(timeout)
+        self._bridge.close()
+        self.transport.close()

@@ -1,11 +1,9 @@
-"""pcscd + vpcd for tests: find or start pcscd, hand out vpcd slots, skip/fail with a reason.
+"""pcscd + vpcd for tests: find or start pcscd, hand out vpcd slots, serve a card in a slot,
+skip/fail with a reason.
 
-Not a test module. Wire it into a conftest (or a test module) with one line::
-
-    pcscd = pytest.fixture(scope="session", name="pcscd")(pcsc_env.pcscd_fixture)
-    # or simply:  from pcsc_env import pcscd
-
-The fixture yields a :class:`PcscdEnv`. It
+The pytest plugin (:mod:`jpki.testing.plugin`) builds its ``jpki_pcscd``, ``jpki_vpcd_slot`` and
+``jpki_reader`` fixtures from this module; :func:`pcscd_fixture` is the body of the first.
+It yields a :class:`PcscdEnv`. It
 
 * checks that ``pcscd``, the vpcd driver config (``/etc/reader.conf.d/vpcd``) and pyscard are
   there;
@@ -15,11 +13,17 @@ The fixture yields a :class:`PcscdEnv`. It
 * at the end stops pcscd only if this process started it **and** no other test session using
   this module still holds it (shared ``flock`` on ``/tmp/jpki-pcscd.users.lock``);
 * when pcscd cannot be had (not root, package missing), calls ``pytest.fail(reason)`` when
-  ``CI=true`` and ``pytest.skip(reason)`` otherwise.
+  ``CI=true`` and ``pytest.skip(reason)`` otherwise: a CI machine that should test the reader
+  path never passes by skipping it.
 
 ``vpcd_slot()`` locks one vpcd port (35963 or 35964) across processes that use this module so
 that two test sessions never plug a card into the same slot: vpcd accepts one card per port
-and silently queues any second one.
+and silently queues any second one. :class:`VpcdSlot` serves emulated cards in a locked slot
+(``jpki.transport.emu.VpcdCardServer``), swapping cards without reconnecting.
+
+The lock files (``$JPKI_TEST_LOCK_DIR``, default ``/tmp``: ``jpki-pcscd.*.lock``,
+``jpki-vpcd-PORT.lock``) are shared by every test session of the machine, whichever project runs
+it: they are what lets them share the one pcscd.
 """
 
 from __future__ import annotations
@@ -36,8 +40,12 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, NoReturn
 
 import pytest
+
+if TYPE_CHECKING:
+    from jpki.transport.emu import EmulatorTransport, VpcdCardServer
 
 VPCD_CONF = Path("/etc/reader.conf.d/vpcd")
 PCSCD_RUN_DIR = Path("/run/pcscd")
@@ -55,7 +63,7 @@ def in_ci() -> bool:
     return os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
 
 
-def unavailable(reason: str) -> None:
+def unavailable(reason: str) -> NoReturn:
     """``pytest.fail`` in CI (env CI=true), ``pytest.skip`` elsewhere."""
     if in_ci():
         pytest.fail(reason, pytrace=False)
@@ -76,7 +84,7 @@ class PcscdEnv:
 
 def pcscd_pids() -> list[int]:
     """Pids of running pcscd processes (any owner), from /proc."""
-    pids = []
+    pids: list[int] = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -297,7 +305,7 @@ def _other_lock_holders(path: Path) -> set[int]:
     except FileNotFoundError:
         return set()
     dev = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
-    holders = set()
+    holders: set[int] = set()
     with contextlib.suppress(OSError):
         for line in Path("/proc/locks").read_text().splitlines():
             parts = line.split()
@@ -311,19 +319,14 @@ def _other_lock_holders(path: Path) -> set[int]:
 
 
 def pcscd_fixture() -> Iterator[PcscdEnv]:
-    """Generator for a session-scoped fixture::
+    """The body of a session-scoped fixture (the plugin's ``jpki_pcscd``)::
 
-    pcscd = pytest.fixture(scope="session", name="pcscd")(pcsc_env.pcscd_fixture)
+        pcscd = pytest.fixture(scope="session", name="pcscd")(pcscd_fixture)
     """
     with pcscd_running() as env:
         if isinstance(env, str):
             unavailable(env)
-            return
         yield env
-
-
-pcscd = pytest.fixture(scope="session", name="pcscd")(pcscd_fixture)
-"""Ready-made session fixture: ``from pcsc_env import pcscd`` in a test module."""
 
 
 # -- vpcd slots -----------------------------------------------------------------------------
@@ -406,3 +409,40 @@ def wait_for(predicate: Callable[[], bool], timeout: float = 5.0, interval: floa
         if time.monotonic() >= deadline:
             return False
         time.sleep(interval)
+
+
+# -- a served card --------------------------------------------------------------------------
+
+
+class VpcdSlot:
+    """One vpcd slot (a locked port) where emulated cards are served, one at a time.
+
+    Starting the bridge and waiting for pcscd to see the card (and to see it gone) costs about
+    0.8 s; putting another card into the running slot costs nothing, so a test module keeps one
+    slot and each test :meth:`serve` s its own card. pcscd keeps seeing a card in the reader;
+    the new card starts powered on with a clear security state, as after a reset.
+    """
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.reader = reader_name(port)
+        self._server: VpcdCardServer | None = None
+
+    def serve(self, card: EmulatorTransport) -> str:
+        """Put ``card`` (an open in-process transport; the slot closes it) into the reader and
+        return the reader's name (``pcsc:NAME`` reaches it)."""
+        from jpki.transport.emu import VpcdCardServer
+
+        if self._server is None:
+            self._server = VpcdCardServer(card, "127.0.0.1", self.port)
+            if not wait_for(lambda: reader_has_card(self.reader), timeout=15):
+                raise TimeoutError(f"{self.reader} shows no card")
+        else:
+            self._server.swap(card)
+        return self.reader
+
+    def close(self) -> None:
+        if self._server is not None:
+            self._server.stop()
+            self._server = None
+            wait_for(lambda: not reader_has_card(self.reader), timeout=5)
