@@ -3,7 +3,7 @@ interoperability tests of the OpenID Provider (``tests/test_oidc_node.py``). Not
 
 - :func:`missing_reason` says why it cannot run here (no ``node``/``npm``, a Node older than
   20, an install that failed), None when it can; the tests fail on it with ``CI=true`` and skip
-  otherwise (``pcsc_env.unavailable``).
+  otherwise (``jpki.testing.pcsc.unavailable``).
 - :func:`ensure_openid_client` installs the pinned major version with npm into a cache folder
   outside the repository (``$JPKI_TEST_NODE_DIR``, else ``~/.cache/jpki-test/openid-client``),
   once: later runs reuse it. ``.ci/setup`` runs this file as a script to install it ahead.

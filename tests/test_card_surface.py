@@ -11,13 +11,13 @@ import zlib
 
 import pytest
 from card_support import alice_card_data, transport
-from pcsc_env import unavailable
 
 from card_emulator import MyNumberCard, images
 from card_emulator.content import SurfaceImages, municipality_of, surface_basic_info, surface_ef
 from card_emulator.provision import create_card
 from jpki.identity import Sex
 from jpki.session import SurfaceSession
+from jpki.testing.pcsc import unavailable
 
 SEL_SURFACE = bytes.fromhex("00A4040C0AD3921000310001010402")
 ALICE_NAME, ALICE_ADDRESS = "山田　花子", "東京都千代田区神田神保町３丁目２番地１"

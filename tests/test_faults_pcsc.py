@@ -9,9 +9,9 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding
-from pcsc_env import reader_has_card, reader_name, vpcd_slot, wait_for
 
 from jpki.errors import TransportError
+from jpki.testing.pcsc import reader_has_card, reader_name, vpcd_slot, wait_for
 from jpki.transport.pcsc import PcscTransport
 
 pytestmark = pytest.mark.pcsc

@@ -32,13 +32,13 @@ from cli_support import Cli
 from fixed import FIXED_NOW
 from joserfc.jwk import ECKey, RSAKey
 from node_support import NodeRp, missing_reason
-from pcsc_env import unavailable
 
 from jpki.clock import clock_from_environment
 from jpki.identity import SAMPLE_PERSONAS
 from jpki.pki import TestCA, free_port
 from jpki.pki.server import serve_in_thread
 from jpki.provision import Home, create_card
+from jpki.testing.pcsc import unavailable
 
 pytestmark = pytest.mark.node
 
