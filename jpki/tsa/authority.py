@@ -105,6 +105,7 @@ class TimeStampAuthority:
         self.accuracy = accuracy
         #: answers given by this process, by outcome (granted, bad_alg, …)
         self.stats: Counter[str] = Counter()
+        self._said_invalid = False
         der = cert.public_bytes(serialization.Encoding.DER)
         issuer_cert = asn1_x509.Certificate.load(der)
         self._not_before = cert.not_valid_before_utc
@@ -170,8 +171,10 @@ class TimeStampAuthority:
             return self._refuse(exc.fail, exc.text)
         now = self.clock.now()
         if not self._not_before <= now < self._not_after:
-            _log.error("the TSA certificate is not valid at %s (%s .. %s): restart the server to renew it",
-                       now.isoformat(), self._not_before.isoformat(), self._not_after.isoformat())
+            if not self._said_invalid:  # once, not once per request
+                self._said_invalid = True
+                _log.error("the TSA certificate is not valid at %s (%s .. %s): restart the server to renew it",
+                           now.isoformat(), self._not_before.isoformat(), self._not_after.isoformat())
             return self._refuse(FailInfo.SYSTEM_FAILURE, "the TSA certificate is not valid now")
         try:
             serial = self.serials.next()

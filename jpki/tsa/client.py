@@ -68,7 +68,7 @@ from cryptography.x509 import verification as _xv
 from cryptography.x509.oid import ExtendedKeyUsageOID, ExtensionOID
 
 from jpki.clock import Clock, SystemClock
-from jpki.errors import JpkiError, UsageError
+from jpki.errors import JpkiError, UsageError, VerificationError
 from jpki.tsa.protocol import (
     HASH_ALGORITHMS,
     QUERY_TYPE,
@@ -182,8 +182,6 @@ class TimestampToken:
         try:
             return cls._read(cms.ContentInfo.load(bytes(der), strict=True), bytes(der))
         except _Bad as bad:
-            from jpki.errors import VerificationError
-
             raise VerificationError(str(bad.reason), bad.message) from None
 
     @classmethod
