@@ -32,6 +32,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 from fixed import FIXED_NOW
 
 from jpki.clock import FixedClock
+from jpki.errors import VerificationError
 from jpki.pki import TestCA
 from jpki.pki.server import serve_in_thread as serve_ca_in_thread
 from jpki.serving import ServerThread
@@ -39,6 +40,7 @@ from jpki.tsa import (
     TSA_POLICY,
     TimestampError,
     TimestampRefusedError,
+    TimestampToken,
     TokenReason,
     request_timestamp,
     verify_token,
@@ -56,6 +58,7 @@ from jpki.tsa.protocol import (
     TimeStampResp,
     make_query,
     parse_request,
+    rejection,
 )
 from jpki.tsa.serials import SerialCounter
 from jpki.verify import TrustStore
@@ -429,6 +432,11 @@ def test_a_tampered_token_is_refused(served):
     check = verify_token(bytes(flipped), digest=bytes(flipped[at:at + 32]), trust=served.trust())
     assert check.reason == TokenReason.BAD_SIGNATURE and "message-digest" in check.message
     assert verify_token(b"\x30\x03\x02\x01\x01", trust=served.trust()).reason == TokenReason.MALFORMED_TOKEN
+    for junk in (b"\x30\x03\x02\x01\x01", b"", token.der[:-1], rejection(FailInfo.BAD_ALG, "no")):
+        with pytest.raises(VerificationError) as caught:
+            TimestampToken.from_der(junk)
+        assert caught.value.reason == "malformed-token"
+    assert TimestampToken.from_der(token.der) == token
 
 
 def test_a_card_certificate_cannot_pass_for_a_tsa(served):

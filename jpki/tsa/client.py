@@ -183,6 +183,8 @@ class TimestampToken:
             return cls._read(cms.ContentInfo.load(bytes(der), strict=True), bytes(der))
         except _Bad as bad:
             raise VerificationError(str(bad.reason), bad.message) from None
+        except _DECODE_ERRORS as exc:
+            raise VerificationError(str(TokenReason.MALFORMED_TOKEN), f"not a timestamp token: {exc}") from None
 
     @classmethod
     def _read(cls, info: cms.ContentInfo, der: bytes) -> TimestampToken:
