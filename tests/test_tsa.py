@@ -506,3 +506,35 @@ def test_pyhanko_timestamps_with_the_tsa_and_validates_it_until_it_is_revoked(ts
         revoked = verify_token(token, digest=SHA256, trust=s.trust(), revocation="ocsp",
                                clock=FixedClock(FIXED_NOW + dt.timedelta(minutes=1)))
         assert revoked.reason == TokenReason.TSA_REVOKED and "keyCompromise" in revoked.message
+
+
+def test_mutated_requests_get_an_rfc3161_answer_never_an_internal_error(tsa_home):
+    """A seeded mutation fuzzer over good requests: every answer is a TimeStampResp, granted or
+    refused for a stated reason; none is the 'internal error' of an exception that escaped."""
+    import random
+
+    rng = random.Random(3161)
+    seeds = [make_query(SHA256, nonce=7, cert_req=True, policy=TSA_POLICY),
+             make_query(hashlib.sha512(b"x").digest(), "sha512", cert_req=False)]
+    authority = TimeStampAuthority.open(tsa_home, clock=FixedClock(FIXED_NOW))
+    outcomes: set[str] = set()
+    try:
+        for _ in range(400):
+            data = bytearray(rng.choice(seeds))
+            for _ in range(rng.randint(1, 4)):
+                at = rng.randrange(len(data))
+                op = rng.randrange(3)
+                if op == 0:
+                    data[at] = rng.randrange(256)
+                elif op == 1:
+                    del data[at:at + rng.randint(1, 8)]
+                else:
+                    data[at:at] = rng.randbytes(rng.randint(1, 8))
+            answer = authority.respond(bytes(data))
+            status = reply(answer.der)["status"]
+            assert status["status"].native in ("granted", "rejection")
+            assert "internal error" not in (status["status_string"].native or []), bytes(data).hex()
+            outcomes.add("granted" if answer.granted else answer.fail.value)  # type: ignore[union-attr]
+    finally:
+        authority.close()
+    assert {"granted", "bad_data_format"} <= outcomes
