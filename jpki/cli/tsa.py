@@ -6,16 +6,9 @@ from pathlib import Path
 
 import click
 
-from ..errors import UsageError
 from ._common import Ctx, pass_ctx
 
 _WILDCARDS = ("0.0.0.0", "::", "")
-
-
-class TsaExistsError(UsageError):
-    """``jpki tsa init`` where a TSA already is."""
-
-    code = "tsa_exists"
 
 
 @click.group()
@@ -56,12 +49,10 @@ def _url(host: str, port: int | None) -> str | None:
 def tsa_init(obj: Ctx, host: str, port: int | None, key_type: str) -> None:
     """Make the TSA in HOME/tsa: a key, a certificate from the test CA, its URL."""
     from ..pki.responder import check_key_type
-    from ..tsa.credentials import CONFIG_FILE, ensure_tsa, tsa_dir
+    from ..tsa.credentials import create_tsa
 
-    if (tsa_dir(obj.home) / CONFIG_FILE).exists():
-        raise TsaExistsError(f"{tsa_dir(obj.home)} already holds a TSA ('jpki tsa show' says where it answers)")
     with obj.jhome.open_ca() as ca:
-        creds, _ = ensure_tsa(obj.home, ca=ca, key_type=check_key_type(key_type), url=_url(host, port))
+        creds = create_tsa(obj.home, ca=ca, key_type=check_key_type(key_type), url=_url(host, port))
     _show(obj, creds.directory, made=True)
 
 

@@ -50,8 +50,10 @@ __all__ = [
     "TSA_CN",
     "TSA_DIR",
     "TsaCredentials",
+    "TsaExistsError",
     "TsaNotFoundError",
     "build_tsa_certificate",
+    "create_tsa",
     "ensure_tsa",
     "issue_tsa_certificate",
     "load_tsa",
@@ -74,6 +76,16 @@ ISSUER_KIND: Final = "sign"
 DEFAULT_TSA_VALIDITY: Final = _dt.timedelta(days=365)
 DEFAULT_RENEW_BEFORE: Final = _dt.timedelta(days=30)
 _SPKI = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+class TsaExistsError(UsageError):
+    """:func:`create_tsa` where a TSA already is (``path``)."""
+
+    code = "tsa_exists"
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(f"{path} already holds a TSA ('jpki tsa show' says where it answers)")
+        self.path = path
 
 
 class TsaNotFoundError(JpkiError):
@@ -303,6 +315,14 @@ def ensure_tsa(
                   "key_type": key_type_of(new_key), "created_at": _utc_seconds(now).isoformat()}
         write_atomic(directory / CONFIG_FILE, (json.dumps(config, indent=2) + "\n").encode(), mode=0o644)
     return TsaCredentials(directory, new_key, cert, issuer, str(config["url"])), True
+
+
+def create_tsa(home: Path | str, *, ca: TestCA, key: ResponderKey | None = None,
+               key_type: ResponderKeyType | None = None, url: str | None = None) -> TsaCredentials:
+    """Make the TSA of ``home`` (see :func:`ensure_tsa`); :class:`TsaExistsError` when it has one."""
+    if (tsa_dir(home) / CONFIG_FILE).exists():
+        raise TsaExistsError(tsa_dir(home))
+    return ensure_tsa(home, ca=ca, key=key, key_type=key_type, url=url)[0]
 
 
 def _stored_key(directory: Path) -> ResponderKey:
