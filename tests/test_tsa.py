@@ -33,7 +33,7 @@ from fixed import FIXED_NOW
 
 from jpki.clock import FixedClock
 from jpki.errors import VerificationError
-from jpki.pki import TestCA
+from jpki.pki import TestCA, free_port
 from jpki.pki.server import serve_in_thread as serve_ca_in_thread
 from jpki.serving import ServerThread
 from jpki.tsa import (
@@ -461,7 +461,7 @@ def test_a_refusal_reaches_the_caller_with_its_reason(served):
     assert caught.value.fail_info == ("unacceptedPolicy",) and caught.value.code == "timestamp_refused"
     assert "1.2.3.4" in caught.value.text
     with pytest.raises(TimestampError) as down:
-        request_timestamp("http://127.0.0.1:9/", b"x")
+        request_timestamp(f"http://127.0.0.1:{free_port()}/", b"x")  # nothing listens there
     assert down.value.reason == "unreachable"
 
 
