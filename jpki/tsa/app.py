@@ -60,7 +60,6 @@ from jpki.serving import (
     ServerThread,
     client_key,
     http_app,
-    http_url,
     text_refusal,
 )
 from jpki.serving import serve as _serve
@@ -223,7 +222,3 @@ def serve_in_thread(home: Path | str, *, clock: Clock | None = None, host: str =
         app.state.close()
         raise
 
-
-def listening_url(host: str, port: int) -> str:
-    """``http://HOST:PORT/``: what a client is given (the TSA answers at the root)."""
-    return http_url(host, port) + "/"

@@ -75,6 +75,7 @@ from jpki.tsa.protocol import (
     TimeStampResp,
     make_query,
     new_nonce,
+    rfc_name,
 )
 from jpki.verify.anchors import Anchor, TrustStore
 from jpki.verify.fetch import Fetch, HttpFetcher
@@ -153,11 +154,6 @@ class _Bad(Exception):
         super().__init__(message)
         self.reason = reason
         self.message = message
-
-
-def _rfc_name(bit: str) -> str:
-    head, *rest = bit.split("_")
-    return head + "".join(word.capitalize() for word in rest)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -270,7 +266,7 @@ def request_timestamp(url: str, data: bytes | None = None, *, digest: bytes | No
         response = TimeStampResp.load(bytes(body), strict=True)
         status_info = response["status"]
         status = str(status_info["status"].native)
-        fail_info = sorted(_rfc_name(b) for b in (status_info["fail_info"].native or ()))
+        fail_info = sorted(rfc_name(b) for b in (status_info["fail_info"].native or ()))
         text = "; ".join(status_info["status_string"].native or [])
         token_info = response["time_stamp_token"]
         granted = status in ("granted", "granted_with_mods")

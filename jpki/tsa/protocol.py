@@ -51,6 +51,7 @@ __all__ = [
     "new_nonce",
     "parse_request",
     "rejection",
+    "rfc_name",
 ]
 
 #: jpki's OID arc: ``2.25.<UUID 5fdc3b7a-0ea0-42b1-837f-84492ea3dab1 as an integer>`` (X.667).
@@ -101,8 +102,13 @@ class FailInfo(enum.Enum):
     @property
     def rfc_name(self) -> str:
         """The name RFC 3161 gives the bit (``badAlg``, ``unacceptedPolicy``…)."""
-        head, *rest = self.value.split("_")
-        return head + "".join(word.capitalize() for word in rest)
+        return rfc_name(self.value)
+
+
+def rfc_name(bit: str) -> str:
+    """RFC 3161's name of a PKIFailureInfo bit from asn1crypto's (``bad_alg`` → ``badAlg``)."""
+    head, *rest = bit.split("_")
+    return head + "".join(word.capitalize() for word in rest)
 
 
 class RejectedRequest(Exception):
