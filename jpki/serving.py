@@ -26,6 +26,10 @@ clients read no JSON, like OCSP).
 complete within ``body_timeout`` seconds of the app's first read (408 ``timeout``, connection
 closed): a slowloris sending a byte now and then would otherwise hold a connection for ever.
 
+**Clients**: :func:`client_key` is the key per-client limits are kept under (an IPv4 address,
+an IPv6 /64); :class:`RateLimiter` is a token bucket per client key, in one process (the TSA's
+limit; the relying party keeps its buckets in its shared store, :mod:`jpki.auth.limits`).
+
 **Connections**: uvicorn closes an idle keep-alive connection after ``timeout_keep_alive``
 seconds, but only once a response has been sent on it: a client that connects and sends
 nothing, or half a request line, or its headers one byte at a time, holds a connection (and a
@@ -56,12 +60,15 @@ import errno
 import functools
 import importlib
 import importlib.util
+import ipaddress
 import json
 import logging
 import math
 import os
 import socket
 import threading
+import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final, Self
 
@@ -82,10 +89,12 @@ __all__ = [
     "AppSpec",
     "BodyLimits",
     "PortInUseError",
+    "RateLimiter",
     "Refusal",
     "ServerThread",
     "app_from_environment",
     "check_port",
+    "client_key",
     "http_app",
     "http_url",
     "json_refusal",
@@ -310,6 +319,61 @@ def http_app(
     }
     return Starlette(routes=list(routes), lifespan=lifespan, exception_handlers=handlers,
                      middleware=[Middleware(BodyLimits, max_body=max_body, timeout=body_timeout)])
+
+
+# --------------------------------------------------------------------------- per-client limits
+
+
+def client_key(host: str | None) -> str:
+    """The key a client's limits are kept under: its IPv4 address, or its IPv6 /64 network
+    (a host holds a whole /64 and could otherwise take a fresh address per request)."""
+    if not host:
+        return "unknown"
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return host[:64]
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.IPv6Network((address, 64), strict=False))
+    return str(address)
+
+
+class RateLimiter:
+    """A token bucket per client key, in this process: ``burst`` requests at once, then
+    ``rate`` per second (``rate`` 0: no limit). Remembers at most ``max_clients`` buckets (the
+    least recently seen are forgotten: a full bucket again). Thread-safe; ``timer`` is
+    monotonic seconds. With several worker processes each keeps its own buckets, so a client
+    spread over them gets up to that many times the rate."""
+
+    def __init__(self, rate: float, burst: int, *, timer: Callable[[], float] = time.monotonic,
+                 max_clients: int = 100_000) -> None:
+        if not (rate >= 0 and math.isfinite(rate)):
+            raise UsageError("the rate limit must be a non-negative number of requests per second")
+        if rate and (not isinstance(burst, int) or burst < 1):
+            raise UsageError("a rate limit needs a burst of at least 1")
+        self.rate = rate
+        self.burst = burst
+        self._timer = timer
+        self._max = max_clients
+        self._lock = threading.Lock()
+        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
+
+    def take(self, client: str) -> float:
+        """Take a token from ``client``'s bucket: 0 when admitted, else the seconds until one is
+        there (nothing taken)."""
+        if not self.rate:
+            return 0.0
+        now = self._timer()
+        with self._lock:
+            tokens, at = self._buckets.pop(client, (float(self.burst), now))
+            tokens = min(float(self.burst), tokens + max(0.0, now - at) * self.rate)
+            wait = 0.0 if tokens >= 1 else (1 - tokens) / self.rate
+            self._buckets[client] = (tokens - 1 if wait == 0 else tokens, now)
+            while len(self._buckets) > self._max:
+                self._buckets.popitem(last=False)
+        return wait
 
 
 # --------------------------------------------------------------------------- running apps

@@ -71,6 +71,28 @@ def template_home(tmp_path_factory, key_pool) -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def tsa_template(template_home, tmp_path_factory) -> Path:
+    """A copy of the template home whose test TSA is made (``HOME/tsa``: an RSA key, a certificate
+    from the template CA at FIXED_NOW, its URL). Read-only: take ``tsa_home`` (or copy it) to
+    change anything."""
+    from jpki.tsa.credentials import ensure_tsa
+
+    path = tmp_path_factory.mktemp("tsa-template") / "home"
+    shutil.copytree(template_home, path)
+    with TestCA.open(path / "ca", clock=FixedClock(FIXED_NOW)) as ca:
+        ensure_tsa(path, ca=ca, key=rsa.generate_private_key(public_exponent=65537, key_size=2048))
+    return path
+
+
+@pytest.fixture
+def tsa_home(tsa_template, tmp_path) -> Path:
+    """A private copy of the provisioned home with its test TSA (``tsa_template``)."""
+    dest = tmp_path / "tsa-home"
+    shutil.copytree(tsa_template, dest)
+    return dest
+
+
 @pytest.fixture
 def home(template_home, tmp_path) -> Path:
     """A private copy of the provisioned home: CA, cards ``alice`` and ``bob`` (default PINs)."""

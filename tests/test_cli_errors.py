@@ -258,6 +258,7 @@ def test_every_error_has_its_own_stable_snake_case_code():
 EXPECTED_EXIT_CODES = {
     "UsageError": 2, "PinFormatError": 2, "InvalidNameError": 2, "UnusableHomeError": 2, "CAExistsError": 2,
     "AlreadyRevokedError": 2, "CertificateStatusError": 2, "UnknownClientError": 2, "ScriptError": 2,
+    "TsaExistsError": 2,
     "VerificationError": 3, "CRLError": 3, "ChallengeRefusedError": 3, "MalformedMessageError": 3,
     "ServiceRefusedError": 3, "ScriptMismatchError": 3,
     "PinError": 4, "PinIncorrectError": 4, "PinBlockedError": 4, "SecurityStatusError": 4,

@@ -4,7 +4,7 @@
 - Only ``jpki/transport/emu.py`` imports ``card_emulator``.
 - The verification side (``jpki.verify``, ``jpki.revocation``, ``jpki.pki``, ``jpki.identity``,
   ``jpki.certinfo``, ``jpki.clock``, ``jpki.errors``, the relying-party modules of
-  ``jpki.auth`` and the OpenID Provider ``jpki.idp``) imports none of ``jpki.session``,
+  ``jpki.auth``, the OpenID Provider ``jpki.idp`` and the TSA ``jpki.tsa``) imports none of ``jpki.session``,
   ``jpki.transport``, ``jpki.apdu``, ``jpki.cli`` — neither directly nor through another jpki
   module — so that a server can verify with no card library installed.
 - ``jpki.idp.testcards`` (the provider's test-card mode, which drives emulated cards) is the one
@@ -43,7 +43,7 @@ REPO = Path(__file__).resolve().parents[1]
 PACKAGES = ("jpki", "card_emulator")
 
 VERIFY_SIDE = ("jpki.verify", "jpki.revocation", "jpki.pki", "jpki.identity", "jpki.certinfo",
-               "jpki.clock", "jpki.errors", "jpki.idp")
+               "jpki.clock", "jpki.errors", "jpki.idp", "jpki.tsa")
 #: Card-driving plug-ins of verification-side packages, imported lazily by one module each.
 PLUGINS = {"jpki.idp.testcards": "jpki.idp.app"}
 CARD_SIDE = ("jpki.session", "jpki.transport", "jpki.apdu", "jpki.cli", "jpki.agent", "jpki.scripts")
@@ -53,7 +53,7 @@ CARD_SIDE = ("jpki.session", "jpki.transport", "jpki.apdu", "jpki.cli", "jpki.ag
 #: relying party's and must stand without any card library.
 AUTH_CLIENT_NAMES = {"client"}
 #: The HTTP apps (a Starlette app over a service object that knows no HTTP), run by jpki.serving.
-APP_MODULES = ("jpki.pki.server", "jpki.auth.service", "jpki.idp.app", "jpki.agent.app")
+APP_MODULES = ("jpki.pki.server", "jpki.auth.service", "jpki.idp.app", "jpki.agent.app", "jpki.tsa.app")
 #: What runs the apps; no other module imports an app module (nor another app's pieces).
 APP_RUNNERS = ("jpki.cli", "jpki.demo", "jpki.testing")
 #: Packages of the verification side that ``jpki.revocation`` must not import: it is below them.

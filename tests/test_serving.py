@@ -39,6 +39,7 @@ from jpki.serving import (
     ENV_APP,
     AppSpec,
     PortInUseError,
+    RateLimiter,
     Refusal,
     ServerThread,
     app_from_environment,
@@ -588,3 +589,20 @@ def test_writes_of_one_turn_are_joined_and_close_sends_what_is_pending():
 
     joined, sent, inner = asyncio.run(scenario())
     assert joined == [b"head body"] and sent == [b"head body", b"bye"] and inner.closed
+
+
+def test_the_rate_limiter_lets_a_burst_through_then_the_rate():
+    now = [100.0]
+    limiter = RateLimiter(2.0, 3, timer=lambda: now[0], max_clients=2)
+    assert [limiter.take("a") for _ in range(3)] == [0.0, 0.0, 0.0]
+    assert limiter.take("a") == pytest.approx(0.5)   # empty: one token in half a second
+    assert limiter.take("b") == 0.0                   # another client has its own bucket
+    now[0] += 0.5
+    assert limiter.take("a") == 0.0 and limiter.take("a") == pytest.approx(0.5)
+    limiter.take("c")                                 # a third client: the least recent is forgotten
+    assert limiter.take("b") == 0.0
+    assert RateLimiter(0, 1).take("a") == 0.0         # rate 0: no limit
+    with pytest.raises(UsageError):
+        RateLimiter(-1, 1)
+    with pytest.raises(UsageError):
+        RateLimiter(1, 0)

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import ipaddress
 import logging
 import math
 import os
@@ -44,6 +43,7 @@ from jpki.auth.store import (
     SqliteStore,
 )
 from jpki.errors import UsageError
+from jpki.serving import client_key  # the key of every per-client limit (one place)
 
 __all__ = [
     "ClientLimits",
@@ -85,22 +85,6 @@ class ClientLimits:
                 raise UsageError(f"{name} must be a non-negative integer")
         if self.rate and self.burst < 1:
             raise UsageError("a rate limit needs a burst of at least 1")
-
-
-def client_key(host: str | None) -> str:
-    """The key a client's limits are kept under: its IPv4 address, or its IPv6 /64 network
-    (a host holds a whole /64 and could otherwise take a fresh address per request)."""
-    if not host:
-        return "unknown"
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        return host[:64]
-    if isinstance(address, ipaddress.IPv6Address):
-        if address.ipv4_mapped is not None:
-            return str(address.ipv4_mapped)
-        return str(ipaddress.IPv6Network((address, 64), strict=False))
-    return str(address)
 
 
 class Limiter(Protocol):

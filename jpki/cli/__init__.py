@@ -27,6 +27,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "sign": ("documents", "sign"), "verify": ("documents", "verify"),
     "rp": ("auth", "rp"), "login": ("auth", "login_command"), "ekyc": ("auth", "ekyc_command"),
     "demo": ("demo", "demo"), "idp": ("idp", "idp"), "agent": ("agent", "agent_command"),
+    "tsa": ("tsa", "tsa"),
 }
 
 
