@@ -72,7 +72,7 @@ def template_home(tmp_path_factory, key_pool) -> Path:
 
 
 @pytest.fixture(scope="session")
-def tsa_template(template_home, tmp_path_factory) -> Path:
+def tsa_template(template_home, tmp_path_factory, jpki_keypool) -> Path:
     """A copy of the template home whose test TSA is made (``HOME/tsa``: an RSA key, a certificate
     from the template CA at FIXED_NOW, its URL). Read-only: take ``tsa_home`` (or copy it) to
     change anything."""
@@ -81,7 +81,7 @@ def tsa_template(template_home, tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("tsa-template") / "home"
     shutil.copytree(template_home, path)
     with TestCA.open(path / "ca", clock=FixedClock(FIXED_NOW)) as ca:
-        ensure_tsa(path, ca=ca, key=rsa.generate_private_key(public_exponent=65537, key_size=2048))
+        ensure_tsa(path, ca=ca, key=jpki_keypool.key())
     return path
 
 
