@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 from typing import Any
 
 import click
 import httpx
 import pytest
 from idp_support import AUTH, ISSUER, SHOP, TOKEN, Idp, code_for, make_idp, oauth_client, query, register, start
+from redis_env import redis_url  # noqa: F401  (session fixture)
 
 from jpki.cli.idp import idp as idp_group
 from jpki.errors import UsageError
@@ -144,6 +146,25 @@ def test_unfinished_authorizations_per_address_across_the_store(tight):
 
     run(go())
     assert tight.provider.throttle.refusals.counts["too-many-pending"] == 1
+
+
+def test_two_workers_on_one_redis_store_share_the_pending_cap(home, clock, net, request):
+    store = request.getfixturevalue("redis_url") + f"?prefix=l{secrets.token_hex(4)}:"
+    workers = [make_idp(home, clock, net, store=store, max_pending=3) for _ in range(2)]
+    reg = register(workers[0])
+
+    async def go() -> list[int]:
+        statuses = []
+        for i in range(4):
+            async with from_address(workers[i % 2], "203.0.113.77") as browser:
+                statuses.append((await browser.get(AUTH, params=auth_params(reg))).status_code)
+        return statuses
+
+    try:
+        assert run(go()) == [200, 200, 200, 302]
+    finally:
+        for worker in workers:
+            worker.app.state.close()
 
 
 def test_refusals_are_summarised_not_logged_one_by_one(tight, caplog):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import secrets
 import time
 from typing import Any
 
@@ -30,6 +31,7 @@ from idp_support import (
 )
 from joserfc import jwt
 from joserfc.jwk import KeySet
+from redis_env import redis_url  # noqa: F401  (session fixture)
 
 from jpki.identity import SAMPLE_PERSONAS
 
@@ -242,9 +244,12 @@ def test_no_refresh_tokens_when_turned_off(home, clock, net):
         found.app.state.close()
 
 
-def test_the_store_holds_no_claim_and_no_token_and_a_restart_keeps_the_grant(home, clock, net, tmp_path):
+@pytest.mark.parametrize("backend", ["sqlite", "redis"])
+def test_the_store_holds_no_claim_and_no_token_and_a_restart_keeps_the_grant(home, clock, net, tmp_path, backend,
+                                                                              request):
     persona = SAMPLE_PERSONAS["alice"]
-    store = f"sqlite:{tmp_path / 'idp.db'}"
+    store = f"sqlite:{tmp_path / 'idp.db'}" if backend == "sqlite" else \
+        request.getfixturevalue("redis_url") + f"?prefix=r{secrets.token_hex(4)}:"
     found = make_idp(home, clock, net, store=store)
     reg = register(found, alg=None, secret=True)
     try:
