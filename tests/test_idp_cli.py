@@ -1,7 +1,7 @@
 """``jpki idp client add|list|remove`` (through the ``cli`` fixture: one JSON document,
 one-line errors with a code) and ``jpki idp serve`` as a real process: two uvicorn workers on a
-SQLite store, test cards, a whole code flow over HTTP, a client assertion replayed to the
-workers."""
+SQLite store, test cards, a whole code flow over HTTP, a refresh token and a client assertion
+replayed to the workers."""
 
 from __future__ import annotations
 
@@ -136,6 +136,7 @@ def test_serve_as_a_process_with_two_workers_and_test_cards(cli, live_home, tmp_
     issuer = f"http://127.0.0.1:{port}"
     process = cli.spawn("idp", "serve", "--port", str(port), "--workers", "2", "--store",
                         f"sqlite:{tmp_path / 'idp.db'}", "--test-cards", "--revocation-max-age", "0",
+                        "--refresh-token-idle", "3600", "--max-pending", "8", "--rate-limit", "50",
                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 30
@@ -170,6 +171,14 @@ def test_serve_as_a_process_with_two_workers_and_test_cards(cli, live_home, tmp_
             info = httpx.get(doc["userinfo_endpoint"],
                              headers={"Authorization": f"Bearer {tokens.json()['access_token']}"}).json()
             assert ("name" in info) == (scope != "openid")
+            refreshed = []
+            for refresh_token in (tokens.json()["refresh_token"],) * 2:   # fresh connections: any worker
+                with httpx.Client() as fresh:
+                    refreshed.append(fresh.post(doc["token_endpoint"], data={
+                        "grant_type": "refresh_token", "refresh_token": refresh_token},
+                        auth=(client["client_id"], client["client_secret"])))
+            assert refreshed[0].status_code == 200 and refreshed[0].json()["refresh_expires_in"] == 3600
+            assert refreshed[1].status_code == 400 and refreshed[1].json()["error"] == "invalid_grant"   # reused
         assertion = _assertion(client["client_id"], key, doc["token_endpoint"], "one-jti")
         statuses = []
         for _ in range(6):   # fresh connections: both workers see it; only the first use passes
@@ -188,6 +197,6 @@ def test_serve_as_a_process_with_two_workers_and_test_cards(cli, live_home, tmp_
             _, err = process.communicate()
     assert "TEST-CARD MODE" in err and "OpenID Provider " + issuer in err
     assert "authorization approved: client=" in err and "code issued" in err
-    assert "jti replayed" in err
+    assert "jti replayed" in err and "refresh token used again" in err
     assert_no_personal_data(err, live_home)
     assert Path(tmp_path / "idp.db").exists()

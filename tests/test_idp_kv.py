@@ -115,3 +115,54 @@ def test_put_many_stores_every_record_at_once(pair):
     with pytest.raises(UsageError):
         a.put_many({"ok": "v", "": "bad key"}, now=NOW, expires_at=LATER)
     assert b.get("ok", now=NOW) is None                                # nothing stored: all or none
+
+
+def test_put_many_with_expiries_of_its_own(pair):
+    a, b = pair
+    a.put_many({"short": "s", "long": "l"}, now=NOW, expires_at=LATER,
+               expiries={"long": LATER + dt.timedelta(days=7)})
+    assert b.get("short", now=LATER) is None and b.get("long", now=LATER) == "l"
+    assert b.get("long", now=LATER + dt.timedelta(days=7)) is None
+
+
+def test_put_capped_counts_live_keys_across_stores_without_a_release(pair):
+    a, b = pair
+    assert a.put_capped("p1", "x", group="g", cap=2, now=NOW, expires_at=LATER)
+    assert b.put_capped("p2", "y", group="g", cap=2, now=NOW, expires_at=LATER)
+    assert not a.put_capped("p3", "z", group="g", cap=2, now=NOW, expires_at=LATER)     # full: nothing stored
+    assert b.get("p3", now=NOW) is None and b.get("p2", now=NOW) == "y"
+    assert b.put_capped("q1", "x", group="other", cap=2, now=NOW, expires_at=LATER)      # groups apart
+    assert b.take("p1", now=NOW) == "x"                 # a member taken stops counting, no release needed
+    assert a.put_capped("p3", "z", group="g", cap=2, now=NOW, expires_at=LATER)
+    a.delete("p2")                                      # so does a deleted one
+    assert b.put_capped("p4", "w", group="g", cap=2, now=NOW, expires_at=LATER + dt.timedelta(seconds=60))
+    assert not a.put_capped("p5", "v", group="g", cap=2, now=NOW, expires_at=LATER)
+    assert a.put_capped("p5", "v", group="g", cap=2, now=LATER, expires_at=LATER + dt.timedelta(seconds=60))
+    assert not b.put_capped("p6", "u", group="g", cap=2, now=LATER,   # p3 expired at LATER; p4, p5 live
+                            expires_at=LATER + dt.timedelta(seconds=60))
+    with pytest.raises(UsageError):
+        a.put_capped("p6", "u", group="g", cap=0, now=LATER, expires_at=LATER)
+
+
+def test_put_capped_one_winner_for_the_last_place(pair):
+    a, b = pair
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        placed = list(pool.map(lambda i: (a if i % 2 else b).put_capped(f"k{i}", "v", group="race", cap=5, now=NOW,
+                                                                         expires_at=LATER), range(16)))
+    assert placed.count(True) == 5
+
+
+def test_purge_forgets_the_groups_of_finished_keys(tmp_path):
+    memory = MemoryKV()
+    memory.put_capped("k", "v", group="g", cap=1, now=NOW, expires_at=LATER)
+    memory.take("k", now=NOW)
+    memory.purge_expired(NOW)
+    assert memory.groups() == 0
+    sqlite = SqliteKV(tmp_path / "kv.db")
+    sqlite.put_capped("k", "v", group="g", cap=1, now=NOW, expires_at=LATER)
+    sqlite.put_capped("e", "v", group="g2", cap=1, now=NOW, expires_at=NOW + dt.timedelta(seconds=1))
+    sqlite.take("k", now=NOW)
+    sqlite.purge_expired(NOW + dt.timedelta(seconds=2))
+    with sqlite._connection() as conn:
+        assert conn.execute("SELECT count(*) FROM idp_kv_groups").fetchone()[0] == 0
+    sqlite.close()

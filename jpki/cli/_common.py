@@ -24,7 +24,7 @@ from ..pins import PINS, USER_PINS
 from ..transport import Transport, is_pcsc_uri, open_transport
 from ._fail import EXIT_USAGE, CliFail, pin_name
 
-__all__ = ["CARD_NAME", "INSTANT", "PIN_KINDS", "CliFail", "Ctx", "Progress", "pass_ctx",
+__all__ = ["CARD_NAME", "INSTANT", "PIN_KINDS", "CliFail", "Ctx", "Progress", "limit_options", "pass_ctx",
            "pin_name", "pin_option", "revocation_options"]
 
 #: A PIN KIND argument: the PINs a user has (jpki.pins.USER_PINS).
@@ -352,6 +352,26 @@ def server_options(*, port: int, store: str) -> Callable[[_F], _F]:
                          help=f"{store}: memory, sqlite:PATH or redis://HOST[:PORT][/DB][?prefix=P]"),
             click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True,
                          help="server processes (more than one needs a sqlite: or redis:// store)"),
+        ]):
+            f = option(f)
+        return f
+
+    return decorate
+
+
+def limit_options(*, rate: float, burst: int, max_pending: int, endpoints: str, pending: str) -> Callable[[_F], _F]:
+    """The per-client limits of a served app (``rp serve``, ``idp serve``), defined once:
+    ``--rate-limit`` (requests per second per client address to ``endpoints``), ``--rate-burst``
+    and ``--max-pending`` (at most that many ``pending`` per client address); 0 turns one off."""
+
+    def decorate(f: _F) -> _F:
+        for option in reversed([
+            click.option("--rate-limit", type=click.FloatRange(0), default=rate, show_default=True,
+                         help=f"requests per second per client address to {endpoints} (0: no limit)"),
+            click.option("--rate-burst", type=click.IntRange(1), default=burst, show_default=True,
+                         help="requests a client may send at once before --rate-limit applies"),
+            click.option("--max-pending", type=click.IntRange(0), default=max_pending, show_default=True,
+                         help=f"{pending} per client address (0: no limit)"),
         ]):
             f = option(f)
         return f

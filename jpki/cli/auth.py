@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import click
 
 from ..errors import UsageError
-from ._common import CliFail, Ctx, pass_ctx, pin_name, pin_option, revocation_options, server_options
+from ._common import CliFail, Ctx, limit_options, pass_ctx, pin_name, pin_option, revocation_options, server_options
 from ._fail import EXIT_ERROR, EXIT_INVALID
 
 if TYPE_CHECKING:
@@ -42,12 +42,7 @@ def rp() -> None:
 @revocation_options(soft_fail=False, max_age=True)
 @click.option("--fetch-deadline", type=click.FloatRange(0.1, 600), default=5.0, show_default=True,
               help="seconds one OCSP or CRL fetch may take in all (a trickling responder is cut off)")
-@click.option("--rate-limit", type=click.FloatRange(0), default=5.0, show_default=True,
-              help="requests per second per client address to the POST endpoints (0: no limit)")
-@click.option("--rate-burst", type=click.IntRange(1), default=40, show_default=True,
-              help="requests a client may send at once before --rate-limit applies")
-@click.option("--max-pending", type=click.IntRange(0), default=32, show_default=True,
-              help="unanswered challenges per client address (0: no limit)")
+@limit_options(rate=5.0, burst=40, max_pending=32, endpoints="the POST endpoints", pending="unanswered challenges")
 @click.option("--log-level", type=click.Choice(["critical", "error", "warning", "info", "debug"]),
               default="info", show_default=True)
 @pass_ctx

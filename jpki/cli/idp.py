@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from ..errors import UsageError
-from ._common import Ctx, pass_ctx, revocation_options, server_options
+from ._common import Ctx, limit_options, pass_ctx, revocation_options, server_options
 
 if TYPE_CHECKING:
     from ..verify.validator import RevocationMode
@@ -42,16 +42,38 @@ def idp() -> None:
               help="TEST-CARD MODE: anyone can log in as any emulated card of this home (CI only)")
 @click.option("--agent-url", default="http://127.0.0.1:24780", show_default=True,
               help="the local agent the auth page hands the card to (jpki agent)")
+@click.option("--refresh-token-ttl", type=click.FloatRange(0, 366 * 86400), default=30 * 86400.0,
+              show_default=True,
+              help="seconds a grant may be refreshed after the card authentication (0: no refresh tokens)")
+@click.option("--refresh-token-idle", type=click.FloatRange(60, 366 * 86400), default=7 * 86400.0,
+              show_default=True, help="seconds a refresh token lives unused")
+# The defaults are ProviderConfig's (tests/test_idp_limits.py checks), written out: importing
+# jpki.idp here would load the whole provider for every jpki command.
+@limit_options(rate=500.0, burst=1000, max_pending=256,
+               endpoints="the authorization page, and apart the test-card API, per worker process",
+               pending="unfinished authorizations")
+@click.option("--token-rate-limit", type=click.FloatRange(0), default=2000.0, show_default=True,
+              help="requests per second to the token and revocation endpoints, per client address and per "
+                   "client, per worker process (0: no limit)")
+@click.option("--token-rate-burst", type=click.IntRange(1), default=4000, show_default=True,
+              help="token requests a client may send at once before --token-rate-limit applies")
 @click.option("--log-level", type=click.Choice(["critical", "error", "warning", "info", "debug"]),
               default="info", show_default=True)
 @pass_ctx
 def idp_serve(obj: Ctx, issuer: str | None, host: str, port: int, store: str, workers: int,
               revocation: RevocationMode, revocation_max_age: float, fetch_deadline: float, test_cards: bool,
-              agent_url: str, log_level: str) -> None:
+              agent_url: str, refresh_token_ttl: float, refresh_token_idle: float, rate_limit: float,
+              rate_burst: int, max_pending: int, token_rate_limit: float, token_rate_burst: int,
+              log_level: str) -> None:
     """Serve the OpenID Provider (discovery at ISSUER/.well-known/openid-configuration).
 
     Trusts the J-LIS roots and the test CA of --home, follows its renewal links; revocation is
     checked against the URLs in the certificates (for the test CA: run `jpki ca serve`).
+
+    The rate limits are kept in each worker process (N workers let up to N times as much
+    through); their defaults do not throttle a loopback benchmark of a few hundred flows per
+    second: set lower ones for a provider facing the internet. --max-pending is counted in the
+    shared store, across workers.
 
     \b
     Examples:
@@ -68,7 +90,10 @@ def idp_serve(obj: Ctx, issuer: str | None, host: str, port: int, store: str, wo
         issuer = f"http://{'[' + host + ']' if ':' in host else host}:{port}"
     config = ProviderConfig(home=Path(obj.home).expanduser(), issuer=issuer, store=store, revocation=revocation,
                             revocation_max_age=revocation_max_age, fetch_deadline=fetch_deadline,
-                            test_cards=test_cards, agent_url=agent_url)
+                            test_cards=test_cards, agent_url=agent_url, refresh_token_ttl=refresh_token_ttl,
+                            refresh_token_idle=refresh_token_idle, rate_limit=rate_limit, rate_burst=rate_burst,
+                            max_pending=max_pending, token_rate_limit=token_rate_limit,
+                            token_rate_burst=token_rate_burst)
     shown_store = store.split("@")[-1] if store.startswith("redis") else store
 
     def ready() -> None:

@@ -6,7 +6,8 @@ tokens, userinfo; no HTTP), :mod:`~jpki.idp.pending` (a pending authorization's 
 machine), :mod:`~jpki.idp.clients` (the registered relying parties, SQLite in the home),
 :mod:`~jpki.idp.keys` (the ID-token key and the pairwise salt), :mod:`~jpki.idp.signtx` (sign
 transactions: the ``sign`` action and its API), :mod:`~jpki.idp.kv` (the
-shared store: memory, SQLite, Redis), :mod:`~jpki.idp.accounts` (one account for the login
+shared store: memory, SQLite, Redis), :mod:`~jpki.idp.limits` (per-client limits),
+:mod:`~jpki.idp.accounts` (one account for the login
 and eKYC certificates of a card), :mod:`~jpki.idp.pages` (HTML, ja/en), :mod:`~jpki.idp.app`
 (the Starlette app and its serving), :mod:`~jpki.idp.testcards` (the test-card mode; the only
 module here that drives cards, imported only when that mode is on).

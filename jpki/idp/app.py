@@ -10,7 +10,9 @@ Endpoints (``ISSUER`` is the issuer URL; its path, if any, prefixes every route)
 ``GET …/auth/resume?pending=ID``                                      back from the card → client
 ``POST …/auth/cancel``                                                the page's cancel button
 ``POST …/auth/test-card``                                             the page's test-card form
-``POST …/api/realms/main/protocol/openid-connect/token``              codes and client credentials
+``POST …/api/realms/main/protocol/openid-connect/token``              codes, refresh tokens and
+                                                                      client credentials
+``POST …/api/realms/main/protocol/openid-connect/revoke``             RFC 7009 revocation
 ``GET|POST …/api/realms/main/protocol/openid-connect/userinfo``       the granted claims
 ``GET ISSUER/api/pending/{id}``                                       for the agent: who, what, the
                                                                       challenge
@@ -44,6 +46,12 @@ API answer jpki's refusal document ``{"ok": false, "reason": …, "message": …
 (``max_body`` bytes within ``body_timeout`` seconds): the token endpoint says so as an
 ``invalid_request``, a page as an error page.
 
+Limits (:mod:`jpki.idp.limits`): the authorization page and its forms, the test-card API and
+the token and revocation endpoints each take a token from the client address's bucket before
+anything else (429 with ``Retry-After``: the "too many requests" page, jpki's refusal document,
+RFC 6749 JSON); the provider adds the client's own bucket at the token endpoint and the cap on
+unfinished authorizations. A task summarises the refusals once a minute.
+
 Serving: :func:`serve` (``jpki idp serve``) hands :func:`app_from_settings` and the
 configuration to :func:`jpki.serving.serve` as an :class:`~jpki.serving.AppSpec` (the port
 checked first, the key, salt and store made once in the parent, listening before "serving",
@@ -53,10 +61,12 @@ uvicorn workers sharing a SQLite or Redis store); tests run :func:`create_app` u
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime as _dt
 import json
 import logging
+import math
 import urllib.parse
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any, Final, Protocol
@@ -67,6 +77,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
+from jpki.auth.limits import client_key
 from jpki.auth.store import ChallengeStoreError
 from jpki.clock import Clock
 from jpki.errors import JpkiError, UsageError
@@ -198,6 +209,36 @@ def create_app(provider: Provider, *, test_cards: TestCardsPlugin | None = None,
             log.warning("%s failed: %s", what, exc)
             raise OAuthError("temporarily_unavailable", "try again shortly", status=503) from None
 
+    throttle = provider.throttle
+
+    def address_of(request: Request) -> str:
+        return client_key(request.client.host if request.client is not None else None)
+
+    def limited_page(request: Request) -> Response | None:
+        """The page endpoints' bucket of the client address: None when admitted, else the
+        "too many requests" page (429, Retry-After)."""
+        wait = throttle.admit("auth", address_of(request))
+        if not wait:
+            return None
+        seconds = max(1, math.ceil(wait))
+        return message(request, "too_many", 429, reason=str(seconds), headers={"Retry-After": str(seconds)})
+
+    def limit_oauth(request: Request) -> None:
+        """The token and revocation endpoints' bucket of the client address: 429 as RFC 6749 JSON."""
+        wait = throttle.admit("token", address_of(request))
+        if wait:
+            seconds = max(1, math.ceil(wait))
+            raise OAuthError("temporarily_unavailable", f"too many requests from this address: retry in {seconds} s",
+                             status=429, headers={"Retry-After": str(seconds)})
+
+    def limit_api(request: Request) -> None:
+        """The test-card API's bucket of the client address: 429 as jpki's refusal document."""
+        address = address_of(request)
+        wait = throttle.admit("test-cards", address)
+        if wait:
+            raise Refusal(429, "rate-limited", f"too many requests from {address}: retry in {math.ceil(wait)} s",
+                          retry_after=wait)
+
     def language(request: Request, ui_locales: Sequence[str] = ()) -> str:
         return pages.choose_language(request.headers.get("accept-language"), ui_locales)
 
@@ -239,10 +280,13 @@ def create_app(provider: Provider, *, test_cards: TestCardsPlugin | None = None,
 
     def authorized(request: Request, pairs: list[tuple[str, str]]) -> tuple[PendingAuthorization, str, str]:
         # one trip to the thread pool for both: a trip costs more CPU than rendering the page
-        pending, cookie = provider.authorize(pairs, request.cookies.get(COOKIE))
+        pending, cookie = provider.authorize(pairs, request.cookies.get(COOKIE), address=address_of(request))
         return pending, cookie, auth_page(request, pending)
 
     async def authorize(request: Request) -> Response:
+        limited = limited_page(request)
+        if limited is not None:
+            return limited
         try:
             if request.method == "POST":
                 pairs = _form_pairs(await request.body())
@@ -287,6 +331,9 @@ def create_app(provider: Provider, *, test_cards: TestCardsPlugin | None = None,
 
     async def own_pending(request: Request) -> tuple[dict[str, str], PendingAuthorization | Response]:
         """A form POST of the page: its fields and the pending authorization, if this browser's."""
+        limited = limited_page(request)
+        if limited is not None:
+            return {}, limited
         try:
             fields = dict(_form_pairs(await request.body()))
         except Refusal as exc:
@@ -328,7 +375,9 @@ def create_app(provider: Provider, *, test_cards: TestCardsPlugin | None = None,
 
     # ---------------------------------------------------------------- token, userinfo (OAuthError: RFC 6749)
 
-    async def token(request: Request) -> Response:
+    async def oauth_form(request: Request) -> list[tuple[str, str]]:
+        """The form of a token or revocation request, once its address's bucket admits it."""
+        limit_oauth(request)
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if content_type != "application/x-www-form-urlencoded":
             raise OAuthError("invalid_request", "the body must be application/x-www-form-urlencoded")
@@ -336,9 +385,17 @@ def create_app(provider: Provider, *, test_cards: TestCardsPlugin | None = None,
             raw = await request.body()
         except Refusal as exc:  # too large, too slow: still an OAuth error document
             raise OAuthError("invalid_request", exc.message, status=exc.status, headers=exc.headers()) from None
-        pairs = _form_pairs(raw)
+        return _form_pairs(raw)
+
+    async def token(request: Request) -> Response:
+        pairs = await oauth_form(request)
         document = await oauth_work("token request", provider.token, pairs, request.headers.get("authorization"))
         return JSONResponse(document, headers=_NO_STORE)
+
+    async def revoke(request: Request) -> Response:
+        pairs = await oauth_form(request)
+        await oauth_work("revocation", provider.revoke, pairs, request.headers.get("authorization"))
+        return Response(status_code=200, headers=_NO_STORE)
 
     async def userinfo(request: Request) -> Response:
         claims = await oauth_work("userinfo", provider.userinfo, request.headers.get("authorization"))
@@ -397,11 +454,13 @@ def create_app(provider: Provider, *, test_cards: TestCardsPlugin | None = None,
 
     async def test_card_list(request: Request) -> Response:
         assert test_cards is not None
+        limit_api(request)
         cards = await run_in_threadpool(test_cards.cards)
         return JSONResponse({"cards": cards, "outcomes": list(pages.OUTCOMES)}, headers=_NO_STORE)
 
     async def test_card_api(request: Request) -> Response:
         assert test_cards is not None
+        limit_api(request)
         try:
             data = json.loads(await request.body())
         except ValueError:
@@ -431,6 +490,7 @@ def create_app(provider: Provider, *, test_cards: TestCardsPlugin | None = None,
         Route(oidc + "/auth/resume", resume, methods=["GET"]),
         Route(oidc + "/auth/cancel", cancel, methods=["POST"]),
         Route(oidc + "/token", token, methods=["POST"]),
+        Route(oidc + "/revoke", revoke, methods=["POST"]),
         Route(oidc + "/userinfo", userinfo, methods=["GET", "POST"]),
         Route(prefix + "/api/pending/{pending_id}", pending_get, methods=["GET"]),
         Route(prefix + "/api/pending/{pending_id}/complete", pending_complete, methods=["POST"]),
@@ -460,11 +520,18 @@ def create_app(provider: Provider, *, test_cards: TestCardsPlugin | None = None,
             except Exception as exc:  # noqa: BLE001 - shutting down: report and go on
                 log.warning("shutdown step failed: %s", exc)
 
+    async def summarise() -> None:
+        while True:  # the last refusals of a flood are reported even when no request follows
+            await asyncio.sleep(throttle.refusals.interval)
+            throttle.refusals.tick()
+
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        ticker = asyncio.create_task(summarise())
         try:
             yield
         finally:
+            ticker.cancel()
             await run_in_threadpool(close)
 
     app = http_app(routes, lifespan=lifespan, max_body=max_body, body_timeout=body_timeout, refusals=_REFUSALS)

@@ -8,8 +8,15 @@ plain get/put cannot give when several uvicorn workers serve at once:
 =================  =====================================================================
 ``add``            set if absent (or expired): a ``jti`` is recorded by exactly one request
 ``take``           get and delete: a code is exchanged by exactly one request
-``swap``           compare and set: a pending authorization leaves ``pending`` once
+``swap``           compare and set: a pending authorization leaves ``pending`` once; a
+                   refresh token is rotated once
+``put_capped``     put, counted in a group of at most ``cap`` live keys: one client address
+                   holds at most that many pending authorizations, however many workers
 =================  =====================================================================
+
+A group needs no release: a member counts while its key lives (a key taken, deleted or expired
+stops counting), so ``put_capped`` costs what a ``put`` costs — one Redis round trip — and only
+when a group is full does the store look which of its members are gone.
 
 Three backends, as for :mod:`jpki.auth.store` (whose spec strings they share):
 :class:`MemoryKV` (one process), :class:`SqliteKV` (a table ``idp_kv`` in a SQLite file, shared
@@ -70,6 +77,20 @@ def _check_key(key: object) -> str:
     return key
 
 
+def _check_cap(cap: object) -> int:
+    if not isinstance(cap, int) or isinstance(cap, bool) or cap < 1:
+        raise UsageError("a group's cap is a positive integer")
+    return cap
+
+
+def _rows(values: Mapping[str, str], expires_at: _dt.datetime,
+          expiries: Mapping[str, _dt.datetime] | None) -> list[tuple[str, str, int]]:
+    """``put_many``'s records as (key, value, expiry in microseconds), all checked first."""
+    default = _micros(expires_at)
+    extra = {k: _micros(v) for k, v in (expiries or {}).items()}
+    return [(_check_key(k), v, extra.get(k, default)) for k, v in values.items()]
+
+
 @runtime_checkable
 class KV(Protocol):
     """Text values with an absolute expiry; every method is atomic and thread-safe."""
@@ -80,9 +101,16 @@ class KV(Protocol):
     def put(self, key: str, value: str, *, now: _dt.datetime, expires_at: _dt.datetime) -> None:
         """Store ``value``, replacing any."""
 
-    def put_many(self, values: Mapping[str, str], *, now: _dt.datetime, expires_at: _dt.datetime) -> None:
+    def put_many(self, values: Mapping[str, str], *, now: _dt.datetime, expires_at: _dt.datetime,
+                 expiries: Mapping[str, _dt.datetime] | None = None) -> None:
         """:meth:`put` each of ``values`` (key → value), all together: one round trip to Redis,
-        one SQLite transaction."""
+        one SQLite transaction. ``expiries`` gives some keys another expiry than ``expires_at``."""
+
+    def put_capped(self, key: str, value: str, *, group: str, cap: int, now: _dt.datetime,
+                   expires_at: _dt.datetime) -> bool:
+        """:meth:`put` ``value`` and count ``key`` in ``group``, unless ``cap`` live keys (not
+        taken, deleted or expired at ``now``) are counted there already: then store nothing and
+        return False."""
 
     def get(self, key: str, *, now: _dt.datetime) -> str | None:
         """The live value, or None."""
@@ -133,6 +161,7 @@ class MemoryKV(_Base):
         self.max_entries = max_entries
         self._lock = threading.Lock()
         self._items: dict[str, tuple[int, str]] = {}
+        self._groups: dict[str, dict[str, int]] = {}   # group -> {member key: its expiry}
 
     def __len__(self) -> int:
         with self._lock:
@@ -166,13 +195,36 @@ class MemoryKV(_Base):
             self._room(key, now_us)
             self._items[key] = (exp_us, value)
 
-    def put_many(self, values: Mapping[str, str], *, now: _dt.datetime, expires_at: _dt.datetime) -> None:
-        checked, now_us, exp_us = [(_check_key(k), v) for k, v in values.items()], _micros(now), _micros(expires_at)
+    def put_many(self, values: Mapping[str, str], *, now: _dt.datetime, expires_at: _dt.datetime,
+                 expiries: Mapping[str, _dt.datetime] | None = None) -> None:
+        rows, now_us = _rows(values, expires_at, expiries), _micros(now)
         with self._lock:
             self._check_open()
-            for key, value in checked:
+            for key, value, exp_us in rows:
                 self._room(key, now_us)
                 self._items[key] = (exp_us, value)
+
+    def put_capped(self, key: str, value: str, *, group: str, cap: int, now: _dt.datetime,
+                   expires_at: _dt.datetime) -> bool:
+        key, group, now_us, exp_us = _check_key(key), _check_key(group), _micros(now), _micros(expires_at)
+        cap = _check_cap(cap)
+        with self._lock:
+            self._check_open()
+            members = self._groups.setdefault(group, {})
+            if len(members) >= cap:
+                self._prune(members, now_us)
+                if len(members) >= cap:
+                    return False
+            self._room(key, now_us)
+            self._items[key] = (exp_us, value)
+            members[key] = exp_us
+            return True
+
+    def _prune(self, members: dict[str, int], now_us: int) -> None:
+        """Forget the members whose key is gone or expired (under the lock)."""
+        for member in [m for m, exp in members.items()
+                       if exp <= now_us or (item := self._items.get(m)) is None or item[0] <= now_us]:
+            del members[member]
 
     def get(self, key: str, *, now: _dt.datetime) -> str | None:
         key, now_us = _check_key(key), _micros(now)
@@ -211,11 +263,21 @@ class MemoryKV(_Base):
             expired = [k for k, (e, _) in self._items.items() if e <= now_us]
             for k in expired:
                 del self._items[k]
+            for group, members in list(self._groups.items()):
+                self._prune(members, now_us)
+                if not members:
+                    del self._groups[group]
         return len(expired)
+
+    def groups(self) -> int:
+        """How many groups are remembered (for tests: purging forgets the empty ones)."""
+        with self._lock:
+            return len(self._groups)
 
     def close(self) -> None:
         with self._lock:
             self._items.clear()
+            self._groups.clear()
             self._closed = True
 
 
@@ -254,6 +316,8 @@ class SqliteKV(_Base):
             conn.execute("CREATE TABLE IF NOT EXISTS idp_kv (key TEXT PRIMARY KEY, expires_us INTEGER "
                          "NOT NULL, value TEXT NOT NULL) WITHOUT ROWID")
             conn.execute("CREATE INDEX IF NOT EXISTS idp_kv_expiry ON idp_kv (expires_us)")
+            conn.execute("CREATE TABLE IF NOT EXISTS idp_kv_groups (grp TEXT NOT NULL, key TEXT NOT NULL, "
+                         "expires_us INTEGER NOT NULL, PRIMARY KEY (grp, key)) WITHOUT ROWID")
 
     @contextlib.contextmanager
     def _connection(self) -> Iterator[sqlite3.Connection]:
@@ -297,18 +361,43 @@ class SqliteKV(_Base):
             conn.execute("INSERT OR REPLACE INTO idp_kv (key, expires_us, value) VALUES (?, ?, ?)",
                          (key, exp_us, value))
 
-    def put_many(self, values: Mapping[str, str], *, now: _dt.datetime, expires_at: _dt.datetime) -> None:
-        rows, exp_us = [(_check_key(k), v) for k, v in values.items()], _micros(expires_at)
+    def put_many(self, values: Mapping[str, str], *, now: _dt.datetime, expires_at: _dt.datetime,
+                 expiries: Mapping[str, _dt.datetime] | None = None) -> None:
+        rows = _rows(values, expires_at, expiries)
         _micros(now)
+        with self._transaction() as conn:
+            conn.executemany("INSERT OR REPLACE INTO idp_kv (key, expires_us, value) VALUES (?, ?, ?)",
+                             [(key, exp_us, value) for key, value, exp_us in rows])
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
         with self._connection() as conn:
             conn.execute("BEGIN IMMEDIATE")
             try:
-                conn.executemany("INSERT OR REPLACE INTO idp_kv (key, expires_us, value) VALUES (?, ?, ?)",
-                                 [(key, exp_us, value) for key, value in rows])
+                yield conn
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
             conn.execute("COMMIT")
+
+    def put_capped(self, key: str, value: str, *, group: str, cap: int, now: _dt.datetime,
+                   expires_at: _dt.datetime) -> bool:
+        key, group, now_us, exp_us = _check_key(key), _check_key(group), _micros(now), _micros(expires_at)
+        cap = _check_cap(cap)
+        with self._transaction() as conn:
+            conn.execute("DELETE FROM idp_kv_groups WHERE grp = ? AND expires_us <= ?", (group, now_us))
+            count = conn.execute("SELECT count(*) FROM idp_kv_groups WHERE grp = ?", (group,)).fetchone()[0]
+            if count >= cap:   # full: forget the members whose record is gone, then count again
+                conn.execute("DELETE FROM idp_kv_groups WHERE grp = ? AND NOT EXISTS (SELECT 1 FROM idp_kv "
+                             "WHERE idp_kv.key = idp_kv_groups.key AND idp_kv.expires_us > ?)", (group, now_us))
+                count = conn.execute("SELECT count(*) FROM idp_kv_groups WHERE grp = ?", (group,)).fetchone()[0]
+                if count >= cap:
+                    return False
+            conn.execute("INSERT OR REPLACE INTO idp_kv (key, expires_us, value) VALUES (?, ?, ?)",
+                         (key, exp_us, value))
+            conn.execute("INSERT OR REPLACE INTO idp_kv_groups (grp, key, expires_us) VALUES (?, ?, ?)",
+                         (group, key, exp_us))
+            return True
 
     def get(self, key: str, *, now: _dt.datetime) -> str | None:
         key, now_us = _check_key(key), _micros(now)
@@ -353,7 +442,10 @@ class SqliteKV(_Base):
     def purge_expired(self, now: _dt.datetime) -> int:
         now_us = _micros(now)
         with self._connection() as conn:
-            return conn.execute("DELETE FROM idp_kv WHERE expires_us <= ?", (now_us,)).rowcount
+            purged = conn.execute("DELETE FROM idp_kv WHERE expires_us <= ?", (now_us,)).rowcount
+            conn.execute("DELETE FROM idp_kv_groups WHERE expires_us <= ? OR NOT EXISTS (SELECT 1 FROM idp_kv "
+                         "WHERE idp_kv.key = idp_kv_groups.key)", (now_us,))
+            return int(purged)
 
     def close(self) -> None:
         with self._lock:
@@ -389,6 +481,24 @@ local bar = string.find(cur, '|', 1, true)
 if not bar or tonumber(string.sub(cur, 1, bar - 1)) <= tonumber(ARGV[3]) then return 0 end
 if string.sub(cur, bar + 1) ~= ARGV[1] then return 0 end
 redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[4])
+return 1
+"""
+
+# KEYS[1] the record, KEYS[2] its group: a sorted set of record keys scored by their expiry.
+# ARGV the stored value, its PX, now (us), its expiry (us), the cap. Expired members go first;
+# a full group then forgets the members whose record is gone (taken or deleted).
+_LUA_PUT_CAPPED: Final = """
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[3])
+local cap = tonumber(ARGV[5])
+if redis.call('ZCARD', KEYS[2]) >= cap then
+  for _, member in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
+    if redis.call('EXISTS', member) == 0 then redis.call('ZREM', KEYS[2], member) end
+  end
+  if redis.call('ZCARD', KEYS[2]) >= cap then return 0 end
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+redis.call('ZADD', KEYS[2], ARGV[4], KEYS[1])
+if redis.call('PTTL', KEYS[2]) < tonumber(ARGV[2]) then redis.call('PEXPIRE', KEYS[2], ARGV[2]) end
 return 1
 """
 
@@ -430,6 +540,7 @@ class RedisKV(_Base):
         self._add = self._client.register_script(_LUA_ADD)
         self._take = self._client.register_script(_LUA_TAKE)
         self._swap = self._client.register_script(_LUA_SWAP)
+        self._put_capped = self._client.register_script(_LUA_PUT_CAPPED)
 
     @contextlib.contextmanager
     def _errors(self, doing: str) -> Iterator[None]:
@@ -464,13 +575,22 @@ class RedisKV(_Base):
         with self._errors("write to"):
             self._client.set(self.prefix + key, f"{exp_us}|{value}", px=self._px(exp_us, now_us))
 
-    def put_many(self, values: Mapping[str, str], *, now: _dt.datetime, expires_at: _dt.datetime) -> None:
-        rows, now_us, exp_us = [(_check_key(k), v) for k, v in values.items()], _micros(now), _micros(expires_at)
+    def put_many(self, values: Mapping[str, str], *, now: _dt.datetime, expires_at: _dt.datetime,
+                 expiries: Mapping[str, _dt.datetime] | None = None) -> None:
+        rows, now_us = _rows(values, expires_at, expiries), _micros(now)
         with self._errors("write to"):
             pipe = self._client.pipeline(transaction=True)   # MULTI … EXEC: one round trip, all or none
-            for key, value in rows:
+            for key, value, exp_us in rows:
                 pipe.set(self.prefix + key, f"{exp_us}|{value}", px=self._px(exp_us, now_us))
             pipe.execute()
+
+    def put_capped(self, key: str, value: str, *, group: str, cap: int, now: _dt.datetime,
+                   expires_at: _dt.datetime) -> bool:
+        key, group, now_us, exp_us = _check_key(key), _check_key(group), _micros(now), _micros(expires_at)
+        cap = _check_cap(cap)
+        with self._errors("write to"):
+            return bool(self._put_capped(keys=[self.prefix + key, self.prefix + "group:" + group],
+                                         args=[f"{exp_us}|{value}", self._px(exp_us, now_us), now_us, exp_us, cap]))
 
     def get(self, key: str, *, now: _dt.datetime) -> str | None:
         key, now_us = _check_key(key), _micros(now)

@@ -8,8 +8,8 @@ a page could show would come from the card, and none does.
 States a person meets: the authorization page (who asks, what they will receive, which PIN,
 "use the card on this computer"; for a sign transaction the text to sign and its hash),
 waiting (the card has not answered yet), refused (why, in plain words, and what to do, with a
-button back to the site), expired or already used,
-another browser, and an error page for a request that cannot go back to the site (unknown
+button back to the site), expired or already used, another browser, too many requests from one
+network (429), and an error page for a request that cannot go back to the site (unknown
 client, unregistered redirect URI). In test-card mode a red banner on every page says that
 anyone can log in as any test card.
 """
@@ -61,6 +61,8 @@ _T: Final[dict[str, dict[str, str]]] = {
                           "開始したブラウザーで続けるか、元のサイトからやり直してください。"),
         "refused_title": "認証できませんでした",
         "back": "{client} に戻る",
+        "too_many_title": "要求が多すぎます",
+        "too_many": ("このネットワークからの要求が多すぎます。{reason}秒ほど待ってから、もう一度お試しください。"),
         "error_title": "この要求を処理できません",
         "error": ("要求に問題があります（{reason}）。元のサイトに戻って、もう一度お試しください。"
                   "問題が続く場合はサイトの管理者にお問い合わせください。"),
@@ -105,6 +107,8 @@ _T: Final[dict[str, dict[str, str]]] = {
                           "or start again from the site."),
         "refused_title": "Authentication failed",
         "back": "Return to {client}",
+        "too_many_title": "Too many requests",
+        "too_many": "Too many requests came from your network. Wait about {reason} seconds, then try again.",
         "error_title": "This request cannot be processed",
         "error": ("The request is not valid ({reason}). Go back to the site and try again; if it keeps happening, "
                   "contact the site's operator."),
@@ -238,9 +242,9 @@ def authorization_page(lang: str, *, client_name: str, claims: Sequence[str], pi
 
 def message_page(lang: str, kind: str, *, test_cards: bool, retry_url: str | None = None,
                  reason: str | None = None) -> str:
-    """waiting, gone, wrong_browser or error."""
+    """waiting, gone, wrong_browser, too_many (``reason``: the seconds to wait) or error."""
     t = _T[lang]
-    text = t[kind].format(reason=_e(reason or "?")) if kind == "error" else _e(t[kind])
+    text = t[kind].format(reason=_e(reason or "?")) if kind in ("error", "too_many") else _e(t[kind])
     body = f"<p>{text}</p>"
     if retry_url is not None:
         body += f'<p><a class="button" href="{_e(retry_url)}">{_e(t["retry"])}</a></p>'

@@ -6,6 +6,7 @@ pending, cookie = provider.authorize(query_pairs, browser_cookie)     # the auth
 provider.complete(pending.id, login_response_dict)                    # the card's answer (agent)
 outcome = provider.resume(pending.id, cookie)                         # the browser is back
 provider.token(form_pairs, authorization_header)                      # the token endpoint
+provider.revoke(form_pairs, authorization_header)                     # the revocation endpoint
 provider.userinfo(authorization_header)                               # the userinfo endpoint
 ```
 
@@ -28,7 +29,15 @@ Connect as the Digital Authentication App (デジタル認証アプリ) does the
   worker and after a restart with a SQLite or Redis store) or ``client_secret_basic``;
 - ID tokens signed ES256 with a pairwise ``sub`` (:meth:`Provider.pairwise_sub`), ``acr``,
   ``amr`` (RFC 8176: ``hwk``, ``pin``, ``sc``), ``auth_time`` and ``nonce``; opaque access
-  tokens (stored as their SHA-256) that give userinfo only the claims that were granted.
+  tokens (stored as their SHA-256) that give userinfo only the claims that were granted;
+- a refresh token with every code exchange (as Keycloak gives them): rotated at each use, a
+  token used again ending its whole grant (RFC 9700 §4.14.2), bound to the client, an idle
+  and an absolute lifetime, the grant's claims kept encrypted under the token; RFC 7009
+  revocation (:meth:`Provider.revoke`);
+- per-client limits (:mod:`jpki.idp.limits`): :attr:`Provider.throttle` holds this worker's
+  token buckets (the app takes one per client address and endpoint, :meth:`Provider.token` one
+  per authenticated client), and :meth:`Provider.authorize` counts the unfinished
+  authorizations of an address in the shared store.
 
 Card actions are plug-ins (:class:`CardAction`): ``login`` and ``ekyc`` are built in; the
 ``sign`` scope (sign transactions) is offered once an action named ``sign`` is registered with
@@ -53,6 +62,7 @@ import hashlib
 import hmac
 import json
 import logging
+import math
 import re
 import secrets
 import threading
@@ -61,6 +71,10 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final, Protocol
 
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from joserfc import jws
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
@@ -94,6 +108,7 @@ from jpki.idp.accounts import CardLinkage, signing_account
 from jpki.idp.clients import Client, ClientRegistry, check_jwks
 from jpki.idp.keys import ProviderKey, load_salt
 from jpki.idp.kv import KV, MemoryKV, RedisKV, open_kv, split_redis_prefix
+from jpki.idp.limits import ProviderLimits, Throttle
 from jpki.idp.pending import PendingAuthorization, PendingState, StateError
 from jpki.settings import settings_from_json, settings_to_json
 from jpki.verify import Fetch, HttpFetcher, RevocationMode, TrustStore, Validator
@@ -128,6 +143,10 @@ DEFAULT_AGENT_URL: Final = "http://127.0.0.1:24780"
 #: The realm path of the endpoints (Keycloak's, like the Digital Authentication App's).
 REALM_PATH: Final = "/api/realms/main"
 JWT_BEARER: Final = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+#: How long a grant may be refreshed after the card authentication (30 days), and how long a
+#: refresh token lives unused (7 days): then the card is needed again.
+DEFAULT_REFRESH_TOKEN_TTL: Final = 30 * 86400.0
+DEFAULT_REFRESH_TOKEN_IDLE: Final = 7 * 86400.0
 ASSERTION_ALGS: Final = ("ES256", "RS256")
 #: One signature registry per assertion algorithm (made once: building one per request costs).
 _ASSERTION_REGISTRIES: Final = {alg: jws.JWSRegistry(algorithms=[alg]) for alg in ASSERTION_ALGS}
@@ -224,7 +243,10 @@ class ProviderConfig:
     ``max_assertion_age``: how far ahead a client assertion's ``exp`` may be.
     ``clock_skew``: the leeway granted to the clocks of clients. ``agent_url``: the local
     agent the auth page hands the card work to. ``test_cards``: the test-card mode
-    (:mod:`jpki.idp.testcards`), never the default.
+    (:mod:`jpki.idp.testcards`), never the default. ``refresh_token_ttl``: how long a grant
+    may be refreshed after the card authentication, at most (0: no refresh tokens);
+    ``refresh_token_idle``: how long a refresh token lives unused. ``rate_limit`` …
+    ``max_pending``: the per-client limits (:class:`jpki.idp.limits.ProviderLimits`).
     """
 
     home: Path
@@ -242,19 +264,33 @@ class ProviderConfig:
     id_token_ttl: float = 300.0
     max_assertion_age: float = 300.0
     clock_skew: float = 30.0
+    refresh_token_ttl: float = DEFAULT_REFRESH_TOKEN_TTL
+    refresh_token_idle: float = DEFAULT_REFRESH_TOKEN_IDLE
+    rate_limit: float = ProviderLimits.rate
+    rate_burst: int = ProviderLimits.burst
+    token_rate_limit: float = ProviderLimits.token_rate
+    token_rate_burst: int = ProviderLimits.token_burst
+    max_pending: int = ProviderLimits.max_pending
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "issuer", check_issuer(self.issuer))
         if self.revocation not in ("ocsp", "crl", "none"):
             raise UsageError(f"revocation must be ocsp, crl or none, not {self.revocation!r}")
         for name in ("authorization_ttl", "challenge_ttl", "code_ttl", "access_token_ttl", "id_token_ttl",
-                     "max_assertion_age", "fetch_deadline"):
+                     "max_assertion_age", "fetch_deadline", "refresh_token_idle"):
             if not getattr(self, name) > 0:
                 raise UsageError(f"{name} must be positive")
-        if self.clock_skew < 0 or self.revocation_max_age < 0:
-            raise UsageError("clock_skew and revocation_max_age must not be negative")
+        if self.clock_skew < 0 or self.revocation_max_age < 0 or self.refresh_token_ttl < 0:
+            raise UsageError("clock_skew, revocation_max_age and refresh_token_ttl must not be negative")
         if self.challenge_ttl > self.authorization_ttl:
             raise UsageError("challenge_ttl must not exceed authorization_ttl")
+        _ = self.limits   # checked now, not at the first request
+
+    @property
+    def limits(self) -> ProviderLimits:
+        """The per-client limits these settings name."""
+        return ProviderLimits(rate=self.rate_limit, burst=self.rate_burst, token_rate=self.token_rate_limit,
+                              token_burst=self.token_rate_burst, max_pending=self.max_pending)
 
     def to_json(self) -> dict[str, Any]:
         """The configuration as a JSON-ready dict (how :func:`jpki.idp.app.serve` hands it to
@@ -402,6 +438,55 @@ def _digest(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
+_FAMILY_RE: Final = re.compile(r"[A-Za-z0-9_-]{22}")
+_SECRET_RE: Final = re.compile(r"[A-Za-z0-9_-]{43}")
+_CLAIMS_INFO: Final = b"jpki idp: the claims of a refresh grant"
+#: Live access tokens a refresh grant keeps track of (so that revoking it ends them all); a
+#: refresh beyond that many within an access token's lifetime ends the oldest.
+_MAX_LIVE_ACCESS: Final = 16
+
+
+def _refresh_token(family: str) -> str:
+    """A refresh token of the grant ``family``: ``FAMILY.SECRET``, 256 random bits of secret.
+    The family part lets a token no longer current be recognised as this grant's (reuse)."""
+    return f"{family}.{secrets.token_urlsafe(32)}"
+
+
+def _token_family(token: str) -> str | None:
+    """The grant a refresh token names; None for anything not shaped like one."""
+    family, dot, secret = token.partition(".")
+    if not dot or not _FAMILY_RE.fullmatch(family) or not _SECRET_RE.fullmatch(secret):
+        return None
+    return family
+
+
+def _claims_cipher(token: str) -> AESGCM:
+    """AES-256-GCM under a key derived (HKDF-SHA-256) from the refresh token, which the store
+    never holds (only the token's SHA-256)."""
+    return AESGCM(HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=_CLAIMS_INFO).derive(token.encode()))
+
+
+def _seal_claims(claims: Mapping[str, Any], token: str, family: str) -> str:
+    """The claims encrypted for the grant's record ("" when there are none: a login)."""
+    if not claims:
+        return ""
+    nonce = secrets.token_bytes(12)
+    sealed = _claims_cipher(token).encrypt(nonce, json.dumps(claims, ensure_ascii=False).encode(), family.encode())
+    return _b64url(nonce + sealed)
+
+
+def _open_claims(sealed: str, token: str, family: str) -> dict[str, Any]:
+    """:func:`_seal_claims` undone with the presented token (:class:`InvalidTag` if it was not
+    the one that sealed them)."""
+    if not sealed:
+        return {}
+    raw = base64.urlsafe_b64decode(sealed + "=" * (-len(sealed) % 4))
+    claims = json.loads(_claims_cipher(token).decrypt(raw[:12], raw[12:], family.encode()))
+    if not isinstance(claims, dict):
+        raise ValueError("the sealed claims are not an object")
+    return claims
+
+
 def _single(pairs: Iterable[tuple[str, str]], where: str) -> dict[str, str]:
     """Parameters as a dict; a parameter given twice (RFC 6749 §3.1) or too long is refused."""
     out: dict[str, str] = {}
@@ -479,6 +564,8 @@ class Provider:
         self.userinfo_endpoint = base + "/userinfo"
         self.jwks_uri = base + "/certs"
         self.resume_endpoint = base + "/auth/resume"
+        self.revocation_endpoint = base + "/revoke"
+        self.throttle = Throttle(self.config.limits, timer=lambda: self.clock.now().timestamp(), logger=log)
 
     # ------------------------------------------------------------------ plumbing
 
@@ -493,6 +580,11 @@ class Provider:
         """Whether every store operation is a memory access or a Redis round trip (no SQLite
         write waiting on the disk): the app then runs the store-only endpoints on the event loop."""
         return isinstance(self.kv, (MemoryKV, RedisKV)) and isinstance(self.rp.store, (MemoryStore, RedisStore))
+
+    @property
+    def refreshing(self) -> bool:
+        """Whether code exchanges give refresh tokens (``refresh_token_ttl`` > 0)."""
+        return self.config.refresh_token_ttl > 0
 
     @property
     def scopes_supported(self) -> tuple[str, ...]:
@@ -517,7 +609,7 @@ class Provider:
 
     def close(self) -> None:
         """Release the stores, the databases and the HTTP client."""
-        for step in [self.kv.close, self.rp.store.close, self.clients.close, *self._on_close]:
+        for step in [self.throttle.close, self.kv.close, self.rp.store.close, self.clients.close, *self._on_close]:
             try:
                 step()
             except Exception as exc:  # noqa: BLE001 - closing: report and go on
@@ -543,7 +635,8 @@ class Provider:
             "jwks_uri": self.jwks_uri,
             "response_types_supported": ["code"],
             "response_modes_supported": ["query"],
-            "grant_types_supported": ["authorization_code", "client_credentials"],
+            "grant_types_supported": ["authorization_code", *(["refresh_token"] if self.refreshing else []),
+                                      "client_credentials"],
             "subject_types_supported": ["pairwise"],
             "id_token_signing_alg_values_supported": ["ES256"],
             "scopes_supported": list(self.scopes_supported),
@@ -551,6 +644,9 @@ class Provider:
                                  "name", "address", "birthdate", "gender"],
             "token_endpoint_auth_methods_supported": ["private_key_jwt", "client_secret_basic"],
             "token_endpoint_auth_signing_alg_values_supported": list(ASSERTION_ALGS),
+            "revocation_endpoint": self.revocation_endpoint,
+            "revocation_endpoint_auth_methods_supported": ["private_key_jwt", "client_secret_basic"],
+            "revocation_endpoint_auth_signing_alg_values_supported": list(ASSERTION_ALGS),
             "code_challenge_methods_supported": ["S256"],
             "acr_values_supported": [ACR],
             "ui_locales_supported": ["ja", "en"],
@@ -565,10 +661,13 @@ class Provider:
 
     # ------------------------------------------------------------------ authorization
 
-    def authorize(self, pairs: Iterable[tuple[str, str]], browser: str | None) -> tuple[PendingAuthorization, str]:
+    def authorize(self, pairs: Iterable[tuple[str, str]], browser: str | None, *,
+                  address: str | None = None) -> tuple[PendingAuthorization, str]:
         """Check an authorization request and make its pending authorization.
 
         ``browser`` is the browser's binding cookie (None or malformed: a new one is made).
+        ``address`` is the client address's key (:func:`jpki.auth.limits.client_key`): it may
+        hold at most ``max_pending`` unfinished authorizations (None: not counted).
         Returns the pending authorization and the cookie value to set. Raises
         :class:`OAuthError`: with ``redirect`` False (no known client, no exact redirect URI)
         the error is shown to the person, never sent to an unverified redirect URI.
@@ -584,7 +683,7 @@ class Provider:
                                            for u in client.redirect_uris):
             raise OAuthError("invalid_request", "redirect_uri is missing or not registered for this client")
         try:
-            pending = self._authorize(client, redirect_uri, params, browser)
+            pending = self._authorize(client, redirect_uri, params, browser, address)
         except OAuthError as exc:
             exc.redirect, exc.redirect_uri, exc.state = True, redirect_uri, params.get("state")
             exc.ui_locales = tuple(params.get("ui_locales", "").split())
@@ -593,7 +692,7 @@ class Provider:
         return pending
 
     def _authorize(self, client: Client, redirect_uri: str, params: Mapping[str, str],
-                   browser: str | None) -> tuple[PendingAuthorization, str]:
+                   browser: str | None, address: str | None) -> tuple[PendingAuthorization, str]:
         if "request" in params:
             raise OAuthError("request_not_supported", "request objects are not supported")
         if "request_uri" in params:
@@ -646,8 +745,16 @@ class Provider:
             acr_values=tuple(params.get("acr_values", "").split())[:8],
             ui_locales=tuple(params.get("ui_locales", "").split())[:8],
             params={k: params[k] for k in action.params if k in params})
+        cap = self.config.max_pending
         try:
-            self.kv.put(self._pending_key(pending.id), pending.encode(), now=now, expires_at=pending.expires_at)
+            if address is None or not cap:
+                self.kv.put(self._pending_key(pending.id), pending.encode(), now=now, expires_at=pending.expires_at)
+            elif not self.kv.put_capped(self._pending_key(pending.id), pending.encode(),
+                                        group=self._address_group(address), cap=cap, now=now,
+                                        expires_at=pending.expires_at):
+                self.throttle.refused("too-many-pending", address)
+                raise OAuthError("temporarily_unavailable", f"{cap} authorizations from this address are unfinished: "
+                                 "finish them or let them expire, then try again")
         except ChallengeStoreError as exc:
             log.warning("authorization not stored: %s", exc)
             raise OAuthError("temporarily_unavailable", "the store is unavailable: try again shortly") from None
@@ -658,6 +765,11 @@ class Provider:
     @staticmethod
     def _pending_key(pending_id: str) -> str:
         return "pending:" + pending_id
+
+    def _address_group(self, address: str) -> str:
+        """The store's group of an address's pending authorizations: a keyed hash, so that the
+        store holds no client addresses (an unkeyed hash of an IPv4 address is easily undone)."""
+        return "pending-by:" + hmac.new(self._salt, address.encode("utf-8"), hashlib.sha256).hexdigest()[:32]
 
     def pending(self, pending_id: str) -> PendingAuthorization | None:
         """The pending authorization (any state) while it lives; None otherwise."""
@@ -888,19 +1000,33 @@ class Provider:
         params = _single(pairs, "token request")
         now = self._now()
         client = self._authenticate(params, authorization, now)
+        self._admit(client)
         grant = params.get("grant_type")
         try:
             if grant == "authorization_code":
                 return self._code_grant(client, params, now)
+            if grant == "refresh_token" and self.refreshing:
+                return self._refresh_grant(client, params, now)
             if grant == "client_credentials":
                 return self._client_credentials(client, params, now)
         except ChallengeStoreError as exc:
             log.warning("token request failed: %s", exc)
             raise OAuthError("temporarily_unavailable", "the store is unavailable: try again shortly",
                              status=503) from None
-        raise OAuthError("unsupported_grant_type", "grant_type must be authorization_code or client_credentials")
+        raise OAuthError("unsupported_grant_type", "grant_type must be authorization_code, "
+                         f"{'refresh_token, ' if self.refreshing else ''}or client_credentials")
 
-    def _authenticate(self, params: Mapping[str, str], authorization: str | None, now: _dt.datetime) -> Client:
+    def _admit(self, client: Client) -> None:
+        """The authenticated client's own token bucket (per worker): 429 when it is empty."""
+        wait = self.throttle.admit("client", client.client_id)
+        if wait:
+            raise OAuthError("temporarily_unavailable", f"too many token requests from this client: retry in "
+                             f"{math.ceil(wait)} s", status=429, headers={"Retry-After": str(max(1, math.ceil(wait)))})
+
+    def _authenticate(self, params: Mapping[str, str], authorization: str | None, now: _dt.datetime, *,
+                      endpoint: str | None = None) -> Client:
+        """The client authenticated by the request (``endpoint``: the URL an assertion may name
+        as ``aud`` beside the issuer; default the token endpoint)."""
         basic = authorization is not None and authorization[:6].lower() == "basic "
         assertion = params.get("client_assertion")
         assertion_type = params.get("client_assertion_type")
@@ -912,7 +1038,7 @@ class Provider:
         if assertion is not None or assertion_type is not None:
             if assertion_type != JWT_BEARER or not assertion:
                 raise OAuthError("invalid_client", f"client_assertion_type must be {JWT_BEARER}", status=401)
-            return self._private_key_jwt(assertion, params.get("client_id"), now)
+            return self._private_key_jwt(assertion, params.get("client_id"), now, endpoint or self.token_endpoint)
         if basic:
             assert authorization is not None
             return self._client_secret_basic(authorization[6:].strip(), params.get("client_id"))
@@ -1016,7 +1142,8 @@ class Provider:
                 continue
         return False
 
-    def _private_key_jwt(self, assertion: str, form_client_id: str | None, now: _dt.datetime) -> Client:
+    def _private_key_jwt(self, assertion: str, form_client_id: str | None, now: _dt.datetime,
+                         endpoint: str) -> Client:
         def refuse(why: str, client_id: str = "-") -> OAuthError:
             log.info("client authentication failed: client=%s method=private_key_jwt: %s", client_id[:32], why)
             return OAuthError("invalid_client", f"client assertion refused: {why}", status=401)
@@ -1054,8 +1181,9 @@ class Provider:
         now_s = now.timestamp()
         audience = claims.get("aud")
         audiences = [audience] if isinstance(audience, str) else audience if isinstance(audience, list) else []
-        if not any(a in (self.issuer, self.token_endpoint) for a in audiences if isinstance(a, str)):
-            raise refuse("aud must be the issuer or the token endpoint", client_id)
+        if not any(a in (self.issuer, endpoint) for a in audiences if isinstance(a, str)):
+            what = "token" if endpoint == self.token_endpoint else "revocation"
+            raise refuse(f"aud must be the issuer or the {what} endpoint", client_id)
         exp = claims.get("exp")
         if not isinstance(exp, (int, float)) or isinstance(exp, bool):
             raise refuse("exp is missing", client_id)
@@ -1092,8 +1220,11 @@ class Provider:
         if text is None:
             used = self.kv.get("used:" + code_key, now=now)
             if used is not None:  # a second use: revoke what the first one gave (RFC 6749 §4.1.2)
-                self.kv.delete("token:" + used)
-                log.warning("code used twice: client=%s; its access token is revoked", client.client_id)
+                token_key, _, family = used.partition(" ")
+                self.kv.delete("token:" + token_key)
+                if family:
+                    self._revoke_family(family, now)
+                log.warning("code used twice: client=%s; its tokens are revoked", client.client_id)
             raise OAuthError("invalid_grant", "the code is invalid, expired or already used")
         record = json.loads(text)
         if record["client_id"] != client.client_id:
@@ -1111,12 +1242,22 @@ class Provider:
         access_token = secrets.token_urlsafe(32)
         token_key = _digest(access_token)
         ttl = _dt.timedelta(seconds=self.config.access_token_ttl)
-        self.kv.put_many({
+        records = {
             "token:" + token_key: json.dumps({
                 "kind": "user", "client_id": client.client_id, "scopes": record["scopes"], "sub": record["sub"],
                 "claims": record["claims"]}, ensure_ascii=False),
             "used:" + code_key: token_key,
-        }, now=now, expires_at=now + ttl)
+        }
+        expiries: dict[str, _dt.datetime] = {}
+        refresh: dict[str, Any] = {}
+        if self.refreshing:   # in the same round trip: a refresh token costs no extra store call
+            family = secrets.token_urlsafe(16)
+            refresh_token, grant, until = self._new_grant(client, record, family, token_key, now)
+            records[self._family_key(family)] = json.dumps(grant, ensure_ascii=False)
+            records["used:" + code_key] = f"{token_key} {family}"
+            expiries[self._family_key(family)] = until
+            refresh = {"refresh_token": refresh_token, "refresh_expires_in": int((until - now).total_seconds())}
+        self.kv.put_many(records, now=now, expires_at=now + ttl, expiries=expiries)
         iat = int(now.timestamp())
         id_token = self.key.sign({
             "iss": self.issuer, "aud": client.client_id, "sub": record["sub"], "iat": iat,
@@ -1124,7 +1265,161 @@ class Provider:
             "acr": record["acr"], "amr": record["amr"]})
         log.info("tokens issued: client=%s grant=authorization_code", client.client_id)
         return {"access_token": access_token, "token_type": "Bearer", "expires_in": int(ttl.total_seconds()),
-                "id_token": id_token, "scope": " ".join(record["scopes"])}
+                "id_token": id_token, "scope": " ".join(record["scopes"]), **refresh}
+
+    # ------------------------------------------------------------------ refresh tokens
+
+    @staticmethod
+    def _family_key(family: str) -> str:
+        return "refresh:" + family
+
+    def _new_grant(self, client: Client, record: Mapping[str, Any], family: str, token_key: str,
+                   now: _dt.datetime) -> tuple[str, dict[str, Any], _dt.datetime]:
+        """A grant that refresh tokens carry on (the family of ``family``): its first refresh
+        token, its stored record and when that record expires (unused for ``refresh_token_idle``,
+        or at the end of ``refresh_token_ttl``, whichever comes first).
+
+        The record holds what the code gave — ``sub``, the scopes, ``auth_time``, ``acr``,
+        ``amr`` — the SHA-256 of the current refresh token (never the token) and the granted
+        claims (the basic 4 info) **encrypted with a key derived from the refresh token**: a
+        copy of the store alone reads no one's name or address, for all the grant's life."""
+        token = _refresh_token(family)
+        end = now + _dt.timedelta(seconds=self.config.refresh_token_ttl)
+        grant = {"client_id": client.client_id, "sub": record["sub"], "scopes": list(record["scopes"]),
+                 "auth_time": record["auth_time"], "acr": record["acr"], "amr": list(record["amr"]),
+                 "claims": _seal_claims(record["claims"], token, family), "current": _digest(token),
+                 "end": end.isoformat(), "access": [[token_key, int(now.timestamp() + self.config.access_token_ttl)]]}
+        return token, grant, self._grant_expiry(end, now)
+
+    def _grant_expiry(self, end: _dt.datetime, now: _dt.datetime) -> _dt.datetime:
+        return min(end, now + _dt.timedelta(seconds=self.config.refresh_token_idle))
+
+    def _refresh_grant(self, client: Client, params: Mapping[str, str], now: _dt.datetime) -> dict[str, Any]:
+        """RFC 6749 §6 with rotation (RFC 9700 §4.14.2): the token is used once; each use gives a
+        new one. Presenting a token of the grant that is no longer the current one (it was
+        stolen, or the client replayed it) revokes the whole grant: every refresh token and the
+        access tokens it gave. Two requests racing with the same current token count as that
+        too: exactly one compare-and-set wins, the other revokes."""
+        presented = params.get("refresh_token")
+        if not presented:
+            raise OAuthError("invalid_request", "refresh_token is missing")
+        invalid = OAuthError("invalid_grant", "the refresh token is invalid, expired or revoked")
+        family = _token_family(presented)
+        if family is None:
+            raise invalid
+        key = self._family_key(family)
+        text = self.kv.get(key, now=now)
+        if text is None:
+            raise invalid
+        grant: dict[str, Any] = json.loads(text)
+        if grant["client_id"] != client.client_id:
+            log.warning("refresh token of client %s presented by client %s", grant["client_id"], client.client_id)
+            raise OAuthError("invalid_grant", "the refresh token was issued to another client")
+        if not hmac.compare_digest(_digest(presented), grant["current"]):
+            self._revoke_family(family, now)
+            log.warning("refresh token used again: client=%s; the grant is revoked", client.client_id)
+            raise OAuthError("invalid_grant", "the refresh token was already used: the grant is revoked, "
+                             "authenticate with the card again")
+        granted = grant["scopes"]
+        scopes = granted
+        if "scope" in params:
+            scopes = list(dict.fromkeys(params["scope"].split()))
+            wider = [s for s in scopes if s not in granted]
+            if not scopes or wider:
+                raise OAuthError("invalid_scope", "the scope must be the granted one or narrower"
+                                 + (f" (not granted: {' '.join(wider)[:100]})" if wider else ""))
+        try:
+            claims = _open_claims(grant["claims"], presented, family)
+        except (ValueError, InvalidTag):
+            log.warning("refresh grant of client %s: its claims cannot be read", client.client_id)
+            raise invalid from None
+        access_token, token = secrets.token_urlsafe(32), _refresh_token(family)
+        token_key = _digest(access_token)
+        ttl = _dt.timedelta(seconds=self.config.access_token_ttl)
+        now_s = now.timestamp()
+        access = [a for a in grant["access"] if a[1] > now_s]
+        excess = max(0, len(access) + 1 - _MAX_LIVE_ACCESS)
+        for older, _ in access[:excess]:   # more than a client needs at once: the oldest end
+            self.kv.delete("token:" + older)
+        access = [*access[excess:], [token_key, int(now_s + ttl.total_seconds())]]
+        rotated = {**grant, "current": _digest(token), "claims": _seal_claims(claims, token, family), "access": access}
+        until = self._grant_expiry(_dt.datetime.fromisoformat(grant["end"]), now)
+        # The access token first, then the rotation: a revocation racing this request then
+        # finds it in the grant's list (or the rotation fails and it is withdrawn here).
+        self.kv.put("token:" + token_key, json.dumps({
+            "kind": "user", "client_id": client.client_id, "scopes": scopes, "sub": grant["sub"],
+            "claims": {k: v for k, v in claims.items() if k in scopes}}, ensure_ascii=False),
+            now=now, expires_at=now + ttl)
+        if not self.kv.swap(key, text, json.dumps(rotated, ensure_ascii=False), now=now, expires_at=until):
+            self.kv.delete("token:" + token_key)
+            self._revoke_family(family, now)
+            log.warning("refresh token used twice at once: client=%s; the grant is revoked", client.client_id)
+            raise OAuthError("invalid_grant", "the refresh token was already used: the grant is revoked, "
+                             "authenticate with the card again")
+        document: dict[str, Any] = {
+            "access_token": access_token, "token_type": "Bearer", "expires_in": int(ttl.total_seconds()),
+            "refresh_token": token, "refresh_expires_in": int((until - now).total_seconds()),
+            "scope": " ".join(scopes)}
+        if "openid" in scopes:   # OIDC Core §12.2: the same iss, sub, aud; the first auth_time; no nonce
+            iat = int(now_s)
+            document["id_token"] = self.key.sign({
+                "iss": self.issuer, "aud": client.client_id, "sub": grant["sub"], "iat": iat,
+                "exp": iat + int(self.config.id_token_ttl), "auth_time": grant["auth_time"], "acr": grant["acr"],
+                "amr": grant["amr"]})
+        log.info("tokens issued: client=%s grant=refresh_token", client.client_id)
+        return document
+
+    def _revoke_family(self, family: str, now: _dt.datetime) -> bool:
+        """End a grant: its refresh tokens and the access tokens it gave stop working. True if
+        there was one."""
+        text = self.kv.take(self._family_key(family), now=now)
+        if text is None:
+            return False
+        for token_key, _ in json.loads(text).get("access", []):
+            self.kv.delete("token:" + token_key)
+        return True
+
+    # ------------------------------------------------------------------ revocation (RFC 7009)
+
+    def revoke(self, pairs: Iterable[tuple[str, str]], authorization: str | None) -> None:
+        """The revocation endpoint: the client (authenticated as at the token endpoint; an
+        assertion's ``aud`` may also be this endpoint) ends one of its tokens. A refresh token
+        ends its grant with every access token it gave; an access token ends alone. An unknown,
+        expired or already revoked token is no error (RFC 7009 §2.2); another client's token is
+        ``invalid_grant`` and stays."""
+        params = _single(pairs, "revocation request")
+        now = self._now()
+        client = self._authenticate(params, authorization, now, endpoint=self.revocation_endpoint)
+        self._admit(client)
+        token = params.get("token")
+        if not token:
+            raise OAuthError("invalid_request", "token is missing")
+        try:
+            family = _token_family(token)
+            if family is not None:
+                text = self.kv.get(self._family_key(family), now=now)
+                if text is not None:
+                    self._check_owner(json.loads(text), client, "refresh")
+                    self._revoke_family(family, now)
+                    log.info("refresh token revoked: client=%s", client.client_id)
+                return
+            key = "token:" + _digest(token)
+            text = self.kv.get(key, now=now)
+            if text is not None:
+                self._check_owner(json.loads(text), client, "access")
+                self.kv.delete(key)
+                log.info("access token revoked: client=%s", client.client_id)
+        except ChallengeStoreError as exc:
+            log.warning("revocation failed: %s", exc)
+            raise OAuthError("temporarily_unavailable", "the store is unavailable: try again shortly",
+                             status=503) from None
+
+    @staticmethod
+    def _check_owner(record: Mapping[str, Any], client: Client, kind: str) -> None:
+        if record.get("client_id") != client.client_id:
+            log.warning("%s token of client %s presented for revocation by client %s", kind, record.get("client_id"),
+                        client.client_id)
+            raise OAuthError("invalid_grant", f"the {kind} token was issued to another client")
 
     def _client_credentials(self, client: Client, params: Mapping[str, str], now: _dt.datetime) -> dict[str, Any]:
         scopes = tuple(dict.fromkeys(params.get("scope", "sign").split()))
