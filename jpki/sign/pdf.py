@@ -175,12 +175,15 @@ def sign_pdf(path: str | os.PathLike[str], output: str | os.PathLike[str], signe
              field: str | None = None, visible: VisibleBox | None = None,
              reason: str | None = None, location: str | None = None,
              tsa_url: str | None = None, digest: str = "sha256",
-             clock: Clock | None = None) -> PdfSignOutcome:
+             clock: Clock | None = None,
+             stamp_font: str | os.PathLike[str] | None = None) -> PdfSignOutcome:
     """Sign a PDF with ``signer`` (PAdES B-B; B-T with ``tsa_url``) into ``output``.
 
     ``field`` names the signature field (an existing empty one is used; default: the first
-    free ``SignatureN``); ``visible`` puts a stamp on a page. ``output`` is written atomically
-    and must differ from the input.
+    free ``SignatureN``); ``visible`` puts a stamp on a page: the holder's name, the reason, the
+    place and the signing time in Japanese, in ``stamp_font`` (default: an installed Japanese
+    font) embedded as a subset (:mod:`jpki.sign.stamp`; ``StampFontError`` without one).
+    ``output`` is written atomically and must differ from the input.
     """
     if digest not in SIGN_DIGESTS:
         raise UsageError(f"unsupported digest {digest!r}: use one of {', '.join(SIGN_DIGESTS)}")
@@ -195,12 +198,13 @@ def sign_pdf(path: str | os.PathLike[str], output: str | os.PathLike[str], signe
     with open(src, "rb") as fh:
         reader = _open_reader(fh, src)
         name = field or _free_field_name(reader)
-        spec = None
+        spec = style = None
         if visible is not None:
             pages = _page_count(reader)
             if visible.page > pages:
                 raise UsageError(f"--visible: page {visible.page}, but {src} has {pages} page(s)")
             spec = fields.SigFieldSpec(sig_field_name=name, on_page=visible.page - 1, box=visible.box)
+            style = _stamp_style(signer, reason, location, now, stamp_font)
         ident = identity_of(signer.certificate)
         meta = signers.PdfSignatureMetadata(
             field_name=name, md_algorithm=digest, subfilter=fields.SigSeedSubFilter.PADES,
@@ -209,7 +213,7 @@ def sign_pdf(path: str | os.PathLike[str], output: str | os.PathLike[str], signe
         if tsa_url is not None:
             timestamper = HTTPTimeStamper(tsa_url)
         pdf_signer = signers.PdfSigner(meta, CardPdfSigner(signer), timestamper=timestamper,
-                                       new_field_spec=spec)
+                                       new_field_spec=spec, stamp_style=style)
         buffer = io.BytesIO()
         try:
             writer = IncrementalPdfFileWriter(fh, strict=False)
@@ -223,6 +227,15 @@ def sign_pdf(path: str | os.PathLike[str], output: str | os.PathLike[str], signe
     write_atomic(out, buffer.getvalue())
     return PdfSignOutcome(src, out, name, "PAdES-B-T" if tsa_url else "PAdES-B-B", digest, now,
                           signer.certificate.subject.rfc4514_string(), visible)
+
+
+def _stamp_style(signer: DigestSigner, reason: str | None, location: str | None,
+                 when: _dt.datetime, font: str | os.PathLike[str] | None) -> Any:
+    """The visible stamp's style (:mod:`jpki.sign.stamp` imports fontTools and HarfBuzz: only
+    for a visible signature)."""
+    from .stamp import stamp_style
+
+    return stamp_style(signer.certificate, reason=reason, location=location, when=when, font=font)
 
 
 async def _sign(pdf_signer: signers.PdfSigner, writer: IncrementalPdfFileWriter,
