@@ -348,3 +348,9 @@ def test_the_cli_refuses_each_with_one_json_document(cli, base, hostile):
     assert r.exit_code == 3
     assert "INVALID (not-signed): signature 2 of 2 (field Mayor) is INVALID (not-signed)" in r.stdout
     assert "signature 1: VALID" in r.stdout and "signature 2: INVALID (not-signed)" in r.stdout
+    # as a user runs it (no logging set up): pyHanko logs a traceback while it compares the
+    # revisions of this one, and none reaches stderr
+    done = cli.process("--json", "verify", str(hostile["signature widget outside the form"]),
+                       "--revocation", "none", home=base.home, card=None)
+    assert done.exit_code == 3 and done.json()["reason"] == "tampered"
+    assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr, done.stderr
