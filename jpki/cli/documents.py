@@ -56,11 +56,15 @@ def _is_pdf(path: Path) -> bool:
 @click.option("--reason", help="PDF: the reason for signing")
 @click.option("--location", help="PDF: where the document was signed")
 @click.option("--tsa", metavar="URL", help="PDF: an RFC 3161 timestamp authority (PAdES B-T)")
+@click.option("--stamp-font", type=click.Path(path_type=Path), envvar="JPKI_STAMP_FONT",
+              help="PDF: the font of the --visible stamp (a TrueType/OpenType file with Japanese "
+                   "glyphs; default: IPA Gothic or another installed Japanese font)")
 @pin_option("sign", "auth", chosen_by="--key")
 @pass_ctx
 def sign(obj: Ctx, file: Path, output: Path | None, key: str, digest: str, attached: bool,
          is_pdf: bool, field: str | None, visible: str | None, reason: str | None,
-         location: str | None, tsa: str | None, pin_value: str | None) -> None:
+         location: str | None, tsa: str | None, stamp_font: Path | None,
+         pin_value: str | None) -> None:
     """Sign FILE with the card: a CMS signature (CAdES-BES), or a PDF signature (PAdES).
 
     \b
@@ -77,6 +81,8 @@ def sign(obj: Ctx, file: Path, output: Path | None, key: str, digest: str, attac
     """
     pdf_only = {"--field": field, "--visible": visible, "--reason": reason,
                 "--location": location, "--tsa": tsa}
+    if visible is None:
+        stamp_font = None  # $JPKI_STAMP_FONT matters only for a visible stamp
     if not is_pdf and any(v is not None for v in pdf_only.values()):
         given = ", ".join(k for k, v in pdf_only.items() if v is not None)
         raise UsageError(f"{given}: only with --pdf")
@@ -88,7 +94,7 @@ def sign(obj: Ctx, file: Path, output: Path | None, key: str, digest: str, attac
     hashed = None if is_pdf or attached else BackgroundHash(file, digest)
     try:
         _sign(obj, file, output, key, digest, attached, is_pdf, field, visible, reason, location,
-              tsa, pin_value, hashed)
+              tsa, pin_value, hashed, stamp_font)
     except BaseException:
         if hashed is not None:
             hashed.cancel()
@@ -98,7 +104,7 @@ def sign(obj: Ctx, file: Path, output: Path | None, key: str, digest: str, attac
 def _sign(obj: Ctx, file: Path, output: Path | None, key: str, digest: str, attached: bool,
           is_pdf: bool, field: str | None, visible: str | None, reason: str | None,
           location: str | None, tsa: str | None, pin_value: str | None,
-          hashed: BackgroundHash | None) -> None:
+          hashed: BackgroundHash | None, stamp_font: Path | None = None) -> None:
     from ..sign.cms import check_output, default_output, sign_file, sign_hashed
 
     box = None
@@ -106,6 +112,10 @@ def _sign(obj: Ctx, file: Path, output: Path | None, key: str, digest: str, atta
         from ..sign.pdf import parse_visible  # imports pyHanko: for PDFs only
 
         box = parse_visible(visible) if visible is not None else None
+        if box is not None:
+            from ..sign.stamp import find_font
+
+            find_font(stamp_font)  # no font for the stamp: say so before the PIN is asked
         if not _is_pdf(file):
             raise UsageError(f"{file} is not a PDF (no %PDF- header)")
         output = output or file.with_name(f"{file.stem}-signed{file.suffix or '.pdf'}")
@@ -121,7 +131,8 @@ def _sign(obj: Ctx, file: Path, output: Path | None, key: str, digest: str, atta
 
                 assert output is not None
                 outcome = sign_pdf(file, output, signer, field=field, visible=box, reason=reason,
-                                   location=location, tsa_url=tsa, digest=digest, clock=obj.clock)
+                                   location=location, tsa_url=tsa, digest=digest, clock=obj.clock,
+                                   stamp_font=stamp_font)
                 data = outcome.to_json()
                 human = (f"signed {file} ({outcome.profile}, field {outcome.field}) with the "
                          f"{key} key: {outcome.output}")

@@ -14,8 +14,10 @@ verify_pdf("out.pdf", validator=validator)
 ```
 
 Modules: :mod:`.signer` (the card-backed signer), :mod:`.cms` (CMS sign/verify, streaming),
-:mod:`.pdf` (pyHanko with the card as its ``Signer``), :mod:`.report` (the frozen reports, the
-reason codes, and :func:`check_certificate`, where the path/revocation validator plugs in).
+:mod:`.pdf` (pyHanko with the card as its ``Signer``), :mod:`.pdf_checks` (what a signed PDF
+must look like before its CMS is checked: the hostile-document defences), :mod:`.stamp` (the
+visible stamp in Japanese), :mod:`.report` (the frozen reports, the reason codes, and
+:func:`check_certificate`, where the path/revocation validator plugs in).
 The verification modules import no card library.
 """
 

@@ -7,10 +7,13 @@ the digest to the card). The signature dictionary is ``/SubFilter /ETSI.CAdES.de
 signed attributes carry signing-certificate-v2 and no signing-time (PAdES puts the time in
 ``/M``). Output is written whole or not at all.
 
-Verification reads every ``/Sig`` signature with pyHanko's reader, hashes its byte range, and
-checks the CMS with the same code as ``.p7s`` files (:func:`jpki.sign.cms.check_signer_info`);
-pyHanko's difference analysis decides whether updates after a signature are harmless (more
-signatures, form filling, document timestamps) or change the document (``tampered``).
+Verification lists every signature dictionary a viewer can show and checks its shape and
+``/ByteRange`` against the raw file (:mod:`jpki.sign.pdf_checks`: the hostile-document
+defences), then reads it with pyHanko's reader, hashes its byte range, and checks the CMS with
+the same code as ``.p7s`` files (:func:`jpki.sign.cms.check_signer_info`) and who signed (the
+signer identifier, basic constraints, key usage); pyHanko's difference analysis decides whether
+updates after a signature are harmless (more signatures, form filling, validation data,
+annotations: reported) or change the signed content (``tampered``).
 
 pyHanko (a dependency of jpki) is imported only when a PDF is signed or verified: this module is
 not imported by the rest of :mod:`jpki.sign`.
@@ -32,11 +35,9 @@ from pyhanko.pdf_utils import misc as _pdf_misc
 from pyhanko.pdf_utils.incremental_writer import IncrementalPdfFileWriter
 from pyhanko.pdf_utils.reader import PdfFileReader
 from pyhanko.sign import fields, signers
-from pyhanko.sign.diff_analysis import ModificationLevel
 from pyhanko.sign.general import SigningError
 from pyhanko.sign.signers.pdf_cms import PdfCMSSignedAttributes
 from pyhanko.sign.timestamps import HTTPTimeStamper, TimestampRequestError
-from pyhanko.sign.validation.status import SignatureCoverageLevel
 from pyhanko_certvalidator.registry import SimpleCertificateStore
 
 from ..clock import Clock, SystemClock
@@ -44,6 +45,7 @@ from ..errors import JpkiError, UsageError, VerificationError
 from ..fileio import write_atomic
 from ..hashing import SIGN_DIGESTS, regular_file
 from .cms import (
+    DECODE_ERRORS,
     OID_DATA,
     DigestSigner,
     SignerCheck,
@@ -52,10 +54,23 @@ from .cms import (
     check_signer_info,
     decode_failure,
 )
+from .pdf_checks import (
+    DIFF_POLICY,
+    FoundSignature,
+    certificate_problem,
+    check_dictionary,
+    check_signer_identifier,
+    file_report,
+    find_signatures,
+    judge_changes,
+    judge_coverage,
+    with_change_note,
+)
 from .report import (
     CertificateValidator,
     SignatureReport,
     VerificationReport,
+    certificate_summary,
     identity_of,
 )
 
@@ -65,19 +80,6 @@ from .report import (
 logging.getLogger("pyhanko").addHandler(logging.NullHandler())
 
 __all__ = ["CardPdfSigner", "PdfSignOutcome", "VisibleBox", "parse_visible", "sign_pdf", "verify_pdf"]
-
-#: Modification levels after a signature that leave it valid (more signatures, form filling,
-#: document timestamps and validation data). Annotations and anything else count as tampering.
-ALLOWED_CHANGES = (ModificationLevel.NONE, ModificationLevel.LTA_UPDATES,
-                   ModificationLevel.FORM_FILLING)
-_CHANGE_WORDS = {
-    ModificationLevel.NONE: "none",
-    ModificationLevel.LTA_UPDATES: "later updates add only validation data or timestamps",
-    ModificationLevel.FORM_FILLING: "later updates add signatures or fill form fields",
-    ModificationLevel.ANNOTATIONS: "later updates add or change annotations",
-    ModificationLevel.OTHER: "later updates change the document",
-}
-
 
 class CardPdfSigner(signers.Signer):
     """A pyHanko ``Signer`` whose key is on the card (or any :class:`DigestSigner`).
@@ -173,12 +175,15 @@ def sign_pdf(path: str | os.PathLike[str], output: str | os.PathLike[str], signe
              field: str | None = None, visible: VisibleBox | None = None,
              reason: str | None = None, location: str | None = None,
              tsa_url: str | None = None, digest: str = "sha256",
-             clock: Clock | None = None) -> PdfSignOutcome:
+             clock: Clock | None = None,
+             stamp_font: str | os.PathLike[str] | None = None) -> PdfSignOutcome:
     """Sign a PDF with ``signer`` (PAdES B-B; B-T with ``tsa_url``) into ``output``.
 
     ``field`` names the signature field (an existing empty one is used; default: the first
-    free ``SignatureN``); ``visible`` puts a stamp on a page. ``output`` is written atomically
-    and must differ from the input.
+    free ``SignatureN``); ``visible`` puts a stamp on a page: the holder's name, the reason, the
+    place and the signing time in Japanese, in ``stamp_font`` (default: an installed Japanese
+    font) embedded as a subset (:mod:`jpki.sign.stamp`; ``StampFontError`` without one).
+    ``output`` is written atomically and must differ from the input.
     """
     if digest not in SIGN_DIGESTS:
         raise UsageError(f"unsupported digest {digest!r}: use one of {', '.join(SIGN_DIGESTS)}")
@@ -193,12 +198,13 @@ def sign_pdf(path: str | os.PathLike[str], output: str | os.PathLike[str], signe
     with open(src, "rb") as fh:
         reader = _open_reader(fh, src)
         name = field or _free_field_name(reader)
-        spec = None
+        spec = style = None
         if visible is not None:
             pages = _page_count(reader)
             if visible.page > pages:
                 raise UsageError(f"--visible: page {visible.page}, but {src} has {pages} page(s)")
             spec = fields.SigFieldSpec(sig_field_name=name, on_page=visible.page - 1, box=visible.box)
+            style = _stamp_style(signer, reason, location, now, stamp_font)
         ident = identity_of(signer.certificate)
         meta = signers.PdfSignatureMetadata(
             field_name=name, md_algorithm=digest, subfilter=fields.SigSeedSubFilter.PADES,
@@ -207,7 +213,7 @@ def sign_pdf(path: str | os.PathLike[str], output: str | os.PathLike[str], signe
         if tsa_url is not None:
             timestamper = HTTPTimeStamper(tsa_url)
         pdf_signer = signers.PdfSigner(meta, CardPdfSigner(signer), timestamper=timestamper,
-                                       new_field_spec=spec)
+                                       new_field_spec=spec, stamp_style=style)
         buffer = io.BytesIO()
         try:
             writer = IncrementalPdfFileWriter(fh, strict=False)
@@ -221,6 +227,15 @@ def sign_pdf(path: str | os.PathLike[str], output: str | os.PathLike[str], signe
     write_atomic(out, buffer.getvalue())
     return PdfSignOutcome(src, out, name, "PAdES-B-T" if tsa_url else "PAdES-B-B", digest, now,
                           signer.certificate.subject.rfc4514_string(), visible)
+
+
+def _stamp_style(signer: DigestSigner, reason: str | None, location: str | None,
+                 when: _dt.datetime, font: str | os.PathLike[str] | None) -> Any:
+    """The visible stamp's style (:mod:`jpki.sign.stamp` imports fontTools and HarfBuzz: only
+    for a visible signature)."""
+    from .stamp import stamp_style
+
+    return stamp_style(signer.certificate, reason=reason, location=location, when=when, font=font)
 
 
 async def _sign(pdf_signer: signers.PdfSigner, writer: IncrementalPdfFileWriter,
@@ -244,30 +259,18 @@ async def _sign(pdf_signer: signers.PdfSigner, writer: IncrementalPdfFileWriter,
 # --------------------------------------------------------------------------- verifying
 
 def _check_embedded(emb: Any) -> tuple[SignerCheck, dict[str, Any], str]:
-    """Integrity of one embedded signature: coverage, later changes, the CMS itself."""
+    """Integrity of one embedded signature: coverage, later changes, the CMS itself (its
+    dictionary and byte range were checked by :func:`jpki.sign.pdf_checks.check_dictionary`)."""
     details: dict[str, Any] = {"field": emb.field_name}
     try:
-        emb.compute_integrity_info()
+        emb.compute_integrity_info(diff_policy=DIFF_POLICY)
         summary = emb.summarise_integrity_info()
     except VerificationError:
         raise
     except Exception as exc:  # noqa: BLE001 - pyHanko's reader and diff errors
         raise decode_failure(f"cannot read the signature in field {emb.field_name}", exc) from None
-    coverage = summary["coverage"]
-    diff = summary["diff_result"]
-    level = getattr(diff, "modification_level", ModificationLevel.OTHER)
-    if coverage == SignatureCoverageLevel.ENTIRE_FILE:
-        details["coverage"] = "the whole file"
-    elif coverage == SignatureCoverageLevel.ENTIRE_REVISION:
-        details["coverage"] = "its revision; the file was updated after signing"
-    else:
-        raise VerificationError("tampered", "the signature's byte range does not cover its "
-                                "revision of the document")
-    details["changes"] = _CHANGE_WORDS.get(level, str(level))
-    if level not in ALLOWED_CHANGES or summary["docmdp_ok"] is False:
-        raise VerificationError(
-            "tampered", f"the document was changed after it was signed ({details['changes']}: "
-            "an incremental update after the signature modifies what was signed)")
+    details["coverage"] = judge_coverage(summary["coverage"], emb.field_name)
+    details.update(judge_changes(summary))
     check_nesting(emb.pkcs7_content)
     signed_data = emb.signed_data
     infos = list(signed_data["signer_infos"])
@@ -279,6 +282,10 @@ def _check_embedded(emb: Any) -> tuple[SignerCheck, dict[str, Any], str]:
     content_type = signed_data["encap_content_info"]["content_type"].dotted
     if content_type != OID_DATA:
         raise VerificationError("malformed", f"the signed content type is {content_type}, not data")
+    try:
+        check_signer_identifier(infos[0], certs)
+    except DECODE_ERRORS as exc:
+        raise decode_failure("cannot decode the signer info", exc) from None
     subfilter = str(emb.sig_object.get("/SubFilter", ""))
     check = check_signer_info(infos[0], certs, content_type, emb.compute_digest)
     if subfilter == "/ETSI.CAdES.detached":
@@ -297,10 +304,14 @@ def verify_pdf(path: str | os.PathLike[str], *, validator: CertificateValidator 
     signing, the key, and the certificate through ``validator`` at the signing time.
 
     A PDF without signatures fails with ``no-signer``; one that cannot be read with
-    ``malformed``; updates after a signature beyond more signatures and form filling with
-    ``tampered``. Whatever pyHanko's reader raises for a broken file (a bad xref, a cycle or
-    deep nesting in the object graph, a bad /ByteRange or /M) is ``malformed``, for the file or
-    for the signature it concerns; only an unreadable file raises (``UsageError``).
+    ``malformed``; updates after a signature that change its content with ``tampered`` (more
+    signatures, form filling, validation data and annotations are reported, not refused); a
+    signature dictionary without a signature with ``not-signed``; a ``/ByteRange`` that leaves
+    bytes unsigned with ``bad-byte-range``; a swapped certificate with ``signer-mismatch``; a CA
+    as signer with ``ca-certificate``. The file is valid only if every signature is. Whatever
+    pyHanko's reader raises for a broken file (a bad xref, a cycle or deep nesting in the object
+    graph, a bad /M) is ``malformed``, for the file or for the signature it concerns; only an
+    unreadable file raises (``UsageError``).
     """
     src = Path(path)
     regular_file(src, "PDF")
@@ -318,39 +329,52 @@ def _verify_pdf_stream(fh: Any, name: str, validator: CertificateValidator | Non
         if reader.encrypted:
             return VerificationReport.failure(name, "pdf", "malformed",
                                               "the PDF is encrypted: decrypt it first")
-        embedded = list(reader.embedded_regular_signatures)
+        found = find_signatures(reader)
     except Exception as exc:  # noqa: BLE001 - pyHanko raises many kinds for a broken file
         return VerificationReport.failure(
             name, "pdf", "malformed", str(decode_failure("not a readable PDF", exc)))
-    if not embedded:
-        return VerificationReport.failure(name, "pdf", "no-signer", "the PDF holds no signature")
     reports: list[SignatureReport] = []
-    for emb in embedded:
+    for sig in found:
         try:
-            check, details, profile = _check_embedded(emb)
-            claimed, source = _claimed_time(emb)
+            check_dictionary(reader, sig)
         except VerificationError as exc:
-            reports.append(SignatureReport.failure(
-                exc.reason, str(exc), details={"field": _field_name(emb)}))
+            reports.append(SignatureReport.failure(exc.reason, str(exc), details={"field": sig.name}))
             continue
         except Exception as exc:  # noqa: BLE001 - pyHanko's reader errors: fail closed
             failed = decode_failure("cannot read the signature", exc)
-            reports.append(SignatureReport.failure(
-                failed.reason, str(failed), details={"field": _field_name(emb)}))
+            reports.append(SignatureReport.failure(failed.reason, str(failed),
+                                                   details={"field": sig.name}))
             continue
-        reports.append(_signature_report(
-            check, expected=expected, validator=validator, clock=clock, profile=profile,
-            details=details, claimed_time=claimed, claimed_source=source))
-    return VerificationReport.of(name, "pdf", tuple(reports))
+        if sig.kind == "timestamp":
+            continue  # a document timestamp: its token is the long-term validation's to check
+        reports.append(_verify_embedded(reader, sig, validator, expected, clock))
+    if not reports:
+        return VerificationReport.failure(name, "pdf", "no-signer", "the PDF holds no signature")
+    return file_report(name, tuple(reports))
 
 
-def _field_name(emb: Any) -> str | None:
-    """The signature field's name, or None if even that cannot be read."""
+def _verify_embedded(reader: PdfFileReader, sig: FoundSignature,
+                     validator: CertificateValidator | None, expected: Literal["sign", "auth"],
+                     clock: Clock | None) -> SignatureReport:
+    """One signature whose dictionary and byte range are sound: integrity, CMS, signer."""
     try:
-        name = emb.field_name
-    except Exception:  # noqa: BLE001 - a broken field dictionary
-        return None
-    return None if name is None else str(name)
+        emb = sig.embedded(reader)
+        check, details, profile = _check_embedded(emb)
+        claimed, source = _claimed_time(emb)
+    except VerificationError as exc:
+        return SignatureReport.failure(exc.reason, str(exc), details={"field": sig.name})
+    except Exception as exc:  # noqa: BLE001 - pyHanko's reader errors: fail closed
+        failed = decode_failure("cannot read the signature", exc)
+        return SignatureReport.failure(failed.reason, str(failed), details={"field": sig.name})
+    problem = certificate_problem(check.certificate)
+    if problem is not None:
+        return SignatureReport.failure(
+            problem.reason, str(problem), signer=certificate_summary(check.certificate),
+            identity=identity_of(check.certificate), profile=profile, details=details,
+            digest_algorithm=check.digest_algorithm, signature_algorithm=check.signature_algorithm)
+    return with_change_note(_signature_report(
+        check, expected=expected, validator=validator, clock=clock, profile=profile,
+        details=details, claimed_time=claimed, claimed_source=source))
 
 
 def _claimed_time(emb: Any) -> tuple[_dt.datetime | None, str]:

@@ -47,6 +47,14 @@ REASONS: dict[str, str] = {
     "malformed": "the signature cannot be decoded or uses something unsupported",
     "no-signer": "the file holds no signature",
     "several-signers": "a CMS file holds several signers (only one is accepted)",
+    "bad-byte-range": "a PDF signature's /ByteRange does not cover its revision of the file minus "
+                      "exactly its /Contents value (a gap, an overlap, not from byte 0, or short "
+                      "of the revision's end)",
+    "not-signed": "a PDF signature field holds a signature dictionary without a signature value",
+    "signer-mismatch": "the signer identifier does not designate exactly one certificate of the "
+                       "signature, or the signing-certificate attribute names another one "
+                       "(a swapped certificate)",
+    "ca-certificate": "the signer's certificate is a CA certificate (BasicConstraints cA=TRUE)",
 }
 
 Kind = Literal["sign", "auth"]
