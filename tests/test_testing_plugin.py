@@ -310,11 +310,11 @@ def test_the_guides_complete_test_runs_as_written(pytester):
     imported = {n.module if isinstance(n, ast.ImportFrom) else a.name
                 for n in ast.walk(ast.parse(code)) if isinstance(n, (ast.Import, ast.ImportFrom))
                 for a in n.names}
-    assert imported == {"pytest", "jpki.auth", "jpki.auth.client", "jpki.sign"}, "the plugin's fixtures only"
+    assert imported == {"pytest", "jpki.auth", "jpki.auth.client", "jpki.errors", "jpki.sign"}, \
+        "the plugin's fixtures only"
     pytester.makepyfile(test_shop=code, test_readme_example=readme_example())
     result = pytester.runpytest(*PROJECT_RUN, "-rs")
-    result.assert_outcomes(passed=5, skipped=1)
-    result.stdout.fnmatch_lines(["*SKIPPED*test_shop.py*TODO(faults)*"])
+    result.assert_outcomes(passed=6)
 
 
 def test_the_guide_lists_every_fixture():
@@ -332,3 +332,34 @@ def test_the_entry_point_is_named_after_the_module():
     the module, ``-p jpki.testing.plugin`` and ``pytest_plugins`` do nothing once it is installed."""
     project = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))
     assert project["project"]["entry-points"]["pytest11"] == {"jpki.testing.plugin": "jpki.testing.plugin"}
+
+
+FAULT_TESTS = '''
+import os
+
+import pytest
+
+from jpki.errors import CardRemovedError
+from jpki.transport import emu
+
+made = []
+
+
+def test_a_fault_fires_in_the_test_that_set_it(make_card):
+    card = make_card()
+    card.faults.remove_after(1)
+    made.append(os.path.abspath(card.directory))
+    with card.transport() as transport:
+        transport.transmit(bytes.fromhex("00A4040C0AD3921000310001010408"))
+        with pytest.raises(CardRemovedError):
+            transport.transmit(bytes.fromhex("00A4020C020006"))
+
+
+def test_and_ends_with_it():
+    assert made and made[0] not in emu._PLANS
+'''
+
+
+def test_faults_set_on_a_card_end_with_the_test(pytester):
+    pytester.makepyfile(test_faults=FAULT_TESTS)
+    pytester.runpytest(*PROJECT_RUN, "-q").assert_outcomes(passed=2)

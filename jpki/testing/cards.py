@@ -64,6 +64,7 @@ from jpki.identity import SAMPLE_PERSONAS, Persona
 from jpki.pins import PINS
 
 if TYPE_CHECKING:
+    from card_emulator.faults import FaultPlan
     from jpki.lifecycle import LifeEvent
     from jpki.pki import TestCA
     from jpki.provision import Holder
@@ -200,6 +201,17 @@ class TestCard:
     @property
     def persona(self) -> Persona:
         return self.holder.persona
+
+    @property
+    def faults(self) -> FaultPlan:
+        """The card's faults in this process (:func:`jpki.transport.emu.card_faults`), carried
+        out by every transport of the card, also one the application opens itself:
+        ``card.faults.remove_on_signature()``, ``.status_word(0x6982, match="verify")``,
+        ``.latency(profile="contactless")``, ``.tear(during="verify")``, ``.insert()`` (docs/faults.md).
+        The ``make_card`` fixture clears them when the test ends."""
+        from jpki.transport.emu import card_faults
+
+        return card_faults(self.directory)
 
     def transport(self) -> EmulatorTransport:
         """The card in this process (``jpki.transport.emu``), powered on; close it after use."""

@@ -126,11 +126,17 @@ def jpki_home(jpki_ca: TestCA, jpki_clock: FixedClock) -> Home:
 
 
 @pytest.fixture
-def make_card(jpki_home: Home, jpki_ca: TestCA, jpki_keypool: KeyPool, jpki_clock: FixedClock) -> CardFactory:
-    """Makes test cards: ``make_card(persona="bob", pins={"auth": "4321"}, state="expired")``."""
+def make_card(jpki_home: Home, jpki_ca: TestCA, jpki_keypool: KeyPool, jpki_clock: FixedClock
+              ) -> Iterator[CardFactory]:
+    """Makes test cards: ``make_card(persona="bob", pins={"auth": "4321"}, state="expired")``;
+    the faults set on them (``card.faults``) end with the test."""
     from jpki.testing.cards import CardFactory
+    from jpki.transport.emu import forget_card_faults
 
-    return CardFactory(jpki_home, jpki_ca, jpki_keypool, jpki_clock)
+    factory = CardFactory(jpki_home, jpki_ca, jpki_keypool, jpki_clock)
+    yield factory
+    for card in factory.cards:
+        forget_card_faults(card.directory)
 
 
 @pytest.fixture
@@ -223,7 +229,7 @@ def jpki_reader(jpki_vpcd_slot: VpcdSlot, jpki_card: TestCard) -> str:
 
 
 # --- faults ---------------------------------------------------------------------------------------
-# Fault injection (jpki.testing.faults: a card pulled after N APDUs or mid-signature, a chosen
-# status word, latency, tearing, reader errors) plugs in here: in process it wraps the transport
-# that ``TestCard.transport()`` returns, for a served card it commands the card behind
-# ``jpki_vpcd_slot``.
+# Fault injection is ``card.faults`` of a card made by ``make_card`` (in process: every transport of
+# the card carries it out; cleared at the end of the test by ``make_card``), and
+# ``card_emulator.faults.ServedFaults`` / ``jpki emulator fault`` for a card served by
+# ``jpki emulator serve`` (docs/faults.md).

@@ -87,6 +87,14 @@ def card_faults(directory: str | os.PathLike[str]) -> FaultPlan:
     return plan
 
 
+def forget_card_faults(directory: str | os.PathLike[str]) -> None:
+    """Clear and drop the fault plan of the card in ``directory`` (a test's teardown)."""
+    with _PLANS_LOCK:
+        plan = _PLANS.pop(os.path.abspath(directory), None)
+    if plan is not None:
+        plan.clear()
+
+
 class EmulatorTransport(TransportBase):
     """Transmit straight into a software card in this process: the card of ``directory``, or
     ``card`` (a copy in memory of that directory's card, see :class:`CardCopies`)."""
