@@ -616,10 +616,12 @@ def _protocol_name() -> str:
 
 
 #: Requests a keep-alive connection serves before the server closes it (``Connection: close`` on
-#: the last response), as Apache's MaxKeepAliveRequests: workers share the listening socket and
-#: a worker takes every connection waiting when it wakes, so long-lived connections stay where a
-#: burst put them; closing now and then lets them come back to the worker that is free.
-KEEPALIVE_REQUESTS = 100
+#: the last response), like Apache's MaxKeepAliveRequests (100 there). Workers share the
+#: listening socket and a worker takes every connection waiting when it wakes, so connections
+#: opened together can all land on one worker and stay there; a connection that comes back is
+#: taken by the worker that is free. 20 rebalances within a second under load, for one new
+#: connection (a handshake on loopback or from the proxy in front) per 20 requests.
+KEEPALIVE_REQUESTS = 20
 
 
 def _closing_connection(app: Any) -> Any:
