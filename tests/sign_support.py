@@ -28,6 +28,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID, NameOID
 from fixed import FIXED_NOW
 
+from jpki import der
 from jpki.clock import FixedClock
 from jpki.identity import SAMPLE_PERSONAS
 from jpki.pki import TestCA
@@ -151,9 +152,10 @@ def issue_tsa_certificate(ca: TestCA, key: rsa.RSAPrivateKey, *, not_before: dt.
 
 
 def clocked_stamper(cert: x509.Certificate, key: rsa.RSAPrivateKey, at: dt.datetime):
-    """pyHanko's DummyTimeStamper stamping the time of its ``at`` (not today's), counting the
-    tokens it made (``issued``), and a jpki.sign.tsp.Timestamper in process (``stamp``).
-    (pyHanko is imported here, not when conftest loads this module.)"""
+    """pyHanko's DummyTimeStamper stamping the time of its ``at`` (not today's; moved on by
+    ``tick`` after each token), counting the tokens it made (``issued``), and a
+    jpki.sign.tsp.Timestamper in process (``stamp``). (pyHanko is imported here, not when
+    conftest loads this module.)"""
     from pyhanko.sign.timestamps import DummyTimeStamper
 
     class ClockedTimeStamper(DummyTimeStamper):
@@ -162,6 +164,7 @@ def clocked_stamper(cert: x509.Certificate, key: rsa.RSAPrivateKey, at: dt.datet
         def request_tsa_response(self, req: tsp.TimeStampReq) -> tsp.TimeStampResp:
             self.fixed_dt = self.at
             self.issued += 1
+            self.at += self.tick
             return super().request_tsa_response(req)
 
         def stamp(self, algorithm: str, digest: bytes) -> bytes:
@@ -176,6 +179,7 @@ def clocked_stamper(cert: x509.Certificate, key: rsa.RSAPrivateKey, at: dt.datet
             serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
             serialization.NoEncryption())))
     stamper.at = at
+    stamper.tick = dt.timedelta(0)
     stamper.issued = 0
     return stamper
 
@@ -189,8 +193,8 @@ class _TsaHandler(http.server.BaseHTTPRequestHandler):
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         try:
             answer = self.stamper.request_tsa_response(tsp.TimeStampReq.load(body)).dump()
-        except ValueError:  # a request that does not parse
-            answer = tsp.TimeStampResp({"status": {"status": "rejection"}}).dump()
+        except ValueError:  # a request that does not parse: a refusal (no token)
+            answer = der.seq(tsp.PKIStatusInfo({"status": "rejection", "fail_info": {"bad_data_format"}}).dump())
         self.send_response(200)
         self.send_header("Content-Type", "application/timestamp-reply")
         self.send_header("Content-Length", str(len(answer)))
@@ -251,6 +255,7 @@ def tsa(_test_tsa, home) -> TestTsa:
             ca.db.record(_test_tsa.cert, "sign", TSA_CARD_ID,
                          issued_at=_test_tsa.cert.not_valid_before_utc)
     _test_tsa.at = SIGNED_AT
+    _test_tsa.stamper.tick = dt.timedelta(0)
     return _test_tsa
 
 

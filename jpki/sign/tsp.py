@@ -26,8 +26,9 @@ import hmac
 import secrets
 from typing import Protocol
 
-from asn1crypto import algos, cms, core, tsp
+from asn1crypto import algos, cms, tsp
 
+from .. import der
 from ..errors import JpkiError, UsageError
 from ..verify.fetch import Fetch, HttpFetcher
 
@@ -134,17 +135,21 @@ def check_response(answer: bytes, algorithm: str, digest: bytes, nonce: int | No
     nonce); TimestampError otherwise."""
     where = f"timestamp authority {url}" if url else "timestamp authority"
     try:
-        response = tsp.TimeStampResp.load(answer)
-        status = response["status"]["status"].native
-        token = response["time_stamp_token"]
+        # TimeStampResp ::= SEQUENCE { status PKIStatusInfo, timeStampToken OPTIONAL }, read by
+        # hand: asn1crypto cannot parse one without its token (every refusal)
+        _, start, stop = der.read_header(answer, 0, len(answer))
+        _, _, status_end = der.read_header(answer, start, stop)
+        status_info = tsp.PKIStatusInfo.load(answer[start:status_end])
+        status = status_info["status"].native
         if status not in ("granted", "granted_with_mods"):
-            text = response["status"]["status_string"].native
-            fail = response["status"]["fail_info"].native
+            text = status_info["status_string"].native
+            fail = status_info["fail_info"].native
             detail = "; ".join(str(x) for x in (text, fail) if x)
             raise TimestampError(f"{where} refused the request: {status}" + (f" ({detail})" if detail else ""),
                                  url=url, status=str(status))
-        if isinstance(token, core.Void) or token.native is None:
+        if status_end == stop:
             raise TimestampError(f"{where} granted no token", url=url, status=str(status))
+        token = cms.ContentInfo.load(answer[status_end:stop])
         info = tst_info_of(token)
         imprint = info["message_imprint"]
         got_algorithm = imprint["hash_algorithm"]["algorithm"].native
@@ -153,7 +158,7 @@ def check_response(answer: bytes, algorithm: str, digest: bytes, nonce: int | No
         token_der: bytes = token.dump()
     except TimestampError:
         raise
-    except (ValueError, TypeError, LookupError) as exc:
+    except (ValueError, TypeError, LookupError) as exc:  # (der.DerError is a ValueError)
         raise TimestampError(f"{where} answered something that is not an RFC 3161 response: "
                              f"{type(exc).__name__}: {' '.join(str(exc).split())[:160]}", url=url) from None
     if got_algorithm != algorithm or not hmac.compare_digest(got_digest, digest):
