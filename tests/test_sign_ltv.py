@@ -353,6 +353,33 @@ def test_extend_cms_step_by_step(cli, home, doc, tsa, ca_server):
     assert r.exit_code == 1 and "renewing archive timestamps is not supported" in r.stderr
 
 
+def test_extend_refuses_what_it_cannot_extend(cli, doc, tmp_path, tsa):
+    garbage = tmp_path / "garbage.p7s"
+    garbage.write_bytes(b"\x30\x03\x02\x01")
+    r = cli("--json", "sign", "--extend", "T", str(garbage), "--tsa", tsa.url)
+    assert r.exit_code == 1 and r.json()["error"] == "level_failed", r.output
+    assert "is not a CMS signature that can be extended (malformed" in r.json()["message"]
+    r = cli("sign", "--extend", "T", str(garbage), "--tsa", tsa.url)
+    assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.output
+    r = cli("sign", str(doc), input="ABC123\n")
+    assert r.exit_code == 0, r.output
+    other = tmp_path / "other.txt"
+    other.write_text("something else", encoding="utf-8")
+    r = cli("--json", "sign", "--extend", "LTA", str(doc) + ".p7s", "--data", str(other), "--tsa", tsa.url)
+    assert r.exit_code == 1 and "does not verify (wrong-data" in r.json()["message"], r.output
+    r = cli("sign", "--extend", "LT", str(doc) + ".p7s", "--tsa", "ftp://tsa.example/")
+    assert r.exit_code == 2 and "http(s) URL" in r.stderr
+    out = tmp_path / "t.p7m"
+    r = cli("--json", "sign", str(doc), "--attached", "-o", str(out), "--tsa", "http://127.0.0.1:9/tsr",
+            input="ABC123\n")
+    assert r.exit_code == 1 and r.json()["error"] == "timestamp_failed", r.output
+    assert not out.exists() and not list(tmp_path.glob(".*b-level")), "nothing left behind"
+    for args, why in ((["--level", "T"], "needs a timestamp authority"), (["--tsa", tsa.url, "--level", "B"],
+                      "a B-level signature has no timestamp"), (["--crl", str(other)], "only with --level LT")):
+        r = cli("sign", str(doc), *args, input="ABC123\n")
+        assert r.exit_code == 2 and why in r.stderr, (args, r.stderr)
+
+
 def test_extend_pdf_adds_a_document_timestamp_and_the_dss(cli, home, tmp_path, tsa, ca_server):
     src = tmp_path / "contract.pdf"
     src.write_bytes(make_pdf())

@@ -445,6 +445,8 @@ def extend_cms(path: str | os.PathLike[str], level: str, *, output: str | os.Pat
             parsed = read_cms(fh)
     except OSError as exc:
         raise UsageError(f"cannot read {src}: {exc.strerror or exc}") from None
+    except VerificationError as exc:
+        raise levels.LevelError(f"{src} is not a CMS signature that can be extended ({exc.reason}: {exc})") from None
     if len(parsed.signer_infos) != 1 or parsed.content_type != OID_DATA or parsed.layout is None:
         raise levels.LevelError(f"{src}: only a CMS with one signer over data can be extended")
     layout = parsed.layout
@@ -459,7 +461,10 @@ def extend_cms(path: str | os.PathLike[str], level: str, *, output: str | os.Pat
                                 "archive timestamps is not supported")
     if target <= levels.level_rank(before.removeprefix("B-")):
         raise levels.LevelError(f"{src} is already at level {before}")
-    signer = _check_before_extending(parsed, data_path)
+    try:
+        signer = _check_before_extending(parsed, data_path)
+    except VerificationError as exc:
+        raise levels.LevelError(f"{src}: the signature does not verify ({exc.reason}: {exc}): not extended") from None
     ts_token = None
     if levels.OID_SIGNATURE_TIMESTAMP in types:
         ts_token = _attr_values(parsed.signer_infos[0]["unsigned_attrs"], "signature_time_stamp_token")[0].dump()

@@ -166,9 +166,9 @@ class ValidatorSource:
                 anchors = (gathered.anchor.public_bytes(Encoding.DER),)
                 certs.append(anchors[0])
             rev = result.revocation
-            line = f"{kind}: {rev.method.upper()} {rev.status}" if rev is not None else f"{kind}: none"
+            line = f"{kind} certificate: " + (f"{rev.method.upper()} {rev.status}" if rev is not None else "none")
             if rev is not None and rev.source:
-                line += f" from the {rev.source}"
+                line += f", {rev.source}"
             data = data + ValidationData(tuple(certs), gathered.evidence.ocsp, gathered.evidence.crls,
                                          (line,), anchors)
         return data
