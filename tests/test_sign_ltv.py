@@ -374,6 +374,8 @@ def test_extend_refuses_what_it_cannot_extend(cli, doc, tmp_path, tsa):
             input="ABC123\n")
     assert r.exit_code == 1 and r.json()["error"] == "timestamp_failed", r.output
     assert not out.exists() and not list(tmp_path.glob(".*b-level")), "nothing left behind"
+    r = cli("sign", str(doc), "--level", "LT", "--tsa", tsa.url, "--revocation", "none", input="ABC123\n")
+    assert r.exit_code == 1 and "revocation='none' gathers no revocation data" in r.stderr, r.output
     for args, why in ((["--level", "T"], "needs a timestamp authority"), (["--tsa", tsa.url, "--level", "B"],
                       "a B-level signature has no timestamp"), (["--crl", str(other)], "only with --level LT")):
         r = cli("sign", str(doc), *args, input="ABC123\n")

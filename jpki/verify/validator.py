@@ -517,6 +517,10 @@ class Validator:
         if examined.failure is not None or examined.anchor is None or examined.facts is None:
             result = self.validate(cert, kind=kind, at=at)
             return Gathered(result, _NO_EVIDENCE, None)
+        if self.revocation == "none":  # nothing to gather: a long-term signature needs answers
+            result = _failed(kind, at, examined.facts, examined.anchor, Reason.REVOCATION_UNAVAILABLE,
+                             "revocation='none' gathers no revocation data")
+            return Gathered(result, _NO_EVIDENCE, examined.anchor.cert)
         if evidence is None or not evidence:
             evidence = self._fetch_evidence(examined.facts, examined.anchor, at, now)
         try:
