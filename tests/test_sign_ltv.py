@@ -41,6 +41,10 @@ CHECKED = SIGNED_AT + dt.timedelta(days=3)
 NEW_ADDRESS = "大阪府大阪市北区梅田１－１"
 
 
+def move_to(clock: FixedClock, when: dt.datetime) -> None:
+    clock.advance(seconds=(when - clock.now()).total_seconds())
+
+
 def at(when: dt.datetime) -> dict[str, str]:
     """The CLI's clock at ``when``."""
     return {"JPKI_NOW": when.isoformat()}
@@ -487,7 +491,7 @@ def test_pyhanko_validators_accept_our_b_lt_and_b_lta(home, tmp_path, tsa, revoc
     for level in ("LT", "LTA"):
         made[level] = tmp_path / f"{level}.pdf"
         tsa.at = SIGNED_AT
-        moving._when = SIGNED_AT + dt.timedelta(seconds=45)
+        move_to(moving, SIGNED_AT + dt.timedelta(seconds=45))
         with card_signer(home) as signer:
             sign_pdf(src, made[level], signer, clock=FixedClock(SIGNED_AT), level=level,
                      timestamper=tsa.stamper, source=source(home, fetch))
@@ -511,7 +515,7 @@ def test_pyhanko_validators_accept_our_b_lt_and_b_lta(home, tmp_path, tsa, revoc
     # (After a revocation, pyHanko 0.38's past validation wants revocation data fresh at the
     # revocation time, which the 15-minute OCSP answers of the test CA are not: jpki's own rule,
     # data issued after the proven time, is checked by test_move_after_signing_pdf.)
-    moving._when = CHECKED
+    move_to(moving, CHECKED)
     with open(made["LTA"], "rb") as fh:
         signer_cert = x509.load_der_x509_certificate(PdfFileReader(fh).embedded_signatures[0].signer_cert.dump())
     today = [checker(home, fetch).gather(cert, kind=kind, at=CHECKED).evidence.ocsp[0]

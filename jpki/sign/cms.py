@@ -13,6 +13,13 @@ the certificates and signer infos (small) are decoded with asn1crypto. It accept
 tools make: BER indefinite lengths, constructed OCTET STRINGs, PEM, SubjectKeyIdentifier
 signer ids, signatures without signed attributes, RSA PKCS#1 v1.5 or PSS, ECDSA.
 
+Levels (:mod:`jpki.sign.levels`): ``sign_file(level='T'|'LT'|'LTA')`` makes the B-level
+signature beside the output and :func:`extend_cms` brings it to the level (a signature
+timestamp, the validation data in ``certificates``/``crls``, an archive-time-stamp-v2);
+``extend_cms`` upgrades any existing signature the same way. Verification reports the level
+found, checks the signature timestamp's TSA (the proven time) and every archive timestamp, and
+hands the embedded revocation values to the validator.
+
 A leaf of the verification side: no card library is imported here.
 """
 
