@@ -5,6 +5,7 @@ Grows with each capability. Every step checks its result; the report says what p
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -147,7 +148,8 @@ def run_demo(home_path: Path, *, card_name: str = "alice", clock: Clock | None =
         step("a signing certificate is no login certificate", confused.reason == "wrong-kind",
              f"refused: {confused.reason}")
         _openid_connect(home_path, card_name, clock, step)
-        _online_identity(home_path, card_name, clock, step)
+        _online_identity(home_path, card_name, clock, step,
+                         before_loss=lambda: _long_term(home_path, card_name, clock, step))
         validator.clear_caches()
         result = validator.validate(auth, kind="auth")
         evidence = "?" if result.revocation is None else result.revocation.method.upper()
@@ -155,7 +157,7 @@ def run_demo(home_path: Path, *, card_name: str = "alice", clock: Clock | None =
              result.summary() if result.reason != "revoked" else
              f"refused: revoked ({result.revocation_reason}) per {evidence}")
         crl_only = Validator(TrustStore.from_ca_dir(home.ca_dir), clock=clock, revocation="crl")
-        result = crl_only.validate(sign, kind="sign")
+        result = crl_only.validate(auth, kind="auth")
         step("lost card: the CRL says so too", result.reason == "revoked",
              f"refused: revoked ({result.revocation_reason}) per the CRL")
     return report
@@ -189,10 +191,116 @@ def _sign_documents(home_path: Path, card_name: str, validator: Validator, clock
     step("sign a PDF (PAdES B-B)", report.ok, _verdict(report))
 
 
+class _Later:
+    """``clock`` one second ahead: the card moves in a later second than the one its document
+    was timestamped in (revocation times are whole seconds), without the demo sleeping."""
+
+    def __init__(self, clock: Clock) -> None:
+        self.clock = clock
+
+    def now(self) -> datetime.datetime:
+        return self.clock.now() + datetime.timedelta(seconds=1)
+
+
+def demo_timestamper(home: Home, clock: Clock) -> Any:
+    """An in-process RFC 3161 TSA for the demo: pyHanko's DummyTimeStamper (time from
+    ``clock``), its certificate issued by the demo's test CA with the critical id-kp-timeStamping
+    EKU and recorded, so that the CA's OCSP responder answers for it. (``jpki tsa serve`` is the
+    served TSA; any RFC 3161 URL works with ``jpki sign --tsa``.)"""
+    from asn1crypto import keys as asn1_keys
+    from asn1crypto import tsp
+    from asn1crypto import x509 as asn1_x509
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID, NameOID
+    from pyhanko.sign.timestamps import DummyTimeStamper
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    now = clock.now()
+    with home.open_ca(clock) as ca:
+        root = ca.sign_ca_cert
+        ski = root.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+        cert = (x509.CertificateBuilder()
+                .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "jpki demo TSA")]))
+                .issuer_name(root.subject).public_key(key.public_key())
+                .serial_number(x509.random_serial_number())
+                .not_valid_before(now - datetime.timedelta(minutes=5))
+                .not_valid_after(now + datetime.timedelta(days=30))
+                .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+                .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.TIME_STAMPING]), critical=True)
+                .add_extension(x509.AuthorityInformationAccess([x509.AccessDescription(
+                    AuthorityInformationAccessOID.OCSP, x509.UniformResourceIdentifier(ca.ocsp_url("sign")))]),
+                    critical=False)
+                .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski), critical=False)
+                .sign(ca.sign_ca_key, hashes.SHA256()))
+        ca.db.record(cert, "sign", "@demo-tsa", issued_at=now)
+    der = serialization.Encoding.DER
+    stamper = DummyTimeStamper(
+        tsa_cert=asn1_x509.Certificate.load(cert.public_bytes(der)),
+        tsa_key=asn1_keys.PrivateKeyInfo.load(key.private_bytes(
+            der, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())))
+
+    class Timestamper:
+        name = "the demo's in-process TSA"
+
+        def stamp(self, algorithm: str, digest: bytes) -> bytes:
+            # whole seconds, as many TSAs state it (revocation times are whole seconds too)
+            stamper.fixed_dt = clock.now().replace(microsecond=0)
+            req = tsp.TimeStampReq({"version": "v1", "cert_req": True, "message_imprint": {
+                "hash_algorithm": {"algorithm": algorithm}, "hashed_message": digest}})
+            token: bytes = stamper.request_tsa_response(req)["time_stamp_token"].dump()
+            return token
+
+    return Timestamper()
+
+
+def _long_term(home_path: Path, card_name: str, clock: Clock,
+               step: Callable[[str, bool, str], None]) -> None:
+    """A document signed with a timestamp and its validation data (CAdES-LT), another without;
+    the card moves (its signing certificate revoked, affiliationChanged: the new one starts a
+    second later, so nothing after this step signs with it); the first stays valid (online and
+    offline), the second is refused."""
+    from . import lifecycle
+    from .sign import CardSigner, sign_file, verify_cms
+    from .sign.levels import ValidatorSource
+
+    home = Home(home_path, clock=clock)
+    docs = home_path / "documents"
+    text = docs / "lease.txt"
+    text.write_text("賃貸借契約書: jpki demo\n", encoding="utf-8")
+    trust = TrustStore.jlis() + TrustStore.from_ca_dir(home.ca_dir)
+    with open_transport(f"emu:{card_name}", home=home_path) as t:
+        signer = CardSigner.from_session(JpkiSession(t), "sign", pin=lambda: DEFAULT_SIGN_PIN)
+        lt = sign_file(text, docs / "lease-lt.p7s", signer, clock=clock, level="LT",
+                       timestamper=demo_timestamper(home, clock),
+                       source=ValidatorSource(Validator(trust, clock=clock)))
+        plain = sign_file(text, docs / "lease.p7s", signer, clock=clock)
+    step("sign with a timestamp (CAdES-LT)", lt.extension is not None and lt.level == "LT",
+         f"timestamped {lt.extension.timestamp_time if lt.extension else '?'} by the demo TSA; "
+         f"embedded: {'; '.join(lt.extension.validation) if lt.extension else 'nothing'}")
+    event = lifecycle.move(home, card_name, address="大阪府大阪市北区梅田１－１", municipality="Kita-ku",
+                           clock=_Later(clock))
+    step("the card moves: its signing certificate is revoked", event.revoked[0][1] == "affiliationChanged",
+         f"revoked {event.revoked[0][0]:X} ({event.revoked[0][1]}), new signing certificate "
+         f"{event.issued[0][1]:X}")
+    online = Validator(trust, clock=clock)
+    report = verify_cms(lt.output, data=text, validator=online, clock=clock)
+    sig = report.signatures[0] if report.signatures else None
+    step("after the move, the timestamped document is still valid",
+         report.ok and sig is not None and "after the signature time" in sig.message,
+         _verdict(report))
+    offline = verify_cms(lt.output, data=text, validator=Validator(trust, clock=clock, offline=True),
+                         clock=clock)
+    step("…offline too, from its embedded validation data", offline.ok, _verdict(offline))
+    refused = verify_cms(plain.output, data=text, validator=online, clock=clock)
+    step("after the move, a document without a timestamp is refused",
+         not refused.ok and refused.reason == "revoked", f"refused: {refused.reason}")
+
+
 def _online_identity(home_path: Path, card_name: str, clock: Clock,
-                     step: Callable[[str, bool, str], None]) -> None:
-    """Log in and run an eKYC against an in-process relying-party service; then the card is
-    reported lost and the same login is refused."""
+                     step: Callable[[str, bool, str], None],
+                     before_loss: Callable[[], None] | None = None) -> None:
+    """Log in and run an eKYC against an in-process relying-party service; (``before_loss``;)
+    then the card is reported lost and the same login is refused."""
     from .auth.client import ekyc, login
     from .auth.service import running_service
 
@@ -209,6 +317,8 @@ def _online_identity(home_path: Path, card_name: str, clock: Clock,
             step("identity proofing (eKYC, sign key)", answer.ok,
                  f"verified {mask_text(who.get('name', ''))}, born {who.get('birth_date')}, "
                  f"{who.get('sex')}" if answer.ok else f"refused: {answer.reason}")
+        if before_loss is not None:
+            before_loss()
         lost(Home(home_path), card_name, clock=clock)
         with open_transport(f"emu:{card_name}", home=home_path) as t:
             answer = login(service.url, JpkiSession(t), pin=lambda: DEFAULT_AUTH_PIN, clock=clock)
