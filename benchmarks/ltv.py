@@ -1,7 +1,7 @@
 """Verification time of a PAdES B-LT PDF: jpki's verify path next to pyHanko's own validator.
 
 Makes, in a temporary folder, a test CA (served on a loopback port, as its certificates say), an
-emulated card and the demo's in-process TSA (``jpki.demo.demo_timestamper``); signs a one-page
+emulated card and the home's test TSA (``jpki.tsa``, served in a thread: ``jpki.demo.served_tsa``); signs a one-page
 PDF at B-LT with the card (signature timestamp, DSS with the OCSP answers for the signer and the
 TSA). Then, days later by the clock and in the same run, interleaved, ``--repeat`` times each:
 
@@ -38,7 +38,7 @@ from asn1crypto import x509 as asn1_x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from jpki.clock import FixedClock
-from jpki.demo import demo_timestamper
+from jpki.demo import served_tsa
 from jpki.home import Home
 from jpki.identity import SAMPLE_PERSONAS
 from jpki.pki import TestCA, free_port
@@ -67,10 +67,10 @@ def make_b_lt(work: Path) -> tuple[Path, Home]:
     src, out = work / "in.pdf", work / "b-lt.pdf"
     src.write_bytes(simple_pdf("A contract"))
     trust = TrustStore.jlis() + TrustStore.from_ca_dir(home.ca_dir)
-    with serve_in_thread(home.ca_dir, "127.0.0.1", port, clock=clock), \
+    with serve_in_thread(home.ca_dir, "127.0.0.1", port, clock=clock), served_tsa(home, clock) as tsa, \
             open_transport("emu:alice", home=home.path) as t:
         signer = CardSigner.from_session(JpkiSession(t), "sign", pin=lambda: "ABC123")
-        done = sign_pdf(src, out, signer, clock=clock, level="LT", timestamper=demo_timestamper(home, clock),
+        done = sign_pdf(src, out, signer, clock=clock, level="LT", timestamper=tsa,
                         source=ValidatorSource(Validator(trust, clock=clock)))
     assert done.level == "B-LT", done
     return out, home

@@ -5,9 +5,10 @@ Grows with each capability. Every step checks its result; the report says what p
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,6 +32,7 @@ from .verify import TrustStore, Validator
 
 if TYPE_CHECKING:
     from .sign.report import VerificationReport
+    from .sign.tsp import HttpTimestamper
 
 
 @dataclass(frozen=True)
@@ -202,55 +204,26 @@ class _Later:
         return self.clock.now() + datetime.timedelta(seconds=1)
 
 
-def demo_timestamper(home: Home, clock: Clock) -> Any:
-    """An in-process RFC 3161 TSA for the demo: pyHanko's DummyTimeStamper (time from
-    ``clock``), its certificate issued by the demo's test CA with the critical id-kp-timeStamping
-    EKU and recorded, so that the CA's OCSP responder answers for it. (``jpki tsa serve`` is the
-    served TSA; any RFC 3161 URL works with ``jpki sign --tsa``.)"""
-    from asn1crypto import keys as asn1_keys
-    from asn1crypto import tsp
-    from asn1crypto import x509 as asn1_x509
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID, NameOID
-    from pyhanko.sign.timestamps import DummyTimeStamper
+@contextlib.contextmanager
+def served_tsa(home: Home, clock: Clock) -> Iterator[HttpTimestamper]:
+    """The home's test time-stamping authority (:mod:`jpki.tsa`, what ``jpki tsa serve`` runs:
+    made on first use in ``HOME/tsa``, its certificate from the test CA's signing root with the
+    critical id-kp-timeStamping EKU, recorded in the CA database so that the CA's OCSP responder
+    answers for it), served over HTTP on a free loopback port in a thread with ``clock``; and
+    an RFC 3161 client of it (:class:`jpki.sign.tsp.HttpTimestamper`, what ``jpki sign --tsa``
+    uses)."""
+    from .sign.tsp import HttpTimestamper
+    from .tsa.app import serve_in_thread as serve_tsa_in_thread
+    from .tsa.credentials import ensure_tsa
 
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    now = clock.now()
     with home.open_ca(clock) as ca:
-        root = ca.sign_ca_cert
-        ski = root.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
-        cert = (x509.CertificateBuilder()
-                .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "jpki demo TSA")]))
-                .issuer_name(root.subject).public_key(key.public_key())
-                .serial_number(x509.random_serial_number())
-                .not_valid_before(now - datetime.timedelta(minutes=5))
-                .not_valid_after(now + datetime.timedelta(days=30))
-                .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-                .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.TIME_STAMPING]), critical=True)
-                .add_extension(x509.AuthorityInformationAccess([x509.AccessDescription(
-                    AuthorityInformationAccessOID.OCSP, x509.UniformResourceIdentifier(ca.ocsp_url("sign")))]),
-                    critical=False)
-                .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski), critical=False)
-                .sign(ca.sign_ca_key, hashes.SHA256()))
-        ca.db.record(cert, "sign", "@demo-tsa", issued_at=now)
-    der = serialization.Encoding.DER
-    stamper = DummyTimeStamper(
-        tsa_cert=asn1_x509.Certificate.load(cert.public_bytes(der)),
-        tsa_key=asn1_keys.PrivateKeyInfo.load(key.private_bytes(
-            der, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())))
-
-    class Timestamper:
-        name = "the demo's in-process TSA"
-
-        def stamp(self, algorithm: str, digest: bytes) -> bytes:
-            # whole seconds, as many TSAs state it (revocation times are whole seconds too)
-            stamper.fixed_dt = clock.now().replace(microsecond=0)
-            req = tsp.TimeStampReq({"version": "v1", "cert_req": True, "message_imprint": {
-                "hash_algorithm": {"algorithm": algorithm}, "hashed_message": digest}})
-            token: bytes = stamper.request_tsa_response(req)["time_stamp_token"].dump()
-            return token
-
-    return Timestamper()
+        ensure_tsa(home.path, ca=ca)
+    with serve_tsa_in_thread(home.path, clock=clock) as server:
+        stamper = HttpTimestamper(server.url + "/")
+        try:
+            yield stamper
+        finally:
+            stamper.close()
 
 
 def _long_term(home_path: Path, card_name: str, clock: Clock,
@@ -270,12 +243,12 @@ def _long_term(home_path: Path, card_name: str, clock: Clock,
     trust = TrustStore.jlis() + TrustStore.from_ca_dir(home.ca_dir)
     with open_transport(f"emu:{card_name}", home=home_path) as t:
         signer = CardSigner.from_session(JpkiSession(t), "sign", pin=lambda: DEFAULT_SIGN_PIN)
-        lt = sign_file(text, docs / "lease-lt.p7s", signer, clock=clock, level="LT",
-                       timestamper=demo_timestamper(home, clock),
-                       source=ValidatorSource(Validator(trust, clock=clock)))
+        with served_tsa(home, clock) as tsa:
+            lt = sign_file(text, docs / "lease-lt.p7s", signer, clock=clock, level="LT", timestamper=tsa,
+                           source=ValidatorSource(Validator(trust, clock=clock)))
         plain = sign_file(text, docs / "lease.p7s", signer, clock=clock)
     step("sign with a timestamp (CAdES-LT)", lt.extension is not None and lt.level == "LT",
-         f"timestamped {lt.extension.timestamp_time if lt.extension else '?'} by the demo TSA; "
+         f"timestamped {lt.extension.timestamp_time if lt.extension else '?'} by the test TSA; "
          f"embedded: {'; '.join(lt.extension.validation) if lt.extension else 'nothing'}")
     event = lifecycle.move(home, card_name, address="大阪府大阪市北区梅田１－１", municipality="Kita-ku",
                            clock=_Later(clock))

@@ -12,8 +12,11 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import select
 import shutil
+import signal
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -28,7 +31,7 @@ from sign_support import SIGNED_AT, asgi_fetch, card_signer, clocked_stamper, ma
 from jpki import der, lifecycle
 from jpki.clock import FixedClock
 from jpki.pki import TestCA, free_port
-from jpki.pki.server import create_app
+from jpki.pki.server import create_app, serve_in_thread
 from jpki.provision import Home, read_holder
 from jpki.sign import levels
 from jpki.sign.cms import read_cms, sign_file, verify_cms
@@ -313,6 +316,70 @@ def test_move_after_signing_pdf(cli, home, tmp_path, tsa, ca_server):
     assert "(affiliationChanged), after the signature time" in sig["message"] or origin == "embedded"
     r = cli("--json", "verify", str(plain), env=at(CHECKED))
     assert r.exit_code == 3 and r.json()["reason"] == "revoked"
+
+
+def _serving(process: subprocess.Popen[str], what: str, timeout: float = 60) -> str:
+    """Wait for the line a jpki server prints on stderr once its port listens; that line."""
+    assert process.stderr is not None
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([process.stderr], [], [], max(0.0, deadline - time.monotonic()))
+        line = process.stderr.readline() if ready else ""
+        if what in line:
+            return line
+        if not line and process.poll() is not None:
+            raise AssertionError(f"the server exited: {process.communicate()}")
+    raise AssertionError(f"no {what!r} on stderr within {timeout} s")
+
+
+def test_b_lt_with_jpki_tsa_serve_stays_valid_after_the_move(cli, tsa_home, tmp_path):
+    """`jpki sign --level LT --tsa URL` against the project's own TSA, `jpki tsa serve` as a
+    process (its certificate from the test CA's signing root, recorded in the CA database as
+    @tsa, tokens carrying it): the signature, the timestamp and the embedded OCSP answers for
+    the signer and the TSA make a document that `jpki verify` finds VALID at the time the
+    token proves after the card moved, online and --offline."""
+    doc = tmp_path / "lease.txt"
+    doc.write_text("賃貸借契約書\n", encoding="utf-8")
+    with TestCA.open(tsa_home / "ca") as ca:
+        ca_port = int(ca.base_url.rsplit(":", 1)[1])
+        tsa_cert = ca.db.get(x509.load_pem_x509_certificate(
+            (tsa_home / "tsa" / "tsa.pem").read_bytes()).serial_number)
+    assert tsa_cert is not None and tsa_cert.card == "@tsa"
+    ca_clock = FixedClock(FIXED_NOW)  # the CLI's and the TSA's clock start there too ($JPKI_NOW)
+    port = free_port()
+    server = cli.spawn("tsa", "serve", "--port", str(port), home=tsa_home,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        with serve_in_thread(tsa_home / "ca", "127.0.0.1", ca_port, clock=ca_clock):
+            _serving(server, "serving the test TSA")
+            out = tmp_path / "lease.p7s"
+            r = cli("--json", "sign", str(doc), "-o", str(out), "--level", "LT", "--tsa",
+                    f"http://127.0.0.1:{port}/", input="ABC123\n", home=tsa_home)
+            assert r.exit_code == 0 and r.json()["level"] == "B-LT", r.output
+            assert any(line.startswith("tsa certificate: OCSP good") for line in r.json()["validation_data"])
+            r = cli("card", "move", "alice", "--address", NEW_ADDRESS, home=tsa_home, env=at(MOVED_AT))
+            assert r.exit_code == 0 and "affiliationChanged" in r.stdout, r.output
+            move_to(ca_clock, CHECKED)
+            for extra, origin in (([], "fetched"), (["--offline"], "embedded")):
+                r = cli("--json", "verify", str(out), "--data", str(doc), *extra, home=tsa_home,
+                        env=at(CHECKED))
+                assert r.exit_code == 0, r.output
+                (sig,) = r.json()["signatures"]
+                assert (sig["level"], sig["revocation_source"]) == ("B-LT", origin)
+                proven = dt.datetime.fromisoformat(sig["proven_time"])
+                assert FIXED_NOW <= proven < FIXED_NOW + dt.timedelta(minutes=5)
+                assert sig["timestamp"]["tsa"] == tsa_cert.subject
+                assert sig["timestamp"]["tsa_certificate_validated"] is True
+            r = cli("verify", str(out), "--data", str(doc), home=tsa_home, env=at(CHECKED))
+            assert r.exit_code == 0 and "VALID [CAdES-LT, detached, sha256]" in r.stdout, r.output
+            assert "(affiliationChanged), after the signature time" in r.stdout
+    finally:
+        server.send_signal(signal.SIGINT)
+        try:
+            server.communicate(timeout=30)
+        except subprocess.TimeoutExpired:  # pragma: no cover
+            server.kill()
+            server.communicate()
 
 
 def test_timestamped_after_the_revocation_is_refused(cli, home, doc, tsa, ca_server, revocation):
