@@ -5,8 +5,10 @@ Grows with each capability. Every step checks its result; the report says what p
 
 from __future__ import annotations
 
+import contextlib
+import datetime
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -30,6 +32,7 @@ from .verify import TrustStore, Validator
 
 if TYPE_CHECKING:
     from .sign.report import VerificationReport
+    from .sign.tsp import HttpTimestamper
 
 
 @dataclass(frozen=True)
@@ -147,7 +150,8 @@ def run_demo(home_path: Path, *, card_name: str = "alice", clock: Clock | None =
         step("a signing certificate is no login certificate", confused.reason == "wrong-kind",
              f"refused: {confused.reason}")
         _openid_connect(home_path, card_name, clock, step)
-        _online_identity(home_path, card_name, clock, step)
+        _online_identity(home_path, card_name, clock, step,
+                         before_loss=lambda: _long_term(home_path, card_name, clock, step))
         validator.clear_caches()
         result = validator.validate(auth, kind="auth")
         evidence = "?" if result.revocation is None else result.revocation.method.upper()
@@ -155,7 +159,7 @@ def run_demo(home_path: Path, *, card_name: str = "alice", clock: Clock | None =
              result.summary() if result.reason != "revoked" else
              f"refused: revoked ({result.revocation_reason}) per {evidence}")
         crl_only = Validator(TrustStore.from_ca_dir(home.ca_dir), clock=clock, revocation="crl")
-        result = crl_only.validate(sign, kind="sign")
+        result = crl_only.validate(auth, kind="auth")
         step("lost card: the CRL says so too", result.reason == "revoked",
              f"refused: revoked ({result.revocation_reason}) per the CRL")
     return report
@@ -189,10 +193,87 @@ def _sign_documents(home_path: Path, card_name: str, validator: Validator, clock
     step("sign a PDF (PAdES B-B)", report.ok, _verdict(report))
 
 
+class _Later:
+    """``clock`` one second ahead: the card moves in a later second than the one its document
+    was timestamped in (revocation times are whole seconds), without the demo sleeping."""
+
+    def __init__(self, clock: Clock) -> None:
+        self.clock = clock
+
+    def now(self) -> datetime.datetime:
+        return self.clock.now() + datetime.timedelta(seconds=1)
+
+
+@contextlib.contextmanager
+def served_tsa(home: Home, clock: Clock) -> Iterator[HttpTimestamper]:
+    """The home's test time-stamping authority (:mod:`jpki.tsa`, what ``jpki tsa serve`` runs:
+    made on first use in ``HOME/tsa``, its certificate from the test CA's signing root with the
+    critical id-kp-timeStamping EKU, recorded in the CA database so that the CA's OCSP responder
+    answers for it), served over HTTP on a free loopback port in a thread with ``clock``; and
+    an RFC 3161 client of it (:class:`jpki.sign.tsp.HttpTimestamper`, what ``jpki sign --tsa``
+    uses)."""
+    from .sign.tsp import HttpTimestamper
+    from .tsa.app import serve_in_thread as serve_tsa_in_thread
+    from .tsa.credentials import ensure_tsa
+
+    with home.open_ca(clock) as ca:
+        ensure_tsa(home.path, ca=ca)
+    with serve_tsa_in_thread(home.path, clock=clock) as server:
+        stamper = HttpTimestamper(server.url + "/")
+        try:
+            yield stamper
+        finally:
+            stamper.close()
+
+
+def _long_term(home_path: Path, card_name: str, clock: Clock,
+               step: Callable[[str, bool, str], None]) -> None:
+    """A document signed with a timestamp and its validation data (CAdES-LT), another without;
+    the card moves (its signing certificate revoked, affiliationChanged: the new one starts a
+    second later, so nothing after this step signs with it); the first stays valid (online and
+    offline), the second is refused."""
+    from . import lifecycle
+    from .sign import CardSigner, sign_file, verify_cms
+    from .sign.levels import ValidatorSource
+
+    home = Home(home_path, clock=clock)
+    docs = home_path / "documents"
+    text = docs / "lease.txt"
+    text.write_text("賃貸借契約書: jpki demo\n", encoding="utf-8")
+    trust = TrustStore.jlis() + TrustStore.from_ca_dir(home.ca_dir)
+    with open_transport(f"emu:{card_name}", home=home_path) as t:
+        signer = CardSigner.from_session(JpkiSession(t), "sign", pin=lambda: DEFAULT_SIGN_PIN)
+        with served_tsa(home, clock) as tsa:
+            lt = sign_file(text, docs / "lease-lt.p7s", signer, clock=clock, level="LT", timestamper=tsa,
+                           source=ValidatorSource(Validator(trust, clock=clock)))
+        plain = sign_file(text, docs / "lease.p7s", signer, clock=clock)
+    step("sign with a timestamp (CAdES-LT)", lt.extension is not None and lt.level == "LT",
+         f"timestamped {lt.extension.timestamp_time if lt.extension else '?'} by the test TSA; "
+         f"embedded: {'; '.join(lt.extension.validation) if lt.extension else 'nothing'}")
+    event = lifecycle.move(home, card_name, address="大阪府大阪市北区梅田１－１", municipality="Kita-ku",
+                           clock=_Later(clock))
+    step("the card moves: its signing certificate is revoked", event.revoked[0][1] == "affiliationChanged",
+         f"revoked {event.revoked[0][0]:X} ({event.revoked[0][1]}), new signing certificate "
+         f"{event.issued[0][1]:X}")
+    online = Validator(trust, clock=clock)
+    report = verify_cms(lt.output, data=text, validator=online, clock=clock)
+    sig = report.signatures[0] if report.signatures else None
+    step("after the move, the timestamped document is still valid",
+         report.ok and sig is not None and "after the signature time" in sig.message,
+         _verdict(report))
+    offline = verify_cms(lt.output, data=text, validator=Validator(trust, clock=clock, offline=True),
+                         clock=clock)
+    step("…offline too, from its embedded validation data", offline.ok, _verdict(offline))
+    refused = verify_cms(plain.output, data=text, validator=online, clock=clock)
+    step("after the move, a document without a timestamp is refused",
+         not refused.ok and refused.reason == "revoked", f"refused: {refused.reason}")
+
+
 def _online_identity(home_path: Path, card_name: str, clock: Clock,
-                     step: Callable[[str, bool, str], None]) -> None:
-    """Log in and run an eKYC against an in-process relying-party service; then the card is
-    reported lost and the same login is refused."""
+                     step: Callable[[str, bool, str], None],
+                     before_loss: Callable[[], None] | None = None) -> None:
+    """Log in and run an eKYC against an in-process relying-party service; (``before_loss``;)
+    then the card is reported lost and the same login is refused."""
     from .auth.client import ekyc, login
     from .auth.service import running_service
 
@@ -209,6 +290,8 @@ def _online_identity(home_path: Path, card_name: str, clock: Clock,
             step("identity proofing (eKYC, sign key)", answer.ok,
                  f"verified {mask_text(who.get('name', ''))}, born {who.get('birth_date')}, "
                  f"{who.get('sex')}" if answer.ok else f"refused: {answer.reason}")
+        if before_loss is not None:
+            before_loss()
         lost(Home(home_path), card_name, clock=clock)
         with open_transport(f"emu:{card_name}", home=home_path) as t:
             answer = login(service.url, JpkiSession(t), pin=lambda: DEFAULT_AUTH_PIN, clock=clock)

@@ -166,3 +166,7 @@ def served_card(jpki_vpcd_slot, card_dir):
 from agent_support import agent_browser, served_idp  # noqa: E402,F401
 from auth_support import alice, links, live_home, net, rp  # noqa: E402,F401
 from idp_support import idp  # noqa: E402,F401
+
+# --- the signing tests: the test timestamp authority (tsa), the revocation server on the port -----
+# --- the home's certificates name (ca_server) -----------------------------------------------------
+from sign_support import _test_tsa, ca_server, tsa  # noqa: E402,F401

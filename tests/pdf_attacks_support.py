@@ -14,6 +14,7 @@ import io
 import re
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from asn1crypto import cms
 from asn1crypto import x509 as asn1_x509
@@ -118,24 +119,39 @@ def with_cms(pdf: bytes, signed: cms.ContentInfo, index: int = -1) -> bytes:
     return pdf[:lo] + new + b"0" * (hi - lo - len(new)) + pdf[hi:]
 
 
-def resigned(pdf: bytes, signer: KeySigner, new_range: list[int], index: int = -1) -> bytes:
+def _relaid(pdf: bytes, new_range: list[int], index: int) -> tuple[bytes, int, bytes]:
     """``pdf`` whose signature dictionary says ``/ByteRange new_range`` (written in the space of
-    the old one) and whose CMS is a valid signature, by ``signer``, over exactly those bytes:
-    a signing tool that lays out the byte range as an attacker wants."""
+    the old one) with its /Contents slot as before signing (zeros); where the slot starts, and
+    the SHA-256 digest of exactly the bytes ``new_range`` names."""
     found, contents = signature_spans(pdf)[index]
     text = b"/ByteRange [" + b" ".join(b"%d" % v for v in new_range) + b"]"
     width = found.end() - found.start()
     assert len(text) <= width
     pdf = pdf[:found.start()] + text.ljust(width) + pdf[found.end():]
     lo, hi = contents.span(1)
-    pdf = pdf[:lo] + b"0" * (hi - lo) + pdf[hi:]  # the slot as before signing
+    pdf = pdf[:lo] + b"0" * (hi - lo) + pdf[hi:]
     start1, len1, start2, len2 = new_range
-    digest = hashlib.sha256(pdf[start1:start1 + len1] + pdf[start2:start2 + len2]).digest()
+    return pdf, lo, hashlib.sha256(pdf[start1:start1 + len1] + pdf[start2:start2 + len2]).digest()
+
+
+def resigned(pdf: bytes, signer: KeySigner, new_range: list[int], index: int = -1) -> bytes:
+    """``pdf`` whose signature dictionary says ``/ByteRange new_range`` and whose CMS is a valid
+    signature, by ``signer``, over exactly those bytes: a signing tool that lays out the byte
+    range as an attacker wants."""
+    pdf, lo, digest = _relaid(pdf, new_range, index)
     signed = asyncio.run(CardPdfSigner(signer).async_sign(
         digest, "sha256", use_pades=True,
         signed_attr_settings=PdfCMSSignedAttributes(signing_time=SIGNED_AT)))
     new = signed.dump().hex().encode()
     # the slot's tail stays zeros: a range that overlaps it signed those zeros
+    return pdf[:lo] + new + pdf[lo + len(new):]
+
+
+def restamped(pdf: bytes, stamper: Any, new_range: list[int], index: int = -1) -> bytes:
+    """The same for a document timestamp: ``/ByteRange new_range`` and a genuine token from
+    ``stamper`` (a ``jpki.sign.tsp.Timestamper``: the test TSA) over exactly those bytes."""
+    pdf, lo, digest = _relaid(pdf, new_range, index)
+    new = stamper.stamp("sha256", digest).hex().encode()
     return pdf[:lo] + new + pdf[lo + len(new):]
 
 

@@ -14,7 +14,11 @@ out the signature itself: tests/pdf_attacks_support.py), so what is refused is t
 * changes after signing: a shadow attack (the page shows an object hidden in the signed
   revision), the page content replaced, against an annotation added (allowed, reported);
 * who signed: a CA key, a key usage without digitalSignature/nonRepudiation or none, a
-  certificate swapped in the CMS certificates set.
+  certificate swapped in the CMS certificates set;
+* document timestamps (/DocTimeStamp, verified since the long-term levels): the same byte-range
+  attacks with a genuine token from the test TSA over the attacker's range, one never stamped,
+  a token over other bytes, an impostor beside the TSA's certificate. None may give a signature
+  its time, and ``extend_pdf`` extends none of them.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import io
 import shutil
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -32,7 +37,7 @@ pytest.importorskip("pyhanko")
 from asn1crypto import cms
 from asn1crypto import x509 as asn1_x509
 from cryptography import x509
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import Encoding
 from pdf_attacks_support import (
     KeySigner,
@@ -43,6 +48,8 @@ from pdf_attacks_support import (
     name,
     reissued,
     resigned,
+    restamped,
+    signature_spans,
     unsigned_value,
     updated,
     with_cms,
@@ -50,12 +57,13 @@ from pdf_attacks_support import (
 from pyhanko.pdf_utils import generic
 from pyhanko.pdf_utils.reader import PdfFileReader
 from pyhanko.sign.validation.status import SignatureCoverageLevel
-from sign_support import ALICE, SIGNED_AT, card_signer, make_pdf, validator
+from sign_support import ALICE, SIGNED_AT, card_signer, clocked_stamper, make_pdf, validator
 
 from jpki.clock import FixedClock
 from jpki.pki import TestCA
 from jpki.sign import REASONS
-from jpki.sign.pdf import sign_pdf, verify_pdf
+from jpki.sign.levels import LevelError
+from jpki.sign.pdf import extend_pdf, sign_pdf, verify_pdf
 from jpki.verify import Validator
 
 HIDDEN = b"BT /F1 24 Tf 72 600 Td (Pay 1,000,000 yen) Tj ET"
@@ -354,3 +362,88 @@ def test_the_cli_refuses_each_with_one_json_document(cli, base, hostile):
                        "--revocation", "none", home=base.home, card=None)
     assert done.exit_code == 3 and done.json()["reason"] == "tampered"
     assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr, done.stderr
+
+
+# --------------------------------------------------------------------------- document timestamps
+
+@dataclasses.dataclass(frozen=True)
+class Stamped:
+    """alice's signature, then a document timestamp giving it its time (``--extend T``)."""
+
+    pdf: bytes
+    stamper: Any            # the test TSA, in process (a jpki.sign.tsp.Timestamper)
+    tsa_cert: x509.Certificate
+
+
+@pytest.fixture(scope="module")
+def stamped(base, _test_tsa) -> Stamped:
+    stamper = clocked_stamper(_test_tsa.cert, _test_tsa.key, SIGNED_AT)
+    out = base.folder / "stamped.pdf"
+    extend_pdf(_write(base.folder / "to-stamp.pdf", base.signed), "T", output=out,
+               timestamper=stamper, clock=FixedClock(SIGNED_AT))
+    report = verify_pdf(out, validator=base.validator)
+    assert report.ok and len(report.signatures) == 1, report.summary()
+    assert report.signatures[0].time_source.startswith("document timestamp"), report.signatures[0].time_source
+    assert report.signatures[0].profile == "PAdES-B-T"
+    return Stamped(out.read_bytes(), stamper, _test_tsa.cert)
+
+
+def _stamp_range(change: Callable[[list[int]], list[int]]) -> Callable[[Stamped, Base], bytes]:
+    return lambda s, b: restamped(s.pdf, s.stamper, change(byte_range(s.pdf)))
+
+
+def _never_stamped(s: Stamped, b: Base) -> bytes:
+    _, contents = signature_spans(s.pdf)[-1]
+    lo, hi = contents.span(1)
+    return s.pdf[:lo] + b"0" * (hi - lo) + s.pdf[hi:]
+
+
+def _token_of_other_bytes(s: Stamped, b: Base) -> bytes:
+    return with_cms(s.pdf, cms.ContentInfo.load(s.stamper.stamp("sha256", bytes(32))))
+
+
+def _tsa_impostor(s: Stamped, b: Base) -> bytes:
+    """The TSA's issuer and serial number on another key (an EC one: it fits the slot), beside
+    the TSA's certificate in the token (the certificates set is not signed: the document's bytes
+    and the token's signature stay)."""
+    usage = s.tsa_cert.extensions.get_extension_for_class(x509.KeyUsage).value
+    impostor = reissued(s.tsa_cert, b.ca_key, key_usage=usage,
+                        public_key=ec.generate_private_key(ec.SECP256R1()).public_key())  # type: ignore[arg-type]
+    token = cms_of(s.pdf)
+    signed_data = token["content"]
+    certs = [c.chosen for c in signed_data["certificates"]]
+    signed_data["certificates"] = cms.CertificateSet(
+        [cms.CertificateChoices({"certificate": c}) for c in (_asn1(impostor), *certs)])
+    return with_cms(s.pdf, cms.ContentInfo({"content_type": "signed_data", "content": signed_data}))
+
+
+#: name → (how to make it from the timestamped PDF, the reason of the document timestamp)
+STAMP_CASES: dict[str, tuple[Callable[[Stamped, Base], bytes], str]] = {
+    "gap after the value": (_stamp_range(lambda r: [0, r[1], r[2] + 12, r[3] - 12]), "bad-byte-range"),
+    "second range inside the value, last bytes unsigned": (
+        _stamp_range(lambda r: [0, r[1], r[2] - 40, r[3]]), "bad-byte-range"),
+    "short of the end of the revision": (_stamp_range(lambda r: [0, r[1], r[2], r[3] - 12]),
+                                         "bad-byte-range"),
+    "never stamped (zeros in /Contents)": (_never_stamped, "not-signed"),
+    "a token over other bytes": (_token_of_other_bytes, "tampered"),
+    "an impostor beside the TSA's certificate": (_tsa_impostor, "signer-mismatch"),
+}
+
+
+@pytest.mark.parametrize("case", list(STAMP_CASES))
+def test_a_hostile_document_timestamp_is_refused_and_proves_no_time(base, stamped, case, tmp_path):
+    make, reason = STAMP_CASES[case]
+    path = _write(tmp_path / "stamp.pdf", make(stamped, base))
+    report = verify_pdf(path, validator=base.validator)
+    assert not report.ok and report.reason == reason, report.summary()
+    first, stamp = report.signatures
+    # alice's signature itself is intact, but the broken timestamp gives it no time: its
+    # signing time is the claim in /M again, and the file is invalid for the timestamp
+    assert first.ok and first.profile == "PAdES-B-B" and first.proven_time is None, first.message
+    assert stamp.reason == reason and stamp.message.startswith("document timestamp: "), stamp.message
+    assert report.message.startswith("signature 2 of 2 (field "), report.message
+    assert "\n" not in report.message
+    with pytest.raises(LevelError, match=f"{reason}: .*: not extended"):
+        extend_pdf(path, "LTA", output=tmp_path / "lta.pdf", timestamper=stamped.stamper,
+                   clock=FixedClock(SIGNED_AT))
+    assert not (tmp_path / "lta.pdf").exists()

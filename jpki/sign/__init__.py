@@ -1,4 +1,5 @@
-"""Sign documents with the card and verify signed documents: CMS (CAdES-BES) and PDF (PAdES).
+"""Sign documents with the card and verify signed documents: CMS (CAdES) and PDF (PAdES), at the
+ETSI baseline levels B, T, LT and LTA.
 
 ```python
 from jpki.sign import CardSigner, sign_file, verify_cms
@@ -11,13 +12,22 @@ report.ok, report.reason, report.summary(), report.to_json()
 from jpki.sign.pdf import sign_pdf, verify_pdf                # imports pyHanko
 sign_pdf("in.pdf", "out.pdf", signer, reason="承認")
 verify_pdf("out.pdf", validator=validator)
+
+from jpki.sign.tsp import HttpTimestamper                     # any RFC 3161 TSA
+from jpki.sign.levels import ValidatorSource                  # validation data for B-LT
+sign_file("contract.txt", None, signer, level="LT", timestamper=HttpTimestamper(url),
+          source=ValidatorSource(validator))
+extend_cms("contract.txt.p7s", "LTA", data="contract.txt", timestamper=HttpTimestamper(url))
 ```
 
-Modules: :mod:`.signer` (the card-backed signer), :mod:`.cms` (CMS sign/verify, streaming),
-:mod:`.pdf` (pyHanko with the card as its ``Signer``), :mod:`.pdf_checks` (what a signed PDF
-must look like before its CMS is checked: the hostile-document defences), :mod:`.stamp` (the
-visible stamp in Japanese), :mod:`.report` (the frozen reports, the reason codes, and
-:func:`check_certificate`, where the path/revocation validator plugs in).
+Modules: :mod:`.signer` (the card-backed signer), :mod:`.cms` (CMS sign/verify/extend,
+streaming), :mod:`.pdf` (pyHanko with the card as its ``Signer``; sign/verify/extend),
+:mod:`.pdf_checks` (what a signed PDF must look like before its CMS is checked: the
+hostile-document defences, for signatures and document timestamps), :mod:`.stamp` (the visible
+stamp in Japanese), :mod:`.levels` (the CAdES levels, the archive timestamp, the validation
+data), :mod:`.tsp` (the RFC 3161 client), :mod:`.report` (the frozen reports, the reason codes,
+and :func:`check_certificate`, where the path/revocation validator plugs in). See
+docs/signing.md.
 The verification modules import no card library.
 """
 

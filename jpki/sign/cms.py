@@ -13,12 +13,20 @@ the certificates and signer infos (small) are decoded with asn1crypto. It accept
 tools make: BER indefinite lengths, constructed OCTET STRINGs, PEM, SubjectKeyIdentifier
 signer ids, signatures without signed attributes, RSA PKCS#1 v1.5 or PSS, ECDSA.
 
+Levels (:mod:`jpki.sign.levels`): ``sign_file(level='T'|'LT'|'LTA')`` makes the B-level
+signature beside the output and :func:`extend_cms` brings it to the level (a signature
+timestamp, the validation data in ``certificates``/``crls``, an archive-time-stamp-v2);
+``extend_cms`` upgrades any existing signature the same way. Verification reports the level
+found, checks the signature timestamp's TSA (the proven time) and every archive timestamp, and
+hands the embedded revocation values to the validator.
+
 A leaf of the verification side: no card library is imported here.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import dataclasses
 import datetime as _dt
 import hashlib
@@ -26,7 +34,8 @@ import hmac
 import io
 import os
 import re
-from collections.abc import Callable, Mapping
+import secrets
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any, Literal, Protocol
 
@@ -39,6 +48,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, paddin
 from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 
 from .. import der
+from ..certinfo import cert_kind
 from ..clock import Clock, SystemClock
 from ..errors import UsageError, VerificationError
 from ..fileio import atomic_output
@@ -53,6 +63,8 @@ from ..hashing import (  # (re-exported: the streaming half of signing)
     hash_stream,
     regular_file,
 )
+from ..verify.evidence import RevocationEvidence
+from . import levels
 from .report import (
     CertificateValidator,
     SignatureReport,
@@ -62,11 +74,15 @@ from .report import (
     check_key_usage,
     identity_of,
 )
+from .tsp import Timestamper
 
 __all__ = [
     "CHUNK_SIZE",
     "DECODE_ERRORS",
+    "OID_RI_OCSP_RESPONSE",
+    "CmsLayout",
     "DigestSigner",
+    "ExtendOutcome",
     "HashedFile",
     "HashingCancelled",
     "ParsedCms",
@@ -76,8 +92,11 @@ __all__ = [
     "check_nesting",
     "check_output",
     "check_signer_info",
+    "check_timestamp_token",
+    "cms_level",
     "decode_failure",
     "default_output",
+    "extend_cms",
     "hash_file",
     "hash_for_signing",
     "hash_stream",
@@ -237,13 +256,56 @@ class SignOutcome:
     signing_time: _dt.datetime
     signer_subject: str
     signer_serial: int
+    level: str = "B"
+    extension: ExtendOutcome | None = None
+
+    @property
+    def profile(self) -> str:
+        """CAdES-BES, CAdES-T, CAdES-LT or CAdES-LTA."""
+        return _PROFILES[f"B-{self.level}"]
 
     def to_json(self) -> dict[str, Any]:
-        return {"file": str(self.input), "signature": str(self.output), "bytes_signed": self.size,
-                "digest_algorithm": self.digest_algorithm, "digest": self.digest.hex(),
-                "attached": self.attached, "format": "CMS SignedData, CAdES-BES",
-                "signing_time": self.signing_time.isoformat(),
-                "signer": self.signer_subject, "serial": f"{self.signer_serial:X}"}
+        doc = {"file": str(self.input), "signature": str(self.output), "bytes_signed": self.size,
+               "digest_algorithm": self.digest_algorithm, "digest": self.digest.hex(),
+               "attached": self.attached, "format": f"CMS SignedData, {self.profile}",
+               "level": f"B-{self.level}", "signing_time": self.signing_time.isoformat(),
+               "signer": self.signer_subject, "serial": f"{self.signer_serial:X}"}
+        if self.extension is not None:
+            doc["timestamp_time"] = _iso_or_none(self.extension.timestamp_time)
+            doc["timestamp_authority"] = self.extension.tsa
+            doc["archive_timestamp_time"] = _iso_or_none(self.extension.archive_time)
+            doc["validation_data"] = list(self.extension.validation)
+        return doc
+
+
+_PROFILES = {"B-B": "CAdES-BES", "B-T": "CAdES-T", "B-LT": "CAdES-LT", "B-LTA": "CAdES-LTA"}
+
+
+def _iso_or_none(when: _dt.datetime | None) -> str | None:
+    return None if when is None else when.isoformat()
+
+
+@dataclasses.dataclass(frozen=True)
+class ExtendOutcome:
+    """What :func:`extend_cms` did: the level found and the level reached (``B-T``…), the
+    signature timestamp's time and TSA, the archive timestamp's time, and where each embedded
+    revocation answer came from."""
+
+    input: Path
+    output: Path
+    before: str
+    level: str
+    timestamp_time: _dt.datetime | None
+    tsa: str | None
+    archive_time: _dt.datetime | None
+    validation: tuple[str, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"file": str(self.input), "output": str(self.output), "level_before": self.before,
+                "level": self.level, "format": f"CMS SignedData, {_PROFILES[self.level]}",
+                "timestamp_time": _iso_or_none(self.timestamp_time), "timestamp_authority": self.tsa,
+                "archive_timestamp_time": _iso_or_none(self.archive_time),
+                "validation_data": list(self.validation)}
 
 
 def default_output(path: Path, attached: bool) -> Path:
@@ -262,12 +324,18 @@ def check_output(src: Path, out: Path) -> None:
 
 
 def sign_hashed(hashed: HashedFile, output: str | os.PathLike[str] | None, signer: DigestSigner,
-                *, clock: Clock | None = None) -> SignOutcome:
+                *, clock: Clock | None = None, level: str = "B", timestamper: Timestamper | None = None,
+                source: levels.ValidationDataSource | None = None) -> SignOutcome:
     """Make the detached CMS signature of a hashed file and write it atomically (the second
-    half of :func:`sign_file`)."""
+    half of :func:`sign_file`); ``level`` as there."""
     src = hashed.path
     out = Path(output) if output is not None else default_output(src, False)
     check_output(src, out)
+    _check_level_inputs(level, timestamper, source)
+    if level.upper() != "B":
+        with _b_level_first(out) as first:
+            made = sign_hashed(hashed, first, signer, clock=clock)
+            return _extended(made, out, level, timestamper, source, data=src)
     now = (clock or SystemClock()).now()
     cert = signer.asn1_certificate
     algorithm = hashed.digest_algorithm
@@ -288,11 +356,16 @@ def sign_hashed(hashed: HashedFile, output: str | os.PathLike[str] | None, signe
 
 def sign_file(path: str | os.PathLike[str], output: str | os.PathLike[str] | None,
               signer: DigestSigner, *, digest: str = "sha256", attached: bool = False,
-              clock: Clock | None = None) -> SignOutcome:
+              clock: Clock | None = None, level: str = "B", timestamper: Timestamper | None = None,
+              source: levels.ValidationDataSource | None = None) -> SignOutcome:
     """Sign a file as CMS SignedData (CAdES-BES) with ``signer``; write it atomically.
 
     ``output`` defaults to ``FILE.p7s`` (detached) or ``FILE.p7m`` (``attached=True``). The
     file is read once, in :data:`CHUNK_SIZE` chunks; on any error no output file is left behind.
+    ``level`` ``T``, ``LT`` or ``LTA`` adds a signature timestamp from ``timestamper``, the
+    validation data from ``source``, an archive timestamp (see :mod:`jpki.sign.levels`): the
+    B-level signature is made first beside the output, then extended into it
+    (:func:`extend_cms`; an attached one is copied once more, in chunks).
     """
     if digest not in SIGN_DIGESTS:
         raise UsageError(f"unsupported digest {digest!r}: use one of {', '.join(SIGN_DIGESTS)}")
@@ -300,6 +373,11 @@ def sign_file(path: str | os.PathLike[str], output: str | os.PathLike[str] | Non
     size = regular_file(src, "file to sign")
     out = Path(output) if output is not None else default_output(src, attached)
     check_output(src, out)
+    _check_level_inputs(level, timestamper, source)
+    if level.upper() != "B":
+        with _b_level_first(out) as first:
+            made = sign_file(src, first, signer, digest=digest, attached=attached, clock=clock)
+            return _extended(made, out, level, timestamper, source, data=src)
     if not attached:
         return sign_hashed(hash_for_signing(src, digest), out, signer, clock=clock)
     now = (clock or SystemClock()).now()
@@ -313,6 +391,154 @@ def sign_file(path: str | os.PathLike[str], output: str | os.PathLike[str] | Non
         raise UsageError(f"cannot sign {src} into {out}: {exc.strerror or exc}") from None
     return SignOutcome(src, out, size, digest, content_digest, True, now,
                        signer.certificate.subject.rfc4514_string(), signer.certificate.serial_number)
+
+
+def _check_level_inputs(level: str, timestamper: Timestamper | None,
+                        source: levels.ValidationDataSource | None) -> None:
+    rank = levels.level_rank(level)
+    if rank >= 1 and timestamper is None:
+        raise UsageError(f"level {level.upper()} needs a timestamp authority (--tsa URL)")
+    if rank >= 2 and source is None:
+        raise UsageError(f"level {level.upper()} needs a source of validation data")
+
+
+@contextlib.contextmanager
+def _b_level_first(out: Path) -> Iterator[Path]:
+    """A path beside ``out`` for the B-level signature that is then extended into ``out``;
+    removed afterwards, whatever happened."""
+    first = out.with_name(f".{out.name}.{secrets.token_hex(4)}.b-level")
+    try:
+        yield first
+    finally:
+        first.unlink(missing_ok=True)
+
+
+def _extended(done: SignOutcome, out: Path, level: str, timestamper: Timestamper | None,
+              source: levels.ValidationDataSource | None, *, data: Path) -> SignOutcome:
+    """``done`` (a B-level signature) extended into ``out`` at ``level``."""
+    extension = extend_cms(done.output, level, output=out, data=data, timestamper=timestamper,
+                           source=source)
+    return dataclasses.replace(done, output=out, level=extension.level.removeprefix("B-"),
+                               extension=extension)
+
+
+def extend_cms(path: str | os.PathLike[str], level: str, *, output: str | os.PathLike[str] | None = None,
+               data: str | os.PathLike[str] | None = None, timestamper: Timestamper | None = None,
+               source: levels.ValidationDataSource | None = None) -> ExtendOutcome:
+    """Bring the CMS signature in ``path`` to ``level`` (``T``, ``LT`` or ``LTA``), written
+    atomically to ``output`` (default: in place).
+
+    The signed part (content, signed attributes, signature) is kept byte for byte; what the
+    level needs and the signature lacks is added (see :mod:`jpki.sign.levels`): a signature
+    timestamp from ``timestamper``; the validation data from ``source``, proving the signer's
+    and the TSA's certificates at the time the timestamp states; an archive timestamp, which
+    for a detached signature also covers ``data``. A signature whose content is at hand (an
+    attached one, or ``data``) is checked first: a broken one is not extended.
+    Raises LevelError (already at that level, an archive timestamp present, not DER…),
+    UsageError (a missing input), VerificationError (a broken signature),
+    TimestampError/ValidationDataError (the TSA or the revocation sources).
+    """
+    target = levels.level_rank(level)
+    if target == 0:
+        raise UsageError("--extend takes T, LT or LTA")
+    src = Path(path)
+    regular_file(src, "signature file")
+    out = Path(output) if output is not None else src
+    data_path = Path(data) if data is not None else None
+    if data_path is not None:
+        regular_file(data_path, "data file")
+    try:
+        with open(src, "rb") as fh:
+            parsed = read_cms(fh)
+    except OSError as exc:
+        raise UsageError(f"cannot read {src}: {exc.strerror or exc}") from None
+    except VerificationError as exc:
+        raise levels.LevelError(f"{src} is not a CMS signature that can be extended ({exc.reason}: {exc})") from None
+    if len(parsed.signer_infos) != 1 or parsed.content_type != OID_DATA or parsed.layout is None:
+        raise levels.LevelError(f"{src}: only a CMS with one signer over data can be extended")
+    layout = parsed.layout
+    si_der = parsed.signer_infos[0].dump()
+    fields = levels.signer_info_fields(si_der)
+    types = [levels.attribute_type(a) for a in levels.unsigned_attributes(fields)]
+    has_values = bool(parsed.crls or parsed.ocsp_responses)
+    archived = any(t in (levels.OID_ARCHIVE_TIMESTAMP_V2, levels.OID_ARCHIVE_TIMESTAMP_V3) for t in types)
+    before = cms_level(levels.OID_SIGNATURE_TIMESTAMP in types, has_values, archived)
+    if archived:
+        raise levels.LevelError(f"{src} already holds an archive timestamp ({before}); renewing "
+                                "archive timestamps is not supported")
+    if target <= levels.level_rank(before.removeprefix("B-")):
+        raise levels.LevelError(f"{src} is already at level {before}")
+    try:
+        signer = _check_before_extending(parsed, data_path)
+    except VerificationError as exc:
+        raise levels.LevelError(f"{src}: the signature does not verify ({exc.reason}: {exc}): not extended") from None
+    ts_token = None
+    if levels.OID_SIGNATURE_TIMESTAMP in types:
+        ts_token = _attr_values(parsed.signer_infos[0]["unsigned_attrs"], "signature_time_stamp_token")[0].dump()
+    else:
+        if timestamper is None:
+            raise UsageError(f"{src} has no signature timestamp: give a timestamp authority (--tsa URL)")
+        si_der, ts_token = levels.signature_timestamp(si_der, timestamper)
+    ts_time = levels.token_time(ts_token)
+    tsa_cert = levels.token_certificate(ts_token)
+    certs_raw, crls_raw, version_raw = layout.certificates_raw, layout.crls_raw, layout.version_raw
+    validation: tuple[str, ...] = ()
+    if target >= 2 and not has_values:
+        if source is None:
+            raise UsageError("level LT needs a source of validation data")
+        kind = cert_kind(signer)
+        gathered = source.collect([(signer, kind if kind in ("sign", "auth") else "sign", ts_time),
+                                   (tsa_cert, "tsa", ts_time)])
+        certs_raw = levels.certificates_field(certs_raw, gathered.certificates)
+        crls_raw = levels.crls_field(crls_raw, gathered.crls, gathered.ocsp)
+        version_raw = levels.signed_data_version(crls_raw, version_raw)
+        validation = gathered.sources
+    archive_time = None
+    if target == 3:
+        if timestamper is None:
+            raise UsageError("level LTA needs a timestamp authority (--tsa URL)")
+        if not parsed.attached and data_path is None:
+            raise UsageError(f"{src} is a detached signature: its archive timestamp covers the "
+                             "signed file too: give it with --data FILE")
+        algorithm = parsed.signer_infos[0]["digest_algorithm"]["algorithm"].native
+        digest = levels.archive_imprint(
+            algorithm, encap=levels.file_chunks(src, layout.body, layout.encap_start, layout.encap_end),
+            external=None if parsed.attached or data_path is None else _data_chunks(data_path),
+            certificates_raw=certs_raw, crls_raw=crls_raw,
+            signer_fields=levels.signer_info_fields(si_der))
+        ats = timestamper.stamp(algorithm, digest)
+        si_der = levels.with_unsigned_attribute(
+            si_der, levels.attribute(levels.OID_ARCHIVE_TIMESTAMP_V2, ats))
+        archive_time = levels.token_time(ats)
+    reached = levels.LEVELS[target]
+    try:
+        with atomic_output(out) as sink:
+            levels.write_signed_data(
+                sink, content_type_raw=layout.content_type_raw, version_raw=version_raw,
+                digest_algorithms_raw=layout.digest_algorithms_raw,
+                encap=levels.file_chunks(src, layout.body, layout.encap_start, layout.encap_end),
+                encap_length=layout.encap_end - layout.encap_start, certificates_raw=certs_raw,
+                crls_raw=crls_raw, signer_infos_raw=levels.signer_infos_field(si_der))
+    except OSError as exc:
+        raise UsageError(f"cannot write {out}: {exc.strerror or exc}") from None
+    return ExtendOutcome(src, out, before, f"B-{reached}", ts_time,
+                         tsa_cert.subject.rfc4514_string(), archive_time, validation)
+
+
+def _check_before_extending(parsed: ParsedCms, data_path: Path | None) -> x509.Certificate:
+    """The signer's certificate, after checking the signature when its content is at hand
+    (VerificationError for a broken one)."""
+    info = parsed.signer_infos[0]
+    if parsed.attached or data_path is not None:
+        if parsed.attached:
+            digest_of: Callable[[str], bytes | None] = parsed.content_digests.get
+        else:
+            assert data_path is not None
+            digest_of = lambda a: hash_file(data_path, a)[0] if a in VERIFY_DIGESTS else None  # noqa: E731
+        check = check_signer_info(info, parsed.certificates, parsed.content_type, digest_of,
+                                  mismatch_reason="wrong-data" if data_path else "tampered")
+        return check.certificate
+    return _load_certificate(_find_signer_cert(info["sid"], parsed.certificates))
 
 
 def _write_attached(fh: BinarySource, size: int, sink: IO[bytes], signer: DigestSigner,
@@ -511,8 +737,29 @@ def _hash_content(src: _Input, tlv: der.StreamHeader, hashers: dict[str, Any], d
 
 
 @dataclasses.dataclass
+class CmsLayout:
+    """Where the parts of a SignedData lie in its file, for a rewrite that copies the content
+    (``jpki sign --extend``) and for the archive timestamp's hash: the raw encodings of the
+    small parts, and the offsets of the encapsulated content info (which may be large) in the
+    bytes read (the file, or the decoded body of a PEM file: ``body``)."""
+
+    content_type_raw: bytes
+    version_raw: bytes
+    digest_algorithms_raw: bytes
+    encap_start: int
+    encap_end: int
+    certificates_raw: bytes | None
+    crls_raw: bytes | None
+    signer_infos_raw: bytes
+    body: bytes | None = None
+
+
+@dataclasses.dataclass
 class ParsedCms:
-    """The parts of a CMS SignedData file, the embedded content reduced to its digests."""
+    """The parts of a CMS SignedData file, the embedded content reduced to its digests.
+
+    ``crls`` and ``ocsp_responses`` are the revocation values of ``SignedData.crls`` (CRLs, and
+    OCSP responses as ``id-ri-ocsp-response`` other revocation info, RFC 5940), DER."""
 
     content_type: str
     digest_algorithms: list[str]
@@ -521,6 +768,9 @@ class ParsedCms:
     content_size: int | None
     certificates: list[asn1_x509.Certificate]
     signer_infos: list[cms.SignerInfo]
+    crls: list[bytes] = dataclasses.field(default_factory=list)
+    ocsp_responses: list[bytes] = dataclasses.field(default_factory=list)
+    layout: CmsLayout | None = None
 
 
 def _oid(raw: bytes, what: str) -> str:
@@ -548,7 +798,10 @@ def read_cms(fh: BinarySource) -> ParsedCms:
             body = base64.b64decode(b"".join(match.group(1).split()), validate=True)
         except ValueError:
             raise _malformed("the PEM block is not valid base64") from None
-        return read_cms(io.BytesIO(body))
+        parsed = read_cms(io.BytesIO(body))
+        if parsed.layout is not None:
+            parsed.layout.body = body
+        return parsed
     src = _Input(_Chain(head, fh))
     if not src.peek(1):
         raise _malformed("the file is empty")
@@ -593,14 +846,16 @@ def _read_signed_data(src: _Input) -> ParsedCms:
     ci = der.read_stream_header(src)
     if ci.tag != 0x30:
         raise _malformed("not a CMS file (it does not start with a SEQUENCE)")
-    ctype = _oid(_read_raw(src, _expect(src, 0x06, "the content type"), 1), "content type")
+    ctype_raw = _read_raw(src, _expect(src, 0x06, "the content type"), 1)
+    ctype = _oid(ctype_raw, "content type")
     if ctype != OID_SIGNED_DATA:
         raise _malformed(f"not a CMS SignedData (content type {ctype})")
     explicit = _expect(src, 0xA0, "[0] content")
     sd = _expect(src, 0x30, "SignedData")
-    _read_raw(src, _expect(src, 0x02, "the SignedData version"), 3, 16)
+    version_raw = _read_raw(src, _expect(src, 0x02, "the SignedData version"), 3, 16)
     algs_raw = _read_raw(src, _expect(src, 0x31, "the digest algorithms"), 3)
     digest_algorithms = [a["algorithm"].native for a in cms.DigestAlgorithms.load(algs_raw)]
+    encap_start = src.pos
     encap = _expect(src, 0x30, "the encapsulated content info")
     content_type = _oid(_read_raw(src, _expect(src, 0x06, "the content type"), 4, 64), "content type")
     attached = False
@@ -617,41 +872,68 @@ def _read_signed_data(src: _Input) -> ParsedCms:
                 raise _malformed("extra data after the signed content")
         if der.has_more(src, encap):
             raise _malformed("extra data in the encapsulated content info")
+    encap_end = src.pos
     certificates: list[asn1_x509.Certificate] = []
     signer_infos: list[cms.SignerInfo] | None = None
+    certs_raw = crls_raw = sis_raw = None
+    crls: list[bytes] = []
+    ocsp_responses: list[bytes] = []
     while der.has_more(src, sd):
         tlv = der.read_stream_header(src)
         raw = _read_raw(src, tlv, 3)
-        if tlv.tag == 0xA0:  # [0] IMPLICIT CertificateSet
+        if tlv.tag == 0xA0 and certs_raw is None and crls_raw is None and sis_raw is None:
+            certs_raw = raw  # [0] IMPLICIT CertificateSet
             for choice in cms.CertificateSet.load(b"\x31" + raw[1:]):
                 if choice.name == "certificate":
                     certificates.append(choice.chosen)
-        elif tlv.tag == 0xA1:  # [1] IMPLICIT RevocationInfoChoices: not needed
-            continue
-        elif tlv.tag == 0x31:
+        elif tlv.tag == 0xA1 and crls_raw is None and sis_raw is None:
+            crls_raw = raw  # [1] IMPLICIT RevocationInfoChoices: CRLs and OCSP responses
+            _revocation_values(raw, crls, ocsp_responses)
+        elif tlv.tag == 0x31 and sis_raw is None:
+            sis_raw = raw
             signer_infos = list(cms.SignerInfos.load(raw))
         else:
             raise _malformed(f"unexpected element (tag {tlv.tag:02X}) in SignedData")
-    if signer_infos is None:
+    if signer_infos is None or sis_raw is None:
         raise _malformed("SignedData without signer infos")
     for outer in (explicit, ci):
         if der.has_more(src, outer):
             raise _malformed("extra data after the SignedData")
     if src.peek(1):
         raise _malformed("extra bytes after the end of the CMS structure")
+    layout = CmsLayout(ctype_raw, version_raw, algs_raw, encap_start, encap_end, certs_raw,
+                       crls_raw, sis_raw)
     return ParsedCms(content_type, digest_algorithms, attached, digests, size,
-                     certificates, signer_infos)
+                     certificates, signer_infos, crls, ocsp_responses, layout)
+
+
+#: RFC 5940: an OCSP response as other revocation info of SignedData.crls.
+OID_RI_OCSP_RESPONSE = "1.3.6.1.5.5.7.16.2"
+
+
+def _revocation_values(raw: bytes, crls: list[bytes], ocsp_responses: list[bytes]) -> None:
+    """The CRLs and OCSP responses (DER) of a [1] RevocationInfoChoices; other kinds are
+    skipped (they are not relied on)."""
+    for choice in cms.RevocationInfoChoices.load(b"\x31" + raw[1:]):
+        if choice.name == "crl":
+            crls.append(choice.chosen.dump())
+        elif choice.name == "other":
+            other = choice.chosen
+            if other["other_rev_info_format"].dotted == OID_RI_OCSP_RESPONSE:
+                ocsp_responses.append(other["other_rev_info"].dump())
 
 
 # --------------------------------------------------------------------------- checking
 
 @dataclasses.dataclass(frozen=True)
 class TimestampCheck:
-    """A signature timestamp token (RFC 3161) whose imprint and signature were checked."""
+    """A timestamp token (RFC 3161) whose imprint and signature were checked: its time, the
+    TSA's subject and certificate (whose path and revocation are checked apart)."""
 
     time: _dt.datetime
     tsa: str
     digest_algorithm: str
+    certificate: x509.Certificate | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {"time": self.time.isoformat(), "tsa": self.tsa,
@@ -892,12 +1174,21 @@ def _check_signer_info(signer_info: cms.SignerInfo, certificates: list[asn1_x509
 def _check_timestamp(signer_info: cms.SignerInfo, signature: bytes) -> TimestampCheck | None:
     """Check a signature-time-stamp-token unsigned attribute, if present."""
     unsigned = signer_info["unsigned_attrs"]
-    if unsigned.native is None:
+    if isinstance(unsigned, core.Void):  # (.native would decode every unsigned attribute)
         return None
     tokens = _attr_values(unsigned, "signature_time_stamp_token")
     if not tokens:
         return None
-    token = tokens[0]
+    return check_timestamp_token(tokens[0], lambda alg: hashlib.new(alg, signature).digest(),
+                                 "the timestamp token was made for another signature")
+
+
+def check_timestamp_token(token: cms.ContentInfo, imprint: Callable[[str], bytes | None],
+                          mismatch: str) -> TimestampCheck:
+    """Check an RFC 3161 TimeStampToken: a SignedData over a TSTInfo with one signer, whose
+    signature verifies with the TSA certificate it includes, and whose message imprint is
+    ``imprint(algorithm)`` (``tampered`` with ``mismatch`` otherwise). The TSA certificate's
+    path and revocation are the validator's business (``kind='tsa'``)."""
     try:
         if token["content_type"].native != "signed_data":
             raise _malformed("the timestamp token is not a SignedData")
@@ -909,45 +1200,105 @@ def _check_timestamp(signer_info: cms.SignerInfo, signature: bytes) -> Timestamp
         tst_info = tsp.TSTInfo.load(tst_bytes)
         signers = list(sd["signer_infos"])
         certs = [c.chosen for c in sd["certificates"] if c.name == "certificate"]
+        alg = tst_info["message_imprint"]["hash_algorithm"]["algorithm"].native
+        hashed = tst_info["message_imprint"]["hashed_message"].native
+        gen_time = tst_info["gen_time"].native
     except VerificationError:
         raise
     except DECODE_ERRORS as exc:
         raise decode_failure("cannot decode the timestamp token", exc) from None
     if len(signers) != 1:
         raise _malformed("the timestamp token must have exactly one signer")
-    imprint = tst_info["message_imprint"]
-    alg = imprint["hash_algorithm"]["algorithm"].native
     if alg not in VERIFY_DIGESTS:
         raise _malformed(f"unsupported timestamp imprint hash {alg}")
-    if not hmac.compare_digest(hashlib.new(alg, signature).digest(),
-                               imprint["hashed_message"].native):
-        raise VerificationError("tampered", "the timestamp token was made for another signature")
+    expected = imprint(alg)
+    if expected is None or not hmac.compare_digest(expected, hashed):
+        raise VerificationError("tampered", mismatch)
     check = check_signer_info(
         signers[0], certs, "1.2.840.113549.1.9.16.1.4",
         lambda a: hashlib.new(a, tst_bytes).digest() if a in VERIFY_DIGESTS else None,
         data=tst_bytes, check_timestamp=False)
-    return TimestampCheck(_aware(tst_info["gen_time"].native, "the timestamp's time"),
-                          check.certificate.subject.rfc4514_string(), alg)
+    return TimestampCheck(_aware(gen_time, "the timestamp's time"),
+                          check.certificate.subject.rfc4514_string(), alg, check.certificate)
 
 
 # --------------------------------------------------------------------------- verifying a file
+
+def _timestamp_json(ts: TimestampCheck, validator: CertificateValidator | None,
+                    evidence: RevocationEvidence | None, kind: str) -> tuple[dict[str, Any], str | None]:
+    """The report of one timestamp, its TSA's certificate validated at the token's time; and
+    why it cannot be trusted (None when it can, or when there is no validator)."""
+    data = ts.to_json()
+    data["kind"] = kind
+    if validator is None or ts.certificate is None:
+        data["tsa_certificate_validated"] = None if validator is None else False
+        return data, None
+    checked = check_certificate(ts.certificate, validator, kind="tsa", at=ts.time, time_proven=True,
+                                evidence=evidence)
+    data["tsa_certificate_validated"] = checked.ok
+    data["tsa_validation"] = checked.to_json()
+    if checked.ok:
+        return data, None
+    return data, (f"the {kind} cannot be trusted: the TSA certificate {ts.tsa} is not valid at "
+                  f"{ts.time.isoformat()}: {checked.message}")
+
+
+def _revocation_tail(revocation: dict[str, Any], at: _dt.datetime, proven: bool) -> str:
+    """What the revocation evidence says, in words, for a signature found valid."""
+    method = str(revocation.get("method", "")).upper()
+    origin = revocation.get("origin")
+    where = f" ({origin})" if origin in ("embedded", "given") else ""
+    if revocation.get("status") == "revoked":
+        when = revocation.get("revoked_at") or "an unknown time"
+        by = "proven by the timestamp" if proven else "claimed"
+        return (f"certificate path valid; signing certificate revoked on {when} "
+                f"({revocation.get('reason')}), after the signature time {at.isoformat()} {by}: "
+                f"valid at that time ({method}{where})")
+    return f"certificate path valid; {method} says {revocation['status']}{where}"
+
 
 def _signature_report(check: SignerCheck, *, expected: Literal["sign", "auth"],
                       validator: CertificateValidator | None, clock: Clock | None,
                       profile: str, details: dict[str, Any],
                       claimed_time: _dt.datetime | None = None,
                       claimed_source: str = "signing-time attribute, claimed by the signer",
+                      evidence: RevocationEvidence | None = None, level: str | None = None,
+                      archive: Sequence[tuple[TimestampCheck, str]] = (),
+                      timestamp_kind: str = "signature timestamp",
                       ) -> SignatureReport:
-    """Key usage, identity and the certificate check of a signer whose signature is sound."""
+    """Key usage, identity and the certificate check of a signer whose signature is sound.
+
+    With a signature timestamp whose TSA certificate validates (at the token's time, with the
+    ``evidence``), the signer's certificate is validated at the time it proves, and a
+    revocation after that time leaves the signature valid (the report says when and why).
+    ``archive`` are the archive or document timestamps over the signature (checked, kind),
+    whose TSAs are validated the same way. A TSA that does not validate makes the signature
+    ``untrusted``.
+    """
     cert = check.certificate
+    problems: list[str] = []
+    timestamp = None
+    proven: _dt.datetime | None = None
     if check.timestamp is not None:
-        at, source = check.timestamp.time, "signature timestamp"
+        timestamp, problem = _timestamp_json(check.timestamp, validator, evidence, timestamp_kind)
+        at, source = check.timestamp.time, timestamp_kind
+        if problem is not None:
+            problems.append(problem)
+        elif timestamp.get("tsa_certificate_validated"):
+            proven = check.timestamp.time
+            source = f"{timestamp_kind}, its TSA certificate validated"
     elif check.signing_time is not None:
         at, source = check.signing_time, "signing-time attribute, claimed by the signer"
     elif claimed_time is not None:
         at, source = claimed_time, claimed_source
     else:
         at, source = (clock or SystemClock()).now(), "none in the signature: checked now"
+    archived = []
+    for ats, kind in archive:
+        data, problem = _timestamp_json(ats, validator, evidence, kind)
+        archived.append(data)
+        if problem is not None:
+            problems.append(problem)
     signer = certificate_summary(cert)
     # the key that signed, as its certificate says (what was expected only for a foreign one)
     key = signer["kind"] if signer["kind"] in ("sign", "auth") else expected
@@ -955,18 +1306,24 @@ def _signature_report(check: SignerCheck, *, expected: Literal["sign", "auth"],
         "signer": signer, "identity": identity_of(cert), "key": key,
         "digest_algorithm": check.digest_algorithm,
         "signature_algorithm": check.signature_algorithm, "profile": profile,
-        "signing_time": at, "time_source": source,
-        "timestamp": None if check.timestamp is None else check.timestamp.to_json(),
-        "details": details}
+        "signing_time": at, "time_source": source, "timestamp": timestamp,
+        "details": details, "level": level, "proven_time": proven,
+        "archive_timestamps": tuple(archived)}
     try:
         check_key_usage(cert, expected)
     except VerificationError as exc:
         return SignatureReport.failure(exc.reason, str(exc), **common)
-    result = check_certificate(cert, validator, kind=expected, at=at)
+    if problems:
+        return SignatureReport.failure("untrusted", "; ".join(problems), **common)
+    result = check_certificate(cert, validator, kind=expected, at=at, time_proven=proven is not None,
+                               evidence=evidence)
+    revocation = (result.details or {}).get("revocation") or {}
+    if result.checked:
+        common["revocation_source"] = revocation.get("origin") or (
+            "none" if revocation.get("method") in (None, "none") else None)
     if not result.ok:
         assert result.reason is not None
         return SignatureReport.failure(result.reason, result.message, certificate=result, **common)
-    revocation = (result.details or {}).get("revocation") or {}
     if not result.checked:
         tail = "the certificate was NOT validated (no validator)"
     elif revocation.get("method") in (None, "none"):
@@ -974,7 +1331,7 @@ def _signature_report(check: SignerCheck, *, expected: Literal["sign", "auth"],
     elif revocation.get("status") == "unavailable":
         tail = "certificate path valid; revocation status unavailable (soft-fail)"
     else:
-        tail = f"certificate path valid; {revocation['method'].upper()} says {revocation['status']}"
+        tail = _revocation_tail(revocation, at, proven is not None)
     message = f"signature and content intact; {tail}"
     return SignatureReport(True, None, message, certificate=result, **common)
 
@@ -983,8 +1340,14 @@ def verify_cms(path: str | os.PathLike[str], *, data: str | os.PathLike[str] | N
                validator: CertificateValidator | None = None,
                expected: Literal["sign", "auth"] = "sign",
                clock: Clock | None = None,
-               prehashed: Mapping[str, Callable[[], bytes]] | None = None) -> VerificationReport:
+               prehashed: Mapping[str, Callable[[], bytes]] | None = None,
+               evidence: RevocationEvidence | None = None) -> VerificationReport:
     """Verify a CMS SignedData file (``.p7s`` detached with ``data``, or ``.p7m`` attached).
+
+    The revocation values embedded in the file (``SignedData.crls``: CRLs and OCSP responses)
+    and ``evidence`` (answers the user gave) are handed to the validator with the signer's
+    and the timestamp authorities' certificates; a signature timestamp whose TSA validates
+    makes the signer's certificate be checked at the time it proves.
 
     ``prehashed`` maps a digest name to a callable giving ``data``'s digest, computed elsewhere
     (the CLI starts hashing before it imports this module); other digests are computed here.
@@ -1052,17 +1415,91 @@ def verify_cms(path: str | os.PathLike[str], *, data: str | os.PathLike[str] | N
                                        parsed.content_digests[check.digest_algorithm]):
                 raise VerificationError("wrong-data",
                                         f"{data_path} is not the content embedded in the signature")
+        archive = _check_archive_timestamps(parsed, signer_info, src, data_path, details)
     except VerificationError as exc:
         return VerificationReport.of(name, "cms", (SignatureReport.failure(
             exc.reason, str(exc), details=details),))
-    profile = ("CAdES-BES" if check.signing_certificate_attr else "CMS") + (
-        ", attached" if parsed.attached else ", detached")
-    if check.timestamp is not None:
-        profile = profile.replace("CAdES-BES", "CAdES-T")
+    level = cms_level(check.timestamp is not None, bool(parsed.crls or parsed.ocsp_responses),
+                      bool(archive))
+    if not check.signing_certificate_attr:
+        profile = "CMS"
+    else:
+        profile = {"B-B": "CAdES-BES", "B-T": "CAdES-T", "B-LT": "CAdES-LT", "B-LTA": "CAdES-LTA"}[level]
+    profile += ", attached" if parsed.attached else ", detached"
+    if parsed.crls or parsed.ocsp_responses:
+        details["validation_data"] = (f"{len(parsed.certificates)} certificate(s), "
+                                      f"{len(parsed.ocsp_responses)} OCSP response(s), "
+                                      f"{len(parsed.crls)} CRL(s) embedded")
+    embedded = RevocationEvidence.of(ocsp=parsed.ocsp_responses, crls=parsed.crls, origin="embedded")
+    if evidence:
+        embedded = embedded + evidence
     try:
         report = _signature_report(check, expected=expected, validator=validator, clock=clock,
-                                   profile=profile, details=details)
+                                   profile=profile, details=details, evidence=embedded,
+                                   level=level, archive=archive)
     except DECODE_ERRORS as exc:  # a last guard: the certificate was decoded in full before
         failed = decode_failure("cannot read the signer's certificate", exc)
         report = SignatureReport.failure(failed.reason, str(failed), details=details)
     return VerificationReport.of(name, "cms", (report,))
+
+
+def cms_level(timestamped: bool, validation_data: bool, archived: bool) -> str:
+    """The baseline level a CAdES signature reaches: B-B, B-T (a signature timestamp), B-LT
+    (and validation data), B-LTA (and an archive timestamp)."""
+    if not timestamped:
+        return "B-B"
+    if not validation_data:
+        return "B-T"
+    return "B-LTA" if archived else "B-LT"
+
+
+def _data_chunks(path: Path) -> Iterator[bytes]:
+    with open(path, "rb") as fh:
+        while chunk := fh.read(CHUNK_SIZE):
+            yield chunk
+
+
+def _check_archive_timestamps(parsed: ParsedCms, signer_info: cms.SignerInfo, src: Path,
+                              data_path: Path | None,
+                              details: dict[str, Any]) -> list[tuple[TimestampCheck, str]]:
+    """Check every archive-time-stamp-v2 of the signer info, in order (see
+    :mod:`jpki.sign.levels`): its imprint over the content, the certificates and revocation
+    values and the signer info as it was before it, and its token's signature. An
+    archive-time-stamp-v3 (EN 319 122-1) is reported in ``details`` but not checked."""
+    types = [a["type"].dotted for a in signer_info["unsigned_attrs"]] \
+        if not isinstance(signer_info["unsigned_attrs"], core.Void) else []
+    if levels.OID_ARCHIVE_TIMESTAMP_V3 in types:
+        details["archive_timestamp_v3"] = "present, not checked (jpki checks archive-time-stamp-v2)"
+    if levels.OID_ARCHIVE_TIMESTAMP_V2 not in types:
+        return []
+    layout = parsed.layout
+    assert layout is not None
+    try:
+        fields = levels.signer_info_fields(signer_info.dump())
+        attributes = levels.unsigned_attributes(fields)
+    except (levels.LevelError, der.DerError) as exc:
+        raise _malformed(f"an archive timestamp over a signer info that is not DER: {exc}") from None
+    found: list[tuple[TimestampCheck, str]] = []
+    for i, attr in enumerate(attributes):
+        if levels.attribute_type(attr) != levels.OID_ARCHIVE_TIMESTAMP_V2:
+            continue
+        before = levels._with_unsigned(fields, attributes[:i])
+        values = cms.CMSAttribute.load(attr)["values"]
+        if len(values) != 1:
+            raise _malformed("an archive timestamp attribute must have exactly one value")
+        token = cms.ContentInfo.load(values[0].dump())
+
+        def imprint(algorithm: str, before: list[bytes] = before) -> bytes | None:
+            if algorithm not in VERIFY_DIGESTS:
+                return None
+            return levels.archive_imprint(
+                algorithm,
+                encap=levels.file_chunks(src, layout.body, layout.encap_start, layout.encap_end),
+                external=None if parsed.attached or data_path is None else _data_chunks(data_path),
+                certificates_raw=layout.certificates_raw, crls_raw=layout.crls_raw,
+                signer_fields=before)
+
+        found.append((check_timestamp_token(
+            token, imprint, "the archive timestamp does not match: the signature, its content or "
+            "its validation data were changed after it was made"), "archive timestamp"))
+    return found

@@ -6,7 +6,9 @@ check passed, otherwise ``reason`` is one of :data:`REASONS` and ``message`` say
 
 Certificate path and revocation checks are not done here: :func:`check_certificate` hands the
 signer's certificate to a validator (``jpki.verify.Validator`` or anything with the same
-``validate(cert, kind=..., at=...)`` method) and maps its answer to the reasons below.
+``validate(cert, kind=..., at=..., evidence=...)`` method) and maps its answer to the reasons
+below. The same validator checks the certificates of the timestamp authorities
+(``kind='tsa'``) at the times their tokens state.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from ..certinfo import cert_kind, signing_identity
 from ..errors import VerificationError
+from ..verify.evidence import RevocationEvidence
 
 __all__ = [
     "REASONS",
@@ -58,6 +61,8 @@ REASONS: dict[str, str] = {
 }
 
 Kind = Literal["sign", "auth"]
+#: What a validator is asked to check: a card certificate's kind, or a timestamp authority's.
+CheckKind = Literal["sign", "auth", "tsa"]
 
 #: ``jpki.verify`` reason → our reason (anything else that fails maps to ``untrusted``).
 _VALIDATOR_REASONS: dict[str, str] = {
@@ -84,9 +89,10 @@ class ValidatorAnswer(Protocol):
 class CertificateValidator(Protocol):
     """Path and revocation validation of a JPKI certificate (``jpki.verify.Validator`` fits)."""
 
-    def validate(self, cert: x509.Certificate, *, kind: Kind,
-                 at: _dt.datetime) -> ValidatorAnswer:
-        """Validate ``cert`` as a ``kind`` certificate at time ``at``."""
+    def validate(self, cert: x509.Certificate, *, kind: CheckKind, at: _dt.datetime,
+                 evidence: RevocationEvidence | None = None) -> ValidatorAnswer:
+        """Validate ``cert`` as a ``kind`` certificate at time ``at``, with the revocation
+        answers of ``evidence`` (embedded in the document or given by the user)."""
         ...
 
 
@@ -107,13 +113,15 @@ class CertificateCheck:
 
 
 def check_certificate(cert: x509.Certificate, validator: CertificateValidator | None, *,
-                      kind: Kind, at: _dt.datetime, time_proven: bool = False) -> CertificateCheck:
+                      kind: CheckKind, at: _dt.datetime, time_proven: bool = False,
+                      evidence: RevocationEvidence | None = None) -> CertificateCheck:
     """The integration point with ``jpki.verify``: validate the signer's certificate.
 
-    ``validator.validate(cert, kind=kind, at=at)`` checks the path to the trust anchors, the
-    validity at ``at`` (the signing time) and the revocation status; its reason is mapped to
-    ours (``wrong-kind`` → ``wrong-key-usage``, ``expired``/``not-yet-valid`` →
-    ``expired-at-signing-time``, ``revoked`` → ``revoked``, anything else → ``untrusted``).
+    ``validator.validate(cert, kind=kind, at=at, evidence=evidence)`` checks the path to the
+    trust anchors, the validity at ``at`` (the signing time) and the revocation status (with
+    the answers of ``evidence`` too); its reason is mapped to ours (``wrong-kind`` →
+    ``wrong-key-usage``, ``expired``/``not-yet-valid`` → ``expired-at-signing-time``,
+    ``revoked`` → ``revoked``, anything else → ``untrusted``).
 
     Unless ``time_proven`` (the signing time is vouched for by a trusted timestamp), a
     certificate revoked *after* ``at`` is refused too: a signing time the signer claims could
@@ -123,7 +131,7 @@ def check_certificate(cert: x509.Certificate, validator: CertificateValidator | 
     if validator is None:
         return CertificateCheck(False, True, None,
                                 "certificate path and revocation not checked (no validator)", at)
-    answer = validator.validate(cert, kind=kind, at=at)
+    answer = validator.validate(cert, kind=kind, at=at, evidence=evidence)
     to_json = getattr(answer, "to_json", None)
     details = to_json() if callable(to_json) else None
     summary = getattr(answer, "summary", None)
@@ -214,6 +222,11 @@ class SignatureReport:
     ``signing_time`` is the time the certificate was validated at; ``time_source`` says where
     it came from (a timestamp token, or a time the signer claims). ``details`` holds what is
     particular to the format (the data file and its size; the PDF field, coverage, changes).
+    ``level`` is the baseline level found (``B-B``, ``B-T``, ``B-LT``, ``B-LTA``);
+    ``proven_time`` the time a timestamp whose TSA certificate validated proves (None: the time
+    is a claim); ``revocation_source`` where the signer's revocation answer came from
+    (``fetched``, ``embedded``, ``given``; ``none`` when not checked); ``archive_timestamps``
+    the archive or document timestamps over the signature, each checked.
     """
 
     ok: bool
@@ -230,6 +243,10 @@ class SignatureReport:
     timestamp: dict[str, Any] | None = None
     certificate: CertificateCheck | None = None
     details: dict[str, Any] = dataclasses.field(default_factory=dict)
+    level: str | None = None
+    proven_time: _dt.datetime | None = None
+    revocation_source: str | None = None
+    archive_timestamps: tuple[dict[str, Any], ...] = ()
 
     @classmethod
     def failure(cls, reason: str, message: str, **fields: Any) -> SignatureReport:
@@ -244,8 +261,11 @@ class SignatureReport:
             "key": self.key, "profile": self.profile,
             "digest_algorithm": self.digest_algorithm,
             "signature_algorithm": self.signature_algorithm,
+            "level": self.level, "proven_time": _iso(self.proven_time),
             "signing_time": _iso(self.signing_time), "time_source": self.time_source,
-            "timestamp": self.timestamp, "signer": self.signer, "identity": self.identity,
+            "timestamp": self.timestamp, "archive_timestamps": list(self.archive_timestamps),
+            "revocation_source": self.revocation_source,
+            "signer": self.signer, "identity": self.identity,
             "certificate_validation": None if self.certificate is None else self.certificate.to_json(),
             **self.details,
         }
@@ -270,8 +290,21 @@ class SignatureReport:
             out.append(f"  {'key:':<14}{key}")
         if self.signing_time is not None:
             out.append(f"  {'signing time:':<14}{_iso(self.signing_time)} ({self.time_source})")
+        if self.level is not None:
+            out.append(f"  {'level:':<14}{self.level}")
         if self.timestamp is not None:
-            out.append(f"  {'timestamp:':<14}{self.timestamp['time']} by {self.timestamp['tsa']}")
+            checked = self.timestamp.get("tsa_certificate_validated")
+            note = "" if checked is None else (
+                "; TSA certificate valid" if checked else "; TSA certificate NOT validated")
+            out.append(f"  {'timestamp:':<14}{self.timestamp['time']} by {self.timestamp['tsa']}{note}")
+        for ats in self.archive_timestamps:
+            checked = ats.get("tsa_certificate_validated")
+            note = "" if checked is None else (
+                "; TSA certificate valid" if checked else "; TSA certificate NOT validated")
+            kind = ats.get("kind", "archive timestamp")
+            out.append(f"  {'archived:':<14}{ats['time']} by {ats['tsa']} ({kind}{note})")
+        if self.revocation_source is not None:
+            out.append(f"  {'revocation:':<14}{self.revocation_source}")
         if self.signer:
             s = self.signer
             out.append(f"  {'certificate:':<14}{s['subject']} (serial {s['serial']})")

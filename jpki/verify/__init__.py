@@ -13,7 +13,8 @@ No card library is imported here (a server verifies without pyscard or the emula
 the HTTP fetcher are inputs.
 
 Modules: :mod:`~jpki.verify.anchors` (:class:`TrustStore`), :mod:`~jpki.verify.path` (the
-time-independent path checks), :mod:`~jpki.verify.revocation_check` (OCSP client, CRL check,
+time-independent path checks), :mod:`~jpki.verify.evidence` (:class:`RevocationEvidence`:
+OCSP responses and CRLs embedded in a document or given), :mod:`~jpki.verify.revocation_check` (OCSP client, CRL check,
 caches), :mod:`~jpki.verify.fetch` (HTTP), :mod:`~jpki.verify.validator` (:class:`Validator`:
 the order of the checks, revocation modes, hard/soft fail, caching, the maximum age of revocation
 answers), :mod:`~jpki.verify.cache` (:class:`LruCache`, bounded by count and bytes),
@@ -108,10 +109,11 @@ an OCSP failure followed by a good CRL answer is ok with a warning.
 
 from jpki.verify.anchors import Anchor, TrustStore
 from jpki.verify.cache import LruCache
+from jpki.verify.evidence import RevocationEvidence
 from jpki.verify.fetch import Fetch, FetchError, HttpFetcher
 from jpki.verify.result import KINDS, Kind, Reason, RevocationInfo, ValidationResult
 from jpki.verify.revocation_check import CrlCache, OcspCache
-from jpki.verify.validator import RevocationMode, Validator
+from jpki.verify.validator import Gathered, RevocationMode, Validator
 
 __all__ = [
     "KINDS",
@@ -119,11 +121,13 @@ __all__ = [
     "CrlCache",
     "Fetch",
     "FetchError",
+    "Gathered",
     "HttpFetcher",
     "Kind",
     "LruCache",
     "OcspCache",
     "Reason",
+    "RevocationEvidence",
     "RevocationInfo",
     "RevocationMode",
     "TrustStore",

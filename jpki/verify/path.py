@@ -6,9 +6,13 @@ runs every check that does not depend on the validation time, once per (certific
 1. the certificate parses, its extensions decode, and its serial number is positive and fits
    in 20 octets (``malformed-certificate``);
 2. it is a JPKI certificate of the kind asked for, by policy and key usage
-   (:func:`jpki.certinfo.cert_kind`; ``wrong-kind``);
+   (:func:`jpki.certinfo.cert_kind`; ``wrong-kind``) — or, for ``kind='tsa'``, a timestamp
+   authority's certificate as RFC 3161 §2.3 wants it: one extended key usage, critical,
+   id-kp-timeStamping only, and a key usage (if any) allowing digitalSignature or
+   nonRepudiation (:func:`tsa_usage_problem`; ``wrong-kind``);
 3. it has no critical extension outside those JPKI uses (``unsupported-critical-extension``);
-4. an anchor of that kind has the issuer's name as its subject, byte for byte, and — when the
+4. an anchor of that kind (for a TSA: of either kind — the test CA certifies its TSA with one of
+   its two roots) has the issuer's name as its subject, byte for byte, and — when the
    certificate has an authority key identifier — that anchor's key identifier
    (``untrusted-issuer``);
 5. the signature verifies with that anchor's key (``bad-signature``);
@@ -29,15 +33,17 @@ import hashlib
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.x509 import verification as _xv
-from cryptography.x509.oid import AuthorityInformationAccessOID, ExtensionOID
+from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID, ExtensionOID
 
 from jpki.certinfo import cert_kind
 from jpki.verify.anchors import Anchor, TrustStore
 from jpki.verify.result import KINDS, Reason
 
-__all__ = ["KNOWN_EXTENSIONS", "Examined", "LeafFacts", "examine", "parse_certificate"]
+__all__ = ["KNOWN_EXTENSIONS", "Examined", "LeafFacts", "examine", "parse_certificate",
+           "tsa_usage_problem"]
 
-_KIND_NAMES = {"sign": "signing", "auth": "user-authentication", "ca": "CA"}
+_KIND_NAMES = {"sign": "signing", "auth": "user-authentication", "ca": "CA",
+               "tsa": "timestamp authority"}
 #: Serial numbers are positive and fit in 20 octets (RFC 5280 §4.1.2.2): below 2**159.
 MAX_SERIAL = 1 << 159
 
@@ -150,6 +156,30 @@ def _crl_url(cert: x509.Certificate) -> str | None:
     return None
 
 
+def tsa_usage_problem(cert: x509.Certificate) -> str | None:
+    """Why ``cert`` is not a timestamp authority's certificate (RFC 3161 §2.3), or None.
+
+    It must carry exactly one extended key usage, marked critical: id-kp-timeStamping. A key
+    usage, when present, must allow digitalSignature or nonRepudiation.
+    """
+    try:
+        eku = cert.extensions.get_extension_for_oid(ExtensionOID.EXTENDED_KEY_USAGE)
+    except x509.ExtensionNotFound:
+        return "no extended key usage: a timestamp authority's certificate needs id-kp-timeStamping"
+    usages = list(eku.value) if isinstance(eku.value, x509.ExtendedKeyUsage) else []
+    if usages != [ExtendedKeyUsageOID.TIME_STAMPING]:
+        return "the extended key usage is not id-kp-timeStamping alone (RFC 3161 §2.3)"
+    if not eku.critical:
+        return "the id-kp-timeStamping extended key usage is not marked critical (RFC 3161 §2.3)"
+    try:
+        ku = cert.extensions.get_extension_for_oid(ExtensionOID.KEY_USAGE).value
+    except x509.ExtensionNotFound:
+        return None
+    if isinstance(ku, x509.KeyUsage) and not (ku.digital_signature or ku.content_commitment):
+        return "the key usage allows neither digitalSignature nor nonRepudiation"
+    return None
+
+
 def _facts(cert: x509.Certificate, der: bytes) -> LeafFacts:
     """Read everything the hot path needs (ValueError when an extension does not decode)."""
     list(cert.extensions)  # decode them all now: a malformed one fails here, not later
@@ -223,7 +253,11 @@ def examine(cert: x509.Certificate, der: bytes, kind: str, trust: TrustStore) ->
             ),
         )
     detected = facts.detected_kind
-    if detected != kind:
+    if kind == "tsa":
+        problem = tsa_usage_problem(cert)
+        if problem is not None:
+            return Examined(facts, failure=(Reason.WRONG_KIND, f"not a timestamp authority's certificate: {problem}"))
+    elif detected != kind:
         other = "not a JPKI card certificate" if detected is None else f"a {_KIND_NAMES[detected]} certificate"
         return Examined(
             facts,
@@ -241,9 +275,13 @@ def examine(cert: x509.Certificate, der: bytes, kind: str, trust: TrustStore) ->
                     f"critical extension {ext.oid.dotted_string} is not one JPKI certificates use",
                 ),
             )
-    candidates = trust.candidates(kind, cert.issuer.public_bytes())
+    issuer_der = cert.issuer.public_bytes()
+    if kind == "tsa":
+        candidates = tuple(a for k in KINDS for a in trust.candidates(k, issuer_der))
+    else:
+        candidates = trust.candidates(kind, issuer_der)
     if not candidates:
-        others = [k for k in KINDS if k != kind and trust.candidates(k, cert.issuer.public_bytes())]
+        others = [k for k in KINDS if k != kind and trust.candidates(k, issuer_der)]
         hint = f" (it is a trusted {_KIND_NAMES[others[0]]} root)" if others else ""
         return Examined(
             facts,

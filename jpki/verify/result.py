@@ -14,10 +14,12 @@ from typing import Any, Literal
 __all__ = [
     "INTEGRITY_REASONS",
     "KINDS",
+    "VALIDATION_KINDS",
     "Kind",
     "Reason",
     "RevocationInfo",
     "RevocationMethod",
+    "RevocationOrigin",
     "RevocationStatus",
     "ValidationResult",
 ]
@@ -28,7 +30,14 @@ KINDS: tuple[Kind, ...] = ("sign", "auth")
 RevocationMethod = Literal["ocsp", "crl", "none"]
 RevocationStatus = Literal["good", "revoked", "unknown", "unavailable", "not-checked"]
 
-_KIND_NAMES = {"sign": "signing", "auth": "user-authentication", "ca": "CA"}
+#: What :meth:`jpki.verify.Validator.validate` may be asked to check: a card certificate of one
+#: kind, or a timestamp authority's certificate (``'tsa'``: the critical id-kp-timeStamping EKU,
+#: issued by any trusted root).
+VALIDATION_KINDS: tuple[str, ...] = ("sign", "auth", "tsa")
+#: How a revocation answer reached the validator (see :class:`RevocationInfo`).
+RevocationOrigin = Literal["fetched", "embedded", "given"]
+
+_KIND_NAMES = {"sign": "signing", "auth": "user-authentication", "ca": "CA", "tsa": "timestamp authority"}
 
 
 class Reason(enum.StrEnum):
@@ -86,7 +95,10 @@ class RevocationInfo:
     ``produced_at`` (OCSP), ``this_update`` and ``next_update`` come from the response or CRL;
     ``revoked_at`` and ``reason`` (an RFC 5280 CRLReason name such as ``keyCompromise``) are set
     when revoked. ``cached`` tells whether the answer came from the validator's cache;
-    ``crl_number`` is the CRL's number when the answer came from a CRL.
+    ``crl_number`` is the CRL's number when the answer came from a CRL. ``origin`` says how the
+    answer reached the validator: ``fetched`` from the source (or its cache), ``embedded`` in
+    the signed document, ``given`` by the user (:class:`jpki.verify.evidence.RevocationEvidence`);
+    None when nothing was checked.
     """
 
     method: RevocationMethod
@@ -100,6 +112,7 @@ class RevocationInfo:
     reason: str | None = None
     crl_number: int | None = None
     cached: bool = False
+    origin: RevocationOrigin | None = None
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict (times in ISO 8601, UTC)."""
@@ -115,6 +128,7 @@ class RevocationInfo:
             "reason": self.reason,
             "crl_number": self.crl_number,
             "cached": self.cached,
+            "origin": self.origin,
         }
 
 

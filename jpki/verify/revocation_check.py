@@ -62,7 +62,7 @@ from jpki.revocation.crl import CRLError, LoadedCRL
 from jpki.verify.anchors import Anchor, key_hash
 from jpki.verify.cache import LruCache
 from jpki.verify.fetch import Fetch
-from jpki.verify.result import Reason, RevocationInfo, RevocationStatus
+from jpki.verify.result import Reason, RevocationInfo, RevocationOrigin, RevocationStatus
 
 __all__ = [
     "DEFAULT_TOLERANCE",
@@ -74,6 +74,8 @@ __all__ = [
     "RevocationProblem",
     "check_crl",
     "check_ocsp",
+    "load_crl",
+    "ocsp_request",
     "verify_ocsp_response",
     "young",
 ]
@@ -253,8 +255,10 @@ def verify_ocsp_response(
     now: _dt.datetime,
     tolerance: _dt.timedelta = DEFAULT_TOLERANCE,
     source: str | None = None,
+    origin: RevocationOrigin = "fetched",
 ) -> tuple[RevocationInfo, tuple[str, ...]]:
     """Check an OCSP response about ``cert`` (issued by ``anchor``); the answer and warnings.
+    ``origin`` is recorded in the answer (``fetched``, or ``embedded``/``given`` evidence).
 
     Raises :class:`RevocationProblem` (see the module docstring for the checks and reasons).
     """
@@ -377,8 +381,19 @@ def verify_ocsp_response(
         next_update=next_update,
         revoked_at=revoked_at,
         reason=reason,
+        origin=origin,
     )
     return info, tuple(warnings)
+
+
+def ocsp_request(cert: x509.Certificate, anchor: Anchor, *, nonce: bool = True) -> tuple[bytes, bytes | None]:
+    """The DER OCSP request about ``cert`` (a SHA-1 CertID) and the nonce it carries (None
+    without one)."""
+    builder = ocsp.OCSPRequestBuilder().add_certificate(cert, anchor.cert, hashes.SHA1())
+    nonce_value = secrets.token_bytes(NONCE_LENGTH) if nonce else None
+    if nonce_value is not None:
+        builder = builder.add_extension(x509.OCSPNonce(nonce_value), critical=False)
+    return builder.build().public_bytes(Encoding.DER), nonce_value
 
 
 def check_ocsp(
@@ -394,11 +409,7 @@ def check_ocsp(
 ) -> tuple[RevocationInfo, tuple[str, ...]]:
     """Ask the OCSP responder at ``url`` about ``cert`` and check the answer (see the module
     docstring). Raises :class:`RevocationProblem`."""
-    builder = ocsp.OCSPRequestBuilder().add_certificate(cert, anchor.cert, hashes.SHA1())
-    nonce_value = secrets.token_bytes(NONCE_LENGTH) if nonce else None
-    if nonce_value is not None:
-        builder = builder.add_extension(x509.OCSPNonce(nonce_value), critical=False)
-    request = builder.build().public_bytes(Encoding.DER)
+    request, nonce_value = ocsp_request(cert, anchor, nonce=nonce)
     try:
         body = fetch(url, request, OCSP_REQUEST_TYPE)
     except Exception as exc:  # noqa: BLE001 - any failure to fetch means "unavailable"
@@ -461,7 +472,8 @@ def _crl_reason(reason: str) -> Reason:
         return Reason.CRL_MALFORMED
 
 
-def crl_answer(cached: CachedCrl, serial: int, *, from_cache: bool) -> RevocationInfo:
+def crl_answer(cached: CachedCrl, serial: int, *, from_cache: bool,
+               origin: RevocationOrigin = "fetched") -> RevocationInfo:
     """Look ``serial`` up on a verified CRL (raises :class:`RevocationProblem` for a bad entry)."""
     try:
         entry = cached.crl.lookup(serial)
@@ -483,6 +495,7 @@ def crl_answer(cached: CachedCrl, serial: int, *, from_cache: bool) -> Revocatio
         reason=reason,
         crl_number=cached.crl.crl_number,
         cached=from_cache,
+        origin=origin,
     )
 
 

@@ -34,6 +34,20 @@ never excused.
 A certificate revoked after the validation time was not revoked at that time: the result is ok,
 with a ``revoked-later`` warning naming the revocation.
 
+Evidence (``validate(..., evidence=RevocationEvidence)``, :mod:`jpki.verify.evidence`): OCSP
+responses and CRLs that came with a signed document (``embedded``) or from the user (``given``),
+checked like fetched answers. A verified *revoked* answer in it wins over any other; a verified
+*good* one counts only when issued at or after the validation time (minus the tolerance). Online,
+the sources are still asked (so that a revocation after the signature can be reported); the
+evidence answers when they cannot be reached. ``offline=True`` never fetches: the evidence
+alone decides, and a result without a usable answer fails with ``revocation-unavailable``
+("offline: …"), soft-fail excusing it as for an unreachable source.
+
+``kind='tsa'`` validates a timestamp authority's certificate (RFC 3161 §2.3: the critical
+id-kp-timeStamping extended key usage alone), issued by any trusted root, with the same validity
+and revocation rules. :meth:`Validator.gather` validates a certificate and returns the DER of the
+revocation answers the result rests on, for a long-term signature to embed.
+
 A ``revoked`` answer wins over a ``good`` (or ``unknown``) one: before a result rests on one
 source's answer, the other source's cached answer is looked at, and when it is fresh (and young
 enough, see below) and says revoked, the result is revoked. So a CRL fetched while the OCSP
@@ -77,17 +91,19 @@ from jpki.clock import Clock, SystemClock
 from jpki.errors import UsageError
 from jpki.verify.anchors import Anchor, TrustStore
 from jpki.verify.cache import LruCache
+from jpki.verify.evidence import EvidenceItem, RevocationEvidence
 from jpki.verify.fetch import Fetch, HttpFetcher
 from jpki.verify.path import Examined, LeafFacts, examine, parse_certificate
 from jpki.verify.result import (
     INTEGRITY_REASONS,
-    KINDS,
+    VALIDATION_KINDS,
     Reason,
     RevocationInfo,
     ValidationResult,
 )
 from jpki.verify.revocation_check import (
     DEFAULT_TOLERANCE,
+    OCSP_REQUEST_TYPE,
     CrlCache,
     OcspCache,
     OcspEntry,
@@ -96,10 +112,13 @@ from jpki.verify.revocation_check import (
     check_ocsp,
     crl_answer,
     fresh_at,
+    load_crl,
+    ocsp_request,
+    verify_ocsp_response,
     young,
 )
 
-__all__ = ["DEFAULT_OCSP_RETRY_AFTER", "RevocationMode", "Validator"]
+__all__ = ["DEFAULT_OCSP_RETRY_AFTER", "Gathered", "RevocationMode", "Validator"]
 
 RevocationMode = Literal["ocsp", "crl", "none"]
 _MODES = ("ocsp", "crl", "none")
@@ -113,6 +132,18 @@ _WARN_NOT_CHECKED = ("revocation-not-checked: revocation was not checked (revoca
 #: What a kept examination is reckoned to weigh besides the certificate's DER (measured: a parsed
 #: certificate with its facts holds some 3.6 KiB more than its DER).
 _EXAMINED_ENTRY_BYTES = 4096
+_NO_EVIDENCE = RevocationEvidence()
+
+
+@dataclasses.dataclass(frozen=True)
+class Gathered:
+    """What :meth:`Validator.gather` returns: the validation result, the revocation answers
+    (DER) it rests on, and the trust anchor's certificate that ends the path (None when the
+    path did not hold)."""
+
+    result: ValidationResult
+    evidence: RevocationEvidence
+    anchor: x509.Certificate | None
 
 
 class Validator:
@@ -130,7 +161,8 @@ class Validator:
     clock; the CRL answers meanwhile), so that a dead responder does not cost a timeout per
     validation; ``timedelta(0)`` asks every time. ``revocation_max_age`` bounds the age of any
     cached revocation answer relied on, OCSP or CRL (None: until its nextUpdate; zero: never
-    cached); see the module docstring.
+    cached); see the module docstring. ``offline`` never fetches anything: revocation rests on
+    the evidence handed to :meth:`validate` alone.
 
     Thread-safe: the caches take a lock to write, reads are single dict look-ups.
     """
@@ -150,6 +182,7 @@ class Validator:
         max_cached_certificate_bytes: int | None = 128 * 1024 * 1024,
         ocsp_retry_after: _dt.timedelta = DEFAULT_OCSP_RETRY_AFTER,
         revocation_max_age: _dt.timedelta | None = None,
+        offline: bool = False,
     ) -> None:
         if not isinstance(trust, TrustStore):
             raise UsageError("trust must be a TrustStore")
@@ -169,6 +202,7 @@ class Validator:
             raise UsageError("ocsp_retry_after must be a non-negative timedelta")
         self.ocsp_retry_after = ocsp_retry_after
         self.revocation_max_age = _check_max_age(revocation_max_age)
+        self.offline = bool(offline)
         #: OCSP URL -> (until when it is not asked again, why)
         self._ocsp_down: dict[str, tuple[_dt.datetime, str]] = {}
         try:
@@ -226,15 +260,20 @@ class Validator:
         at: _dt.datetime | None = None,
         nonce: bool = True,
         revocation_max_age: _dt.timedelta | None = None,
+        evidence: RevocationEvidence | None = None,
     ) -> ValidationResult:
-        """Validate ``cert`` (a ``Certificate``, or DER / PEM bytes) as a ``kind`` (``'sign'``
-        or ``'auth'``) certificate at ``at`` (default: the clock's now). ``nonce`` puts a nonce in
-        OCSP requests (the answer must echo it; responders then sign afresh instead of serving
-        a pre-produced response). ``revocation_max_age`` bounds the age of cached revocation
-        answers for this call (the stricter of it and the validator's applies). Never raises
+        """Validate ``cert`` (a ``Certificate``, or DER / PEM bytes) as a ``kind`` (``'sign'``,
+        ``'auth'``, or ``'tsa'`` for a timestamp authority) certificate at ``at`` (default: the
+        clock's now). ``nonce`` puts a nonce in OCSP requests (the answer must echo it;
+        responders then sign afresh instead of serving a pre-produced response).
+        ``revocation_max_age`` bounds the age of cached revocation answers for this call (the
+        stricter of it and the validator's applies). ``evidence`` holds OCSP responses and CRLs
+        that came with a document or from the user (see the module docstring). Never raises
         for a bad certificate or a bad revocation answer: the result says what failed."""
-        if kind not in KINDS:
-            raise UsageError(f"kind must be 'sign' or 'auth', not {kind!r}")
+        if kind not in VALIDATION_KINDS:
+            raise UsageError(f"kind must be 'sign', 'auth' or 'tsa', not {kind!r}")
+        if evidence is not None and not isinstance(evidence, RevocationEvidence):
+            raise UsageError("evidence must be a RevocationEvidence")
         given = at
         if at is None:
             at = self.clock.now()
@@ -250,7 +289,8 @@ class Validator:
         try:
             # Answers are judged against now, also when validating for another time.
             now = at if given is None else self.clock.now()
-            return self._validate(cert, kind, at, now, max_age, nonce)
+            return self._validate(cert, kind, at, now, max_age, nonce, evidence or _NO_EVIDENCE,
+                                  self.offline)
         except Exception as exc:  # noqa: BLE001 - fail closed, whatever happened
             return ValidationResult(
                 ok=False,
@@ -291,6 +331,8 @@ class Validator:
         now: _dt.datetime,
         max_age: _dt.timedelta | None,
         nonce: bool,
+        evidence: RevocationEvidence,
+        offline: bool,
     ) -> ValidationResult:
         examined = self._examine(cert, kind)
         facts = examined.facts
@@ -312,6 +354,29 @@ class Validator:
                            f"the root {anchor.subject} expired at {anchor.not_after.isoformat()}")
         if self.revocation == "none":
             return _passed(kind, at, facts, anchor, _NOT_CHECKED, _WARN_NOT_CHECKED)
+        if evidence:
+            found, notes = self._from_evidence(facts, anchor, at, now, evidence)
+        else:
+            found, notes = None, ()
+        if offline:
+            if found is not None:
+                return self._decide(kind, at, facts, anchor, found, ())
+            return self._offline_failure(kind, at, facts, anchor, evidence, notes)
+        result = self._online(kind, at, now, max_age, facts, anchor, nonce)
+        if found is None:
+            return result
+        return self._with_evidence(result, found, kind, at, facts, anchor)
+
+    def _online(
+        self,
+        kind: str,
+        at: _dt.datetime,
+        now: _dt.datetime,
+        max_age: _dt.timedelta | None,
+        facts: LeafFacts,
+        anchor: Anchor,
+        nonce: bool,
+    ) -> ValidationResult:
         # The hot path: a verified OCSP answer still fresh at ``at`` and young enough.
         if self.revocation == "ocsp":
             entry = self.ocsp_cache.get((anchor.fingerprint, facts.serial))
@@ -320,6 +385,178 @@ class Validator:
                     return _passed(kind, at, facts, anchor, entry.info, ())  # no CRL could say revoked
                 return self._settle(kind, at, now, max_age, facts, anchor, entry.info, ())
         return self._check_revocation(kind, at, now, max_age, facts, anchor, nonce)
+
+    # -- evidence (answers embedded in a document or given by the user)
+
+    def _from_evidence(
+        self,
+        facts: LeafFacts,
+        anchor: Anchor,
+        at: _dt.datetime,
+        now: _dt.datetime,
+        evidence: RevocationEvidence,
+    ) -> tuple[RevocationInfo | None, tuple[str, ...]]:
+        """The answer the evidence gives about ``facts`` at ``at`` (a verified revoked answer
+        first, else a verified good one issued at or after ``at``), and why the other answers
+        about this certificate could not be used."""
+        revoked: RevocationInfo | None = None
+        good: RevocationInfo | None = None
+        notes: list[str] = []
+        for item in evidence.items:
+            what = f"{item.origin} {'OCSP response' if item.kind == 'ocsp' else 'CRL'}"
+            if item.source:
+                what += f" {item.source}"
+            try:
+                info = self._evidence_answer(item, what, facts, anchor, at, now)
+            except RevocationProblem as problem:
+                if problem.reason in (Reason.OCSP_CERTID_MISMATCH, Reason.CRL_ISSUER_MISMATCH):
+                    continue  # an answer about another certificate, or of another CA
+                notes.append(problem.message)
+                continue
+            if info.status == "revoked":
+                if revoked is None or (info.revoked_at or at) < (revoked.revoked_at or at):
+                    revoked = info
+            elif info.status == "good":
+                issued = info.this_update if info.this_update is not None else info.produced_at
+                if issued is not None and issued >= at - self.tolerance:
+                    good = good or info
+                else:
+                    notes.append(f"{what}: good as of {_iso(issued)}, before {_iso(at)}: it cannot "
+                                 "prove the status at that time")
+            else:
+                notes.append(f"{what}: the responder does not know serial {facts.serial:X}")
+        return (revoked or good), tuple(notes)
+
+    def _evidence_answer(
+        self,
+        item: EvidenceItem,
+        what: str,
+        facts: LeafFacts,
+        anchor: Anchor,
+        at: _dt.datetime,
+        now: _dt.datetime,
+    ) -> RevocationInfo:
+        """One evidence item checked as a fetched answer would be (raises RevocationProblem)."""
+        origin = item.origin
+        if item.kind == "ocsp":
+            info, _ = verify_ocsp_response(item.der, facts.cert, anchor, nonce=None, at=at, now=now,
+                                           tolerance=self.tolerance, source=what, origin=origin)
+            return info
+        loaded = load_crl(item.der, anchor, source=what, at=at, now=now, tolerance=self.tolerance)
+        return crl_answer(loaded, facts.serial, from_cache=False, origin=origin)
+
+    def _offline_failure(
+        self,
+        kind: str,
+        at: _dt.datetime,
+        facts: LeafFacts,
+        anchor: Anchor,
+        evidence: RevocationEvidence,
+        notes: tuple[str, ...],
+    ) -> ValidationResult:
+        """No network, and the evidence does not answer: revocation-unavailable (or soft-fail)."""
+        detail = "; ".join(notes) or (
+            "no OCSP response or CRL about this certificate" if evidence
+            else "no revocation data was embedded or given")
+        message = (f"offline: the embedded or given revocation data does not prove the status of "
+                   f"serial {facts.serial:X} at {_iso(at)} ({detail})")
+        if self.soft_fail:
+            unavailable = RevocationInfo(method=self.revocation, status="unavailable")
+            return _passed(kind, at, facts, anchor, unavailable, (f"soft-fail: {message}",))
+        return _failed(kind, at, facts, anchor, Reason.REVOCATION_UNAVAILABLE, message)
+
+    def _with_evidence(
+        self,
+        result: ValidationResult,
+        found: RevocationInfo,
+        kind: str,
+        at: _dt.datetime,
+        facts: LeafFacts,
+        anchor: Anchor,
+    ) -> ValidationResult:
+        """Combine what the sources said with what the evidence says: a revoked answer of the
+        evidence wins; the evidence answers when no source could be reached."""
+        online = result.revocation
+        if found.status == "revoked" and (online is None or online.status != "revoked"):
+            return self._decide(kind, at, facts, anchor, found, result.warnings)
+        unreachable = (not result.ok and result.reason is Reason.REVOCATION_UNAVAILABLE) or (
+            result.ok and online is not None and online.status == "unavailable")
+        if unreachable:
+            kept = tuple(w for w in result.warnings if not w.startswith("soft-fail:"))
+            note = (f"revocation-evidence: no revocation source answered; the {found.origin} "
+                    f"{found.method.upper()} answer was used")
+            return self._decide(kind, at, facts, anchor, found, (*kept, note))
+        return result
+
+    # -- gathering validation data for a long-term signature
+
+    def gather(
+        self,
+        cert: x509.Certificate,
+        *,
+        kind: str,
+        at: _dt.datetime | None = None,
+        evidence: RevocationEvidence | None = None,
+    ) -> Gathered:
+        """Validate ``cert`` as a ``kind`` certificate at ``at`` on revocation answers a signer can
+        embed, and return them (DER) with the result and the trust anchor.
+
+        With ``evidence`` (files the user handed in) those are used; otherwise the certificate's
+        OCSP responder is asked for a fresh (nonced) response and, when it gives no usable one
+        (or ``revocation='crl'``), its CRL is fetched. The caches are not used: the bytes are
+        what is wanted. The result rests on those answers alone (as offline); ``revocation='none'``
+        gathers nothing, so the result fails.
+        """
+        if kind not in VALIDATION_KINDS:
+            raise UsageError(f"kind must be 'sign', 'auth' or 'tsa', not {kind!r}")
+        now = self.clock.now()
+        at = now if at is None else at
+        if at.tzinfo is None or at.utcoffset() is None:
+            raise UsageError("at must be a timezone-aware datetime")
+        examined = self._examine(cert, kind)
+        if examined.failure is not None or examined.anchor is None or examined.facts is None:
+            result = self.validate(cert, kind=kind, at=at)
+            return Gathered(result, _NO_EVIDENCE, None)
+        if self.revocation == "none":  # nothing to gather: a long-term signature needs answers
+            result = _failed(kind, at, examined.facts, examined.anchor, Reason.REVOCATION_UNAVAILABLE,
+                             "revocation='none' gathers no revocation data")
+            return Gathered(result, _NO_EVIDENCE, examined.anchor.cert)
+        if evidence is None or not evidence:
+            evidence = self._fetch_evidence(examined.facts, examined.anchor, at, now)
+        try:
+            result = self._validate(cert, kind, at, now, None, False, evidence, True)
+        except Exception as exc:  # noqa: BLE001 - fail closed, as validate does
+            result = ValidationResult(False, Reason.INTERNAL_ERROR,
+                                      f"validation failed unexpectedly: {type(exc).__name__}: {exc}",
+                                      kind, at)
+        return Gathered(result, evidence, examined.anchor.cert)
+
+    def _fetch_evidence(self, facts: LeafFacts, anchor: Anchor, at: _dt.datetime,
+                        now: _dt.datetime) -> RevocationEvidence:
+        """A fresh OCSP response about ``facts`` (verified), else its CRL; nothing when neither
+        answers (the offline check then says why)."""
+        if self.revocation == "none" or self.offline:
+            return _NO_EVIDENCE
+        if self.revocation == "ocsp" and facts.ocsp_url is not None:
+            request, nonce = ocsp_request(facts.cert, anchor)
+            try:
+                body = bytes(self.fetch(facts.ocsp_url, request, OCSP_REQUEST_TYPE))
+                verify_ocsp_response(body, facts.cert, anchor, nonce=nonce, at=at, now=now,
+                                     tolerance=self.tolerance, source=facts.ocsp_url)
+            except RevocationProblem:
+                pass
+            except Exception:  # noqa: BLE001 - unreachable: try the CRL
+                pass
+            else:
+                return RevocationEvidence.of(ocsp=[body], origin="fetched", source=facts.ocsp_url)
+        if facts.crl_url is not None:
+            try:
+                body = bytes(self.fetch(facts.crl_url, None, None))
+                load_crl(body, anchor, source=facts.crl_url, at=at, now=now, tolerance=self.tolerance)
+            except Exception:  # noqa: BLE001 - unreachable or refused: nothing to embed
+                return _NO_EVIDENCE
+            return RevocationEvidence.of(crls=[body], origin="fetched", source=facts.crl_url)
+        return _NO_EVIDENCE
 
     def _check_revocation(
         self,
@@ -466,6 +703,10 @@ class Validator:
         return _failed(kind, at, facts, anchor, Reason.OCSP_UNKNOWN,
                        f"the OCSP responder does not know serial {facts.serial:X} of {anchor.subject}",
                        revocation=info, warnings=warnings)
+
+
+def _iso(when: _dt.datetime | None) -> str:
+    return "an unknown time" if when is None else when.astimezone(_dt.UTC).isoformat()
 
 
 def _check_max_age(max_age: _dt.timedelta | None) -> _dt.timedelta | None:
