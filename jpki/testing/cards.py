@@ -64,12 +64,11 @@ from jpki.identity import SAMPLE_PERSONAS, Persona
 from jpki.pins import PINS
 
 if TYPE_CHECKING:
-    from card_emulator.faults import FaultPlan
     from jpki.lifecycle import LifeEvent
     from jpki.pki import TestCA
     from jpki.provision import Holder
     from jpki.session import CardInfoSession, JpkiSession
-    from jpki.transport.emu import EmulatorTransport
+    from jpki.transport.emu import EmulatorTransport, FaultPlan
 
 __all__ = ["CA_AGE", "MOVED_ADDRESS", "PIN_ITERATIONS", "STATES", "CardFactory", "FreshKeys", "KeySource",
            "Pins", "TestCard", "new_test_ca"]

@@ -25,7 +25,8 @@ from .base import TransportBase
 
 if TYPE_CHECKING:
     from card_emulator import CardFiles, MyNumberCard
-    from card_emulator.faults import Fault, FaultPlan, ServedFaults
+    from card_emulator.faults import Fault, ServedFaults
+    from card_emulator.faults import FaultPlan as FaultPlan  # re-exported for jpki.testing's annotations
 
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
