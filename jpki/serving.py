@@ -324,6 +324,7 @@ def http_app(
 # --------------------------------------------------------------------------- per-client limits
 
 
+@functools.lru_cache(maxsize=4096)   # asked on every limited request; parsing costs more than the lookup
 def client_key(host: str | None) -> str:
     """The key a client's limits are kept under: its IPv4 address, or its IPv6 /64 network
     (a host holds a whole /64 and could otherwise take a fresh address per request)."""

@@ -773,13 +773,18 @@ class Provider:
 
     def pending(self, pending_id: str) -> PendingAuthorization | None:
         """The pending authorization (any state) while it lives; None otherwise."""
+        found = self._pending_read(pending_id)
+        return None if found is None else found[1]
+
+    def _pending_read(self, pending_id: str) -> tuple[str, PendingAuthorization] | None:
+        """The stored text of a pending authorization and what it says."""
         if not isinstance(pending_id, str) or not _ID_RE.fullmatch(pending_id):
             return None
         try:
             text = self.kv.get(self._pending_key(pending_id), now=self._now())
         except ChallengeStoreError as exc:
             raise ProviderUnavailableError(str(exc)) from exc
-        return None if text is None else PendingAuthorization.from_json(text)
+        return None if text is None else (text, PendingAuthorization.from_json(text))
 
     def pending_document(self, pending: PendingAuthorization) -> dict[str, Any]:
         """What ``GET /api/pending/{id}`` shows the card holder's side: who asks, for what, which
@@ -944,15 +949,16 @@ class Provider:
     def resume(self, pending_id: str, browser: str | None) -> Resume:
         """The browser is back: redirect it to the client with a code (approved) or an error
         (refused), once. The cookie set at the auth endpoint must come back."""
-        pending = self.pending(pending_id)
-        if pending is None:
+        found = self._pending_read(pending_id)
+        if found is None:
             return Resume("gone")
+        text, pending = found
         if not self.browser_matches(pending, browser):
             log.info("resume refused: pending=%s (another browser)", pending.id[:8])
             return Resume("wrong-browser", pending)
         if pending.status is PendingState.PENDING:
             return Resume("waiting", pending)
-        return self._finish(pending)
+        return self._finish(pending, text)
 
     def refusal_redirect(self, pending_id: str) -> str | None:
         """For a refused authorization, the client's error redirect (taken once, no cookie: it
@@ -962,14 +968,17 @@ class Provider:
             return None
         return self._finish(pending).url
 
-    def _finish(self, pending: PendingAuthorization) -> Resume:
+    def _finish(self, pending: PendingAuthorization, read: str | None = None) -> Resume:
+        """Take the decided ``pending`` (``read``: its stored text as just read; unchanged since,
+        it need not be decoded again) and redirect the browser with a code or the refusal."""
         try:
             taken = self.kv.take(self._pending_key(pending.id), now=self._now())
         except ChallengeStoreError as exc:
             raise ProviderUnavailableError(str(exc)) from exc
         if taken is None:
             return Resume("gone")
-        pending = PendingAuthorization.from_json(taken)
+        if taken != read:
+            pending = PendingAuthorization.from_json(taken)
         if pending.status is PendingState.REFUSED:
             description = f"{pending.reason}: {pending.message or ''}".rstrip(": ")
             url = self._redirect(pending, error="access_denied",
