@@ -16,7 +16,7 @@ from typing import Literal
 
 from .apdu import ApduProtocol, Response, raise_for_sw
 from .der import DerError, read_tlv, tlv_size
-from .errors import PinError, ProtocolError, SecurityStatusError, UsageError
+from .errors import FileNotFoundOnCardError, PinError, ProtocolError, SecurityStatusError, UsageError
 from .identity import Sex, is_valid_mynumber, japanese_era
 from .pins import PINS
 from .transport.base import Transport
@@ -100,6 +100,8 @@ def _der_total_length(header: bytes) -> int:
 
 class _ApSession:
     aid: bytes
+    #: what the AP is called in messages
+    ap_name = "application"
     pin_fids: Mapping[str, int]
 
     def __init__(self, card: Transport | ApduProtocol) -> None:
@@ -107,8 +109,13 @@ class _ApSession:
         self.select_ap()
 
     def select_ap(self) -> None:
-        """(Re)select the AP; this also logs out every PIN."""
-        self.protocol.send(0x00, 0xA4, 0x04, 0x0C, self.aid)
+        """(Re)select the AP; this also logs out every PIN. An AP the card does not hold (a
+        smartphone's JPKI holds the JPKI AP only) is FileNotFoundOnCardError saying which."""
+        try:
+            self.protocol.send(0x00, 0xA4, 0x04, 0x0C, self.aid)
+        except FileNotFoundOnCardError as exc:
+            raise FileNotFoundOnCardError(exc.sw, f"this card has no {self.ap_name} ({exc.sw:04X}; a "
+                                          "smartphone's JPKI holds the JPKI AP only)") from None
 
     def _select_ef(self, fid: int) -> None:
         self.protocol.send(0x00, 0xA4, 0x02, 0x0C, fid.to_bytes(2, "big"))
@@ -165,6 +172,7 @@ class _ApSession:
 class JpkiSession(_ApSession):
     """The JPKI AP: certificates, PINs and the two signing keys."""
 
+    ap_name = "JPKI AP (公的個人認証AP)"
     aid = JPKI_AID
     pin_fids = JPKI_PIN_FIDS
 
@@ -262,6 +270,7 @@ def parse_basic_info(ef: bytes) -> BasicInfo:
 class CardInfoSession(_ApSession):
     """The 券面事項入力補助AP: My Number and the basic 4 info, behind the 4-digit card-info PIN."""
 
+    ap_name = "card-info AP (券面事項入力補助AP)"
     aid = TEXT_AID
     pin_fids = TEXT_PIN_FIDS
 
@@ -387,6 +396,7 @@ class SurfaceSession(_ApSession):
     Number) or 照合番号B. Clients learn the My Number from the card-info AP first (jpki/myna's
     ``visual`` commands do so): :meth:`unlock_with_card_pin`."""
 
+    ap_name = "card-surface AP (券面事項確認AP)"
     aid = SURFACE_AID
     pin_fids = SURFACE_PIN_FIDS
 
@@ -421,6 +431,7 @@ class SurfaceSession(_ApSession):
 class CommonSession(_ApSession):
     """The 共通AP: record 1 of its EF 0001 holds the card manufacture number."""
 
+    ap_name = "common AP"
     aid = COMMON_AID
     pin_fids = MappingProxyType({})  # no PINs
 

@@ -109,6 +109,10 @@ def test_host_commands_on_a_smartphone(cli, home):
     assert read.exit_code == 0 and read.json()["kind"] == "auth"
     wrong = cli("cert", "read", "auth", "--pin", "9999", card="emu:phone")
     assert wrong.exit_code == 4 and "user-authentication PIN: wrong, 2 tries left" in wrong.stderr
+    for command, ap in ((("visual", "basic-info"), "card-surface AP"), (("mynumber",), "card-info AP")):
+        missing = cli(*command, card="emu:phone")
+        assert missing.exit_code == 1 and f"this card has no {ap}" in missing.stderr, missing.stderr
+        assert "smartphone" in missing.stderr and len(missing.stderr.strip().splitlines()) <= 2
 
 
 def test_unknown_profile_is_a_usage_error(cli):
