@@ -200,3 +200,14 @@ def test_serve_as_a_process_with_two_workers_and_test_cards(cli, live_home, tmp_
     assert "jti replayed" in err and "refresh token used again" in err
     assert_no_personal_data(err, live_home)
     assert Path(tmp_path / "idp.db").exists()
+
+
+def test_a_client_id_never_looks_like_an_option(monkeypatch):
+    # One id in 64 started with "-": `jpki idp client remove -X…` was then a usage error.
+    import secrets as _secrets
+
+    from jpki.idp import clients
+
+    drawn = iter(["-XaBcDeFgHiJkLmNoPqRsT", "_YaBcDeFgHiJkLmNoPqRsT"])
+    monkeypatch.setattr(_secrets, "token_urlsafe", lambda n: next(drawn))
+    assert clients.new_client_id() == "_YaBcDeFgHiJkLmNoPqRsT"

@@ -361,5 +361,5 @@ def test_and_ends_with_it():
 
 
 def test_faults_set_on_a_card_end_with_the_test(pytester):
-    pytester.makepyfile(test_faults=FAULT_TESTS)
+    pytester.makepyfile(test_shop_faults=FAULT_TESTS)   # not test_faults: this suite has one
     pytester.runpytest(*PROJECT_RUN, "-q").assert_outcomes(passed=2)

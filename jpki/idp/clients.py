@@ -220,6 +220,15 @@ def _sector_of(redirect_uris: Sequence[str], sector: str | None) -> str:
     return hosts.pop()
 
 
+def new_client_id() -> str:
+    """A fresh client_id: 16 random bytes, base64url, never starting with ``-`` (which a command
+    line would take for an option: ``jpki idp client remove -X…``)."""
+    while True:
+        candidate = secrets.token_urlsafe(16)
+        if not candidate.startswith("-"):
+            return candidate
+
+
 #: Client records a registry keeps in memory at most (each a few hundred bytes).
 _KNOWN_CLIENTS = 1024
 
@@ -283,7 +292,7 @@ class ClientRegistry:
             raise UsageError("a client must be able to authenticate: give --jwks FILE, --jwks-uri URL "
                              "(private_key_jwt) or --secret (client_secret_basic)")
         plain = secrets.token_urlsafe(32) if secret else None
-        client = Client(client_id=secrets.token_urlsafe(16), name=name, redirect_uris=uris,
+        client = Client(client_id=new_client_id(), name=name, redirect_uris=uris,
                         sector=_sector_of(uris, sector), created_at=now.astimezone(_dt.UTC).replace(microsecond=0),
                         jwks=keys, jwks_uri=uri, secret_hash=_hash_secret(plain) if plain else None)
         with self._db() as conn:
