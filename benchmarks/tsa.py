@@ -129,15 +129,35 @@ def jpki_server(home: Path, port: int, workers: int) -> Iterator[str]:
 
 
 _CONTENT_LENGTH = re.compile(rb"\r\ncontent-length: *(\d+)", re.IGNORECASE)
+_CLOSE = re.compile(rb"\r\nconnection: *close", re.IGNORECASE)
 
 
-async def _exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes) -> bytes:
-    writer.write(request)
-    head = await reader.readuntil(b"\r\n\r\n")
-    if not head.startswith(b"HTTP/1.1 200"):
-        raise SystemExit(f"HTTP error from jpki: {head.splitlines()[0]!r}")
-    length = _CONTENT_LENGTH.search(head)
-    return await reader.readexactly(int(length.group(1)) if length else 0)
+class _Connection:
+    """One keep-alive client connection; opened again when the server closed the last one
+    (``Connection: close``, as jpki's servers say every 20 requests)."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.streams: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+
+    async def exchange(self, request: bytes) -> bytes:
+        if self.streams is None:
+            self.streams = await asyncio.open_connection("127.0.0.1", self.port)
+        reader, writer = self.streams
+        writer.write(request)
+        head = await reader.readuntil(b"\r\n\r\n")
+        if not head.startswith(b"HTTP/1.1 200"):
+            raise SystemExit(f"HTTP error from jpki: {head.splitlines()[0]!r}")
+        length = _CONTENT_LENGTH.search(head)
+        body = await reader.readexactly(int(length.group(1)) if length else 0)
+        if _CLOSE.search(head):
+            self.close()
+        return body
+
+    def close(self) -> None:
+        if self.streams is not None:
+            self.streams[1].close()
+            self.streams = None
 
 
 def run_jpki(url: str, pairs: list[tuple[bytes, bytes]], clients: int, seconds: float,
@@ -152,28 +172,28 @@ def run_jpki(url: str, pairs: list[tuple[bytes, bytes]], clients: int, seconds: 
     order = iter(range(len(requests)))
 
     async def go() -> tuple[int, float]:
-        connections = [await asyncio.open_connection("127.0.0.1", port) for _ in range(clients)]
+        connections = [_Connection(port) for _ in range(clients)]
 
-        async def warm(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        async def warm(connection: _Connection) -> None:
             for _ in range(warmup):
-                await _exchange(reader, writer, requests[next(order)])
+                await connection.exchange(requests[next(order)])
 
-        async def timed(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, stop_at: float) -> int:
+        async def timed(connection: _Connection, stop_at: float) -> int:
             done = 0
             while time.perf_counter() < stop_at:
                 index = next(order, None)
                 if index is None:
                     break
-                answers[index] = await _exchange(reader, writer, requests[index])
+                answers[index] = await connection.exchange(requests[index])
                 done += 1
             return done
 
-        await asyncio.gather(*(warm(r, w) for r, w in connections))
+        await asyncio.gather(*(warm(c) for c in connections))
         start = time.perf_counter()
-        counts = await asyncio.gather(*(timed(r, w, start + seconds) for r, w in connections))
+        counts = await asyncio.gather(*(timed(c, start + seconds) for c in connections))
         elapsed = time.perf_counter() - start
-        for _, writer in connections:
-            writer.close()
+        for connection in connections:
+            connection.close()
         return sum(counts), elapsed
 
     try:
