@@ -65,6 +65,7 @@ import json
 import logging
 import math
 import os
+import re
 import socket
 import threading
 import time
@@ -433,13 +434,28 @@ def app_from_environment() -> Any:
     return AppSpec.from_json(text).build(clock=clock_from_environment())
 
 
-def uvicorn_options(*, idle_timeout: float = DEFAULT_IDLE_TIMEOUT) -> dict[str, Any]:
+#: Requests a keep-alive connection serves before the server closes it (``Connection: close`` on
+#: the last response), like Apache's MaxKeepAliveRequests (100 there). Workers share the
+#: listening socket and a worker takes every connection waiting when it wakes, so connections
+#: opened together can all land on one worker and stay there; a connection that comes back is
+#: taken by the worker that is free. 20 rebalances within a second under load, for one new
+#: connection (a handshake on loopback or from the proxy in front) per 20 requests.
+KEEPALIVE_REQUESTS = 20
+#: (A server whose clients keep their connections to use a worker's caches, like the OCSP
+#: responder, passes ``keepalive_requests=None``.)
+
+
+def uvicorn_options(*, idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
+                    keepalive_requests: int | None = KEEPALIVE_REQUESTS) -> dict[str, Any]:
     """Keyword arguments for ``uvicorn.Config`` / ``uvicorn.run`` shared by the servers: the
-    idle deadline (``timeout_keep_alive`` and the header deadline of the protocol classes),
+    idle deadline (``timeout_keep_alive`` and the header deadline of the protocol classes), the
+    requests a keep-alive connection serves (None: no limit; see :data:`KEEPALIVE_REQUESTS`),
     no access log, the lifespan on, a deep backlog."""
     if not idle_timeout > 0:
         raise UsageError("the idle timeout must be positive")
-    return {"http": _protocol_name(), "timeout_keep_alive": idle_timeout, "access_log": False,
+    if keepalive_requests is not None and keepalive_requests < 1:
+        raise UsageError("a connection serves at least one request")
+    return {"http": _protocol_name(keepalive_requests), "timeout_keep_alive": idle_timeout, "access_log": False,
             "lifespan": "on", "backlog": BACKLOG}
 
 
@@ -468,6 +484,7 @@ def serve(
     workers: int = 1,
     log_level: str = "info",
     idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
+    keepalive_requests: int | None = KEEPALIVE_REQUESTS,
     clock: Clock | None = None,
     progress: Progress | None = None,
     on_ready: Callable[[], None] | None = None,
@@ -495,7 +512,8 @@ def serve(
     if workers > 1 and clock is not None:
         raise UsageError("worker processes take their clock from $JPKI_NOW: pass no clock with workers > 1")
     spec_json = json.dumps(spec.to_json()) if spec is not None else None
-    options = {**uvicorn_options(idle_timeout=idle_timeout), "log_level": log_level,
+    options = {**uvicorn_options(idle_timeout=idle_timeout, keepalive_requests=keepalive_requests),
+               "log_level": log_level,
                "log_config": log_config(log_level)}
     check_port(host, port)
     built: Any = spec.build(clock=clock or clock_from_environment(), progress=progress) if spec is not None else app
@@ -546,14 +564,16 @@ class ServerThread:
     end of a ``with`` block) shuts it down, running the app's lifespan shutdown."""
 
     def __init__(self, app: ASGIApp, host: str = "127.0.0.1", port: int = 0, *, log_level: str = "warning",
-                 idle_timeout: float = DEFAULT_IDLE_TIMEOUT) -> None:
+                 idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
+                 keepalive_requests: int | None = KEEPALIVE_REQUESTS) -> None:
         import uvicorn
 
         self.app = app
         self.host = host
         self.port = port
         self._server = _thread_server_class()(uvicorn.Config(app, host=host, port=port, log_level=log_level,
-                                                             **uvicorn_options(idle_timeout=idle_timeout)))
+                                                             **uvicorn_options(idle_timeout=idle_timeout,
+                                                                               keepalive_requests=keepalive_requests)))
         self._server.up = threading.Event()
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
@@ -600,29 +620,24 @@ class ServerThread:
 
 
 def serve_in_thread(app: ASGIApp, host: str = "127.0.0.1", port: int = 0, *, log_level: str = "warning",
-                    idle_timeout: float = DEFAULT_IDLE_TIMEOUT) -> ServerThread:
+                    idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
+                    keepalive_requests: int | None = KEEPALIVE_REQUESTS) -> ServerThread:
     """Run ``app`` under uvicorn in a background thread (``port=0``: a free port) and return the
     started :class:`ServerThread` (``.url``, ``.port``, ``.stop()``, a context manager)."""
-    return ServerThread(app, host, port, log_level=log_level, idle_timeout=idle_timeout).start()
+    return ServerThread(app, host, port, log_level=log_level, idle_timeout=idle_timeout,
+                        keepalive_requests=keepalive_requests).start()
 
 
 # --------------------------------------------------------------------------- header deadline
 
 
-def _protocol_name() -> str:
-    """The protocol class uvicorn's ``http="auto"`` would pick, with the idle deadline."""
-    if importlib.util.find_spec("httptools") is not None:
-        return f"{__name__}:HttpToolsProtocol"
-    return f"{__name__}:H11Protocol"
+def _protocol_name(keepalive_requests: int | None = None) -> str:
+    """The protocol class uvicorn's ``http="auto"`` would pick, with the idle deadline and a
+    connection closed after ``keepalive_requests`` requests (None: never)."""
+    base = "HttpToolsProtocol" if importlib.util.find_spec("httptools") is not None else "H11Protocol"
+    return f"{__name__}:{base}" + (f"_{keepalive_requests}" if keepalive_requests is not None else "")
 
 
-#: Requests a keep-alive connection serves before the server closes it (``Connection: close`` on
-#: the last response), like Apache's MaxKeepAliveRequests (100 there). Workers share the
-#: listening socket and a worker takes every connection waiting when it wakes, so connections
-#: opened together can all land on one worker and stay there; a connection that comes back is
-#: taken by the worker that is free. 20 rebalances within a second under load, for one new
-#: connection (a handshake on loopback or from the proxy in front) per 20 requests.
-KEEPALIVE_REQUESTS = 20
 
 
 def _closing_connection(app: Any) -> Any:
@@ -702,6 +717,8 @@ class _HeaderDeadline(_UvicornProtocol):
 
     _header_timer: asyncio.TimerHandle | None = None
     _responses = 0
+    #: requests a connection serves before it is closed (None: no limit); set by the class name
+    keepalive_requests: int | None = None
 
     def _arm_header_deadline(self) -> None:
         if self._header_timer is not None:
@@ -722,7 +739,8 @@ class _HeaderDeadline(_UvicornProtocol):
     def on_response_complete(self) -> None:
         super().on_response_complete()
         self._responses += 1
-        if self._responses == KEEPALIVE_REQUESTS - 1:   # the next request is this connection's last
+        limit = self.keepalive_requests
+        if limit is not None and self._responses == limit - 1:   # the next request is this connection's last
             self.app = _closing_connection(self.app)
         if self.transport is not None and not self.transport.is_closing():
             self._arm_header_deadline()
@@ -737,18 +755,23 @@ class _HeaderDeadline(_UvicornProtocol):
 def __getattr__(name: str) -> Any:
     # The protocol classes are made on first use (uvicorn imports them by name, also in worker
     # processes), so that importing this module does not import uvicorn.
+    # "HttpToolsProtocol_20": the class that closes a connection after 20 requests.
+    match = re.fullmatch(r"(H11Protocol|HttpToolsProtocol)(?:_([1-9][0-9]{0,6}))?", name)
+    if match is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     base: type[Any]
-    if name == "H11Protocol":
+    if match[1] == "H11Protocol":
         from uvicorn.protocols.http.h11_impl import H11Protocol
 
         base = H11Protocol
-    elif name == "HttpToolsProtocol":
+    else:
         from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
         base = HttpToolsProtocol
-    else:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    cls = type(name, (_HeaderDeadline, base), {"__module__": __name__,
-                                                "__doc__": f"uvicorn's {name} with the header deadline."})
+    limit = int(match[2]) if match[2] else None
+    cls = type(name, (_HeaderDeadline, base), {
+        "__module__": __name__, "keepalive_requests": limit,
+        "__doc__": f"uvicorn's {match[1]} with the header deadline"
+                   + (f", closing a connection after {limit} requests." if limit else ".")})
     globals()[name] = cls
     return cls

@@ -606,3 +606,20 @@ def test_the_rate_limiter_lets_a_burst_through_then_the_rate():
         RateLimiter(-1, 1)
     with pytest.raises(UsageError):
         RateLimiter(1, 0)
+
+
+def test_a_server_may_keep_its_connections_open_for_any_number_of_requests():
+    # The OCSP responder's clients keep a connection to use a worker's cache: never closed.
+    from jpki.serving import KEEPALIVE_REQUESTS
+
+    with serve_in_thread(tiny_app(), keepalive_requests=None) as server, \
+            socket.create_connection(("127.0.0.1", server.port)) as sock:
+        for i in range(KEEPALIVE_REQUESTS + 5):
+            head, body = _raw_request(sock, body=b"n%d" % i)
+            assert body == b"n%d" % i and b"connection: close" not in head.lower()
+    with serve_in_thread(tiny_app(), keepalive_requests=3) as server, \
+            socket.create_connection(("127.0.0.1", server.port)) as sock:
+        heads = [_raw_request(sock)[0].lower() for _ in range(3)]
+        assert [b"connection: close" in h for h in heads] == [False, False, True]
+    with pytest.raises(UsageError, match="at least one request"):
+        serve_in_thread(tiny_app(), keepalive_requests=0)

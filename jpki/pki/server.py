@@ -669,8 +669,10 @@ def serve(
     spec = app_spec(ca_dir, freshness=freshness, responder_key=responder_key)
     serving = (f"serving OCSP ({spec.settings['responder_key']} responder key) and CRLs for {ca_dir} on "
                f"{http_url(host, port)}")
-    _serve(spec, host, port, workers=workers, log_level=log_level, idle_timeout=idle_timeout, clock=clock,
-           progress=progress, on_ready=(lambda: progress(serving)) if progress else None)
+    # OCSP clients keep their connections, and a worker's response cache serves them: never closed.
+    _serve(spec, host, port, workers=workers, log_level=log_level, idle_timeout=idle_timeout,
+           keepalive_requests=None, clock=clock, progress=progress,
+           on_ready=(lambda: progress(serving)) if progress else None)
 
 
 def serve_in_thread(
@@ -688,7 +690,7 @@ def serve_in_thread(
     or call ``stop()``."""
     app = create_app(ca_dir, clock=clock, freshness=freshness, responder_key=responder_key)
     try:
-        return _serve_in_thread(app, host, port, log_level=log_level)
+        return _serve_in_thread(app, host, port, log_level=log_level, keepalive_requests=None)
     except BaseException:
         app.state.close()
         raise
