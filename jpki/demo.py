@@ -32,7 +32,7 @@ from .verify import TrustStore, Validator
 
 if TYPE_CHECKING:
     from .sign.report import VerificationReport
-    from .sign.tsp import HttpTimestamper
+    from .tsa import HttpTimestamper
 
 
 @dataclass(frozen=True)
@@ -210,9 +210,9 @@ def served_tsa(home: Home, clock: Clock) -> Iterator[HttpTimestamper]:
     made on first use in ``HOME/tsa``, its certificate from the test CA's signing root with the
     critical id-kp-timeStamping EKU, recorded in the CA database so that the CA's OCSP responder
     answers for it), served over HTTP on a free loopback port in a thread with ``clock``; and
-    an RFC 3161 client of it (:class:`jpki.sign.tsp.HttpTimestamper`, what ``jpki sign --tsa``
+    an RFC 3161 client of it (:class:`jpki.tsa.HttpTimestamper`, what ``jpki sign --tsa``
     uses)."""
-    from .sign.tsp import HttpTimestamper
+    from .tsa import HttpTimestamper
     from .tsa.app import serve_in_thread as serve_tsa_in_thread
     from .tsa.credentials import ensure_tsa
 

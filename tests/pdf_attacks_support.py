@@ -149,7 +149,7 @@ def resigned(pdf: bytes, signer: KeySigner, new_range: list[int], index: int = -
 
 def restamped(pdf: bytes, stamper: Any, new_range: list[int], index: int = -1) -> bytes:
     """The same for a document timestamp: ``/ByteRange new_range`` and a genuine token from
-    ``stamper`` (a ``jpki.sign.tsp.Timestamper``: the test TSA) over exactly those bytes."""
+    ``stamper`` (a ``jpki.tsa.Timestamper``: the test TSA) over exactly those bytes."""
     pdf, lo, digest = _relaid(pdf, new_range, index)
     new = stamper.stamp("sha256", digest).hex().encode()
     return pdf[:lo] + new + pdf[lo + len(new):]

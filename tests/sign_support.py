@@ -154,7 +154,7 @@ def issue_tsa_certificate(ca: TestCA, key: rsa.RSAPrivateKey, *, not_before: dt.
 def clocked_stamper(cert: x509.Certificate, key: rsa.RSAPrivateKey, at: dt.datetime):
     """pyHanko's DummyTimeStamper stamping the time of its ``at`` (not today's; moved on by
     ``tick`` after each token), counting the tokens it made (``issued``), and a
-    jpki.sign.tsp.Timestamper in process (``stamp``). (pyHanko is imported here, not when
+    jpki.tsa.Timestamper in process (``stamp``). (pyHanko is imported here, not when
     conftest loads this module.)"""
     from pyhanko.sign.timestamps import DummyTimeStamper
 
@@ -208,7 +208,7 @@ class _TsaHandler(http.server.BaseHTTPRequestHandler):
 class TestTsa:
     """The test TSA: ``url`` (RFC 3161 over HTTP on a free port), ``at`` (the time it stamps;
     set it to move its clock), ``cert`` (issued by the home's test CA), ``stamper`` (the same
-    TSA in process, a jpki.sign.tsp.Timestamper)."""
+    TSA in process, a jpki.tsa.Timestamper)."""
 
     __test__ = False
 

@@ -428,6 +428,38 @@ def test_the_cycle_finder_finds_a_cycle():
     assert cycles({"jpki.a": {"jpki.b": [a]}}) == []
 
 
+#: RFC 3161, one place each (docs/design.md): a TimeStampReq is built by jpki.tsa.protocol
+#: (``make_query``, which the one client, jpki.tsa.client, sends) and a token's TSTInfo is read
+#: by jpki.verify.timestamp (``check_token``: the client's reply checks, CMS/PDF verification,
+#: ``verify_token``). Building a TSTInfo (the authority) or reading a request (``parse_request``)
+#: is the TSA's own side.
+RFC3161_PLACES = {"TimeStampReq": "jpki.tsa.protocol", "TSTInfo.load": "jpki.verify.timestamp"}
+
+
+def rfc3161_uses(name: str) -> list[tuple[str, int]]:
+    """``….TimeStampReq(…)`` calls (a request built) and ``….TSTInfo.load(…)`` calls (a token
+    read) of a module."""
+    found = []
+    for node in ast.walk(TREES[name]):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+            func = node.func
+            if func.attr == "TimeStampReq":
+                found.append(("TimeStampReq", node.lineno))
+            elif func.attr == "load" and isinstance(func.value, ast.Attribute) and func.value.attr == "TSTInfo":
+                found.append(("TSTInfo.load", node.lineno))
+    return found
+
+
+def test_rfc3161_has_one_client_and_one_token_checker():
+    uses = {m: rfc3161_uses(m) for m in MODULES}
+    offenders = [f"{module_path(m)}:{line}: {what}(…) (only in {RFC3161_PLACES[what]})"
+                 for m, hits in uses.items() for what, line in hits if RFC3161_PLACES[what] != m]
+    report(offenders, "one RFC 3161 client (jpki.tsa.client over jpki.tsa.protocol) and one token "
+                      "checker (jpki.verify.timestamp)")
+    for what, place in RFC3161_PLACES.items():
+        assert what in {w for w, _ in uses[place]}, f"the scanner no longer sees {what} in {place}"
+
+
 def test_jpki_packages_import_one_another_without_cycles():
     graph = package_graph()
     assert "jpki.revocation" in graph["jpki.pki"], "the CA builds its CRLs with jpki.revocation"

@@ -1,4 +1,4 @@
-"""Signatures that stay valid (jpki.sign.levels, jpki.sign.tsp, ``jpki sign --level/--extend``,
+"""Signatures that stay valid (jpki.sign.levels, jpki.tsa.client, ``jpki sign --level/--extend``,
 ``jpki verify`` at the proven time, ``--offline``, ``--crl``/``--ocsp-response``): CAdES and PAdES
 B-T, B-LT, B-LTA made with the test TSA (its certificate issued by the test CA) and the test CA's
 revocation server; the card moved after signing; interop with ``openssl cms``, pyHanko's AdES
@@ -23,7 +23,7 @@ import pytest
 from asn1crypto import cms, tsp
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from fixed import FIXED_NOW
 from sign_support import SIGNED_AT, asgi_fetch, card_signer, clocked_stamper, make_pdf, validator
@@ -36,7 +36,7 @@ from jpki.provision import Home, read_holder
 from jpki.sign import levels
 from jpki.sign.cms import read_cms, sign_file, verify_cms
 from jpki.sign.levels import ValidatorSource
-from jpki.sign.tsp import HttpTimestamper, TimestampError, TimestampRefusedError, check_response
+from jpki.tsa import HttpTimestamper, TimestampError, TimestampRefusedError, check_response
 from jpki.verify import RevocationEvidence
 
 MOVED_AT = SIGNED_AT + dt.timedelta(days=1)
@@ -234,6 +234,61 @@ def test_timestamp_client_checks_the_answer(tsa):
         HttpTimestamper(nowhere, deadline=2).stamp("sha256", digest)
     assert down.value.reason == "unreachable"
     stamper.close()
+
+
+ESS_ATTRIBUTES = ("signing_certificate", "signing_certificate_v2")
+
+
+def resigned(token_der: bytes, key: rsa.RSAPrivateKey, *, keep_ess: bool = False, flip: bool = False) -> bytes:
+    """The token signed again by its TSA's ``key``: without the ESS signingCertificate
+    attribute (unless ``keep_ess``), its signature's last byte flipped with ``flip``."""
+    info = cms.ContentInfo.load(token_der)
+    signer_info = info["content"]["signer_infos"][0]
+    signer_info["signed_attrs"] = cms.CMSAttributes(
+        [a for a in signer_info["signed_attrs"] if keep_ess or a["type"].native not in ESS_ATTRIBUTES])
+    signed = b"\x31" + signer_info["signed_attrs"].dump(force=True)[1:]
+    signature = bytearray(key.sign(signed, padding.PKCS1v15(), hashes.SHA256()))
+    signature[-1] ^= int(flip)
+    signer_info["signature"] = bytes(signature)
+    return info.dump(force=True)
+
+
+def test_the_client_checks_the_tokens_signature_and_its_ess_attribute(tsa):
+    """RFC 3161 §2.4.1: a token names its TSA's certificate in a signingCertificate(V2)
+    attribute; the one client refuses a reply whose token lacks it or whose signature fails."""
+    digest = bytes(range(32))
+    stamper = HttpTimestamper(tsa.url)
+    body, nonce = stamper.request("sha256", digest)
+    token = tsa.stamper.request_tsa_response(tsp.TimeStampReq.load(body))["time_stamp_token"].dump()
+
+    def answer(token_der: bytes) -> bytes:
+        return tsp.TimeStampResp({"status": {"status": "granted"},
+                                  "time_stamp_token": cms.ContentInfo.load(token_der)}).dump()
+
+    check_response(answer(resigned(token, tsa.key, keep_ess=True)), "sha256", digest, nonce)  # signed again: good
+    with pytest.raises(TimestampError, match="no signingCertificate") as no_ess:
+        check_response(answer(resigned(token, tsa.key)), "sha256", digest, nonce, url=tsa.url)
+    assert no_ess.value.reason == "bad-reply"
+    with pytest.raises(TimestampError, match="signature does not verify"):
+        check_response(answer(resigned(token, tsa.key, keep_ess=True, flip=True)), "sha256", digest, nonce)
+    stamper.close()
+
+
+def test_a_signature_timestamp_without_ess_attribute_is_refused(home, tmp_path, doc, tsa):
+    """CMS verification checks its timestamp tokens with the same checks as the client."""
+
+    class WithoutEss:
+        name = "a TSA that leaves out the signingCertificate attribute"
+
+        def stamp(self, algorithm: str, digest: bytes) -> bytes:
+            return resigned(tsa.stamper.stamp(algorithm, digest), tsa.key)
+
+    with card_signer(home) as signer:
+        out = sign_file(doc, tmp_path / "no-ess.p7s", signer, clock=FixedClock(SIGNED_AT), level="T",
+                        timestamper=WithoutEss())
+    report = verify_cms(out.output, data=doc)
+    assert (report.ok, report.reason) == (False, "tampered"), report.summary()
+    assert "signingCertificate" in report.message
 
 
 def test_evidence_must_be_issued_after_the_time_it_proves(home, tsa, revocation):

@@ -26,6 +26,7 @@ from sign_support import ALICE, CHECKED_AT, SIGNED_AT, card_signer, make_pdf, va
 
 from jpki.clock import FixedClock
 from jpki.errors import JpkiError, UsageError
+from jpki.pki import free_port
 from jpki.sign.pdf import parse_visible, sign_pdf, verify_pdf
 
 
@@ -180,7 +181,7 @@ def test_pades_b_t_with_a_timestamp_authority(cli, home, pdf, tmp_path, tsa):
 def test_unreachable_tsa_leaves_no_output(cli, pdf, tmp_path):
     out = tmp_path / "b-t.pdf"
     r = cli("sign", "--pdf", str(pdf), "-o", str(out), "--tsa",
-            "http://127.0.0.1:9/tsr", input="ABC123\n")
+            f"http://127.0.0.1:{free_port()}/tsr", input="ABC123\n")  # nothing listens there
     assert r.exit_code == 1 and "error:" in r.stderr
     assert not out.exists()
 

@@ -371,7 +371,7 @@ class Stamped:
     """alice's signature, then a document timestamp giving it its time (``--extend T``)."""
 
     pdf: bytes
-    stamper: Any            # the test TSA, in process (a jpki.sign.tsp.Timestamper)
+    stamper: Any            # the test TSA, in process (a jpki.tsa.Timestamper)
     tsa_cert: x509.Certificate
 
 

@@ -27,8 +27,10 @@ import pytest
 from asn1crypto import algos, tsp
 from asn1crypto import x509 as asn1_x509
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
-from cryptography.x509.oid import ExtendedKeyUsageOID
+from cryptography.x509.oid import ExtendedKeyUsageOID, ExtensionOID, NameOID
 from fixed import FIXED_NOW
 
 from jpki.clock import FixedClock
@@ -48,7 +50,7 @@ from jpki.tsa import (
 from jpki.tsa.app import TsaSettings, create_service
 from jpki.tsa.app import serve_in_thread as serve_tsa_in_thread
 from jpki.tsa.authority import TimeStampAuthority
-from jpki.tsa.credentials import TSA_CARD_ID, ensure_tsa, load_tsa
+from jpki.tsa.credentials import CERT_FILE, TSA_CARD_ID, TsaNotFoundError, ensure_tsa, load_tsa
 from jpki.tsa.protocol import (
     MAX_REQUEST_SIZE,
     QUERY_TYPE,
@@ -61,7 +63,7 @@ from jpki.tsa.protocol import (
     rejection,
 )
 from jpki.tsa.serials import SerialCounter
-from jpki.verify import TrustStore
+from jpki.verify import TrustStore, Validator
 
 CHECK_AT = str(int(FIXED_NOW.timestamp()) + 60)  # openssl -attime: a minute after the tokens
 SHA256 = hashlib.sha256(b"a contract").digest()
@@ -228,6 +230,23 @@ def test_ensure_tsa_keeps_a_tsa_and_renews_its_certificate_with_the_same_key(tsa
         assert load_tsa(tsa_home / "tsa", ca.sign_ca_cert).cert == after.cert
         with pytest.raises(Exception, match="URL is kept"):
             ensure_tsa(tsa_home, ca=ca, url="http://127.0.0.1:1")
+
+
+def test_a_stored_tsa_certificate_is_held_to_the_one_tsa_profile(tsa_home):
+    """load_tsa checks HOME/tsa's certificate with the rule verify_token and the validator apply
+    (jpki.verify.path.tsa_usage_problem): an id-kp-timeStamping EKU that is not critical fails."""
+    path = tsa_home / "tsa" / CERT_FILE
+    cert = x509.load_pem_x509_certificate(path.read_bytes())
+    with TestCA.open(tsa_home / "ca") as ca:
+        builder = (x509.CertificateBuilder().subject_name(cert.subject).issuer_name(cert.issuer)
+                   .public_key(cert.public_key()).serial_number(cert.serial_number)
+                   .not_valid_before(cert.not_valid_before_utc).not_valid_after(cert.not_valid_after_utc))
+        for ext in cert.extensions:
+            critical = ext.critical and ext.oid != ExtensionOID.EXTENDED_KEY_USAGE
+            builder = builder.add_extension(ext.value, critical=critical)
+        path.write_bytes(builder.sign(ca.sign_ca_key, hashes.SHA256()).public_bytes(Encoding.PEM))
+        with pytest.raises(TsaNotFoundError, match=r"is not a time-stamping certificate: .* not marked critical"):
+            load_tsa(tsa_home / "tsa", ca.sign_ca_cert)
 
 
 # --------------------------------------------------------------------------- tokens and openssl
@@ -453,6 +472,29 @@ def test_a_card_certificate_cannot_pass_for_a_tsa(served):
     token_der = reply(forged.der)["time_stamp_token"].dump()
     check = verify_token(token_der, digest=SHA256, trust=served.trust())
     assert check.reason == TokenReason.NOT_A_TSA_CERTIFICATE and "timeStamping" in check.message
+
+
+def test_the_tsa_profile_is_one_rule_for_verify_token_and_the_validator(served):
+    """jpki.verify.path.tsa_usage_problem decides for both: the timeStamping EKU with a key
+    usage that also allows key encipherment (OpenSSL's timestampsign purpose refuses it too) is
+    no TSA's certificate, for verify_token and for the validator's kind='tsa' alike."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "enciphering TSA")])
+    usage = x509.KeyUsage(digital_signature=True, content_commitment=False, key_encipherment=True,
+                          data_encipherment=False, key_agreement=False, key_cert_sign=False, crl_sign=False,
+                          encipher_only=False, decipher_only=False)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(FIXED_NOW - dt.timedelta(days=1))
+            .not_valid_after(FIXED_NOW + dt.timedelta(days=30)).add_extension(usage, critical=True)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.TIME_STAMPING]), critical=True)
+            .sign(key, hashes.SHA256()))
+    authority = TimeStampAuthority(key, cert, serials=served.authority.serials, clock=FixedClock(FIXED_NOW))
+    token_der = reply(authority.respond(make_query(SHA256)).der)["time_stamp_token"].dump()
+    check = verify_token(token_der, digest=SHA256, trust=served.trust())
+    assert check.reason == TokenReason.NOT_A_TSA_CERTIFICATE and "more than digitalSignature" in check.message
+    assert check.tsa_certificate == cert
+    result = Validator(served.trust(), clock=FixedClock(FIXED_NOW), revocation="none").validate(cert, kind="tsa")
+    assert (result.ok, result.reason) == (False, "wrong-kind") and "more than digitalSignature" in result.message
 
 
 def test_a_refusal_reaches_the_caller_with_its_reason(served):

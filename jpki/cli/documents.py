@@ -178,7 +178,7 @@ class _Levels:
         if self.tsa is None:
             return None
         if self._stamper is None:
-            from ..sign.tsp import HttpTimestamper
+            from ..tsa import HttpTimestamper
 
             self._stamper = HttpTimestamper(self.tsa)
         return self._stamper

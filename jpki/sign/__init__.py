@@ -13,7 +13,7 @@ from jpki.sign.pdf import sign_pdf, verify_pdf                # imports pyHanko
 sign_pdf("in.pdf", "out.pdf", signer, reason="承認")
 verify_pdf("out.pdf", validator=validator)
 
-from jpki.sign.tsp import HttpTimestamper                     # any RFC 3161 TSA
+from jpki.tsa import HttpTimestamper                          # any RFC 3161 TSA
 from jpki.sign.levels import ValidatorSource                  # validation data for B-LT
 sign_file("contract.txt", None, signer, level="LT", timestamper=HttpTimestamper(url),
           source=ValidatorSource(validator))
@@ -25,7 +25,8 @@ streaming), :mod:`.pdf` (pyHanko with the card as its ``Signer``; sign/verify/ex
 :mod:`.pdf_checks` (what a signed PDF must look like before its CMS is checked: the
 hostile-document defences, for signatures and document timestamps), :mod:`.stamp` (the visible
 stamp in Japanese), :mod:`.levels` (the CAdES levels, the archive timestamp, the validation
-data), :mod:`.tsp` (the RFC 3161 client), :mod:`.report` (the frozen reports, the reason codes,
+data; timestamps come from any :class:`jpki.tsa.Timestamper`, the RFC 3161 client being
+:mod:`jpki.tsa.client`), :mod:`.report` (the frozen reports, the reason codes,
 and :func:`check_certificate`, where the path/revocation validator plugs in). See
 docs/signing.md.
 The verification modules import no card library.

@@ -63,7 +63,9 @@ from ..hashing import (  # (re-exported: the streaming half of signing)
     hash_stream,
     regular_file,
 )
+from ..tsa.client import Timestamper
 from ..verify.evidence import RevocationEvidence
+from ..verify.timestamp import TokenReason, check_token
 from . import levels
 from .report import (
     CertificateValidator,
@@ -74,7 +76,6 @@ from .report import (
     check_key_usage,
     identity_of,
 )
-from .tsp import Timestamper
 
 __all__ = [
     "CHUNK_SIZE",
@@ -1185,41 +1186,25 @@ def _check_timestamp(signer_info: cms.SignerInfo, signature: bytes) -> Timestamp
 
 def check_timestamp_token(token: cms.ContentInfo, imprint: Callable[[str], bytes | None],
                           mismatch: str) -> TimestampCheck:
-    """Check an RFC 3161 TimeStampToken: a SignedData over a TSTInfo with one signer, whose
-    signature verifies with the TSA certificate it includes, and whose message imprint is
-    ``imprint(algorithm)`` (``tampered`` with ``mismatch`` otherwise). The TSA certificate's
-    path and revocation are the validator's business (``kind='tsa'``)."""
+    """Check an RFC 3161 TimeStampToken with :func:`jpki.verify.timestamp.check_token` (the one
+    place: a SignedData over a TSTInfo with one signer, whose signed attributes — the ESS
+    signingCertificate included — and signature verify with the TSA certificate it includes)
+    whose message imprint is ``imprint(algorithm)``: ``tampered`` with ``mismatch`` otherwise,
+    ``tampered`` for a signature that does not hold, ``malformed`` for the rest. The TSA
+    certificate's profile, path and revocation are the validator's business (``kind='tsa'``)."""
     try:
-        if token["content_type"].native != "signed_data":
-            raise _malformed("the timestamp token is not a SignedData")
-        sd = token["content"]
-        eci = sd["encap_content_info"]
-        if eci["content_type"].native != "tst_info":
-            raise _malformed("the timestamp token does not hold a TSTInfo")
-        tst_bytes = eci["content"].contents
-        tst_info = tsp.TSTInfo.load(tst_bytes)
-        signers = list(sd["signer_infos"])
-        certs = [c.chosen for c in sd["certificates"] if c.name == "certificate"]
-        alg = tst_info["message_imprint"]["hash_algorithm"]["algorithm"].native
-        hashed = tst_info["message_imprint"]["hashed_message"].native
-        gen_time = tst_info["gen_time"].native
-    except VerificationError:
-        raise
+        token_der = token.dump()
     except DECODE_ERRORS as exc:
         raise decode_failure("cannot decode the timestamp token", exc) from None
-    if len(signers) != 1:
-        raise _malformed("the timestamp token must have exactly one signer")
-    if alg not in VERIFY_DIGESTS:
-        raise _malformed(f"unsupported timestamp imprint hash {alg}")
-    expected = imprint(alg)
-    if expected is None or not hmac.compare_digest(expected, hashed):
-        raise VerificationError("tampered", mismatch)
-    check = check_signer_info(
-        signers[0], certs, "1.2.840.113549.1.9.16.1.4",
-        lambda a: hashlib.new(a, tst_bytes).digest() if a in VERIFY_DIGESTS else None,
-        data=tst_bytes, check_timestamp=False)
-    return TimestampCheck(_aware(gen_time, "the timestamp's time"),
-                          check.certificate.subject.rfc4514_string(), alg, check.certificate)
+    try:
+        checked, cert = check_token(token_der, imprint=imprint, profile=False)
+    except VerificationError as exc:
+        if exc.reason == TokenReason.IMPRINT_MISMATCH:
+            raise VerificationError("tampered", mismatch) from None
+        reason = "tampered" if exc.reason == TokenReason.BAD_SIGNATURE else "malformed"
+        raise VerificationError(reason, f"timestamp token ({exc.reason}): {exc}") from None
+    assert cert is not None
+    return TimestampCheck(checked.gen_time, cert.subject.rfc4514_string(), checked.hash_algorithm, cert)
 
 
 # --------------------------------------------------------------------------- verifying a file

@@ -5,7 +5,7 @@ What each level adds to a CAdES signature (EN 319 122-1), as jpki makes it:
 
 ``T``
     a ``signature-time-stamp`` unsigned attribute (id-aa-signatureTimeStampToken): an RFC 3161
-    token over the signature value, from any TSA (:mod:`jpki.sign.tsp`).
+    token over the signature value, from any TSA (:mod:`jpki.tsa.client`).
 ``LT``
     the validation data that proves the signer's certificate and the TSA's were valid and
     unrevoked at the time the timestamp proves: the certificates (each one's path up to its
@@ -46,10 +46,11 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from .. import der
-from ..errors import JpkiError, UsageError
+from ..errors import JpkiError, UsageError, VerificationError
 from ..hashing import CHUNK_SIZE
+from ..tsa.client import Timestamper
 from ..verify.evidence import RevocationEvidence
-from .tsp import Timestamper, tst_info_of
+from ..verify.timestamp import TimestampToken, signer_certificate
 
 __all__ = [
     "LEVELS",
@@ -269,27 +270,21 @@ def archive_imprint(algorithm: str, *, encap: Iterable[bytes], external: Iterabl
 
 def token_time(token_der: bytes) -> _dt.datetime:
     """The genTime of a TimeStampToken."""
-    when = tst_info_of(cms.ContentInfo.load(token_der))["gen_time"].native
-    if not isinstance(when, _dt.datetime) or when.utcoffset() is None:
-        raise LevelError("the timestamp token's genTime is not a time in UTC")
-    return when
+    try:
+        return TimestampToken.from_der(token_der).gen_time
+    except VerificationError as exc:
+        raise LevelError(str(exc)) from None
 
 
 def token_certificate(token_der: bytes) -> x509.Certificate:
     """The certificate that signed a TimeStampToken (it must be included: certReq)."""
-    sd = cms.ContentInfo.load(token_der)["content"]
-    sid = sd["signer_infos"][0]["sid"]
-    for choice in sd["certificates"]:
-        if choice.name != "certificate":
-            continue
-        cert = choice.chosen
-        if sid.name == "issuer_and_serial_number":
-            if (cert.serial_number == sid.chosen["serial_number"].native
-                    and cert.issuer == sid.chosen["issuer"]):
-                return x509.load_der_x509_certificate(cert.dump())
-        elif cert.key_identifier == sid.chosen.native:
-            return x509.load_der_x509_certificate(cert.dump())
-    raise LevelError("the timestamp token does not include its TSA's certificate")
+    try:
+        cert = signer_certificate(token_der)
+    except VerificationError as exc:
+        raise LevelError(str(exc)) from None
+    if cert is None:
+        raise LevelError("the timestamp token does not include its TSA's certificate")
+    return cert
 
 
 # --------------------------------------------------------------------------- rewriting a file

@@ -57,6 +57,7 @@ from ..clock import Clock, SystemClock
 from ..errors import JpkiError, UsageError, VerificationError
 from ..fileio import write_atomic
 from ..hashing import SIGN_DIGESTS, regular_file
+from ..tsa.client import HttpTimestamper, Timestamper
 from ..verify.evidence import RevocationEvidence
 from . import levels
 from .cms import (
@@ -90,7 +91,6 @@ from .report import (
     certificate_summary,
     identity_of,
 )
-from .tsp import HttpTimestamper, Timestamper
 
 # pyHanko logs what it skips in a broken PDF as warnings with a traceback; with no logging set
 # up, Python would print them on stderr. A NullHandler keeps them for applications that set up
@@ -196,7 +196,7 @@ def _free_field_name(reader: PdfFileReader) -> str:
 
 
 class PyhankoTimestamper(TimeStamper):
-    """A pyHanko ``TimeStamper`` over a :class:`jpki.sign.tsp.Timestamper`: every token pyHanko
+    """A pyHanko ``TimeStamper`` over a :class:`jpki.tsa.Timestamper`: every token pyHanko
     asks for (signature timestamps, document timestamps, the dummy one it sizes the signature
     with) comes through jpki's RFC 3161 client."""
 
@@ -243,7 +243,7 @@ def sign_pdf(path: str | os.PathLike[str], output: str | os.PathLike[str], signe
              source: levels.ValidationDataSource | None = None,
              stamp_font: str | os.PathLike[str] | None = None) -> PdfSignOutcome:
     """Sign a PDF with ``signer`` into ``output``: PAdES baseline ``level`` B (B-B), T (B-T: a
-    signature timestamp from ``timestamper``, or an :class:`~jpki.sign.tsp.HttpTimestamper` of
+    signature timestamp from ``timestamper``, or an :class:`~jpki.tsa.HttpTimestamper` of
     ``tsa_url``), LT (B-LT: and the DSS with the validation data ``source`` gathers for the
     signer's and the TSA's certificates, through pyHanko's ``embed_validation_info``), LTA
     (B-LTA: and a document timestamp after the DSS, pyHanko's ``use_pades_lta``). The level

@@ -2,9 +2,15 @@
 
 For signing code (CAdES-T, PAdES B-T, archive timestamps)::
 
-    from jpki.tsa import request_timestamp, verify_token
+    from jpki.tsa import HttpTimestamper, request_timestamp, verify_token
     token = request_timestamp(url, data=signature_value)          # jpki.tsa.client
     check = verify_token(token, data=signature_value, trust=TrustStore.for_home(home))
+
+The client side, the one of the project (every RFC 3161 request goes through it)::
+
+    jpki.tsa.client        HttpTimestamper (the Timestamper signers take), request_timestamp,
+                           check_response: build the query, post it, check the reply
+    jpki.verify.timestamp  reading and checking tokens (check_token, verify_token; re-exported here)
 
 The authority (it issues; it sits above :mod:`jpki.pki`, whose signing root certifies it)::
 
@@ -18,26 +24,29 @@ Importing this package imports the client side only (no CA, no server). See docs
 """
 
 from jpki.tsa.client import (
+    HttpTimestamper,
+    Timestamper,
     TimestampError,
     TimestampRefusedError,
-    TimestampToken,
-    TokenCheck,
-    TokenReason,
+    check_response,
     request_timestamp,
-    verify_token,
 )
 from jpki.tsa.protocol import PROJECT_ARC, QUERY_TYPE, REPLY_TYPE, TSA_POLICY
+from jpki.verify.timestamp import TimestampToken, TokenCheck, TokenReason, verify_token
 
 __all__ = [
     "PROJECT_ARC",
     "QUERY_TYPE",
     "REPLY_TYPE",
     "TSA_POLICY",
+    "HttpTimestamper",
     "TimestampError",
     "TimestampRefusedError",
     "TimestampToken",
+    "Timestamper",
     "TokenCheck",
     "TokenReason",
+    "check_response",
     "request_timestamp",
     "verify_token",
 ]

@@ -14,7 +14,7 @@ critical; key usage digitalSignature and nonRepudiation (critical), nothing else
 CRL distribution point and OCSP URL are the test CA's (``/crl/sign.crl``, ``/ocsp/sign``) and
 it is recorded in the CA database (card column :data:`TSA_CARD_ID`), so ``jpki ca serve``
 answers for it, ``jpki ca revoke`` can revoke it, and a validator (openssl, pyHanko,
-:func:`jpki.tsa.client.verify_token`) can check its path and its revocation like any
+:func:`jpki.verify.timestamp.verify_token`) can check its path and its revocation like any
 certificate of that CA.
 
 It is made by :func:`ensure_tsa` the first time a TSA is wanted (``jpki tsa init`` or the first
@@ -42,6 +42,7 @@ from jpki.errors import JpkiError, UsageError
 from jpki.fileio import write_atomic
 from jpki.pki import TestCA, free_port, profiles
 from jpki.pki.responder import ResponderKey, ResponderKeyType, check_key_type, key_type_of, new_responder_key
+from jpki.verify.path import tsa_usage_problem
 
 __all__ = [
     "DEFAULT_RENEW_BEFORE",
@@ -242,12 +243,9 @@ def load_tsa(directory: Path | str, issuer_cert: x509.Certificate) -> TsaCredent
         raise TsaNotFoundError(directory, f"{KEY_FILE} does not match {CERT_FILE}")
     if not _issued_by(cert, issuer_cert):
         raise TsaNotFoundError(directory, f"{CERT_FILE} was not issued by the test CA's signing root")
-    try:
-        eku = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
-    except x509.ExtensionNotFound:
-        eku = None
-    if eku is None or list(eku) != [ExtendedKeyUsageOID.TIME_STAMPING]:
-        raise TsaNotFoundError(directory, f"{CERT_FILE} is not a time-stamping certificate")
+    problem = tsa_usage_problem(cert)  # the one rule of a TSA's certificate (jpki.verify.path)
+    if problem is not None:
+        raise TsaNotFoundError(directory, f"{CERT_FILE} is not a time-stamping certificate: {problem}")
     return TsaCredentials(directory, key, cert, issuer_cert, str(config["url"]))
 
 

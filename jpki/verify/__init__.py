@@ -15,7 +15,9 @@ the HTTP fetcher are inputs.
 Modules: :mod:`~jpki.verify.anchors` (:class:`TrustStore`), :mod:`~jpki.verify.path` (the
 time-independent path checks), :mod:`~jpki.verify.evidence` (:class:`RevocationEvidence`:
 OCSP responses and CRLs embedded in a document or given), :mod:`~jpki.verify.revocation_check` (OCSP client, CRL check,
-caches), :mod:`~jpki.verify.fetch` (HTTP), :mod:`~jpki.verify.validator` (:class:`Validator`:
+caches), :mod:`~jpki.verify.fetch` (HTTP), :mod:`~jpki.verify.timestamp` (RFC 3161 timestamp
+tokens: the one place that checks one, for the TSA client and CMS/PDF verification),
+:mod:`~jpki.verify.validator` (:class:`Validator`:
 the order of the checks, revocation modes, hard/soft fail, caching, the maximum age of revocation
 answers), :mod:`~jpki.verify.cache` (:class:`LruCache`, bounded by count and bytes),
 :mod:`~jpki.verify.result` (:class:`ValidationResult`, :class:`Reason`).
@@ -111,6 +113,7 @@ from jpki.verify.anchors import Anchor, TrustStore
 from jpki.verify.cache import LruCache
 from jpki.verify.evidence import RevocationEvidence
 from jpki.verify.fetch import Fetch, FetchError, HttpFetcher
+from jpki.verify.path import crl_url, ocsp_url
 from jpki.verify.result import KINDS, Kind, Reason, RevocationInfo, ValidationResult
 from jpki.verify.revocation_check import CrlCache, OcspCache
 from jpki.verify.validator import Gathered, RevocationMode, Validator
@@ -133,4 +136,6 @@ __all__ = [
     "TrustStore",
     "ValidationResult",
     "Validator",
+    "crl_url",
+    "ocsp_url",
 ]

@@ -39,8 +39,8 @@ from jpki.certinfo import cert_kind
 from jpki.verify.anchors import Anchor, TrustStore
 from jpki.verify.result import KINDS, Reason
 
-__all__ = ["KNOWN_EXTENSIONS", "Examined", "LeafFacts", "examine", "parse_certificate",
-           "tsa_usage_problem"]
+__all__ = ["KNOWN_EXTENSIONS", "Examined", "LeafFacts", "crl_url", "examine", "ocsp_url",
+           "parse_certificate", "rfc5280_path", "tsa_usage_problem"]
 
 _KIND_NAMES = {"sign": "signing", "auth": "user-authentication", "ca": "CA",
                "tsa": "timestamp authority"}
@@ -130,7 +130,8 @@ def _first_http(names: list[x509.GeneralName]) -> str | None:
     return None
 
 
-def _ocsp_url(cert: x509.Certificate) -> str | None:
+def ocsp_url(cert: x509.Certificate) -> str | None:
+    """The first HTTP URI of the certificate's OCSP responder (authority information access)."""
     try:
         aia = cert.extensions.get_extension_for_oid(ExtensionOID.AUTHORITY_INFORMATION_ACCESS).value
     except x509.ExtensionNotFound:
@@ -141,7 +142,7 @@ def _ocsp_url(cert: x509.Certificate) -> str | None:
     )
 
 
-def _crl_url(cert: x509.Certificate) -> str | None:
+def crl_url(cert: x509.Certificate) -> str | None:
     """The first HTTP URI of a distribution point that covers every reason and is not indirect."""
     try:
         dps = cert.extensions.get_extension_for_oid(ExtensionOID.CRL_DISTRIBUTION_POINTS).value
@@ -157,10 +158,12 @@ def _crl_url(cert: x509.Certificate) -> str | None:
 
 
 def tsa_usage_problem(cert: x509.Certificate) -> str | None:
-    """Why ``cert`` is not a timestamp authority's certificate (RFC 3161 §2.3), or None.
+    """Why ``cert`` is not a timestamp authority's certificate (RFC 3161 §2.3), or None: the one
+    rule, for the validator (``kind='tsa'``) and for :mod:`jpki.verify.timestamp`.
 
     It must carry exactly one extended key usage, marked critical: id-kp-timeStamping. A key
-    usage, when present, must allow digitalSignature or nonRepudiation.
+    usage, when present, must allow digitalSignature or nonRepudiation and nothing else (as
+    OpenSSL's ``timestampsign`` purpose wants), and the certificate is no CA.
     """
     try:
         eku = cert.extensions.get_extension_for_oid(ExtensionOID.EXTENDED_KEY_USAGE)
@@ -174,9 +177,18 @@ def tsa_usage_problem(cert: x509.Certificate) -> str | None:
     try:
         ku = cert.extensions.get_extension_for_oid(ExtensionOID.KEY_USAGE).value
     except x509.ExtensionNotFound:
-        return None
-    if isinstance(ku, x509.KeyUsage) and not (ku.digital_signature or ku.content_commitment):
-        return "the key usage allows neither digitalSignature nor nonRepudiation"
+        ku = None
+    if isinstance(ku, x509.KeyUsage):
+        if not (ku.digital_signature or ku.content_commitment):
+            return "the key usage allows neither digitalSignature nor nonRepudiation"
+        if ku.key_encipherment or ku.data_encipherment or ku.key_agreement or ku.key_cert_sign or ku.crl_sign:
+            return "the key usage allows more than digitalSignature and nonRepudiation"
+    try:
+        bc = cert.extensions.get_extension_for_oid(ExtensionOID.BASIC_CONSTRAINTS).value
+    except x509.ExtensionNotFound:
+        bc = None
+    if isinstance(bc, x509.BasicConstraints) and bc.ca:
+        return "a CA certificate is no timestamp authority"
     return None
 
 
@@ -192,8 +204,8 @@ def _facts(cert: x509.Certificate, der: bytes) -> LeafFacts:
         not_before=cert.not_valid_before_utc,
         not_after=cert.not_valid_after_utc,
         detected_kind=cert_kind(cert),
-        ocsp_url=_ocsp_url(cert),
-        crl_url=_crl_url(cert),
+        ocsp_url=ocsp_url(cert),
+        crl_url=crl_url(cert),
     )
 
 
@@ -204,6 +216,23 @@ def _authority_key_id(cert: x509.Certificate) -> bytes | None:
         return None
     assert isinstance(aki, x509.AuthorityKeyIdentifier)
     return aki.key_identifier
+
+
+def rfc5280_path(cert: x509.Certificate, anchors: list[x509.Certificate],
+                 intermediates: list[x509.Certificate], at: _dt.datetime, *,
+                 max_depth: int = 1) -> list[x509.Certificate]:
+    """``cryptography.x509.verification``'s path from ``cert`` to one of ``anchors`` at ``at``
+    (the leaf first), with the JPKI leaf profile and the Web PKI CA profile; raises its
+    ``VerificationError`` with the refusal."""
+    verifier = (
+        _xv.PolicyBuilder()
+        .store(_xv.Store(anchors))
+        .time(at)
+        .max_chain_depth(max_depth)
+        .extension_policies(ca_policy=_CA_POLICY, ee_policy=_LEAF_POLICY)
+        .build_client_verifier()
+    )
+    return list(verifier.verify(cert, intermediates).chain)
 
 
 def _library_check(cert: x509.Certificate, anchor: Anchor) -> str | None:
@@ -217,16 +246,8 @@ def _library_check(cert: x509.Certificate, anchor: Anchor) -> str | None:
     end = min(cert.not_valid_after_utc, anchor.not_after)
     if start > end:
         return None
-    verifier = (
-        _xv.PolicyBuilder()
-        .store(_xv.Store([anchor.cert]))
-        .time(start)
-        .max_chain_depth(1)
-        .extension_policies(ca_policy=_CA_POLICY, ee_policy=_LEAF_POLICY)
-        .build_client_verifier()
-    )
     try:
-        verifier.verify(cert, [])
+        rfc5280_path(cert, [anchor.cert], [], start)
     except _xv.VerificationError as exc:
         return str(exc)
     return None
