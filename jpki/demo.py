@@ -191,6 +191,39 @@ def _sign_documents(home_path: Path, card_name: str, validator: Validator, clock
          f"refused: {altered.reason}")
     report = verify_pdf(pdf_out, validator=validator, clock=clock)
     step("sign a PDF (PAdES B-B)", report.ok, _verdict(report))
+    _pulled_mid_signature(home_path, card_name, text, step)
+
+
+def _pulled_mid_signature(home_path: Path, card_name: str, text: Path,
+                          step: Callable[[str, bool, str], None]) -> None:
+    """A tester's fault (jpki.transport.emu.card_faults): the card leaves the reader as it starts
+    to sign; the signer gets a clean error and writes nothing, and signs once the card is back."""
+    from .errors import CardRemovedError
+    from .sign import CardSigner, sign_file
+    from .transport.emu import card_faults, forget_card_faults
+
+    directory = Home(home_path).card_dir(card_name)
+    faults = card_faults(directory)
+    out = text.with_name("pulled.p7s")
+    try:
+        faults.remove_on_signature()
+        try:
+            with open_transport(f"emu:{card_name}", home=home_path) as t:
+                signer = CardSigner.from_session(JpkiSession(t), "sign", pin=lambda: DEFAULT_SIGN_PIN)
+                sign_file(text, out, signer)
+            error = None
+        except CardRemovedError as exc:
+            error = exc
+        faults.insert()
+        with open_transport(f"emu:{card_name}", home=home_path) as t:
+            signer = CardSigner.from_session(JpkiSession(t), "sign", pin=lambda: DEFAULT_SIGN_PIN)
+            again = signer.sign_data("sha256", b"jpki demo")
+    finally:
+        forget_card_faults(directory)
+    ok = error is not None and not out.exists() and len(again) == 256
+    step("a card pulled out mid-signature (fault injection)", ok,
+         f"{error.code if error else 'no error'}: {error}; nothing written; back in the reader, it signs again"
+         if error else "the fault did not fire")
 
 
 class _Later:
