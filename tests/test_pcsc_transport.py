@@ -7,6 +7,7 @@ when CI=true.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -371,3 +372,28 @@ def test_closed_transport_refuses(plug: Callable[..., VpcdBridge], reader: str) 
         t.transmit(SELECT_JPKI)
     with pytest.raises(errors.TransportError, match="closed"):
         t.reconnect()
+
+
+def test_a_session_inside_another_leaves_pcscd_to_the_outer_one(monkeypatch, tmp_path):
+    # pytester runs a pytest session inside this one, in this process: when it ends, the pcscd
+    # the outer session uses must stay (it once was stopped, and the outer PC/SC tests failed).
+    for name, file in (("_START_LOCK", "start.lock"), ("_USERS_LOCK", "users.lock"), ("_STARTED_FILE", "started")):
+        monkeypatch.setattr(pcsc_env, name, tmp_path / file)
+    (tmp_path / "started").write_text("4242")   # a pcscd an earlier session of these tests started
+    running = [4242]
+    killed: list[tuple[int, int]] = []
+
+    def kill(pid: int, signum: int) -> None:
+        killed.append((pid, signum))
+        running.clear()
+
+    monkeypatch.setattr(pcsc_env, "missing_reason", lambda: None)
+    monkeypatch.setattr(pcsc_env, "pcscd_pids", lambda: list(running))
+    monkeypatch.setattr(pcsc_env, "wait_ready", lambda *a, **k: True)
+    monkeypatch.setattr(pcsc_env.os, "kill", kill)
+    with pcsc_env.pcscd_running() as outer:
+        assert isinstance(outer, pcsc_env.PcscdEnv) and not outer.started
+        with pcsc_env.pcscd_running() as inner:
+            assert isinstance(inner, pcsc_env.PcscdEnv)
+        assert killed == [] and running == [4242]
+    assert killed == [(4242, signal.SIGTERM)] and not (tmp_path / "started").exists()

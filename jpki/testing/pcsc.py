@@ -198,6 +198,9 @@ _START_LOCK = LOCK_DIR / "jpki-pcscd.start.lock"
 _USERS_LOCK = LOCK_DIR / "jpki-pcscd.users.lock"
 #: The pid of a pcscd a session of this module started (the last session out stops it).
 _STARTED_FILE = LOCK_DIR / "jpki-pcscd.started"
+#: Users of pcscd in this process (a session run inside another, as pytester does, is one more):
+#: /proc/locks names processes, not sessions.
+_LOCAL_USERS = 0
 
 
 # -- start / stop ---------------------------------------------------------------------------
@@ -268,9 +271,12 @@ def pcscd_running(timeout: float = START_TIMEOUT) -> Iterator[PcscdEnv | str]:
                     return
                 _STARTED_FILE.write_text(str(proc.pid))
                 env = PcscdEnv(pid=proc.pid, started=True, process=proc)
+        global _LOCAL_USERS
+        _LOCAL_USERS += 1
         try:
             yield env
         finally:
+            _LOCAL_USERS -= 1
             _release(proc)
 
 
@@ -279,8 +285,8 @@ def _release(proc: subprocess.Popen[bytes] | None) -> None:
     session of this module started — its own (``proc``) or another's (named in the started
     file) —, never one that was running before."""
     with _flock(_START_LOCK, fcntl.LOCK_EX):
-        if _other_lock_holders(_USERS_LOCK):
-            return  # leave it running for them; it runs in its own session
+        if _LOCAL_USERS or _other_lock_holders(_USERS_LOCK):
+            return  # leave it running for them (here: a pytest session run inside another)
         if proc is not None:
             stop_pcscd(proc)
         else:
