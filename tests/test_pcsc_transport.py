@@ -387,6 +387,7 @@ def test_a_session_inside_another_leaves_pcscd_to_the_outer_one(monkeypatch, tmp
         killed.append((pid, signum))
         running.clear()
 
+    monkeypatch.setattr(pcsc_env, "_LOCAL_USERS", 0)   # this test's own sessions only (not this worker's)
     monkeypatch.setattr(pcsc_env, "missing_reason", lambda: None)
     monkeypatch.setattr(pcsc_env, "pcscd_pids", lambda: list(running))
     monkeypatch.setattr(pcsc_env, "wait_ready", lambda *a, **k: True)
