@@ -317,7 +317,8 @@ class _FirstExchangeFails:
 
 @pytest.mark.pcsc
 def test_a_first_select_that_fails_on_a_card_just_inserted_is_sent_again(
-        plug: Callable[..., VpcdBridge], reader: str) -> None:
+        plug: Callable[..., VpcdBridge], reader: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(pcsc_module, "_REMOVAL_GRACE", 0.1)   # how long a failed exchange looks for a removal
     card = EchoCard()
     plug(card)
     with PcscTransport(reader) as t:

@@ -387,7 +387,7 @@ class PcscTransport(TransportBase):
             self._reconnect(sc.SCARD_LEAVE_CARD)
             hr, response = sc.SCardTransmit(self._hcard, self._protocol, list(apdu))
         elif (_code(hr) == _code(sc.SCARD_E_NOT_TRANSACTED) and not self._answered
-              and apdu[1:2] == b"\xa4" and not self._card_left(_REMOVAL_GRACE)):
+              and apdu[1:2] == b"\xa4" and not self._card_left(0)):
             # Right after a card is inserted, pcscd may still be powering it up and the first
             # exchange fails. Nothing has reached the card through this connection yet and a
             # SELECT changes nothing but the selection, so: reset it and send the SELECT again.
