@@ -19,7 +19,9 @@ Sections (run both, or pick with ``--section``):
     jpki >= 1.0x oidc-provider.
 
 ``flows``
-    Complete code flows per second against ``jpki idp serve --workers 2 --test-cards`` with the
+    Complete code flows per second against ``jpki idp serve --workers 3 --test-cards``
+    (``--flow-workers``: the provider calls Redis synchronously, and while a worker waits for a
+    reply a third one uses the core; ``--flow-workers 2`` for the figure with two) with the
     Redis store: authorization page, test-card authentication (the emulated card signs for real
     in the provider's process, the provider verifies it: signature, certificate path, cached
     OCSP), the browser back with the code, the token request (``private_key_jwt``), userinfo;
@@ -655,7 +657,11 @@ def main() -> None:
     parser.add_argument("--section", choices=["token", "flows", "all"], default="all")
     parser.add_argument("-n", type=int, default=None, help="exchanges or flows timed (token 3,000; flows 3,000)")
     parser.add_argument("--rounds", type=int, default=None, help="token rounds per server, the best counts (3)")
-    parser.add_argument("--workers", type=int, default=2, help="server processes")
+    parser.add_argument("--workers", type=int, default=2, help="server processes of the token section (as many "
+                        "for oidc-provider)")
+    parser.add_argument("--flow-workers", type=int, default=3,
+                        help="server processes of the flows section [3: on 2 cores a third process works while "
+                             "the others wait on Redis]")
     parser.add_argument("--quick", action="store_true", help="short runs while developing (n 600, 1 round)")
     parser.add_argument("--no-baseline", action="store_true", help="leave oidc-provider out")
     parser.add_argument("--node-dir", help="where oidc-provider is installed [~/.cache/jpki-bench/oidc-provider]")
@@ -672,7 +678,7 @@ def main() -> None:
         token_section(args.n or (600 if args.quick else 3000), args.rounds or (1 if args.quick else 3), args.workers,
                       not args.no_baseline, node_dir(args.node_dir), args.token_client)
     if args.section in ("flows", "all"):
-        flows_section(args.n or (600 if args.quick else 3000), args.workers, args.flows_client)
+        flows_section(args.n or (600 if args.quick else 3000), args.flow_workers, args.flows_client)
 
 
 if __name__ == "__main__":
