@@ -166,3 +166,18 @@ def test_purge_forgets_the_groups_of_finished_keys(tmp_path):
     with sqlite._connection() as conn:
         assert conn.execute("SELECT count(*) FROM idp_kv_groups").fetchone()[0] == 0
     sqlite.close()
+
+
+def test_add_then_take_is_one_step_and_takes_only_after_adding(pair):
+    # The token endpoint records the client assertion's jti and takes the code in one round trip:
+    # a replayed jti must leave the code where it is.
+    a, b = pair
+    a.put("code", "c1", now=NOW, expires_at=LATER)
+    assert b.add_then_take("jti:1", "1", take="code", now=NOW, expires_at=LATER) == (True, "c1")
+    a.put("code", "c2", now=NOW, expires_at=LATER)
+    assert a.add_then_take("jti:1", "1", take="code", now=NOW, expires_at=LATER) == (False, None)   # replayed
+    assert b.get("code", now=NOW) == "c2"                                                          # untouched
+    assert a.add_then_take("jti:2", "1", take="absent", now=NOW, expires_at=LATER) == (True, None)
+    assert b.add_then_take("jti:1", "1", take="code", now=LATER, expires_at=LATER + dt.timedelta(seconds=9)) \
+        == (True, None)   # the old jti expired: stored again; the code expired too: gone, None
+    assert a.get("code", now=NOW) is None

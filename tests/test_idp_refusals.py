@@ -302,12 +302,42 @@ def test_client_assertions_replayed_wrong_audience_expired_or_too_long(idp):
 
     async def go() -> None:
         assert await attempt(extra={"jti": "same-jti"}) is None
+        codes = {k for k in idp.provider.kv._items if k.startswith("code:")}   # type: ignore[attr-defined]
         assert await attempt(extra={"jti": "same-jti"}) == "invalid_client"        # replayed jti
+        # the jti is checked in the step that would take the code: a replay leaves the code in place
+        assert len({k for k in idp.provider.kv._items if k.startswith("code:")} - codes) == 1  # type: ignore[attr-defined]
         assert await attempt(audience="https://elsewhere.example/token") == "invalid_client"
         assert await attempt(lifetime=-60) == "invalid_client"                      # expired
         assert await attempt(lifetime=3600) == "invalid_client"                     # exp too far ahead
         assert await attempt(extra={"iss": other.id}) == "invalid_client"           # iss is not sub
         assert await attempt(extra={"sub": other.id, "iss": other.id}) == "invalid_client"  # other's id, our key
+
+    run(go())
+
+
+def test_an_assertion_sent_without_a_code_is_spent_all_the_same(idp):
+    # The jti is recorded with taking the code; a request that never gets there records it anyway.
+    reg = register(idp)
+
+    from joserfc import jwt
+
+    now = int(idp.clock.now().timestamp())
+    assertion = jwt.encode({"alg": "ES256", "kid": reg.key.kid},
+                           {"iss": reg.id, "sub": reg.id, "aud": TOKEN, "iat": now, "exp": now + 120,
+                            "jti": "spent-without-a-code"}, reg.key)
+
+    async def go() -> None:
+        async with oauth_client(idp, reg) as client:
+            started = await start(idp, client)
+            code = await code_for(started)
+        form = {"grant_type": "authorization_code", "redirect_uri": SHOP, "code_verifier": started.verifier,
+                "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+                "client_assertion": assertion}
+        async with idp.http() as http:
+            missing = await http.post(TOKEN, data=form)
+            assert missing.status_code == 400 and missing.json()["error"] == "invalid_request"
+            again = await http.post(TOKEN, data={**form, "code": code})
+            assert again.status_code == 401 and "replayed" in again.json()["error_description"]
 
     run(go())
 

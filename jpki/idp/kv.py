@@ -118,6 +118,11 @@ class KV(Protocol):
     def take(self, key: str, *, now: _dt.datetime) -> str | None:
         """Delete and return the value, at most once ever; None if absent or expired."""
 
+    def add_then_take(self, key: str, value: str, *, take: str, now: _dt.datetime,
+                      expires_at: _dt.datetime) -> tuple[bool, str | None]:
+        """:meth:`add` ``value`` at ``key``; only if it was stored, :meth:`take` ``take`` — as one
+        step (one round trip to Redis). Returns (stored, the value taken or None)."""
+
     def swap(self, key: str, expected: str, value: str, *, now: _dt.datetime,
              expires_at: _dt.datetime) -> bool:
         """Replace the live value by ``value`` only if it equals ``expected``; True if replaced."""
@@ -239,6 +244,19 @@ class MemoryKV(_Base):
             self._check_open()
             current = self._items.pop(key, None)
         return current[1] if current is not None and current[0] > now_us else None
+
+    def add_then_take(self, key: str, value: str, *, take: str, now: _dt.datetime,
+                      expires_at: _dt.datetime) -> tuple[bool, str | None]:
+        key, take, now_us, exp_us = _check_key(key), _check_key(take), _micros(now), _micros(expires_at)
+        with self._lock:
+            self._check_open()
+            current = self._items.get(key)
+            if current is not None and current[0] > now_us:
+                return False, None
+            self._room(key, now_us)
+            self._items[key] = (exp_us, value)
+            taken = self._items.pop(take, None)
+        return True, (taken[1] if taken is not None and taken[0] > now_us else None)
 
     def swap(self, key: str, expected: str, value: str, *, now: _dt.datetime,
              expires_at: _dt.datetime) -> bool:
@@ -426,6 +444,20 @@ class SqliteKV(_Base):
             return None
         return str(rows[0][1])
 
+    def add_then_take(self, key: str, value: str, *, take: str, now: _dt.datetime,
+                      expires_at: _dt.datetime) -> tuple[bool, str | None]:
+        key, take, now_us, exp_us = _check_key(key), _check_key(take), _micros(now), _micros(expires_at)
+        with self._transaction() as conn:
+            cur = conn.execute(
+                "INSERT INTO idp_kv (key, expires_us, value) VALUES (?, ?, ?) ON CONFLICT (key) DO "
+                "UPDATE SET expires_us = excluded.expires_us, value = excluded.value "
+                "WHERE idp_kv.expires_us <= ?", (key, exp_us, value, now_us))
+            if cur.rowcount != 1:
+                return False, None
+            rows = conn.execute("SELECT expires_us, value FROM idp_kv WHERE key = ?", (take,)).fetchall()
+            conn.execute("DELETE FROM idp_kv WHERE key = ?", (take,))
+        return True, (str(rows[0][1]) if rows and rows[0][0] > now_us else None)
+
     def swap(self, key: str, expected: str, value: str, *, now: _dt.datetime,
              expires_at: _dt.datetime) -> bool:
         key, now_us, exp_us = _check_key(key), _micros(now), _micros(expires_at)
@@ -482,6 +514,19 @@ if not bar or tonumber(string.sub(cur, 1, bar - 1)) <= tonumber(ARGV[3]) then re
 if string.sub(cur, bar + 1) ~= ARGV[1] then return 0 end
 redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[4])
 return 1
+"""
+
+# _LUA_ADD on KEYS[1], then, only if it stored, _LUA_TAKE on KEYS[2]: {stored (0/1), taken or nil}.
+_LUA_ADD_THEN_TAKE: Final = """
+local cur = redis.call('GET', KEYS[1])
+if cur then
+  local bar = string.find(cur, '|', 1, true)
+  if bar and tonumber(string.sub(cur, 1, bar - 1)) > tonumber(ARGV[3]) then return {0, false} end
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+local taken = redis.call('GET', KEYS[2])
+if taken then redis.call('DEL', KEYS[2]) end
+return {1, taken}
 """
 
 # KEYS the records, ARGV each one's stored value and PX in turn.
@@ -550,6 +595,7 @@ class RedisKV(_Base):
         self._swap = self._client.register_script(_LUA_SWAP)
         self._put_capped = self._client.register_script(_LUA_PUT_CAPPED)
         self._put_many = self._client.register_script(_LUA_PUT_MANY)
+        self._add_then_take = self._client.register_script(_LUA_ADD_THEN_TAKE)
 
     @contextlib.contextmanager
     def _errors(self, doing: str) -> Iterator[None]:
@@ -614,6 +660,14 @@ class RedisKV(_Base):
         with self._errors("read from"):
             raw = self._take(keys=[self.prefix + key])
         return self._unwrap(raw, now_us)
+
+    def add_then_take(self, key: str, value: str, *, take: str, now: _dt.datetime,
+                      expires_at: _dt.datetime) -> tuple[bool, str | None]:
+        key, take, now_us, exp_us = _check_key(key), _check_key(take), _micros(now), _micros(expires_at)
+        with self._errors("write to"):
+            stored, raw = self._add_then_take(keys=[self.prefix + key, self.prefix + take],
+                                              args=[f"{exp_us}|{value}", self._px(exp_us, now_us), now_us])
+        return (True, self._unwrap(raw, now_us)) if stored else (False, None)
 
     def swap(self, key: str, expected: str, value: str, *, now: _dt.datetime,
              expires_at: _dt.datetime) -> bool:

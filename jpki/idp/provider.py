@@ -201,6 +201,14 @@ class MalformedAnswerError(JpkiError):
     code = "malformed_answer"
 
 
+
+@dataclasses.dataclass(frozen=True)
+class _Jti:
+    """A client assertion's ``jti`` as the store keeps it, until the assertion's expiry."""
+
+    key: str
+    until: _dt.datetime
+
 class ProviderUnavailableError(JpkiError):
     """A store or the relying party's checks failed: try again (HTTP 503); nothing was decided."""
 
@@ -1008,12 +1016,16 @@ class Provider:
         """The token endpoint: the response document, or :class:`OAuthError`."""
         params = _single(pairs, "token request")
         now = self._now()
-        client = self._authenticate(params, authorization, now)
+        deferred: list[_Jti] = []   # an assertion's jti, recorded in the same step as the code is taken
+        client = self._authenticate(params, authorization, now, defer=deferred)
         self._admit(client)
         grant = params.get("grant_type")
+        jti = deferred[0] if deferred else None
         try:
             if grant == "authorization_code":
-                return self._code_grant(client, params, now)
+                return self._code_grant(client, params, now, jti)
+            if jti is not None:
+                self._record_jti(client, jti, now)
             if grant == "refresh_token" and self.refreshing:
                 return self._refresh_grant(client, params, now)
             if grant == "client_credentials":
@@ -1033,9 +1045,10 @@ class Provider:
                              f"{math.ceil(wait)} s", status=429, headers={"Retry-After": str(max(1, math.ceil(wait)))})
 
     def _authenticate(self, params: Mapping[str, str], authorization: str | None, now: _dt.datetime, *,
-                      endpoint: str | None = None) -> Client:
+                      endpoint: str | None = None, defer: list[_Jti] | None = None) -> Client:
         """The client authenticated by the request (``endpoint``: the URL an assertion may name
-        as ``aud`` beside the issuer; default the token endpoint)."""
+        as ``aud`` beside the issuer; default the token endpoint; ``defer``: see
+        :meth:`_private_key_jwt`)."""
         basic = authorization is not None and authorization[:6].lower() == "basic "
         assertion = params.get("client_assertion")
         assertion_type = params.get("client_assertion_type")
@@ -1047,7 +1060,8 @@ class Provider:
         if assertion is not None or assertion_type is not None:
             if assertion_type != JWT_BEARER or not assertion:
                 raise OAuthError("invalid_client", f"client_assertion_type must be {JWT_BEARER}", status=401)
-            return self._private_key_jwt(assertion, params.get("client_id"), now, endpoint or self.token_endpoint)
+            return self._private_key_jwt(assertion, params.get("client_id"), now, endpoint or self.token_endpoint,
+                                         defer)
         if basic:
             assert authorization is not None
             return self._client_secret_basic(authorization[6:].strip(), params.get("client_id"))
@@ -1151,11 +1165,16 @@ class Provider:
                 continue
         return False
 
+    @staticmethod
+    def _assertion_refused(why: str, client_id: str = "-") -> OAuthError:
+        log.info("client authentication failed: client=%s method=private_key_jwt: %s", client_id[:32], why)
+        return OAuthError("invalid_client", f"client assertion refused: {why}", status=401)
+
     def _private_key_jwt(self, assertion: str, form_client_id: str | None, now: _dt.datetime,
-                         endpoint: str) -> Client:
-        def refuse(why: str, client_id: str = "-") -> OAuthError:
-            log.info("client authentication failed: client=%s method=private_key_jwt: %s", client_id[:32], why)
-            return OAuthError("invalid_client", f"client assertion refused: {why}", status=401)
+                         endpoint: str, defer: list[_Jti] | None = None) -> Client:
+        """The client a verified assertion authenticates; its ``jti`` is recorded in the shared
+        store now, or (``defer``) appended there for the caller to record with its own step."""
+        refuse = self._assertion_refused
 
         try:
             compact = jws.extract_compact(assertion.encode("ascii"))
@@ -1207,25 +1226,41 @@ class Provider:
         jti = claims.get("jti")
         if not isinstance(jti, str) or not 1 <= len(jti) <= 256:
             raise refuse("jti is missing", client_id)
-        until = _dt.datetime.fromtimestamp(exp + skew, _dt.UTC)
+        record = _Jti(f"jti:{client.client_id}:{_digest(jti)}", _dt.datetime.fromtimestamp(exp + skew, _dt.UTC))
+        if defer is not None:
+            defer.append(record)
+        else:
+            self._record_jti(client, record, now)
+        return client
+
+    def _record_jti(self, client: Client, record: _Jti, now: _dt.datetime) -> None:
+        """Record an assertion's ``jti`` in the shared store: a replay (already there) is refused."""
         try:
-            first = self.kv.add(f"jti:{client.client_id}:{_digest(jti)}", "1", now=now, expires_at=until)
+            first = self.kv.add(record.key, "1", now=now, expires_at=record.until)
         except ChallengeStoreError as exc:
             log.warning("jti not recorded: %s", exc)
             raise OAuthError("temporarily_unavailable", "the store is unavailable: try again shortly",
                              status=503) from None
         if not first:
-            raise refuse("the assertion was already used (jti replayed)", client_id)
-        return client
+            raise self._assertion_refused("the assertion was already used (jti replayed)", client.client_id)
 
-    def _code_grant(self, client: Client, params: Mapping[str, str], now: _dt.datetime) -> dict[str, Any]:
+    def _code_grant(self, client: Client, params: Mapping[str, str], now: _dt.datetime,
+                    jti: _Jti | None = None) -> dict[str, Any]:
+        """The authorization-code grant; ``jti``: the client assertion's, recorded in the store in
+        one step with taking the code (one round trip; a replayed one leaves the code)."""
         code, redirect_uri, verifier = params.get("code"), params.get("redirect_uri"), params.get("code_verifier")
-        if not code:
-            raise OAuthError("invalid_request", "code is missing")
-        if not redirect_uri:
-            raise OAuthError("invalid_request", "redirect_uri is missing")
+        if not code or not redirect_uri:
+            if jti is not None:
+                self._record_jti(client, jti, now)   # the assertion is spent all the same
+            raise OAuthError("invalid_request", "code is missing" if not code else "redirect_uri is missing")
         code_key = _digest(code)
-        text = self.kv.take("code:" + code_key, now=now)
+        if jti is None:
+            text = self.kv.take("code:" + code_key, now=now)
+        else:
+            first, text = self.kv.add_then_take(jti.key, "1", take="code:" + code_key, now=now,
+                                                expires_at=jti.until)
+            if not first:
+                raise self._assertion_refused("the assertion was already used (jti replayed)", client.client_id)
         if text is None:
             used = self.kv.get("used:" + code_key, now=now)
             if used is not None:  # a second use: revoke what the first one gave (RFC 6749 §4.1.2)
