@@ -44,6 +44,7 @@ from jpki.auth.store import (
 from jpki.cli._fail import fail_for
 from jpki.clock import JST
 from jpki.errors import JpkiError, UsageError
+from jpki.pki import free_port
 
 T0 = dt.datetime(2026, 11, 27, 3, 0, 0, tzinfo=dt.UTC)
 TTL = dt.timedelta(minutes=5)
@@ -723,9 +724,9 @@ def test_redis_errors_never_show_the_password():
 
 def test_redis_bad_arguments():
     with pytest.raises(UsageError, match="take_method"):
-        RedisStore("redis://127.0.0.1:1/0", take_method="fast")  # type: ignore[arg-type]
+        RedisStore(f"redis://127.0.0.1:{free_port()}/0", take_method="fast")  # type: ignore[arg-type]
     with pytest.raises(UsageError, match="expiry_grace"):
-        RedisStore("redis://127.0.0.1:1/0", expiry_grace=dt.timedelta(seconds=-1))
+        RedisStore(f"redis://127.0.0.1:{free_port()}/0", expiry_grace=dt.timedelta(seconds=-1))
 
 
 # --------------------------------------------------------------------------- open_store
@@ -773,7 +774,7 @@ def test_open_store_refuses_unknown_specs(spec: str):
 
 def test_open_store_refuses_two_prefixes():
     with pytest.raises(UsageError, match="prefix more than once"):
-        open_store("redis://127.0.0.1:1/0?prefix=a&prefix=b")
+        open_store(f"redis://127.0.0.1:{free_port()}/0?prefix=a&prefix=b")
 
 
 # --------------------------------------------------------------------------- layering

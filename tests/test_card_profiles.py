@@ -19,7 +19,7 @@ from card_emulator.profile import PROFILES, profile_named
 from jpki.clock import FixedClock
 from jpki.errors import FileNotFoundOnCardError, SecurityStatusError, UsageError
 from jpki.identity import SAMPLE_PERSONAS
-from jpki.pki import TestCA
+from jpki.pki import TestCA, free_port
 from jpki.pki.profiles import ROOT_GENERATION_START, root_generation
 from jpki.provision import Home, create_card
 from jpki.session import CardInfoSession, CommonSession, JpkiSession, SurfaceSession
@@ -123,7 +123,7 @@ def test_unknown_profile_is_a_usage_error(cli):
 # ----------------------------------------------------------------------------- root generations
 def test_roots_of_a_generation_are_dated_like_the_jlis_roots(tmp_path, key_pool):
     clock = FixedClock(dt.datetime(2022, 4, 1, 0, 0, tzinfo=dt.UTC))
-    ca = TestCA.init(tmp_path / "ca", clock=clock, base_url="http://127.0.0.1:9",
+    ca = TestCA.init(tmp_path / "ca", clock=clock, base_url=f"http://127.0.0.1:{free_port()}",
                      keys={"sign": key_pool[0], "auth": key_pool[1]}, generation="2015")
     try:
         for root in (ca.sign_ca_cert, ca.auth_ca_cert):
@@ -133,7 +133,7 @@ def test_roots_of_a_generation_are_dated_like_the_jlis_roots(tmp_path, key_pool)
     finally:
         ca.close()
     with pytest.raises(UsageError, match="root generation must be one of 2015, 2023"):
-        TestCA.init(tmp_path / "ca2", clock=clock, base_url="http://127.0.0.1:9", generation="2019")
+        TestCA.init(tmp_path / "ca2", clock=clock, base_url=f"http://127.0.0.1:{free_port()}", generation="2019")
     assert not (tmp_path / "ca2").exists()
 
 
@@ -145,7 +145,7 @@ def test_card_2015_needs_a_2015_ca_and_holds_its_roots(tmp_path, key_pool, home)
         create_card(Home(home), "old", persona, profile="card-2015", keys=(key_pool[2], key_pool[3]))
     clock = FixedClock(dt.datetime(2022, 4, 1, 0, 0, tzinfo=dt.UTC))
     h = Home(tmp_path / "home-2015")
-    TestCA.init(h.ca_dir, clock=clock, base_url="http://127.0.0.1:9",
+    TestCA.init(h.ca_dir, clock=clock, base_url=f"http://127.0.0.1:{free_port()}",
                 keys={"sign": key_pool[0], "auth": key_pool[1]}, generation="2015").close()
     holder = create_card(h, "old", persona, profile="card-2015", clock=clock,
                          keys=(key_pool[2], key_pool[3]))

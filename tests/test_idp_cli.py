@@ -35,7 +35,7 @@ def test_client_add_list_remove(cli, home, tmp_path):
     added = r.json()
     assert added["auth_methods"] == ["private_key_jwt"] and added["sector"] == "shop.example.jp"
     assert "client_secret" not in added and added["keys"] == 1
-    r = cli("idp", "client", "add", "CI", "--redirect-uri", "http://127.0.0.1:8000/callback", "--secret")
+    r = cli("idp", "client", "add", "CI", "--redirect-uri", f"http://127.0.0.1:{free_port()}/callback", "--secret")
     assert r.exit_code == 0 and "client_secret:" in r.stdout and "shown once" in r.stdout
     secret = r.stdout.split("client_secret:")[1].split()[0]
     r = cli("--json", "idp", "client", "list")
@@ -127,7 +127,7 @@ def test_serve_as_a_process_with_two_workers_and_test_cards(cli, live_home, tmp_
     key = ECKey.generate_key("P-256", auto_kid=True)
     jwks = tmp_path / "jwks.json"
     jwks.write_text(json.dumps({"keys": [key.as_dict(private=False)]}))
-    redirect = "http://127.0.0.1:9/callback"
+    redirect = f"http://127.0.0.1:{free_port()}/callback"   # never called: the test reads the code
     cli = cli.bind(home=live_home, card=None)
     r = cli("--json", "idp", "client", "add", "Example shop", "--redirect-uri", redirect,
             "--jwks", str(jwks), "--secret")

@@ -14,6 +14,7 @@ from redis_env import redis_url  # noqa: F401  (session fixture)
 
 from jpki.errors import UsageError
 from jpki.idp.kv import KV, KVError, MemoryKV, RedisKV, SqliteKV, open_kv
+from jpki.pki import free_port
 
 NOW = dt.datetime(2026, 11, 27, 3, 0, tzinfo=dt.UTC)
 LATER = NOW + dt.timedelta(seconds=60)
@@ -103,7 +104,7 @@ def test_specs():
         with pytest.raises(UsageError):
             open_kv(bad)
     with pytest.raises(KVError):
-        RedisKV("redis://127.0.0.1:1/0", socket_timeout=0.5)     # unreachable: fails at once
+        RedisKV(f"redis://127.0.0.1:{free_port()}/0", socket_timeout=0.5)     # unreachable: fails at once
 
 
 def test_put_many_stores_every_record_at_once(pair):
