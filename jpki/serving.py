@@ -54,6 +54,7 @@ Importing this module imports neither uvicorn nor any app: only :mod:`jpki.error
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import dataclasses
 import errno
@@ -70,8 +71,8 @@ import socket
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Final, Self
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Final, Protocol, Self
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -283,6 +284,38 @@ async def _gone(request: Request, exc: Exception) -> Response:
     # The client went away mid-body: nobody reads this answer; one debug line, no traceback.
     _log.debug("client disconnected before sending its whole body")
     return Response(status_code=400)
+
+
+class Ticking(Protocol):
+    """What :func:`summarising_lifespan` ticks: a refusal log (``jpki.auth.limits.RefusalLog``)."""
+
+    interval: float
+
+    def tick(self) -> Any: ...
+
+
+def summarising_lifespan(refusals: Ticking, shutdown: Callable[[], None]) -> Lifespan[Any]:
+    """A lifespan that ticks ``refusals`` every ``refusals.interval`` seconds (the last refusals
+    of a flood are summarised even when no request follows) and, at the end, stops ticking and
+    runs ``shutdown`` in the thread pool (it may close stores)."""
+
+    async def summarise() -> None:
+        while True:
+            await asyncio.sleep(refusals.interval)
+            refusals.tick()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Any) -> AsyncIterator[None]:
+        from starlette.concurrency import run_in_threadpool
+
+        ticker = asyncio.create_task(summarise())
+        try:
+            yield
+        finally:
+            ticker.cancel()
+            await run_in_threadpool(shutdown)
+
+    return lifespan
 
 
 def http_app(

@@ -63,12 +63,11 @@ import math
 import os
 import socket
 import urllib.parse
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Final
 
 from starlette.applications import Starlette
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -106,6 +105,7 @@ from jpki.serving import (
     Refusal,
     http_app,
     serve_in_thread,
+    summarising_lifespan,
 )
 from jpki.serving import serve as _serve
 from jpki.settings import settings_from_json, settings_to_json
@@ -537,21 +537,8 @@ def create_app(rp: RelyingParty, *, board: Board | None = None, max_body: int = 
         Route("/page.js", page_js, methods=["GET"]),
     ]
 
-    async def summarise() -> None:
-        while True:  # the last refusals of a flood are reported even when no request follows
-            await asyncio.sleep(refusals.interval)
-            refusals.tick()
-
-    @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        ticker = asyncio.create_task(summarise())
-        try:
-            yield
-        finally:
-            ticker.cancel()
-            await run_in_threadpool(shutdown)
-
-    app = http_app(routes, lifespan=lifespan, max_body=max_body, body_timeout=body_timeout, refusals=_REFUSALS)
+    app = http_app(routes, lifespan=summarising_lifespan(refusals, shutdown), max_body=max_body,
+                   body_timeout=body_timeout, refusals=_REFUSALS)
     app.state.rp = rp
     app.state.board = board
     app.state.limiter = limiter

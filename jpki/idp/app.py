@@ -61,14 +61,13 @@ uvicorn workers sharing a SQLite or Redis store); tests run :func:`create_app` u
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import datetime as _dt
 import json
 import logging
 import math
 import urllib.parse
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final, Protocol
 
 from starlette.applications import Starlette
@@ -97,7 +96,14 @@ from jpki.idp.provider import (
     network_forbidden,
 )
 from jpki.idp.signtx import SignTransactions
-from jpki.serving import DEFAULT_BODY_TIMEOUT, DEFAULT_IDLE_TIMEOUT, AppSpec, Refusal, http_app
+from jpki.serving import (
+    DEFAULT_BODY_TIMEOUT,
+    DEFAULT_IDLE_TIMEOUT,
+    AppSpec,
+    Refusal,
+    http_app,
+    summarising_lifespan,
+)
 from jpki.serving import serve as _serve
 from jpki.verify import Fetch
 
@@ -520,21 +526,8 @@ def create_app(provider: Provider, *, test_cards: TestCardsPlugin | None = None,
             except Exception as exc:  # noqa: BLE001 - shutting down: report and go on
                 log.warning("shutdown step failed: %s", exc)
 
-    async def summarise() -> None:
-        while True:  # the last refusals of a flood are reported even when no request follows
-            await asyncio.sleep(throttle.refusals.interval)
-            throttle.refusals.tick()
-
-    @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        ticker = asyncio.create_task(summarise())
-        try:
-            yield
-        finally:
-            ticker.cancel()
-            await run_in_threadpool(close)
-
-    app = http_app(routes, lifespan=lifespan, max_body=max_body, body_timeout=body_timeout, refusals=_REFUSALS)
+    app = http_app(routes, lifespan=summarising_lifespan(throttle.refusals, close), max_body=max_body,
+                   body_timeout=body_timeout, refusals=_REFUSALS)
     app.add_exception_handler(OAuthError, _oauth_error)
     app.state.provider = provider
     app.state.test_cards = test_cards
